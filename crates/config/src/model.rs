@@ -1,0 +1,340 @@
+//! The shape of the file (`Raw*`, as serde reads it) and of the validated
+//! [`Config`] the rest of the program uses. Every table refuses unknown keys
+//! so that a misspelt option is an error, not a silently ignored line.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// What a listener is for. The role decides the session rules, never the
+/// port number.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerRole {
+    /// Transfer from other servers (port 25): no AUTH needed, never relays.
+    Mx,
+    /// Message submission with STARTTLS (port 587, RFC 6409).
+    Submission,
+    /// Message submission over implicit TLS (port 465, RFC 8314).
+    Submissions,
+}
+
+impl ListenerRole {
+    pub fn name(self) -> &'static str {
+        match self {
+            ListenerRole::Mx => "mx",
+            ListenerRole::Submission => "submission",
+            ListenerRole::Submissions => "submissions",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StateBackend {
+    #[default]
+    Embedded,
+    Redis,
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub hostname: String,
+    pub data_dir: PathBuf,
+    pub dns_nameservers: Vec<SocketAddr>,
+    /// Certificate and key files; `None` means a self-signed pair in
+    /// `data_dir/tls`, generated on first start.
+    pub tls: Option<TlsFiles>,
+    pub listeners: Vec<Listener>,
+    pub http_bind: Option<SocketAddr>,
+    /// Domains we receive mail for and deliver locally, lower case.
+    pub local_domains: Vec<String>,
+    pub state_backend: StateBackend,
+    pub redis_url: Option<String>,
+    pub classes: BTreeMap<String, ClassLimits>,
+    pub limits: Limits,
+}
+
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Clone, Debug)]
+pub struct Listener {
+    pub role: ListenerRole,
+    pub bind: Vec<SocketAddr>,
+    /// How long to wait before the greeting, watching for a client that
+    /// talks first (postscreen's "pregreet" test). Zero still catches a
+    /// client whose first bytes arrived with the connection.
+    pub pregreet_wait: Duration,
+}
+
+/// Per-class limits of the class-of-service policy.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClassLimits {
+    pub max_connections: Option<u32>,
+    pub connections_per_minute: Option<u32>,
+    pub messages_per_minute: Option<u32>,
+    pub recipients_per_message: Option<u32>,
+    pub recipients_per_minute: Option<u32>,
+    pub bytes_per_minute: Option<u64>,
+}
+
+/// Session limits. Defaults are the RFC 5321 minimums where the RFC gives
+/// one (4.5.3.1 sizes, 4.5.3.2 timeouts).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Command line including CRLF (RFC 5321 4.5.3.1.4: 512).
+    pub command_line_octets: usize,
+    /// Text line of the message including CRLF (4.5.3.1.6: 1000).
+    pub text_line_octets: usize,
+    /// Recipients per message (4.5.3.1.8: at least 100).
+    pub max_recipients: usize,
+    /// Message size in octets, advertised with SIZE (RFC 1870).
+    pub max_message_size: u64,
+    /// Bad commands before the session is closed with 421.
+    pub max_errors: u32,
+    /// Waiting for a command (4.5.3.2.7: at least 5 minutes).
+    pub command_timeout_secs: u64,
+    /// Waiting for the next chunk of DATA (4.5.3.2.5: 3 minutes).
+    pub data_timeout_secs: u64,
+    /// Concurrent SMTP sessions over all listeners.
+    pub max_sessions: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            command_line_octets: 512,
+            text_line_octets: 1000,
+            max_recipients: 100,
+            max_message_size: 25 * 1024 * 1024,
+            max_errors: 10,
+            command_timeout_secs: 300,
+            data_timeout_secs: 180,
+            max_sessions: 10_000,
+        }
+    }
+}
+
+pub const DEFAULT_DATA_DIR: &str = "./portcullis-data";
+
+impl Config {
+    /// The embedded default of `portcullis serve` without `--config`.
+    pub fn embedded_default(data_dir: PathBuf, hostname: String) -> Config {
+        let at = |port| vec![SocketAddr::from(([127, 0, 0, 1], port))];
+        let listener = |role, port| Listener {
+            role,
+            bind: at(port),
+            pregreet_wait: Duration::ZERO,
+        };
+        Config {
+            hostname,
+            data_dir,
+            dns_nameservers: Vec::new(),
+            tls: None,
+            listeners: vec![
+                listener(ListenerRole::Mx, 2525),
+                listener(ListenerRole::Submission, 2587),
+                listener(ListenerRole::Submissions, 2465),
+            ],
+            http_bind: Some(SocketAddr::from(([127, 0, 0, 1], 8025))),
+            local_domains: vec!["localhost".to_owned()],
+            state_backend: StateBackend::Embedded,
+            redis_url: None,
+            classes: BTreeMap::new(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    hostname: Option<Spanned<String>>,
+    data_dir: Option<PathBuf>,
+    dns: Option<RawDns>,
+    tls: Option<RawTls>,
+    #[serde(default)]
+    listener: Vec<RawListener>,
+    http: Option<RawHttp>,
+    #[serde(default)]
+    domain: Vec<RawDomain>,
+    state: Option<RawState>,
+    #[serde(default)]
+    class: BTreeMap<String, ClassLimits>,
+    limits: Option<Spanned<Limits>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDns {
+    #[serde(default)]
+    nameservers: Vec<SocketAddr>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: Spanned<PathBuf>,
+    key: Spanned<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListener {
+    role: ListenerRole,
+    bind: Spanned<Vec<SocketAddr>>,
+    #[serde(default)]
+    pregreet_wait_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    bind: SocketAddr,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDomain {
+    name: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    backend: Option<Spanned<StateBackend>>,
+    redis_url: Option<String>,
+}
+
+type Invalid = (usize, String);
+
+impl RawConfig {
+    /// Check what serde cannot: names are names, files exist, limits make
+    /// sense. Errors carry the byte offset of the offending value.
+    pub(crate) fn validate(self, base: &Path) -> Result<Config, Invalid> {
+        let hostname = match self.hostname {
+            Some(h) => checked_domain(&h)?,
+            None => system_hostname(),
+        };
+        let data_dir = self
+            .data_dir
+            .map(|d| base.join(d))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let tls = self.tls.map(|t| tls_files(t, base)).transpose()?;
+        let listeners = listeners(self.listener)?;
+        let local_domains = self
+            .domain
+            .iter()
+            .map(|d| checked_domain(&d.name))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (state_backend, redis_url) = match self.state {
+            None => (StateBackend::Embedded, None),
+            Some(RawState { backend: None, redis_url }) => (StateBackend::Embedded, redis_url),
+            Some(RawState { backend: Some(b), redis_url }) => {
+                if *b.get_ref() == StateBackend::Redis && redis_url.is_none() {
+                    return Err((b.span().start, "backend = \"redis\" needs redis_url".into()));
+                }
+                (b.into_inner(), redis_url)
+            }
+        };
+        let limits = self.limits.map(checked_limits).transpose()?.unwrap_or_default();
+        let mut defaults = Config::embedded_default(data_dir, hostname);
+        if !listeners.is_empty() {
+            defaults.listeners = listeners;
+        }
+        if !local_domains.is_empty() {
+            defaults.local_domains = local_domains;
+        }
+        Ok(Config {
+            dns_nameservers: self.dns.map(|d| d.nameservers).unwrap_or_default(),
+            tls,
+            http_bind: self.http.map(|h| h.bind).or(defaults.http_bind),
+            state_backend,
+            redis_url,
+            classes: self.class,
+            limits,
+            ..defaults
+        })
+    }
+}
+
+fn tls_files(t: RawTls, base: &Path) -> Result<TlsFiles, Invalid> {
+    let exists = |p: &Spanned<PathBuf>| {
+        let path = base.join(p.get_ref());
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => Ok(path),
+            Ok(_) => Err((p.span().start, format!("{} is not a file", path.display()))),
+            Err(e) => Err((p.span().start, format!("cannot open {}: {e}", path.display()))),
+        }
+    };
+    Ok(TlsFiles {
+        cert: exists(&t.cert)?,
+        key: exists(&t.key)?,
+    })
+}
+
+fn listeners(raw: Vec<RawListener>) -> Result<Vec<Listener>, Invalid> {
+    raw.into_iter()
+        .map(|l| {
+            if l.bind.get_ref().is_empty() {
+                return Err((l.bind.span().start, "a listener needs at least one address".into()));
+            }
+            Ok(Listener {
+                role: l.role,
+                bind: l.bind.into_inner(),
+                pregreet_wait: Duration::from_millis(l.pregreet_wait_ms),
+            })
+        })
+        .collect()
+}
+
+fn checked_limits(l: Spanned<Limits>) -> Result<Limits, Invalid> {
+    let at = l.span().start;
+    let l = l.into_inner();
+    let rules: [(bool, &str); 5] = [
+        (l.command_line_octets < 512, "command_line_octets must be at least 512 (RFC 5321 4.5.3.1.4)"),
+        (l.text_line_octets < 1000, "text_line_octets must be at least 1000 (RFC 5321 4.5.3.1.6)"),
+        (l.max_recipients < 100, "max_recipients must be at least 100 (RFC 5321 4.5.3.1.8)"),
+        (l.max_errors == 0, "max_errors must be at least 1"),
+        (l.max_sessions == 0, "max_sessions must be at least 1"),
+    ];
+    match rules.iter().find(|(bad, _)| *bad) {
+        Some((_, why)) => Err((at, (*why).to_owned())),
+        None => Ok(l),
+    }
+}
+
+/// A host or domain name as RFC 5321 4.1.2 allows it, lower-cased.
+fn checked_domain(name: &Spanned<String>) -> Result<String, Invalid> {
+    let n = name.get_ref().trim_end_matches('.').to_ascii_lowercase();
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if n.is_empty() || n.len() > 253 || !n.split('.').all(label_ok) {
+        return Err((name.span().start, format!("{:?} is not a valid domain name", name.get_ref())));
+    }
+    Ok(n)
+}
+
+/// This machine's name, for the banner when the config gives none.
+pub fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}

@@ -1,0 +1,146 @@
+//! Each test is one behaviour of the config reader, named for it.
+
+use super::*;
+use std::io::Write;
+
+fn parse_str(text: &str) -> Result<Config, ConfigError> {
+    parse(text, Path::new("/etc/portcullis/test.toml"))
+}
+
+fn error_of(text: &str) -> (Location, String) {
+    match parse_str(text) {
+        Err(ConfigError::Invalid { at, message, .. }) => (at, message),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+const DESIGN_EXAMPLE: &str = r#"
+hostname = "mx.example.test"
+data_dir = "/var/lib/portcullis"
+
+[dns]
+nameservers = ["127.0.0.1:5300"]
+
+[[listener]]
+role = "mx"
+bind = ["0.0.0.0:25", "[::]:25"]
+
+[[listener]]
+role = "submission"
+bind = ["[::]:587"]
+
+[[listener]]
+role = "submissions"
+bind = ["[::]:465"]
+
+[http]
+bind = "127.0.0.1:8025"
+
+[[domain]]
+name = "example.test"
+
+[state]
+backend = "embedded"
+redis_url = "redis://127.0.0.1:6379"
+
+[class.default]
+max_connections = 20
+messages_per_minute = 60
+
+[class.new]
+max_connections = 10
+messages_per_minute = 120
+"#;
+
+#[test]
+fn accepts_the_design_example() {
+    let c = parse_str(DESIGN_EXAMPLE).unwrap();
+    assert_eq!(c.hostname, "mx.example.test");
+    assert_eq!(c.listeners.len(), 3);
+    assert_eq!(c.listeners[0].bind.len(), 2);
+    assert_eq!(c.local_domains, vec!["example.test"]);
+    assert_eq!(c.classes["default"].max_connections, Some(20));
+    assert_eq!(c.dns_nameservers.len(), 1);
+}
+
+#[test]
+fn empty_file_gives_the_embedded_default_listeners() {
+    let c = parse_str("").unwrap();
+    let ports: Vec<u16> = c.listeners.iter().map(|l| l.bind[0].port()).collect();
+    assert_eq!(ports, vec![2525, 2587, 2465]);
+    assert_eq!(c.local_domains, vec!["localhost"]);
+}
+
+#[test]
+fn unknown_key_names_line_and_key() {
+    let (at, msg) = error_of("hostname = \"a.test\"\n\n[[listener]]\nrole = \"mx\"\nbind = [\"127.0.0.1:25\"]\nbacklog = 5\n");
+    assert_eq!(at.line, 6);
+    assert_eq!(at.key, "listener.backlog");
+    assert!(msg.contains("unknown field"), "{msg}");
+}
+
+#[test]
+fn bad_bind_address_names_line_and_key() {
+    let (at, msg) = error_of("[[listener]]\nrole = \"mx\"\nbind = [\"127.0.0.1:25\", \"nowhere:25\"]\n");
+    assert_eq!(at.line, 3);
+    assert_eq!(at.key, "listener.bind");
+    assert!(msg.contains("address"), "{msg}");
+}
+
+#[test]
+fn bad_address_in_multiline_array_names_the_key_above() {
+    let (at, _) = error_of("[[listener]]\nrole = \"mx\"\nbind = [\n  \"127.0.0.1:25\",\n  \"300.1.1.1:25\",\n]\n");
+    assert_eq!(at.line, 5);
+    assert_eq!(at.key, "listener.bind");
+}
+
+#[test]
+fn unknown_role_is_refused() {
+    let (at, msg) = error_of("[[listener]]\nrole = \"relay\"\nbind = [\"127.0.0.1:25\"]\n");
+    assert_eq!((at.line, at.key.as_str()), (2, "listener.role"));
+    assert!(msg.contains("unknown variant"), "{msg}");
+}
+
+#[test]
+fn missing_certificate_file_names_the_file_and_key() {
+    let (at, msg) = error_of("[tls]\ncert = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"\n");
+    assert_eq!((at.line, at.key.as_str()), (2, "tls.cert"));
+    assert!(msg.contains("/nonexistent/cert.pem"), "{msg}");
+}
+
+#[test]
+fn existing_certificate_files_are_accepted() {
+    let dir = std::env::temp_dir().join(format!("pc-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["c.pem", "k.pem"] {
+        std::fs::File::create(dir.join(f)).unwrap().write_all(b"x").unwrap();
+    }
+    let text = format!("[tls]\ncert = \"{0}/c.pem\"\nkey = \"{0}/k.pem\"\n", dir.display());
+    assert!(parse_str(&text).unwrap().tls.is_some());
+}
+
+#[test]
+fn invalid_domain_name_is_refused() {
+    let (at, msg) = error_of("[[domain]]\nname = \"bad_domain..test\"\n");
+    assert_eq!((at.line, at.key.as_str()), (2, "domain.name"));
+    assert!(msg.contains("not a valid domain"), "{msg}");
+}
+
+#[test]
+fn limits_below_rfc_minimums_are_refused() {
+    let (at, msg) = error_of("[limits]\nmax_recipients = 10\n");
+    assert_eq!(at.key, "limits");
+    assert!(msg.contains("RFC 5321"), "{msg}");
+}
+
+#[test]
+fn redis_backend_needs_a_url() {
+    let (at, _) = error_of("[state]\nbackend = \"redis\"\n");
+    assert_eq!(at.key, "state.backend");
+}
+
+#[test]
+fn display_names_file_line_and_key() {
+    let e = parse_str("bogus = 1\n").unwrap_err().to_string();
+    assert!(e.starts_with("/etc/portcullis/test.toml:1:1: key `bogus`:"), "{e}");
+}
