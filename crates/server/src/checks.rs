@@ -1,0 +1,97 @@
+//! The checks applied at each SMTP stage (maddy's model: a check returns a
+//! verdict, the session applies it). Decisions only; no I/O.
+
+use portcullis_config::Config;
+use portcullis_smtp::{Mailbox, Reply, Status, Verdict};
+
+/// Where mail for an address goes.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Destination {
+    Local,
+    Remote,
+}
+
+/// Domains we deliver locally: the configured ones and our own hostname
+/// (`<postmaster>` is addressed to the hostname, RFC 5321 4.1.1.3).
+pub(crate) fn destination(config: &Config, m: &Mailbox) -> Destination {
+    if m.domain == config.hostname || config.local_domains.iter().any(|d| *d == m.domain) {
+        Destination::Local
+    } else {
+        Destination::Remote
+    }
+}
+
+/// RCPT TO on the mx listener: local domains only, never a relay,
+/// whatever the client claims (the route of a source-routed path has
+/// already been dropped by the parser, so `<@local:u@remote>` is remote).
+pub(crate) fn recipient(config: &Config, to: &Mailbox) -> Verdict {
+    if to.is_literal() || destination(config, to) == Destination::Remote {
+        return Verdict::Reject(Reply::new(
+            554,
+            Status(5, 7, 1),
+            format!("Relay access denied: {} is not a domain this server receives mail for", to.domain),
+        ));
+    }
+    if !is_mailbox_name(&to.local) {
+        return Verdict::Reject(Reply::new(
+            550,
+            Status(5, 1, 3),
+            format!("{to}: local part is not a valid mailbox name here"),
+        ));
+    }
+    Verdict::Accept
+}
+
+/// Local mailboxes are plain dot-atoms without `/`, `%` or `!` (the
+/// routing syntaxes of old: a `%`-hack or bang path must not reach a
+/// mailbox, or anything that might forward it).
+fn is_mailbox_name(local: &str) -> bool {
+    !local.is_empty()
+        && !local.starts_with('.')
+        && local
+            .chars()
+            .all(|c| c.is_alphanumeric() || "._+-=#$&'*^`{|}~?".contains(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn config() -> Config {
+        let mut c = Config::embedded_default(PathBuf::from("/tmp/x"), "mx.local.test".into());
+        c.local_domains = vec!["local.test".into()];
+        c
+    }
+
+    fn rcpt(s: &str) -> Verdict {
+        let (path, _) = portcullis_smtp::address::parse_path(s, false).unwrap();
+        let portcullis_smtp::Path::Mailbox(m) = path else { panic!() };
+        recipient(&config(), &m)
+    }
+
+    fn refused(v: Verdict) -> bool {
+        matches!(v, Verdict::Reject(_))
+    }
+
+    #[test]
+    fn local_domain_is_accepted_in_any_case() {
+        assert_eq!(rcpt("<user@LOCAL.test>"), Verdict::Accept);
+        assert_eq!(rcpt("<postmaster@mx.local.test>"), Verdict::Accept);
+    }
+
+    #[test]
+    fn relay_tricks_are_refused() {
+        for trick in [
+            "<user@remote.test>",
+            "<user%remote.test@local.test>",
+            "<remote.test!user@local.test>",
+            "<@local.test:user@remote.test>",
+            "<\"user@remote.test\"@local.test>",
+            "<user@[127.0.0.1]>",
+            "<user/x@local.test>",
+        ] {
+            assert!(refused(rcpt(trick)), "{trick}");
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! One SMTP connection: the small, mechanical loop around the session
+//! (feed what the socket gives, do what the session asks, write replies).
+
+use crate::{Context, checks, tls};
+use portcullis_config::ListenerRole;
+use portcullis_queue::{Envelope, QueuedRecipient, StoredMessage};
+use portcullis_smtp::{Action, Peer, Reply, Session, SessionConfig, Status, Transaction};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::timeout;
+use tracing::{info, warn};
+
+/// Longest a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(crate) struct Connection {
+    pub ctx: Arc<Context>,
+    pub id: String,
+    pub role: ListenerRole,
+    pub pregreet_wait: Duration,
+    pub session_config: Arc<SessionConfig>,
+    pub peer: SocketAddr,
+}
+
+enum Exit {
+    Closed,
+    StartTls,
+}
+
+type IoResult<T> = std::io::Result<T>;
+
+impl Connection {
+    pub(crate) async fn run(self, stream: TcpStream, permit: Option<OwnedSemaphorePermit>) {
+        info!(session = %self.id, event = "connect", listener = self.role.name(), peer = %self.peer);
+        let result = self.serve(stream, permit.is_some()).await;
+        match result {
+            Ok(()) => info!(session = %self.id, event = "disconnect"),
+            Err(e) => info!(session = %self.id, event = "disconnect", error = %e),
+        }
+        drop(permit);
+    }
+
+    fn session(&self) -> Session {
+        let peer = Peer {
+            addr: self.peer,
+            ptr: None,
+        };
+        Session::new(self.session_config.clone(), peer, None)
+    }
+
+    async fn serve(&self, mut stream: TcpStream, admitted: bool) -> IoResult<()> {
+        let mut session = self.session();
+        if !admitted {
+            warn!(session = %self.id, event = "refused", reason = "max_sessions");
+            session.refuse(Reply::new(421, Status(4, 7, 0), "Too many connections, try again later"));
+            self.drive(&mut stream, &mut session).await?;
+            return Ok(());
+        }
+        if self.role == ListenerRole::Submissions {
+            return self.serve_implicit_tls(stream, session).await;
+        }
+        if self.talks_first(&stream).await {
+            info!(session = %self.id, event = "refused", reason = "early_talker");
+            session.refuse_early_talker();
+        } else {
+            session.start();
+        }
+        if let Exit::StartTls = self.drive(&mut stream, &mut session).await? {
+            let mut tls = self.handshake(stream).await?;
+            session.tls_established(tls::describe(tls.get_ref().1));
+            self.log_tls(&session);
+            self.drive(&mut tls, &mut session).await?;
+        }
+        Ok(())
+    }
+
+    /// RFC 8314: on 465 TLS starts at once, and the greeting comes after.
+    async fn serve_implicit_tls(&self, stream: TcpStream, mut session: Session) -> IoResult<()> {
+        let mut tls = self.handshake(stream).await?;
+        session.tls_established(tls::describe(tls.get_ref().1));
+        self.log_tls(&session);
+        session.start();
+        self.drive(&mut tls, &mut session).await?;
+        Ok(())
+    }
+
+    async fn handshake(&self, stream: TcpStream) -> IoResult<tokio_rustls::server::TlsStream<TcpStream>> {
+        match timeout(HANDSHAKE_TIMEOUT, self.ctx.tls.accept(stream)).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")),
+        }
+    }
+
+    fn log_tls(&self, s: &Session) {
+        if let Some(t) = s.tls() {
+            info!(session = %self.id, event = "tls", version = %t.version, cipher = %t.cipher);
+        }
+    }
+
+    /// postscreen's pregreet test: a client that sends before our greeting
+    /// is not an SMTP client waiting for replies. With no wait configured
+    /// this still catches bytes that arrived with the connection.
+    async fn talks_first(&self, stream: &TcpStream) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(timeout(self.pregreet_wait, stream.peek(&mut probe)).await, Ok(Ok(n)) if n > 0)
+    }
+
+    /// Run the session over `io` until it closes or asks for TLS.
+    async fn drive<S: AsyncRead + AsyncWrite + Unpin>(&self, io: &mut S, s: &mut Session) -> IoResult<Exit> {
+        let mut out = Vec::with_capacity(1024);
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            while let Some(action) = s.poll() {
+                match action {
+                    Action::Reply(r) => {
+                        if r.code >= 400 {
+                            info!(session = %self.id, event = "reply", reply = %r);
+                        }
+                        r.write_to(&mut out);
+                    }
+                    Action::StartTls => {
+                        self.write_out(io, &mut out, s).await?;
+                        return Ok(Exit::StartTls);
+                    }
+                    Action::CheckMail { from, .. } => {
+                        let from = from.map_or_else(|| "<>".to_owned(), |m| m.to_string());
+                        info!(session = %self.id, event = "mail", from = %from);
+                        s.answer(portcullis_smtp::Verdict::Accept);
+                    }
+                    Action::CheckRcpt { to, .. } => {
+                        let verdict = checks::recipient(&self.ctx.config, &to);
+                        info!(session = %self.id, event = "rcpt", to = %to, accepted = verdict == portcullis_smtp::Verdict::Accept);
+                        s.answer(verdict);
+                    }
+                    Action::Deliver(txn) => {
+                        // Replies before DATA's end go out now, so the client
+                        // is not kept waiting for them behind the fsync.
+                        self.write_out(io, &mut out, s).await?;
+                        let reply = self.accept_message(*txn).await;
+                        s.answer_data(reply);
+                    }
+                    Action::Close => {
+                        self.write_out(io, &mut out, s).await?;
+                        let _ = timeout(Duration::from_secs(5), io.shutdown()).await;
+                        return Ok(Exit::Closed);
+                    }
+                }
+            }
+            self.write_out(io, &mut out, s).await?;
+            match timeout(s.timeout(), io.read(&mut buf)).await {
+                Err(_) => s.timed_out(),
+                Ok(Ok(0)) => return Ok(Exit::Closed),
+                Ok(Ok(n)) => s.feed(&buf[..n]),
+                Ok(Err(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// Write pending replies, within the session's timeout: a client that
+    /// stops reading must not hold the task forever.
+    async fn write_out<S: AsyncWrite + Unpin>(&self, io: &mut S, out: &mut Vec<u8>, s: &Session) -> IoResult<()> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        let write = async {
+            io.write_all(out).await?;
+            io.flush().await
+        };
+        match timeout(s.timeout(), write).await {
+            Ok(r) => r?,
+            Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "client stopped reading")),
+        }
+        out.clear();
+        Ok(())
+    }
+
+    /// Spool the message durably, then answer 250 with its queue id.
+    async fn accept_message(&self, txn: Transaction) -> Reply {
+        let ctx = &self.ctx;
+        let id = ctx.spool.new_id();
+        let now = SystemTime::now();
+        let received = portcullis_smtp::received_header(&txn, &ctx.config.hostname, &id, now);
+        let mut data = Vec::with_capacity(received.len() + txn.body.len());
+        data.extend_from_slice(received.as_bytes());
+        data.extend_from_slice(&txn.body);
+        let envelope = envelope(&txn, &id, now);
+        let data = Arc::new(data);
+        match ctx.spool.commit(envelope.clone(), data.clone()).await {
+            Ok(()) => {
+                info!(
+                    session = %self.id, event = "queued", id = %id, from = %envelope.sender,
+                    recipients = envelope.recipients.len(), size = data.len()
+                );
+                ctx.local.submit(StoredMessage { envelope, data });
+                Reply::new(250, Status(2, 0, 0), format!("Ok: queued as {id}"))
+            }
+            Err(e) if e.is_storage_full() => {
+                warn!(session = %self.id, event = "spool_full", error = %e);
+                Reply::new(452, Status(4, 3, 1), "Insufficient system storage, try again later")
+            }
+            Err(e) => {
+                warn!(session = %self.id, event = "spool_error", error = %e);
+                Reply::new(451, Status(4, 3, 0), "Local error in processing, try again later")
+            }
+        }
+    }
+}
+
+fn envelope(txn: &Transaction, id: &str, now: SystemTime) -> Envelope {
+    let p = &txn.mail_params;
+    Envelope {
+        id: id.to_owned(),
+        sender: txn.mail_from.as_ref().map(|m| m.to_string()).unwrap_or_default(),
+        recipients: txn
+            .recipients
+            .iter()
+            .map(|r| QueuedRecipient {
+                address: r.mailbox.to_string(),
+                notify: r.params.notify.map(|n| {
+                    let mut v = Vec::new();
+                    n.success.then(|| v.push("SUCCESS"));
+                    n.failure.then(|| v.push("FAILURE"));
+                    n.delay.then(|| v.push("DELAY"));
+                    if v.is_empty() { "NEVER".to_owned() } else { v.join(",") }
+                }),
+                orcpt: r.params.orcpt.as_ref().map(|(t, a)| format!("{t};{a}")),
+            })
+            .collect(),
+        received_at: now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        client_ip: txn.peer.addr.ip().to_string(),
+        helo: txn.helo.clone(),
+        auth: txn.auth.clone(),
+        smtputf8: p.smtputf8,
+        eight_bit: p.body == portcullis_smtp::Body::EightBitMime,
+        ret: p.ret.map(|r| match r {
+            portcullis_smtp::Ret::Full => "FULL".to_owned(),
+            portcullis_smtp::Ret::Hdrs => "HDRS".to_owned(),
+        }),
+        envid: p.envid.clone(),
+    }
+}

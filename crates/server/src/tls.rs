@@ -1,0 +1,86 @@
+//! Certificates and the TLS acceptor (rustls with ring). With no `[tls]` in
+//! the config, a self-signed certificate for the hostname is generated into
+//! `data_dir/tls` on first start and reused after.
+
+use anyhow::{Context as _, bail};
+use portcullis_config::Config;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The certificate and key files this config uses.
+pub fn certificate_paths(config: &Config) -> (PathBuf, PathBuf) {
+    match &config.tls {
+        Some(t) => (t.cert.clone(), t.key.clone()),
+        None => {
+            let dir = config.data_dir.join("tls");
+            (dir.join("cert.pem"), dir.join("key.pem"))
+        }
+    }
+}
+
+pub(crate) fn acceptor(config: &Config) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    let (cert, key) = certificate_paths(config);
+    if config.tls.is_none() && !cert.exists() {
+        generate_self_signed(&config.hostname, &cert, &key)?;
+    }
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
+        .with_context(|| format!("cannot read certificate {}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{} is not a PEM certificate chain", cert.display()))?;
+    if certs.is_empty() {
+        bail!("{} holds no certificate", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(&key).with_context(|| format!("cannot read private key {}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("certificate and key do not match")?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
+}
+
+fn generate_self_signed(hostname: &str, cert: &Path, key: &Path) -> anyhow::Result<()> {
+    let mut names = vec![hostname.to_owned()];
+    for extra in ["localhost", "127.0.0.1", "::1"] {
+        if !names.iter().any(|n| n == extra) {
+            names.push(extra.to_owned());
+        }
+    }
+    let generated = rcgen::generate_simple_self_signed(names).context("cannot generate a self-signed certificate")?;
+    if let Some(dir) = cert.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    write_private(key, generated.key_pair.serialize_pem().as_bytes())?;
+    std::fs::write(cert, generated.cert.pem()).with_context(|| format!("cannot write {}", cert.display()))?;
+    tracing::info!(event = "tls_generated", cert = %cert.display(), "generated a self-signed certificate");
+    Ok(())
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path).with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(bytes)?;
+    Ok(())
+}
+
+/// Protocol and cipher of an established connection, in the words of the
+/// Received header (`TLSv1.3`, `TLS13_AES_256_GCM_SHA384`).
+pub(crate) fn describe(conn: &rustls::ServerConnection) -> portcullis_smtp::TlsInfo {
+    let version = match conn.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_owned(),
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_owned(),
+        Some(v) => format!("{v:?}"),
+        None => "unknown".to_owned(),
+    };
+    let cipher = conn
+        .negotiated_cipher_suite()
+        .map_or_else(|| "unknown".to_owned(), |s| format!("{:?}", s.suite()));
+    portcullis_smtp::TlsInfo { version, cipher }
+}
