@@ -14,6 +14,10 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::timeout;
 use tracing::{info, warn};
 
+/// Read sizes while waiting for a command and while reading content.
+const COMMAND_READ: usize = 1024;
+const DATA_READ: usize = 32 * 1024;
+
 /// Longest a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -61,7 +65,7 @@ impl Connection {
             return Ok(());
         }
         if self.role == ListenerRole::Submissions {
-            return self.serve_implicit_tls(stream, session).await;
+            return Box::pin(self.serve_implicit_tls(stream, session)).await;
         }
         if self.talks_first(&stream).await {
             info!(session = %self.id, event = "refused", reason = "early_talker");
@@ -70,11 +74,18 @@ impl Connection {
             session.start();
         }
         if let Exit::StartTls = self.drive(&mut stream, &mut session).await? {
-            let mut tls = self.handshake(stream).await?;
-            session.tls_established(tls::describe(tls.get_ref().1));
-            self.log_tls(&session);
-            self.drive(&mut tls, &mut session).await?;
+            // Boxed: the TLS state is large, and most sessions never need it
+            // (it would otherwise sit in every connection task's future).
+            Box::pin(self.continue_in_tls(stream, session)).await?;
         }
+        Ok(())
+    }
+
+    async fn continue_in_tls(&self, stream: TcpStream, mut session: Session) -> IoResult<()> {
+        let mut tls = self.handshake(stream).await?;
+        session.tls_established(tls::describe(tls.get_ref().1));
+        self.log_tls(&session);
+        self.drive(&mut tls, &mut session).await?;
         Ok(())
     }
 
@@ -111,8 +122,8 @@ impl Connection {
 
     /// Run the session over `io` until it closes or asks for TLS.
     async fn drive<S: AsyncRead + AsyncWrite + Unpin>(&self, io: &mut S, s: &mut Session) -> IoResult<Exit> {
-        let mut out = Vec::with_capacity(1024);
-        let mut buf = vec![0u8; 16 * 1024];
+        let mut out = Vec::with_capacity(512);
+        let mut buf = Vec::new();
         loop {
             while let Some(action) = s.poll() {
                 match action {
@@ -151,6 +162,12 @@ impl Connection {
                 }
             }
             self.write_out(io, &mut out, s).await?;
+            // Idle sessions between commands hold a small buffer; content
+            // is read in large pieces.
+            let want = if s.in_data() { DATA_READ } else { COMMAND_READ };
+            if buf.len() != want {
+                buf = vec![0u8; want];
+            }
             match timeout(s.timeout(), io.read(&mut buf)).await {
                 Err(_) => s.timed_out(),
                 Ok(Ok(0)) => return Ok(Exit::Closed),

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Messages per second accepted on the mx listener, durable queue, from
+# Postfix's smtp-source, side by side with Postfix itself on the same
+# machine and disk. Prints a Markdown table; run from the repository root:
+#
+#   bash bench/throughput.sh            # 20 sessions, 20000 messages, 1 KiB
+#   ROUNDS=3 MESSAGES=5000 bash bench/throughput.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SESSIONS=${SESSIONS:-20} MESSAGES=${MESSAGES:-20000} SIZE=${SIZE:-1024} ROUNDS=${ROUNDS:-2}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/portcullis-target}"
+cargo build --release --locked -q
+BIN="$CARGO_TARGET_DIR/release/portcullis"
+work=$(mktemp -d /var/tmp/portcullis-bench.XXXXXX)
+chmod 755 "$work"  # Postfix daemons run as the postfix user
+PC_PORT=3525 PF_PORT=3526
+pc_pid=""
+cleanup() {
+  [ -n "$pc_pid" ] && kill "$pc_pid" 2>/dev/null || true
+  bash bench/postfix_instance.sh stop "$work/postfix" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+start_portcullis() {
+  rm -rf "$work/pc"; mkdir -p "$work/pc"
+  cat > "$work/pc/portcullis.toml" <<CONF
+hostname = "mx.bench.test"
+data_dir = "$work/pc/data"
+[[listener]]
+role = "mx"
+bind = ["127.0.0.1:$PC_PORT"]
+[[domain]]
+name = "bench.test"
+CONF
+  "$BIN" serve --config "$work/pc/portcullis.toml" >"$work/pc/log" 2>&1 &
+  pc_pid=$!
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$PC_PORT) 2>/dev/null && return; sleep 0.1; done
+  echo "portcullis did not start" >&2; exit 1
+}
+
+count_files() { find "$1" -type f 2>/dev/null | wc -l; }
+
+# Run smtp-source against PORT; print messages/s (accepted = smtp-source done).
+blast() {
+  local port=$1 t0 t1
+  t0=$(date +%s.%N)
+  smtp-source -s "$SESSIONS" -m "$MESSAGES" -l "$SIZE" -f bench@remote.test -t u@bench.test "127.0.0.1:$port"
+  t1=$(date +%s.%N)
+  echo "$MESSAGES / ($t1 - $t0)" | bc -l
+}
+
+wait_delivered() {
+  local dir=$1 want=$2
+  for _ in $(seq 600); do [ "$(count_files "$dir")" -ge "$want" ] && return 0; sleep 0.5; done
+  echo "only $(count_files "$dir") of $want delivered in $dir" >&2; return 1
+}
+
+bash bench/postfix_instance.sh start "$work/postfix" "$PF_PORT" >/dev/null
+sleep 1
+pc_rates=() pf_rates=()
+for round in $(seq "$ROUNDS"); do
+  start_portcullis
+  pc_rates+=("$(blast $PC_PORT)")
+  wait_delivered "$work/pc/data/mail/bench.test/u/new" "$MESSAGES"
+  kill "$pc_pid"; wait "$pc_pid" 2>/dev/null || true; pc_pid=""
+  before=$(count_files "$work/postfix/mail")
+  pf_rates+=("$(blast $PF_PORT)")
+  wait_delivered "$work/postfix/mail" $((before + MESSAGES))
+done
+
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+pc=$(median "${pc_rates[@]}") pf=$(median "${pf_rates[@]}")
+printf '| run | portcullis msg/s | Postfix msg/s |\n|---|---|---|\n'
+for i in $(seq 0 $((ROUNDS - 1))); do printf '| %d | %.0f | %.0f |\n' $((i + 1)) "${pc_rates[$i]}" "${pf_rates[$i]}"; done
+printf '| **median** | **%.0f** | **%.0f** |\n\nRatio portcullis/Postfix: **%.2f**\n' "$pc" "$pf" "$(echo "$pc / $pf" | bc -l)"
