@@ -8,7 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "portcullis", version, about = "A mail server that stops abuse at the door")]
+#[command(
+    name = "portcullis",
+    version,
+    about = "A mail server that stops abuse at the door"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -79,8 +83,12 @@ fn load(path: Option<&Path>) -> anyhow::Result<Config> {
     match path {
         Some(p) => Ok(portcullis_config::load(p)?),
         None => {
-            let data = std::env::var_os("PORTCULLIS_DATA").map_or_else(|| PathBuf::from(DEFAULT_DATA_DIR), PathBuf::from);
-            Ok(Config::embedded_default(data, portcullis_config::system_hostname()))
+            let data = std::env::var_os("PORTCULLIS_DATA")
+                .map_or_else(|| PathBuf::from(DEFAULT_DATA_DIR), PathBuf::from);
+            Ok(Config::embedded_default(
+                data,
+                portcullis_config::system_hostname(),
+            ))
         }
     }
 }
@@ -88,16 +96,36 @@ fn load(path: Option<&Path>) -> anyhow::Result<Config> {
 fn serve(config: Config) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    raise_open_file_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
     rt.block_on(portcullis_server::serve(config))
+}
+
+/// Each SMTP session holds a socket: lift the soft limit on open files to
+/// the hard limit so `max_sessions` is what bounds them, not a default of
+/// 1024 that fails accept() with EMFILE.
+fn raise_open_file_limit() {
+    #[cfg(unix)]
+    // SAFETY: getrlimit/setrlimit with a valid, initialised struct.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }
 
 fn queue(action: QueueAction, config: &Config) -> anyhow::Result<()> {
@@ -108,7 +136,13 @@ fn queue(action: QueueAction, config: &Config) -> anyhow::Result<()> {
             for m in &messages {
                 let e = &m.envelope;
                 let rcpts: Vec<&str> = e.recipients.iter().map(|r| r.address.as_str()).collect();
-                println!("{}  {:>8}  <{}>  {}", e.id, m.data.len(), e.sender, rcpts.join(" "));
+                println!(
+                    "{}  {:>8}  <{}>  {}",
+                    e.id,
+                    m.data.len(),
+                    e.sender,
+                    rcpts.join(" ")
+                );
             }
             println!("{} message(s) queued", messages.len());
             Ok(())

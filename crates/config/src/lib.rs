@@ -62,11 +62,12 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         }
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
-    raw.validate(base).map_err(|(offset, message)| ConfigError::Invalid {
-        path: path.to_owned(),
-        at: locate::locate(text, offset),
-        message,
-    })
+    raw.validate(base)
+        .map_err(|(offset, message)| ConfigError::Invalid {
+            path: path.to_owned(),
+            at: locate::locate(text, offset),
+            message,
+        })
 }
 
 fn first_line(s: &str) -> String {

@@ -239,15 +239,25 @@ impl RawConfig {
             .collect::<Result<Vec<_>, _>>()?;
         let (state_backend, redis_url) = match self.state {
             None => (StateBackend::Embedded, None),
-            Some(RawState { backend: None, redis_url }) => (StateBackend::Embedded, redis_url),
-            Some(RawState { backend: Some(b), redis_url }) => {
+            Some(RawState {
+                backend: None,
+                redis_url,
+            }) => (StateBackend::Embedded, redis_url),
+            Some(RawState {
+                backend: Some(b),
+                redis_url,
+            }) => {
                 if *b.get_ref() == StateBackend::Redis && redis_url.is_none() {
                     return Err((b.span().start, "backend = \"redis\" needs redis_url".into()));
                 }
                 (b.into_inner(), redis_url)
             }
         };
-        let limits = self.limits.map(checked_limits).transpose()?.unwrap_or_default();
+        let limits = self
+            .limits
+            .map(checked_limits)
+            .transpose()?
+            .unwrap_or_default();
         let mut defaults = Config::embedded_default(data_dir, hostname);
         if !listeners.is_empty() {
             defaults.listeners = listeners;
@@ -274,7 +284,10 @@ fn tls_files(t: RawTls, base: &Path) -> Result<TlsFiles, Invalid> {
         match std::fs::metadata(&path) {
             Ok(m) if m.is_file() => Ok(path),
             Ok(_) => Err((p.span().start, format!("{} is not a file", path.display()))),
-            Err(e) => Err((p.span().start, format!("cannot open {}: {e}", path.display()))),
+            Err(e) => Err((
+                p.span().start,
+                format!("cannot open {}: {e}", path.display()),
+            )),
         }
     };
     Ok(TlsFiles {
@@ -287,7 +300,10 @@ fn listeners(raw: Vec<RawListener>) -> Result<Vec<Listener>, Invalid> {
     raw.into_iter()
         .map(|l| {
             if l.bind.get_ref().is_empty() {
-                return Err((l.bind.span().start, "a listener needs at least one address".into()));
+                return Err((
+                    l.bind.span().start,
+                    "a listener needs at least one address".into(),
+                ));
             }
             Ok(Listener {
                 role: l.role,
@@ -302,9 +318,18 @@ fn checked_limits(l: Spanned<Limits>) -> Result<Limits, Invalid> {
     let at = l.span().start;
     let l = l.into_inner();
     let rules: [(bool, &str); 5] = [
-        (l.command_line_octets < 512, "command_line_octets must be at least 512 (RFC 5321 4.5.3.1.4)"),
-        (l.text_line_octets < 1000, "text_line_octets must be at least 1000 (RFC 5321 4.5.3.1.6)"),
-        (l.max_recipients < 100, "max_recipients must be at least 100 (RFC 5321 4.5.3.1.8)"),
+        (
+            l.command_line_octets < 512,
+            "command_line_octets must be at least 512 (RFC 5321 4.5.3.1.4)",
+        ),
+        (
+            l.text_line_octets < 1000,
+            "text_line_octets must be at least 1000 (RFC 5321 4.5.3.1.6)",
+        ),
+        (
+            l.max_recipients < 100,
+            "max_recipients must be at least 100 (RFC 5321 4.5.3.1.8)",
+        ),
         (l.max_errors == 0, "max_errors must be at least 1"),
         (l.max_sessions == 0, "max_sessions must be at least 1"),
     ];
@@ -325,7 +350,10 @@ fn checked_domain(name: &Spanned<String>) -> Result<String, Invalid> {
             && !l.ends_with('-')
     };
     if n.is_empty() || n.len() > 253 || !n.split('.').all(label_ok) {
-        return Err((name.span().start, format!("{:?} is not a valid domain name", name.get_ref())));
+        return Err((
+            name.span().start,
+            format!("{:?} is not a valid domain name", name.get_ref()),
+        ));
     }
     Ok(n)
 }

@@ -73,7 +73,9 @@ fn empty_file_gives_the_embedded_default_listeners() {
 
 #[test]
 fn unknown_key_names_line_and_key() {
-    let (at, msg) = error_of("hostname = \"a.test\"\n\n[[listener]]\nrole = \"mx\"\nbind = [\"127.0.0.1:25\"]\nbacklog = 5\n");
+    let (at, msg) = error_of(
+        "hostname = \"a.test\"\n\n[[listener]]\nrole = \"mx\"\nbind = [\"127.0.0.1:25\"]\nbacklog = 5\n",
+    );
     assert_eq!(at.line, 6);
     assert_eq!(at.key, "listener.backlog");
     assert!(msg.contains("unknown field"), "{msg}");
@@ -81,7 +83,8 @@ fn unknown_key_names_line_and_key() {
 
 #[test]
 fn bad_bind_address_names_line_and_key() {
-    let (at, msg) = error_of("[[listener]]\nrole = \"mx\"\nbind = [\"127.0.0.1:25\", \"nowhere:25\"]\n");
+    let (at, msg) =
+        error_of("[[listener]]\nrole = \"mx\"\nbind = [\"127.0.0.1:25\", \"nowhere:25\"]\n");
     assert_eq!(at.line, 3);
     assert_eq!(at.key, "listener.bind");
     assert!(msg.contains("address"), "{msg}");
@@ -89,7 +92,9 @@ fn bad_bind_address_names_line_and_key() {
 
 #[test]
 fn bad_address_in_multiline_array_names_the_key_above() {
-    let (at, _) = error_of("[[listener]]\nrole = \"mx\"\nbind = [\n  \"127.0.0.1:25\",\n  \"300.1.1.1:25\",\n]\n");
+    let (at, _) = error_of(
+        "[[listener]]\nrole = \"mx\"\nbind = [\n  \"127.0.0.1:25\",\n  \"300.1.1.1:25\",\n]\n",
+    );
     assert_eq!(at.line, 5);
     assert_eq!(at.key, "listener.bind");
 }
@@ -103,7 +108,8 @@ fn unknown_role_is_refused() {
 
 #[test]
 fn missing_certificate_file_names_the_file_and_key() {
-    let (at, msg) = error_of("[tls]\ncert = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"\n");
+    let (at, msg) =
+        error_of("[tls]\ncert = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"\n");
     assert_eq!((at.line, at.key.as_str()), (2, "tls.cert"));
     assert!(msg.contains("/nonexistent/cert.pem"), "{msg}");
 }
@@ -113,9 +119,15 @@ fn existing_certificate_files_are_accepted() {
     let dir = std::env::temp_dir().join(format!("pc-config-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for f in ["c.pem", "k.pem"] {
-        std::fs::File::create(dir.join(f)).unwrap().write_all(b"x").unwrap();
+        std::fs::File::create(dir.join(f))
+            .unwrap()
+            .write_all(b"x")
+            .unwrap();
     }
-    let text = format!("[tls]\ncert = \"{0}/c.pem\"\nkey = \"{0}/k.pem\"\n", dir.display());
+    let text = format!(
+        "[tls]\ncert = \"{0}/c.pem\"\nkey = \"{0}/k.pem\"\n",
+        dir.display()
+    );
     assert!(parse_str(&text).unwrap().tls.is_some());
 }
 
@@ -142,5 +154,8 @@ fn redis_backend_needs_a_url() {
 #[test]
 fn display_names_file_line_and_key() {
     let e = parse_str("bogus = 1\n").unwrap_err().to_string();
-    assert!(e.starts_with("/etc/portcullis/test.toml:1:1: key `bogus`:"), "{e}");
+    assert!(
+        e.starts_with("/etc/portcullis/test.toml:1:1: key `bogus`:"),
+        "{e}"
+    );
 }

@@ -57,8 +57,16 @@ impl MaildirStore {
     }
 
     /// The Maildir of a mailbox (and folder), whether or not it exists yet.
-    pub fn maildir(&self, domain: &str, local: &str, folder: Option<&str>) -> Result<PathBuf, DeliveryError> {
-        let mut p = self.root.join(safe_name(domain)?).join(safe_name(&local.to_lowercase())?);
+    pub fn maildir(
+        &self,
+        domain: &str,
+        local: &str,
+        folder: Option<&str>,
+    ) -> Result<PathBuf, DeliveryError> {
+        let mut p = self
+            .root
+            .join(safe_name(domain)?)
+            .join(safe_name(&local.to_lowercase())?);
         if let Some(f) = folder {
             p.push(format!(".{}", safe_name(f)?));
         }
@@ -69,7 +77,12 @@ impl MaildirStore {
     pub fn deliver(&self, batch: &[LocalDelivery<'_>]) -> Vec<Result<PathBuf, DeliveryError>> {
         let staged: Vec<Result<(PathBuf, PathBuf, File), DeliveryError>> =
             batch.iter().map(|d| self.stage(d)).collect();
-        let synced = sync_files(staged.iter().filter_map(|s| s.as_ref().ok()).map(|(_, _, f)| f));
+        let synced = sync_files(
+            staged
+                .iter()
+                .filter_map(|s| s.as_ref().ok())
+                .map(|(_, _, f)| f),
+        );
         let mut dirs = Vec::new();
         let results: Vec<_> = staged
             .into_iter()
@@ -100,8 +113,13 @@ impl MaildirStore {
         let tmp = dir.join("tmp").join(&name);
         let new = dir.join("new").join(&name);
         let mut f = File::create(&tmp).map_err(|e| temporary(&tmp, e))?;
-        let header = format!("Return-Path: <{}>\r\nDelivered-To: {}@{}\r\n", d.return_path, d.local, d.domain);
-        let written = f.write_all(header.as_bytes()).and_then(|_| f.write_all(d.data));
+        let header = format!(
+            "Return-Path: <{}>\r\nDelivered-To: {}@{}\r\n",
+            d.return_path, d.local, d.domain
+        );
+        let written = f
+            .write_all(header.as_bytes())
+            .and_then(|_| f.write_all(d.data));
         if let Err(e) = written {
             let _ = fs::remove_file(&tmp);
             return Err(temporary(&tmp, e));
@@ -112,7 +130,9 @@ impl MaildirStore {
     /// `time.M<usec>P<pid>Q<n>.host,S=<size>` (the Maildir naming of
     /// qmail's and Dovecot's documentation).
     fn unique_name(&self, size: usize) -> String {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         format!(
             "{}.M{}P{}Q{n}.{},S={size}",
@@ -127,11 +147,16 @@ impl MaildirStore {
 /// A directory name taken from mail: no separators, no dot files, no
 /// control characters.
 fn safe_name(s: &str) -> Result<&str, DeliveryError> {
-    let ok = !s.is_empty() && !s.starts_with('.') && s.len() <= 255 && !s.chars().any(|c| c == '/' || c.is_control());
+    let ok = !s.is_empty()
+        && !s.starts_with('.')
+        && s.len() <= 255
+        && !s.chars().any(|c| c == '/' || c.is_control());
     if ok {
         Ok(s)
     } else {
-        Err(DeliveryError::Permanent(format!("{s:?} cannot be a mailbox name")))
+        Err(DeliveryError::Permanent(format!(
+            "{s:?} cannot be a mailbox name"
+        )))
     }
 }
 
@@ -157,7 +182,9 @@ fn ensure_maildir(dir: &Path) -> Result<(), DeliveryError> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), DeliveryError> {
-    File::open(dir).and_then(|f| f.sync_all()).map_err(|e| temporary(dir, e))
+    File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| temporary(dir, e))
 }
 
 /// Make the written files durable. With more than a few, one `syncfs` of
@@ -207,8 +234,15 @@ mod tests {
         let path = r[0].clone().unwrap();
         assert!(path.starts_with(root.join("local.test/user/new")));
         let text = fs::read_to_string(path).unwrap();
-        assert!(text.starts_with("Return-Path: <a@remote.test>\r\nDelivered-To: User@local.test\r\nSubject: x"));
-        assert_eq!(fs::read_dir(root.join("local.test/user/tmp")).unwrap().count(), 0);
+        assert!(text.starts_with(
+            "Return-Path: <a@remote.test>\r\nDelivered-To: User@local.test\r\nSubject: x"
+        ));
+        assert_eq!(
+            fs::read_dir(root.join("local.test/user/tmp"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 
     #[test]
@@ -216,7 +250,10 @@ mod tests {
         let (s, root) = store("batch");
         let items: Vec<_> = (0..20).map(|_| item("u", b"x\r\n")).collect();
         assert!(s.deliver(&items).iter().all(|r| r.is_ok()));
-        assert_eq!(fs::read_dir(root.join("local.test/u/new")).unwrap().count(), 20);
+        assert_eq!(
+            fs::read_dir(root.join("local.test/u/new")).unwrap().count(),
+            20
+        );
     }
 
     #[test]
@@ -232,7 +269,13 @@ mod tests {
     fn refuses_mailbox_names_that_escape_the_tree() {
         let (s, _) = store("escape");
         for bad in ["../x", ".hidden", "a/b", ""] {
-            assert!(matches!(s.deliver(&[item(bad, b"x")])[0], Err(DeliveryError::Permanent(_))), "{bad}");
+            assert!(
+                matches!(
+                    s.deliver(&[item(bad, b"x")])[0],
+                    Err(DeliveryError::Permanent(_))
+                ),
+                "{bad}"
+            );
         }
     }
 }

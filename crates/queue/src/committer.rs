@@ -34,7 +34,9 @@ pub(crate) struct Handle {
 impl Handle {
     pub(crate) async fn request(&self, op: Op) -> Result<(), SpoolError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Request { op, reply }).map_err(|_| SpoolError::Stopped)?;
+        self.tx
+            .send(Request { op, reply })
+            .map_err(|_| SpoolError::Stopped)?;
         rx.await.map_err(|_| SpoolError::Stopped)?
     }
 
@@ -87,7 +89,10 @@ pub(crate) fn start(
         .name("spool-commit".into())
         .spawn(move || c.run(rx))
         .map_err(|e| SpoolError::io(dir, e))?;
-    Ok(Handle { tx, live: live_count })
+    Ok(Handle {
+        tx,
+        live: live_count,
+    })
 }
 
 fn create_segment(dir: &Path, n: u64) -> Result<File, SpoolError> {
@@ -116,7 +121,9 @@ impl Committer {
     }
 
     fn commit(&mut self, batch: Vec<Request>) {
-        let (appends, dones): (Vec<_>, Vec<_>) = batch.into_iter().partition(|r| matches!(r.op, Op::Append { .. }));
+        let (appends, dones): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .partition(|r| matches!(r.op, Op::Append { .. }));
         let appended = self.append(&appends);
         for r in appends {
             let _ = r.reply.send(appended.clone());
@@ -141,7 +148,10 @@ impl Committer {
         if self.len > 0 && self.len + buf.len() as u64 > self.options.segment_bytes {
             self.rotate()?;
         }
-        let written = self.file.write_all(&buf).and_then(|_| self.file.sync_data());
+        let written = self
+            .file
+            .write_all(&buf)
+            .and_then(|_| self.file.sync_data());
         if let Err(e) = written {
             // Nothing of a failed batch may be read back later as accepted
             // (the clients are told 4xx): cut it off, and after a failed
@@ -158,7 +168,8 @@ impl Committer {
                 self.segment_of.insert(id.clone(), self.active);
             }
         }
-        self.live_count.store(self.segment_of.len(), Ordering::Relaxed);
+        self.live_count
+            .store(self.segment_of.len(), Ordering::Relaxed);
         Ok(())
     }
 
@@ -178,7 +189,10 @@ impl Committer {
             if let Op::Done { id } = &r.op
                 && let Some(&n) = self.segment_of.get(id)
             {
-                lines.entry(n).or_default().extend_from_slice(format!("{id}\n").as_bytes());
+                lines
+                    .entry(n)
+                    .or_default()
+                    .extend_from_slice(format!("{id}\n").as_bytes());
                 ids.push((id.clone(), n));
             }
         }
@@ -195,7 +209,8 @@ impl Committer {
                 set.remove(&id);
             }
         }
-        self.live_count.store(self.segment_of.len(), Ordering::Relaxed);
+        self.live_count
+            .store(self.segment_of.len(), Ordering::Relaxed);
         Ok(())
     }
 

@@ -25,7 +25,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum SpoolError {
     #[error("spool I/O error on {path}: {source}")]
-    Io { path: PathBuf, source: Arc<std::io::Error> },
+    Io {
+        path: PathBuf,
+        source: Arc<std::io::Error>,
+    },
     #[error("the spool committer has stopped")]
     Stopped,
 }
@@ -82,7 +85,10 @@ pub struct Spool {
 impl Spool {
     /// Open (or create) the spool in `dir` and return the messages that
     /// were accepted but not completed before the last stop.
-    pub fn open(dir: &Path, options: SpoolOptions) -> Result<(Spool, Vec<StoredMessage>), SpoolError> {
+    pub fn open(
+        dir: &Path,
+        options: SpoolOptions,
+    ) -> Result<(Spool, Vec<StoredMessage>), SpoolError> {
         std::fs::create_dir_all(dir).map_err(|e| SpoolError::io(dir, e))?;
         let recovered = recover::scan(dir)?;
         let pending = recovered.pending;
@@ -108,10 +114,12 @@ impl Spool {
         let mut prev = self.last_id.load(Ordering::Relaxed);
         loop {
             let next = now.max(prev + 1);
-            match self
-                .last_id
-                .compare_exchange_weak(prev, next, Ordering::Relaxed, Ordering::Relaxed)
-            {
+            match self.last_id.compare_exchange_weak(
+                prev,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return format!("{next:013X}"),
                 Err(p) => prev = p,
             }
@@ -121,13 +129,20 @@ impl Spool {
     /// Store the message durably. Returns once it is on disk.
     pub async fn commit(&self, envelope: Envelope, data: Arc<Vec<u8>>) -> Result<(), SpoolError> {
         let bytes = record::encode(&envelope, &data);
-        self.committer.request(committer::Op::Append { id: envelope.id, bytes }).await
+        self.committer
+            .request(committer::Op::Append {
+                id: envelope.id,
+                bytes,
+            })
+            .await
     }
 
     /// Record durably that the message needs no more work (delivered,
     /// bounced or deleted). Unknown ids are ignored.
     pub async fn complete(&self, id: &str) -> Result<(), SpoolError> {
-        self.committer.request(committer::Op::Done { id: id.to_owned() }).await
+        self.committer
+            .request(committer::Op::Done { id: id.to_owned() })
+            .await
     }
 
     /// Number of messages accepted and not yet completed.

@@ -22,7 +22,10 @@ fn envelope(id: &str) -> Envelope {
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 #[test]
@@ -32,7 +35,10 @@ fn committed_messages_come_back_after_reopen() {
         let (spool, pending) = Spool::open(&dir, SpoolOptions::default()).unwrap();
         assert!(pending.is_empty());
         let id = spool.new_id();
-        spool.commit(envelope(&id), Arc::new(b"hello\r\n".to_vec())).await.unwrap();
+        spool
+            .commit(envelope(&id), Arc::new(b"hello\r\n".to_vec()))
+            .await
+            .unwrap();
         assert_eq!(spool.live_count(), 1);
     });
     let (_, pending) = Spool::open(&dir, SpoolOptions::default()).unwrap();
@@ -46,8 +52,14 @@ fn completed_messages_do_not_come_back() {
     rt().block_on(async {
         let (spool, _) = Spool::open(&dir, SpoolOptions::default()).unwrap();
         let (a, b) = (spool.new_id(), spool.new_id());
-        spool.commit(envelope(&a), Arc::new(b"a".to_vec())).await.unwrap();
-        spool.commit(envelope(&b), Arc::new(b"b".to_vec())).await.unwrap();
+        spool
+            .commit(envelope(&a), Arc::new(b"a".to_vec()))
+            .await
+            .unwrap();
+        spool
+            .commit(envelope(&b), Arc::new(b"b".to_vec()))
+            .await
+            .unwrap();
         spool.complete(&a).await.unwrap();
         assert_eq!(spool.live_count(), 1);
     });
@@ -62,10 +74,16 @@ fn a_torn_tail_is_ignored() {
     rt().block_on(async {
         let (spool, _) = Spool::open(&dir, SpoolOptions::default()).unwrap();
         let id = spool.new_id();
-        spool.commit(envelope(&id), Arc::new(b"whole".to_vec())).await.unwrap();
+        spool
+            .commit(envelope(&id), Arc::new(b"whole".to_vec()))
+            .await
+            .unwrap();
     });
     let seg = recover::segments(&dir).unwrap().into_iter().max().unwrap();
-    let mut f = std::fs::OpenOptions::new().append(true).open(recover::segment_path(&dir, seg)).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(recover::segment_path(&dir, seg))
+        .unwrap();
     let partial = record::encode(&envelope("FFFFFFFFFFFFF"), b"cut short");
     f.write_all(&partial[..partial.len() - 3]).unwrap();
     let (_, pending) = Spool::open(&dir, SpoolOptions::default()).unwrap();
@@ -76,7 +94,11 @@ fn a_torn_tail_is_ignored() {
 #[test]
 fn concurrent_commits_share_syncs_and_all_survive() {
     let dir = temp_dir("group");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let (spool, _) = Spool::open(&dir, SpoolOptions::default()).unwrap();
         let tasks: Vec<_> = (0..200)
@@ -84,7 +106,8 @@ fn concurrent_commits_share_syncs_and_all_survive() {
                 let s = spool.clone();
                 tokio::spawn(async move {
                     let id = s.new_id();
-                    s.commit(envelope(&id), Arc::new(format!("m{i}").into_bytes())).await
+                    s.commit(envelope(&id), Arc::new(format!("m{i}").into_bytes()))
+                        .await
                 })
             })
             .collect();
@@ -105,7 +128,10 @@ fn finished_segments_are_deleted() {
         let mut ids = Vec::new();
         for _ in 0..3 {
             let id = spool.new_id();
-            spool.commit(envelope(&id), Arc::new(b"x".to_vec())).await.unwrap();
+            spool
+                .commit(envelope(&id), Arc::new(b"x".to_vec()))
+                .await
+                .unwrap();
             ids.push(id);
         }
         assert_eq!(recover::segments(&dir).unwrap().len(), 3);
@@ -123,7 +149,10 @@ fn ids_increase_and_stay_above_recovered_ones() {
     let far_future = "FFFFFFFFFFFF0";
     rt().block_on(async {
         let (spool, _) = Spool::open(&dir, SpoolOptions::default()).unwrap();
-        spool.commit(envelope(far_future), Arc::new(Vec::new())).await.unwrap();
+        spool
+            .commit(envelope(far_future), Arc::new(Vec::new()))
+            .await
+            .unwrap();
     });
     let (spool, _) = Spool::open(&dir, SpoolOptions::default()).unwrap();
     let a = spool.new_id();
@@ -137,7 +166,10 @@ fn offline_delete_marks_done() {
     let id = rt().block_on(async {
         let (spool, _) = Spool::open(&dir, SpoolOptions::default()).unwrap();
         let id = spool.new_id();
-        spool.commit(envelope(&id), Arc::new(b"x".to_vec())).await.unwrap();
+        spool
+            .commit(envelope(&id), Arc::new(b"x".to_vec()))
+            .await
+            .unwrap();
         id
     });
     assert_eq!(inspect(&dir).unwrap().len(), 1);

@@ -14,7 +14,7 @@ pub(crate) enum Destination {
 /// Domains we deliver locally: the configured ones and our own hostname
 /// (`<postmaster>` is addressed to the hostname, RFC 5321 4.1.1.3).
 pub(crate) fn destination(config: &Config, m: &Mailbox) -> Destination {
-    if m.domain == config.hostname || config.local_domains.iter().any(|d| *d == m.domain) {
+    if m.domain == config.hostname || config.local_domains.contains(&m.domain) {
         Destination::Local
     } else {
         Destination::Remote
@@ -29,7 +29,10 @@ pub(crate) fn recipient(config: &Config, to: &Mailbox) -> Verdict {
         return Verdict::Reject(Reply::new(
             554,
             Status(5, 7, 1),
-            format!("Relay access denied: {} is not a domain this server receives mail for", to.domain),
+            format!(
+                "Relay access denied: {} is not a domain this server receives mail for",
+                to.domain
+            ),
         ));
     }
     if !is_mailbox_name(&to.local) {
@@ -66,7 +69,9 @@ mod tests {
 
     fn rcpt(s: &str) -> Verdict {
         let (path, _) = portcullis_smtp::address::parse_path(s, false).unwrap();
-        let portcullis_smtp::Path::Mailbox(m) = path else { panic!() };
+        let portcullis_smtp::Path::Mailbox(m) = path else {
+            panic!()
+        };
         recipient(&config(), &m)
     }
 

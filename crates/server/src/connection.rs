@@ -60,7 +60,11 @@ impl Connection {
         let mut session = self.session();
         if !admitted {
             warn!(session = %self.id, event = "refused", reason = "max_sessions");
-            session.refuse(Reply::new(421, Status(4, 7, 0), "Too many connections, try again later"));
+            session.refuse(Reply::new(
+                421,
+                Status(4, 7, 0),
+                "Too many connections, try again later",
+            ));
             self.drive(&mut stream, &mut session).await?;
             return Ok(());
         }
@@ -99,10 +103,16 @@ impl Connection {
         Ok(())
     }
 
-    async fn handshake(&self, stream: TcpStream) -> IoResult<tokio_rustls::server::TlsStream<TcpStream>> {
+    async fn handshake(
+        &self,
+        stream: TcpStream,
+    ) -> IoResult<tokio_rustls::server::TlsStream<TcpStream>> {
         match timeout(HANDSHAKE_TIMEOUT, self.ctx.tls.accept(stream)).await {
             Ok(r) => r,
-            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")),
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "TLS handshake timed out",
+            )),
         }
     }
 
@@ -121,7 +131,11 @@ impl Connection {
     }
 
     /// Run the session over `io` until it closes or asks for TLS.
-    async fn drive<S: AsyncRead + AsyncWrite + Unpin>(&self, io: &mut S, s: &mut Session) -> IoResult<Exit> {
+    async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        io: &mut S,
+        s: &mut Session,
+    ) -> IoResult<Exit> {
         let mut out = Vec::with_capacity(512);
         let mut buf = Vec::new();
         loop {
@@ -179,7 +193,12 @@ impl Connection {
 
     /// Write pending replies, within the session's timeout: a client that
     /// stops reading must not hold the task forever.
-    async fn write_out<S: AsyncWrite + Unpin>(&self, io: &mut S, out: &mut Vec<u8>, s: &Session) -> IoResult<()> {
+    async fn write_out<S: AsyncWrite + Unpin>(
+        &self,
+        io: &mut S,
+        out: &mut Vec<u8>,
+        s: &Session,
+    ) -> IoResult<()> {
         if out.is_empty() {
             return Ok(());
         }
@@ -189,7 +208,12 @@ impl Connection {
         };
         match timeout(s.timeout(), write).await {
             Ok(r) => r?,
-            Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "client stopped reading")),
+            Err(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "client stopped reading",
+                ));
+            }
         }
         out.clear();
         Ok(())
@@ -217,11 +241,19 @@ impl Connection {
             }
             Err(e) if e.is_storage_full() => {
                 warn!(session = %self.id, event = "spool_full", error = %e);
-                Reply::new(452, Status(4, 3, 1), "Insufficient system storage, try again later")
+                Reply::new(
+                    452,
+                    Status(4, 3, 1),
+                    "Insufficient system storage, try again later",
+                )
             }
             Err(e) => {
                 warn!(session = %self.id, event = "spool_error", error = %e);
-                Reply::new(451, Status(4, 3, 0), "Local error in processing, try again later")
+                Reply::new(
+                    451,
+                    Status(4, 3, 0),
+                    "Local error in processing, try again later",
+                )
             }
         }
     }
@@ -231,7 +263,11 @@ fn envelope(txn: &Transaction, id: &str, now: SystemTime) -> Envelope {
     let p = &txn.mail_params;
     Envelope {
         id: id.to_owned(),
-        sender: txn.mail_from.as_ref().map(|m| m.to_string()).unwrap_or_default(),
+        sender: txn
+            .mail_from
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_default(),
         recipients: txn
             .recipients
             .iter()
@@ -242,7 +278,11 @@ fn envelope(txn: &Transaction, id: &str, now: SystemTime) -> Envelope {
                     n.success.then(|| v.push("SUCCESS"));
                     n.failure.then(|| v.push("FAILURE"));
                     n.delay.then(|| v.push("DELAY"));
-                    if v.is_empty() { "NEVER".to_owned() } else { v.join(",") }
+                    if v.is_empty() {
+                        "NEVER".to_owned()
+                    } else {
+                        v.join(",")
+                    }
                 }),
                 orcpt: r.params.orcpt.as_ref().map(|(t, a)| format!("{t};{a}")),
             })

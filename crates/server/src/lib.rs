@@ -67,10 +67,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let tls = tls::acceptor(&config)?;
     let spool_dir = config.data_dir.join("spool");
-    let (spool, pending) =
-        Spool::open(&spool_dir, SpoolOptions::default()).with_context(|| format!("cannot open spool {}", spool_dir.display()))?;
+    let (spool, pending) = Spool::open(&spool_dir, SpoolOptions::default())
+        .with_context(|| format!("cannot open spool {}", spool_dir.display()))?;
     if !pending.is_empty() {
-        info!(event = "recovered", messages = pending.len(), "re-queueing messages accepted before the last stop");
+        info!(
+            event = "recovered",
+            messages = pending.len(),
+            "re-queueing messages accepted before the last stop"
+        );
     }
     let local = local::start(&config, spool.clone(), pending);
     let ctx = Arc::new(Context {
@@ -101,27 +105,43 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     print_banner(&ctx.config, &banner);
     shutdown_signal().await;
-    info!(event = "shutdown", "stopping: accepted mail is safe in the spool");
+    info!(
+        event = "shutdown",
+        "stopping: accepted mail is safe in the spool"
+    );
     tasks.abort_all();
     Ok(())
 }
 
 fn listener_line(role: ListenerRole, addr: std::net::SocketAddr) -> String {
     match role {
-        ListenerRole::Mx => format!("  mx           smtp://{addr}   (transfer: no AUTH, never relays)"),
-        ListenerRole::Submission => format!("  submission   smtp://{addr}   (STARTTLS, then AUTH for every message)"),
-        ListenerRole::Submissions => format!("  submissions  smtps://{addr}  (implicit TLS, AUTH for every message)"),
+        ListenerRole::Mx => {
+            format!("  mx           smtp://{addr}   (transfer: no AUTH, never relays)")
+        }
+        ListenerRole::Submission => {
+            format!("  submission   smtp://{addr}   (STARTTLS, then AUTH for every message)")
+        }
+        ListenerRole::Submissions => {
+            format!("  submissions  smtps://{addr}  (implicit TLS, AUTH for every message)")
+        }
     }
 }
 
 fn print_banner(config: &Config, lines: &[String]) {
-    let domain = config.local_domains.first().map_or("localhost", String::as_str);
+    let domain = config
+        .local_domains
+        .first()
+        .map_or("localhost", String::as_str);
     let mx = config
         .listeners
         .iter()
         .find(|l| l.role == ListenerRole::Mx)
         .and_then(|l| l.bind.first());
-    println!("portcullis is running as {}; data in {}", config.hostname, config.data_dir.display());
+    println!(
+        "portcullis is running as {}; data in {}",
+        config.hostname,
+        config.data_dir.display()
+    );
     for l in lines {
         println!("{l}");
     }

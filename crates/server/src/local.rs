@@ -23,7 +23,10 @@ pub(crate) struct Handle {
 impl Handle {
     /// Hand over a message that is already durable in the spool.
     pub(crate) fn submit(&self, message: StoredMessage) {
-        let _ = self.tx.send(Job { message, attempts: 0 });
+        let _ = self.tx.send(Job {
+            message,
+            attempts: 0,
+        });
     }
 }
 
@@ -52,12 +55,20 @@ pub(crate) fn start(config: &Config, spool: Spool, pending: Vec<StoredMessage>) 
     handle
 }
 
-async fn worker(config: Config, store: MaildirStore, spool: Spool, mut rx: mpsc::UnboundedReceiver<Job>, retry: Handle) {
+async fn worker(
+    config: Config,
+    store: MaildirStore,
+    spool: Spool,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    retry: Handle,
+) {
     let mut jobs = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut jobs, BATCH).await > 0 {
         let batch = std::mem::take(&mut jobs);
         let (cfg, st) = (config.clone(), store.clone());
-        let Ok(results) = tokio::task::spawn_blocking(move || deliver_batch(&cfg, &st, batch)).await else {
+        let Ok(results) =
+            tokio::task::spawn_blocking(move || deliver_batch(&cfg, &st, batch)).await
+        else {
             error!(event = "delivery_panic", "local delivery task failed");
             continue;
         };
@@ -71,7 +82,9 @@ async fn worker(config: Config, store: MaildirStore, spool: Spool, mut rx: mpsc:
                     completions.spawn(async move { (id.clone(), spool.complete(&id).await) });
                 }
                 Outcome::Retry(remaining, why) => schedule_retry(&retry, job, remaining, why),
-                Outcome::Stuck(why) => error!(event = "undeliverable", id = %id, reason = %why, "message kept in the spool"),
+                Outcome::Stuck(why) => {
+                    error!(event = "undeliverable", id = %id, reason = %why, "message kept in the spool")
+                }
             }
         }
         while let Some(done) = completions.join_next().await {
@@ -84,7 +97,12 @@ async fn worker(config: Config, store: MaildirStore, spool: Spool, mut rx: mpsc:
     }
 }
 
-fn schedule_retry(retry: &Handle, mut job: Job, remaining: Vec<portcullis_queue::QueuedRecipient>, why: String) {
+fn schedule_retry(
+    retry: &Handle,
+    mut job: Job,
+    remaining: Vec<portcullis_queue::QueuedRecipient>,
+    why: String,
+) {
     job.attempts += 1;
     job.message.envelope.recipients = remaining;
     // 1s, 2s, 4s ... capped at 5 minutes: local failures are usually a full
@@ -126,7 +144,8 @@ fn deliver_batch(config: &Config, store: &MaildirStore, jobs: Vec<Job>) -> Vec<(
         })
         .collect();
     let results = store.deliver(&deliveries);
-    let mut failed: Vec<Vec<(usize, DeliveryError)>> = (0..jobs.len()).map(|_| Vec::new()).collect();
+    let mut failed: Vec<Vec<(usize, DeliveryError)>> =
+        (0..jobs.len()).map(|_| Vec::new()).collect();
     for ((j, r), res) in owners.into_iter().zip(results) {
         if let Err(e) = res {
             failed[j].push((r, e));
@@ -146,7 +165,10 @@ fn outcome(job: &Job, fails: Vec<(usize, DeliveryError)>, stuck: Option<String>)
     if let Some(why) = stuck {
         return Outcome::Stuck(why);
     }
-    if let Some((_, DeliveryError::Permanent(why))) = fails.iter().find(|(_, e)| matches!(e, DeliveryError::Permanent(_))) {
+    if let Some((_, DeliveryError::Permanent(why))) = fails
+        .iter()
+        .find(|(_, e)| matches!(e, DeliveryError::Permanent(_)))
+    {
         return Outcome::Stuck(why.clone());
     }
     if fails.is_empty() {

@@ -32,7 +32,8 @@ pub(crate) fn acceptor(config: &Config) -> anyhow::Result<tokio_rustls::TlsAccep
     if certs.is_empty() {
         bail!("{} holds no certificate", cert.display());
     }
-    let key = PrivateKeyDer::from_pem_file(&key).with_context(|| format!("cannot read private key {}", key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&key)
+        .with_context(|| format!("cannot read private key {}", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let server = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -49,12 +50,14 @@ fn generate_self_signed(hostname: &str, cert: &Path, key: &Path) -> anyhow::Resu
             names.push(extra.to_owned());
         }
     }
-    let generated = rcgen::generate_simple_self_signed(names).context("cannot generate a self-signed certificate")?;
+    let generated = rcgen::generate_simple_self_signed(names)
+        .context("cannot generate a self-signed certificate")?;
     if let Some(dir) = cert.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     write_private(key, generated.key_pair.serialize_pem().as_bytes())?;
-    std::fs::write(cert, generated.cert.pem()).with_context(|| format!("cannot write {}", cert.display()))?;
+    std::fs::write(cert, generated.cert.pem())
+        .with_context(|| format!("cannot write {}", cert.display()))?;
     tracing::info!(event = "tls_generated", cert = %cert.display(), "generated a self-signed certificate");
     Ok(())
 }
@@ -65,7 +68,9 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     f.write_all(bytes)?;
     Ok(())
 }

@@ -156,7 +156,9 @@ fn is_atext(c: char, utf8: bool) -> bool {
 
 /// `Atom *("." Atom)`: no leading, trailing or doubled dots.
 fn is_dot_string(s: &str, utf8: bool) -> bool {
-    !s.is_empty() && s.split('.').all(|atom| !atom.is_empty() && atom.chars().all(|c| is_atext(c, utf8)))
+    !s.is_empty()
+        && s.split('.')
+            .all(|atom| !atom.is_empty() && atom.chars().all(|c| is_atext(c, utf8)))
 }
 
 /// `DQUOTE *QcontentSMTP DQUOTE`.
@@ -185,7 +187,8 @@ pub fn is_domain(s: &str, utf8: bool) -> bool {
     let label_ok = |l: &str| {
         !l.is_empty()
             && l.len() <= 63
-            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || (utf8 && !c.is_ascii()))
+            && l.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || (utf8 && !c.is_ascii()))
             && !l.starts_with('-')
             && !l.ends_with('-')
     };
@@ -197,7 +200,10 @@ fn is_address_literal(s: &str) -> bool {
     let Some(inner) = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')) else {
         return false;
     };
-    if let Some(v6) = inner.strip_prefix("IPv6:").or_else(|| inner.strip_prefix("ipv6:")) {
+    if let Some(v6) = inner
+        .strip_prefix("IPv6:")
+        .or_else(|| inner.strip_prefix("ipv6:"))
+    {
         return v6.parse::<std::net::Ipv6Addr>().is_ok();
     }
     if inner.parse::<std::net::Ipv4Addr>().is_ok() {
@@ -207,7 +213,9 @@ fn is_address_literal(s: &str) -> bool {
         Some((tag, text)) => {
             is_domain(tag, false)
                 && !text.is_empty()
-                && text.bytes().all(|b| (33..=90).contains(&b) || (94..=126).contains(&b))
+                && text
+                    .bytes()
+                    .all(|b| (33..=90).contains(&b) || (94..=126).contains(&b))
         }
         None => false,
     }
@@ -226,13 +234,19 @@ mod tests {
 
     #[test]
     fn lowercases_the_domain_and_keeps_the_local_part() {
-        assert_eq!(mailbox("<Alice@Example.TEST>").to_string(), "Alice@example.test");
+        assert_eq!(
+            mailbox("<Alice@Example.TEST>").to_string(),
+            "Alice@example.test"
+        );
     }
 
     #[test]
     fn null_and_postmaster_paths() {
         assert_eq!(parse_path("<>", false), Ok((Path::Null, "")));
-        assert_eq!(parse_path("<PostMaster> NOTIFY=NEVER", false), Ok((Path::Postmaster, " NOTIFY=NEVER")));
+        assert_eq!(
+            parse_path("<PostMaster> NOTIFY=NEVER", false),
+            Ok((Path::Postmaster, " NOTIFY=NEVER"))
+        );
     }
 
     #[test]
@@ -277,7 +291,10 @@ mod tests {
 
     #[test]
     fn utf8_needs_smtputf8() {
-        assert_eq!(parse_path("<josé@example.test>", false), Err(AddressError::NeedsSmtpUtf8));
+        assert_eq!(
+            parse_path("<josé@example.test>", false),
+            Err(AddressError::NeedsSmtpUtf8)
+        );
         assert!(parse_path("<josé@exämple.test>", true).is_ok());
     }
 

@@ -15,7 +15,10 @@ pub enum Command {
     Mail(Path, MailParams),
     Rcpt(Path, RcptParams),
     Data,
-    Bdat { size: u64, last: bool },
+    Bdat {
+        size: u64,
+        last: bool,
+    },
     Rset,
     Noop,
     Quit,
@@ -24,7 +27,10 @@ pub enum Command {
     Help,
     StartTls,
     /// `AUTH mechanism [initial-response]` (RFC 4954).
-    Auth { mechanism: String, initial: Option<String> },
+    Auth {
+        mechanism: String,
+        initial: Option<String>,
+    },
     /// Something that is not SMTP at all (an HTTP request sent to the mail
     /// port, say): the session closes, as Postfix does.
     Foreign,
@@ -120,15 +126,17 @@ fn domain_arg(arg: &str) -> Result<String, Reply> {
 
 fn strip_keyword<'a>(arg: &'a str, keyword: &str) -> Option<&'a str> {
     let head = arg.get(..keyword.len())?;
-    head.eq_ignore_ascii_case(keyword).then(|| &arg[keyword.len()..])
+    head.eq_ignore_ascii_case(keyword)
+        .then(|| &arg[keyword.len()..])
 }
 
 fn mail(arg: &str) -> Result<Command, Reply> {
-    let rest = strip_keyword(arg, "FROM:").ok_or_else(|| canned::syntax("Syntax: MAIL FROM:<address>"))?;
+    let rest =
+        strip_keyword(arg, "FROM:").ok_or_else(|| canned::syntax("Syntax: MAIL FROM:<address>"))?;
     // SMTPUTF8 among the parameters decides how the address may be spelt,
     // so look at the parameters first.
     let utf8 = rest.split(' ').any(|p| p.eq_ignore_ascii_case("SMTPUTF8"));
-    let (path, params) = address::parse_path(rest, utf8).map_err(|e| sender_error(e))?;
+    let (path, params) = address::parse_path(rest, utf8).map_err(sender_error)?;
     if path == Path::Postmaster {
         return Err(sender_error(address::AddressError::Syntax));
     }
@@ -140,8 +148,16 @@ fn sender_error(e: address::AddressError) -> Reply {
         address::AddressError::NeedsSmtpUtf8 => Status(5, 6, 7),
         _ => Status(5, 1, 7),
     };
-    let code = if e == address::AddressError::NeedsSmtpUtf8 { 553 } else { 501 };
-    Reply::new(code, status, format!("Bad sender address: {}", e.describe()))
+    let code = if e == address::AddressError::NeedsSmtpUtf8 {
+        553
+    } else {
+        501
+    };
+    Reply::new(
+        code,
+        status,
+        format!("Bad sender address: {}", e.describe()),
+    )
 }
 
 fn recipient_error(e: address::AddressError) -> Reply {
@@ -149,11 +165,16 @@ fn recipient_error(e: address::AddressError) -> Reply {
         address::AddressError::NeedsSmtpUtf8 => (553, Status(5, 6, 7)),
         _ => (501, Status(5, 1, 3)),
     };
-    Reply::new(code, status, format!("Bad recipient address: {}", e.describe()))
+    Reply::new(
+        code,
+        status,
+        format!("Bad recipient address: {}", e.describe()),
+    )
 }
 
 fn rcpt(arg: &str) -> Result<Command, Reply> {
-    let rest = strip_keyword(arg, "TO:").ok_or_else(|| canned::syntax("Syntax: RCPT TO:<address>"))?;
+    let rest =
+        strip_keyword(arg, "TO:").ok_or_else(|| canned::syntax("Syntax: RCPT TO:<address>"))?;
     // UTF-8 recipients are only legal after MAIL ... SMTPUTF8; the session
     // checks that, the parser accepts the spelling.
     let (path, params) = address::parse_path(rest, true).map_err(recipient_error)?;
@@ -172,7 +193,8 @@ fn params(s: &str) -> Result<Vec<(String, Option<&str>)>, Reply> {
             None => (p, None),
         };
         let key_ok = !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-        let value_ok = v.is_none_or(|v| !v.is_empty() && v.bytes().all(|b| b > 32 && b != b'=' && b != 127));
+        let value_ok =
+            v.is_none_or(|v| !v.is_empty() && v.bytes().all(|b| b > 32 && b != b'=' && b != 127));
         if !key_ok || !value_ok {
             return Err(canned::syntax(&format!("Syntax error in parameter {p}")));
         }
@@ -194,11 +216,20 @@ fn mail_params(s: &str) -> Result<MailParams, Reply> {
     for (k, v) in params(s)? {
         match (k.as_str(), v) {
             ("SIZE", Some(v)) => {
-                p.size = Some(v.parse().map_err(|_| canned::syntax("SIZE must be a number of octets"))?)
+                p.size = Some(
+                    v.parse()
+                        .map_err(|_| canned::syntax("SIZE must be a number of octets"))?,
+                )
             }
             ("BODY", Some(v)) if v.eq_ignore_ascii_case("7BIT") => p.body = Body::SevenBit,
             ("BODY", Some(v)) if v.eq_ignore_ascii_case("8BITMIME") => p.body = Body::EightBitMime,
-            ("BODY", Some(_)) => return Err(Reply::new(555, Status(5, 5, 4), "BODY must be 7BIT or 8BITMIME")),
+            ("BODY", Some(_)) => {
+                return Err(Reply::new(
+                    555,
+                    Status(5, 5, 4),
+                    "BODY must be 7BIT or 8BITMIME",
+                ));
+            }
             ("SMTPUTF8", None) => p.smtputf8 = true,
             ("RET", Some(v)) if v.eq_ignore_ascii_case("FULL") => p.ret = Some(Ret::Full),
             ("RET", Some(v)) if v.eq_ignore_ascii_case("HDRS") => p.ret = Some(Ret::Hdrs),
@@ -240,7 +271,11 @@ fn notify(v: &str) -> Result<Notify, Reply> {
             "SUCCESS" => n.success = true,
             "FAILURE" => n.failure = true,
             "DELAY" => n.delay = true,
-            _ => return Err(canned::syntax("NOTIFY must be NEVER or SUCCESS,FAILURE,DELAY")),
+            _ => {
+                return Err(canned::syntax(
+                    "NOTIFY must be NEVER or SUCCESS,FAILURE,DELAY",
+                ));
+            }
         }
     }
     Ok(n)
@@ -252,7 +287,9 @@ fn xtext(v: &str, max: usize) -> Result<&str, Reply> {
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'+' if b.len() > i + 2 && b[i + 1..i + 3].iter().all(|c| c.is_ascii_hexdigit()) => i += 3,
+            b'+' if b.len() > i + 2 && b[i + 1..i + 3].iter().all(|c| c.is_ascii_hexdigit()) => {
+                i += 3
+            }
             33..=126 if b[i] != b'+' && b[i] != b'=' => i += 1,
             _ => return Err(canned::syntax("Parameter value is not valid xtext")),
         }
@@ -300,15 +337,28 @@ mod tests {
 
     #[test]
     fn verbs_are_case_insensitive() {
-        assert_eq!(parse("ehlo client.test"), Ok(Command::Ehlo("client.test".into())));
+        assert_eq!(
+            parse("ehlo client.test"),
+            Ok(Command::Ehlo("client.test".into()))
+        );
         assert_eq!(parse("QuIt"), Ok(Command::Quit));
     }
 
     #[test]
     fn mail_with_all_parameters() {
-        let c = parse("MAIL FROM:<a@b.test> SIZE=1000 BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=QQ+2Bx").unwrap();
-        let Command::Mail(Path::Mailbox(m), p) = c else { panic!() };
-        assert_eq!(m, Mailbox { local: "a".into(), domain: "b.test".into() });
+        let c =
+            parse("MAIL FROM:<a@b.test> SIZE=1000 BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=QQ+2Bx")
+                .unwrap();
+        let Command::Mail(Path::Mailbox(m), p) = c else {
+            panic!()
+        };
+        assert_eq!(
+            m,
+            Mailbox {
+                local: "a".into(),
+                domain: "b.test".into()
+            }
+        );
         assert_eq!(p.size, Some(1000));
         assert_eq!(p.body, Body::EightBitMime);
         assert!(p.smtputf8);
@@ -320,28 +370,60 @@ mod tests {
     fn rcpt_keeps_dsn_parameters() {
         let c = parse("RCPT TO:<u@x.test> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;u+40x.test").unwrap();
         let Command::Rcpt(_, p) = c else { panic!() };
-        assert_eq!(p.notify, Some(Notify { success: true, failure: false, delay: true }));
+        assert_eq!(
+            p.notify,
+            Some(Notify {
+                success: true,
+                failure: false,
+                delay: true
+            })
+        );
         assert_eq!(p.orcpt, Some(("rfc822".into(), "u+40x.test".into())));
     }
 
     #[test]
     fn unknown_and_duplicate_parameters_are_refused() {
         assert_eq!(parse("MAIL FROM:<a@b.test> FOO=1").unwrap_err().code, 555);
-        assert_eq!(parse("MAIL FROM:<a@b.test> SIZE=1 SIZE=2").unwrap_err().code, 501);
-        assert_eq!(parse("RCPT TO:<a@b.test> NOTIFY=SOMETIMES").unwrap_err().code, 501);
+        assert_eq!(
+            parse("MAIL FROM:<a@b.test> SIZE=1 SIZE=2")
+                .unwrap_err()
+                .code,
+            501
+        );
+        assert_eq!(
+            parse("RCPT TO:<a@b.test> NOTIFY=SOMETIMES")
+                .unwrap_err()
+                .code,
+            501
+        );
     }
 
     #[test]
     fn bdat_forms() {
-        assert_eq!(parse("BDAT 100"), Ok(Command::Bdat { size: 100, last: false }));
-        assert_eq!(parse("BDAT 0 LAST"), Ok(Command::Bdat { size: 0, last: true }));
+        assert_eq!(
+            parse("BDAT 100"),
+            Ok(Command::Bdat {
+                size: 100,
+                last: false
+            })
+        );
+        assert_eq!(
+            parse("BDAT 0 LAST"),
+            Ok(Command::Bdat {
+                size: 0,
+                last: true
+            })
+        );
         assert!(parse("BDAT x").is_err());
         assert!(parse("BDAT 1 LAST extra").is_err());
     }
 
     #[test]
     fn null_recipient_is_refused() {
-        assert_eq!(parse("RCPT TO:<>").unwrap_err().status, Some(Status(5, 1, 3)));
+        assert_eq!(
+            parse("RCPT TO:<>").unwrap_err().status,
+            Some(Status(5, 1, 3))
+        );
     }
 
     #[test]

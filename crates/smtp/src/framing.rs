@@ -113,7 +113,10 @@ impl DataReader {
         while i < input.len() {
             if self.at == At::InLine {
                 // Fast path: copy up to the next CR or LF in one go.
-                let run = input[i..].iter().position(|&b| b == b'\r' || b == b'\n').unwrap_or(input.len() - i);
+                let run = input[i..]
+                    .iter()
+                    .position(|&b| b == b'\r' || b == b'\n')
+                    .unwrap_or(input.len() - i);
                 for _ in 0..run {
                     self.lines.octet();
                 }
@@ -268,7 +271,10 @@ mod tests {
     #[test]
     fn oversize_is_discarded_not_buffered() {
         let mut r = DataReader::new(1000, 10);
-        assert!(matches!(r.feed(b"0123456789abc\r\n.\r\n"), DataProgress::Done(_)));
+        assert!(matches!(
+            r.feed(b"0123456789abc\r\n.\r\n"),
+            DataProgress::Done(_)
+        ));
         assert_eq!(r.error(), Some(ContentError::TooBig));
         assert!(r.body.is_empty());
     }

@@ -24,4 +24,6 @@ pub use address::{Mailbox, Path};
 pub use command::{Body, MailParams, Notify, RcptParams, Ret};
 pub use received::received_header;
 pub use reply::{Reply, Status};
-pub use session::{Action, Limits, Peer, Recipient, Role, Session, SessionConfig, TlsInfo, Transaction, Verdict};
+pub use session::{
+    Action, Limits, Peer, Recipient, Role, Session, SessionConfig, TlsInfo, Transaction, Verdict,
+};

@@ -18,10 +18,17 @@ pub fn received_header(txn: &Transaction, hostname: &str, id: &str, now: SystemT
         Some(name) => format!("{name} {literal}"),
         None => literal,
     };
-    let mut h = format!("Received: from {} ({reverse})\r\n\tby {hostname} (portcullis) with {}", txn.helo, txn.protocol());
+    let mut h = format!(
+        "Received: from {} ({reverse})\r\n\tby {hostname} (portcullis) with {}",
+        txn.helo,
+        txn.protocol()
+    );
     h.push_str(&format!(" id {id}"));
     if let Some(tls) = &txn.tls {
-        h.push_str(&format!("\r\n\t(using {} with cipher {})", tls.version, tls.cipher));
+        h.push_str(&format!(
+            "\r\n\t(using {} with cipher {})",
+            tls.version, tls.cipher
+        ));
     }
     if let Some(user) = &txn.auth {
         h.push_str(&format!("\r\n\t(authenticated as {user})"));

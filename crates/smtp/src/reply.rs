@@ -113,7 +113,11 @@ pub mod canned {
         Reply::new(500, Status(5, 5, 1), "Command unrecognized")
     }
     pub fn line_too_long(limit: usize) -> Reply {
-        Reply::new(500, Status(5, 5, 2), format!("Line too long (limit {limit} octets including CRLF)"))
+        Reply::new(
+            500,
+            Status(5, 5, 2),
+            format!("Line too long (limit {limit} octets including CRLF)"),
+        )
     }
     pub fn bare_newline_in_command() -> Reply {
         Reply::new(
@@ -136,6 +140,10 @@ pub mod canned {
         Reply::new(421, Status(4, 4, 2), "Timeout exceeded, closing connection")
     }
     pub fn size_exceeded(limit: u64) -> Reply {
-        Reply::new(552, Status(5, 3, 4), format!("Message size exceeds fixed limit of {limit} octets"))
+        Reply::new(
+            552,
+            Status(5, 3, 4),
+            format!("Message size exceeds fixed limit of {limit} octets"),
+        )
     }
 }

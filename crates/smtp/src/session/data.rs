@@ -9,9 +9,13 @@ impl Session {
     /// Why a transaction cannot take content now, if it cannot.
     fn content_refusal(&self, verb: &str) -> Option<Reply> {
         match &self.txn {
-            None => Some(canned::bad_sequence(&format!("Need MAIL and RCPT before {verb}"))),
+            None => Some(canned::bad_sequence(&format!(
+                "Need MAIL and RCPT before {verb}"
+            ))),
             // 3.3: DATA with no accepted recipient is 554 (or 503).
-            Some(t) if t.recipients.is_empty() => Some(Reply::new(554, Status(5, 5, 1), "No valid recipients")),
+            Some(t) if t.recipients.is_empty() => {
+                Some(Reply::new(554, Status(5, 5, 1), "No valid recipients"))
+            }
             Some(_) => None,
         }
     }
@@ -69,7 +73,10 @@ impl Session {
         // The chunk's octets follow the command whatever we think of it:
         // read them (and drop them) to stay in step with the client.
         self.chunk_error = refusal;
-        self.mode = Mode::Chunk { remaining: size, last };
+        self.mode = Mode::Chunk {
+            remaining: size,
+            last,
+        };
     }
 
     pub(super) fn step_chunk(&mut self) -> bool {
@@ -105,13 +112,21 @@ impl Session {
         }
         if !last {
             let size = self.txn.as_ref().map_or(0, |t| t.body.len());
-            return self.reply(Reply::new(250, Status(2, 0, 0), format!("{size} octets received")));
+            return self.reply(Reply::new(
+                250,
+                Status(2, 0, 0),
+                format!("{size} octets received"),
+            ));
         }
         let verdict = self.chunk_check.take().and_then(|mut c| c.finish());
         match verdict {
             Some(e) => self.content_failed(e),
             None => {
-                let body = self.txn.as_mut().map(|t| std::mem::take(&mut t.body)).unwrap_or_default();
+                let body = self
+                    .txn
+                    .as_mut()
+                    .map(|t| std::mem::take(&mut t.body))
+                    .unwrap_or_default();
                 self.deliver(body);
             }
         }
@@ -125,7 +140,10 @@ impl Session {
             ContentError::LineTooLong => Reply::new(
                 554,
                 Status(5, 6, 0),
-                format!("Message refused: a line is longer than {} octets (RFC 5321 4.5.3.1.6)", l.text_line),
+                format!(
+                    "Message refused: a line is longer than {} octets (RFC 5321 4.5.3.1.6)",
+                    l.text_line
+                ),
             ),
             ContentError::BareNewline => Reply::new(
                 554,

@@ -60,7 +60,9 @@ impl Session {
             return self.fail(Reply::new(454, Status(4, 7, 0), "TLS not available"));
         }
         if self.txn.is_some() {
-            return self.fail(canned::bad_sequence("STARTTLS not allowed during a mail transaction"));
+            return self.fail(canned::bad_sequence(
+                "STARTTLS not allowed during a mail transaction",
+            ));
         }
         self.reply(Reply::new(220, Status(2, 0, 0), "Ready to start TLS"));
         // RFC 3207 4.2 / CVE-2011-0411: anything the client pipelined after

@@ -14,7 +14,11 @@ impl Session {
             return self.fail(canned::bad_sequence("Nested MAIL command"));
         }
         if !*esmtp && params != MailParams::default() {
-            return self.fail(Reply::new(555, Status(5, 5, 4), "ESMTP parameters need EHLO, not HELO"));
+            return self.fail(Reply::new(
+                555,
+                Status(5, 5, 4),
+                "ESMTP parameters need EHLO, not HELO",
+            ));
         }
         // RFC 6409 4.3 and spamops 3.1: every submitted message is
         // authenticated; there is no address-based trust on these ports.

@@ -115,7 +115,11 @@ pub struct Transaction {
 impl Transaction {
     /// The "with" keyword of the Received header (RFC 3848, RFC 6531 3.7.3).
     pub fn protocol(&self) -> &'static str {
-        match (self.mail_params.smtputf8, self.tls.is_some(), self.auth.is_some()) {
+        match (
+            self.mail_params.smtputf8,
+            self.tls.is_some(),
+            self.auth.is_some(),
+        ) {
             (true, false, false) => "UTF8SMTP",
             (true, true, false) => "UTF8SMTPS",
             (true, false, true) => "UTF8SMTPA",
@@ -139,7 +143,10 @@ pub enum Action {
     /// [`Session::tls_established`].
     StartTls,
     /// Decide on this sender; answer with [`Session::answer`].
-    CheckMail { from: Option<Mailbox>, params: MailParams },
+    CheckMail {
+        from: Option<Mailbox>,
+        params: MailParams,
+    },
     /// Decide on this recipient; answer with [`Session::answer`].
     CheckRcpt { to: Mailbox, params: RcptParams },
     /// Spool this message (durably) and answer with
@@ -158,7 +165,10 @@ pub enum Verdict {
 
 #[derive(Debug)]
 enum Pending {
-    Mail { from: Option<Mailbox>, params: MailParams },
+    Mail {
+        from: Option<Mailbox>,
+        params: MailParams,
+    },
     Rcpt(Recipient),
     Data,
     Tls,
@@ -169,7 +179,10 @@ enum Mode {
     Command,
     Data(Box<DataReader>),
     /// Reading `remaining` octets of a BDAT chunk.
-    Chunk { remaining: u64, last: bool },
+    Chunk {
+        remaining: u64,
+        last: bool,
+    },
 }
 
 /// One SMTP server session.
@@ -421,8 +434,17 @@ fn check_line(raw: &[u8], limit: usize) -> Result<String, LineError> {
         return Err(LineError::Fatal(canned::bare_newline_in_command()));
     }
     if body.contains(&0) {
-        return Err(LineError::Soft(Reply::new(500, Status(5, 5, 2), "NUL byte in command line")));
+        return Err(LineError::Soft(Reply::new(
+            500,
+            Status(5, 5, 2),
+            "NUL byte in command line",
+        )));
     }
-    String::from_utf8(body.to_vec())
-        .map_err(|_| LineError::Soft(Reply::new(500, Status(5, 5, 2), "Command line is not valid UTF-8")))
+    String::from_utf8(body.to_vec()).map_err(|_| {
+        LineError::Soft(Reply::new(
+            500,
+            Status(5, 5, 2),
+            "Command line is not valid UTF-8",
+        ))
+    })
 }

@@ -26,11 +26,19 @@ impl Session {
             Path::Null => return self.fail(canned::syntax("Bad recipient address")),
         };
         if mailbox.is_utf8() && !txn.mail_params.smtputf8 {
-            let r = Reply::new(553, Status(5, 6, 7), "Non-ASCII recipient requires MAIL FROM ... SMTPUTF8");
+            let r = Reply::new(
+                553,
+                Status(5, 6, 7),
+                "Non-ASCII recipient requires MAIL FROM ... SMTPUTF8",
+            );
             return self.fail(r);
         }
         if txn.recipients.iter().any(|r| r.mailbox == mailbox) {
-            return self.reply(Reply::new(250, Status(2, 1, 5), "Duplicate recipient ignored"));
+            return self.reply(Reply::new(
+                250,
+                Status(2, 1, 5),
+                "Duplicate recipient ignored",
+            ));
         }
         self.out.push_back(Action::CheckRcpt {
             to: mailbox.clone(),

@@ -63,7 +63,11 @@ impl Harness {
                 Action::Deliver(t) => {
                     self.delivered.push(*t);
                     let id = self.delivered.len();
-                    self.s.answer_data(Reply::new(250, Status(2, 0, 0), format!("Ok: queued as Q{id}")));
+                    self.s.answer_data(Reply::new(
+                        250,
+                        Status(2, 0, 0),
+                        format!("Ok: queued as Q{id}"),
+                    ));
                 }
                 Action::Close => self.closed = true,
             }
@@ -86,7 +90,9 @@ const ENVELOPE: &[u8] = b"EHLO c.test\r\nMAIL FROM:<a@remote.test>\r\nRCPT TO:<u
 fn greets_with_hostname() {
     let mut s = Session::new(config(Role::Mx), peer(), None);
     s.start();
-    let Some(Action::Reply(r)) = s.poll() else { panic!() };
+    let Some(Action::Reply(r)) = s.poll() else {
+        panic!()
+    };
     assert_eq!(r.to_bytes(), b"220 mx.test ESMTP portcullis\r\n");
 }
 
@@ -94,8 +100,20 @@ fn greets_with_hostname() {
 fn ehlo_advertises_the_extensions() {
     let mut h = Harness::new(Role::Mx);
     let r = h.send(b"EHLO client.test\r\n");
-    for ext in ["PIPELINING", "SIZE 26214400", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "DSN", "STARTTLS"] {
-        assert!(r.contains(&format!("250-{ext}\r\n")) || r.contains(&format!("250 {ext}\r\n")), "{ext} in {r}");
+    for ext in [
+        "PIPELINING",
+        "SIZE 26214400",
+        "8BITMIME",
+        "SMTPUTF8",
+        "ENHANCEDSTATUSCODES",
+        "CHUNKING",
+        "DSN",
+        "STARTTLS",
+    ] {
+        assert!(
+            r.contains(&format!("250-{ext}\r\n")) || r.contains(&format!("250 {ext}\r\n")),
+            "{ext} in {r}"
+        );
     }
 }
 
@@ -103,10 +121,22 @@ fn ehlo_advertises_the_extensions() {
 fn delivers_a_message_with_data() {
     let mut h = Harness::new(Role::Mx);
     h.send(ENVELOPE);
-    assert_eq!(h.send(b"DATA\r\n"), "354 End data with <CR><LF>.<CR><LF>\r\n");
-    assert_eq!(h.send(b"Subject: hi\r\n\r\n..dot\r\n.\r\n"), "250 2.0.0 Ok: queued as Q1\r\n");
+    assert_eq!(
+        h.send(b"DATA\r\n"),
+        "354 End data with <CR><LF>.<CR><LF>\r\n"
+    );
+    assert_eq!(
+        h.send(b"Subject: hi\r\n\r\n..dot\r\n.\r\n"),
+        "250 2.0.0 Ok: queued as Q1\r\n"
+    );
     assert_eq!(h.delivered[0].body, b"Subject: hi\r\n\r\n.dot\r\n");
-    assert_eq!(h.delivered[0].recipients[0].mailbox, Mailbox { local: "u".into(), domain: "local.test".into() });
+    assert_eq!(
+        h.delivered[0].recipients[0].mailbox,
+        Mailbox {
+            local: "u".into(),
+            domain: "local.test".into()
+        }
+    );
 }
 
 #[test]
@@ -122,7 +152,10 @@ fn pipelined_transaction_gets_replies_in_order() {
 fn delivers_a_message_with_bdat_chunks() {
     let mut h = Harness::new(Role::Mx);
     h.send(ENVELOPE);
-    assert_eq!(h.send(b"BDAT 4\r\nab\r\n"), "250 2.0.0 4 octets received\r\n");
+    assert_eq!(
+        h.send(b"BDAT 4\r\nab\r\n"),
+        "250 2.0.0 4 octets received\r\n"
+    );
     assert_eq!(h.codes(b"BDAT 3 LAST\r\nc\r\n"), vec![250]);
     assert_eq!(h.delivered[0].body, b"ab\r\nc\r\n");
 }
@@ -141,7 +174,10 @@ fn bdat_without_transaction_still_skips_the_chunk() {
     let mut h = Harness::new(Role::Mx);
     h.send(b"EHLO c.test\r\n");
     // The chunk holds something that looks like a command; it must not run.
-    assert_eq!(h.codes(b"BDAT 12 LAST\r\nRSET\r\nQUIT\r\nNOOP\r\n"), vec![503, 250]);
+    assert_eq!(
+        h.codes(b"BDAT 12 LAST\r\nRSET\r\nQUIT\r\nNOOP\r\n"),
+        vec![503, 250]
+    );
     assert!(!h.closed);
 }
 
@@ -189,11 +225,20 @@ fn discards_commands_pipelined_after_starttls() {
     let r = h.send(b"STARTTLS\r\nMAIL FROM:<evil@remote.test>\r\n");
     assert_eq!(r, "220 2.0.0 Ready to start TLS\r\n");
     assert!(h.tls_started);
-    h.s.tls_established(TlsInfo { version: "TLSv1.3".into(), cipher: "X".into() });
+    h.s.tls_established(TlsInfo {
+        version: "TLSv1.3".into(),
+        cipher: "X".into(),
+    });
     // The session starts from scratch: no HELO is remembered, and the
     // injected MAIL was never executed.
-    assert!(h.send(b"RCPT TO:<u@local.test>\r\n").starts_with("503 5.5.1"));
-    assert!(h.send(b"MAIL FROM:<a@remote.test>\r\n").starts_with("503 5.5.1 Send EHLO"));
+    assert!(
+        h.send(b"RCPT TO:<u@local.test>\r\n")
+            .starts_with("503 5.5.1")
+    );
+    assert!(
+        h.send(b"MAIL FROM:<a@remote.test>\r\n")
+            .starts_with("503 5.5.1 Send EHLO")
+    );
     assert!(!h.send(b"EHLO c.test\r\n").contains("STARTTLS"));
 }
 
@@ -220,16 +265,25 @@ fn too_many_recipients_get_452() {
     let mut h = Harness::new(Role::Mx);
     h.send(b"EHLO c.test\r\nMAIL FROM:<a@remote.test>\r\n");
     for i in 0..100 {
-        assert_eq!(h.codes(format!("RCPT TO:<u{i}@local.test>\r\n").as_bytes()), vec![250]);
+        assert_eq!(
+            h.codes(format!("RCPT TO:<u{i}@local.test>\r\n").as_bytes()),
+            vec![250]
+        );
     }
-    assert!(h.send(b"RCPT TO:<u100@local.test>\r\n").starts_with("452 4.5.3"));
+    assert!(
+        h.send(b"RCPT TO:<u100@local.test>\r\n")
+            .starts_with("452 4.5.3")
+    );
 }
 
 #[test]
 fn size_over_limit_is_refused_at_mail() {
     let mut h = Harness::new(Role::Mx);
     h.send(b"EHLO c.test\r\n");
-    assert!(h.send(b"MAIL FROM:<a@remote.test> SIZE=999999999\r\n").starts_with("552 5.3.4"));
+    assert!(
+        h.send(b"MAIL FROM:<a@remote.test> SIZE=999999999\r\n")
+            .starts_with("552 5.3.4")
+    );
 }
 
 #[test]
@@ -251,7 +305,10 @@ fn oversize_data_is_refused_after_the_end() {
 fn relay_rejection_comes_from_the_verdict() {
     let mut h = Harness::new(Role::Mx);
     h.send(b"EHLO c.test\r\nMAIL FROM:<a@remote.test>\r\n");
-    assert!(h.send(b"RCPT TO:<x@elsewhere.test>\r\n").starts_with("554 5.7.1"));
+    assert!(
+        h.send(b"RCPT TO:<x@elsewhere.test>\r\n")
+            .starts_with("554 5.7.1")
+    );
 }
 
 #[test]
@@ -265,7 +322,10 @@ fn data_without_recipients_is_refused() {
 fn submission_requires_authentication_even_for_local_recipients() {
     let mut h = Harness::new(Role::Submission);
     h.send(b"EHLO c.test\r\n");
-    assert!(h.send(b"MAIL FROM:<a@local.test>\r\n").starts_with("530 5.7.0"));
+    assert!(
+        h.send(b"MAIL FROM:<a@local.test>\r\n")
+            .starts_with("530 5.7.0")
+    );
 }
 
 #[test]
@@ -281,7 +341,9 @@ fn too_many_errors_close_the_session() {
 fn early_talker_is_refused() {
     let mut s = Session::new(config(Role::Mx), peer(), None);
     s.refuse_early_talker();
-    let Some(Action::Reply(r)) = s.poll() else { panic!() };
+    let Some(Action::Reply(r)) = s.poll() else {
+        panic!()
+    };
     assert_eq!(r.code, 554);
     assert!(matches!(s.poll(), Some(Action::Close)));
 }
@@ -319,7 +381,12 @@ fn received_header_names_protocol_and_single_recipient() {
     h.send(b"DATA\r\nx\r\n.\r\n");
     let t = &h.delivered[0];
     let r = crate::received_header(t, "mx.test", "ABC", std::time::UNIX_EPOCH);
-    assert!(r.starts_with("Received: from c.test ([192.0.2.7])\r\n\tby mx.test (portcullis) with ESMTP id ABC"), "{r}");
+    assert!(
+        r.starts_with(
+            "Received: from c.test ([192.0.2.7])\r\n\tby mx.test (portcullis) with ESMTP id ABC"
+        ),
+        "{r}"
+    );
     assert!(r.contains("for <u@local.test>;"), "{r}");
     assert!(r.ends_with("Thu, 01 Jan 1970 00:00:00 +0000\r\n"), "{r}");
 }
