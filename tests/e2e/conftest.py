@@ -119,9 +119,12 @@ name = "local.test"
             time.sleep(0.05)
         return self.messages(local)
 
+    def cli_args(self, *args: str) -> list[str]:
+        return [binary(), *args, "--config", str(self.config)]
+
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [binary(), *args, "--config", str(self.config)],
+            self.cli_args(*args),
             capture_output=True,
             text=True,
             timeout=30,

@@ -34,7 +34,9 @@ pub fn verify_password(stored: &str, password: &str) -> Result<bool, PasswordErr
     match scheme.as_deref() {
         None | Some("ARGON2ID") | Some("ARGON2I") => {
             let parsed = PasswordHash::new(hash).map_err(|_| PasswordError::Malformed)?;
-            Ok(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+            Ok(Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok())
         }
         Some("BLF-CRYPT") => bcrypt::verify(password, hash).map_err(|_| PasswordError::Malformed),
         Some("SHA512-CRYPT") => Ok(sha_crypt::sha512_check(password, hash).is_ok()),
@@ -77,8 +79,10 @@ mod tests {
 
     #[test]
     fn dovecot_crypt_schemes_verify() {
-        let sha512 = sha_crypt::sha512_simple("pw", &sha_crypt::Sha512Params::new(5000).unwrap()).unwrap();
-        let sha256 = sha_crypt::sha256_simple("pw", &sha_crypt::Sha256Params::new(5000).unwrap()).unwrap();
+        let sha512 =
+            sha_crypt::sha512_simple("pw", &sha_crypt::Sha512Params::new(5000).unwrap()).unwrap();
+        let sha256 =
+            sha_crypt::sha256_simple("pw", &sha_crypt::Sha256Params::new(5000).unwrap()).unwrap();
         let blf = bcrypt::hash("pw", 4).unwrap();
         for stored in [
             format!("{{SHA512-CRYPT}}{sha512}"),

@@ -71,9 +71,18 @@ pub struct RecipientQuota {
 impl RecipientQuota {
     /// Take `n` units for `key` if both windows have room; otherwise take
     /// nothing and say which window is full.
-    pub fn try_take(&mut self, key: &str, limits: QuotaLimits, n: u32, now: u64) -> Result<(), QuotaExceeded> {
+    pub fn try_take(
+        &mut self,
+        key: &str,
+        limits: QuotaLimits,
+        n: u32,
+        now: u64,
+    ) -> Result<(), QuotaExceeded> {
         let counts = self.counts.entry(key.to_owned()).or_default();
-        let windows = [(Window::Hour, limits.per_hour), (Window::Day, limits.per_day)];
+        let windows = [
+            (Window::Hour, limits.per_hour),
+            (Window::Day, limits.per_day),
+        ];
         for (i, (w, limit)) in windows.iter().enumerate() {
             let used = *counts[i].current(*w, now);
             if used.saturating_add(n) > *limit {
@@ -101,8 +110,11 @@ impl RecipientQuota {
 mod tests {
     use super::*;
 
-    const LIMITS: QuotaLimits = QuotaLimits { per_hour: 100, per_day: 150 };
-    const T0: u64 = 1_795_520_000; // 2026-11-24 08:53:20 UTC
+    const LIMITS: QuotaLimits = QuotaLimits {
+        per_hour: 100,
+        per_day: 150,
+    };
+    const T0: u64 = 1_795_520_000; // 2026-11-24 11:33:20 UTC
 
     #[test]
     fn the_hundred_and_first_recipient_in_an_hour_is_refused_with_reset_time() {
@@ -125,7 +137,10 @@ mod tests {
         for _ in 0..50 {
             q.try_take("a", LIMITS, 1, next_hour).unwrap();
         }
-        assert_eq!(q.try_take("a", LIMITS, 1, next_hour).unwrap_err().window, Window::Day);
+        assert_eq!(
+            q.try_take("a", LIMITS, 1, next_hour).unwrap_err().window,
+            Window::Day
+        );
     }
 
     #[test]

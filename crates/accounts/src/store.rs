@@ -10,9 +10,15 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: not a valid account file: {source}")]
-    Corrupt { path: PathBuf, source: serde_json::Error },
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("no account {0}")]
     NoSuchAccount(String),
     #[error("account {0} already exists")]
@@ -88,11 +94,15 @@ impl AccountStore {
     pub fn load(path: &Path) -> Result<AccountStore, StoreError> {
         let accounts = match std::fs::read(path) {
             Ok(bytes) => {
-                let f: File = serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt {
-                    path: path.to_owned(),
-                    source,
-                })?;
-                f.accounts.into_iter().map(|a| (a.address.clone(), a)).collect()
+                let f: File =
+                    serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt {
+                        path: path.to_owned(),
+                        source,
+                    })?;
+                f.accounts
+                    .into_iter()
+                    .map(|a| (a.address.clone(), a))
+                    .collect()
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(source) => return Err(io(path, source)),
@@ -198,11 +208,15 @@ impl AccountStore {
             let mut fields = line.splitn(3, ':');
             let (user, hash) = (fields.next().unwrap_or(""), fields.next().unwrap_or(""));
             let Ok(address) = checked_address(user) else {
-                report.skipped.push((n + 1, format!("{user:?} is not an email address")));
+                report
+                    .skipped
+                    .push((n + 1, format!("{user:?} is not an email address")));
                 continue;
             };
             if !password::is_supported(hash) {
-                report.skipped.push((n + 1, "unsupported or malformed password scheme".into()));
+                report
+                    .skipped
+                    .push((n + 1, "unsupported or malformed password scheme".into()));
                 continue;
             }
             match self.accounts.get_mut(&address) {
@@ -244,9 +258,13 @@ impl AccountStore {
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
         let mut f = opts.open(&tmp).map_err(|e| io(&tmp, e))?;
-        f.write_all(&bytes).and_then(|_| f.sync_all()).map_err(|e| io(&tmp, e))?;
+        f.write_all(&bytes)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| io(&tmp, e))?;
         std::fs::rename(&tmp, &self.path).map_err(|e| io(&self.path, e))?;
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io(dir, e))
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io(dir, e))
     }
 }
 
@@ -263,8 +281,14 @@ fn checked_address(a: &str) -> Result<String, StoreError> {
     let ok = match a.rsplit_once('@') {
         Some((l, d)) => !l.is_empty() && d.contains('.') || d == "localhost",
         None => false,
-    } && !a.chars().any(|c| c.is_whitespace() || c.is_control() || c == ':');
-    if ok { Ok(a) } else { Err(StoreError::BadAddress(a)) }
+    } && !a
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == ':');
+    if ok {
+        Ok(a)
+    } else {
+        Err(StoreError::BadAddress(a))
+    }
 }
 
 #[cfg(test)]
@@ -280,7 +304,10 @@ mod tests {
     #[test]
     fn authenticates_with_the_right_password_only() {
         let s = store();
-        assert_eq!(s.authenticate("alice@example.test", "pw").unwrap().address, "alice@example.test");
+        assert_eq!(
+            s.authenticate("alice@example.test", "pw").unwrap().address,
+            "alice@example.test"
+        );
         assert!(s.authenticate("alice@example.test", "wrong").is_none());
         assert!(s.authenticate("nobody@example.test", "pw").is_none());
     }
@@ -307,14 +334,18 @@ mod tests {
     #[test]
     fn import_reads_dovecot_passwd_file() {
         let mut s = store();
-        let sha = sha_crypt::sha512_simple("pw2", &sha_crypt::Sha512Params::new(5000).unwrap()).unwrap();
+        let sha =
+            sha_crypt::sha512_simple("pw2", &sha_crypt::Sha512Params::new(5000).unwrap()).unwrap();
         let text = format!(
             "# comment\nbob@example.test:{{SHA512-CRYPT}}{sha}:1000:1000::/home/bob::\nalice@example.test:{{SHA512-CRYPT}}{sha}\ncarol:{{SHA512-CRYPT}}{sha}\ndan@example.test:{{PLAIN}}pw\n"
         );
         let r = s.import_passwd_file(&text);
         assert_eq!(r.added, vec!["bob@example.test"]);
         assert_eq!(r.updated, vec!["alice@example.test"]);
-        assert_eq!(r.skipped.iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec![4, 5]);
+        assert_eq!(
+            r.skipped.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            vec![4, 5]
+        );
         assert!(s.authenticate("bob@example.test", "pw2").is_some());
         assert!(s.authenticate("alice@example.test", "pw2").is_some());
     }

@@ -91,7 +91,9 @@ impl AuthThrottle {
         let ip = key(ip);
         let addr = self.live(self.by_address.get(&ip), now);
         if let Some(f) = addr.filter(|f| f.count >= c.address_lock_after) {
-            return AuthGate::Locked { until: f.last + c.lock_for };
+            return AuthGate::Locked {
+                until: f.last + c.lock_for,
+            };
         }
         let acct = self.live(self.by_account.get(&account.to_ascii_lowercase()), now);
         let known = self
@@ -99,20 +101,33 @@ impl AuthThrottle {
             .get(&account.to_ascii_lowercase())
             .is_some_and(|m| m.contains_key(&ip));
         if let Some(f) = acct.filter(|f| f.count >= c.account_lock_after && !known) {
-            return AuthGate::Locked { until: f.last + c.lock_for };
+            return AuthGate::Locked {
+                until: f.last + c.lock_for,
+            };
         }
         let n = addr.map_or(0, |f| f.count);
-        let delay = c.base_delay.saturating_mul(1u32 << n.min(20)).min(c.max_delay);
-        AuthGate::Check { delay_on_failure: delay }
+        let delay = c
+            .base_delay
+            .saturating_mul(1u32 << n.min(20))
+            .min(c.max_delay);
+        AuthGate::Check {
+            delay_on_failure: delay,
+        }
     }
 
     pub fn record_failure(&mut self, ip: IpAddr, account: &str, now: Instant) {
         let lock_for = self.config.lock_for;
         for f in [
-            self.by_address.entry(key(ip)).or_insert(Failures { count: 0, last: now }),
+            self.by_address.entry(key(ip)).or_insert(Failures {
+                count: 0,
+                last: now,
+            }),
             self.by_account
                 .entry(account.to_ascii_lowercase())
-                .or_insert(Failures { count: 0, last: now }),
+                .or_insert(Failures {
+                    count: 0,
+                    last: now,
+                }),
         ] {
             if now.saturating_duration_since(f.last) >= lock_for {
                 f.count = 0;
@@ -125,14 +140,19 @@ impl AuthThrottle {
     pub fn record_success(&mut self, ip: IpAddr, account: &str, now: Instant) {
         let ip = key(ip);
         self.by_address.remove(&ip);
-        self.known.entry(account.to_ascii_lowercase()).or_default().insert(ip, now);
+        self.known
+            .entry(account.to_ascii_lowercase())
+            .or_default()
+            .insert(ip, now);
     }
 
     /// Forget what has expired; call now and then to bound memory.
     pub fn prune(&mut self, now: Instant) {
         let keep = self.config.lock_for;
-        self.by_address.retain(|_, f| now.saturating_duration_since(f.last) < keep);
-        self.by_account.retain(|_, f| now.saturating_duration_since(f.last) < keep);
+        self.by_address
+            .retain(|_, f| now.saturating_duration_since(f.last) < keep);
+        self.by_account
+            .retain(|_, f| now.saturating_duration_since(f.last) < keep);
         let known_for = keep * 96; // about a day with the default lock
         for m in self.known.values_mut() {
             m.retain(|_, t| now.saturating_duration_since(*t) < known_for);
@@ -170,8 +190,14 @@ mod tests {
         for _ in 0..10 {
             t.record_failure(ip("192.0.2.1"), "a@x.test", now);
         }
-        assert!(matches!(t.gate(ip("192.0.2.1"), "a@x.test", now), AuthGate::Locked { .. }));
-        assert!(matches!(t.gate(ip("198.51.100.9"), "a@x.test", now), AuthGate::Check { .. }));
+        assert!(matches!(
+            t.gate(ip("192.0.2.1"), "a@x.test", now),
+            AuthGate::Locked { .. }
+        ));
+        assert!(matches!(
+            t.gate(ip("198.51.100.9"), "a@x.test", now),
+            AuthGate::Check { .. }
+        ));
     }
 
     #[test]
@@ -181,7 +207,10 @@ mod tests {
         for i in 0..10 {
             t.record_failure(ip(&format!("2001:db8:1:2::{i:x}")), "a@x.test", now);
         }
-        assert!(matches!(t.gate(ip("2001:db8:1:2::ffff"), "b@x.test", now), AuthGate::Locked { .. }));
+        assert!(matches!(
+            t.gate(ip("2001:db8:1:2::ffff"), "b@x.test", now),
+            AuthGate::Locked { .. }
+        ));
     }
 
     #[test]
@@ -192,8 +221,14 @@ mod tests {
         for i in 0..30 {
             t.record_failure(ip(&format!("198.51.100.{i}")), "a@x.test", now);
         }
-        assert!(matches!(t.gate(ip("192.0.2.200"), "a@x.test", now), AuthGate::Locked { .. }));
-        assert!(matches!(t.gate(ip("203.0.113.5"), "a@x.test", now), AuthGate::Check { .. }));
+        assert!(matches!(
+            t.gate(ip("192.0.2.200"), "a@x.test", now),
+            AuthGate::Locked { .. }
+        ));
+        assert!(matches!(
+            t.gate(ip("203.0.113.5"), "a@x.test", now),
+            AuthGate::Check { .. }
+        ));
     }
 
     #[test]
@@ -204,7 +239,10 @@ mod tests {
             t.record_failure(ip("192.0.2.1"), "a@x.test", now);
         }
         let later = now + Duration::from_secs(901);
-        assert!(matches!(t.gate(ip("192.0.2.1"), "a@x.test", later), AuthGate::Check { .. }));
+        assert!(matches!(
+            t.gate(ip("192.0.2.1"), "a@x.test", later),
+            AuthGate::Check { .. }
+        ));
         t.prune(later);
         assert!(t.by_address.is_empty());
     }

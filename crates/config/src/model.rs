@@ -57,6 +57,65 @@ pub struct Config {
     pub redis_url: Option<String>,
     pub classes: BTreeMap<String, ClassLimits>,
     pub limits: Limits,
+    pub submission: Submission,
+    pub auth: AuthPolicy,
+}
+
+/// Per-account limits of the submission service (OP25B draft §4.4.3,
+/// spamops §3.1) and how long the submission log is kept.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Submission {
+    /// Accepted RCPTs per account per UTC hour.
+    pub recipients_per_hour: u32,
+    /// Accepted RCPTs per account per UTC day.
+    pub recipients_per_day: u32,
+    /// Messages (MAIL commands accepted) per account per UTC hour.
+    pub messages_per_hour: u32,
+    /// Concurrent authenticated sessions per account.
+    pub max_sessions_per_account: u32,
+    /// Days the submission log is kept (at least 7).
+    pub log_retention_days: u32,
+}
+
+impl Default for Submission {
+    fn default() -> Self {
+        Submission {
+            recipients_per_hour: 500,
+            recipients_per_day: 2000,
+            messages_per_hour: 200,
+            max_sessions_per_account: 10,
+            log_retention_days: 14,
+        }
+    }
+}
+
+/// Brute-force protection of SMTP AUTH.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthPolicy {
+    /// Delay before answering the first failure from an address; doubles
+    /// with each further failure.
+    pub failure_delay_ms: u64,
+    pub max_failure_delay_ms: u64,
+    /// Failures from one address (IPv6: /64) before it is locked out.
+    pub address_lock_after: u32,
+    /// Failures on one account, from any addresses, before it is locked
+    /// for addresses it was never used from.
+    pub account_lock_after: u32,
+    pub lock_secs: u64,
+}
+
+impl Default for AuthPolicy {
+    fn default() -> Self {
+        AuthPolicy {
+            failure_delay_ms: 100,
+            max_failure_delay_ms: 2000,
+            address_lock_after: 10,
+            account_lock_after: 30,
+            lock_secs: 900,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -152,6 +211,8 @@ impl Config {
             redis_url: None,
             classes: BTreeMap::new(),
             limits: Limits::default(),
+            submission: Submission::default(),
+            auth: AuthPolicy::default(),
         }
     }
 }
@@ -172,6 +233,9 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     class: BTreeMap<String, ClassLimits>,
     limits: Option<Spanned<Limits>>,
+    submission: Option<Spanned<Submission>>,
+    #[serde(default)]
+    auth: AuthPolicy,
 }
 
 #[derive(Deserialize)]
@@ -258,6 +322,11 @@ impl RawConfig {
             .map(checked_limits)
             .transpose()?
             .unwrap_or_default();
+        let submission = self
+            .submission
+            .map(checked_submission)
+            .transpose()?
+            .unwrap_or_default();
         let mut defaults = Config::embedded_default(data_dir, hostname);
         if !listeners.is_empty() {
             defaults.listeners = listeners;
@@ -273,6 +342,8 @@ impl RawConfig {
             redis_url,
             classes: self.class,
             limits,
+            submission,
+            auth: self.auth,
             ..defaults
         })
     }
@@ -337,6 +408,22 @@ fn checked_limits(l: Spanned<Limits>) -> Result<Limits, Invalid> {
         Some((_, why)) => Err((at, (*why).to_owned())),
         None => Ok(l),
     }
+}
+
+fn checked_submission(s: Spanned<Submission>) -> Result<Submission, Invalid> {
+    let at = s.span().start;
+    let s = s.into_inner();
+    if s.log_retention_days < 7 {
+        // spamops §3.1: enough to trace a complaint, at least a week.
+        return Err((
+            at,
+            "log_retention_days must be at least 7 (draft-hutzler-spamops 3.1)".into(),
+        ));
+    }
+    if s.max_sessions_per_account == 0 {
+        return Err((at, "max_sessions_per_account must be at least 1".into()));
+    }
+    Ok(s)
 }
 
 /// A host or domain name as RFC 5321 4.1.2 allows it, lower-cased.

@@ -159,3 +159,19 @@ fn display_names_file_line_and_key() {
         "{e}"
     );
 }
+
+#[test]
+fn submission_log_must_be_kept_a_week() {
+    let (at, msg) = error_of("[submission]\nlog_retention_days = 3\n");
+    assert_eq!(at.key, "submission");
+    assert!(msg.contains("at least 7"), "{msg}");
+}
+
+#[test]
+fn submission_and_auth_tables_are_read() {
+    let c = parse_str("[submission]\nrecipients_per_hour = 100\n[auth]\naddress_lock_after = 5\n")
+        .unwrap();
+    assert_eq!(c.submission.recipients_per_hour, 100);
+    assert_eq!(c.submission.recipients_per_day, 2000);
+    assert_eq!(c.auth.address_lock_after, 5);
+}

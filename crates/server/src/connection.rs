@@ -4,7 +4,7 @@
 use crate::{Context, checks, tls};
 use portcullis_config::ListenerRole;
 use portcullis_queue::{Envelope, QueuedRecipient, StoredMessage};
-use portcullis_smtp::{Action, Peer, Reply, Session, SessionConfig, Status, Transaction};
+use portcullis_smtp::{Action, Peer, Reply, Session, SessionConfig, Status, Transaction, Verdict};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -28,6 +28,8 @@ pub(crate) struct Connection {
     pub pregreet_wait: Duration,
     pub session_config: Arc<SessionConfig>,
     pub peer: SocketAddr,
+    /// The authenticated account's session slot, while authenticated.
+    pub account_session: std::sync::Mutex<Option<crate::submission::AccountSession>>,
 }
 
 enum Exit {
@@ -151,14 +153,35 @@ impl Connection {
                         self.write_out(io, &mut out, s).await?;
                         return Ok(Exit::StartTls);
                     }
+                    Action::Authenticate(c) => {
+                        let (outcome, slot) =
+                            self.ctx.submission.authenticate(self.peer.ip(), c).await;
+                        if let Ok(mut held) = self.account_session.lock() {
+                            *held = slot;
+                        }
+                        s.answer_auth(outcome);
+                    }
                     Action::CheckMail { from, .. } => {
+                        let verdict = match s.authenticated() {
+                            Some(account) => {
+                                self.ctx.submission.check_sender(account, from.as_ref())
+                            }
+                            None => Verdict::Accept,
+                        };
                         let from = from.map_or_else(|| "<>".to_owned(), |m| m.to_string());
-                        info!(session = %self.id, event = "mail", from = %from);
-                        s.answer(portcullis_smtp::Verdict::Accept);
+                        info!(session = %self.id, event = "mail", from = %from, account = s.authenticated(), accepted = verdict == Verdict::Accept);
+                        s.answer(verdict);
                     }
                     Action::CheckRcpt { to, .. } => {
-                        let verdict = checks::recipient(&self.ctx.config, &to);
-                        info!(session = %self.id, event = "rcpt", to = %to, accepted = verdict == portcullis_smtp::Verdict::Accept);
+                        let verdict = match s.authenticated() {
+                            Some(account) => {
+                                self.ctx
+                                    .submission
+                                    .check_recipient(&self.ctx.config, account, &to)
+                            }
+                            None => checks::recipient(&self.ctx.config, &to),
+                        };
+                        info!(session = %self.id, event = "rcpt", to = %to, accepted = verdict == Verdict::Accept);
                         s.answer(verdict);
                     }
                     Action::Deliver(txn) => {
@@ -224,9 +247,18 @@ impl Connection {
         let ctx = &self.ctx;
         let id = ctx.spool.new_id();
         let now = SystemTime::now();
+        let submitted = match txn.auth {
+            Some(_) => match ctx.submission.prepare(&txn, &ctx.config.hostname, &id) {
+                Ok(s) => Some(s),
+                Err(r) => return r,
+            },
+            None => None,
+        };
         let received = portcullis_smtp::received_header(&txn, &ctx.config.hostname, &id, now);
-        let mut data = Vec::with_capacity(received.len() + txn.body.len());
+        let added = submitted.as_ref().map_or("", |(h, _)| h.as_str());
+        let mut data = Vec::with_capacity(received.len() + added.len() + txn.body.len());
         data.extend_from_slice(received.as_bytes());
+        data.extend_from_slice(added.as_bytes());
         data.extend_from_slice(&txn.body);
         let envelope = envelope(&txn, &id, now);
         let data = Arc::new(data);
@@ -236,6 +268,9 @@ impl Connection {
                     session = %self.id, event = "queued", id = %id, from = %envelope.sender,
                     recipients = envelope.recipients.len(), size = data.len()
                 );
+                if let Some((_, message_id)) = &submitted {
+                    self.log_submission(&txn, &envelope, message_id, data.len(), now);
+                }
                 ctx.local.submit(StoredMessage { envelope, data });
                 Reply::new(250, Status(2, 0, 0), format!("Ok: queued as {id}"))
             }
@@ -255,6 +290,36 @@ impl Connection {
                     "Local error in processing, try again later",
                 )
             }
+        }
+    }
+}
+
+impl Connection {
+    fn log_submission(
+        &self,
+        txn: &Transaction,
+        e: &Envelope,
+        message_id: &str,
+        size: usize,
+        now: SystemTime,
+    ) {
+        let tls = txn
+            .tls
+            .as_ref()
+            .map_or(String::new(), |t| format!("{} {}", t.version, t.cipher));
+        let record = crate::trace::SubmissionRecord {
+            queue_id: &e.id,
+            message_id,
+            account: txn.auth.as_deref().unwrap_or(""),
+            client: &e.client_ip,
+            helo: &e.helo,
+            mail_from: &e.sender,
+            recipients: e.recipients.iter().map(|r| r.address.clone()).collect(),
+            size,
+            tls: &tls,
+        };
+        if let Err(err) = self.ctx.submission.log.append(&record, now) {
+            warn!(session = %self.id, event = "submission_log_failed", error = %err);
         }
     }
 }

@@ -8,7 +8,9 @@ mod checks;
 mod connection;
 mod http;
 mod local;
+mod submission;
 mod tls;
+pub mod trace;
 
 use anyhow::Context as _;
 use portcullis_config::{Config, ListenerRole};
@@ -28,6 +30,7 @@ pub(crate) struct Context {
     pub config: Config,
     pub spool: Spool,
     pub local: local::Handle,
+    pub submission: submission::Submission,
     pub tls: tokio_rustls::TlsAcceptor,
     pub sessions: Arc<Semaphore>,
     next_session: AtomicU64,
@@ -77,7 +80,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     let local = local::start(&config, spool.clone(), pending);
+    let submission = submission::Submission::new(&config)?;
+    if let Err(e) = submission.log.expire(std::time::SystemTime::now()) {
+        tracing::warn!(event = "log_expire_failed", error = %e);
+    }
     let ctx = Arc::new(Context {
+        submission,
         sessions: Arc::new(Semaphore::new(config.limits.max_sessions)),
         config,
         spool,
@@ -179,6 +187,7 @@ async fn accept_loop(ctx: Arc<Context>, sock: TcpListener, listener: portcullis_
             pregreet_wait: listener.pregreet_wait,
             session_config: scfg.clone(),
             peer,
+            account_session: std::sync::Mutex::new(None),
         };
         tokio::spawn(conn.run(stream, permit));
     }

@@ -22,8 +22,9 @@ mod session;
 
 pub use address::{Mailbox, Path};
 pub use command::{Body, MailParams, Notify, RcptParams, Ret};
-pub use received::received_header;
+pub use received::{received_header, rfc5322_date};
 pub use reply::{Reply, Status};
 pub use session::{
-    Action, Limits, Peer, Recipient, Role, Session, SessionConfig, TlsInfo, Transaction, Verdict,
+    Action, AuthOutcome, Credentials, Limits, Peer, Recipient, Role, Session, SessionConfig,
+    TlsInfo, Transaction, Verdict,
 };

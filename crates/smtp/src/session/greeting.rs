@@ -45,6 +45,9 @@ impl Session {
         if self.starttls_offered() {
             r = r.with_line("STARTTLS");
         }
+        if self.auth_offered() {
+            r = r.with_line("AUTH PLAIN LOGIN");
+        }
         self.reply(r.with_line("HELP"));
     }
 

@@ -3,6 +3,7 @@
 //! `rcpt.rs`, `data.rs` (DATA and BDAT). This file owns the input buffer,
 //! the line reader and the dispatch loop.
 
+mod auth;
 mod data;
 mod greeting;
 mod mail;
@@ -14,6 +15,7 @@ use crate::address::Mailbox;
 use crate::command::{self, Command, MailParams, RcptParams};
 use crate::framing::DataReader;
 use crate::reply::{Reply, Status, canned};
+pub use auth::{AuthOutcome, Credentials};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -149,6 +151,8 @@ pub enum Action {
     },
     /// Decide on this recipient; answer with [`Session::answer`].
     CheckRcpt { to: Mailbox, params: RcptParams },
+    /// Check these credentials; answer with [`Session::answer_auth`].
+    Authenticate(Credentials),
     /// Spool this message (durably) and answer with
     /// [`Session::answer_data`].
     Deliver(Box<Transaction>),
@@ -172,6 +176,7 @@ enum Pending {
     Rcpt(Recipient),
     Data,
     Tls,
+    Auth,
 }
 
 #[derive(Debug)]
@@ -183,6 +188,8 @@ enum Mode {
         remaining: u64,
         last: bool,
     },
+    /// Waiting for the client's next line of an AUTH exchange.
+    Auth(auth::AuthStage),
 }
 
 /// One SMTP server session.
@@ -273,7 +280,7 @@ impl Session {
     /// (RFC 5321 4.5.3.2: commands 5 minutes, data blocks 3 minutes).
     pub fn timeout(&self) -> Duration {
         match self.mode {
-            Mode::Command => self.cfg.limits.command_timeout,
+            Mode::Command | Mode::Auth(_) => self.cfg.limits.command_timeout,
             _ => self.cfg.limits.data_timeout,
         }
     }
@@ -284,7 +291,7 @@ impl Session {
 
     /// Whether the client is in the middle of sending content, for the log.
     pub fn in_data(&self) -> bool {
-        !matches!(self.mode, Mode::Command)
+        matches!(self.mode, Mode::Data(_) | Mode::Chunk { .. })
     }
 
     pub fn tls(&self) -> Option<&TlsInfo> {
@@ -327,10 +334,13 @@ impl Session {
     /// Process some input. Returns false when more input is needed.
     fn step(&mut self) -> bool {
         match self.mode {
-            Mode::Command => match self.next_line() {
+            Mode::Command | Mode::Auth(_) => match self.next_line() {
                 None => false,
                 Some(Ok(line)) => {
-                    self.dispatch(&line);
+                    match std::mem::replace(&mut self.mode, Mode::Command) {
+                        Mode::Auth(stage) => self.auth_line(stage, &line),
+                        _ => self.dispatch(&line),
+                    }
                     true
                 }
                 Some(Err(LineError::Soft(r))) => {
@@ -349,7 +359,10 @@ impl Session {
 
     /// Take one CRLF-terminated command line off the input.
     fn next_line(&mut self) -> Option<Result<String, LineError>> {
-        let limit = self.cfg.limits.command_line;
+        let limit = match self.mode {
+            Mode::Auth(_) => auth::AUTH_LINE,
+            _ => self.cfg.limits.command_line,
+        };
         loop {
             let avail = &self.input[self.pos..];
             let Some(lf) = avail.iter().position(|&b| b == b'\n') else {
@@ -407,11 +420,7 @@ impl Session {
                 Status(2, 0, 0),
                 "See RFC 5321; commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS",
             )),
-            Command::Auth { .. } => self.fail(Reply::new(
-                503,
-                Status(5, 5, 1),
-                "AUTH is not available on this port",
-            )),
+            Command::Auth { mechanism, initial } => self.auth(mechanism, initial),
             Command::Foreign => self.close_with(Reply::new(
                 500,
                 Status(5, 5, 1),

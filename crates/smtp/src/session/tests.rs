@@ -69,6 +69,15 @@ impl Harness {
                         format!("Ok: queued as Q{id}"),
                     ));
                 }
+                Action::Authenticate(c) => self.s.answer_auth(if c.password == "right" {
+                    AuthOutcome::Success(c.username)
+                } else {
+                    AuthOutcome::Failure(Reply::new(
+                        535,
+                        Status(5, 7, 8),
+                        "Authentication credentials invalid",
+                    ))
+                }),
                 Action::Close => self.closed = true,
             }
         }
@@ -389,4 +398,110 @@ fn received_header_names_protocol_and_single_recipient() {
     );
     assert!(r.contains("for <u@local.test>;"), "{r}");
     assert!(r.ends_with("Thu, 01 Jan 1970 00:00:00 +0000\r\n"), "{r}");
+}
+
+fn tls_submission() -> Harness {
+    let mut h = Harness::new(Role::Submission);
+    h.s.tls_established(TlsInfo {
+        version: "TLSv1.3".into(),
+        cipher: "X".into(),
+    });
+    h
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+#[test]
+fn auth_is_not_offered_or_accepted_before_tls() {
+    let mut h = Harness::new(Role::Submission);
+    assert!(!h.send(b"EHLO c.test\r\n").contains("AUTH"));
+    let r = h.send(format!("AUTH PLAIN {}\r\n", b64("\0u@local.test\0right")).as_bytes());
+    assert!(r.starts_with("538 5.7.11"), "{r}");
+}
+
+#[test]
+fn auth_is_never_offered_on_mx() {
+    let mut h = Harness::new(Role::Mx);
+    h.s.tls_established(TlsInfo {
+        version: "TLSv1.3".into(),
+        cipher: "X".into(),
+    });
+    assert!(!h.send(b"EHLO c.test\r\n").contains("AUTH"));
+    assert!(h.send(b"AUTH PLAIN\r\n").starts_with("503"));
+}
+
+#[test]
+fn auth_plain_with_initial_response_then_mail_carries_the_identity() {
+    let mut h = tls_submission();
+    assert!(h.send(b"EHLO c.test\r\n").contains("250-AUTH PLAIN LOGIN"));
+    let r = h.send(format!("AUTH PLAIN {}\r\n", b64("\0u@local.test\0right")).as_bytes());
+    assert_eq!(r, "235 2.7.0 Authentication successful\r\n");
+    h.send(b"MAIL FROM:<u@local.test>\r\nRCPT TO:<x@local.test>\r\nDATA\r\nx\r\n.\r\n");
+    assert_eq!(h.delivered[0].auth.as_deref(), Some("u@local.test"));
+    assert_eq!(h.delivered[0].protocol(), "ESMTPSA");
+}
+
+#[test]
+fn auth_plain_with_empty_challenge() {
+    let mut h = tls_submission();
+    h.send(b"EHLO c.test\r\n");
+    assert_eq!(h.send(b"AUTH PLAIN\r\n"), "334 \r\n");
+    assert!(
+        h.send(format!("{}\r\n", b64("u@local.test\0u@local.test\0right")).as_bytes())
+            .starts_with("235")
+    );
+}
+
+#[test]
+fn auth_login_exchange() {
+    let mut h = tls_submission();
+    h.send(b"EHLO c.test\r\n");
+    assert_eq!(h.send(b"AUTH LOGIN\r\n"), "334 VXNlcm5hbWU6\r\n");
+    assert_eq!(
+        h.send(format!("{}\r\n", b64("u@local.test")).as_bytes()),
+        "334 UGFzc3dvcmQ6\r\n"
+    );
+    assert!(
+        h.send(format!("{}\r\n", b64("right")).as_bytes())
+            .starts_with("235")
+    );
+}
+
+#[test]
+fn wrong_password_gets_535_and_may_retry() {
+    let mut h = tls_submission();
+    h.send(b"EHLO c.test\r\n");
+    let r = h.send(format!("AUTH PLAIN {}\r\n", b64("\0u@local.test\0wrong")).as_bytes());
+    assert!(r.starts_with("535 5.7.8"), "{r}");
+    assert!(
+        h.send(b"MAIL FROM:<u@local.test>\r\n")
+            .starts_with("530 5.7.0")
+    );
+    let r = h.send(format!("AUTH PLAIN {}\r\n", b64("\0u@local.test\0right")).as_bytes());
+    assert!(r.starts_with("235"));
+}
+
+#[test]
+fn auth_cancel_and_garbage() {
+    let mut h = tls_submission();
+    h.send(b"EHLO c.test\r\n");
+    h.send(b"AUTH LOGIN\r\n");
+    assert!(h.send(b"*\r\n").starts_with("501 5.0.0"));
+    assert!(
+        h.send(b"AUTH PLAIN !!!notbase64\r\n")
+            .starts_with("501 5.5.2")
+    );
+    assert!(h.send(b"AUTH CRAM-MD5\r\n").starts_with("504 5.5.4"));
+}
+
+#[test]
+fn credentials_debug_hides_the_password() {
+    let c = Credentials {
+        username: "u".into(),
+        password: "hunter2".into(),
+    };
+    assert!(!format!("{c:?}").contains("hunter2"));
 }

@@ -1,0 +1,342 @@
+//! The submission service's decisions (RFC 6409, spamops §3, OP25B §4.4):
+//! who the user is, which senders they may use, how many recipients they
+//! may reach, and what a submitted message must carry. The SMTP session
+//! enforces "AUTH before MAIL"; this module answers the questions it asks.
+
+use crate::checks::{self, Destination};
+use crate::trace::{SubmissionLog, iso8601};
+use portcullis_accounts::{
+    AccountStore, AuthGate, AuthThrottle, QuotaExceeded, QuotaLimits, RecipientQuota,
+    ThrottleConfig,
+};
+use portcullis_config::Config;
+use portcullis_smtp::{AuthOutcome, Credentials, Mailbox, Reply, Status, Transaction, Verdict};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::{info, warn};
+
+pub(crate) struct Submission {
+    accounts_path: PathBuf,
+    /// The account file as last read, with its modification time: the CLI
+    /// edits the file, and the next login sees the change.
+    accounts: RwLock<(Arc<AccountStore>, Option<SystemTime>)>,
+    throttle: Mutex<AuthThrottle>,
+    recipients: Mutex<RecipientQuota>,
+    messages: Mutex<RecipientQuota>,
+    sessions: Arc<Mutex<HashMap<String, u32>>>,
+    limits: portcullis_config::Submission,
+    pub log: SubmissionLog,
+}
+
+/// Held while an authenticated session lives; counts it against the
+/// account's concurrent-session limit.
+pub(crate) struct AccountSession {
+    account: String,
+    sessions: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+impl Drop for AccountSession {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.sessions.lock()
+            && let Some(n) = m.get_mut(&self.account)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.account);
+            }
+        }
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn quota_reply(what: &str, account: &str, e: QuotaExceeded) -> Reply {
+    Reply::new(
+        451,
+        Status(4, 7, 1),
+        format!(
+            "{what} quota of {} per {} exceeded for {account}; it resets at {}",
+            e.limit,
+            e.window.name(),
+            iso8601(e.resets_at)
+        ),
+    )
+}
+
+impl Submission {
+    pub(crate) fn new(config: &Config) -> anyhow::Result<Submission> {
+        let accounts_path = config.data_dir.join("accounts.json");
+        let store = AccountStore::load(&accounts_path)?;
+        let mtime = std::fs::metadata(&accounts_path)
+            .and_then(|m| m.modified())
+            .ok();
+        let a = &config.auth;
+        let throttle = AuthThrottle::new(ThrottleConfig {
+            base_delay: Duration::from_millis(a.failure_delay_ms),
+            max_delay: Duration::from_millis(a.max_failure_delay_ms),
+            address_lock_after: a.address_lock_after,
+            account_lock_after: a.account_lock_after,
+            lock_for: Duration::from_secs(a.lock_secs),
+        });
+        Ok(Submission {
+            accounts_path,
+            accounts: RwLock::new((Arc::new(store), mtime)),
+            throttle: Mutex::new(throttle),
+            recipients: Mutex::new(RecipientQuota::default()),
+            messages: Mutex::new(RecipientQuota::default()),
+            sessions: Arc::new(Mutex::new(HashMap::new())),
+            limits: config.submission.clone(),
+            log: SubmissionLog::new(&config.data_dir, config.submission.log_retention_days),
+        })
+    }
+
+    /// The current accounts, re-read if the file changed.
+    fn accounts(&self) -> Arc<AccountStore> {
+        let mtime = std::fs::metadata(&self.accounts_path)
+            .and_then(|m| m.modified())
+            .ok();
+        if let Ok(guard) = self.accounts.read()
+            && guard.1 == mtime
+        {
+            return guard.0.clone();
+        }
+        match AccountStore::load(&self.accounts_path) {
+            Ok(store) => {
+                let store = Arc::new(store);
+                if let Ok(mut guard) = self.accounts.write() {
+                    *guard = (store.clone(), mtime);
+                }
+                store
+            }
+            Err(e) => {
+                warn!(event = "accounts_unreadable", error = %e, "keeping the accounts read before");
+                self.accounts
+                    .read()
+                    .map(|g| g.0.clone())
+                    .unwrap_or_default()
+            }
+        }
+    }
+
+    /// Check a login, with throttling. On success the returned guard counts
+    /// the session against the account until it is dropped.
+    pub(crate) async fn authenticate(
+        &self,
+        ip: IpAddr,
+        c: Credentials,
+    ) -> (AuthOutcome, Option<AccountSession>) {
+        let gate = self
+            .throttle
+            .lock()
+            .ok()
+            .map(|t| t.gate(ip, &c.username, Instant::now()));
+        let delay = match gate {
+            Some(AuthGate::Check { delay_on_failure }) => delay_on_failure,
+            Some(AuthGate::Locked { until }) => {
+                let mins = until
+                    .saturating_duration_since(Instant::now())
+                    .as_secs()
+                    .div_ceil(60);
+                info!(event = "auth", account = %c.username, client = %ip, result = "locked");
+                let r = Reply::new(
+                    454,
+                    Status(4, 7, 0),
+                    format!("Too many failed logins; try again in {mins} minutes"),
+                );
+                return (AuthOutcome::Failure(r), None);
+            }
+            None => Duration::ZERO,
+        };
+        let store = self.accounts();
+        let username = c.username.clone();
+        // Password hashing is deliberately slow: keep it off the reactor.
+        let verified = tokio::task::spawn_blocking(move || {
+            store
+                .authenticate(&c.username, &c.password)
+                .map(|a| a.address.clone())
+        })
+        .await
+        .ok()
+        .flatten();
+        let Some(account) = verified else {
+            if let Ok(mut t) = self.throttle.lock() {
+                t.record_failure(ip, &username, Instant::now());
+            }
+            info!(event = "auth", account = %username, client = %ip, result = "failed");
+            tokio::time::sleep(delay).await;
+            let r = Reply::new(535, Status(5, 7, 8), "Authentication credentials invalid");
+            return (AuthOutcome::Failure(r), None);
+        };
+        if let Ok(mut t) = self.throttle.lock() {
+            t.record_success(ip, &account, Instant::now());
+        }
+        match self.open_session(&account) {
+            Some(guard) => {
+                info!(event = "auth", account = %account, client = %ip, result = "ok");
+                (AuthOutcome::Success(account), Some(guard))
+            }
+            None => {
+                warn!(event = "auth", account = %account, client = %ip, result = "too_many_sessions");
+                let r = Reply::new(
+                    454,
+                    Status(4, 7, 0),
+                    format!("Too many concurrent sessions for {account}; try again later"),
+                );
+                (AuthOutcome::Failure(r), None)
+            }
+        }
+    }
+
+    fn open_session(&self, account: &str) -> Option<AccountSession> {
+        let mut m = self.sessions.lock().ok()?;
+        let n = m.entry(account.to_owned()).or_insert(0);
+        if *n >= self.limits.max_sessions_per_account {
+            return None;
+        }
+        *n += 1;
+        Some(AccountSession {
+            account: account.to_owned(),
+            sessions: self.sessions.clone(),
+        })
+    }
+
+    /// MAIL FROM: the sender must be an address the account owns (spamops
+    /// §3.1 "Submission Rights"), within the message rate.
+    pub(crate) fn check_sender(&self, account: &str, from: Option<&Mailbox>) -> Verdict {
+        let store = self.accounts();
+        let Some(acct) = store.get(account) else {
+            return Verdict::Reject(Reply::new(451, Status(4, 7, 1), "Account no longer exists"));
+        };
+        let owned = match from {
+            Some(m) => acct.owns(&m.to_string()),
+            None => acct.any_sender,
+        };
+        if !owned {
+            let shown = from.map_or_else(|| "<>".to_owned(), |m| format!("<{m}>"));
+            return Verdict::Reject(Reply::new(
+                553,
+                Status(5, 7, 1),
+                format!("Sender address {shown} is not owned by {account}"),
+            ));
+        }
+        let limits = QuotaLimits {
+            per_hour: self.limits.messages_per_hour,
+            per_day: u32::MAX,
+        };
+        match self
+            .messages
+            .lock()
+            .map(|mut q| q.try_take(account, limits, 1, now_secs()))
+        {
+            Ok(Err(e)) => {
+                warn!(event = "quota", account = %account, kind = "messages", limit = e.limit);
+                Verdict::Reject(quota_reply("Message", account, e))
+            }
+            _ => Verdict::Accept,
+        }
+    }
+
+    /// RCPT TO: an authenticated user may send anywhere; each accepted
+    /// recipient counts against the quota (OP25B §4.4.3).
+    pub(crate) fn check_recipient(&self, config: &Config, account: &str, to: &Mailbox) -> Verdict {
+        if checks::destination(config, to) == Destination::Local
+            && let v @ Verdict::Reject(_) = checks::recipient(config, to)
+        {
+            return v;
+        }
+        let limits = QuotaLimits {
+            per_hour: self.limits.recipients_per_hour,
+            per_day: self.limits.recipients_per_day,
+        };
+        match self
+            .recipients
+            .lock()
+            .map(|mut q| q.try_take(account, limits, 1, now_secs()))
+        {
+            Ok(Err(e)) => {
+                warn!(event = "quota", account = %account, kind = "recipients", limit = e.limit, window = e.window.name());
+                Verdict::Reject(quota_reply("Recipient", account, e))
+            }
+            _ => Verdict::Accept,
+        }
+    }
+
+    /// End of data: every From: address must be owned, and missing Date and
+    /// Message-ID are added (RFC 6409 §8.3, §8.4). Returns the header lines
+    /// to prepend and the Message-ID.
+    pub(crate) fn prepare(
+        &self,
+        txn: &Transaction,
+        hostname: &str,
+        queue_id: &str,
+    ) -> Result<(String, String), Reply> {
+        let account = txn.auth.as_deref().unwrap_or("");
+        let headers = header_block(&txn.body);
+        let parsed = mail_parser::MessageParser::new().parse_headers(headers);
+        let from: Vec<String> = parsed
+            .as_ref()
+            .and_then(|m| m.from())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.address())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if from.is_empty() {
+            return Err(Reply::new(
+                554,
+                Status(5, 6, 0),
+                "Message has no From: header field (RFC 5322 3.6.2)",
+            ));
+        }
+        let store = self.accounts();
+        let acct = store.get(account);
+        if let Some(bad) = from.iter().find(|f| !acct.is_some_and(|a| a.owns(f))) {
+            return Err(Reply::new(
+                553,
+                Status(5, 7, 1),
+                format!("From: address <{bad}> is not owned by {account}"),
+            ));
+        }
+        let mut add = String::new();
+        if parsed.as_ref().and_then(|m| m.date()).is_none() && !has_field(headers, "date") {
+            add.push_str(&format!(
+                "Date: {}\r\n",
+                portcullis_smtp::rfc5322_date(SystemTime::now())
+            ));
+        }
+        let message_id = match parsed.as_ref().and_then(|m| m.message_id()) {
+            Some(id) => format!("<{id}>"),
+            None => {
+                let id = format!("<{queue_id}@{hostname}>");
+                add.push_str(&format!("Message-ID: {id}\r\n"));
+                id
+            }
+        };
+        Ok((add, message_id))
+    }
+}
+
+/// The header section: everything up to the first empty line.
+fn header_block(body: &[u8]) -> &[u8] {
+    match body.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(i) => &body[..i + 4],
+        None => body,
+    }
+}
+
+fn has_field(headers: &[u8], name: &str) -> bool {
+    headers.split(|&b| b == b'\n').any(|line| {
+        line.len() > name.len()
+            && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+            && line[name.len()] == b':'
+    })
+}
