@@ -44,6 +44,20 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// DKIM signing keys.
+    Dkim {
+        #[command(subcommand)]
+        action: DkimAction,
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
+    /// Print the DNS records to publish for a domain: MX, SPF, DKIM, DMARC
+    /// and the RFC 6186 SRV records for submission.
+    DnsRecords {
+        domain: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Look at and manage the mail queue.
     Queue {
         #[command(subcommand)]
@@ -51,6 +65,25 @@ enum Command {
         #[arg(long, global = true)]
         config: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum DkimAction {
+    /// Generate a signing key and print the TXT record to publish.
+    Keygen {
+        #[arg(long)]
+        domain: String,
+        #[arg(long)]
+        selector: String,
+        #[arg(long, value_enum, default_value = "rsa")]
+        algorithm: KeyAlgorithm,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum KeyAlgorithm {
+    Ed25519,
+    Rsa,
 }
 
 #[derive(Subcommand)]
@@ -120,6 +153,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Queue { action, config } => queue(action, &load(config.as_deref())?),
         Command::User { action, config } => user(action, &load(config.as_deref())?),
+        Command::Dkim {
+            action:
+                DkimAction::Keygen {
+                    domain,
+                    selector,
+                    algorithm,
+                },
+            config,
+        } => {
+            let c = load(config.as_deref())?;
+            let alg = match algorithm {
+                KeyAlgorithm::Ed25519 => portcullis_authn::DkimAlgorithm::Ed25519,
+                KeyAlgorithm::Rsa => portcullis_authn::DkimAlgorithm::Rsa,
+            };
+            let record =
+                portcullis_authn::generate_key(&c.data_dir.join("dkim"), &domain, &selector, alg)?;
+            println!("{record}");
+            Ok(())
+        }
+        Command::DnsRecords { domain, config } => dns_records(&load(config.as_deref())?, &domain),
         Command::Trace { query, config } => {
             let c = load(config.as_deref())?;
             let log = portcullis_server::trace::SubmissionLog::new(
@@ -169,6 +222,44 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .build()
         .context("cannot start the runtime")?;
     rt.block_on(portcullis_server::serve(config))
+}
+
+/// What an operator publishes so that others can find, trust and reach
+/// this server for `domain`.
+fn dns_records(config: &Config, domain: &str) -> anyhow::Result<()> {
+    use portcullis_config::ListenerRole;
+    let host = &config.hostname;
+    let port = |role| {
+        config
+            .listeners
+            .iter()
+            .find(|l| l.role == role)
+            .and_then(|l| l.bind.first())
+            .map(|a| a.port())
+    };
+    println!("; DNS records for {domain} served by {host}");
+    println!("{domain}. IN MX 10 {host}.");
+    // The slides' advice: start with ~all (softfail), so that forwarded
+    // mail is labelled, not lost, and bounces to forged senders can be
+    // suppressed; tighten to -all when confident.
+    println!("{domain}. IN TXT \"v=spf1 mx ~all\"");
+    let dkim = portcullis_authn::published_records(&config.data_dir.join("dkim"), domain)?;
+    if dkim.is_empty() {
+        println!("; no DKIM key yet: portcullis dkim keygen --domain {domain} --selector s1");
+    }
+    for r in dkim {
+        println!("{r}");
+    }
+    println!("_dmarc.{domain}. IN TXT \"v=DMARC1; p=none; rua=mailto:postmaster@{domain}\"");
+    // RFC 6186: mail clients find the submission service by SRV; 465 first
+    // (RFC 8314 prefers implicit TLS).
+    if let Some(p) = port(ListenerRole::Submissions) {
+        println!("_submissions._tcp.{domain}. IN SRV 0 1 {p} {host}.");
+    }
+    if let Some(p) = port(ListenerRole::Submission) {
+        println!("_submission._tcp.{domain}. IN SRV 10 1 {p} {host}.");
+    }
+    Ok(())
 }
 
 fn user(action: UserAction, config: &Config) -> anyhow::Result<()> {

@@ -1,13 +1,29 @@
-//! The HTTP listener. For now: a health check that also tells whether the
-//! spool is keeping up.
+//! The HTTP listener: health, and mail-client auto-configuration so users
+//! do not mistype ports (Thunderbird's autoconfig, Outlook's autodiscover
+//! POX), both pointing at 587/STARTTLS and 465/SSL with password auth.
 
 use crate::Context;
-use axum::{Json, Router, extract::State, routing::get};
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use portcullis_config::ListenerRole;
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
 pub(crate) async fn serve(ctx: Arc<Context>, sock: TcpListener) {
-    let app = Router::new().route("/healthz", get(health)).with_state(ctx);
+    let app = Router::new()
+        .route("/healthz", get(health))
+        .route("/mail/config-v1.1.xml", get(autoconfig))
+        .route(
+            "/.well-known/autoconfig/mail/config-v1.1.xml",
+            get(autoconfig),
+        )
+        .route("/autodiscover/autodiscover.xml", post(autodiscover))
+        .route("/Autodiscover/Autodiscover.xml", post(autodiscover))
+        .with_state(ctx);
     if let Err(e) = axum::serve(sock, app).await {
         tracing::error!(event = "http_error", error = %e);
     }
@@ -19,4 +35,94 @@ async fn health(State(ctx): State<Arc<Context>>) -> Json<serde_json::Value> {
         "queued": ctx.spool.live_count(),
         "sessions": ctx.config.limits.max_sessions - ctx.sessions.available_permits(),
     }))
+}
+
+fn port(ctx: &Context, role: ListenerRole) -> Option<u16> {
+    ctx.config
+        .listeners
+        .iter()
+        .find(|l| l.role == role)
+        .and_then(|l| l.bind.first())
+        .map(|a| a.port())
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
+}
+
+/// Thunderbird's format: https://wiki.mozilla.org/Thunderbird:Autoconfiguration:ConfigFileFormat
+async fn autoconfig(
+    State(ctx): State<Arc<Context>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> impl IntoResponse {
+    let email = q.get("emailaddress").map(String::as_str).unwrap_or("");
+    let domain = email
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_ascii_lowercase())
+        .or_else(|| ctx.config.local_domains.first().cloned())
+        .unwrap_or_default();
+    let host = xml_escape(&ctx.config.hostname);
+    let mut servers = String::new();
+    // Implicit TLS first (RFC 8314 §3.3 prefers it), then STARTTLS.
+    for (role, socket) in [
+        (ListenerRole::Submissions, "SSL"),
+        (ListenerRole::Submission, "STARTTLS"),
+    ] {
+        if let Some(p) = port(&ctx, role) {
+            servers.push_str(&format!(
+                "    <outgoingServer type=\"smtp\">\n      <hostname>{host}</hostname>\n      <port>{p}</port>\n      <socketType>{socket}</socketType>\n      <authentication>password-cleartext</authentication>\n      <username>%EMAILADDRESS%</username>\n    </outgoingServer>\n"
+            ));
+        }
+    }
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<clientConfig version=\"1.1\">\n  <emailProvider id=\"{d}\">\n    <domain>{d}</domain>\n    <displayName>{d} mail</displayName>\n    <displayShortName>{d}</displayShortName>\n{servers}  </emailProvider>\n</clientConfig>\n",
+        d = xml_escape(&domain)
+    );
+    (
+        [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+        body,
+    )
+}
+
+/// Outlook's POX autodiscover: the request names the address; the answer
+/// lists the SMTP endpoints.
+async fn autodiscover(State(ctx): State<Arc<Context>>, body: String) -> impl IntoResponse {
+    let email = body
+        .split("<EMailAddress>")
+        .nth(1)
+        .and_then(|r| r.split("</EMailAddress>").next())
+        .map(str::trim)
+        .unwrap_or("");
+    if email.len() > 320 || !email.contains('@') {
+        return (
+            StatusCode::BAD_REQUEST,
+            [(header::CONTENT_TYPE, "text/plain")],
+            "EMailAddress missing\n".to_owned(),
+        );
+    }
+    let host = xml_escape(&ctx.config.hostname);
+    let mut protocols = String::new();
+    for (role, ssl, enc) in [
+        (ListenerRole::Submissions, "on", "SSL"),
+        (ListenerRole::Submission, "on", "TLS"),
+    ] {
+        if let Some(p) = port(&ctx, role) {
+            protocols.push_str(&format!(
+                "      <Protocol>\n        <Type>SMTP</Type>\n        <Server>{host}</Server>\n        <Port>{p}</Port>\n        <SSL>{ssl}</SSL>\n        <Encryption>{enc}</Encryption>\n        <SPA>off</SPA>\n        <AuthRequired>on</AuthRequired>\n        <LoginName>{}</LoginName>\n      </Protocol>\n",
+                xml_escape(email)
+            ));
+        }
+    }
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<Autodiscover xmlns=\"http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006\">\n  <Response xmlns=\"http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a\">\n    <Account>\n      <AccountType>email</AccountType>\n      <Action>settings</Action>\n{protocols}    </Account>\n  </Response>\n</Autodiscover>\n"
+    );
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+        body,
+    )
 }

@@ -28,6 +28,10 @@ pub(crate) struct Submission {
     messages: Mutex<RecipientQuota>,
     sessions: Arc<Mutex<HashMap<String, u32>>>,
     limits: portcullis_config::Submission,
+    dkim_dir: PathBuf,
+    /// Signing keys with the fingerprint of the key directory they were
+    /// loaded from: `dkim keygen` on a running server takes effect at once.
+    dkim: RwLock<(Arc<portcullis_authn::DkimKeys>, Vec<SystemTime>)>,
     pub log: SubmissionLog,
 }
 
@@ -85,7 +89,14 @@ impl Submission {
             account_lock_after: a.account_lock_after,
             lock_for: Duration::from_secs(a.lock_secs),
         });
+        let dkim_dir = config.data_dir.join("dkim");
+        let dkim = (
+            Arc::new(portcullis_authn::DkimKeys::load(&dkim_dir)?),
+            portcullis_authn::key_dir_fingerprint(&dkim_dir),
+        );
         Ok(Submission {
+            dkim_dir,
+            dkim: RwLock::new(dkim),
             accounts_path,
             accounts: RwLock::new((Arc::new(store), mtime)),
             throttle: Mutex::new(throttle),
@@ -121,6 +132,28 @@ impl Submission {
                     .read()
                     .map(|g| g.0.clone())
                     .unwrap_or_default()
+            }
+        }
+    }
+
+    fn dkim_keys(&self) -> Arc<portcullis_authn::DkimKeys> {
+        let print = portcullis_authn::key_dir_fingerprint(&self.dkim_dir);
+        if let Ok(g) = self.dkim.read()
+            && g.1 == print
+        {
+            return g.0.clone();
+        }
+        match portcullis_authn::DkimKeys::load(&self.dkim_dir) {
+            Ok(keys) => {
+                let keys = Arc::new(keys);
+                if let Ok(mut g) = self.dkim.write() {
+                    *g = (keys.clone(), print);
+                }
+                keys
+            }
+            Err(e) => {
+                warn!(event = "dkim_keys_unreadable", error = %e, "signing with the keys read before");
+                self.dkim.read().map(|g| g.0.clone()).unwrap_or_default()
             }
         }
     }
@@ -268,9 +301,10 @@ impl Submission {
         }
     }
 
-    /// End of data: every From: address must be owned, and missing Date and
-    /// Message-ID are added (RFC 6409 §8.3, §8.4). Returns the header lines
-    /// to prepend and the Message-ID.
+    /// End of data: every From: address must be owned, missing Date and
+    /// Message-ID are added (RFC 6409 §8.3, §8.4), and the message is
+    /// DKIM-signed for the From: domain when it has keys. Returns the header
+    /// lines to prepend and the Message-ID.
     pub(crate) fn prepare(
         &self,
         txn: &Transaction,
@@ -321,6 +355,13 @@ impl Submission {
                 id
             }
         };
+        let domain = from[0].rsplit_once('@').map_or("", |(_, d)| d);
+        let mut signed = add.clone().into_bytes();
+        signed.extend_from_slice(&txn.body);
+        match self.dkim_keys().sign(domain, &signed) {
+            Ok(sigs) => add.insert_str(0, &sigs),
+            Err(e) => warn!(event = "dkim_sign_failed", domain = %domain, error = %e),
+        }
         Ok((add, message_id))
     }
 }

@@ -1,0 +1,12 @@
+//! Message authentication around the `mail-auth` crate: DKIM keys and
+//! signing for submitted mail (RFC 6376, RFC 8463), and (for inbound mail)
+//! SPF, DKIM, DMARC verification and the Authentication-Results header.
+//!
+//! This crate decides nothing about accepting mail; it computes results.
+//! Private keys are read from the data dir and never logged.
+
+mod keys;
+
+pub use keys::{
+    DkimAlgorithm, DkimKeys, KeyError, generate_key, key_dir_fingerprint, published_records,
+};

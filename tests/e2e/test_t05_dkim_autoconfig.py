@@ -1,0 +1,118 @@
+"""Submitted mail is DKIM-signed (Ed25519 and RSA side by side) and
+verifies with dkimpy against the records `dkim keygen` printed, served by a
+real DNS server; mail clients find the right ports by autoconfig."""
+
+import smtplib
+import ssl
+import subprocess
+import urllib.request
+import xml.etree.ElementTree as ET
+
+import dkim
+import pytest
+
+from dnsserver import DnsServer
+from test_t04_submission import PASSWORD, add_user, insecure_tls
+
+
+@pytest.fixture
+def signed(make_server, workdir):
+    s = make_server(start=False)
+    add_user(s, "alice@local.test")
+    records = []
+    for selector, alg in [("ed", "ed25519"), ("rs", "rsa")]:
+        r = s.cli("dkim", "keygen", "--domain", "local.test", "--selector", selector, "--algorithm", alg)
+        assert r.returncode == 0, r.stderr
+        records.append(r.stdout.strip())
+    dns_server = DnsServer(workdir, {"local.test": "\n".join(records)}).start()
+    s.start()
+    yield s, dns_server, records
+    dns_server.stop()
+
+
+def submit(server, body):
+    with smtplib.SMTP("127.0.0.1", server.sub) as c:
+        c.starttls(context=insecure_tls())
+        c.login("alice@local.test", PASSWORD)
+        c.sendmail("alice@local.test", ["bob@local.test"], body)
+    [msg] = server.wait_messages("bob", 1)
+    return msg
+
+
+BODY = (
+    "From: Alice <alice@local.test>\r\nTo: bob@local.test\r\nSubject: signed\r\n"
+    "MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nHello Bob,\r\n  with   spaces  \r\n\r\n"
+)
+
+
+def test_both_signatures_verify_with_dkimpy(signed):
+    server, dns_server, _ = signed
+    msg = submit(server, BODY)
+    d = dkim.DKIM(msg)
+    sigs = [l for l in msg.split(b"\r\n") if l.startswith(b"DKIM-Signature:")]
+    assert len(sigs) == 2
+    assert b"a=ed25519-sha256" in sigs[0] and b"a=rsa-sha256" in sigs[1]
+    for i in range(2):
+        assert d.verify(idx=i, dnsfunc=lambda name, timeout=5: dns_server.txt(name)), f"signature {i}"
+
+
+def test_a_modified_body_fails_verification(signed):
+    server, dns_server, _ = signed
+    msg = submit(server, BODY).replace(b"Hello Bob", b"Hello Eve")
+    d = dkim.DKIM(msg)
+    for i in range(2):
+        try:
+            ok = d.verify(idx=i, dnsfunc=lambda name, timeout=5: dns_server.txt(name))
+        except dkim.ValidationError:
+            ok = False
+        assert not ok
+
+
+def test_dns_records_prints_srv_spf_dkim_and_dmarc(signed):
+    server, _, records = signed
+    out = server.cli("dns-records", "local.test").stdout
+    assert f"_submissions._tcp.local.test. IN SRV 0 1 {server.subs} mx.portcullis.test." in out
+    assert f"_submission._tcp.local.test. IN SRV 10 1 {server.sub} mx.portcullis.test." in out
+    assert '"v=spf1 mx ~all"' in out
+    assert "_dmarc.local.test. IN TXT" in out
+    for r in records:
+        assert r in out
+
+
+def fetch(url, data=None):
+    with urllib.request.urlopen(url, data=data, timeout=5) as r:
+        return r.read()
+
+
+@pytest.mark.parametrize("path", ["/mail/config-v1.1.xml", "/.well-known/autoconfig/mail/config-v1.1.xml"])
+def test_thunderbird_autoconfig_points_at_465_ssl_and_587_starttls(server, path):
+    xml = fetch(f"http://127.0.0.1:{server.http}{path}?emailaddress=alice@local.test")
+    root = ET.fromstring(xml)
+    assert root.tag == "clientConfig" and root.get("version") == "1.1"
+    provider = root.find("emailProvider")
+    assert provider.get("id") == "local.test"
+    assert provider.findtext("domain") == "local.test"
+    servers = {
+        (o.findtext("port"), o.findtext("socketType")): o for o in provider.findall("outgoingServer")
+    }
+    assert set(servers) == {(str(server.subs), "SSL"), (str(server.sub), "STARTTLS")}
+    for o in servers.values():
+        assert o.get("type") == "smtp"
+        assert o.findtext("hostname") == "mx.portcullis.test"
+        assert o.findtext("authentication") == "password-cleartext"
+        assert o.findtext("username") == "%EMAILADDRESS%"
+
+
+def test_outlook_autodiscover(server):
+    req = (
+        b'<?xml version="1.0"?><Autodiscover xmlns="http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006">'
+        b"<Request><EMailAddress>alice@local.test</EMailAddress>"
+        b"<AcceptableResponseSchema>http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a</AcceptableResponseSchema>"
+        b"</Request></Autodiscover>"
+    )
+    root = ET.fromstring(fetch(f"http://127.0.0.1:{server.http}/autodiscover/autodiscover.xml", req))
+    ns = {"a": "http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a"}
+    protos = root.findall(".//a:Protocol", ns)
+    got = {(p.findtext("a:Port", namespaces=ns), p.findtext("a:Encryption", namespaces=ns)) for p in protos}
+    assert got == {(str(server.subs), "SSL"), (str(server.sub), "TLS")}
+    assert all(p.findtext("a:LoginName", namespaces=ns) == "alice@local.test" for p in protos)
