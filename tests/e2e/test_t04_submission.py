@@ -226,3 +226,18 @@ def test_user_list_and_import(msa, workdir):
     assert "henry@local.test" in msa.cli("user", "list").stdout
     with login(msa.sub, "henry@local.test", "imported-pw") as s:
         assert s.mail("henry@local.test")[0] == 250
+
+
+def test_local_sender_on_port_25_is_sent_to_587(msa):
+    r = swaks("--server", f"127.0.0.1:{msa.mx}", "--from", "alice@local.test", "--to", "ivan@local.test")
+    assert r.returncode != 0
+    assert "553 5.7.1" in r.stdout and "587" in r.stdout
+
+
+def test_listed_legacy_network_may_use_port_25_to_local_recipients_only(make_server):
+    s = make_server('[submission]\nport25_networks = ["127.0.0.0/8"]\n')
+    r = swaks("--server", f"127.0.0.1:{s.mx}", "--from", "printer@local.test", "--to", "ivan@local.test")
+    assert r.returncode == 0, r.stdout
+    assert s.wait_messages("ivan", 1)
+    r = swaks("--server", f"127.0.0.1:{s.mx}", "--from", "printer@local.test", "--to", "x@remote.test")
+    assert r.returncode != 0 and "554 5.7.1" in r.stdout

@@ -6,9 +6,11 @@
 //! files a config names exist, so that `check-config` catches a typo before
 //! a restart does.
 
+mod cidr;
 mod locate;
 mod model;
 
+pub use cidr::Cidr;
 pub use locate::Location;
 pub use model::*;
 

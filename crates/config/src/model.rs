@@ -76,6 +76,11 @@ pub struct Submission {
     pub max_sessions_per_account: u32,
     /// Days the submission log is kept (at least 7).
     pub log_retention_days: u32,
+    /// Client networks whose legacy devices may still send on port 25
+    /// (the mx listener) with a sender in our local domains — to local
+    /// recipients only, since port 25 never relays. Empty by default:
+    /// everyone else must submit on 587/465 with AUTH.
+    pub port25_networks: Vec<crate::Cidr>,
 }
 
 impl Default for Submission {
@@ -86,6 +91,7 @@ impl Default for Submission {
             messages_per_hour: 200,
             max_sessions_per_account: 10,
             log_retention_days: 14,
+            port25_networks: Vec::new(),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use portcullis_config::Config;
 use portcullis_smtp::{Mailbox, Reply, Status, Verdict};
+use std::net::IpAddr;
 
 /// Where mail for an address goes.
 #[derive(Debug, PartialEq, Eq)]
@@ -19,6 +20,35 @@ pub(crate) fn destination(config: &Config, m: &Mailbox) -> Destination {
     } else {
         Destination::Remote
     }
+}
+
+/// MAIL FROM on the mx listener. A sender in one of our own domains
+/// belongs on the submission port with AUTH (RFC 6409, spamops §3.1):
+/// refused here unless the client is in a network the operator listed
+/// for legacy port-25 devices.
+pub(crate) fn mx_sender(config: &Config, client: IpAddr, from: Option<&Mailbox>) -> Verdict {
+    let Some(from) = from else {
+        return Verdict::Accept;
+    };
+    // Only the configured domains: mail from root@<hostname> is the
+    // machine's own, not a user's.
+    if !config.local_domains.contains(&from.domain)
+        || config
+            .submission
+            .port25_networks
+            .iter()
+            .any(|n| n.contains(client))
+    {
+        return Verdict::Accept;
+    }
+    Verdict::Reject(Reply::new(
+        553,
+        Status(5, 7, 1),
+        format!(
+            "Mail from {} must be submitted on port 587 or 465 with authentication, not on port 25",
+            from.domain
+        ),
+    ))
 }
 
 /// RCPT TO on the mx listener: local domains only, never a relay,
@@ -83,6 +113,27 @@ mod tests {
     fn local_domain_is_accepted_in_any_case() {
         assert_eq!(rcpt("<user@LOCAL.test>"), Verdict::Accept);
         assert_eq!(rcpt("<postmaster@mx.local.test>"), Verdict::Accept);
+    }
+
+    #[test]
+    fn local_senders_on_port_25_only_from_listed_networks() {
+        let mut c = config();
+        let from = Mailbox {
+            local: "alice".into(),
+            domain: "local.test".into(),
+        };
+        let outside: IpAddr = "198.51.100.7".parse().unwrap();
+        let inside: IpAddr = "192.0.2.7".parse().unwrap();
+        assert!(refused(mx_sender(&c, outside, Some(&from))));
+        c.submission.port25_networks = vec!["192.0.2.0/24".parse().unwrap()];
+        assert_eq!(mx_sender(&c, inside, Some(&from)), Verdict::Accept);
+        assert!(refused(mx_sender(&c, outside, Some(&from))));
+        let remote = Mailbox {
+            local: "x".into(),
+            domain: "remote.test".into(),
+        };
+        assert_eq!(mx_sender(&c, outside, Some(&remote)), Verdict::Accept);
+        assert_eq!(mx_sender(&c, outside, None), Verdict::Accept);
     }
 
     #[test]

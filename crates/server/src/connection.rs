@@ -166,7 +166,9 @@ impl Connection {
                             Some(account) => {
                                 self.ctx.submission.check_sender(account, from.as_ref())
                             }
-                            None => Verdict::Accept,
+                            None => {
+                                checks::mx_sender(&self.ctx.config, self.peer.ip(), from.as_ref())
+                            }
                         };
                         let from = from.map_or_else(|| "<>".to_owned(), |m| m.to_string());
                         info!(session = %self.id, event = "mail", from = %from, account = s.authenticated(), accepted = verdict == Verdict::Accept);
