@@ -36,6 +36,8 @@ def main() -> None:
     cfg = work / "p.toml"
     cfg.write_text(
         f'hostname = "mx.bench.test"\ndata_dir = "{work}/data"\n'
+        # Idle sessions make no lookups; still, never the system resolver.
+        '[dns]\nnameservers = ["127.0.0.1:9"]\n'
         f'[[listener]]\nrole = "mx"\nbind = ["127.0.0.1:{PORT}"]\n'
     )
     server = subprocess.Popen([BIN, "serve", "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

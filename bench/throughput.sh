@@ -13,11 +13,12 @@ cargo build --release --locked -q
 BIN="$CARGO_TARGET_DIR/release/portcullis"
 work=$(mktemp -d /var/tmp/portcullis-bench.XXXXXX)
 chmod 755 "$work"  # Postfix daemons run as the postfix user
-PC_PORT=3525 PF_PORT=3526
+PC_PORT=3525 PF_PORT=3526 DNS_PORT=3553
 pc_pid=""
 cleanup() {
   [ -n "$pc_pid" ] && kill "$pc_pid" 2>/dev/null || true
   bash bench/postfix_instance.sh stop "$work/postfix" >/dev/null 2>&1 || true
+  bash bench/nsd_instance.sh stop "$work/dns" || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -27,6 +28,8 @@ start_portcullis() {
   cat > "$work/pc/portcullis.toml" <<CONF
 hostname = "mx.bench.test"
 data_dir = "$work/pc/data"
+[dns]
+nameservers = ["127.0.0.1:$DNS_PORT"]
 [[listener]]
 role = "mx"
 bind = ["127.0.0.1:$PC_PORT"]
@@ -56,6 +59,7 @@ wait_delivered() {
   echo "only $(count_files "$dir") of $want delivered in $dir" >&2; return 1
 }
 
+bash bench/nsd_instance.sh start "$work/dns" "$DNS_PORT"
 bash bench/postfix_instance.sh start "$work/postfix" "$PF_PORT" >/dev/null
 sleep 1
 pc_rates=() pf_rates=()

@@ -23,6 +23,9 @@ def binary() -> str:
     return str(Path(target) / "release" / "portcullis")
 
 
+SESSION_DNS = {"port": 0}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -43,8 +46,12 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
 class Server:
     """One portcullis under test, with its own data dir and ports."""
 
-    def __init__(self, workdir: Path, extra: str = "", listener_extra: str = ""):
+    def __init__(self, workdir: Path, extra: str = "", listener_extra: str = "", dns: str | None = None):
         self.workdir = workdir
+        # Never the system resolver: tests only talk to loopback. Without a
+        # zone of its own, a test resolves through the session's NSD, which
+        # answers NXDOMAIN for everything under .test.
+        dns = dns or f"127.0.0.1:{SESSION_DNS['port']}"
         self.data = workdir / "data"
         self.mx, self.sub, self.subs, self.http = (free_port() for _ in range(4))
         self.config = workdir / "portcullis.toml"
@@ -52,6 +59,10 @@ class Server:
             f"""
 hostname = "mx.portcullis.test"
 data_dir = "{self.data}"
+
+[dns]
+nameservers = ["{dns}"]
+timeout_ms = 2000
 
 [[listener]]
 role = "mx"
@@ -131,6 +142,16 @@ name = "local.test"
         )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_dns(tmp_path_factory):
+    from dnsserver import DnsServer
+
+    d = DnsServer(tmp_path_factory.mktemp("session-dns"), {"test": ""}).start()
+    SESSION_DNS["port"] = d.port
+    yield d
+    d.stop()
+
+
 @pytest.fixture
 def workdir():
     d = Path(tempfile.mkdtemp(prefix="portcullis-e2e-"))
@@ -150,10 +171,10 @@ def make_server(workdir):
     """Start a server with extra config text."""
     started = []
 
-    def make(extra: str = "", listener_extra: str = "", start: bool = True) -> Server:
+    def make(extra: str = "", listener_extra: str = "", start: bool = True, dns: str | None = None) -> Server:
         sub = workdir / f"s{len(started)}"
         sub.mkdir()
-        s = Server(sub, extra, listener_extra)
+        s = Server(sub, extra, listener_extra, dns)
         started.append(s)
         return s.start() if start else s
 

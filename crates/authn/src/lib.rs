@@ -5,7 +5,13 @@
 //! This crate decides nothing about accepting mail; it computes results.
 //! Private keys are read from the data dir and never logged.
 
+mod inbound;
 mod keys;
+
+pub use inbound::{
+    AuthResult, DmarcPolicy, MessageResults, ResolverError, SpfCheck, Verifier,
+    strip_forged_results,
+};
 
 pub use keys::{
     DkimAlgorithm, DkimKeys, KeyError, generate_key, key_dir_fingerprint, published_records,

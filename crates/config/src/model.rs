@@ -32,6 +32,21 @@ impl ListenerRole {
     }
 }
 
+/// The stages of moving to domain authentication, as the "Anti-spam
+/// Technologies" slides describe them.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum InboundPolicy {
+    /// Accept and label with Authentication-Results.
+    #[default]
+    Label,
+    /// Accept when SPF or DKIM passes; reject when neither does.
+    RejectBothFail,
+    /// Apply the From: domain's DMARC policy (reject, or quarantine to the
+    /// recipient's Junk folder).
+    Dmarc,
+}
+
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum StateBackend {
@@ -53,6 +68,11 @@ pub struct Config {
     pub http_bind: Option<SocketAddr>,
     /// Domains we receive mail for and deliver locally, lower case.
     pub local_domains: Vec<String>,
+    /// What each local domain does with the SPF/DKIM/DMARC results of
+    /// inbound mail (absent: label only).
+    pub inbound_policy: BTreeMap<String, InboundPolicy>,
+    /// How long one DNS query may take before it is a temporary error.
+    pub dns_timeout: Duration,
     pub state_backend: StateBackend,
     pub redis_url: Option<String>,
     pub classes: BTreeMap<String, ClassLimits>,
@@ -213,6 +233,8 @@ impl Config {
             ],
             http_bind: Some(SocketAddr::from(([127, 0, 0, 1], 8025))),
             local_domains: vec!["localhost".to_owned()],
+            inbound_policy: BTreeMap::new(),
+            dns_timeout: Duration::from_secs(5),
             state_backend: StateBackend::Embedded,
             redis_url: None,
             classes: BTreeMap::new(),
@@ -249,6 +271,7 @@ pub(crate) struct RawConfig {
 struct RawDns {
     #[serde(default)]
     nameservers: Vec<SocketAddr>,
+    timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -277,6 +300,8 @@ struct RawHttp {
 #[serde(deny_unknown_fields)]
 struct RawDomain {
     name: Spanned<String>,
+    #[serde(default)]
+    policy: InboundPolicy,
 }
 
 #[derive(Deserialize)]
@@ -338,9 +363,20 @@ impl RawConfig {
             defaults.listeners = listeners;
         }
         if !local_domains.is_empty() {
-            defaults.local_domains = local_domains;
+            defaults.local_domains = local_domains.clone();
         }
+        let inbound_policy = local_domains
+            .into_iter()
+            .zip(self.domain.iter().map(|d| d.policy))
+            .collect();
+        let dns_timeout = self
+            .dns
+            .as_ref()
+            .and_then(|d| d.timeout_ms)
+            .map_or(defaults.dns_timeout, Duration::from_millis);
         Ok(Config {
+            inbound_policy,
+            dns_timeout,
             dns_nameservers: self.dns.map(|d| d.nameservers).unwrap_or_default(),
             tls,
             http_bind: self.http.map(|h| h.bind).or(defaults.http_bind),

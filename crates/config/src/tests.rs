@@ -175,3 +175,15 @@ fn submission_and_auth_tables_are_read() {
     assert_eq!(c.submission.recipients_per_day, 2000);
     assert_eq!(c.auth.address_lock_after, 5);
 }
+
+#[test]
+fn domain_policy_is_read_per_domain() {
+    let c = parse_str(
+        "[[domain]]\nname = \"a.test\"\npolicy = \"dmarc\"\n[[domain]]\nname = \"b.test\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.inbound_policy["a.test"], InboundPolicy::Dmarc);
+    assert_eq!(c.inbound_policy["b.test"], InboundPolicy::Label);
+    let (at, _) = error_of("[[domain]]\nname = \"a.test\"\npolicy = \"reject-all\"\n");
+    assert_eq!(at.key, "domain.policy");
+}

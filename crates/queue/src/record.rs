@@ -41,6 +41,10 @@ pub struct QueuedRecipient {
     pub notify: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub orcpt: Option<String>,
+    /// Local delivery into this folder (e.g. `Junk` for DMARC
+    /// quarantine) instead of the inbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<String>,
 }
 
 pub(crate) fn encode(env: &Envelope, data: &[u8]) -> Vec<u8> {

@@ -1,7 +1,8 @@
 //! The checks applied at each SMTP stage (maddy's model: a check returns a
 //! verdict, the session applies it). Decisions only; no I/O.
 
-use portcullis_config::Config;
+use portcullis_authn::{AuthResult, DmarcPolicy, MessageResults};
+use portcullis_config::{Config, InboundPolicy};
 use portcullis_smtp::{Mailbox, Reply, Status, Verdict};
 use std::net::IpAddr;
 
@@ -20,6 +21,92 @@ pub(crate) fn destination(config: &Config, m: &Mailbox) -> Destination {
     } else {
         Destination::Remote
     }
+}
+
+/// What to do with an inbound message once its authentication results are
+/// known, ordered from mildest to strictest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Disposition {
+    Accept,
+    /// Deliver into the recipient's Junk folder (DMARC quarantine).
+    Junk,
+    /// 4xx: a result the decision depends on was a temporary DNS error.
+    Defer(Reply),
+    Reject(Reply),
+}
+
+impl Disposition {
+    fn severity(&self) -> u8 {
+        match self {
+            Disposition::Accept => 0,
+            Disposition::Junk => 1,
+            Disposition::Defer(_) => 2,
+            Disposition::Reject(_) => 3,
+        }
+    }
+}
+
+fn dns_defer(what: &str) -> Disposition {
+    Disposition::Defer(Reply::new(
+        451,
+        Status(4, 4, 3),
+        format!("{what} could not be evaluated (temporary DNS failure); try again later"),
+    ))
+}
+
+/// The policy stage of one local domain applied to the results.
+pub(crate) fn inbound_disposition(policy: InboundPolicy, r: &MessageResults) -> Disposition {
+    match policy {
+        InboundPolicy::Label => Disposition::Accept,
+        InboundPolicy::RejectBothFail => {
+            if r.spf == AuthResult::Pass || r.dkim == AuthResult::Pass {
+                Disposition::Accept
+            } else if r.spf == AuthResult::TempError || r.dkim == AuthResult::TempError {
+                dns_defer("SPF or DKIM")
+            } else {
+                Disposition::Reject(Reply::new(
+                    550,
+                    Status(5, 7, 1),
+                    format!(
+                        "Message rejected: neither SPF nor DKIM passes (spf={}, dkim={})",
+                        r.spf.as_str(),
+                        r.dkim.as_str()
+                    ),
+                ))
+            }
+        }
+        InboundPolicy::Dmarc => match (r.dmarc, r.dmarc_policy) {
+            (AuthResult::TempError, _) => dns_defer("DMARC"),
+            (AuthResult::Fail, DmarcPolicy::Reject) => Disposition::Reject(Reply::new(
+                550,
+                Status(5, 7, 1),
+                format!(
+                    "Message rejected by the DMARC policy of {} (spf={}, dkim={}, dmarc=fail)",
+                    r.from_domain,
+                    r.spf.as_str(),
+                    r.dkim.as_str()
+                ),
+            )),
+            (AuthResult::Fail, DmarcPolicy::Quarantine) => Disposition::Junk,
+            _ => Disposition::Accept,
+        },
+    }
+}
+
+/// The strictest disposition over the local domains of the recipients: one
+/// reply answers the whole message after DATA.
+pub(crate) fn message_disposition<'a>(
+    config: &Config,
+    domains: impl Iterator<Item = &'a str>,
+    r: &MessageResults,
+) -> Disposition {
+    domains
+        .map(|d| {
+            let policy = config.inbound_policy.get(d).copied().unwrap_or_default();
+            inbound_disposition(policy, r)
+        })
+        .max_by_key(Disposition::severity)
+        .unwrap_or(Disposition::Accept)
 }
 
 /// MAIL FROM on the mx listener. A sender in one of our own domains
@@ -134,6 +221,82 @@ mod tests {
         };
         assert_eq!(mx_sender(&c, outside, Some(&remote)), Verdict::Accept);
         assert_eq!(mx_sender(&c, outside, None), Verdict::Accept);
+    }
+
+    fn results(
+        spf: AuthResult,
+        dkim: AuthResult,
+        dmarc: AuthResult,
+        policy: DmarcPolicy,
+    ) -> MessageResults {
+        MessageResults {
+            spf,
+            dkim,
+            dkim_domains: Vec::new(),
+            arc: AuthResult::None,
+            dmarc,
+            dmarc_policy: policy,
+            from_domain: "sender.test".into(),
+            header: String::new(),
+        }
+    }
+
+    #[test]
+    fn reject_both_fail_accepts_either_pass() {
+        use AuthResult::*;
+        let p = InboundPolicy::RejectBothFail;
+        assert_eq!(
+            inbound_disposition(p, &results(Pass, Fail, Fail, DmarcPolicy::None)),
+            Disposition::Accept
+        );
+        assert_eq!(
+            inbound_disposition(p, &results(Fail, Pass, Fail, DmarcPolicy::None)),
+            Disposition::Accept
+        );
+        assert!(
+            matches!(inbound_disposition(p, &results(Fail, None, Fail, DmarcPolicy::None)), Disposition::Reject(r) if r.code == 550)
+        );
+        assert!(
+            matches!(inbound_disposition(p, &results(TempError, None, None, DmarcPolicy::None)), Disposition::Defer(r) if r.code == 451)
+        );
+    }
+
+    #[test]
+    fn dmarc_stage_follows_the_senders_policy() {
+        use AuthResult::*;
+        let p = InboundPolicy::Dmarc;
+        assert!(matches!(
+            inbound_disposition(p, &results(Fail, Fail, Fail, DmarcPolicy::Reject)),
+            Disposition::Reject(_)
+        ));
+        assert_eq!(
+            inbound_disposition(p, &results(Fail, Fail, Fail, DmarcPolicy::Quarantine)),
+            Disposition::Junk
+        );
+        assert_eq!(
+            inbound_disposition(p, &results(Fail, Fail, Fail, DmarcPolicy::None)),
+            Disposition::Accept
+        );
+        assert_eq!(
+            inbound_disposition(p, &results(Fail, Pass, Pass, DmarcPolicy::Reject)),
+            Disposition::Accept
+        );
+        assert!(matches!(
+            inbound_disposition(p, &results(None, None, TempError, DmarcPolicy::None)),
+            Disposition::Defer(_)
+        ));
+    }
+
+    #[test]
+    fn label_never_refuses() {
+        use AuthResult::*;
+        assert_eq!(
+            inbound_disposition(
+                InboundPolicy::Label,
+                &results(Fail, Fail, Fail, DmarcPolicy::Reject)
+            ),
+            Disposition::Accept
+        );
     }
 
     #[test]

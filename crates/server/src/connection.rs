@@ -30,6 +30,8 @@ pub(crate) struct Connection {
     pub peer: SocketAddr,
     /// The authenticated account's session slot, while authenticated.
     pub account_session: std::sync::Mutex<Option<crate::submission::AccountSession>>,
+    /// SPF of the current transaction, from MAIL FROM to end of data.
+    pub spf: std::sync::Mutex<Option<portcullis_authn::SpfCheck>>,
 }
 
 enum Exit {
@@ -170,6 +172,10 @@ impl Connection {
                                 checks::mx_sender(&self.ctx.config, self.peer.ip(), from.as_ref())
                             }
                         };
+                        if verdict == Verdict::Accept && s.authenticated().is_none() {
+                            self.check_spf(s.helo_name().unwrap_or(""), from.as_ref())
+                                .await;
+                        }
                         let from = from.map_or_else(|| "<>".to_owned(), |m| m.to_string());
                         info!(session = %self.id, event = "mail", from = %from, account = s.authenticated(), accepted = verdict == Verdict::Accept);
                         s.answer(verdict);
@@ -244,25 +250,82 @@ impl Connection {
         Ok(())
     }
 
+    /// SPF at MAIL FROM (RFC 7208 §2.4: the HELO identity for `<>`); the
+    /// result waits for the end of data, where the policy uses it.
+    async fn check_spf(&self, helo: &str, from: Option<&portcullis_smtp::Mailbox>) {
+        let sender = from.map(|m| m.to_string());
+        let spf = self
+            .ctx
+            .verifier
+            .spf(self.peer.ip(), helo, sender.as_deref())
+            .await;
+        info!(session = %self.id, event = "spf", result = spf.result().as_str(), domain = %spf.domain());
+        if let Ok(mut slot) = self.spf.lock() {
+            *slot = Some(spf);
+        }
+    }
+
+    /// DKIM, ARC and DMARC over an inbound message, the domain policy
+    /// applied: the Authentication-Results header to prepend, the folder to
+    /// deliver to, or the refusal.
+    async fn authenticate_inbound(
+        &self,
+        txn: &Transaction,
+    ) -> Result<(String, Option<String>), Reply> {
+        let stored = self.spf.lock().ok().and_then(|mut s| s.take());
+        let spf = match stored {
+            Some(s) => s,
+            None => {
+                let sender = txn.mail_from.as_ref().map(|m| m.to_string());
+                self.ctx
+                    .verifier
+                    .spf(self.peer.ip(), &txn.helo, sender.as_deref())
+                    .await
+            }
+        };
+        let r = self.ctx.verifier.check_message(&txn.body, &spf).await;
+        let domains = txn.recipients.iter().map(|r| r.mailbox.domain.as_str());
+        let disposition = checks::message_disposition(&self.ctx.config, domains, &r);
+        info!(
+            session = %self.id, event = "authentication", spf = r.spf.as_str(), dkim = r.dkim.as_str(),
+            dmarc = r.dmarc.as_str(), arc = r.arc.as_str(), from_domain = %r.from_domain, disposition = ?disposition
+        );
+        match disposition {
+            checks::Disposition::Accept => Ok((r.header, None)),
+            checks::Disposition::Junk => Ok((r.header, Some("Junk".to_owned()))),
+            checks::Disposition::Defer(reply) | checks::Disposition::Reject(reply) => Err(reply),
+        }
+    }
+
     /// Spool the message durably, then answer 250 with its queue id.
     async fn accept_message(&self, txn: Transaction) -> Reply {
         let ctx = &self.ctx;
         let id = ctx.spool.new_id();
         let now = SystemTime::now();
-        let submitted = match txn.auth {
+        let mut submitted = None;
+        let (added, body, folder) = match txn.auth {
             Some(_) => match ctx.submission.prepare(&txn, &ctx.config.hostname, &id) {
-                Ok(s) => Some(s),
+                Ok((headers, message_id)) => {
+                    submitted = Some(message_id);
+                    (headers, std::borrow::Cow::Borrowed(&txn.body[..]), None)
+                }
                 Err(r) => return r,
             },
-            None => None,
+            None => match self.authenticate_inbound(&txn).await {
+                Ok((header, folder)) => {
+                    let body =
+                        portcullis_authn::strip_forged_results(&txn.body, &ctx.config.hostname);
+                    (header, std::borrow::Cow::Owned(body), folder)
+                }
+                Err(r) => return r,
+            },
         };
         let received = portcullis_smtp::received_header(&txn, &ctx.config.hostname, &id, now);
-        let added = submitted.as_ref().map_or("", |(h, _)| h.as_str());
-        let mut data = Vec::with_capacity(received.len() + added.len() + txn.body.len());
+        let mut data = Vec::with_capacity(received.len() + added.len() + body.len());
         data.extend_from_slice(received.as_bytes());
         data.extend_from_slice(added.as_bytes());
-        data.extend_from_slice(&txn.body);
-        let envelope = envelope(&txn, &id, now);
+        data.extend_from_slice(&body);
+        let envelope = envelope(&txn, &id, now, folder);
         let data = Arc::new(data);
         match ctx.spool.commit(envelope.clone(), data.clone()).await {
             Ok(()) => {
@@ -270,7 +333,7 @@ impl Connection {
                     session = %self.id, event = "queued", id = %id, from = %envelope.sender,
                     recipients = envelope.recipients.len(), size = data.len()
                 );
-                if let Some((_, message_id)) = &submitted {
+                if let Some(message_id) = &submitted {
                     self.log_submission(&txn, &envelope, message_id, data.len(), now);
                 }
                 ctx.local.submit(StoredMessage { envelope, data });
@@ -326,7 +389,7 @@ impl Connection {
     }
 }
 
-fn envelope(txn: &Transaction, id: &str, now: SystemTime) -> Envelope {
+fn envelope(txn: &Transaction, id: &str, now: SystemTime, folder: Option<String>) -> Envelope {
     let p = &txn.mail_params;
     Envelope {
         id: id.to_owned(),
@@ -352,6 +415,7 @@ fn envelope(txn: &Transaction, id: &str, now: SystemTime) -> Envelope {
                     }
                 }),
                 orcpt: r.params.orcpt.as_ref().map(|(t, a)| format!("{t};{a}")),
+                folder: folder.clone(),
             })
             .collect(),
         received_at: now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),

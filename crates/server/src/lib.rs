@@ -31,6 +31,7 @@ pub(crate) struct Context {
     pub spool: Spool,
     pub local: local::Handle,
     pub submission: submission::Submission,
+    pub verifier: portcullis_authn::Verifier,
     pub tls: tokio_rustls::TlsAcceptor,
     pub sessions: Arc<Semaphore>,
     next_session: AtomicU64,
@@ -84,7 +85,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if let Err(e) = submission.log.expire(std::time::SystemTime::now()) {
         tracing::warn!(event = "log_expire_failed", error = %e);
     }
+    let verifier = portcullis_authn::Verifier::new(
+        &config.hostname,
+        &config.dns_nameservers,
+        config.dns_timeout,
+    )?;
     let ctx = Arc::new(Context {
+        verifier,
         submission,
         sessions: Arc::new(Semaphore::new(config.limits.max_sessions)),
         config,
@@ -188,6 +195,7 @@ async fn accept_loop(ctx: Arc<Context>, sock: TcpListener, listener: portcullis_
             session_config: scfg.clone(),
             peer,
             account_session: std::sync::Mutex::new(None),
+            spf: std::sync::Mutex::new(None),
         };
         tokio::spawn(conn.run(stream, permit));
     }

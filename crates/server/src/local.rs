@@ -126,7 +126,7 @@ fn deliver_batch(config: &Config, store: &MaildirStore, jobs: Vec<Job>) -> Vec<(
         for (r, rcpt) in env.recipients.iter().enumerate() {
             match local_mailbox(config, &rcpt.address) {
                 Some(m) => {
-                    items.push((m, j));
+                    items.push((m, j, rcpt.folder.as_deref()));
                     owners.push((j, r));
                 }
                 None => stuck[j] = Some(format!("no local route for {}", rcpt.address)),
@@ -135,10 +135,10 @@ fn deliver_batch(config: &Config, store: &MaildirStore, jobs: Vec<Job>) -> Vec<(
     }
     let deliveries: Vec<LocalDelivery<'_>> = items
         .iter()
-        .map(|(m, j)| LocalDelivery {
+        .map(|(m, j, folder)| LocalDelivery {
             domain: &m.domain,
             local: &m.local,
-            folder: None,
+            folder: *folder,
             return_path: &jobs[*j].message.envelope.sender,
             data: &jobs[*j].message.data,
         })

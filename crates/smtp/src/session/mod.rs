@@ -302,6 +302,11 @@ impl Session {
         &self.peer
     }
 
+    /// The HELO/EHLO name the client gave, once it has.
+    pub fn helo_name(&self) -> Option<&str> {
+        self.helo.as_ref().map(|(h, _)| h.as_str())
+    }
+
     fn reply(&mut self, r: Reply) {
         self.out.push_back(Action::Reply(r));
     }

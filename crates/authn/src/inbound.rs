@@ -1,0 +1,348 @@
+//! Authentication of mail received on port 25: SPF at MAIL FROM (RFC 7208),
+//! DKIM (RFC 6376, 8463), ARC (RFC 8617) and DMARC (RFC 7489) at the end of
+//! data, summed up in one Authentication-Results header (RFC 8601).
+//!
+//! Results only: what to do with a failure is the server's policy.
+
+use mail_auth::common::headers::HeaderWriter;
+use mail_auth::dmarc::Policy;
+use mail_auth::dmarc::verify::DmarcParameters;
+use mail_auth::hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
+use mail_auth::spf::verify::SpfParameters;
+use mail_auth::{
+    AuthenticatedMessage, AuthenticationResults, DkimResult, DmarcResult, MessageAuthenticator,
+    SpfOutput, SpfResult,
+};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// One result in the words of RFC 8601 §2.7.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthResult {
+    Pass,
+    Fail,
+    SoftFail,
+    Neutral,
+    None,
+    TempError,
+    PermError,
+}
+
+impl AuthResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthResult::Pass => "pass",
+            AuthResult::Fail => "fail",
+            AuthResult::SoftFail => "softfail",
+            AuthResult::Neutral => "neutral",
+            AuthResult::None => "none",
+            AuthResult::TempError => "temperror",
+            AuthResult::PermError => "permerror",
+        }
+    }
+}
+
+impl From<SpfResult> for AuthResult {
+    fn from(r: SpfResult) -> Self {
+        match r {
+            SpfResult::Pass => AuthResult::Pass,
+            SpfResult::Fail => AuthResult::Fail,
+            SpfResult::SoftFail => AuthResult::SoftFail,
+            SpfResult::Neutral => AuthResult::Neutral,
+            SpfResult::TempError => AuthResult::TempError,
+            SpfResult::PermError => AuthResult::PermError,
+            SpfResult::None => AuthResult::None,
+        }
+    }
+}
+
+fn dkim_result(r: &DkimResult) -> AuthResult {
+    match r {
+        DkimResult::Pass => AuthResult::Pass,
+        DkimResult::Neutral(_) => AuthResult::Neutral,
+        DkimResult::Fail(_) => AuthResult::Fail,
+        DkimResult::PermError(_) => AuthResult::PermError,
+        DkimResult::TempError(_) => AuthResult::TempError,
+        DkimResult::None => AuthResult::None,
+    }
+}
+
+fn dmarc_result(r: &DmarcResult) -> AuthResult {
+    match r {
+        DmarcResult::Pass => AuthResult::Pass,
+        DmarcResult::Fail(_) => AuthResult::Fail,
+        DmarcResult::TempError(_) => AuthResult::TempError,
+        DmarcResult::PermError(_) => AuthResult::PermError,
+        DmarcResult::None => AuthResult::None,
+    }
+}
+
+/// The SPF result of a transaction, kept from MAIL FROM to end of data.
+#[derive(Clone, Debug)]
+pub struct SpfCheck {
+    pub output: SpfOutput,
+    /// The identity checked: the MAIL FROM address, or `postmaster@HELO`
+    /// for the null sender (RFC 7208 §2.4).
+    pub identity: String,
+    pub helo: String,
+    pub ip: IpAddr,
+}
+
+impl SpfCheck {
+    pub fn result(&self) -> AuthResult {
+        self.output.result().into()
+    }
+
+    pub fn domain(&self) -> &str {
+        self.output.domain()
+    }
+}
+
+/// What the DMARC policy of the From: domain asks for, when DMARC failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DmarcPolicy {
+    None,
+    Quarantine,
+    Reject,
+}
+
+/// Everything the policy needs to decide, and the header to prepend.
+#[derive(Clone, Debug)]
+pub struct MessageResults {
+    pub spf: AuthResult,
+    /// Best DKIM result over all signatures: pass if any passes.
+    pub dkim: AuthResult,
+    /// `d=` of every passing signature.
+    pub dkim_domains: Vec<String>,
+    pub arc: AuthResult,
+    pub dmarc: AuthResult,
+    pub dmarc_policy: DmarcPolicy,
+    pub from_domain: String,
+    /// `Authentication-Results: ...\r\n`.
+    pub header: String,
+}
+
+/// The DNS-backed verifier.
+#[derive(Clone)]
+pub struct Verifier {
+    auth: MessageAuthenticator,
+    authserv_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the DNS resolver: {0}")]
+pub struct ResolverError(String);
+
+impl Verifier {
+    /// `nameservers` empty: the system resolver (/etc/resolv.conf).
+    pub fn new(
+        authserv_id: &str,
+        nameservers: &[SocketAddr],
+        timeout: Duration,
+    ) -> Result<Verifier, ResolverError> {
+        let auth = if nameservers.is_empty() {
+            MessageAuthenticator::new_system_conf()
+        } else {
+            let servers = nameservers
+                .iter()
+                .map(|sa| {
+                    let mut ns = NameServerConfig::udp_and_tcp(sa.ip());
+                    for c in &mut ns.connections {
+                        c.port = sa.port();
+                    }
+                    ns
+                })
+                .collect();
+            let mut opts = ResolverOpts::default();
+            opts.timeout = timeout;
+            opts.attempts = 1;
+            MessageAuthenticator::new(ResolverConfig::from_name_servers(servers), opts)
+        }
+        .map_err(|e| ResolverError(e.to_string()))?;
+        Ok(Verifier {
+            auth,
+            authserv_id: authserv_id.to_owned(),
+        })
+    }
+
+    pub fn authserv_id(&self) -> &str {
+        &self.authserv_id
+    }
+
+    /// SPF for MAIL FROM, or for the HELO identity when the sender is null.
+    pub async fn spf(&self, ip: IpAddr, helo: &str, sender: Option<&str>) -> SpfCheck {
+        let host = self.authserv_id.as_str();
+        let output = match sender {
+            Some(s) => {
+                self.auth
+                    .verify_spf(SpfParameters::verify_mail_from(ip, helo, host, s))
+                    .await
+            }
+            None => {
+                self.auth
+                    .verify_spf(SpfParameters::verify_ehlo(ip, helo, host))
+                    .await
+            }
+        };
+        let identity = sender.map_or_else(|| format!("postmaster@{helo}"), str::to_owned);
+        SpfCheck {
+            output,
+            identity,
+            helo: helo.to_owned(),
+            ip,
+        }
+    }
+
+    /// DKIM, ARC and DMARC over the message as received.
+    pub async fn check_message(&self, message: &[u8], spf: &SpfCheck) -> MessageResults {
+        let Some(parsed) = AuthenticatedMessage::parse(message) else {
+            return self.unparsable(spf);
+        };
+        let dkim = self.auth.verify_dkim(&parsed).await;
+        let arc = self.auth.verify_arc(&parsed).await;
+        let mail_from_domain = spf
+            .identity
+            .rsplit_once('@')
+            .map_or(spf.helo.as_str(), |(_, d)| d);
+        let dmarc = self
+            .auth
+            .verify_dmarc(DmarcParameters::new(
+                &parsed,
+                &dkim,
+                mail_from_domain,
+                &spf.output,
+            ))
+            .await;
+        let from = parsed.from.first().cloned().unwrap_or_default();
+        let header = AuthenticationResults::new(&self.authserv_id)
+            .with_dkim_results(&dkim, &from)
+            .with_spf_mailfrom_result(&spf.output, spf.ip, &spf.identity, &spf.helo)
+            .with_arc_result(&arc, spf.ip)
+            .with_dmarc_result(&dmarc)
+            .to_header();
+        let results: Vec<AuthResult> = dkim.iter().map(|d| dkim_result(d.result())).collect();
+        let dkim_domains = dkim
+            .iter()
+            .filter(|d| d.result() == &DkimResult::Pass)
+            .filter_map(|d| d.signature().map(|s| s.d.to_ascii_lowercase()))
+            .collect();
+        let dmarc_result = dmarc_result(&dmarc.result());
+        MessageResults {
+            spf: spf.result(),
+            dkim: best(&results),
+            dkim_domains,
+            arc: dkim_result(arc.result()),
+            dmarc: dmarc_result,
+            dmarc_policy: match dmarc.policy() {
+                Policy::Reject => DmarcPolicy::Reject,
+                Policy::Quarantine => DmarcPolicy::Quarantine,
+                Policy::None | Policy::Unspecified => DmarcPolicy::None,
+            },
+            from_domain: from
+                .rsplit_once('@')
+                .map(|(_, d)| d.to_ascii_lowercase())
+                .unwrap_or_default(),
+            header,
+        }
+    }
+
+    fn unparsable(&self, spf: &SpfCheck) -> MessageResults {
+        MessageResults {
+            spf: spf.result(),
+            dkim: AuthResult::PermError,
+            dkim_domains: Vec::new(),
+            arc: AuthResult::None,
+            dmarc: AuthResult::PermError,
+            dmarc_policy: DmarcPolicy::None,
+            from_domain: String::new(),
+            header: format!(
+                "Authentication-Results: {}; spf={} smtp.mailfrom={}; dkim=permerror (unparsable message)\r\n",
+                self.authserv_id,
+                spf.result().as_str(),
+                spf.identity
+            ),
+        }
+    }
+}
+
+/// Pass if any passed; otherwise a temporary error if any had one (a
+/// retry may pass); otherwise the first result; none when unsigned.
+fn best(results: &[AuthResult]) -> AuthResult {
+    if results.contains(&AuthResult::Pass) {
+        AuthResult::Pass
+    } else if results.contains(&AuthResult::TempError) {
+        AuthResult::TempError
+    } else {
+        results.first().copied().unwrap_or(AuthResult::None)
+    }
+}
+
+/// Remove every Authentication-Results header field that claims our
+/// authserv-id (RFC 8601 §5): only we may say what we verified.
+pub fn strip_forged_results(message: &[u8], authserv_id: &str) -> Vec<u8> {
+    let header_end = message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(message.len(), |i| i + 2);
+    let mut out = Vec::with_capacity(message.len());
+    let mut i = 0;
+    while i < header_end {
+        // One field: this line plus its continuation lines.
+        let mut j = i;
+        loop {
+            let eol = message[j..header_end]
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .map_or(header_end, |p| j + p + 2);
+            j = eol;
+            if j >= header_end || !matches!(message[j], b' ' | b'\t') {
+                break;
+            }
+        }
+        let field = &message[i..j];
+        if !claims(field, authserv_id) {
+            out.extend_from_slice(field);
+        }
+        i = j;
+    }
+    out.extend_from_slice(&message[header_end.min(message.len())..]);
+    out
+}
+
+fn claims(field: &[u8], authserv_id: &str) -> bool {
+    let name = b"authentication-results:";
+    if field.len() < name.len() || !field[..name.len()].eq_ignore_ascii_case(name) {
+        return false;
+    }
+    let value = String::from_utf8_lossy(&field[name.len()..]);
+    let id = value
+        .trim_start()
+        .split([';', ' ', '\t', '\r', '\n'])
+        .next()
+        .unwrap_or("");
+    id.eq_ignore_ascii_case(authserv_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_only_results_claiming_our_id() {
+        let msg = b"Received: x\r\nAuthentication-Results: mx.test; spf=pass\r\n\tsmtp.mailfrom=a@b\r\nauthentication-results: MX.TEST;dkim=pass\r\nAuthentication-Results: other.test; spf=fail\r\nSubject: s\r\n\r\nAuthentication-Results: mx.test; body stays\r\n";
+        let out = String::from_utf8(strip_forged_results(msg, "mx.test")).unwrap();
+        assert_eq!(
+            out,
+            "Received: x\r\nAuthentication-Results: other.test; spf=fail\r\nSubject: s\r\n\r\nAuthentication-Results: mx.test; body stays\r\n"
+        );
+    }
+
+    #[test]
+    fn best_dkim_result() {
+        use AuthResult::*;
+        assert_eq!(best(&[Fail, Pass]), Pass);
+        assert_eq!(best(&[Fail, TempError]), TempError);
+        assert_eq!(best(&[]), None);
+        assert_eq!(best(&[PermError, Fail]), PermError);
+    }
+}
