@@ -195,7 +195,11 @@ impl Verifier {
 
     /// DKIM, ARC and DMARC over the message as received.
     pub async fn check_message(&self, message: &[u8], spf: &SpfCheck) -> MessageResults {
-        let Some(parsed) = AuthenticatedMessage::parse(message) else {
+        // Not strict: a signature with l= is verified over its length (RFC
+        // 6376 §3.5), as dkimpy and OpenDKIM do, instead of being set aside
+        // as neutral. Text appended past l= is unsigned either way, and the
+        // header says so no worse than the signer chose.
+        let Some(parsed) = AuthenticatedMessage::parse_with_opts(message, None, false) else {
             return self.unparsable(spf);
         };
         let dkim = self.auth.verify_dkim(&parsed).await;
@@ -214,12 +218,16 @@ impl Verifier {
             ))
             .await;
         let from = parsed.from.first().cloned().unwrap_or_default();
-        let header = AuthenticationResults::new(&self.authserv_id)
+        let mut header = AuthenticationResults::new(&self.authserv_id)
             .with_dkim_results(&dkim, &from)
             .with_spf_mailfrom_result(&spf.output, spf.ip, &spf.identity, &spf.helo)
             .with_arc_result(&arc, spf.ip)
             .with_dmarc_result(&dmarc)
             .to_header();
+        if dkim.is_empty() {
+            // RFC 8601 §2.7.1: say "none" rather than leave DKIM out.
+            header = header.replacen(";\r\n\tspf=", ";\r\n\tdkim=none;\r\n\tspf=", 1);
+        }
         let results: Vec<AuthResult> = dkim.iter().map(|d| dkim_result(d.result())).collect();
         let dkim_domains = dkim
             .iter()
