@@ -18,7 +18,7 @@ SOA = "@ IN SOA ns.{zone}. hostmaster.{zone}. 1 3600 600 86400 60\n@ IN NS ns.{z
 class DnsServer:
     def __init__(self, workdir: Path, zones: dict[str, str]):
         self.dir = workdir / "dns"
-        self.dir.mkdir(exist_ok=True)
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.zones = zones
         self.proc = None

@@ -203,6 +203,7 @@ impl Verifier {
             return self.unparsable(spf);
         };
         let dkim = self.auth.verify_dkim(&parsed).await;
+        let not_for_email = self.keys_not_for_email(&dkim).await;
         let arc = self.auth.verify_arc(&parsed).await;
         let mail_from_domain = spf
             .identity
@@ -228,11 +229,33 @@ impl Verifier {
             // RFC 8601 §2.7.1: say "none" rather than leave DKIM out.
             header = header.replacen(";\r\n\tspf=", ";\r\n\tdkim=none;\r\n\tspf=", 1);
         }
-        let results: Vec<AuthResult> = dkim.iter().map(|d| dkim_result(d.result())).collect();
+        for (i, service) in &not_for_email {
+            if let Some(sig) = dkim[*i].signature() {
+                let id = if sig.i.is_empty() {
+                    format!("header.d={}", sig.d)
+                } else {
+                    format!("header.i={}", sig.i)
+                };
+                header = header.replacen(
+                    &format!("dkim=pass {id} header.s={}", sig.s),
+                    &format!("dkim=permerror (key record is for service {service}, not email) {id} header.s={}", sig.s),
+                    1,
+                );
+            }
+        }
+        let results: Vec<AuthResult> = dkim
+            .iter()
+            .enumerate()
+            .map(|(i, d)| match not_for_email.iter().any(|(j, _)| *j == i) {
+                true => AuthResult::PermError,
+                false => dkim_result(d.result()),
+            })
+            .collect();
         let dkim_domains = dkim
             .iter()
-            .filter(|d| d.result() == &DkimResult::Pass)
-            .filter_map(|d| d.signature().map(|s| s.d.to_ascii_lowercase()))
+            .zip(&results)
+            .filter(|(_, r)| **r == AuthResult::Pass)
+            .filter_map(|(d, _)| d.signature().map(|s| s.d.to_ascii_lowercase()))
             .collect();
         let dmarc_result = dmarc_result(&dmarc.result());
         MessageResults {
@@ -252,6 +275,36 @@ impl Verifier {
                 .unwrap_or_default(),
             header,
         }
+    }
+
+    /// RFC 6376 §3.6.1: a key record whose `s=` names neither `email` nor
+    /// `*` must not verify mail. mail-auth does not look at `s=`, so check
+    /// the passing signatures' records here. Returns (index, service).
+    async fn keys_not_for_email(&self, dkim: &[mail_auth::DkimOutput<'_>]) -> Vec<(usize, String)> {
+        let mut out = Vec::new();
+        for (i, d) in dkim.iter().enumerate() {
+            let Some(sig) = d.signature().filter(|_| d.result() == &DkimResult::Pass) else {
+                continue;
+            };
+            let name = format!("{}._domainkey.{}.", sig.s, sig.d);
+            let Ok(raw) = self.auth.txt_raw_lookup(name).await else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&raw);
+            let service = text
+                .split(';')
+                .filter_map(|t| t.split_once('='))
+                .find(|(k, _)| k.trim() == "s")
+                .map(|(_, v)| v.trim().to_owned());
+            if let Some(service) = service
+                && !service
+                    .split(':')
+                    .any(|s| matches!(s.trim(), "email" | "*"))
+            {
+                out.push((i, service));
+            }
+        }
+        out
     }
 
     fn unparsable(&self, spf: &SpfCheck) -> MessageResults {
