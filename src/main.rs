@@ -58,6 +58,24 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Evaluate SPF (RFC 7208) for a client address, HELO and MAIL FROM,
+    /// with the server's own resolver and code: why did this get softfail?
+    Spf {
+        #[arg(long)]
+        ip: std::net::IpAddr,
+        #[arg(long)]
+        helo: String,
+        /// The envelope sender; omit for the null sender (HELO is checked).
+        #[arg(long)]
+        mail_from: Option<String>,
+        /// DNS server to ask instead of the configured ones (repeatable).
+        #[arg(long)]
+        dns: Vec<std::net::SocketAddr>,
+        #[arg(long, default_value_t = 5000)]
+        dns_timeout_ms: u64,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Look at and manage the mail queue.
     Queue {
         #[command(subcommand)]
@@ -170,6 +188,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let record =
                 portcullis_authn::generate_key(&c.data_dir.join("dkim"), &domain, &selector, alg)?;
             println!("{record}");
+            Ok(())
+        }
+        Command::Spf {
+            ip,
+            helo,
+            mail_from,
+            dns,
+            dns_timeout_ms,
+            config,
+        } => {
+            let c = load(config.as_deref())?;
+            let servers = if dns.is_empty() { c.dns_nameservers.clone() } else { dns };
+            let timeout = std::time::Duration::from_millis(dns_timeout_ms);
+            let verifier = portcullis_authn::Verifier::new(&c.hostname, &servers, timeout)?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let check = rt.block_on(verifier.spf(ip, &helo, mail_from.as_deref().filter(|m| !m.is_empty())));
+            println!("{}", check.result().as_str());
+            if let Some(exp) = check.output.explanation() {
+                println!("explanation: {exp}");
+            }
             Ok(())
         }
         Command::DnsRecords { domain, config } => dns_records(&load(config.as_deref())?, &domain),

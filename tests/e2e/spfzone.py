@@ -1,0 +1,106 @@
+"""A DNS server scripted from an OpenSPF test scenario's `zonedata` (dnslib
+on loopback, UDP and TCP). The suite needs answers a zone file cannot give
+— TIMEOUT (no answer at all), records published only as type SPF — so the
+zone is served exactly as the suite's own harness (pyspf) serves it."""
+
+import dnslib
+from dnslib import QTYPE, RCODE, RR
+from dnslib.server import BaseResolver, DNSError, DNSHandler, DNSServer
+
+from conftest import free_port
+
+
+def _norm(name: str) -> str:
+    return name.rstrip(".").lower()
+
+
+def _txt_strings(value) -> list[bytes]:
+    parts = value if isinstance(value, list) else [value]
+    out = []
+    for p in parts:
+        b = p.encode("utf-8") if isinstance(p, str) else p
+        out.extend(b[i : i + 255] for i in range(0, len(b), 255)) if b else out.append(b"")
+    return out
+
+
+class ZoneResolver(BaseResolver):
+    def __init__(self, zonedata: dict):
+        self.zone = {_norm(k): v for k, v in zonedata.items()}
+
+    def records(self, name: str, kind: str):
+        return [r[kind] for r in self.zone.get(name, []) if isinstance(r, dict) and kind in r]
+
+    def resolve(self, request, handler):
+        try:
+            return self._resolve(request, handler)
+        except DNSError:
+            raise
+        except Exception:
+            # A name the suite made unparsable on purpose: as a real server
+            # would, say it does not exist.
+            reply = request.reply()
+            reply.header.rcode = RCODE.NXDOMAIN
+            return reply
+
+    def _resolve(self, request, handler):
+        qname = str(request.q.qname)
+        name = _norm(qname)
+        qtype = QTYPE[request.q.qtype]
+        reply = request.reply()
+        entries = self.zone.get(name)
+        if entries is not None and "TIMEOUT" in entries:
+            raise DNSError("scripted timeout")
+        if entries is None:
+            reply.header.rcode = RCODE.NXDOMAIN
+            return reply
+        cnames = self.records(name, "CNAME")
+        if cnames and qtype != "CNAME":
+            target = cnames[0]
+            reply.add_answer(RR(qname, QTYPE.CNAME, rdata=dnslib.CNAME(target), ttl=60))
+            sub = dnslib.DNSRecord.question(target, qtype)
+            chased = self._resolve(sub, handler)
+            for rr in chased.rr:
+                reply.add_answer(rr)
+            return reply
+        for rr in self.answers(qname, name, qtype):
+            reply.add_answer(rr)
+        return reply
+
+    def answers(self, qname, name, qtype):
+        if qtype == "TXT":
+            # pyspf's harness: a name with SPF records and no TXT record
+            # answers TXT queries with the SPF records.
+            values = self.records(name, "TXT") or self.records(name, "SPF")
+            return [RR(qname, QTYPE.TXT, rdata=dnslib.TXT(_txt_strings(v)), ttl=60) for v in values]
+        if qtype == "SPF":
+            return [RR(qname, 99, rdata=dnslib.TXT(_txt_strings(v)), ttl=60) for v in self.records(name, "SPF")]
+        if qtype == "A":
+            return [RR(qname, QTYPE.A, rdata=dnslib.A(v), ttl=60) for v in self.records(name, "A")]
+        if qtype == "AAAA":
+            return [RR(qname, QTYPE.AAAA, rdata=dnslib.AAAA(v), ttl=60) for v in self.records(name, "AAAA")]
+        if qtype == "MX":
+            return [RR(qname, QTYPE.MX, rdata=dnslib.MX(v[1], v[0]), ttl=60) for v in self.records(name, "MX")]
+        if qtype == "PTR":
+            return [RR(qname, QTYPE.PTR, rdata=dnslib.PTR(v), ttl=60) for v in self.records(name, "PTR")]
+        return []
+
+
+class QuietLogger:
+    def __getattr__(self, _):
+        return lambda *a, **k: None
+
+
+class ScriptedDns:
+    def __init__(self, zonedata: dict):
+        self.port = free_port()
+        resolver = ZoneResolver(zonedata)
+        self.servers = [
+            DNSServer(resolver, port=self.port, address="127.0.0.1", tcp=tcp, logger=QuietLogger(), handler=DNSHandler)
+            for tcp in (False, True)
+        ]
+        for s in self.servers:
+            s.start_thread()
+
+    def stop(self):
+        for s in self.servers:
+            s.stop()
