@@ -199,11 +199,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config,
         } => {
             let c = load(config.as_deref())?;
-            let servers = if dns.is_empty() { c.dns_nameservers.clone() } else { dns };
+            let servers = if dns.is_empty() {
+                c.dns_nameservers.clone()
+            } else {
+                dns
+            };
             let timeout = std::time::Duration::from_millis(dns_timeout_ms);
             let verifier = portcullis_authn::Verifier::new(&c.hostname, &servers, timeout)?;
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let check = rt.block_on(verifier.spf(ip, &helo, mail_from.as_deref().filter(|m| !m.is_empty())));
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let check = rt.block_on(verifier.spf(
+                ip,
+                &helo,
+                mail_from.as_deref().filter(|m| !m.is_empty()),
+            ));
             println!("{}", check.result().as_str());
             if let Some(exp) = check.output.explanation() {
                 println!("explanation: {exp}");

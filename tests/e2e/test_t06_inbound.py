@@ -15,13 +15,16 @@ from keys import ed25519_key, rsa_key, txt
 POLICIES = """
 [[domain]]
 name = "label.test"
+recipients = "any"
 
 [[domain]]
 name = "strict.test"
+recipients = "any"
 policy = "reject-both-fail"
 
 [[domain]]
 name = "dmarc.test"
+recipients = "any"
 policy = "dmarc"
 """
 

@@ -15,7 +15,7 @@ from dnsserver import DnsServer
 from keys import txt
 
 DATA = ROOT.parent / "shared" / "testdata" / "dkim"
-CONFIG = '[limits]\ntext_line_octets = 100000\n\n[[domain]]\nname = "label.test"\n'
+CONFIG = '[limits]\ntext_line_octets = 100000\n\n[[domain]]\nname = "label.test"\nrecipients = "any"\n'
 
 
 def crlf(b: bytes) -> bytes:

@@ -5,7 +5,7 @@ import pytest
 
 from smtpraw import Raw
 
-CONFIG = '[[domain]]\nname = "label.test"\n'
+CONFIG = '[[domain]]\nname = "label.test"\nrecipients = "any"\n'
 
 TRICKS = [
     "<user@remote.test>",

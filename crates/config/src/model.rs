@@ -47,6 +47,24 @@ pub enum InboundPolicy {
     Dmarc,
 }
 
+/// Which recipients of a local domain exist, and what happens to mail for
+/// the others (the slides' "Error mails on ISPes").
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecipientPolicy {
+    /// Only accounts (and postmaster, abuse) exist; others get 550 5.1.1
+    /// at RCPT, and the client is slowed down (tarpit).
+    #[default]
+    RejectUnknown,
+    /// Accept every recipient at RCPT (no address harvesting), then bounce
+    /// mail for unknown ones — unless SPF says the sender is forged
+    /// (fail/softfail), in which case the bounce is suppressed.
+    AcceptAll,
+    /// Every local part is a mailbox of its own (a catch-all by name, for
+    /// single-user hosts and tests).
+    Any,
+}
+
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum StateBackend {
@@ -71,6 +89,8 @@ pub struct Config {
     /// What each local domain does with the SPF/DKIM/DMARC results of
     /// inbound mail (absent: label only).
     pub inbound_policy: BTreeMap<String, InboundPolicy>,
+    /// How each local domain treats recipients that do not exist.
+    pub recipient_policy: BTreeMap<String, RecipientPolicy>,
     /// How long one DNS query may take before it is a temporary error.
     pub dns_timeout: Duration,
     pub state_backend: StateBackend,
@@ -193,6 +213,11 @@ pub struct Limits {
     pub data_timeout_secs: u64,
     /// Concurrent SMTP sessions over all listeners.
     pub max_sessions: usize,
+    /// After a "user unknown", every further reply of the session waits
+    /// this much longer (a tarpit for address harvesters) ...
+    pub tarpit_step_ms: u64,
+    /// ... up to this.
+    pub tarpit_max_ms: u64,
 }
 
 impl Default for Limits {
@@ -206,6 +231,8 @@ impl Default for Limits {
             command_timeout_secs: 300,
             data_timeout_secs: 180,
             max_sessions: 10_000,
+            tarpit_step_ms: 1000,
+            tarpit_max_ms: 10_000,
         }
     }
 }
@@ -234,6 +261,7 @@ impl Config {
             http_bind: Some(SocketAddr::from(([127, 0, 0, 1], 8025))),
             local_domains: vec!["localhost".to_owned()],
             inbound_policy: BTreeMap::new(),
+            recipient_policy: BTreeMap::new(),
             dns_timeout: Duration::from_secs(5),
             state_backend: StateBackend::Embedded,
             redis_url: None,
@@ -302,6 +330,8 @@ struct RawDomain {
     name: Spanned<String>,
     #[serde(default)]
     policy: InboundPolicy,
+    #[serde(default)]
+    recipients: RecipientPolicy,
 }
 
 #[derive(Deserialize)]
@@ -365,6 +395,11 @@ impl RawConfig {
         if !local_domains.is_empty() {
             defaults.local_domains = local_domains.clone();
         }
+        let recipient_policy = local_domains
+            .iter()
+            .cloned()
+            .zip(self.domain.iter().map(|d| d.recipients))
+            .collect();
         let inbound_policy = local_domains
             .into_iter()
             .zip(self.domain.iter().map(|d| d.policy))
@@ -376,6 +411,7 @@ impl RawConfig {
             .map_or(defaults.dns_timeout, Duration::from_millis);
         Ok(Config {
             inbound_policy,
+            recipient_policy,
             dns_timeout,
             dns_nameservers: self.dns.map(|d| d.nameservers).unwrap_or_default(),
             tls,

@@ -12,6 +12,7 @@
 //! bytes, and gives them back after a crash.
 
 mod committer;
+pub mod dsn;
 mod record;
 mod recover;
 

@@ -2,7 +2,7 @@
 //! verdict, the session applies it). Decisions only; no I/O.
 
 use portcullis_authn::{AuthResult, DmarcPolicy, MessageResults};
-use portcullis_config::{Config, InboundPolicy};
+use portcullis_config::{Config, InboundPolicy, RecipientPolicy};
 use portcullis_smtp::{Mailbox, Reply, Status, Verdict};
 use std::net::IpAddr;
 
@@ -141,7 +141,8 @@ pub(crate) fn mx_sender(config: &Config, client: IpAddr, from: Option<&Mailbox>)
 /// RCPT TO on the mx listener: local domains only, never a relay,
 /// whatever the client claims (the route of a source-routed path has
 /// already been dropped by the parser, so `<@local:u@remote>` is remote).
-pub(crate) fn recipient(config: &Config, to: &Mailbox) -> Verdict {
+/// `known` says whether the mailbox exists (an account, postmaster, abuse).
+pub(crate) fn recipient(config: &Config, to: &Mailbox, known: bool) -> Verdict {
     if to.is_literal() || destination(config, to) == Destination::Remote {
         return Verdict::Reject(Reply::new(
             554,
@@ -159,7 +160,29 @@ pub(crate) fn recipient(config: &Config, to: &Mailbox) -> Verdict {
             format!("{to}: local part is not a valid mailbox name here"),
         ));
     }
-    Verdict::Accept
+    match recipient_policy(config, &to.domain) {
+        RecipientPolicy::RejectUnknown if !known => Verdict::Reject(Reply::new(
+            550,
+            Status(5, 1, 1),
+            format!("<{to}>: user unknown"),
+        )),
+        _ => Verdict::Accept,
+    }
+}
+
+/// The domain's recipient policy; our own hostname takes mail for its
+/// postmaster and abuse only.
+pub(crate) fn recipient_policy(config: &Config, domain: &str) -> RecipientPolicy {
+    config
+        .recipient_policy
+        .get(domain)
+        .copied()
+        .unwrap_or_default()
+}
+
+/// Whether a reply is the "user unknown" that feeds the tarpit.
+pub(crate) fn is_user_unknown(v: &Verdict) -> bool {
+    matches!(v, Verdict::Reject(r) if r.status == Some(Status(5, 1, 1)))
 }
 
 /// Local mailboxes are plain dot-atoms without `/`, `%` or `!` (the
@@ -189,11 +212,28 @@ mod tests {
         let portcullis_smtp::Path::Mailbox(m) = path else {
             panic!()
         };
-        recipient(&config(), &m)
+        recipient(&config(), &m, true)
     }
 
     fn refused(v: Verdict) -> bool {
         matches!(v, Verdict::Reject(_))
+    }
+
+    #[test]
+    fn unknown_users_are_refused_unless_the_domain_accepts_all() {
+        let mut c = config();
+        let m = Mailbox {
+            local: "nobody".into(),
+            domain: "local.test".into(),
+        };
+        let v = recipient(&c, &m, false);
+        assert!(is_user_unknown(&v), "{v:?}");
+        c.recipient_policy
+            .insert("local.test".into(), RecipientPolicy::AcceptAll);
+        assert_eq!(recipient(&c, &m, false), Verdict::Accept);
+        c.recipient_policy
+            .insert("local.test".into(), RecipientPolicy::Any);
+        assert_eq!(recipient(&c, &m, false), Verdict::Accept);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! (feed what the socket gives, do what the session asks, write replies).
 
 use crate::{Context, checks, tls};
+use portcullis_authn::AuthResult;
 use portcullis_config::ListenerRole;
 use portcullis_queue::{Envelope, QueuedRecipient, StoredMessage};
 use portcullis_smtp::{Action, Peer, Reply, Session, SessionConfig, Status, Transaction, Verdict};
@@ -32,6 +33,9 @@ pub(crate) struct Connection {
     pub account_session: std::sync::Mutex<Option<crate::submission::AccountSession>>,
     /// SPF of the current transaction, from MAIL FROM to end of data.
     pub spf: std::sync::Mutex<Option<portcullis_authn::SpfCheck>>,
+    /// "User unknown" answers given so far: each makes every further reply
+    /// wait longer (a tarpit for address harvesters).
+    pub tarpit: std::sync::atomic::AtomicU32,
 }
 
 enum Exit {
@@ -187,8 +191,15 @@ impl Connection {
                                     .submission
                                     .check_recipient(&self.ctx.config, account, &to)
                             }
-                            None => checks::recipient(&self.ctx.config, &to),
+                            None => {
+                                let known = self.ctx.submission.recipient_exists(&to);
+                                checks::recipient(&self.ctx.config, &to, known)
+                            }
                         };
+                        if checks::is_user_unknown(&verdict) {
+                            self.tarpit
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
                         info!(session = %self.id, event = "rcpt", to = %to, accepted = verdict == Verdict::Accept);
                         s.answer(verdict);
                     }
@@ -233,6 +244,15 @@ impl Connection {
         if out.is_empty() {
             return Ok(());
         }
+        let unknown = self.tarpit.load(std::sync::atomic::Ordering::Relaxed);
+        if unknown > 0 {
+            let l = &self.ctx.config.limits;
+            let ms = l
+                .tarpit_step_ms
+                .saturating_mul(u64::from(unknown))
+                .min(l.tarpit_max_ms);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
         let write = async {
             io.write_all(out).await?;
             io.flush().await
@@ -271,7 +291,7 @@ impl Connection {
     async fn authenticate_inbound(
         &self,
         txn: &Transaction,
-    ) -> Result<(String, Option<String>), Reply> {
+    ) -> Result<(String, Option<String>, AuthResult), Reply> {
         let stored = self.spf.lock().ok().and_then(|mut s| s.take());
         let spf = match stored {
             Some(s) => s,
@@ -291,8 +311,8 @@ impl Connection {
             dmarc = r.dmarc.as_str(), arc = r.arc.as_str(), from_domain = %r.from_domain, disposition = ?disposition
         );
         match disposition {
-            checks::Disposition::Accept => Ok((r.header, None)),
-            checks::Disposition::Junk => Ok((r.header, Some("Junk".to_owned()))),
+            checks::Disposition::Accept => Ok((r.header, None, r.spf)),
+            checks::Disposition::Junk => Ok((r.header, Some("Junk".to_owned()), r.spf)),
             checks::Disposition::Defer(reply) | checks::Disposition::Reject(reply) => Err(reply),
         }
     }
@@ -303,6 +323,7 @@ impl Connection {
         let id = ctx.spool.new_id();
         let now = SystemTime::now();
         let mut submitted = None;
+        let mut spf_result = None;
         let (added, body, folder) = match txn.auth {
             Some(_) => match ctx.submission.prepare(&txn, &ctx.config.hostname, &id) {
                 Ok((headers, message_id)) => {
@@ -312,7 +333,8 @@ impl Connection {
                 Err(r) => return r,
             },
             None => match self.authenticate_inbound(&txn).await {
-                Ok((header, folder)) => {
+                Ok((header, folder, spf)) => {
+                    spf_result = Some(spf);
                     let body =
                         portcullis_authn::strip_forged_results(&txn.body, &ctx.config.hostname);
                     (header, std::borrow::Cow::Owned(body), folder)
@@ -325,7 +347,20 @@ impl Connection {
         data.extend_from_slice(received.as_bytes());
         data.extend_from_slice(added.as_bytes());
         data.extend_from_slice(&body);
-        let envelope = envelope(&txn, &id, now, folder);
+        let mut envelope = envelope(&txn, &id, now, folder);
+        if let Some(spf) = spf_result {
+            let unknown = self.take_unknown_recipients(&mut envelope);
+            if !unknown.is_empty() {
+                self.bounce_unknown(&envelope, &unknown, spf, &data, now)
+                    .await;
+            }
+            if envelope.recipients.is_empty() {
+                // Accept-all: the client learns nothing about which
+                // addresses exist.
+                info!(session = %self.id, event = "accepted_for_unknown_only", id = %id);
+                return Reply::new(250, Status(2, 0, 0), format!("Ok: queued as {id}"));
+            }
+        }
         let data = Arc::new(data);
         match ctx.spool.commit(envelope.clone(), data.clone()).await {
             Ok(()) => {
@@ -360,6 +395,89 @@ impl Connection {
 }
 
 impl Connection {
+    /// Recipients accepted at RCPT under accept-all that do not exist.
+    fn take_unknown_recipients(&self, envelope: &mut Envelope) -> Vec<QueuedRecipient> {
+        let config = &self.ctx.config;
+        let (unknown, known): (Vec<_>, Vec<_>) = std::mem::take(&mut envelope.recipients)
+            .into_iter()
+            .partition(|r| {
+                let Some((local, domain)) = r.address.rsplit_once('@') else {
+                    return false;
+                };
+                let m = portcullis_smtp::Mailbox {
+                    local: local.to_owned(),
+                    domain: domain.to_owned(),
+                };
+                checks::recipient_policy(config, domain)
+                    == portcullis_config::RecipientPolicy::AcceptAll
+                    && !self.ctx.submission.recipient_exists(&m)
+            });
+        envelope.recipients = known;
+        unknown
+    }
+
+    /// The slides' "Proposal for SPF deployment": bounce mail for unknown
+    /// users only when SPF does not say the sender is forged; otherwise
+    /// drop it, so forged senders get no backscatter.
+    async fn bounce_unknown(
+        &self,
+        original: &Envelope,
+        unknown: &[QueuedRecipient],
+        spf: AuthResult,
+        data: &[u8],
+        now: SystemTime,
+    ) {
+        let addrs: Vec<&str> = unknown.iter().map(|r| r.address.as_str()).collect();
+        if matches!(spf, AuthResult::Fail | AuthResult::SoftFail) || original.sender.is_empty() {
+            info!(session = %self.id, event = "bounce_suppressed", spf = spf.as_str(), sender = %original.sender, recipients = ?addrs);
+            return;
+        }
+        let ctx = &self.ctx;
+        let id = ctx.spool.new_id();
+        let failed: Vec<portcullis_queue::dsn::FailedRecipient> = unknown
+            .iter()
+            .map(|r| portcullis_queue::dsn::FailedRecipient {
+                address: r.address.clone(),
+                orcpt: r.orcpt.clone(),
+                status: "5.1.1".into(),
+                diagnostic: format!("smtp; 550 5.1.1 <{}>: user unknown", r.address),
+            })
+            .collect();
+        let arrival = UNIX_EPOCH + Duration::from_secs(original.received_at);
+        let message_id = format!("<{id}.dsn@{}>", ctx.config.hostname);
+        let report = portcullis_queue::dsn::failure_report(&portcullis_queue::dsn::DsnRequest {
+            reporting_mta: &ctx.config.hostname,
+            to: &original.sender,
+            envid: original.envid.as_deref(),
+            arrival_date: &portcullis_smtp::rfc5322_date(arrival),
+            date: &portcullis_smtp::rfc5322_date(now),
+            message_id: &message_id,
+            recipients: &failed,
+            original: data,
+            ret_full: original.ret.as_deref() == Some("FULL"),
+        });
+        let envelope = Envelope {
+            id: id.clone(),
+            sender: String::new(),
+            recipients: vec![QueuedRecipient {
+                address: original.sender.clone(),
+                ..Default::default()
+            }],
+            received_at: original.received_at,
+            client_ip: "127.0.0.1".into(),
+            helo: ctx.config.hostname.clone(),
+            ..Default::default()
+        };
+        let data = Arc::new(report);
+        match ctx.spool.commit(envelope.clone(), data.clone()).await {
+            Ok(()) => {
+                info!(session = %self.id, event = "bounce_queued", id = %id, to = %original.sender, recipients = ?addrs);
+                ctx.local.submit(StoredMessage { envelope, data });
+            }
+            Err(e) => warn!(session = %self.id, event = "bounce_failed", error = %e),
+        }
+    }
+
     fn log_submission(
         &self,
         txn: &Transaction,

@@ -196,6 +196,7 @@ async fn accept_loop(ctx: Arc<Context>, sock: TcpListener, listener: portcullis_
             peer,
             account_session: std::sync::Mutex::new(None),
             spf: std::sync::Mutex::new(None),
+            tarpit: std::sync::atomic::AtomicU32::new(0),
         };
         tokio::spawn(conn.run(stream, permit));
     }

@@ -158,6 +158,14 @@ impl Submission {
         }
     }
 
+    /// Whether a local mailbox exists: an account with that address, or
+    /// the role addresses every domain must have (RFC 5321 4.5.1 postmaster,
+    /// RFC 2142 abuse).
+    pub(crate) fn recipient_exists(&self, m: &Mailbox) -> bool {
+        let local = m.local.to_ascii_lowercase();
+        local == "postmaster" || local == "abuse" || self.accounts().get(&m.to_string()).is_some()
+    }
+
     /// Check a login, with throttling. On success the returned guard counts
     /// the session against the account until it is dropped.
     pub(crate) async fn authenticate(
@@ -280,7 +288,7 @@ impl Submission {
     /// recipient counts against the quota (OP25B §4.4.3).
     pub(crate) fn check_recipient(&self, config: &Config, account: &str, to: &Mailbox) -> Verdict {
         if checks::destination(config, to) == Destination::Local
-            && let v @ Verdict::Reject(_) = checks::recipient(config, to)
+            && let v @ Verdict::Reject(_) = checks::recipient(config, to, self.recipient_exists(to))
         {
             return v;
         }

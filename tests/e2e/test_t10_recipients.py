@@ -1,0 +1,114 @@
+"""Recipient policy of local domains (the slides' "Error mails on ISPes"):
+reject-unknown with a tarpit, or accept-all with bounces only for senders
+SPF does not call forged."""
+
+import smtplib
+import time
+
+import pytest
+
+from dnsserver import DnsServer
+from smtpraw import Raw
+
+CONFIG = """
+[limits]
+tarpit_step_ms = 300
+tarpit_max_ms = 900
+
+[[domain]]
+name = "strict.test"
+
+[[domain]]
+name = "open.test"
+recipients = "accept-all"
+"""
+
+ZONES = {
+    "test": "",
+    "good.test": '@ IN TXT "v=spf1 ip4:127.0.0.1 -all"\n',
+    "forged.test": '@ IN TXT "v=spf1 -all"\n',
+    "soft.test": '@ IN TXT "v=spf1 ~all"\n',
+}
+
+
+@pytest.fixture(scope="module")
+def dns_server(tmp_path_factory):
+    d = DnsServer(tmp_path_factory.mktemp("rcpt-dns"), ZONES).start()
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def mx(make_server, dns_server):
+    import subprocess
+
+    s = make_server(CONFIG, dns=f"127.0.0.1:{dns_server.port}", start=False)
+    subprocess.run(s.cli_args("user", "add", "alice@strict.test", "--password-stdin"), input="pw\n", text=True, check=True)
+    subprocess.run(s.cli_args("user", "add", "bob@open.test", "--password-stdin"), input="pw\n", text=True, check=True)
+    return s.start()
+
+
+def test_unknown_user_gets_550_511_and_known_ones_are_accepted(mx):
+    c = Raw(mx.mx)
+    c.cmd("EHLO client.test")
+    c.cmd("MAIL FROM:<a@good.test>")
+    assert c.cmd("RCPT TO:<alice@strict.test>")[0] == 250
+    assert c.cmd("RCPT TO:<postmaster@strict.test>")[0] == 250
+    code, text = c.cmd("RCPT TO:<nobody@strict.test>")
+    assert code == 550 and "5.1.1" in text and "user unknown" in text
+
+
+def test_user_unknown_slows_the_session_down(mx):
+    c = Raw(mx.mx)
+    c.cmd("EHLO harvester.test")
+    c.cmd("MAIL FROM:<a@good.test>")
+    t0 = time.monotonic()
+    c.cmd("NOOP")
+    fast = time.monotonic() - t0
+    c.cmd("RCPT TO:<guess1@strict.test>")
+    c.cmd("RCPT TO:<guess2@strict.test>")
+    t0 = time.monotonic()
+    c.cmd("NOOP")
+    slow = time.monotonic() - t0
+    assert fast < 0.2 and slow >= 0.55, (fast, slow)
+
+
+def send(mx, sender, rcpts):
+    with smtplib.SMTP("127.0.0.1", mx.mx) as s:
+        refused = s.sendmail(sender, rcpts, f"From: {sender}\r\nSubject: x\r\n\r\nhello\r\n")
+    return refused
+
+
+def queued(mx):
+    out = mx.cli("queue", "list").stdout
+    return [l for l in out.splitlines() if "message(s) queued" not in l]
+
+
+def test_accept_all_accepts_unknown_users_at_rcpt_and_bounces_when_spf_passes(mx):
+    assert send(mx, "a@good.test", ["nobody@open.test", "bob@open.test"]) == {}
+    # bob's copy is delivered; the bounce to a@good.test waits in the queue
+    # for outbound delivery.
+    new = mx.data / "mail" / "open.test" / "bob" / "new"
+    for _ in range(100):
+        if new.is_dir() and any(new.iterdir()):
+            break
+        time.sleep(0.05)
+    assert any(new.iterdir())
+    assert not (mx.data / "mail" / "open.test" / "nobody").exists()
+    mx.stop()
+    lines = queued(mx)
+    assert len(lines) == 1 and "<>" in lines[0] and "a@good.test" in lines[0], lines
+    qid = lines[0].split()[0]
+    shown = mx.cli("queue", "show", qid).stdout
+    assert "multipart/report; report-type=delivery-status" in shown
+    assert "Final-Recipient: rfc822; nobody@open.test" in shown
+    assert "Status: 5.1.1" in shown
+
+
+@pytest.mark.parametrize("sender", ["ceo@forged.test", "news@soft.test"])
+def test_accept_all_suppresses_the_bounce_for_spf_fail_and_softfail(mx, sender):
+    assert send(mx, sender, ["nobody@open.test"]) == {}
+    time.sleep(0.3)
+    mx.stop()
+    assert queued(mx) == []
+    assert "bounce_suppressed" in mx.log.read_text()
