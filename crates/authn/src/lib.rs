@@ -9,8 +9,8 @@ mod inbound;
 mod keys;
 
 pub use inbound::{
-    AuthResult, DmarcPolicy, MessageResults, ResolverError, SpfCheck, Verifier,
-    strip_forged_results,
+    AuthResult, DmarcPolicy, Listing, MessageResults, ResolverError, SpfCheck, Verifier,
+    dnsbl_query, strip_forged_results,
 };
 
 pub use keys::{

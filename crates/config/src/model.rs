@@ -47,6 +47,52 @@ pub enum InboundPolicy {
     Dmarc,
 }
 
+/// A DNS list: addresses (DNSBL) or domains (RHSBL) under `zone`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DnsList {
+    pub zone: String,
+    /// Shown in replies and headers; the zone when absent.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub kind: ListKind,
+    #[serde(default)]
+    pub action: ListAction,
+    /// A list of dynamic (consumer) address space, like Spamhaus PBL: port
+    /// 25 from it is refused with advice to use the provider's submission
+    /// service — the receiving side of OP25B.
+    #[serde(default)]
+    pub dynamic: bool,
+}
+
+impl DnsList {
+    pub fn display_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.zone)
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ListKind {
+    /// Client addresses, checked at connect.
+    #[default]
+    Address,
+    /// Domains: the MAIL FROM domain at MAIL, DKIM d= domains at the end
+    /// of data.
+    Domain,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ListAction {
+    /// Refuse, naming the list.
+    #[default]
+    Reject,
+    /// Accept and add a header naming the list.
+    Label,
+}
+
 /// Which recipients of a local domain exist, and what happens to mail for
 /// the others (the slides' "Error mails on ISPes").
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -93,6 +139,8 @@ pub struct Config {
     pub recipient_policy: BTreeMap<String, RecipientPolicy>,
     /// How long one DNS query may take before it is a temporary error.
     pub dns_timeout: Duration,
+    /// DNS block and reputation lists (RFC 5782), in the order given.
+    pub dns_lists: Vec<DnsList>,
     pub state_backend: StateBackend,
     pub redis_url: Option<String>,
     pub classes: BTreeMap<String, ClassLimits>,
@@ -262,6 +310,7 @@ impl Config {
             local_domains: vec!["localhost".to_owned()],
             inbound_policy: BTreeMap::new(),
             recipient_policy: BTreeMap::new(),
+            dns_lists: Vec::new(),
             dns_timeout: Duration::from_secs(5),
             state_backend: StateBackend::Embedded,
             redis_url: None,
@@ -289,6 +338,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     class: BTreeMap<String, ClassLimits>,
     limits: Option<Spanned<Limits>>,
+    #[serde(default)]
+    dnsbl: Vec<DnsList>,
     submission: Option<Spanned<Submission>>,
     #[serde(default)]
     auth: AuthPolicy,
@@ -410,6 +461,7 @@ impl RawConfig {
             .and_then(|d| d.timeout_ms)
             .map_or(defaults.dns_timeout, Duration::from_millis);
         Ok(Config {
+            dns_lists: self.dnsbl,
             inbound_policy,
             recipient_policy,
             dns_timeout,

@@ -36,6 +36,11 @@ pub(crate) struct Connection {
     /// "User unknown" answers given so far: each makes every further reply
     /// wait longer (a tarpit for address harvesters).
     pub tarpit: std::sync::atomic::AtomicU32,
+    /// Header lines from label-only DNS lists about the client address, for
+    /// every message of the connection ...
+    pub client_labels: std::sync::Mutex<Vec<String>>,
+    /// ... and about the current transaction's domains.
+    pub list_labels: std::sync::Mutex<Vec<String>>,
 }
 
 enum Exit {
@@ -56,16 +61,44 @@ impl Connection {
         drop(permit);
     }
 
-    fn session(&self) -> Session {
+    fn session(&self, ptr: Option<String>) -> Session {
         let peer = Peer {
             addr: self.peer,
-            ptr: None,
+            ptr,
         };
         Session::new(self.session_config.clone(), peer, None)
     }
 
+    /// Connect stage on port 25: the client's forward-confirmed reverse
+    /// name (for Received) and the address lists.
+    async fn connect_checks(&self) -> (Option<String>, Option<Reply>) {
+        if self.role != ListenerRole::Mx {
+            return (None, None);
+        }
+        let ctx = &self.ctx;
+        let (iprev, ptr) = ctx.verifier.iprev(self.peer.ip()).await;
+        info!(session = %self.id, event = "iprev", result = iprev.as_str(), ptr = ptr.as_deref().unwrap_or(""));
+        let lists =
+            crate::dnslists::client(&ctx.verifier, &ctx.config.dns_lists, self.peer.ip()).await;
+        if let Ok(mut held) = self.client_labels.lock() {
+            *held = lists.labels;
+        }
+        (ptr, lists.refusal)
+    }
+
+    fn remember_labels(&self, labels: Vec<String>) {
+        if let Ok(mut held) = self.list_labels.lock() {
+            held.extend(labels);
+        }
+    }
+
     async fn serve(&self, mut stream: TcpStream, admitted: bool) -> IoResult<()> {
-        let mut session = self.session();
+        let (ptr, refusal) = if admitted {
+            self.connect_checks().await
+        } else {
+            (None, None)
+        };
+        let mut session = self.session(ptr);
         if !admitted {
             warn!(session = %self.id, event = "refused", reason = "max_sessions");
             session.refuse(Reply::new(
@@ -79,7 +112,10 @@ impl Connection {
         if self.role == ListenerRole::Submissions {
             return Box::pin(self.serve_implicit_tls(stream, session)).await;
         }
-        if self.talks_first(&stream).await {
+        if let Some(r) = refusal {
+            info!(session = %self.id, event = "refused", reason = "dns_list", reply = %r);
+            session.refuse(r);
+        } else if self.talks_first(&stream).await {
             info!(session = %self.id, event = "refused", reason = "early_talker");
             session.refuse_early_talker();
         } else {
@@ -168,7 +204,7 @@ impl Connection {
                         s.answer_auth(outcome);
                     }
                     Action::CheckMail { from, .. } => {
-                        let verdict = match s.authenticated() {
+                        let mut verdict = match s.authenticated() {
                             Some(account) => {
                                 self.ctx.submission.check_sender(account, from.as_ref())
                             }
@@ -177,8 +213,13 @@ impl Connection {
                             }
                         };
                         if verdict == Verdict::Accept && s.authenticated().is_none() {
-                            self.check_spf(s.helo_name().unwrap_or(""), from.as_ref())
-                                .await;
+                            match self.sender_lists(from.as_ref()).await {
+                                Some(r) => verdict = Verdict::Reject(r),
+                                None => {
+                                    self.check_spf(s.helo_name().unwrap_or(""), from.as_ref())
+                                        .await
+                                }
+                            }
                         }
                         let from = from.map_or_else(|| "<>".to_owned(), |m| m.to_string());
                         info!(session = %self.id, event = "mail", from = %from, account = s.authenticated(), accepted = verdict == Verdict::Accept);
@@ -272,6 +313,17 @@ impl Connection {
 
     /// SPF at MAIL FROM (RFC 7208 §2.4: the HELO identity for `<>`); the
     /// result waits for the end of data, where the policy uses it.
+    /// Domain lists for the MAIL FROM domain.
+    async fn sender_lists(&self, from: Option<&portcullis_smtp::Mailbox>) -> Option<Reply> {
+        let from = from?;
+        let ctx = &self.ctx;
+        let out =
+            crate::dnslists::domain(&ctx.verifier, &ctx.config.dns_lists, &from.domain, "Sender")
+                .await;
+        self.remember_labels(out.labels);
+        out.refusal
+    }
+
     async fn check_spf(&self, helo: &str, from: Option<&portcullis_smtp::Mailbox>) {
         let sender = from.map(|m| m.to_string());
         let spf = self
@@ -305,14 +357,34 @@ impl Connection {
         };
         let r = self.ctx.verifier.check_message(&txn.body, &spf).await;
         let domains = txn.recipients.iter().map(|r| r.mailbox.domain.as_str());
-        let disposition = checks::message_disposition(&self.ctx.config, domains, &r);
+        let mut disposition = checks::message_disposition(&self.ctx.config, domains, &r);
+        let mut header = r.header.clone();
+        for d in &r.dkim_domains {
+            let out = crate::dnslists::domain(
+                &self.ctx.verifier,
+                &self.ctx.config.dns_lists,
+                d,
+                "Signing",
+            )
+            .await;
+            self.remember_labels(out.labels);
+            if let Some(reply) = out.refusal {
+                disposition = checks::Disposition::Reject(reply);
+            }
+        }
+        if let Ok(labels) = self.client_labels.lock() {
+            header.extend(labels.iter().cloned());
+        }
+        if let Ok(mut labels) = self.list_labels.lock() {
+            header.extend(labels.drain(..));
+        }
         info!(
             session = %self.id, event = "authentication", spf = r.spf.as_str(), dkim = r.dkim.as_str(),
             dmarc = r.dmarc.as_str(), arc = r.arc.as_str(), from_domain = %r.from_domain, disposition = ?disposition
         );
         match disposition {
-            checks::Disposition::Accept => Ok((r.header, None, r.spf)),
-            checks::Disposition::Junk => Ok((r.header, Some("Junk".to_owned()), r.spf)),
+            checks::Disposition::Accept => Ok((header, None, r.spf)),
+            checks::Disposition::Junk => Ok((header, Some("Junk".to_owned()), r.spf)),
             checks::Disposition::Defer(reply) | checks::Disposition::Reject(reply) => Err(reply),
         }
     }

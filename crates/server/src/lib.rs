@@ -6,6 +6,7 @@
 
 mod checks;
 mod connection;
+mod dnslists;
 mod http;
 mod local;
 mod submission;
@@ -197,6 +198,8 @@ async fn accept_loop(ctx: Arc<Context>, sock: TcpListener, listener: portcullis_
             account_session: std::sync::Mutex::new(None),
             spf: std::sync::Mutex::new(None),
             tarpit: std::sync::atomic::AtomicU32::new(0),
+            client_labels: std::sync::Mutex::new(Vec::new()),
+            list_labels: std::sync::Mutex::new(Vec::new()),
         };
         tokio::spawn(conn.run(stream, permit));
     }
