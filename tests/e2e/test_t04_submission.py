@@ -241,3 +241,32 @@ def test_listed_legacy_network_may_use_port_25_to_local_recipients_only(make_ser
     assert s.wait_messages("ivan", 1)
     r = swaks("--server", f"127.0.0.1:{s.mx}", "--from", "printer@local.test", "--to", "x@remote.test")
     assert r.returncode != 0 and "554 5.7.1" in r.stdout
+
+
+def test_quota_and_auth_failures_show_in_metrics(msa):
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with login(msa.sub) as s:
+        s.mail("alice@local.test")
+        for i in range(101):
+            s.rcpt(f"m{i}@remote.test")
+    c = smtplib.SMTP("127.0.0.1", msa.sub)
+    c.starttls(context=insecure_tls())
+    c.ehlo()
+    c.user, c.password = "alice@local.test", "wrong"
+    with pytest.raises(smtplib.SMTPAuthenticationError):
+        c.auth("PLAIN", c.auth_plain)
+    c.close()
+    text = urllib.request.urlopen(f"http://127.0.0.1:{msa.http}/metrics", timeout=5).read().decode()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
+    assert samples[("portcullis_quota_deferrals_total", (("kind", "recipients"),))] == 1
+    assert samples[("portcullis_auth_attempts_total", (("result", "failed"),))] == 1
+    assert samples[("portcullis_auth_attempts_total", (("result", "ok"),))] >= 1
+    assert samples[("portcullis_messages_rejected_total", (("code", "4.7.1"), ("listener", "submission")))] == 1
+    assert samples[("portcullis_connections_total", (("listener", "submission"), ("outcome", "admitted")))] >= 2

@@ -1,6 +1,7 @@
 //! One SMTP connection: the small, mechanical loop around the session
 //! (feed what the socket gives, do what the session asks, write replies).
 
+use crate::metrics::Counter;
 use crate::{Context, checks, tls};
 use portcullis_authn::AuthResult;
 use portcullis_config::ListenerRole;
@@ -99,6 +100,15 @@ impl Connection {
             (None, None)
         };
         let mut session = self.session(ptr);
+        let outcome = match (&refusal, admitted) {
+            (_, false) => "refused_max_sessions",
+            (Some(_), true) => "refused_dns_list",
+            (None, true) => "admitted",
+        };
+        self.ctx.metrics.inc(
+            Counter::Connections,
+            &[("listener", self.role.name()), ("outcome", outcome)],
+        );
         if !admitted {
             warn!(session = %self.id, event = "refused", reason = "max_sessions");
             session.refuse(Reply::new(
@@ -188,6 +198,13 @@ impl Connection {
                     Action::Reply(r) => {
                         if r.code >= 400 {
                             info!(session = %self.id, event = "reply", reply = %r);
+                            let code = r
+                                .status
+                                .map_or_else(|| r.code.to_string(), |s| s.to_string());
+                            self.ctx.metrics.inc(
+                                Counter::MessagesRejected,
+                                &[("listener", self.role.name()), ("code", &code)],
+                            );
                         }
                         r.write_to(&mut out);
                     }
@@ -358,6 +375,12 @@ impl Connection {
         let r = self.ctx.verifier.check_message(&txn.body, &spf).await;
         let domains = txn.recipients.iter().map(|r| r.mailbox.domain.as_str());
         let mut disposition = checks::message_disposition(&self.ctx.config, domains, &r);
+        for (method, result) in [("spf", r.spf), ("dkim", r.dkim), ("dmarc", r.dmarc)] {
+            self.ctx.metrics.inc(
+                Counter::AuthResults,
+                &[("method", method), ("result", result.as_str())],
+            );
+        }
         let mut header = r.header.clone();
         for d in &r.dkim_domains {
             let out = crate::dnslists::domain(
@@ -444,6 +467,8 @@ impl Connection {
                     self.log_submission(&txn, &envelope, message_id, data.len(), now);
                 }
                 ctx.local.submit(StoredMessage { envelope, data });
+                ctx.metrics
+                    .inc(Counter::MessagesAccepted, &[("listener", self.role.name())]);
                 Reply::new(250, Status(2, 0, 0), format!("Ok: queued as {id}"))
             }
             Err(e) if e.is_storage_full() => {

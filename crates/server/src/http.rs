@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 pub(crate) async fn serve(ctx: Arc<Context>, sock: TcpListener) {
     let app = Router::new()
         .route("/healthz", get(health))
+        .route("/metrics", get(metrics))
         .route("/mail/config-v1.1.xml", get(autoconfig))
         .route(
             "/.well-known/autoconfig/mail/config-v1.1.xml",
@@ -35,6 +36,19 @@ async fn health(State(ctx): State<Arc<Context>>) -> Json<serde_json::Value> {
         "queued": ctx.spool.live_count(),
         "sessions": ctx.config.limits.max_sessions - ctx.sessions.available_permits(),
     }))
+}
+
+async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
+    let sessions = (ctx.config.limits.max_sessions - ctx.sessions.available_permits()) as u64;
+    let body = ctx.metrics.render(&[
+        (
+            "portcullis_queue_messages",
+            "Messages accepted and not yet completed.",
+            ctx.spool.live_count() as u64,
+        ),
+        ("portcullis_sessions", "SMTP sessions open now.", sessions),
+    ]);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
 fn port(ctx: &Context, role: ListenerRole) -> Option<u16> {

@@ -9,6 +9,7 @@ mod connection;
 mod dnslists;
 mod http;
 mod local;
+mod metrics;
 mod submission;
 mod tls;
 pub mod trace;
@@ -33,6 +34,7 @@ pub(crate) struct Context {
     pub local: local::Handle,
     pub submission: submission::Submission,
     pub verifier: portcullis_authn::Verifier,
+    pub metrics: Arc<metrics::Metrics>,
     pub tls: tokio_rustls::TlsAcceptor,
     pub sessions: Arc<Semaphore>,
     next_session: AtomicU64,
@@ -92,6 +94,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.dns_timeout,
     )?;
     let ctx = Arc::new(Context {
+        metrics: submission.metrics.clone(),
         verifier,
         submission,
         sessions: Arc::new(Semaphore::new(config.limits.max_sessions)),

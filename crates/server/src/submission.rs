@@ -4,6 +4,7 @@
 //! enforces "AUTH before MAIL"; this module answers the questions it asks.
 
 use crate::checks::{self, Destination};
+use crate::metrics::Counter;
 use crate::trace::{SubmissionLog, iso8601};
 use portcullis_accounts::{
     AccountStore, AuthGate, AuthThrottle, QuotaExceeded, QuotaLimits, RecipientQuota,
@@ -33,6 +34,7 @@ pub(crate) struct Submission {
     /// loaded from: `dkim keygen` on a running server takes effect at once.
     dkim: RwLock<(Arc<portcullis_authn::DkimKeys>, Vec<SystemTime>)>,
     pub log: SubmissionLog,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Held while an authenticated session lives; counts it against the
@@ -95,6 +97,7 @@ impl Submission {
             portcullis_authn::key_dir_fingerprint(&dkim_dir),
         );
         Ok(Submission {
+            metrics: Arc::default(),
             dkim_dir,
             dkim: RwLock::new(dkim),
             accounts_path,
@@ -186,6 +189,8 @@ impl Submission {
                     .as_secs()
                     .div_ceil(60);
                 info!(event = "auth", account = %c.username, client = %ip, result = "locked");
+                self.metrics
+                    .inc(Counter::AuthAttempts, &[("result", "locked")]);
                 let r = Reply::new(
                     454,
                     Status(4, 7, 0),
@@ -211,6 +216,8 @@ impl Submission {
                 t.record_failure(ip, &username, Instant::now());
             }
             info!(event = "auth", account = %username, client = %ip, result = "failed");
+            self.metrics
+                .inc(Counter::AuthAttempts, &[("result", "failed")]);
             tokio::time::sleep(delay).await;
             let r = Reply::new(535, Status(5, 7, 8), "Authentication credentials invalid");
             return (AuthOutcome::Failure(r), None);
@@ -221,10 +228,13 @@ impl Submission {
         match self.open_session(&account) {
             Some(guard) => {
                 info!(event = "auth", account = %account, client = %ip, result = "ok");
+                self.metrics.inc(Counter::AuthAttempts, &[("result", "ok")]);
                 (AuthOutcome::Success(account), Some(guard))
             }
             None => {
                 warn!(event = "auth", account = %account, client = %ip, result = "too_many_sessions");
+                self.metrics
+                    .inc(Counter::AuthAttempts, &[("result", "too_many_sessions")]);
                 let r = Reply::new(
                     454,
                     Status(4, 7, 0),
@@ -278,6 +288,8 @@ impl Submission {
         {
             Ok(Err(e)) => {
                 warn!(event = "quota", account = %account, kind = "messages", limit = e.limit);
+                self.metrics
+                    .inc(Counter::QuotaDeferrals, &[("kind", "messages")]);
                 Verdict::Reject(quota_reply("Message", account, e))
             }
             _ => Verdict::Accept,
@@ -303,6 +315,8 @@ impl Submission {
         {
             Ok(Err(e)) => {
                 warn!(event = "quota", account = %account, kind = "recipients", limit = e.limit, window = e.window.name());
+                self.metrics
+                    .inc(Counter::QuotaDeferrals, &[("kind", "recipients")]);
                 Verdict::Reject(quota_reply("Recipient", account, e))
             }
             _ => Verdict::Accept,
