@@ -47,9 +47,12 @@ impl Counter {
     }
 }
 
+/// A counter and its label values.
+type Series = (Counter, Vec<(&'static str, String)>);
+
 #[derive(Default)]
 pub(crate) struct Metrics {
-    values: Mutex<BTreeMap<(Counter, Vec<(&'static str, String)>), u64>>,
+    values: Mutex<BTreeMap<Series, u64>>,
 }
 
 impl Metrics {
