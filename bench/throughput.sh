@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SESSIONS=${SESSIONS:-20} MESSAGES=${MESSAGES:-20000} SIZE=${SIZE:-1024} ROUNDS=${ROUNDS:-2}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/portcullis-target}"
-cargo build --release --locked -q
+bash .ci/build-release -q
 BIN="$CARGO_TARGET_DIR/release/portcullis"
 work=$(mktemp -d /var/tmp/portcullis-bench.XXXXXX)
 chmod 755 "$work"  # Postfix daemons run as the postfix user
