@@ -35,6 +35,7 @@ role = "mx"
 bind = ["127.0.0.1:$PC_PORT"]
 [[domain]]
 name = "bench.test"
+recipients = "any"   # like Postfix's static virtual_mailbox_maps below
 CONF
   "$BIN" serve --config "$work/pc/portcullis.toml" >"$work/pc/log" 2>&1 &
   pc_pid=$!

@@ -76,6 +76,18 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Print OP25B access-list rules (draft-akagiri-op25b-dynamicip) for a
+    /// network described in a TOML file.
+    Op25b {
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long, value_enum)]
+        format: Op25bFormat,
+        /// Also print (to stderr) the draft's predicted rule count beside
+        /// the count emitted after merging prefixes.
+        #[arg(long)]
+        stats: bool,
+    },
     /// Look at and manage the mail queue.
     Queue {
         #[command(subcommand)]
@@ -96,6 +108,15 @@ enum DkimAction {
         #[arg(long, value_enum, default_value = "rsa")]
         algorithm: KeyAlgorithm,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Op25bFormat {
+    Nftables,
+    Iptables,
+    Ip6tables,
+    Cisco,
+    Juniper,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -217,6 +238,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", check.result().as_str());
             if let Some(exp) = check.output.explanation() {
                 println!("explanation: {exp}");
+            }
+            Ok(())
+        }
+        Command::Op25b {
+            input,
+            format,
+            stats,
+        } => {
+            let text = std::fs::read_to_string(&input)
+                .with_context(|| format!("cannot read {}", input.display()))?;
+            let network = portcullis_op25b::parse(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
+            let format = match format {
+                Op25bFormat::Nftables => portcullis_op25b::Format::Nftables,
+                Op25bFormat::Iptables => portcullis_op25b::Format::Iptables,
+                Op25bFormat::Ip6tables => portcullis_op25b::Format::Ip6tables,
+                Op25bFormat::Cisco => portcullis_op25b::Format::Cisco,
+                Op25bFormat::Juniper => portcullis_op25b::Format::Juniper,
+            };
+            let (rules, s) = portcullis_op25b::render(&network, format);
+            print!("{rules}");
+            if stats {
+                eprintln!(
+                    "predicted by the draft's formula: {} dynamic x ({} MSA + 1) = {}
+emitted after merging: {} dynamic blocks, {} MSA blocks, {} port-25 rules",
+                    s.dynamic_blocks,
+                    s.msa_blocks,
+                    s.predicted,
+                    s.dynamic_merged,
+                    s.msa_merged,
+                    s.emitted
+                );
             }
             Ok(())
         }

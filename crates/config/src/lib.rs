@@ -11,7 +11,7 @@ mod locate;
 mod model;
 
 pub use cidr::Cidr;
-pub use locate::Location;
+pub use locate::{Location, locate};
 pub use model::*;
 
 use std::path::{Path, PathBuf};

@@ -12,7 +12,8 @@ pub struct Location {
     pub key: String,
 }
 
-pub(crate) fn locate(text: &str, offset: usize) -> Location {
+/// Where byte `offset` of `text` is, with the key on that line.
+pub fn locate(text: &str, offset: usize) -> Location {
     let offset = floor_char_boundary(text, offset.min(text.len()));
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
