@@ -25,6 +25,14 @@ def binary() -> str:
 
 SESSION_DNS = {"port": 0}
 
+# Tests deliver to made-up mailboxes; the recipient policies have tests
+# of their own (test_t10_recipients.py).
+LOCAL_TEST = """
+[[domain]]
+name = "local.test"
+recipients = "any"
+"""
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -32,7 +40,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_port(port: int, timeout: float = 10.0) -> None:
+def wait_port(port: int, timeout: float = 30.0) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
@@ -46,7 +54,9 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
 class Server:
     """One portcullis under test, with its own data dir and ports."""
 
-    def __init__(self, workdir: Path, extra: str = "", listener_extra: str = "", dns: str | None = None):
+    def __init__(
+        self, workdir: Path, extra: str = "", listener_extra: str = "", dns: str | None = None, local_test: bool = True
+    ):
         self.workdir = workdir
         # Never the system resolver: tests only talk to loopback. Without a
         # zone of its own, a test resolves through the session's NSD, which
@@ -80,11 +90,7 @@ bind = ["127.0.0.1:{self.subs}"]
 [http]
 bind = "127.0.0.1:{self.http}"
 
-# Tests deliver to made-up mailboxes; the recipient policies have tests
-# of their own (test_t10_recipients.py).
-[[domain]]
-name = "local.test"
-recipients = "any"
+{LOCAL_TEST if local_test else ""}
 {extra}
 """
         )
@@ -174,10 +180,12 @@ def make_server(workdir):
     """Start a server with extra config text."""
     started = []
 
-    def make(extra: str = "", listener_extra: str = "", start: bool = True, dns: str | None = None) -> Server:
+    def make(
+        extra: str = "", listener_extra: str = "", start: bool = True, dns: str | None = None, local_test: bool = True
+    ) -> Server:
         sub = workdir / f"s{len(started)}"
         sub.mkdir()
-        s = Server(sub, extra, listener_extra, dns)
+        s = Server(sub, extra, listener_extra, dns, local_test)
         started.append(s)
         return s.start() if start else s
 

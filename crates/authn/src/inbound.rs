@@ -125,7 +125,7 @@ pub struct MessageResults {
 /// The DNS-backed verifier.
 #[derive(Clone)]
 pub struct Verifier {
-    auth: MessageAuthenticator,
+    pub(crate) auth: MessageAuthenticator,
     authserv_id: String,
 }
 

@@ -7,6 +7,9 @@
 
 mod inbound;
 mod keys;
+mod route;
+
+pub use route::{MxHost, Route};
 
 pub use inbound::{
     AuthResult, DmarcPolicy, Listing, MessageResults, ResolverError, SpfCheck, Verifier,

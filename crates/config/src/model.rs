@@ -147,6 +147,33 @@ pub struct Config {
     pub limits: Limits,
     pub submission: Submission,
     pub auth: AuthPolicy,
+    pub delivery: Delivery,
+}
+
+/// Outbound delivery to other domains' MX hosts (RFC 5321 §4.5.4, §5).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Delivery {
+    /// The port of the next hop (25; tests and smarthost setups change it).
+    pub port: u16,
+    /// First retry after this long; each further one waits twice as long ...
+    pub retry_base_secs: u64,
+    /// ... up to this.
+    pub retry_max_secs: u64,
+    /// After this long in the queue, give up and bounce (RFC 5321
+    /// §4.5.4.1 suggests 4-5 days).
+    pub max_lifetime_secs: u64,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
+            port: 25,
+            retry_base_secs: 300,
+            retry_max_secs: 3600,
+            max_lifetime_secs: 5 * 86400,
+        }
+    }
 }
 
 /// Per-account limits of the submission service (OP25B draft §4.4.3,
@@ -318,6 +345,7 @@ impl Config {
             limits: Limits::default(),
             submission: Submission::default(),
             auth: AuthPolicy::default(),
+            delivery: Delivery::default(),
         }
     }
 }
@@ -343,6 +371,8 @@ pub(crate) struct RawConfig {
     submission: Option<Spanned<Submission>>,
     #[serde(default)]
     auth: AuthPolicy,
+    #[serde(default)]
+    delivery: Delivery,
 }
 
 #[derive(Deserialize)]
@@ -474,6 +504,7 @@ impl RawConfig {
             limits,
             submission,
             auth: self.auth,
+            delivery: self.delivery,
             ..defaults
         })
     }

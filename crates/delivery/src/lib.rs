@@ -10,6 +10,8 @@
 //! This crate must not decide who may receive mail; it is told where to
 //! put a message and reports whether it is there.
 
+pub mod remote;
+
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -446,8 +446,7 @@ impl Connection {
         if let Some(spf) = spf_result {
             let unknown = self.take_unknown_recipients(&mut envelope);
             if !unknown.is_empty() {
-                self.bounce_unknown(&envelope, &unknown, spf, &data, now)
-                    .await;
+                self.bounce_unknown(&envelope, &unknown, spf, &data).await;
             }
             if envelope.recipients.is_empty() {
                 // Accept-all: the client learns nothing about which
@@ -522,57 +521,34 @@ impl Connection {
         unknown: &[QueuedRecipient],
         spf: AuthResult,
         data: &[u8],
-        now: SystemTime,
     ) {
         let addrs: Vec<&str> = unknown.iter().map(|r| r.address.as_str()).collect();
         if matches!(spf, AuthResult::Fail | AuthResult::SoftFail) || original.sender.is_empty() {
             info!(session = %self.id, event = "bounce_suppressed", spf = spf.as_str(), sender = %original.sender, recipients = ?addrs);
             return;
         }
-        let ctx = &self.ctx;
-        let id = ctx.spool.new_id();
-        let failed: Vec<portcullis_queue::dsn::FailedRecipient> = unknown
+        let failed: Vec<(QueuedRecipient, String, String)> = unknown
             .iter()
-            .map(|r| portcullis_queue::dsn::FailedRecipient {
-                address: r.address.clone(),
-                orcpt: r.orcpt.clone(),
-                status: "5.1.1".into(),
-                diagnostic: format!("smtp; 550 5.1.1 <{}>: user unknown", r.address),
+            .map(|r| {
+                (
+                    r.clone(),
+                    "5.1.1".to_owned(),
+                    format!("550 5.1.1 <{}>: user unknown", r.address),
+                )
             })
             .collect();
-        let arrival = UNIX_EPOCH + Duration::from_secs(original.received_at);
-        let message_id = format!("<{id}.dsn@{}>", ctx.config.hostname);
-        let report = portcullis_queue::dsn::failure_report(&portcullis_queue::dsn::DsnRequest {
-            reporting_mta: &ctx.config.hostname,
-            to: &original.sender,
-            envid: original.envid.as_deref(),
-            arrival_date: &portcullis_smtp::rfc5322_date(arrival),
-            date: &portcullis_smtp::rfc5322_date(now),
-            message_id: &message_id,
-            recipients: &failed,
-            original: data,
-            ret_full: original.ret.as_deref() == Some("FULL"),
-        });
-        let envelope = Envelope {
-            id: id.clone(),
-            sender: String::new(),
-            recipients: vec![QueuedRecipient {
-                address: original.sender.clone(),
-                ..Default::default()
-            }],
-            received_at: original.received_at,
-            client_ip: "127.0.0.1".into(),
-            helo: ctx.config.hostname.clone(),
-            ..Default::default()
+        let message = StoredMessage {
+            envelope: original.clone(),
+            data: Arc::new(data.to_vec()),
         };
-        let data = Arc::new(report);
-        match ctx.spool.commit(envelope.clone(), data.clone()).await {
-            Ok(()) => {
-                info!(session = %self.id, event = "bounce_queued", id = %id, to = %original.sender, recipients = ?addrs);
-                ctx.local.submit(StoredMessage { envelope, data });
-            }
-            Err(e) => warn!(session = %self.id, event = "bounce_failed", error = %e),
-        }
+        crate::local::bounce(
+            &self.ctx.spool,
+            &self.ctx.local,
+            &self.ctx.config.hostname,
+            &message,
+            &failed,
+        )
+        .await;
     }
 
     fn log_submission(

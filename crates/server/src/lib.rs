@@ -83,16 +83,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             "re-queueing messages accepted before the last stop"
         );
     }
-    let local = local::start(&config, spool.clone(), pending);
-    let submission = submission::Submission::new(&config)?;
-    if let Err(e) = submission.log.expire(std::time::SystemTime::now()) {
-        tracing::warn!(event = "log_expire_failed", error = %e);
-    }
     let verifier = portcullis_authn::Verifier::new(
         &config.hostname,
         &config.dns_nameservers,
         config.dns_timeout,
     )?;
+    let local = local::start(&config, spool.clone(), verifier.clone(), pending)?;
+    let submission = submission::Submission::new(&config)?;
+    if let Err(e) = submission.log.expire(std::time::SystemTime::now()) {
+        tracing::warn!(event = "log_expire_failed", error = %e);
+    }
+
     let ctx = Arc::new(Context {
         metrics: submission.metrics.clone(),
         verifier,

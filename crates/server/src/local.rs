@@ -1,18 +1,26 @@
-//! Local delivery worker: takes spooled messages, writes each local
-//! recipient's copy into its Maildir, and completes the spool entry only
-//! when every copy is durable. Delivery is at least once: a crash between
-//! the Maildir write and the completion delivers again after restart.
+//! The delivery worker: takes spooled messages, writes local recipients'
+//! copies into their Maildirs (batched, one sync for many), hands remote
+//! recipients to their domains' MX hosts, retries temporary failures with
+//! a growing interval, bounces permanent ones with a DSN, and completes the
+//! spool entry only when every recipient is done. Delivery is at least
+//! once: a crash before the completion delivers again after restart.
 
 use crate::checks::{self, Destination};
+use portcullis_authn::{Route, Verifier};
 use portcullis_config::Config;
+use portcullis_delivery::remote::{self, HostFailure, Outgoing, RcptOutcome};
 use portcullis_delivery::{DeliveryError, LocalDelivery, MaildirStore};
-use portcullis_queue::{Spool, StoredMessage};
+use portcullis_queue::dsn::FailedRecipient;
+use portcullis_queue::{Envelope, QueuedRecipient, Spool, StoredMessage};
 use portcullis_smtp::Mailbox;
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-/// Messages delivered together share their syncs.
+/// Messages delivered locally together share their syncs.
 const BATCH: usize = 256;
 
 #[derive(Clone)]
@@ -35,158 +43,374 @@ struct Job {
     attempts: u32,
 }
 
-enum Outcome {
-    Delivered,
-    /// Try these recipients again later.
-    Retry(Vec<portcullis_queue::QueuedRecipient>, String),
-    /// Nothing more can be done here; the message stays in the spool for
-    /// the operator.
-    Stuck(String),
+/// What became of each recipient in one attempt.
+#[derive(Default)]
+struct Results {
+    retry: Vec<(QueuedRecipient, String)>,
+    failed: Vec<(QueuedRecipient, String, String)>,
+    delivered: usize,
 }
 
-pub(crate) fn start(config: &Config, spool: Spool, pending: Vec<StoredMessage>) -> Handle {
+struct Worker {
+    config: Config,
+    store: MaildirStore,
+    spool: Spool,
+    verifier: Verifier,
+    tls: tokio_rustls::TlsConnector,
+    handle: Handle,
+}
+
+pub(crate) fn start(
+    config: &Config,
+    spool: Spool,
+    verifier: Verifier,
+    pending: Vec<StoredMessage>,
+) -> anyhow::Result<Handle> {
     let (tx, rx) = mpsc::unbounded_channel();
     let handle = Handle { tx };
     for m in pending {
         handle.submit(m);
     }
-    let store = MaildirStore::new(config.data_dir.join("mail"), &config.hostname);
-    tokio::spawn(worker(config.clone(), store, spool, rx, handle.clone()));
-    handle
+    let worker = Arc::new(Worker {
+        store: MaildirStore::new(config.data_dir.join("mail"), &config.hostname),
+        config: config.clone(),
+        spool,
+        verifier,
+        tls: remote::opportunistic_tls()?,
+        handle: handle.clone(),
+    });
+    tokio::spawn(run(worker, rx));
+    Ok(handle)
 }
 
-async fn worker(
-    config: Config,
-    store: MaildirStore,
-    spool: Spool,
-    mut rx: mpsc::UnboundedReceiver<Job>,
-    retry: Handle,
-) {
+async fn run(w: Arc<Worker>, mut rx: mpsc::UnboundedReceiver<Job>) {
     let mut jobs = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut jobs, BATCH).await > 0 {
         let batch = std::mem::take(&mut jobs);
-        let (cfg, st) = (config.clone(), store.clone());
-        let Ok(results) =
-            tokio::task::spawn_blocking(move || deliver_batch(&cfg, &st, batch)).await
-        else {
+        let w2 = w.clone();
+        let Ok(results) = tokio::task::spawn_blocking(move || w2.deliver_local(batch)).await else {
             error!(event = "delivery_panic", "local delivery task failed");
             continue;
         };
-        let mut completions = tokio::task::JoinSet::new();
-        for (job, outcome) in results {
-            let id = job.message.envelope.id.clone();
-            match outcome {
-                Outcome::Delivered => {
-                    info!(event = "delivered", id = %id, recipients = job.message.envelope.recipients.len());
-                    let spool = spool.clone();
-                    completions.spawn(async move { (id.clone(), spool.complete(&id).await) });
-                }
-                Outcome::Retry(remaining, why) => schedule_retry(&retry, job, remaining, why),
-                Outcome::Stuck(why) => {
-                    error!(event = "undeliverable", id = %id, reason = %why, "message kept in the spool")
-                }
-            }
-        }
-        while let Some(done) = completions.join_next().await {
-            if let Ok((id, Err(e))) = done {
-                // The copy is in the Maildir; the spool entry stays and the
-                // message is delivered again after a restart (at least once).
-                warn!(event = "complete_failed", id = %id, error = %e);
+        for (job, results, remote) in results {
+            if remote.is_empty() {
+                w.finish(job, results).await;
+            } else {
+                let w = w.clone();
+                tokio::spawn(async move {
+                    let results = w.deliver_remote(&job, remote, results).await;
+                    w.finish(job, results).await;
+                });
             }
         }
     }
 }
 
-fn schedule_retry(
-    retry: &Handle,
-    mut job: Job,
-    remaining: Vec<portcullis_queue::QueuedRecipient>,
-    why: String,
-) {
-    job.attempts += 1;
-    job.message.envelope.recipients = remaining;
-    // 1s, 2s, 4s ... capped at 5 minutes: local failures are usually a full
-    // disk, which an operator fixes.
-    let delay = Duration::from_secs(1u64 << job.attempts.min(8)).min(Duration::from_secs(300));
-    warn!(event = "deferred", id = %job.message.envelope.id, attempts = job.attempts, delay_s = delay.as_secs(), reason = %why);
-    let retry = retry.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(delay).await;
-        let _ = retry.tx.send(job);
-    });
-}
+impl Worker {
+    fn is_local(&self, address: &str) -> Option<Mailbox> {
+        let (local, domain) = address.rsplit_once('@')?;
+        let m = Mailbox {
+            local: local.to_owned(),
+            domain: domain.to_owned(),
+        };
+        (checks::destination(&self.config, &m) == Destination::Local).then_some(m)
+    }
 
-fn deliver_batch(config: &Config, store: &MaildirStore, jobs: Vec<Job>) -> Vec<(Job, Outcome)> {
-    // Resolve every recipient first, then write all copies in one batch.
-    let mut items = Vec::new();
-    let mut owners = Vec::new();
-    let mut stuck: Vec<Option<String>> = vec![None; jobs.len()];
-    for (j, job) in jobs.iter().enumerate() {
+    /// Local copies of a batch, written together. Returns per job the local
+    /// results and the recipients left for remote delivery.
+    fn deliver_local(&self, jobs: Vec<Job>) -> Vec<(Job, Results, Vec<QueuedRecipient>)> {
+        let mut items = Vec::new();
+        let mut owners = Vec::new();
+        let mut remote: Vec<Vec<QueuedRecipient>> = vec![Vec::new(); jobs.len()];
+        for (j, job) in jobs.iter().enumerate() {
+            for rcpt in &job.message.envelope.recipients {
+                match self.is_local(&rcpt.address) {
+                    Some(m) => {
+                        items.push((m, j, rcpt.folder.clone()));
+                        owners.push((j, rcpt.clone()));
+                    }
+                    None => remote[j].push(rcpt.clone()),
+                }
+            }
+        }
+        let deliveries: Vec<LocalDelivery<'_>> = items
+            .iter()
+            .map(|(m, j, folder)| LocalDelivery {
+                domain: &m.domain,
+                local: &m.local,
+                folder: folder.as_deref(),
+                return_path: &jobs[*j].message.envelope.sender,
+                data: &jobs[*j].message.data,
+            })
+            .collect();
+        let written = self.store.deliver(&deliveries);
+        let mut results: Vec<Results> = (0..jobs.len()).map(|_| Results::default()).collect();
+        for ((j, rcpt), res) in owners.into_iter().zip(written) {
+            match res {
+                Ok(_) => results[j].delivered += 1,
+                Err(DeliveryError::Temporary(why)) => results[j].retry.push((rcpt, why)),
+                Err(DeliveryError::Permanent(why)) => {
+                    results[j].failed.push((rcpt, "5.1.1".into(), why))
+                }
+            }
+        }
+        jobs.into_iter()
+            .zip(results)
+            .zip(remote)
+            .map(|((j, r), rem)| (j, r, rem))
+            .collect()
+    }
+
+    /// Remote recipients, one transaction per domain.
+    async fn deliver_remote(
+        &self,
+        job: &Job,
+        remote: Vec<QueuedRecipient>,
+        mut results: Results,
+    ) -> Results {
+        let mut by_domain: BTreeMap<String, Vec<QueuedRecipient>> = BTreeMap::new();
+        for r in remote {
+            let domain = r
+                .address
+                .rsplit_once('@')
+                .map_or("", |(_, d)| d)
+                .to_ascii_lowercase();
+            by_domain.entry(domain).or_default().push(r);
+        }
+        for (domain, rcpts) in by_domain {
+            let env = &job.message.envelope;
+            match self.verifier.route(&domain).await {
+                Route::NullMx => {
+                    // RFC 7505 §4.2: bounce at once, 5.1.10.
+                    for r in rcpts {
+                        results.failed.push((
+                            r,
+                            "5.1.10".into(),
+                            format!("{domain} accepts no mail (null MX)"),
+                        ));
+                    }
+                }
+                Route::NoSuchDomain => {
+                    for r in rcpts {
+                        results.failed.push((
+                            r,
+                            "5.1.2".into(),
+                            format!("domain {domain} does not exist"),
+                        ));
+                    }
+                }
+                Route::TempFail(why) => results
+                    .retry
+                    .extend(rcpts.into_iter().map(|r| (r, why.clone()))),
+                Route::Hosts(hosts) => {
+                    let addresses: Vec<(SocketAddr, String)> = hosts
+                        .iter()
+                        .flat_map(|h| {
+                            h.addrs.iter().map(|a| {
+                                (
+                                    SocketAddr::new(*a, self.config.delivery.port),
+                                    h.name.clone(),
+                                )
+                            })
+                        })
+                        .collect();
+                    self.to_hosts(env, &job.message.data, &addresses, rcpts, &mut results)
+                        .await;
+                }
+            }
+        }
+        results
+    }
+
+    /// Try each address in order until one answers the transaction.
+    async fn to_hosts(
+        &self,
+        env: &Envelope,
+        data: &[u8],
+        addrs: &[(SocketAddr, String)],
+        rcpts: Vec<QueuedRecipient>,
+        results: &mut Results,
+    ) {
+        let addresses: Vec<String> = rcpts.iter().map(|r| r.address.clone()).collect();
+        let msg = Outgoing {
+            helo: &self.config.hostname,
+            sender: &env.sender,
+            recipients: &addresses,
+            data,
+            smtputf8: env.smtputf8,
+            eight_bit: env.eight_bit,
+            require_tls: false,
+        };
+        let mut last = HostFailure {
+            permanent: false,
+            reason: "no address to try".into(),
+        };
+        for (addr, name) in addrs {
+            match remote::deliver(*addr, &msg, &self.tls, name).await {
+                Ok(outcomes) => {
+                    for (r, o) in rcpts.into_iter().zip(outcomes) {
+                        info!(event = "remote_result", id = %env.id, to = %r.address, host = %addr, outcome = ?o);
+                        match o {
+                            RcptOutcome::Delivered(_) => results.delivered += 1,
+                            RcptOutcome::Temporary(why) => results.retry.push((r, why)),
+                            RcptOutcome::Permanent(why) => {
+                                results.failed.push((r, status_of(&why), why))
+                            }
+                        }
+                    }
+                    return;
+                }
+                Err(f) if f.permanent => {
+                    last = f;
+                    break;
+                }
+                Err(f) => {
+                    warn!(event = "remote_attempt_failed", id = %env.id, host = %addr, reason = %f.reason);
+                    last = f;
+                }
+            }
+        }
+        for r in rcpts {
+            if last.permanent {
+                results
+                    .failed
+                    .push((r, status_of(&last.reason), last.reason.clone()));
+            } else {
+                results.retry.push((r, last.reason.clone()));
+            }
+        }
+    }
+
+    async fn finish(&self, mut job: Job, mut results: Results) {
         let env = &job.message.envelope;
-        for (r, rcpt) in env.recipients.iter().enumerate() {
-            match local_mailbox(config, &rcpt.address) {
-                Some(m) => {
-                    items.push((m, j, rcpt.folder.as_deref()));
-                    owners.push((j, r));
-                }
-                None => stuck[j] = Some(format!("no local route for {}", rcpt.address)),
+        let age = now_secs().saturating_sub(env.received_at);
+        if !results.retry.is_empty() && age >= self.config.delivery.max_lifetime_secs {
+            // RFC 5321 §4.5.4.1: give up, and say so.
+            for (r, why) in std::mem::take(&mut results.retry) {
+                results
+                    .failed
+                    .push((r, "4.4.7".into(), format!("delivery time expired: {why}")));
             }
         }
-    }
-    let deliveries: Vec<LocalDelivery<'_>> = items
-        .iter()
-        .map(|(m, j, folder)| LocalDelivery {
-            domain: &m.domain,
-            local: &m.local,
-            folder: *folder,
-            return_path: &jobs[*j].message.envelope.sender,
-            data: &jobs[*j].message.data,
-        })
-        .collect();
-    let results = store.deliver(&deliveries);
-    let mut failed: Vec<Vec<(usize, DeliveryError)>> =
-        (0..jobs.len()).map(|_| Vec::new()).collect();
-    for ((j, r), res) in owners.into_iter().zip(results) {
-        if let Err(e) = res {
-            failed[j].push((r, e));
+        if !results.failed.is_empty() {
+            bounce(
+                &self.spool,
+                &self.handle,
+                &self.config.hostname,
+                &job.message,
+                &results.failed,
+            )
+            .await;
         }
+        if results.retry.is_empty() {
+            info!(event = "delivered", id = %env.id, delivered = results.delivered, bounced = results.failed.len());
+            if let Err(e) = self.spool.complete(&env.id).await {
+                warn!(event = "complete_failed", id = %env.id, error = %e);
+            }
+            return;
+        }
+        job.attempts += 1;
+        let why = results.retry[0].1.clone();
+        job.message.envelope.recipients = results.retry.into_iter().map(|(r, _)| r).collect();
+        let d = &self.config.delivery;
+        let delay = d
+            .retry_base_secs
+            .saturating_mul(1u64 << (job.attempts - 1).min(20))
+            .min(d.retry_max_secs);
+        warn!(event = "deferred", id = %job.message.envelope.id, attempts = job.attempts, delay_s = delay, reason = %why);
+        let tx = self.handle.tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(delay)).await;
+            let _ = tx.send(job);
+        });
     }
-    jobs.into_iter()
-        .zip(failed)
-        .zip(stuck)
-        .map(|((job, fails), stuck)| {
-            let outcome = outcome(&job, fails, stuck);
-            (job, outcome)
-        })
-        .collect()
 }
 
-fn outcome(job: &Job, fails: Vec<(usize, DeliveryError)>, stuck: Option<String>) -> Outcome {
-    if let Some(why) = stuck {
-        return Outcome::Stuck(why);
+/// The enhanced status code in a reply text, or 5.0.0.
+fn status_of(reply: &str) -> String {
+    reply
+        .split_whitespace()
+        .nth(1)
+        .filter(|s| s.split('.').count() == 3 && s.starts_with(['4', '5']))
+        .unwrap_or("5.0.0")
+        .to_owned()
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Send an RFC 3464 failure report for `failed` to the message's envelope
+/// sender — never to the null sender (a bounce of a bounce) — through the
+/// queue, with a null reverse-path of its own.
+pub(crate) async fn bounce(
+    spool: &Spool,
+    handle: &Handle,
+    hostname: &str,
+    original: &StoredMessage,
+    failed: &[(QueuedRecipient, String, String)],
+) {
+    let env = &original.envelope;
+    if env.sender.is_empty() {
+        info!(event = "bounce_not_sent", id = %env.id, reason = "null sender");
+        return;
     }
-    if let Some((_, DeliveryError::Permanent(why))) = fails
+    let id = spool.new_id();
+    let now = SystemTime::now();
+    let report_recipients: Vec<FailedRecipient> = failed
         .iter()
-        .find(|(_, e)| matches!(e, DeliveryError::Permanent(_)))
-    {
-        return Outcome::Stuck(why.clone());
-    }
-    if fails.is_empty() {
-        return Outcome::Delivered;
-    }
-    let why = fails[0].1.to_string();
-    let remaining = fails
-        .into_iter()
-        .filter_map(|(r, _)| job.message.envelope.recipients.get(r).cloned())
+        .map(|(r, status, why)| FailedRecipient {
+            address: r.address.clone(),
+            orcpt: r.orcpt.clone(),
+            status: status.clone(),
+            diagnostic: format!("smtp; {why}"),
+        })
         .collect();
-    Outcome::Retry(remaining, why)
+    let message_id = format!("<{id}.dsn@{hostname}>");
+    let report = portcullis_queue::dsn::failure_report(&portcullis_queue::dsn::DsnRequest {
+        reporting_mta: hostname,
+        to: &env.sender,
+        envid: env.envid.as_deref(),
+        arrival_date: &portcullis_smtp::rfc5322_date(
+            UNIX_EPOCH + Duration::from_secs(env.received_at),
+        ),
+        date: &portcullis_smtp::rfc5322_date(now),
+        message_id: &message_id,
+        recipients: &report_recipients,
+        original: &original.data,
+        ret_full: env.ret.as_deref() == Some("FULL"),
+    });
+    let envelope = Envelope {
+        id: id.clone(),
+        sender: String::new(),
+        recipients: vec![QueuedRecipient {
+            address: env.sender.clone(),
+            ..Default::default()
+        }],
+        received_at: now_secs(),
+        client_ip: "127.0.0.1".into(),
+        helo: hostname.to_owned(),
+        ..Default::default()
+    };
+    let data = Arc::new(report);
+    match spool.commit(envelope.clone(), data.clone()).await {
+        Ok(()) => {
+            info!(event = "bounce_queued", id = %id, original = %env.id, to = %env.sender, recipients = failed.len());
+            handle.submit(StoredMessage { envelope, data });
+        }
+        Err(e) => warn!(event = "bounce_failed", original = %env.id, error = %e),
+    }
 }
 
-fn local_mailbox(config: &Config, address: &str) -> Option<Mailbox> {
-    let (local, domain) = address.rsplit_once('@')?;
-    let m = Mailbox {
-        local: local.to_owned(),
-        domain: domain.to_owned(),
-    };
-    (checks::destination(config, &m) == Destination::Local).then_some(m)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_code_is_taken_from_the_reply() {
+        assert_eq!(status_of("550 5.1.1 <x@y>: user unknown"), "5.1.1");
+        assert_eq!(status_of("550 no such user"), "5.0.0");
+    }
 }

@@ -1,0 +1,393 @@
+//! The SMTP client that hands a message to the next hop (RFC 5321), with
+//! opportunistic STARTTLS (RFC 3207): encrypted when the server offers it,
+//! the certificate not checked, as opportunistic TLS between MTAs is
+//! defined (RFC 7435); plain otherwise unless TLS is required.
+//!
+//! Each recipient gets its own outcome: some may be accepted while others
+//! are refused.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+/// What the next hop said about one recipient.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RcptOutcome {
+    Delivered(String),
+    /// 4xx, or the connection failed: try again later.
+    Temporary(String),
+    /// 5xx: bounce.
+    Permanent(String),
+}
+
+/// A message to hand over.
+pub struct Outgoing<'a> {
+    pub helo: &'a str,
+    pub sender: &'a str,
+    pub recipients: &'a [String],
+    pub data: &'a [u8],
+    pub smtputf8: bool,
+    pub eight_bit: bool,
+    pub require_tls: bool,
+}
+
+/// Why a whole attempt failed before any recipient was answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostFailure {
+    pub permanent: bool,
+    pub reason: String,
+}
+
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+struct Conn {
+    io: Box<dyn Io>,
+    buf: Vec<u8>,
+}
+
+struct Reply {
+    code: u16,
+    text: String,
+}
+
+impl Reply {
+    fn line(&self) -> String {
+        self.text.lines().collect::<Vec<_>>().join(" / ")
+    }
+}
+
+fn temp(reason: impl Into<String>) -> HostFailure {
+    HostFailure {
+        permanent: false,
+        reason: reason.into(),
+    }
+}
+
+impl Conn {
+    async fn read_reply(&mut self) -> Result<Reply, HostFailure> {
+        let mut lines = Vec::new();
+        loop {
+            let line = self.read_line().await?;
+            let done = line.len() < 4 || line.as_bytes()[3] != b'-';
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        let code = lines[0]
+            .get(..3)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| temp("malformed reply"))?;
+        Ok(Reply {
+            code,
+            text: lines.join("\n"),
+        })
+    }
+
+    async fn read_line(&mut self) -> Result<String, HostFailure> {
+        loop {
+            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8_lossy(&self.buf[..i]).into_owned();
+                self.buf.drain(..i + 2);
+                return Ok(line);
+            }
+            if self.buf.len() > 64 * 1024 {
+                return Err(temp("reply line too long"));
+            }
+            let mut chunk = [0u8; 4096];
+            let n = match timeout(COMMAND_TIMEOUT, self.io.read(&mut chunk)).await {
+                Ok(Ok(0)) => return Err(temp("connection closed by the server")),
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => return Err(temp(e.to_string())),
+                Err(_) => return Err(temp("timeout waiting for a reply")),
+            };
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), HostFailure> {
+        match timeout(COMMAND_TIMEOUT, async {
+            self.io.write_all(bytes).await?;
+            self.io.flush().await
+        })
+        .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(temp(e.to_string())),
+            Err(_) => Err(temp("timeout sending")),
+        }
+    }
+
+    async fn command(&mut self, line: &str) -> Result<Reply, HostFailure> {
+        self.send(format!("{line}\r\n").as_bytes()).await?;
+        self.read_reply().await
+    }
+}
+
+fn session_failure(stage: &str, r: &Reply) -> HostFailure {
+    HostFailure {
+        permanent: r.code >= 500,
+        reason: format!("{stage}: {}", r.line()),
+    }
+}
+
+/// Deliver to one address. Ok: an outcome per recipient, in order.
+pub async fn deliver(
+    addr: SocketAddr,
+    msg: &Outgoing<'_>,
+    tls: &tokio_rustls::TlsConnector,
+    server_name: &str,
+) -> Result<Vec<RcptOutcome>, HostFailure> {
+    let stream = match timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(temp(format!("connect to {addr}: {e}"))),
+        Err(_) => return Err(temp(format!("connect to {addr}: timeout"))),
+    };
+    let mut c = Conn {
+        io: Box::new(stream),
+        buf: Vec::new(),
+    };
+    let greeting = c.read_reply().await?;
+    if greeting.code != 220 {
+        return Err(session_failure("greeting", &greeting));
+    }
+    let mut ehlo = c.command(&format!("EHLO {}", msg.helo)).await?;
+    if ehlo.code != 250 {
+        return Err(session_failure("EHLO", &ehlo));
+    }
+    if has_extension(&ehlo, "STARTTLS") {
+        let r = c.command("STARTTLS").await?;
+        if r.code == 220 {
+            c = starttls(c, tls, server_name).await?;
+            ehlo = c.command(&format!("EHLO {}", msg.helo)).await?;
+            if ehlo.code != 250 {
+                return Err(session_failure("EHLO after STARTTLS", &ehlo));
+            }
+        } else if msg.require_tls {
+            return Err(session_failure("STARTTLS", &r));
+        }
+    } else if msg.require_tls {
+        return Err(temp("TLS required but the server does not offer STARTTLS"));
+    }
+    transaction(&mut c, &ehlo, msg).await
+}
+
+async fn starttls(
+    c: Conn,
+    tls: &tokio_rustls::TlsConnector,
+    server_name: &str,
+) -> Result<Conn, HostFailure> {
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_owned())
+        .map_err(|_| temp(format!("{server_name} is not a valid TLS server name")))?;
+    // Anything the server sent after its 220 is discarded with the plain
+    // buffer (RFC 3207 §4.2).
+    let io = Box::new(IoBox(c.io));
+    let stream = timeout(CONNECT_TIMEOUT, tls.connect(name, io))
+        .await
+        .map_err(|_| temp("TLS handshake timeout"))?
+        .map_err(|e| temp(format!("TLS handshake: {e}")))?;
+    Ok(Conn {
+        io: Box::new(stream),
+        buf: Vec::new(),
+    })
+}
+
+/// A boxed stream as a concrete type tokio-rustls can wrap.
+struct IoBox(Box<dyn Io>);
+
+impl AsyncRead for IoBox {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for IoBox {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut *self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.0).poll_shutdown(cx)
+    }
+}
+
+fn has_extension(ehlo: &Reply, name: &str) -> bool {
+    ehlo.text.lines().skip(1).any(|l| {
+        l.get(4..)
+            .and_then(|e| e.split_whitespace().next())
+            .is_some_and(|e| e.eq_ignore_ascii_case(name))
+    })
+}
+
+async fn transaction(
+    c: &mut Conn,
+    ehlo: &Reply,
+    msg: &Outgoing<'_>,
+) -> Result<Vec<RcptOutcome>, HostFailure> {
+    let mut mail = format!("MAIL FROM:<{}>", msg.sender);
+    if has_extension(ehlo, "SIZE") {
+        mail.push_str(&format!(" SIZE={}", msg.data.len()));
+    }
+    if msg.eight_bit && has_extension(ehlo, "8BITMIME") {
+        mail.push_str(" BODY=8BITMIME");
+    }
+    if msg.smtputf8 {
+        if !has_extension(ehlo, "SMTPUTF8") {
+            return Err(HostFailure {
+                permanent: true,
+                reason: "the message needs SMTPUTF8, which the server does not offer".into(),
+            });
+        }
+        mail.push_str(" SMTPUTF8");
+    }
+    let r = c.command(&mail).await?;
+    if r.code != 250 {
+        return Err(session_failure("MAIL FROM", &r));
+    }
+    let mut outcomes = Vec::with_capacity(msg.recipients.len());
+    for rcpt in msg.recipients {
+        let r = c.command(&format!("RCPT TO:<{rcpt}>")).await?;
+        outcomes.push(match r.code {
+            250 | 251 => None,
+            400..=499 => Some(RcptOutcome::Temporary(r.line())),
+            _ => Some(RcptOutcome::Permanent(r.line())),
+        });
+    }
+    if outcomes.iter().all(Option::is_some) {
+        let _ = c.command("QUIT").await;
+        return Ok(outcomes.into_iter().flatten().collect());
+    }
+    let r = c.command("DATA").await?;
+    if r.code != 354 {
+        return Err(session_failure("DATA", &r));
+    }
+    c.send(&dot_stuff(msg.data)).await?;
+    let r = c.read_reply().await?;
+    let final_outcome = match r.code {
+        200..=299 => RcptOutcome::Delivered(r.line()),
+        400..=499 => RcptOutcome::Temporary(r.line()),
+        _ => RcptOutcome::Permanent(r.line()),
+    };
+    let _ = c.command("QUIT").await;
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| final_outcome.clone()))
+        .collect())
+}
+
+/// RFC 5321 §4.5.2: a line starting with "." gets one more; the data ends
+/// with CRLF "." CRLF.
+fn dot_stuff(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 16);
+    let mut at_line_start = true;
+    for &b in data {
+        if at_line_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        at_line_start = b == b'\n';
+    }
+    if !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+/// TLS for opportunistic STARTTLS: encryption without authentication
+/// (RFC 7435). Certificates are not checked; MTA-STS/DANE would be the way
+/// to check them, and are not implemented yet.
+pub fn opportunistic_tls() -> Result<tokio_rustls::TlsConnector, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_stuffing_and_terminator() {
+        assert_eq!(
+            dot_stuff(b"a\r\n.b\r\n..c\r\n"),
+            b"a\r\n..b\r\n...c\r\n.\r\n"
+        );
+        assert_eq!(dot_stuff(b".start"), b"..start\r\n.\r\n");
+    }
+}

@@ -1,0 +1,121 @@
+"""Outbound delivery: mail submitted on 587 for another domain is routed by
+its MX records (served by NSD) to that domain's server — a second
+portcullis — DKIM-signed and verified there; refused recipients bounce
+with one RFC 3464 report each; null MX bounces at once; a next hop that is
+down is retried until it answers."""
+
+import email
+import email.policy
+import smtplib
+import subprocess
+import time
+
+import pytest
+
+from dnsserver import DnsServer
+from test_t04_submission import PASSWORD, insecure_tls
+
+
+def user(server, address):
+    subprocess.run(server.cli_args("user", "add", address, "--password-stdin"), input=PASSWORD + "\n", text=True, check=True, capture_output=True)
+
+
+@pytest.fixture
+def pair(make_server, workdir):
+    remote = make_server('[[domain]]\nname = "remote.test"\n', start=False, local_test=False)
+    ours = make_server(
+        f"[delivery]\nport = {remote.mx}\nretry_base_secs = 1\nretry_max_secs = 2\n",
+        start=False,
+    )
+    user(ours, "alice@local.test")
+    user(remote, "bob@remote.test")
+    user(remote, "carol@remote.test")
+    dkim = ours.cli("dkim", "keygen", "--domain", "local.test", "--selector", "s1", "--algorithm", "ed25519").stdout.strip()
+    zones = {
+        "test": "",
+        "remote.test": "@ IN MX 10 mx.remote.test.\nmx IN A 127.0.0.1\n",
+        "nullmx.test": "@ IN MX 0 .\n",
+        "local.test": '@ IN TXT "v=spf1 ip4:127.0.0.1 -all"\n' + dkim + "\n",
+    }
+    dns = DnsServer(workdir / "pair-dns", zones).start()
+    for s in (ours, remote):
+        s.config.write_text(s.config.read_text().replace(f'nameservers = ["127.0.0.1:', f'nameservers = ["127.0.0.1:{dns.port}"] # was ["127.0.0.1:', 1))
+    yield ours, remote
+    dns.stop()
+
+
+def submit(server, rcpts, subject="hello"):
+    body = f"From: alice@local.test\r\nTo: {', '.join(rcpts)}\r\nSubject: {subject}\r\n\r\nHi there.\r\n"
+    with smtplib.SMTP("127.0.0.1", server.sub) as c:
+        c.starttls(context=insecure_tls())
+        c.login("alice@local.test", PASSWORD)
+        return c.sendmail("alice@local.test", rcpts, body)
+
+
+def wait_for(path_fn, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        got = path_fn()
+        if got:
+            return got
+        time.sleep(0.1)
+    return path_fn()
+
+
+def maildir(server, domain, local):
+    d = server.data / "mail" / domain / local / "new"
+    return [p.read_bytes() for p in sorted(d.iterdir())] if d.is_dir() else []
+
+
+def test_submitted_mail_reaches_the_remote_domain_signed(pair):
+    ours, remote = pair
+    remote.start()
+    ours.start()
+    submit(ours, ["bob@remote.test"])
+    [msg] = wait_for(lambda: maildir(remote, "remote.test", "bob"))
+    assert b"with ESMTPS" in msg, "opportunistic STARTTLS between the servers"
+    assert b"dkim=pass header.d=local.test" in msg
+    assert b"spf=pass" in msg
+
+
+def test_one_refused_recipient_gets_one_dsn(pair):
+    ours, remote = pair
+    remote.start()
+    ours.start()
+    submit(ours, ["bob@remote.test", "nobody@remote.test", "carol@remote.test"])
+    assert wait_for(lambda: maildir(remote, "remote.test", "bob"))
+    assert wait_for(lambda: maildir(remote, "remote.test", "carol"))
+    [dsn] = wait_for(lambda: maildir(ours, "local.test", "alice"))
+    report = email.message_from_bytes(dsn, policy=email.policy.default)
+    assert report.get_content_type() == "multipart/report"
+    assert report.get_param("report-type") == "delivery-status"
+    parts = list(report.iter_parts())
+    status = parts[1]
+    assert status.get_content_type() == "message/delivery-status"
+    text = status.as_string()
+    assert "Final-Recipient: rfc822; nobody@remote.test" in text
+    assert "Status: 5.1.1" in text
+    assert "bob@remote.test" not in text and "carol@remote.test" not in text
+    time.sleep(1)
+    assert len(maildir(ours, "local.test", "alice")) == 1
+
+
+def test_null_mx_bounces_at_once(pair):
+    ours, remote = pair
+    ours.start()
+    t0 = time.time()
+    submit(ours, ["someone@nullmx.test"])
+    [dsn] = wait_for(lambda: maildir(ours, "local.test", "alice"), timeout=10)
+    assert time.time() - t0 < 5
+    assert b"Status: 5.1.10" in dsn
+
+
+def test_a_next_hop_that_is_down_is_retried(pair):
+    ours, remote = pair
+    ours.start()
+    submit(ours, ["bob@remote.test"])
+    time.sleep(2)
+    assert "deferred" in ours.log.read_text()
+    remote.start()
+    [msg] = wait_for(lambda: maildir(remote, "remote.test", "bob"), timeout=30)
+    assert b"Subject: hello" in msg
