@@ -16,11 +16,13 @@ SOA = "@ IN SOA ns.{zone}. hostmaster.{zone}. 1 3600 600 86400 60\n@ IN NS ns.{z
 
 
 class DnsServer:
-    def __init__(self, workdir: Path, zones: dict[str, str]):
+    def __init__(self, workdir: Path, zones: dict[str, str], netns: str | None = None, port: int | None = None):
         self.dir = workdir / "dns"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
         self.zones = zones
+        # Run inside a network namespace the test made (its own loopback).
+        self.netns = netns
         self.proc = None
 
     def start(self) -> "DnsServer":
@@ -47,12 +49,16 @@ class DnsServer:
         (self.dir / "nsd.conf").write_text("\n".join(conf) + "\n")
         check = subprocess.run(["nsd-checkconf", str(self.dir / "nsd.conf")], capture_output=True, text=True)
         assert check.returncode == 0, check.stderr
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         self.proc = subprocess.Popen(
-            ["nsd", "-d", "-c", str(self.dir / "nsd.conf")],
+            [*prefix, "nsd", "-d", "-c", str(self.dir / "nsd.conf")],
             stdout=subprocess.DEVNULL,
             stderr=open(self.dir / "nsd.stderr", "wb"),
         )
         first = next(iter(self.zones))
+        if self.netns:
+            time.sleep(1.0)
+            return self
         deadline = time.time() + 10
         while time.time() < deadline:
             try:

@@ -136,8 +136,17 @@ def network(workdir):
     rules = op25b("--format", "nftables", input_file=net)
     assert rules.returncode == 0, rules.stderr
     (workdir / "rules.nft").write_text(rules.stdout)
+    from dnsserver import DnsServer
+
+    # The MSA resolves the outside domain's MX through an NSD of its own.
+    dns = DnsServer(
+        workdir / "msa-dns",
+        {"test": "", "outside.test": "@ IN MX 10 mx.outside.test.\nmx IN A 192.0.2.199\n"},
+        netns="pc-msa",
+        port=5353,
+    ).start()
     servers = []
-    for ns, addr in [("pc-msa", "192.0.2.25"), ("pc-out", "192.0.2.199")]:
+    for ns, addr, domain in [("pc-msa", "192.0.2.25", "isp.test"), ("pc-out", "192.0.2.199", "outside.test")]:
         d = workdir / ns
         d.mkdir()
         (d / "p.toml").write_text(
@@ -146,7 +155,7 @@ def network(workdir):
                 hostname = "{ns}.test"
                 data_dir = "{d}/data"
                 [dns]
-                nameservers = ["127.0.0.1:53"]
+                nameservers = ["127.0.0.1:5353"]
                 timeout_ms = 300
                 [[listener]]
                 role = "mx"
@@ -155,10 +164,16 @@ def network(workdir):
                 role = "submission"
                 bind = ["{addr}:587"]
                 [[domain]]
-                name = "{ns}.test"
+                name = "{domain}"
+                recipients = "any"
                 """
             )
         )
+        if ns == "pc-msa":
+            subprocess.run(
+                ["ip", "netns", "exec", ns, binary(), "user", "add", "user@isp.test", "--password-stdin", "--config", str(d / "p.toml")],
+                input="subscriber-pw\n", text=True, check=True, capture_output=True,
+            )
         servers.append(
             subprocess.Popen(
                 ["ip", "netns", "exec", ns, binary(), "serve", "--config", str(d / "p.toml")],
@@ -171,7 +186,8 @@ def network(workdir):
     # sees afterwards is the rules' doing.
     assert from_subscriber("192.0.2.199", 25) == "220"
     sh("ip", "netns", "exec", "pc-rtr", "nft", "-f", str(workdir / "rules.nft"))
-    yield
+    yield workdir
+    dns.stop()
     for p in servers:
         p.terminate()
         p.wait(timeout=10)
@@ -184,3 +200,31 @@ def test_op25b_in_network_namespaces(network):
     assert from_subscriber("192.0.2.199", 587) == "220"
     assert from_subscriber("192.0.2.25", 25) == "220"
     assert from_subscriber("192.0.2.25", 587) == "220"
+
+
+SUBMIT = """
+import smtplib, ssl, sys
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+with smtplib.SMTP("192.0.2.25", 587, timeout=20) as s:
+    s.starttls(context=ctx)
+    s.login("user@isp.test", "subscriber-pw")
+    s.sendmail("user@isp.test", ["friend@outside.test"],
+               "From: user@isp.test\\r\\nSubject: via the MSA\\r\\n\\r\\nhello\\r\\n")
+print("sent")
+"""
+
+
+def test_mail_submitted_to_the_isp_msa_reaches_the_outside_mta(network):
+    workdir = network
+    r = sh("ip", "netns", "exec", "pc-sub", "python3", "-c", SUBMIT, check=False)
+    assert r.stdout.strip() == "sent", r.stderr
+    new = workdir / "pc-out" / "data" / "mail" / "outside.test" / "friend" / "new"
+    for _ in range(100):
+        if new.is_dir() and any(new.iterdir()):
+            break
+        time.sleep(0.2)
+    [msg] = [p.read_bytes() for p in new.iterdir()]
+    assert b"Subject: via the MSA" in msg
+    assert b"(authenticated as user@isp.test)" in msg
