@@ -16,8 +16,18 @@ use tokio::sync::oneshot;
 const MAX_BATCH: usize = 4096;
 
 pub(crate) enum Op {
-    Append { id: String, bytes: Vec<u8> },
-    Done { id: String },
+    Append {
+        id: String,
+        bytes: Vec<u8>,
+    },
+    Done {
+        id: String,
+    },
+    /// Some recipients of a message are finished; the rest still wait.
+    DoneRecipients {
+        id: String,
+        recipients: Vec<String>,
+    },
 }
 
 struct Request {
@@ -186,14 +196,25 @@ impl Committer {
         let mut lines: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
         let mut ids = Vec::new();
         for r in reqs {
-            if let Op::Done { id } = &r.op
-                && let Some(&n) = self.segment_of.get(id)
-            {
-                lines
-                    .entry(n)
-                    .or_default()
-                    .extend_from_slice(format!("{id}\n").as_bytes());
-                ids.push((id.clone(), n));
+            match &r.op {
+                Op::Done { id } => {
+                    if let Some(&n) = self.segment_of.get(id) {
+                        lines
+                            .entry(n)
+                            .or_default()
+                            .extend_from_slice(format!("{id}\n").as_bytes());
+                        ids.push((id.clone(), n));
+                    }
+                }
+                Op::DoneRecipients { id, recipients } => {
+                    if let Some(&n) = self.segment_of.get(id) {
+                        let text = lines.entry(n).or_default();
+                        for rcpt in recipients {
+                            text.extend_from_slice(format!("{id}\t{rcpt}\n").as_bytes());
+                        }
+                    }
+                }
+                Op::Append { .. } => {}
             }
         }
         for (n, text) in lines {

@@ -146,6 +146,25 @@ impl Spool {
             .await
     }
 
+    /// Record durably that these recipients of message `id` are finished
+    /// (delivered or bounced): after a crash they are not tried again, so
+    /// a recipient whose next hop said 250 is not delivered twice.
+    pub async fn complete_recipients(
+        &self,
+        id: &str,
+        recipients: Vec<String>,
+    ) -> Result<(), SpoolError> {
+        if recipients.is_empty() {
+            return Ok(());
+        }
+        self.committer
+            .request(committer::Op::DoneRecipients {
+                id: id.to_owned(),
+                recipients,
+            })
+            .await
+    }
+
     /// Number of messages accepted and not yet completed.
     pub fn live_count(&self) -> usize {
         self.committer.live_count()

@@ -3,7 +3,7 @@
 
 use crate::record;
 use crate::{SpoolError, StoredMessage};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,19 +38,41 @@ pub(crate) fn segments(dir: &Path) -> Result<Vec<u64>, SpoolError> {
     Ok(out)
 }
 
-fn done_ids(dir: &Path, n: u64) -> Result<HashSet<String>, SpoolError> {
+/// Finished messages (`ID`) and finished recipients (`ID<TAB>ADDRESS`)
+/// of a segment.
+#[derive(Default)]
+struct Done {
+    messages: HashSet<String>,
+    recipients: HashMap<String, HashSet<String>>,
+}
+
+fn done_ids(dir: &Path, n: u64) -> Result<Done, SpoolError> {
     let path = done_path(dir, n);
-    match std::fs::read(&path) {
-        // Only whole lines count: a torn last line was never acknowledged.
-        Ok(bytes) => Ok(bytes
-            .split_inclusive(|&b| b == b'\n')
-            .filter_map(|l| l.strip_suffix(b"\n"))
-            .filter_map(|l| std::str::from_utf8(l).ok())
-            .map(str::to_owned)
-            .collect()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HashSet::new()),
-        Err(e) => Err(SpoolError::io(&path, e)),
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Done::default()),
+        Err(e) => return Err(SpoolError::io(&path, e)),
+    };
+    let mut done = Done::default();
+    // Only whole lines count: a torn last line was never acknowledged.
+    let lines = bytes
+        .split_inclusive(|&b| b == b'\n')
+        .filter_map(|l| l.strip_suffix(b"\n"))
+        .filter_map(|l| std::str::from_utf8(l).ok());
+    for line in lines {
+        match line.split_once('\t') {
+            Some((id, rcpt)) => {
+                done.recipients
+                    .entry(id.to_owned())
+                    .or_default()
+                    .insert(rcpt.to_owned());
+            }
+            None => {
+                done.messages.insert(line.to_owned());
+            }
+        }
     }
+    Ok(done)
 }
 
 pub(crate) fn scan(dir: &Path) -> Result<Recovered, SpoolError> {
@@ -65,12 +87,17 @@ pub(crate) fn scan(dir: &Path) -> Result<Recovered, SpoolError> {
         let bytes = std::fs::read(&path).map_err(|e| SpoolError::io(&path, e))?;
         let live = r.live.entry(n).or_default();
         let mut at = 0;
-        while let Some((envelope, data, len)) = record::decode(&bytes[at..]) {
+        while let Some((mut envelope, data, len)) = record::decode(&bytes[at..]) {
             at += len;
             if let Ok(id) = u64::from_str_radix(&envelope.id, 16) {
                 r.max_id = r.max_id.max(id);
             }
-            if done.contains(&envelope.id) || !live.insert(envelope.id.clone()) {
+            if let Some(finished) = done.recipients.get(&envelope.id) {
+                envelope
+                    .recipients
+                    .retain(|rc| !finished.contains(&rc.address));
+            }
+            if done.messages.contains(&envelope.id) || !live.insert(envelope.id.clone()) {
                 continue;
             }
             r.pending.push(StoredMessage {

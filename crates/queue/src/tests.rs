@@ -69,6 +69,33 @@ fn completed_messages_do_not_come_back() {
 }
 
 #[test]
+fn finished_recipients_are_not_tried_again_after_reopen() {
+    let dir = temp_dir("rcpts");
+    rt().block_on(async {
+        let (spool, _) = Spool::open(&dir, SpoolOptions::default()).unwrap();
+        let id = spool.new_id();
+        let mut env = envelope(&id);
+        env.recipients.push(QueuedRecipient {
+            address: "v@remote.test".into(),
+            ..Default::default()
+        });
+        spool.commit(env, Arc::new(b"x".to_vec())).await.unwrap();
+        spool
+            .complete_recipients(&id, vec!["u@local.test".into()])
+            .await
+            .unwrap();
+    });
+    let (_, pending) = Spool::open(&dir, SpoolOptions::default()).unwrap();
+    let rcpts: Vec<&str> = pending[0]
+        .envelope
+        .recipients
+        .iter()
+        .map(|r| r.address.as_str())
+        .collect();
+    assert_eq!(rcpts, vec!["v@remote.test"]);
+}
+
+#[test]
 fn a_torn_tail_is_ignored() {
     let dir = temp_dir("torn");
     rt().block_on(async {

@@ -48,7 +48,7 @@ struct Job {
 struct Results {
     retry: Vec<(QueuedRecipient, String)>,
     failed: Vec<(QueuedRecipient, String, String)>,
-    delivered: usize,
+    delivered: Vec<String>,
 }
 
 struct Worker {
@@ -147,7 +147,7 @@ impl Worker {
         let mut results: Vec<Results> = (0..jobs.len()).map(|_| Results::default()).collect();
         for ((j, rcpt), res) in owners.into_iter().zip(written) {
             match res {
-                Ok(_) => results[j].delivered += 1,
+                Ok(_) => results[j].delivered.push(rcpt.address),
                 Err(DeliveryError::Temporary(why)) => results[j].retry.push((rcpt, why)),
                 Err(DeliveryError::Permanent(why)) => {
                     results[j].failed.push((rcpt, "5.1.1".into(), why))
@@ -248,16 +248,27 @@ impl Worker {
         for (addr, name) in addrs {
             match remote::deliver(*addr, &msg, &self.tls, name).await {
                 Ok(outcomes) => {
+                    let mut accepted = Vec::new();
                     for (r, o) in rcpts.into_iter().zip(outcomes) {
                         info!(event = "remote_result", id = %env.id, to = %r.address, host = %addr, outcome = ?o);
                         match o {
-                            RcptOutcome::Delivered(_) => results.delivered += 1,
+                            RcptOutcome::Delivered(_) => accepted.push(r.address),
                             RcptOutcome::Temporary(why) => results.retry.push((r, why)),
                             RcptOutcome::Permanent(why) => {
                                 results.failed.push((r, status_of(&why), why))
                             }
                         }
                     }
+                    // The next hop said 250: never again for these, even
+                    // after a crash (no recipient is delivered twice).
+                    if let Err(e) = self
+                        .spool
+                        .complete_recipients(&env.id, accepted.clone())
+                        .await
+                    {
+                        warn!(event = "record_recipients_failed", id = %env.id, error = %e);
+                    }
+                    results.delivered.extend(accepted);
                     return;
                 }
                 Err(f) if f.permanent => {
@@ -303,11 +314,22 @@ impl Worker {
             .await;
         }
         if results.retry.is_empty() {
-            info!(event = "delivered", id = %env.id, delivered = results.delivered, bounced = results.failed.len());
+            info!(event = "delivered", id = %env.id, delivered = results.delivered.len(), bounced = results.failed.len());
             if let Err(e) = self.spool.complete(&env.id).await {
                 warn!(event = "complete_failed", id = %env.id, error = %e);
             }
             return;
+        }
+        // Some recipients wait for a retry: remember durably which are
+        // finished so a restart does not deliver or bounce them again.
+        let finished: Vec<String> = results
+            .delivered
+            .iter()
+            .cloned()
+            .chain(results.failed.iter().map(|(r, _, _)| r.address.clone()))
+            .collect();
+        if let Err(e) = self.spool.complete_recipients(&env.id, finished).await {
+            warn!(event = "record_recipients_failed", id = %env.id, error = %e);
         }
         job.attempts += 1;
         let why = results.retry[0].1.clone();
