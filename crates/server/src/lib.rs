@@ -10,6 +10,7 @@ mod dnslists;
 mod http;
 mod local;
 mod metrics;
+mod reloading;
 mod submission;
 mod tls;
 pub mod trace;

@@ -5,6 +5,7 @@
 
 use crate::checks::{self, Destination};
 use crate::metrics::Counter;
+use crate::reloading::Reloading;
 use crate::trace::{SubmissionLog, iso8601};
 use portcullis_accounts::{
     AccountStore, AuthGate, AuthThrottle, QuotaExceeded, QuotaLimits, RecipientQuota,
@@ -15,7 +16,7 @@ use portcullis_smtp::{AuthOutcome, Credentials, Mailbox, Reply, Status, Transact
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{info, warn};
 
@@ -23,7 +24,7 @@ pub(crate) struct Submission {
     accounts_path: PathBuf,
     /// The account file as last read, with its modification time: the CLI
     /// edits the file, and the next login sees the change.
-    accounts: RwLock<(Arc<AccountStore>, Option<SystemTime>)>,
+    accounts: Reloading<AccountStore, Option<SystemTime>>,
     throttle: Mutex<AuthThrottle>,
     recipients: Mutex<RecipientQuota>,
     messages: Mutex<RecipientQuota>,
@@ -32,7 +33,7 @@ pub(crate) struct Submission {
     dkim_dir: PathBuf,
     /// Signing keys with the fingerprint of the key directory they were
     /// loaded from: `dkim keygen` on a running server takes effect at once.
-    dkim: RwLock<(Arc<portcullis_authn::DkimKeys>, Vec<SystemTime>)>,
+    dkim: Reloading<portcullis_authn::DkimKeys, Vec<SystemTime>>,
     pub log: SubmissionLog,
     pub metrics: Arc<crate::metrics::Metrics>,
 }
@@ -93,15 +94,15 @@ impl Submission {
         });
         let dkim_dir = config.data_dir.join("dkim");
         let dkim = (
-            Arc::new(portcullis_authn::DkimKeys::load(&dkim_dir)?),
+            portcullis_authn::DkimKeys::load(&dkim_dir)?,
             portcullis_authn::key_dir_fingerprint(&dkim_dir),
         );
         Ok(Submission {
             metrics: Arc::default(),
             dkim_dir,
-            dkim: RwLock::new(dkim),
+            dkim: Reloading::new("dkim keys", dkim.0, dkim.1),
             accounts_path,
-            accounts: RwLock::new((Arc::new(store), mtime)),
+            accounts: Reloading::new("accounts", store, mtime),
             throttle: Mutex::new(throttle),
             recipients: Mutex::new(RecipientQuota::default()),
             messages: Mutex::new(RecipientQuota::default()),
@@ -116,49 +117,15 @@ impl Submission {
         let mtime = std::fs::metadata(&self.accounts_path)
             .and_then(|m| m.modified())
             .ok();
-        if let Ok(guard) = self.accounts.read()
-            && guard.1 == mtime
-        {
-            return guard.0.clone();
-        }
-        match AccountStore::load(&self.accounts_path) {
-            Ok(store) => {
-                let store = Arc::new(store);
-                if let Ok(mut guard) = self.accounts.write() {
-                    *guard = (store.clone(), mtime);
-                }
-                store
-            }
-            Err(e) => {
-                warn!(event = "accounts_unreadable", error = %e, "keeping the accounts read before");
-                self.accounts
-                    .read()
-                    .map(|g| g.0.clone())
-                    .unwrap_or_default()
-            }
-        }
+        self.accounts
+            .get(mtime, || AccountStore::load(&self.accounts_path))
     }
 
+    /// The signing keys, re-read when `dkim keygen` added one.
     fn dkim_keys(&self) -> Arc<portcullis_authn::DkimKeys> {
         let print = portcullis_authn::key_dir_fingerprint(&self.dkim_dir);
-        if let Ok(g) = self.dkim.read()
-            && g.1 == print
-        {
-            return g.0.clone();
-        }
-        match portcullis_authn::DkimKeys::load(&self.dkim_dir) {
-            Ok(keys) => {
-                let keys = Arc::new(keys);
-                if let Ok(mut g) = self.dkim.write() {
-                    *g = (keys.clone(), print);
-                }
-                keys
-            }
-            Err(e) => {
-                warn!(event = "dkim_keys_unreadable", error = %e, "signing with the keys read before");
-                self.dkim.read().map(|g| g.0.clone()).unwrap_or_default()
-            }
-        }
+        self.dkim
+            .get(print, || portcullis_authn::DkimKeys::load(&self.dkim_dir))
     }
 
     /// Whether a local mailbox exists: an account with that address, or
