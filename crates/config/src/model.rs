@@ -137,6 +137,9 @@ pub struct Config {
     pub inbound_policy: BTreeMap<String, InboundPolicy>,
     /// How each local domain treats recipients that do not exist.
     pub recipient_policy: BTreeMap<String, RecipientPolicy>,
+    /// Local domains delivered over LMTP (RFC 2033, e.g. to Dovecot)
+    /// instead of into Maildirs.
+    pub lmtp: BTreeMap<String, SocketAddr>,
     /// How long one DNS query may take before it is a temporary error.
     pub dns_timeout: Duration,
     /// DNS block and reputation lists (RFC 5782), in the order given.
@@ -337,6 +340,7 @@ impl Config {
             local_domains: vec!["localhost".to_owned()],
             inbound_policy: BTreeMap::new(),
             recipient_policy: BTreeMap::new(),
+            lmtp: BTreeMap::new(),
             dns_lists: Vec::new(),
             dns_timeout: Duration::from_secs(5),
             state_backend: StateBackend::Embedded,
@@ -413,6 +417,8 @@ struct RawDomain {
     policy: InboundPolicy,
     #[serde(default)]
     recipients: RecipientPolicy,
+    /// `host:port` of an LMTP server for this domain's mailboxes.
+    lmtp: Option<SocketAddr>,
 }
 
 #[derive(Deserialize)]
@@ -490,7 +496,20 @@ impl RawConfig {
             .as_ref()
             .and_then(|d| d.timeout_ms)
             .map_or(defaults.dns_timeout, Duration::from_millis);
+        let lmtp = self
+            .domain
+            .iter()
+            .filter_map(|d| {
+                d.lmtp.map(|a| {
+                    (
+                        d.name.get_ref().trim_end_matches('.').to_ascii_lowercase(),
+                        a,
+                    )
+                })
+            })
+            .collect();
         Ok(Config {
+            lmtp,
             dns_lists: self.dnsbl,
             inbound_policy,
             recipient_policy,

@@ -234,6 +234,70 @@ impl AsyncWrite for IoBox {
     }
 }
 
+/// Deliver to an LMTP server (RFC 2033): LHLO instead of EHLO, and after
+/// the data one reply per accepted recipient, so each mailbox's own
+/// answer (full, over quota) reaches its recipient.
+pub async fn deliver_lmtp(
+    addr: SocketAddr,
+    msg: &Outgoing<'_>,
+) -> Result<Vec<RcptOutcome>, HostFailure> {
+    let stream = match timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(temp(format!("connect to LMTP {addr}: {e}"))),
+        Err(_) => return Err(temp(format!("connect to LMTP {addr}: timeout"))),
+    };
+    let mut c = Conn {
+        io: Box::new(stream),
+        buf: Vec::new(),
+    };
+    let greeting = c.read_reply().await?;
+    if greeting.code != 220 {
+        return Err(session_failure("greeting", &greeting));
+    }
+    let lhlo = c.command(&format!("LHLO {}", msg.helo)).await?;
+    if lhlo.code != 250 {
+        return Err(session_failure("LHLO", &lhlo));
+    }
+    let r = c.command(&format!("MAIL FROM:<{}>", msg.sender)).await?;
+    if r.code != 250 {
+        return Err(session_failure("MAIL FROM", &r));
+    }
+    let mut outcomes: Vec<Option<RcptOutcome>> = Vec::with_capacity(msg.recipients.len());
+    for rcpt in msg.recipients {
+        let r = c.command(&format!("RCPT TO:<{rcpt}>")).await?;
+        outcomes.push(reply_outcome(&r, false));
+    }
+    let accepted = outcomes.iter().filter(|o| o.is_none()).count();
+    if accepted > 0 {
+        let r = c.command("DATA").await?;
+        if r.code != 354 {
+            return Err(session_failure("DATA", &r));
+        }
+        c.send(&dot_stuff(msg.data)).await?;
+        // One reply per accepted recipient, in RCPT order.
+        for slot in outcomes.iter_mut().filter(|o| o.is_none()) {
+            let r = c.read_reply().await?;
+            *slot = reply_outcome(&r, true);
+        }
+    }
+    let _ = c.command("QUIT").await;
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| RcptOutcome::Temporary("no reply".into())))
+        .collect())
+}
+
+/// A reply as an outcome; `None` for a 2xx that only accepts a recipient
+/// (`final_reply` false) and so has no outcome yet.
+fn reply_outcome(r: &Reply, final_reply: bool) -> Option<RcptOutcome> {
+    match r.code {
+        200..=299 if final_reply => Some(RcptOutcome::Delivered(r.line())),
+        200..=299 => None,
+        400..=499 => Some(RcptOutcome::Temporary(r.line())),
+        _ => Some(RcptOutcome::Permanent(r.line())),
+    }
+}
+
 fn has_extension(ehlo: &Reply, name: &str) -> bool {
     ehlo.text.lines().skip(1).any(|l| {
         l.get(4..)

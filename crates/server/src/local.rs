@@ -113,7 +113,10 @@ impl Worker {
             local: local.to_owned(),
             domain: domain.to_owned(),
         };
-        (checks::destination(&self.config, &m) == Destination::Local).then_some(m)
+        // Domains delivered over LMTP go with the remote ones: both are a
+        // transaction with another server.
+        let lmtp = self.config.lmtp.contains_key(&m.domain);
+        (checks::destination(&self.config, &m) == Destination::Local && !lmtp).then_some(m)
     }
 
     /// Local copies of a batch, written together. Returns per job the local
@@ -179,6 +182,11 @@ impl Worker {
         }
         for (domain, rcpts) in by_domain {
             let env = &job.message.envelope;
+            if let Some(addr) = self.config.lmtp.get(&domain) {
+                self.to_lmtp(env, &job.message.data, *addr, rcpts, &mut results)
+                    .await;
+                continue;
+            }
             match self.verifier.route(&domain).await {
                 Route::NullMx => {
                     // RFC 7505 §4.2: bounce at once, 5.1.10.
@@ -222,6 +230,72 @@ impl Worker {
         results
     }
 
+    /// A local domain's mailboxes behind an LMTP server.
+    async fn to_lmtp(
+        &self,
+        env: &Envelope,
+        data: &[u8],
+        addr: SocketAddr,
+        rcpts: Vec<QueuedRecipient>,
+        results: &mut Results,
+    ) {
+        let addresses: Vec<String> = rcpts.iter().map(|r| r.address.clone()).collect();
+        let msg = Outgoing {
+            helo: &self.config.hostname,
+            sender: &env.sender,
+            recipients: &addresses,
+            data,
+            smtputf8: env.smtputf8,
+            eight_bit: env.eight_bit,
+            require_tls: false,
+        };
+        match remote::deliver_lmtp(addr, &msg).await {
+            Ok(outcomes) => {
+                self.record_outcomes(env, rcpts, outcomes, &addr.to_string(), results)
+                    .await
+            }
+            Err(f) if f.permanent => results.failed.extend(
+                rcpts
+                    .into_iter()
+                    .map(|r| (r, status_of(&f.reason), f.reason.clone())),
+            ),
+            Err(f) => results
+                .retry
+                .extend(rcpts.into_iter().map(|r| (r, f.reason.clone()))),
+        }
+    }
+
+    /// Per-recipient outcomes of one transaction into `results`; the
+    /// accepted ones recorded durably at once.
+    async fn record_outcomes(
+        &self,
+        env: &Envelope,
+        rcpts: Vec<QueuedRecipient>,
+        outcomes: Vec<RcptOutcome>,
+        host: &str,
+        results: &mut Results,
+    ) {
+        let mut accepted = Vec::new();
+        for (r, o) in rcpts.into_iter().zip(outcomes) {
+            info!(event = "remote_result", id = %env.id, to = %r.address, host = %host, outcome = ?o);
+            match o {
+                RcptOutcome::Delivered(_) => accepted.push(r.address),
+                RcptOutcome::Temporary(why) => results.retry.push((r, why)),
+                RcptOutcome::Permanent(why) => results.failed.push((r, status_of(&why), why)),
+            }
+        }
+        // The next hop said 250: never again for these, even after a crash
+        // (no recipient is delivered twice).
+        if let Err(e) = self
+            .spool
+            .complete_recipients(&env.id, accepted.clone())
+            .await
+        {
+            warn!(event = "record_recipients_failed", id = %env.id, error = %e);
+        }
+        results.delivered.extend(accepted);
+    }
+
     /// Try each address in order until one answers the transaction.
     async fn to_hosts(
         &self,
@@ -248,27 +322,8 @@ impl Worker {
         for (addr, name) in addrs {
             match remote::deliver(*addr, &msg, &self.tls, name).await {
                 Ok(outcomes) => {
-                    let mut accepted = Vec::new();
-                    for (r, o) in rcpts.into_iter().zip(outcomes) {
-                        info!(event = "remote_result", id = %env.id, to = %r.address, host = %addr, outcome = ?o);
-                        match o {
-                            RcptOutcome::Delivered(_) => accepted.push(r.address),
-                            RcptOutcome::Temporary(why) => results.retry.push((r, why)),
-                            RcptOutcome::Permanent(why) => {
-                                results.failed.push((r, status_of(&why), why))
-                            }
-                        }
-                    }
-                    // The next hop said 250: never again for these, even
-                    // after a crash (no recipient is delivered twice).
-                    if let Err(e) = self
-                        .spool
-                        .complete_recipients(&env.id, accepted.clone())
-                        .await
-                    {
-                        warn!(event = "record_recipients_failed", id = %env.id, error = %e);
-                    }
-                    results.delivered.extend(accepted);
+                    self.record_outcomes(env, rcpts, outcomes, &addr.to_string(), results)
+                        .await;
                     return;
                 }
                 Err(f) if f.permanent => {
