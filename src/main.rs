@@ -164,6 +164,12 @@ enum QueueAction {
     Show { id: String },
     /// Remove a message from the queue for good.
     Delete { id: String },
+    /// Retry every deferred message now.
+    Flush,
+    /// Keep a message from being delivered until released.
+    Hold { id: String },
+    /// Let a held message go.
+    Release { id: String },
 }
 
 fn main() -> ExitCode {
@@ -508,8 +514,13 @@ fn queue(action: QueueAction, config: &Config) -> anyhow::Result<()> {
             for m in &messages {
                 let e = &m.envelope;
                 let rcpts: Vec<&str> = e.recipients.iter().map(|r| r.address.as_str()).collect();
+                let held = if portcullis_queue::is_held(&dir, &e.id) {
+                    "  (held)"
+                } else {
+                    ""
+                };
                 println!(
-                    "{}  {:>8}  <{}>  {}",
+                    "{}  {:>8}  <{}>  {}{held}",
                     e.id,
                     m.data.len(),
                     e.sender,
@@ -527,6 +538,25 @@ fn queue(action: QueueAction, config: &Config) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&m.envelope)?);
             println!();
             print!("{}", String::from_utf8_lossy(&m.data));
+            Ok(())
+        }
+        QueueAction::Flush => {
+            portcullis_queue::request_flush(&dir)?;
+            println!("flush requested: a running server retries deferred messages within a second");
+            Ok(())
+        }
+        QueueAction::Hold { id } => {
+            if !portcullis_queue::set_held(&dir, &id, true)? {
+                bail!("no message {id} in the queue");
+            }
+            println!("{id} held");
+            Ok(())
+        }
+        QueueAction::Release { id } => {
+            if !portcullis_queue::set_held(&dir, &id, false)? {
+                bail!("no message {id} in the queue");
+            }
+            println!("{id} released");
             Ok(())
         }
         QueueAction::Delete { id } => {

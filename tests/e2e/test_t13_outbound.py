@@ -20,11 +20,10 @@ def user(server, address):
     subprocess.run(server.cli_args("user", "add", address, "--password-stdin"), input=PASSWORD + "\n", text=True, check=True, capture_output=True)
 
 
-@pytest.fixture
-def pair(make_server, workdir):
+def build_pair(make_server, workdir, retry_secs):
     remote = make_server('[[domain]]\nname = "remote.test"\n', start=False, local_test=False)
     ours = make_server(
-        f"[delivery]\nport = {remote.mx}\nretry_base_secs = 1\nretry_max_secs = 2\n",
+        f"[delivery]\nport = {remote.mx}\nretry_base_secs = {retry_secs}\nretry_max_secs = {retry_secs * 2}\n",
         start=False,
     )
     user(ours, "alice@local.test")
@@ -40,6 +39,21 @@ def pair(make_server, workdir):
     dns = DnsServer(workdir / "pair-dns", zones).start()
     for s in (ours, remote):
         s.config.write_text(s.config.read_text().replace(f'nameservers = ["127.0.0.1:', f'nameservers = ["127.0.0.1:{dns.port}"] # was ["127.0.0.1:', 1))
+    return ours, remote, dns
+
+
+@pytest.fixture
+def pair(make_server, workdir):
+    ours, remote, dns = build_pair(make_server, workdir, 1)
+    yield ours, remote
+    dns.stop()
+
+
+@pytest.fixture
+def slow_pair(make_server, workdir):
+    """Retries only every five minutes: what happens sooner is the
+    operator's doing."""
+    ours, remote, dns = build_pair(make_server, workdir, 300)
     yield ours, remote
     dns.stop()
 
@@ -159,3 +173,35 @@ def test_sigkill_during_delivery_loses_nothing(pair):
     # In-flight deliveries at the moment of a kill are the only ones that
     # may repeat.
     assert duplicates <= kills * 4, duplicates
+
+
+def queued_ids(server):
+    return [l.split()[0] for l in server.cli("queue", "list").stdout.splitlines() if "message(s) queued" not in l]
+
+
+def test_queue_flush_retries_a_deferred_message_now(slow_pair):
+    ours, remote = slow_pair
+    ours.start()
+    submit(ours, ["bob@remote.test"])
+    time.sleep(1.5)
+    remote.start()
+    time.sleep(1.5)
+    assert maildir(remote, "remote.test", "bob") == []
+    assert ours.cli("queue", "flush").returncode == 0
+    assert wait_for(lambda: maildir(remote, "remote.test", "bob"), timeout=10)
+
+
+def test_a_held_message_waits_until_released(slow_pair):
+    ours, remote = slow_pair
+    ours.start()
+    submit(ours, ["bob@remote.test"])
+    time.sleep(1.5)
+    [qid] = queued_ids(ours)
+    assert ours.cli("queue", "hold", qid).returncode == 0
+    assert "(held)" in ours.cli("queue", "list").stdout
+    remote.start()
+    ours.cli("queue", "flush")
+    time.sleep(2.5)
+    assert maildir(remote, "remote.test", "bob") == []
+    assert ours.cli("queue", "release", qid).returncode == 0
+    assert wait_for(lambda: maildir(remote, "remote.test", "bob"), timeout=10)

@@ -180,6 +180,40 @@ pub fn inspect(dir: &Path) -> Result<Vec<StoredMessage>, SpoolError> {
     Ok(recover::scan(dir)?.pending)
 }
 
+/// Whether the operator put message `id` on hold.
+pub fn is_held(dir: &Path, id: &str) -> bool {
+    dir.join("hold").join(id).exists()
+}
+
+/// Put a message on hold, or release it (`portcullis queue hold|release`).
+/// A running server sees the change at the next flush; releasing asks for
+/// one. Returns false when no such message is queued.
+pub fn set_held(dir: &Path, id: &str, held: bool) -> Result<bool, SpoolError> {
+    if !inspect(dir)?.iter().any(|m| m.envelope.id == id) {
+        return Ok(false);
+    }
+    let hold_dir = dir.join("hold");
+    std::fs::create_dir_all(&hold_dir).map_err(|e| SpoolError::io(&hold_dir, e))?;
+    let marker = hold_dir.join(id);
+    if held {
+        std::fs::File::create(&marker).map_err(|e| SpoolError::io(&marker, e))?;
+    } else {
+        let _ = std::fs::remove_file(&marker);
+        request_flush(dir)?;
+    }
+    recover::sync_dir(&hold_dir)?;
+    Ok(true)
+}
+
+/// Ask a running server to retry deferred messages now.
+pub fn request_flush(dir: &Path) -> Result<(), SpoolError> {
+    let control = dir.join("control");
+    std::fs::create_dir_all(&control).map_err(|e| SpoolError::io(&control, e))?;
+    let flag = control.join("flush");
+    std::fs::File::create(&flag).map_err(|e| SpoolError::io(&flag, e))?;
+    Ok(())
+}
+
 /// Mark a message done without a running server (`portcullis queue delete`).
 /// Returns false when no such message is queued.
 pub fn delete_offline(dir: &Path, id: &str) -> Result<bool, SpoolError> {

@@ -52,6 +52,10 @@ struct Results {
 }
 
 struct Worker {
+    /// Woken by `portcullis queue flush`: deferred messages retry now.
+    flush: Arc<tokio::sync::Notify>,
+    /// Messages on hold (`portcullis queue hold`), kept out of delivery.
+    held: std::sync::Mutex<Vec<Job>>,
     config: Config,
     store: MaildirStore,
     spool: Spool,
@@ -72,6 +76,8 @@ pub(crate) fn start(
         handle.submit(m);
     }
     let worker = Arc::new(Worker {
+        flush: Arc::new(tokio::sync::Notify::new()),
+        held: std::sync::Mutex::new(Vec::new()),
         store: MaildirStore::new(config.data_dir.join("mail"), &config.hostname),
         config: config.clone(),
         spool,
@@ -79,14 +85,47 @@ pub(crate) fn start(
         tls: remote::opportunistic_tls()?,
         handle: handle.clone(),
     });
+    tokio::spawn(watch_control(worker.clone()));
     tokio::spawn(run(worker, rx));
     Ok(handle)
+}
+
+/// The operator's queue commands reach a running server as files in the
+/// spool: `hold/ID` keeps a message back, `control/flush` retries every
+/// deferred message now (and re-examines held ones).
+async fn watch_control(w: Arc<Worker>) {
+    let flush = w.spool.dir().join("control").join("flush");
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if std::fs::remove_file(&flush).is_ok() {
+            info!(event = "queue_flush");
+            w.flush.notify_waiters();
+            let held: Vec<Job> = w
+                .held
+                .lock()
+                .map(|mut h| std::mem::take(&mut *h))
+                .unwrap_or_default();
+            for job in held {
+                let _ = w.handle.tx.send(job);
+            }
+        }
+    }
 }
 
 async fn run(w: Arc<Worker>, mut rx: mpsc::UnboundedReceiver<Job>) {
     let mut jobs = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut jobs, BATCH).await > 0 {
-        let batch = std::mem::take(&mut jobs);
+        let (held, batch): (Vec<Job>, Vec<Job>) = std::mem::take(&mut jobs)
+            .into_iter()
+            .partition(|j| portcullis_queue::is_held(w.spool.dir(), &j.message.envelope.id));
+        if !held.is_empty()
+            && let Ok(mut h) = w.held.lock()
+        {
+            for j in &held {
+                info!(event = "held", id = %j.message.envelope.id);
+            }
+            h.extend(held);
+        }
         let w2 = w.clone();
         let Ok(results) = tokio::task::spawn_blocking(move || w2.deliver_local(batch)).await else {
             error!(event = "delivery_panic", "local delivery task failed");
@@ -396,8 +435,12 @@ impl Worker {
             .min(d.retry_max_secs);
         warn!(event = "deferred", id = %job.message.envelope.id, attempts = job.attempts, delay_s = delay, reason = %why);
         let tx = self.handle.tx.clone();
+        let flush = self.flush.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(delay)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(delay)) => {}
+                _ = flush.notified() => {}
+            }
             let _ = tx.send(job);
         });
     }
