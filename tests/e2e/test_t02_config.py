@@ -37,3 +37,13 @@ def test_good_config_passes(workdir):
     r = run("check-config", "--config", str(path))
     assert r.returncode == 0, r.stderr
     assert "ok" in r.stdout
+
+
+def test_the_example_config_is_valid(workdir):
+    from conftest import ROOT
+
+    text = (ROOT / "portcullis.example.toml").read_text().replace("/var/lib/portcullis", str(workdir / "data"))
+    path = workdir / "example.toml"
+    path.write_text(text)
+    r = run("check-config", "--config", str(path))
+    assert r.returncode == 0, r.stderr
