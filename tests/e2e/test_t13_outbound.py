@@ -205,3 +205,25 @@ def test_a_held_message_waits_until_released(slow_pair):
     assert maildir(remote, "remote.test", "bob") == []
     assert ours.cli("queue", "release", qid).returncode == 0
     assert wait_for(lambda: maildir(remote, "remote.test", "bob"), timeout=10)
+
+
+def test_smarthost_with_auth_and_required_tls(make_server, workdir):
+    remote = make_server('[[domain]]\nname = "remote.test"\n', start=False, local_test=False)
+    user(remote, "relay@remote.test")
+    user(remote, "bob@remote.test")
+    assert remote.cli("user", "grant", "relay@remote.test", "@local.test").returncode == 0
+    secret = workdir / "smarthost.pw"
+    secret.write_text(PASSWORD + "\n")
+    ours = make_server(
+        f'[delivery]\nsmarthost = "127.0.0.1:{remote.sub}"\nsmarthost_user = "relay@remote.test"\n'
+        f'smarthost_password_file = "{secret}"\nretry_base_secs = 1\n',
+        start=False,
+    )
+    user(ours, "alice@local.test")
+    remote.start()
+    ours.start()
+    # No MX records anywhere: the smarthost is the only way out.
+    submit(ours, ["bob@remote.test"])
+    [msg] = wait_for(lambda: maildir(remote, "remote.test", "bob"))
+    assert b"with ESMTPSA" in msg
+    assert b"(authenticated as relay@remote.test)" in msg

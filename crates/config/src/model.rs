@@ -166,6 +166,15 @@ pub struct Delivery {
     /// After this long in the queue, give up and bounce (RFC 5321
     /// §4.5.4.1 suggests 4-5 days).
     pub max_lifetime_secs: u64,
+    /// Send all remote mail through this host instead of MX hosts.
+    pub smarthost: Option<SocketAddr>,
+    /// Log in to the smarthost with this account (TLS is then required).
+    pub smarthost_user: Option<String>,
+    /// A file holding the smarthost password (not the password itself,
+    /// so the config can be shown without it).
+    pub smarthost_password_file: Option<PathBuf>,
+    /// Concurrent deliveries to one destination domain.
+    pub max_per_domain: usize,
 }
 
 impl Default for Delivery {
@@ -175,6 +184,10 @@ impl Default for Delivery {
             retry_base_secs: 300,
             retry_max_secs: 3600,
             max_lifetime_secs: 5 * 86400,
+            smarthost: None,
+            smarthost_user: None,
+            smarthost_password_file: None,
+            max_per_domain: 20,
         }
     }
 }

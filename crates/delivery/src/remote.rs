@@ -32,6 +32,8 @@ pub struct Outgoing<'a> {
     pub smtputf8: bool,
     pub eight_bit: bool,
     pub require_tls: bool,
+    /// Log in with AUTH PLAIN (a smarthost); only ever over TLS.
+    pub auth: Option<(&'a str, &'a str)>,
 }
 
 /// Why a whole attempt failed before any recipient was answered.
@@ -173,8 +175,11 @@ pub async fn deliver(
         } else if msg.require_tls {
             return Err(session_failure("STARTTLS", &r));
         }
-    } else if msg.require_tls {
+    } else if msg.require_tls || msg.auth.is_some() {
         return Err(temp("TLS required but the server does not offer STARTTLS"));
+    }
+    if let Some((user, password)) = msg.auth {
+        login(&mut c, user, password).await?;
     }
     transaction(&mut c, &ehlo, msg).await
 }
@@ -296,6 +301,18 @@ fn reply_outcome(r: &Reply, final_reply: bool) -> Option<RcptOutcome> {
         400..=499 => Some(RcptOutcome::Temporary(r.line())),
         _ => Some(RcptOutcome::Permanent(r.line())),
     }
+}
+
+/// AUTH PLAIN (RFC 4616) with the initial response. Called only after
+/// STARTTLS succeeded.
+async fn login(c: &mut Conn, user: &str, password: &str) -> Result<(), HostFailure> {
+    use base64::Engine as _;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+    let r = c.command(&format!("AUTH PLAIN {token}")).await?;
+    if r.code != 235 {
+        return Err(session_failure("AUTH", &r));
+    }
+    Ok(())
 }
 
 fn has_extension(ehlo: &Reply, name: &str) -> bool {

@@ -62,6 +62,11 @@ struct Worker {
     verifier: Verifier,
     tls: tokio_rustls::TlsConnector,
     handle: Handle,
+    /// Smarthost login, read from its password file at start.
+    smarthost_auth: Option<(String, String)>,
+    /// One semaphore per destination domain: at most `max_per_domain`
+    /// transactions with it at once.
+    per_domain: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
 }
 
 pub(crate) fn start(
@@ -75,7 +80,23 @@ pub(crate) fn start(
     for m in pending {
         handle.submit(m);
     }
+    let d = &config.delivery;
+    let smarthost_auth = match (&d.smarthost_user, &d.smarthost_password_file) {
+        (Some(user), Some(file)) => {
+            let pw = std::fs::read_to_string(file).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot read the smarthost password file {}: {e}",
+                    file.display()
+                )
+            })?;
+            Some((user.clone(), pw.trim_end_matches(['\r', '\n']).to_owned()))
+        }
+        (Some(_), None) => anyhow::bail!("[delivery] smarthost_user needs smarthost_password_file"),
+        _ => None,
+    };
     let worker = Arc::new(Worker {
+        smarthost_auth,
+        per_domain: std::sync::Mutex::new(std::collections::HashMap::new()),
         flush: Arc::new(tokio::sync::Notify::new()),
         held: std::sync::Mutex::new(Vec::new()),
         store: MaildirStore::new(config.data_dir.join("mail"), &config.hostname),
@@ -226,6 +247,13 @@ impl Worker {
                     .await;
                 continue;
             }
+            let _slot = self.domain_slot(&domain).await;
+            if let Some(host) = self.config.delivery.smarthost {
+                let addrs = [(host, host.ip().to_string())];
+                self.to_hosts(env, &job.message.data, &addrs, rcpts, &mut results)
+                    .await;
+                continue;
+            }
             match self.verifier.route(&domain).await {
                 Route::NullMx => {
                     // RFC 7505 §4.2: bounce at once, 5.1.10.
@@ -269,6 +297,20 @@ impl Worker {
         results
     }
 
+    /// Wait for a free delivery slot for `domain`.
+    async fn domain_slot(&self, domain: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let sem = self.per_domain.lock().ok().map(|mut m| {
+            m.entry(domain.to_owned())
+                .or_insert_with(|| {
+                    Arc::new(tokio::sync::Semaphore::new(
+                        self.config.delivery.max_per_domain.max(1),
+                    ))
+                })
+                .clone()
+        })?;
+        sem.acquire_owned().await.ok()
+    }
+
     /// A local domain's mailboxes behind an LMTP server.
     async fn to_lmtp(
         &self,
@@ -287,6 +329,7 @@ impl Worker {
             smtputf8: env.smtputf8,
             eight_bit: env.eight_bit,
             require_tls: false,
+            auth: None,
         };
         match remote::deliver_lmtp(addr, &msg).await {
             Ok(outcomes) => {
@@ -352,7 +395,13 @@ impl Worker {
             data,
             smtputf8: env.smtputf8,
             eight_bit: env.eight_bit,
-            require_tls: false,
+            require_tls: self.smarthost_auth.is_some() && self.config.delivery.smarthost.is_some(),
+            auth: self
+                .config
+                .delivery
+                .smarthost
+                .and(self.smarthost_auth.as_ref())
+                .map(|(u, p)| (u.as_str(), p.as_str())),
         };
         let mut last = HostFailure {
             permanent: false,
