@@ -227,3 +227,38 @@ def test_smarthost_with_auth_and_required_tls(make_server, workdir):
     [msg] = wait_for(lambda: maildir(remote, "remote.test", "bob"))
     assert b"with ESMTPSA" in msg
     assert b"(authenticated as relay@remote.test)" in msg
+
+
+def submit_with(server, rcpt, rcpt_options):
+    with smtplib.SMTP("127.0.0.1", server.sub) as c:
+        c.starttls(context=insecure_tls())
+        c.login("alice@local.test", PASSWORD)
+        c.sendmail("alice@local.test", [rcpt], "From: alice@local.test\r\nSubject: late\r\n\r\nx\r\n", rcpt_options=rcpt_options)
+
+
+@pytest.mark.parametrize("notify,expect_report", [(None, True), ("NOTIFY=DELAY", True), ("NOTIFY=NEVER", False)])
+def test_a_late_message_gets_one_delay_notice_if_wanted(make_server, workdir, notify, expect_report):
+    ours, remote, dns = build_pair(make_server, workdir, 1)
+    ours.config.write_text(ours.config.read_text().replace("[delivery]\n", "[delivery]\ndelay_notice_secs = 1\n"))
+    try:
+        ours.start()  # the remote domain's server stays down
+        submit_with(ours, "bob@remote.test", [notify] if notify else [])
+        time.sleep(5)
+        reports = maildir(ours, "local.test", "alice")
+        if expect_report:
+            assert len(reports) == 1, "one delay notice, not one per retry"
+            assert b"Action: delayed" in reports[0] and b"Delayed Mail" in reports[0]
+        else:
+            assert reports == []
+    finally:
+        dns.stop()
+
+
+def test_notify_without_failure_gets_no_bounce(pair):
+    ours, remote = pair
+    remote.start()
+    ours.start()
+    submit_with(ours, "nobody@remote.test", ["NOTIFY=SUCCESS"])
+    assert wait_for(lambda: "bounced=1" in ours.log.read_text(), timeout=20)
+    time.sleep(1)
+    assert maildir(ours, "local.test", "alice") == []

@@ -175,6 +175,9 @@ pub struct Delivery {
     pub smarthost_password_file: Option<PathBuf>,
     /// Concurrent deliveries to one destination domain.
     pub max_per_domain: usize,
+    /// A message still undelivered after this long gets one "delayed"
+    /// DSN (RFC 3464) if its sender asked (NOTIFY=DELAY) or said nothing.
+    pub delay_notice_secs: u64,
 }
 
 impl Default for Delivery {
@@ -188,6 +191,7 @@ impl Default for Delivery {
             smarthost_user: None,
             smarthost_password_file: None,
             max_per_domain: 20,
+            delay_notice_secs: 4 * 3600,
         }
     }
 }

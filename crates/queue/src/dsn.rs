@@ -32,6 +32,41 @@ pub struct DsnRequest<'a> {
     /// RET=FULL: return the whole message; otherwise only its headers
     /// (less backscatter for mail that may be spam).
     pub ret_full: bool,
+    pub kind: ReportKind,
+}
+
+/// Failure ("will not be delivered") or delay ("still trying") report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportKind {
+    Failure,
+    Delay,
+}
+
+impl ReportKind {
+    fn subject(self) -> &'static str {
+        match self {
+            ReportKind::Failure => "Undelivered Mail Returned to Sender",
+            ReportKind::Delay => "Delayed Mail (still being retried)",
+        }
+    }
+
+    fn action(self) -> &'static str {
+        match self {
+            ReportKind::Failure => "failed",
+            ReportKind::Delay => "delayed",
+        }
+    }
+
+    fn sentence(self) -> &'static str {
+        match self {
+            ReportKind::Failure => {
+                "Your message could not be delivered to the following recipients:"
+            }
+            ReportKind::Delay => {
+                "Your message has not been delivered yet to the following recipients. Delivery is still being retried; you need not send it again:"
+            }
+        }
+    }
 }
 
 /// The report as a message, CRLF line endings.
@@ -43,8 +78,9 @@ pub fn failure_report(r: &DsnRequest<'_>) -> Vec<u8> {
     );
     let mut out = String::new();
     out.push_str(&format!(
-        "From: Mail Delivery System <MAILER-DAEMON@{mta}>\r\nTo: <{to}>\r\nSubject: Undelivered Mail Returned to Sender\r\nDate: {date}\r\nMessage-ID: {mid}\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\"\r\n\r\nThis is a MIME-encapsulated delivery status notification.\r\n\r\n",
+        "From: Mail Delivery System <MAILER-DAEMON@{mta}>\r\nTo: <{to}>\r\nSubject: {subject}\r\nDate: {date}\r\nMessage-ID: {mid}\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\"\r\n\r\nThis is a MIME-encapsulated delivery status notification.\r\n\r\n",
         mta = r.reporting_mta,
+        subject = r.kind.subject(),
         to = r.to,
         date = r.date,
         mid = r.message_id,
@@ -53,8 +89,9 @@ pub fn failure_report(r: &DsnRequest<'_>) -> Vec<u8> {
         "--{boundary}\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
     ));
     out.push_str(&format!(
-        "This is the mail system at {}.\r\n\r\nYour message could not be delivered to the following recipients:\r\n\r\n",
-        r.reporting_mta
+        "This is the mail system at {}.\r\n\r\n{}\r\n\r\n",
+        r.reporting_mta,
+        r.kind.sentence()
     ));
     for f in r.recipients {
         out.push_str(&format!("<{}>: {}\r\n", f.address, f.diagnostic));
@@ -73,8 +110,11 @@ pub fn failure_report(r: &DsnRequest<'_>) -> Vec<u8> {
             out.push_str(&format!("Original-Recipient: {orcpt}\r\n"));
         }
         out.push_str(&format!(
-            "Final-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {}\r\nDiagnostic-Code: {}\r\n",
-            f.address, f.status, f.diagnostic
+            "Final-Recipient: rfc822; {}\r\nAction: {}\r\nStatus: {}\r\nDiagnostic-Code: {}\r\n",
+            f.address,
+            r.kind.action(),
+            f.status,
+            f.diagnostic
         ));
     }
     let (kind, body) = if r.ret_full {
@@ -114,6 +154,7 @@ mod tests {
             recipients,
             original: b"Subject: hi\r\nFrom: a@remote.test\r\n\r\nsecret body\r\n",
             ret_full,
+            kind: ReportKind::Failure,
         }
     }
 

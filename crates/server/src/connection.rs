@@ -547,6 +547,7 @@ impl Connection {
             &self.ctx.config.hostname,
             &message,
             &failed,
+            portcullis_queue::dsn::ReportKind::Failure,
         )
         .await;
     }

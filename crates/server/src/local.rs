@@ -10,7 +10,7 @@ use portcullis_authn::{Route, Verifier};
 use portcullis_config::Config;
 use portcullis_delivery::remote::{self, HostFailure, Outgoing, RcptOutcome};
 use portcullis_delivery::{DeliveryError, LocalDelivery, MaildirStore};
-use portcullis_queue::dsn::FailedRecipient;
+use portcullis_queue::dsn::{FailedRecipient, ReportKind};
 use portcullis_queue::{Envelope, QueuedRecipient, Spool, StoredMessage};
 use portcullis_smtp::Mailbox;
 use std::collections::BTreeMap;
@@ -34,6 +34,7 @@ impl Handle {
         let _ = self.tx.send(Job {
             message,
             attempts: 0,
+            delay_notified: false,
         });
     }
 }
@@ -41,6 +42,8 @@ impl Handle {
 struct Job {
     message: StoredMessage,
     attempts: u32,
+    /// A "delayed" DSN went out already (RFC 3464: once is enough).
+    delay_notified: bool,
 }
 
 /// What became of each recipient in one attempt.
@@ -453,8 +456,30 @@ impl Worker {
                 &self.config.hostname,
                 &job.message,
                 &results.failed,
+                ReportKind::Failure,
             )
             .await;
+        }
+        if !results.retry.is_empty()
+            && !job.delay_notified
+            && age >= self.config.delivery.delay_notice_secs
+        {
+            // RFC 3461/3464: tell the sender it is late, once.
+            let late: Vec<(QueuedRecipient, String, String)> = results
+                .retry
+                .iter()
+                .map(|(r, why)| (r.clone(), status_of(why).replacen('5', "4", 1), why.clone()))
+                .collect();
+            bounce(
+                &self.spool,
+                &self.handle,
+                &self.config.hostname,
+                &job.message,
+                &late,
+                ReportKind::Delay,
+            )
+            .await;
+            job.delay_notified = true;
         }
         if results.retry.is_empty() {
             info!(event = "delivered", id = %env.id, delivered = results.delivered.len(), bounced = results.failed.len());
@@ -520,8 +545,21 @@ pub(crate) async fn bounce(
     hostname: &str,
     original: &StoredMessage,
     failed: &[(QueuedRecipient, String, String)],
+    kind: ReportKind,
 ) {
     let env = &original.envelope;
+    // RFC 3461 §4.1: NOTIFY says which reports a recipient's sender wants;
+    // without it, failures and delays are reported.
+    let wanted = |r: &QueuedRecipient| match (&r.notify, kind) {
+        (None, _) => true,
+        (Some(n), ReportKind::Failure) => n.contains("FAILURE"),
+        (Some(n), ReportKind::Delay) => n.contains("DELAY"),
+    };
+    let failed: Vec<&(QueuedRecipient, String, String)> =
+        failed.iter().filter(|(r, _, _)| wanted(r)).collect();
+    if failed.is_empty() {
+        return;
+    }
     if env.sender.is_empty() {
         info!(event = "bounce_not_sent", id = %env.id, reason = "null sender");
         return;
@@ -550,6 +588,7 @@ pub(crate) async fn bounce(
         recipients: &report_recipients,
         original: &original.data,
         ret_full: env.ret.as_deref() == Some("FULL"),
+        kind,
     });
     let envelope = Envelope {
         id: id.clone(),
