@@ -344,24 +344,49 @@ async fn transaction(
         }
         mail.push_str(" SMTPUTF8");
     }
-    let r = c.command(&mail).await?;
-    if r.code != 250 {
-        return Err(session_failure("MAIL FROM", &r));
-    }
-    let mut outcomes = Vec::with_capacity(msg.recipients.len());
-    for rcpt in msg.recipients {
-        let r = c.command(&format!("RCPT TO:<{rcpt}>")).await?;
-        outcomes.push(match r.code {
-            250 | 251 => None,
-            400..=499 => Some(RcptOutcome::Temporary(r.line())),
-            _ => Some(RcptOutcome::Permanent(r.line())),
-        });
+    let rcpt_lines: Vec<String> = msg
+        .recipients
+        .iter()
+        .map(|r| format!("RCPT TO:<{r}>\r\n"))
+        .collect();
+    let pipelining = has_extension(ehlo, "PIPELINING");
+    let (mail_reply, outcomes, data_reply) = if pipelining {
+        // RFC 2920: MAIL, every RCPT and DATA in one write, then the
+        // replies in order; DATA is refused by the server if no RCPT was
+        // accepted, so nothing is sent by mistake.
+        let mut batch = format!("{mail}\r\n");
+        batch.extend(rcpt_lines.iter().map(String::as_str));
+        batch.push_str("DATA\r\n");
+        c.send(batch.as_bytes()).await?;
+        let mail_reply = c.read_reply().await?;
+        let mut outcomes = Vec::with_capacity(rcpt_lines.len());
+        for _ in &rcpt_lines {
+            outcomes.push(rcpt_outcome(&c.read_reply().await?));
+        }
+        let data_reply = c.read_reply().await?;
+        (mail_reply, outcomes, Some(data_reply))
+    } else {
+        let mail_reply = c.command(&mail).await?;
+        let mut outcomes = Vec::with_capacity(rcpt_lines.len());
+        if mail_reply.code == 250 {
+            for line in &rcpt_lines {
+                c.send(line.as_bytes()).await?;
+                outcomes.push(rcpt_outcome(&c.read_reply().await?));
+            }
+        }
+        (mail_reply, outcomes, None)
+    };
+    if mail_reply.code != 250 {
+        return Err(session_failure("MAIL FROM", &mail_reply));
     }
     if outcomes.iter().all(Option::is_some) {
         let _ = c.command("QUIT").await;
         return Ok(outcomes.into_iter().flatten().collect());
     }
-    let r = c.command("DATA").await?;
+    let r = match data_reply {
+        Some(r) => r,
+        None => c.command("DATA").await?,
+    };
     if r.code != 354 {
         return Err(session_failure("DATA", &r));
     }
@@ -377,6 +402,15 @@ async fn transaction(
         .into_iter()
         .map(|o| o.unwrap_or_else(|| final_outcome.clone()))
         .collect())
+}
+
+/// A RCPT reply as an outcome; `None` while the recipient waits for DATA.
+fn rcpt_outcome(r: &Reply) -> Option<RcptOutcome> {
+    match r.code {
+        250 | 251 => None,
+        400..=499 => Some(RcptOutcome::Temporary(r.line())),
+        _ => Some(RcptOutcome::Permanent(r.line())),
+    }
 }
 
 /// RFC 5321 §4.5.2: a line starting with "." gets one more; the data ends
