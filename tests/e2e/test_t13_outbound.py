@@ -262,3 +262,37 @@ def test_notify_without_failure_gets_no_bounce(pair):
     assert wait_for(lambda: "bounced=1" in ours.log.read_text(), timeout=20)
     time.sleep(1)
     assert maildir(ours, "local.test", "alice") == []
+
+
+def test_a_next_hop_answering_451_is_retried_and_later_succeeds(pair):
+    ours, remote = pair
+    # Postfix's smtp-sink on the remote domain's port, answering RCPT with
+    # a 4xx; then the real server comes up in its place.
+    sink = subprocess.Popen(["smtp-sink", "-u", "postfix", "-r", "RCPT", f"127.0.0.1:{remote.mx}", "10"])
+    try:
+        ours.start()
+        submit(ours, ["bob@remote.test"], subject="after-451")
+        assert wait_for(lambda: 'outcome=Temporary("4' in ours.log.read_text(), timeout=20)
+    finally:
+        sink.terminate()
+        sink.wait()
+    remote.start()
+    [msg] = wait_for(lambda: maildir(remote, "remote.test", "bob"), timeout=30)
+    assert b"Subject: after-451" in msg
+
+
+def test_required_tls_is_not_downgraded(make_server, workdir):
+    ours, remote, dns = build_pair(make_server, workdir, 300)
+    ours.config.write_text(ours.config.read_text().replace("[delivery]\n", '[delivery]\nrequire_tls_for = ["remote.test"]\n'))
+    # smtp-sink offers no STARTTLS: the message must wait, not go in clear.
+    sink = subprocess.Popen(["smtp-sink", "-u", "postfix", "-c", f"127.0.0.1:{remote.mx}", "10"], stdout=subprocess.PIPE, text=True)
+    try:
+        ours.start()
+        submit(ours, ["bob@remote.test"])
+        assert wait_for(lambda: "TLS required" in ours.log.read_text(), timeout=20)
+        ours.stop()
+        assert len(queued_ids(ours)) == 1
+    finally:
+        sink.terminate()
+        sink.wait()
+        dns.stop()

@@ -178,6 +178,9 @@ pub struct Delivery {
     /// A message still undelivered after this long gets one "delayed"
     /// DSN (RFC 3464) if its sender asked (NOTIFY=DELAY) or said nothing.
     pub delay_notice_secs: u64,
+    /// Domains whose mail leaves only over TLS: without STARTTLS at the
+    /// next hop it waits (and finally bounces) instead of going in clear.
+    pub require_tls_for: Vec<String>,
 }
 
 impl Default for Delivery {
@@ -192,6 +195,7 @@ impl Default for Delivery {
             smarthost_password_file: None,
             max_per_domain: 20,
             delay_notice_secs: 4 * 3600,
+            require_tls_for: Vec::new(),
         }
     }
 }

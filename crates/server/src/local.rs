@@ -253,7 +253,7 @@ impl Worker {
             let _slot = self.domain_slot(&domain).await;
             if let Some(host) = self.config.delivery.smarthost {
                 let addrs = [(host, host.ip().to_string())];
-                self.to_hosts(env, &job.message.data, &addrs, rcpts, &mut results)
+                self.to_hosts(env, &job.message.data, &addrs, &domain, rcpts, &mut results)
                     .await;
                 continue;
             }
@@ -292,8 +292,15 @@ impl Worker {
                             })
                         })
                         .collect();
-                    self.to_hosts(env, &job.message.data, &addresses, rcpts, &mut results)
-                        .await;
+                    self.to_hosts(
+                        env,
+                        &job.message.data,
+                        &addresses,
+                        &domain,
+                        rcpts,
+                        &mut results,
+                    )
+                    .await;
                 }
             }
         }
@@ -387,9 +394,19 @@ impl Worker {
         env: &Envelope,
         data: &[u8],
         addrs: &[(SocketAddr, String)],
+        domain: &str,
         rcpts: Vec<QueuedRecipient>,
         results: &mut Results,
     ) {
+        let smarthost_login =
+            self.smarthost_auth.is_some() && self.config.delivery.smarthost.is_some();
+        let tls_required = smarthost_login
+            || self
+                .config
+                .delivery
+                .require_tls_for
+                .iter()
+                .any(|d| d == domain);
         let addresses: Vec<String> = rcpts.iter().map(|r| r.address.clone()).collect();
         let msg = Outgoing {
             helo: &self.config.hostname,
@@ -398,7 +415,7 @@ impl Worker {
             data,
             smtputf8: env.smtputf8,
             eight_bit: env.eight_bit,
-            require_tls: self.smarthost_auth.is_some() && self.config.delivery.smarthost.is_some(),
+            require_tls: tls_required,
             auth: self
                 .config
                 .delivery
