@@ -536,6 +536,18 @@ fn queue(action: QueueAction, config: &Config) -> anyhow::Result<()> {
                 bail!("no message {id} in the queue");
             };
             println!("{}", serde_json::to_string_pretty(&m.envelope)?);
+            match portcullis_queue::read_status(&dir, &id) {
+                Some(s) => {
+                    println!(
+                        "attempts: {}, next attempt at {} (epoch seconds)",
+                        s.attempts, s.next_attempt
+                    );
+                    for (rcpt, reply) in &s.waiting {
+                        println!("  waiting  <{rcpt}>  last reply: {reply}");
+                    }
+                }
+                None => println!("not attempted yet"),
+            }
             println!();
             print!("{}", String::from_utf8_lossy(&m.data));
             Ok(())

@@ -184,6 +184,9 @@ def test_queue_flush_retries_a_deferred_message_now(slow_pair):
     ours.start()
     submit(ours, ["bob@remote.test"])
     time.sleep(1.5)
+    [qid] = queued_ids(ours)
+    shown = ours.cli("queue", "show", qid).stdout
+    assert "attempts: 1" in shown and "waiting  <bob@remote.test>  last reply: connect to" in shown, shown
     remote.start()
     time.sleep(1.5)
     assert maildir(remote, "remote.test", "bob") == []

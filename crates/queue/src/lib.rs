@@ -180,6 +180,47 @@ pub fn inspect(dir: &Path) -> Result<Vec<StoredMessage>, SpoolError> {
     Ok(recover::scan(dir)?.pending)
 }
 
+/// What the delivery worker last knew about a deferred message, for
+/// `portcullis queue show`: attempts so far and each waiting recipient's
+/// last reply. Informational only (written without fsync); recovery never
+/// reads it.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct DeliveryStatus {
+    pub attempts: u32,
+    /// Seconds since the epoch of the next attempt.
+    pub next_attempt: u64,
+    /// (recipient, last reply or error).
+    pub waiting: Vec<(String, String)>,
+}
+
+fn status_path(dir: &Path, id: &str) -> PathBuf {
+    dir.join("status").join(format!("{id}.json"))
+}
+
+/// Record the status of a deferred message (replaced atomically).
+pub fn write_status(dir: &Path, id: &str, status: &DeliveryStatus) -> Result<(), SpoolError> {
+    let path = status_path(dir, id);
+    let parent = dir.join("status");
+    std::fs::create_dir_all(&parent).map_err(|e| SpoolError::io(&parent, e))?;
+    let tmp = path.with_extension("tmp");
+    let bytes = serde_json::to_vec(status).unwrap_or_default();
+    std::fs::write(&tmp, bytes)
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(|e| SpoolError::io(&path, e))
+}
+
+/// The last recorded status of a message, if it was ever deferred.
+pub fn read_status(dir: &Path, id: &str) -> Option<DeliveryStatus> {
+    std::fs::read(status_path(dir, id))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+/// Forget a message's status (it is done).
+pub fn clear_status(dir: &Path, id: &str) {
+    let _ = std::fs::remove_file(status_path(dir, id));
+}
+
 /// Whether the operator put message `id` on hold.
 pub fn is_held(dir: &Path, id: &str) -> bool {
     dir.join("hold").join(id).exists()

@@ -500,6 +500,7 @@ impl Worker {
         }
         if results.retry.is_empty() {
             info!(event = "delivered", id = %env.id, delivered = results.delivered.len(), bounced = results.failed.len());
+            portcullis_queue::clear_status(self.spool.dir(), &env.id);
             if let Err(e) = self.spool.complete(&env.id).await {
                 warn!(event = "complete_failed", id = %env.id, error = %e);
             }
@@ -517,6 +518,24 @@ impl Worker {
             warn!(event = "record_recipients_failed", id = %env.id, error = %e);
         }
         job.attempts += 1;
+        let status = portcullis_queue::DeliveryStatus {
+            attempts: job.attempts,
+            next_attempt: now_secs()
+                + self
+                    .config
+                    .delivery
+                    .retry_base_secs
+                    .saturating_mul(1u64 << (job.attempts - 1).min(20))
+                    .min(self.config.delivery.retry_max_secs),
+            waiting: results
+                .retry
+                .iter()
+                .map(|(r, why)| (r.address.clone(), why.clone()))
+                .collect(),
+        };
+        if let Err(e) = portcullis_queue::write_status(self.spool.dir(), &env.id, &status) {
+            warn!(event = "status_write_failed", id = %env.id, error = %e);
+        }
         let why = results.retry[0].1.clone();
         job.message.envelope.recipients = results.retry.into_iter().map(|(r, _)| r).collect();
         let d = &self.config.delivery;
