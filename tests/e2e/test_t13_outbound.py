@@ -299,3 +299,19 @@ def test_required_tls_is_not_downgraded(make_server, workdir):
         sink.terminate()
         sink.wait()
         dns.stop()
+
+
+def test_deliveries_to_one_domain_are_paced(make_server, workdir):
+    ours, remote, dns = build_pair(make_server, workdir, 1)
+    ours.config.write_text(ours.config.read_text().replace("[delivery]\n", "[delivery]\nmax_per_domain_per_minute = 60\n"))
+    try:
+        remote.start()
+        ours.start()
+        for i in range(3):
+            submit(ours, ["bob@remote.test"], subject=f"paced-{i}")
+        t0 = time.time()
+        assert len(wait_for(lambda: maildir(remote, "remote.test", "bob") if len(maildir(remote, "remote.test", "bob")) == 3 else [], timeout=20)) == 3
+        # 60 a minute: one a second, so the third starts 2 s after the first.
+        assert time.time() - t0 >= 1.5
+    finally:
+        dns.stop()

@@ -181,6 +181,9 @@ pub struct Delivery {
     /// Domains whose mail leaves only over TLS: without STARTTLS at the
     /// next hop it waits (and finally bounces) instead of going in clear.
     pub require_tls_for: Vec<String>,
+    /// Transactions per minute with one destination domain (0: no limit),
+    /// spaced evenly so a large queue does not hit a receiver in a burst.
+    pub max_per_domain_per_minute: u32,
 }
 
 impl Default for Delivery {
@@ -196,6 +199,7 @@ impl Default for Delivery {
             max_per_domain: 20,
             delay_notice_secs: 4 * 3600,
             require_tls_for: Vec::new(),
+            max_per_domain_per_minute: 0,
         }
     }
 }

@@ -70,6 +70,8 @@ struct Worker {
     /// One semaphore per destination domain: at most `max_per_domain`
     /// transactions with it at once.
     per_domain: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    /// When the next transaction with a domain may start (rate limit).
+    next_start: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 pub(crate) fn start(
@@ -100,6 +102,7 @@ pub(crate) fn start(
     let worker = Arc::new(Worker {
         smarthost_auth,
         per_domain: std::sync::Mutex::new(std::collections::HashMap::new()),
+        next_start: std::sync::Mutex::new(std::collections::HashMap::new()),
         flush: Arc::new(tokio::sync::Notify::new()),
         held: std::sync::Mutex::new(Vec::new()),
         store: MaildirStore::new(config.data_dir.join("mail"), &config.hostname),
@@ -318,7 +321,27 @@ impl Worker {
                 })
                 .clone()
         })?;
-        sem.acquire_owned().await.ok()
+        let permit = sem.acquire_owned().await.ok();
+        self.pace(domain).await;
+        permit
+    }
+
+    /// Space transactions with `domain` by 60 s / max_per_domain_per_minute.
+    async fn pace(&self, domain: &str) {
+        let rate = self.config.delivery.max_per_domain_per_minute;
+        if rate == 0 {
+            return;
+        }
+        let interval = Duration::from_secs(60) / rate;
+        let wait = self.next_start.lock().ok().map(|mut m| {
+            let now = std::time::Instant::now();
+            let start = m.get(domain).copied().filter(|t| *t > now).unwrap_or(now);
+            m.insert(domain.to_owned(), start + interval);
+            start.saturating_duration_since(now)
+        });
+        if let Some(w) = wait.filter(|w| !w.is_zero()) {
+            tokio::time::sleep(w).await;
+        }
     }
 
     /// A local domain's mailboxes behind an LMTP server.
