@@ -140,17 +140,12 @@ fn session_failure(stage: &str, r: &Reply) -> HostFailure {
     }
 }
 
-/// Deliver to one address. Ok: an outcome per recipient, in order.
-pub async fn deliver(
-    addr: SocketAddr,
-    msg: &Outgoing<'_>,
-    tls: &tokio_rustls::TlsConnector,
-    server_name: &str,
-) -> Result<Vec<RcptOutcome>, HostFailure> {
+/// Connect and read the 220 greeting.
+async fn open(addr: SocketAddr, protocol: &str) -> Result<Conn, HostFailure> {
     let stream = match timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(temp(format!("connect to {addr}: {e}"))),
-        Err(_) => return Err(temp(format!("connect to {addr}: timeout"))),
+        Ok(Err(e)) => return Err(temp(format!("connect to {protocol} {addr}: {e}"))),
+        Err(_) => return Err(temp(format!("connect to {protocol} {addr}: timeout"))),
     };
     let mut c = Conn {
         io: Box::new(stream),
@@ -160,6 +155,17 @@ pub async fn deliver(
     if greeting.code != 220 {
         return Err(session_failure("greeting", &greeting));
     }
+    Ok(c)
+}
+
+/// Deliver to one address. Ok: an outcome per recipient, in order.
+pub async fn deliver(
+    addr: SocketAddr,
+    msg: &Outgoing<'_>,
+    tls: &tokio_rustls::TlsConnector,
+    server_name: &str,
+) -> Result<Vec<RcptOutcome>, HostFailure> {
+    let mut c = open(addr, "SMTP").await?;
     let mut ehlo = c.command(&format!("EHLO {}", msg.helo)).await?;
     if ehlo.code != 250 {
         return Err(session_failure("EHLO", &ehlo));
@@ -246,19 +252,7 @@ pub async fn deliver_lmtp(
     addr: SocketAddr,
     msg: &Outgoing<'_>,
 ) -> Result<Vec<RcptOutcome>, HostFailure> {
-    let stream = match timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(temp(format!("connect to LMTP {addr}: {e}"))),
-        Err(_) => return Err(temp(format!("connect to LMTP {addr}: timeout"))),
-    };
-    let mut c = Conn {
-        io: Box::new(stream),
-        buf: Vec::new(),
-    };
-    let greeting = c.read_reply().await?;
-    if greeting.code != 220 {
-        return Err(session_failure("greeting", &greeting));
-    }
+    let mut c = open(addr, "LMTP").await?;
     let lhlo = c.command(&format!("LHLO {}", msg.helo)).await?;
     if lhlo.code != 250 {
         return Err(session_failure("LHLO", &lhlo));

@@ -310,6 +310,25 @@ impl Worker {
         results
     }
 
+    /// The message as the client sends it; plain, no login.
+    fn outgoing<'a>(
+        &'a self,
+        env: &'a Envelope,
+        recipients: &'a [String],
+        data: &'a [u8],
+    ) -> Outgoing<'a> {
+        Outgoing {
+            helo: &self.config.hostname,
+            sender: &env.sender,
+            recipients,
+            data,
+            smtputf8: env.smtputf8,
+            eight_bit: env.eight_bit,
+            require_tls: false,
+            auth: None,
+        }
+    }
+
     /// Wait for a free delivery slot for `domain`.
     async fn domain_slot(&self, domain: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
         let sem = self.per_domain.lock().ok().map(|mut m| {
@@ -354,16 +373,7 @@ impl Worker {
         results: &mut Results,
     ) {
         let addresses: Vec<String> = rcpts.iter().map(|r| r.address.clone()).collect();
-        let msg = Outgoing {
-            helo: &self.config.hostname,
-            sender: &env.sender,
-            recipients: &addresses,
-            data,
-            smtputf8: env.smtputf8,
-            eight_bit: env.eight_bit,
-            require_tls: false,
-            auth: None,
-        };
+        let msg = self.outgoing(env, &addresses, data);
         match remote::deliver_lmtp(addr, &msg).await {
             Ok(outcomes) => {
                 self.record_outcomes(env, rcpts, outcomes, &addr.to_string(), results)
@@ -432,12 +442,6 @@ impl Worker {
                 .any(|d| d == domain);
         let addresses: Vec<String> = rcpts.iter().map(|r| r.address.clone()).collect();
         let msg = Outgoing {
-            helo: &self.config.hostname,
-            sender: &env.sender,
-            recipients: &addresses,
-            data,
-            smtputf8: env.smtputf8,
-            eight_bit: env.eight_bit,
             require_tls: tls_required,
             auth: self
                 .config
@@ -445,6 +449,7 @@ impl Worker {
                 .smarthost
                 .and(self.smarthost_auth.as_ref())
                 .map(|(u, p)| (u.as_str(), p.as_str())),
+            ..self.outgoing(env, &addresses, data)
         };
         let mut last = HostFailure {
             permanent: false,
