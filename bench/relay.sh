@@ -8,6 +8,8 @@
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 MESSAGES=${MESSAGES:-5000} SESSIONS=${SESSIONS:-10} ROUNDS=${ROUNDS:-2}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/portcullis-target}"
 bash .ci/build-release -q
@@ -53,8 +55,7 @@ CONF
   printf 'relay-pw\n' | "$BIN" user add relay@bench.test --password-stdin --config "$work/pc/p.toml" >/dev/null
   "$BIN" serve --config "$work/pc/p.toml" >"$work/pc/log" 2>&1 &
   pc_pid=$!
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$PC_SUB) 2>/dev/null && return; sleep 0.1; done
-  echo "portcullis did not start" >&2; exit 1
+  wait_port "$PC_SUB" || exit 1
 }
 
 pc_queue() { python3 -c "import json,urllib.request;print(json.load(urllib.request.urlopen('http://127.0.0.1:$PC_HTTP/healthz'))['queued'])"; }
@@ -92,8 +93,4 @@ for round in $(seq "$ROUNDS"); do
   pf_rates+=("$(run $PF_PORT pf_queue)")
 done
 
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-pc=$(median "${pc_rates[@]}") pf=$(median "${pf_rates[@]}")
-printf '| run | portcullis msg/s | Postfix msg/s |\n|---|---|---|\n'
-for i in $(seq 0 $((ROUNDS - 1))); do printf '| %d | %.0f | %.0f |\n' $((i + 1)) "${pc_rates[$i]}" "${pf_rates[$i]}"; done
-printf '| **median** | **%.0f** | **%.0f** |\n\nRatio portcullis/Postfix: **%.2f**\n' "$pc" "$pf" "$(echo "$pc / $pf" | bc -l)"
+report "${pc_rates[@]}" -- "${pf_rates[@]}"

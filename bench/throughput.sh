@@ -7,6 +7,8 @@
 #   ROUNDS=3 MESSAGES=5000 bash bench/throughput.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 SESSIONS=${SESSIONS:-20} MESSAGES=${MESSAGES:-20000} SIZE=${SIZE:-1024} ROUNDS=${ROUNDS:-2}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/portcullis-target}"
 bash .ci/build-release -q
@@ -39,8 +41,7 @@ recipients = "any"   # like Postfix's static virtual_mailbox_maps below
 CONF
   "$BIN" serve --config "$work/pc/portcullis.toml" >"$work/pc/log" 2>&1 &
   pc_pid=$!
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$PC_PORT) 2>/dev/null && return; sleep 0.1; done
-  echo "portcullis did not start" >&2; exit 1
+  wait_port "$PC_PORT" || exit 1
 }
 
 count_files() { find "$1" -type f 2>/dev/null | wc -l; }
@@ -74,8 +75,4 @@ for round in $(seq "$ROUNDS"); do
   wait_delivered "$work/postfix/mail" $((before + MESSAGES))
 done
 
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-pc=$(median "${pc_rates[@]}") pf=$(median "${pf_rates[@]}")
-printf '| run | portcullis msg/s | Postfix msg/s |\n|---|---|---|\n'
-for i in $(seq 0 $((ROUNDS - 1))); do printf '| %d | %.0f | %.0f |\n' $((i + 1)) "${pc_rates[$i]}" "${pf_rates[$i]}"; done
-printf '| **median** | **%.0f** | **%.0f** |\n\nRatio portcullis/Postfix: **%.2f**\n' "$pc" "$pf" "$(echo "$pc / $pf" | bc -l)"
+report "${pc_rates[@]}" -- "${pf_rates[@]}"
