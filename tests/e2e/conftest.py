@@ -34,19 +34,30 @@ recipients = "any"
 """
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on, never handed out twice in one run (two
+    servers of one test must not get the same port)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
-def wait_port(port: int, timeout: float = 30.0) -> None:
+def wait_port(port: int, timeout: float = 30.0, proc=None) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
         except OSError:
+            if proc is not None and proc.poll() is not None:
+                raise TimeoutError(f"the server exited with status {proc.returncode}")
             time.sleep(0.05)
     raise TimeoutError(f"port {port} did not open")
 
@@ -105,7 +116,11 @@ bind = "127.0.0.1:{self.http}"
             stderr=logf,
             cwd=self.workdir,
         )
-        wait_port(self.mx)
+        try:
+            wait_port(self.mx, proc=self.proc)
+        except TimeoutError:
+            # Say why: the server's own words are in its log.
+            raise RuntimeError(f"portcullis did not start: {self.log.read_text()[-2000:]}") from None
         return self
 
     def kill(self) -> None:
