@@ -277,35 +277,107 @@ fn signer<T: mail_auth::common::crypto::SigningKey>(
         .body_canonicalization(Canonicalization::Relaxed)
 }
 
+/// A key file `SELECTOR.ALGORITHM.pem`, read.
+struct KeyFile {
+    path: PathBuf,
+    selector: String,
+    algorithm: String,
+    pem: String,
+}
+
+impl KeyFile {
+    /// `None` for files that are not named like a key.
+    fn read(path: &Path) -> Result<Option<KeyFile>, KeyError> {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let Some((selector, algorithm)) =
+            name.strip_suffix(".pem").and_then(|s| s.rsplit_once('.'))
+        else {
+            return Ok(None);
+        };
+        if !matches!(algorithm, "ed25519" | "rsa") {
+            return Ok(None);
+        }
+        Ok(Some(KeyFile {
+            path: path.to_owned(),
+            selector: selector.to_owned(),
+            algorithm: algorithm.to_owned(),
+            pem: std::fs::read_to_string(path).map_err(|e| io(path, e))?,
+        }))
+    }
+
+    fn bad(&self, algorithm: &'static str, why: impl ToString) -> KeyError {
+        KeyError::BadKey {
+            path: self.path.clone(),
+            algorithm,
+            why: why.to_string(),
+        }
+    }
+}
+
 fn load_key(path: &Path, domain: &str) -> Result<Option<SigningKey>, KeyError> {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    let (selector, algorithm) = match name.strip_suffix(".pem").and_then(|s| s.rsplit_once('.')) {
-        Some((sel, alg)) => (sel.to_owned(), alg),
-        None => return Ok(None),
+    let Some(f) = KeyFile::read(path)? else {
+        return Ok(None);
     };
-    let pem = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
-    let bad = |algorithm: &'static str, why: String| KeyError::BadKey {
-        path: path.to_owned(),
-        algorithm,
-        why,
-    };
-    let key = match algorithm {
-        "ed25519" => {
-            let der = pem_body(&pem).map_err(|e| bad("ed25519", e))?;
-            let key =
-                Ed25519Key::from_pkcs8_der(&der).map_err(|e| bad("ed25519", e.to_string()))?;
-            SigningKey::Ed25519(signer(key, domain, &selector))
-        }
-        "rsa" => {
-            use rustls_pki_types::pem::PemObject;
-            let der = rustls_pki_types::PrivateKeyDer::from_pem_slice(pem.as_bytes())
-                .map_err(|e| bad("rsa", e.to_string()))?;
-            let key = RsaKey::<Sha256>::from_key_der(der).map_err(|e| bad("rsa", e.to_string()))?;
-            SigningKey::Rsa(signer(key, domain, &selector))
-        }
-        _ => return Ok(None),
+    let key = if f.algorithm == "ed25519" {
+        let der = pem_body(&f.pem).map_err(|e| f.bad("ed25519", e))?;
+        let key = Ed25519Key::from_pkcs8_der(&der).map_err(|e| f.bad("ed25519", e))?;
+        SigningKey::Ed25519(signer(key, domain, &f.selector))
+    } else {
+        use rustls_pki_types::pem::PemObject;
+        let der = rustls_pki_types::PrivateKeyDer::from_pem_slice(f.pem.as_bytes())
+            .map_err(|e| f.bad("rsa", e))?;
+        let key = RsaKey::<Sha256>::from_key_der(der).map_err(|e| f.bad("rsa", e))?;
+        SigningKey::Rsa(signer(key, domain, &f.selector))
     };
     Ok(Some(key))
+}
+
+/// The TXT records of every key `domain` has under `dkim_dir`, derived
+/// from the private keys (for `portcullis dns-records`).
+pub fn published_records(dkim_dir: &Path, domain: &str) -> Result<Vec<String>, KeyError> {
+    let domain = checked_label(domain)?;
+    let dir = dkim_dir.join(&domain);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    let mut out = Vec::new();
+    for path in paths {
+        let Some(f) = KeyFile::read(&path)? else {
+            continue;
+        };
+        let p = if f.algorithm == "ed25519" {
+            let der = pem_body(&f.pem).map_err(|e| f.bad("ed25519", e))?;
+            let pair = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
+                .map_err(|e| f.bad("ed25519", e))?;
+            B64.encode(ring::signature::KeyPair::public_key(&pair).as_ref())
+        } else {
+            use rsa::pkcs1::DecodeRsaPrivateKey;
+            use rsa::pkcs8::EncodePublicKey;
+            let private =
+                rsa::RsaPrivateKey::from_pkcs1_pem(&f.pem).map_err(|e| f.bad("rsa", e))?;
+            let spki = private
+                .to_public_key()
+                .to_public_key_der()
+                .map_err(|e| f.bad("rsa", e))?;
+            B64.encode(spki.as_bytes())
+        };
+        out.push(txt_record(&domain, &f.selector, &f.algorithm, &p));
+    }
+    Ok(out)
+}
+
+/// A cheap fingerprint of the key directory (modification times of it and
+/// its domain directories), so a running server notices new keys.
+pub fn key_dir_fingerprint(dkim_dir: &Path) -> Vec<std::time::SystemTime> {
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut v: Vec<_> = mtime(dkim_dir).into_iter().collect();
+    if let Ok(rd) = std::fs::read_dir(dkim_dir) {
+        v.extend(rd.filter_map(|e| e.ok()).filter_map(|e| mtime(&e.path())));
+    }
+    v.sort();
+    v
 }
 
 #[cfg(test)]
@@ -357,64 +429,4 @@ mod tests {
     fn refuses_path_like_names() {
         assert!(generate_key(Path::new("/tmp"), "../etc", "s", DkimAlgorithm::Ed25519).is_err());
     }
-}
-
-/// The TXT records of every key `domain` has under `dkim_dir`, derived
-/// from the private keys (for `portcullis dns-records`).
-pub fn published_records(dkim_dir: &Path, domain: &str) -> Result<Vec<String>, KeyError> {
-    let domain = checked_label(domain)?;
-    let dir = dkim_dir.join(&domain);
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Ok(Vec::new());
-    };
-    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    paths.sort();
-    let mut out = Vec::new();
-    for path in paths {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let Some((selector, alg)) = name.strip_suffix(".pem").and_then(|s| s.rsplit_once('.'))
-        else {
-            continue;
-        };
-        let pem = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
-        let bad = |algorithm: &'static str, why: String| KeyError::BadKey {
-            path: path.clone(),
-            algorithm,
-            why,
-        };
-        let p = match alg {
-            "ed25519" => {
-                let der = pem_body(&pem).map_err(|e| bad("ed25519", e))?;
-                let pair = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
-                    .map_err(|e| bad("ed25519", e.to_string()))?;
-                B64.encode(ring::signature::KeyPair::public_key(&pair).as_ref())
-            }
-            "rsa" => {
-                use rsa::pkcs1::DecodeRsaPrivateKey;
-                use rsa::pkcs8::EncodePublicKey;
-                let private = rsa::RsaPrivateKey::from_pkcs1_pem(&pem)
-                    .map_err(|e| bad("rsa", e.to_string()))?;
-                let spki = private
-                    .to_public_key()
-                    .to_public_key_der()
-                    .map_err(|e| bad("rsa", e.to_string()))?;
-                B64.encode(spki.as_bytes())
-            }
-            _ => continue,
-        };
-        out.push(txt_record(&domain, selector, alg, &p));
-    }
-    Ok(out)
-}
-
-/// A cheap fingerprint of the key directory (modification times of it and
-/// its domain directories), so a running server notices new keys.
-pub fn key_dir_fingerprint(dkim_dir: &Path) -> Vec<std::time::SystemTime> {
-    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let mut v: Vec<_> = mtime(dkim_dir).into_iter().collect();
-    if let Ok(rd) = std::fs::read_dir(dkim_dir) {
-        v.extend(rd.filter_map(|e| e.ok()).filter_map(|e| mtime(&e.path())));
-    }
-    v.sort();
-    v
 }
