@@ -12,6 +12,48 @@ pub struct Cidr {
 }
 
 impl Cidr {
+    /// The range of `prefix` bits (IPv4 `v4_prefix`, IPv6 `v6_prefix`)
+    /// that holds `ip`: the key by which address-based state aggregates,
+    /// so that rotating through one /64 is one sender. IPv4-mapped IPv6
+    /// addresses count as the IPv4 address they carry.
+    pub fn enclosing(ip: IpAddr, v4_prefix: u8, v6_prefix: u8) -> Cidr {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match ip {
+            IpAddr::V4(a) => {
+                let prefix = v4_prefix.min(32);
+                Cidr {
+                    addr: IpAddr::V4(mask32(u32::from(a), prefix).into()),
+                    prefix,
+                }
+            }
+            IpAddr::V6(a) => {
+                let prefix = v6_prefix.min(128);
+                Cidr {
+                    addr: IpAddr::V6(mask128(u128::from(a), prefix).into()),
+                    prefix,
+                }
+            }
+        }
+    }
+
+    /// Every range that holds `ip`, from the host itself to /0: the keys
+    /// under which a range-keyed table (the blocklist) may list it.
+    pub fn all_enclosing(ip: IpAddr) -> Vec<Cidr> {
+        let max = if Cidr::enclosing(ip, 32, 128).addr.is_ipv4() {
+            32
+        } else {
+            128
+        };
+        (0..=max).rev().map(|p| Cidr::enclosing(ip, p, p)).collect()
+    }
+
+    pub fn is_ipv4(&self) -> bool {
+        self.addr.is_ipv4()
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(a)) => {
@@ -78,6 +120,12 @@ impl FromStr for Cidr {
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl serde::Serialize for Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 

@@ -146,7 +146,13 @@ pub struct Config {
     pub dns_lists: Vec<DnsList>,
     pub state_backend: StateBackend,
     pub redis_url: Option<String>,
+    /// Class-of-service limits by class name: `default` is the one pool
+    /// every unknown sender shares; the reputation levels name the others.
     pub classes: BTreeMap<String, ClassLimits>,
+    pub identity: IdentityPolicy,
+    pub reputation: ReputationRules,
+    pub admission: Admission,
+    pub rspamd: Option<Rspamd>,
     pub limits: Limits,
     pub submission: Submission,
     pub auth: AuthPolicy,
@@ -295,6 +301,157 @@ pub struct ClassLimits {
     pub bytes_per_minute: Option<u64>,
 }
 
+impl ClassLimits {
+    /// These limits where given, `base`'s elsewhere. A limit of 0 means
+    /// "no limit", so a built-in one can be switched off.
+    pub fn over(&self, base: &ClassLimits) -> ClassLimits {
+        ClassLimits {
+            max_connections: self.max_connections.or(base.max_connections),
+            connections_per_minute: self.connections_per_minute.or(base.connections_per_minute),
+            messages_per_minute: self.messages_per_minute.or(base.messages_per_minute),
+            recipients_per_message: self.recipients_per_message.or(base.recipients_per_message),
+            recipients_per_minute: self.recipients_per_minute.or(base.recipients_per_minute),
+            bytes_per_minute: self.bytes_per_minute.or(base.bytes_per_minute),
+        }
+    }
+
+    /// The embedded defaults: a tight shared pool for strangers (the
+    /// paper: "extremely limited"), and per-sender levels that each give
+    /// one identified sender more than all strangers together.
+    pub fn builtin(class: &str) -> Option<ClassLimits> {
+        let c = |conns, cpm, mpm, rpm_msg, rpm, bpm| ClassLimits {
+            max_connections: Some(conns),
+            connections_per_minute: Some(cpm),
+            messages_per_minute: Some(mpm),
+            recipients_per_message: Some(rpm_msg),
+            recipients_per_minute: Some(rpm),
+            bytes_per_minute: Some(bpm),
+        };
+        const MIB: u64 = 1024 * 1024;
+        Some(match class {
+            "default" => c(50, 300, 120, 50, 500, 50 * MIB),
+            "new" => c(20, 300, 240, 100, 1000, 100 * MIB),
+            "trusted" => c(50, 1200, 1200, 100, 5000, 500 * MIB),
+            "high" => c(200, 6000, 6000, 1000, 30000, 2048 * MIB),
+            _ => return None,
+        })
+    }
+}
+
+/// How a sender is identified (the paper's "Identification" section).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityPolicy {
+    /// Address-based state aggregates IPv4 by this prefix ...
+    pub ipv4_prefix: u8,
+    /// ... and IPv6 by this one, so rotating through a /64 is one sender.
+    pub ipv6_prefix: u8,
+    /// Allocation data (an RDAP/WHOIS export): one `PREFIX HOLDER` per
+    /// line; a client inside a prefix is identified as its holder.
+    pub allocations: Option<PathBuf>,
+    /// Allocations coarser than these are disregarded: they would lump
+    /// unrelated senders into one reputation (the paper, WEIRDS item).
+    pub allocation_min_ipv4: u8,
+    pub allocation_min_ipv6: u8,
+}
+
+impl Default for IdentityPolicy {
+    fn default() -> Self {
+        IdentityPolicy {
+            ipv4_prefix: 32,
+            ipv6_prefix: 64,
+            allocations: None,
+            allocation_min_ipv4: 16,
+            allocation_min_ipv6: 32,
+        }
+    }
+}
+
+/// Promotion and demotion between per-sender classes (the paper,
+/// "Adjusting Class of Service"). The gap between the promotion and the
+/// demotion thresholds is the hysteresis.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReputationRules {
+    /// Per-sender classes from lowest to highest; identified senders
+    /// start at the first.
+    pub levels: Vec<String>,
+    /// Good messages needed at a level before promotion ...
+    pub promote_after: u32,
+    /// ... with at most this share of spam among the verdicts there.
+    pub promote_max_spam_percent: u32,
+    /// Demotion needs at least this many verdicts at the level ...
+    pub demote_min_verdicts: u32,
+    /// ... and at least this share of spam among them.
+    pub demote_spam_percent: u32,
+}
+
+impl Default for ReputationRules {
+    fn default() -> Self {
+        ReputationRules {
+            levels: vec!["new".into(), "trusted".into(), "high".into()],
+            promote_after: 50,
+            promote_max_spam_percent: 5,
+            demote_min_verdicts: 5,
+            demote_spam_percent: 30,
+        }
+    }
+}
+
+/// Connection-level limits that apply to everyone (the "Rate control"
+/// slides), the temporal blocklist, and what deferrals say.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admission {
+    /// Named in every deferral, so a sender learns how to get out of the
+    /// default class (the paper, "Practical Considerations").
+    pub remediation_url: String,
+    /// Concurrent connections from one range (the identity prefix).
+    pub per_range_max_connections: u32,
+    /// New connections per minute from one range.
+    pub per_range_connections_per_minute: u32,
+    /// Spam verdicts within `strike_window_secs` that put an unidentified
+    /// range on the temporal blocklist for `block_secs` (0: never).
+    pub spam_strikes: u32,
+    pub strike_window_secs: u64,
+    pub block_secs: u64,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission {
+            remediation_url: String::new(),
+            per_range_max_connections: 20,
+            per_range_connections_per_minute: 120,
+            spam_strikes: 3,
+            strike_window_secs: 3600,
+            block_secs: 3600,
+        }
+    }
+}
+
+/// Spam verdicts from rspamd's `/checkv2` (its normal worker).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Rspamd {
+    /// `host:port` of the normal worker (rspamd's default 127.0.0.1:11333).
+    pub address: SocketAddr,
+    #[serde(default = "Rspamd::default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Refuse messages rspamd's action says to reject (550 5.7.1).
+    #[serde(default = "Rspamd::default_reject")]
+    pub reject: bool,
+}
+
+impl Rspamd {
+    fn default_timeout_ms() -> u64 {
+        10_000
+    }
+    fn default_reject() -> bool {
+        true
+    }
+}
+
 /// Session limits. Defaults are the RFC 5321 minimums where the RFC gives
 /// one (4.5.3.1 sizes, 4.5.3.2 timeouts).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -370,7 +527,11 @@ impl Config {
             dns_timeout: Duration::from_secs(5),
             state_backend: StateBackend::Embedded,
             redis_url: None,
-            classes: BTreeMap::new(),
+            classes: builtin_classes(&ReputationRules::default()),
+            identity: IdentityPolicy::default(),
+            reputation: ReputationRules::default(),
+            admission: Admission::default(),
+            rspamd: None,
             limits: Limits::default(),
             submission: Submission::default(),
             auth: AuthPolicy::default(),
@@ -394,6 +555,12 @@ pub(crate) struct RawConfig {
     state: Option<RawState>,
     #[serde(default)]
     class: BTreeMap<String, ClassLimits>,
+    #[serde(default)]
+    identity: IdentityPolicy,
+    reputation: Option<Spanned<ReputationRules>>,
+    #[serde(default)]
+    admission: Admission,
+    rspamd: Option<Rspamd>,
     limits: Option<Spanned<Limits>>,
     #[serde(default)]
     dnsbl: Vec<DnsList>,
@@ -490,6 +657,37 @@ impl RawConfig {
                 (b.into_inner(), redis_url)
             }
         };
+        let reputation = match self.reputation {
+            Some(r) => {
+                let at = r.span().start;
+                let r = r.into_inner();
+                if r.levels.is_empty() {
+                    return Err((at, "levels must name at least one class".into()));
+                }
+                if r.promote_max_spam_percent >= r.demote_spam_percent {
+                    return Err((
+                        at,
+                        "promote_max_spam_percent must be below demote_spam_percent (hysteresis)"
+                            .into(),
+                    ));
+                }
+                if let Some(l) = r.levels.iter().find(|l| {
+                    !self.class.contains_key(l.as_str()) && ClassLimits::builtin(l).is_none()
+                }) {
+                    return Err((at, format!("level {l:?} has no [class.{l}] section")));
+                }
+                r
+            }
+            None => ReputationRules::default(),
+        };
+        let mut classes = builtin_classes(&reputation);
+        for (name, given) in self.class {
+            let merged = match classes.get(&name) {
+                Some(builtin) => given.over(builtin),
+                None => given,
+            };
+            classes.insert(name, merged);
+        }
         let limits = self
             .limits
             .map(checked_limits)
@@ -544,7 +742,14 @@ impl RawConfig {
             http_bind: self.http.map(|h| h.bind).or(defaults.http_bind),
             state_backend,
             redis_url,
-            classes: self.class,
+            classes,
+            identity: IdentityPolicy {
+                allocations: self.identity.allocations.map(|p| base.join(p)),
+                ..self.identity
+            },
+            reputation,
+            admission: self.admission,
+            rspamd: self.rspamd,
             limits,
             submission,
             auth: self.auth,
@@ -587,6 +792,14 @@ fn listeners(raw: Vec<RawListener>) -> Result<Vec<Listener>, Invalid> {
                 pregreet_wait: Duration::from_millis(l.pregreet_wait_ms),
             })
         })
+        .collect()
+}
+
+/// The built-in limits of `default` and of the levels that have them.
+fn builtin_classes(rules: &ReputationRules) -> BTreeMap<String, ClassLimits> {
+    std::iter::once("default")
+        .chain(rules.levels.iter().map(String::as_str))
+        .filter_map(|c| ClassLimits::builtin(c).map(|l| (c.to_owned(), l)))
         .collect()
 }
 

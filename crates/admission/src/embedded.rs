@@ -1,0 +1,239 @@
+//! The state admission decides on, held in memory: rate buckets, the
+//! temporal blocklist, known senders, domain ranges and reputations. It
+//! is the whole state of the embedded backend (snapshotted to disk by the
+//! server so it survives a restart), and the local fallback of the Redis
+//! backend when Redis cannot be reached.
+
+use crate::identity::longest_match;
+use crate::{Charge, LevelChange, Reputation, Verdict, gcra};
+use portcullis_config::{Cidr, ReputationRules};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockEntry {
+    /// Seconds since the epoch when the block ends.
+    pub until: u64,
+    pub reason: String,
+}
+
+/// What is known about a client address before the greeting.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lookup {
+    pub blocked: Option<(Cidr, BlockEntry)>,
+    /// The known-sender name of the most specific listed range.
+    pub known: Option<String>,
+    /// Domains that authenticated mail from the client's range.
+    pub domains: Vec<String>,
+}
+
+/// A change asked for by an operator (the CLI), applied by whichever
+/// process owns the state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum StateCommand {
+    Block {
+        range: Cidr,
+        secs: u64,
+        reason: String,
+    },
+    Unblock {
+        range: Cidr,
+    },
+    KnownAdd {
+        range: Cidr,
+        name: String,
+    },
+    KnownDel {
+        range: Cidr,
+    },
+    Report {
+        identity: String,
+        verdict: String,
+    },
+}
+
+/// How long a domain's range is remembered after its last authenticated
+/// message.
+pub const DOMAIN_RANGE_TTL_SECS: u64 = 30 * 24 * 3600;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct EmbeddedState {
+    buckets: HashMap<String, u64>,
+    blocklist: HashMap<Cidr, BlockEntry>,
+    known: HashMap<Cidr, String>,
+    domain_ranges: HashMap<Cidr, BTreeMap<String, u64>>,
+    reputations: BTreeMap<String, Reputation>,
+    #[serde(skip)]
+    dirty: bool,
+}
+
+impl EmbeddedState {
+    /// Blocklist, known senders and domain ranges for a client. `now` in
+    /// seconds since the epoch.
+    pub fn lookup(&self, ip: IpAddr, range: Cidr, now: u64) -> Lookup {
+        let blocked = Cidr::all_enclosing(ip).into_iter().find_map(|c| {
+            self.blocklist
+                .get(&c)
+                .filter(|e| e.until > now)
+                .map(|e| (c, e.clone()))
+        });
+        Lookup {
+            blocked,
+            known: longest_match(&self.known, ip).map(|(_, n)| n.clone()),
+            domains: self
+                .domain_ranges
+                .get(&range)
+                .map(|d| {
+                    d.iter()
+                        .filter(|(_, seen)| **seen + DOMAIN_RANGE_TTL_SECS > now)
+                        .map(|(d, _)| d.clone())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Draw from every bucket or from none. Err: the index of the first
+    /// bucket that is full and the microseconds until it would fit.
+    pub fn charge(&mut self, charges: &[Charge], now_us: u64) -> Result<(), (usize, u64)> {
+        let mut new = Vec::with_capacity(charges.len());
+        for (i, c) in charges.iter().enumerate() {
+            let tat = self.buckets.get(&c.key).copied().unwrap_or(0);
+            new.push(gcra::charge(tat, now_us, c.per_minute, c.cost).map_err(|r| (i, r))?);
+        }
+        for (c, tat) in charges.iter().zip(new) {
+            self.buckets.insert(c.key.clone(), tat);
+        }
+        Ok(())
+    }
+
+    pub fn reputation(&self, key: &str) -> Option<&Reputation> {
+        self.reputations.get(key)
+    }
+
+    pub fn reputations(&self) -> impl Iterator<Item = (&String, &Reputation)> {
+        self.reputations.iter()
+    }
+
+    /// Count a message and/or a verdict for an identity; the level change
+    /// it earned, if any.
+    pub fn record(
+        &mut self,
+        key: &str,
+        verdict: Option<Verdict>,
+        counts_message: bool,
+        rules: &ReputationRules,
+        now: u64,
+    ) -> (Reputation, Option<LevelChange>) {
+        let rep = self.reputations.entry(key.to_owned()).or_default();
+        let change = rep.update(verdict, counts_message, rules, now);
+        self.dirty = true;
+        (rep.clone(), change)
+    }
+
+    pub fn remember_range(&mut self, range: Cidr, domain: &str, now: u64) {
+        let seen = self.domain_ranges.entry(range).or_default();
+        if seen.insert(domain.to_owned(), now).is_none() {
+            self.dirty = true;
+        }
+    }
+
+    pub fn domain_ranges(&self) -> impl Iterator<Item = (&Cidr, &BTreeMap<String, u64>)> {
+        self.domain_ranges.iter()
+    }
+
+    pub fn blocklist(&self, now: u64) -> Vec<(Cidr, BlockEntry)> {
+        let mut v: Vec<_> = self
+            .blocklist
+            .iter()
+            .filter(|(_, e)| e.until > now)
+            .map(|(c, e)| (*c, e.clone()))
+            .collect();
+        v.sort_by_key(|(c, _)| c.to_string());
+        v
+    }
+
+    pub fn known(&self) -> Vec<(Cidr, String)> {
+        let mut v: Vec<_> = self.known.iter().map(|(c, n)| (*c, n.clone())).collect();
+        v.sort_by_key(|(c, _)| c.to_string());
+        v
+    }
+
+    /// Apply an operator's change; `Err` says why it makes no sense.
+    pub fn apply(
+        &mut self,
+        cmd: &StateCommand,
+        rules: &ReputationRules,
+        now: u64,
+    ) -> Result<(), String> {
+        self.dirty = true;
+        match cmd {
+            StateCommand::Block {
+                range,
+                secs,
+                reason,
+            } => {
+                let entry = BlockEntry {
+                    until: now + secs,
+                    reason: reason.clone(),
+                };
+                self.blocklist.insert(*range, entry);
+            }
+            StateCommand::Unblock { range } => {
+                self.blocklist
+                    .remove(range)
+                    .ok_or(format!("{range} is not on the blocklist"))?;
+            }
+            StateCommand::KnownAdd { range, name } => {
+                self.known.insert(*range, name.clone());
+            }
+            StateCommand::KnownDel { range } => {
+                self.known
+                    .remove(range)
+                    .ok_or(format!("{range} is not a known sender"))?;
+            }
+            StateCommand::Report { identity, verdict } => {
+                let v = Verdict::parse(verdict)
+                    .ok_or(format!("verdict {verdict:?} is not ham or spam"))?;
+                let key = crate::Identity::parse(identity).key();
+                self.record(&key, Some(v), false, rules, now);
+            }
+        }
+        Ok(())
+    }
+
+    /// Forget what no longer matters: drained buckets, ended blocks, old
+    /// domain ranges. This is what keeps memory proportional to active
+    /// identities and ranges, not to every address ever seen.
+    pub fn sweep(&mut self, now_us: u64) {
+        let now = now_us / 1_000_000;
+        let before = (self.buckets.len(), self.blocklist.len());
+        self.buckets.retain(|_, tat| *tat > now_us);
+        self.blocklist.retain(|_, e| e.until > now);
+        self.domain_ranges.retain(|_, d| {
+            d.retain(|_, seen| *seen + DOMAIN_RANGE_TTL_SECS > now);
+            !d.is_empty()
+        });
+        if before != (self.buckets.len(), self.blocklist.len()) {
+            self.dirty = true;
+        }
+    }
+
+    /// Whether anything worth a snapshot changed since the last call.
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// Counts for metrics and the memory benchmark.
+    pub fn sizes(&self) -> [(&'static str, usize); 5] {
+        [
+            ("buckets", self.buckets.len()),
+            ("blocklist", self.blocklist.len()),
+            ("known_senders", self.known.len()),
+            ("domain_ranges", self.domain_ranges.len()),
+            ("reputations", self.reputations.len()),
+        ]
+    }
+}
