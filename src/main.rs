@@ -1,6 +1,8 @@
 //! The `portcullis` command line: wiring only. Each subcommand parses its
 //! arguments, loads the config and calls into the crate that does the work.
 
+mod state_cli;
+
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use portcullis_config::{Config, DEFAULT_DATA_DIR};
@@ -87,6 +89,27 @@ enum Command {
         /// the count emitted after merging prefixes.
         #[arg(long)]
         stats: bool,
+    },
+    /// Sender reputation: volume, quality and class of service.
+    Reputation {
+        #[command(subcommand)]
+        action: state_cli::ReputationAction,
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
+    /// The temporal blocklist, checked before the greeting.
+    Blocklist {
+        #[command(subcommand)]
+        action: state_cli::BlocklistAction,
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
+    /// Address ranges identified as known senders.
+    KnownSenders {
+        #[command(subcommand)]
+        action: state_cli::KnownSendersAction,
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
     },
     /// Look at and manage the mail queue.
     Queue {
@@ -197,6 +220,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Queue { action, config } => queue(action, &load(config.as_deref())?),
+        Command::Reputation { action, config } => {
+            state_cli::reputation(action, &load(config.as_deref())?)
+        }
+        Command::Blocklist { action, config } => {
+            state_cli::blocklist(action, &load(config.as_deref())?)
+        }
+        Command::KnownSenders { action, config } => {
+            state_cli::known_senders(action, &load(config.as_deref())?)
+        }
         Command::User { action, config } => user(action, &load(config.as_deref())?),
         Command::Dkim {
             action:

@@ -33,6 +33,23 @@ name = "local.test"
 recipients = "any"
 """
 
+# Functional tests are not about rate limits: with no class-of-service
+# section of their own they run with the limits switched off (0). The
+# class-of-service tests (test_t15) set their own.
+UNLIMITED = """
+[class.default]
+max_connections = 0
+connections_per_minute = 0
+messages_per_minute = 0
+recipients_per_message = 0
+recipients_per_minute = 0
+bytes_per_minute = 0
+
+[admission]
+per_range_max_connections = 0
+per_range_connections_per_minute = 0
+"""
+
 
 _HANDED_OUT: set[int] = set()
 
@@ -102,6 +119,7 @@ bind = ["127.0.0.1:{self.subs}"]
 bind = "127.0.0.1:{self.http}"
 
 {LOCAL_TEST if local_test else ""}
+{"" if "[class." in extra or "[admission]" in extra else UNLIMITED}
 {extra}
 """
         )

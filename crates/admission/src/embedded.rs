@@ -52,6 +52,8 @@ pub enum StateCommand {
         identity: String,
         verdict: String,
     },
+    /// Write a fresh snapshot (what the CLI asks before reading it).
+    Snapshot,
 }
 
 /// How long a domain's range is remembered after its last authenticated
@@ -200,6 +202,7 @@ impl EmbeddedState {
                 let key = crate::Identity::parse(identity).key();
                 self.record(&key, Some(v), false, rules, now);
             }
+            StateCommand::Snapshot => {}
         }
         Ok(())
     }

@@ -410,10 +410,9 @@ pub struct Admission {
     pub per_range_max_connections: u32,
     /// New connections per minute from one range.
     pub per_range_connections_per_minute: u32,
-    /// Spam verdicts within `strike_window_secs` that put an unidentified
-    /// range on the temporal blocklist for `block_secs` (0: never).
+    /// Spam verdicts from an unidentified range that put it on the
+    /// temporal blocklist for `block_secs` (0: never).
     pub spam_strikes: u32,
-    pub strike_window_secs: u64,
     pub block_secs: u64,
 }
 
@@ -424,7 +423,6 @@ impl Default for Admission {
             per_range_max_connections: 20,
             per_range_connections_per_minute: 120,
             spam_strikes: 3,
-            strike_window_secs: 3600,
             block_secs: 3600,
         }
     }

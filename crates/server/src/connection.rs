@@ -42,6 +42,18 @@ pub(crate) struct Connection {
     pub client_labels: std::sync::Mutex<Vec<String>>,
     /// ... and about the current transaction's domains.
     pub list_labels: std::sync::Mutex<Vec<String>>,
+    /// The class of service of a port-25 client.
+    pub gate: tokio::sync::Mutex<Option<crate::admission::Gate>>,
+}
+
+/// What inbound authentication found, for delivery and for admission.
+struct Inbound {
+    header: String,
+    folder: Option<String>,
+    spf: AuthResult,
+    /// Domains the message authenticated for: the SPF-passing MAIL FROM
+    /// domain and every passing DKIM `d=`.
+    domains: Vec<String>,
 }
 
 enum Exit {
@@ -77,6 +89,12 @@ impl Connection {
             return (None, None);
         }
         let ctx = &self.ctx;
+        // The class of service first: a blocked or over-limit client costs
+        // no DNS lookups.
+        match ctx.admission.connect(self.peer.ip()).await {
+            Ok(gate) => *self.gate.lock().await = Some(gate),
+            Err(r) => return (None, Some(r)),
+        }
         let (iprev, ptr) = ctx.verifier.iprev(self.peer.ip()).await;
         info!(session = %self.id, event = "iprev", result = iprev.as_str(), ptr = ptr.as_deref().unwrap_or(""));
         let lists =
@@ -234,7 +252,10 @@ impl Connection {
                                 Some(r) => verdict = Verdict::Reject(r),
                                 None => {
                                     self.check_spf(s.helo_name().unwrap_or(""), from.as_ref())
-                                        .await
+                                        .await;
+                                    if let Err(r) = self.admit_message().await {
+                                        verdict = Verdict::Reject(r);
+                                    }
                                 }
                             }
                         }
@@ -251,7 +272,12 @@ impl Connection {
                             }
                             None => {
                                 let known = self.ctx.submission.recipient_exists(&to);
-                                checks::recipient(&self.ctx.config, &to, known)
+                                match checks::recipient(&self.ctx.config, &to, known) {
+                                    Verdict::Accept => {
+                                        self.admit_recipient(s.recipient_count()).await
+                                    }
+                                    refused => refused,
+                                }
                             }
                         };
                         if checks::is_user_unknown(&verdict) {
@@ -341,6 +367,32 @@ impl Connection {
         out.refusal
     }
 
+    /// MAIL FROM on port 25: the SPF-authenticated domain (if any) moves
+    /// the client to its class; one message is drawn from the budget.
+    async fn admit_message(&self) -> Result<(), Reply> {
+        let spf_pass = self.spf.lock().ok().and_then(|s| {
+            s.as_ref()
+                .filter(|c| c.result() == AuthResult::Pass)
+                .map(|c| c.domain().to_owned())
+        });
+        let mut gate = self.gate.lock().await;
+        match gate.as_mut() {
+            Some(g) => self.ctx.admission.mail(g, spf_pass.as_deref()).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn admit_recipient(&self, so_far: usize) -> Verdict {
+        let gate = self.gate.lock().await;
+        match gate.as_ref() {
+            Some(g) => match self.ctx.admission.rcpt(g, so_far).await {
+                Ok(()) => Verdict::Accept,
+                Err(r) => Verdict::Reject(r),
+            },
+            None => Verdict::Accept,
+        }
+    }
+
     async fn check_spf(&self, helo: &str, from: Option<&portcullis_smtp::Mailbox>) {
         let sender = from.map(|m| m.to_string());
         let spf = self
@@ -357,10 +409,7 @@ impl Connection {
     /// DKIM, ARC and DMARC over an inbound message, the domain policy
     /// applied: the Authentication-Results header to prepend, the folder to
     /// deliver to, or the refusal.
-    async fn authenticate_inbound(
-        &self,
-        txn: &Transaction,
-    ) -> Result<(String, Option<String>, AuthResult), Reply> {
+    async fn authenticate_inbound(&self, txn: &Transaction) -> Result<Inbound, Reply> {
         let stored = self.spf.lock().ok().and_then(|mut s| s.take());
         let spf = match stored {
             Some(s) => s,
@@ -405,11 +454,29 @@ impl Connection {
             session = %self.id, event = "authentication", spf = r.spf.as_str(), dkim = r.dkim.as_str(),
             dmarc = r.dmarc.as_str(), arc = r.arc.as_str(), from_domain = %r.from_domain, disposition = ?disposition
         );
-        match disposition {
-            checks::Disposition::Accept => Ok((header, None, r.spf)),
-            checks::Disposition::Junk => Ok((header, Some("Junk".to_owned()), r.spf)),
-            checks::Disposition::Defer(reply) | checks::Disposition::Reject(reply) => Err(reply),
+        let folder = match disposition {
+            checks::Disposition::Accept => None,
+            checks::Disposition::Junk => Some("Junk".to_owned()),
+            checks::Disposition::Defer(reply) | checks::Disposition::Reject(reply) => {
+                return Err(reply);
+            }
+        };
+        let mut domains = Vec::new();
+        if r.spf == AuthResult::Pass && !spf.domain().is_empty() {
+            domains.push(spf.domain().to_ascii_lowercase());
         }
+        for d in &r.dkim_domains {
+            let d = d.to_ascii_lowercase();
+            if !domains.contains(&d) {
+                domains.push(d);
+            }
+        }
+        Ok(Inbound {
+            header,
+            folder,
+            spf: r.spf,
+            domains,
+        })
     }
 
     /// Spool the message durably, then answer 250 with its queue id.
@@ -419,6 +486,8 @@ impl Connection {
         let now = SystemTime::now();
         let mut submitted = None;
         let mut spf_result = None;
+        let mut inbound_domains = None;
+        let mut verdict = None;
         let (added, body, folder) = match txn.auth {
             Some(_) => match ctx.submission.prepare(&txn, &ctx.config.hostname, &id) {
                 Ok((headers, message_id)) => {
@@ -428,11 +497,24 @@ impl Connection {
                 Err(r) => return r,
             },
             None => match self.authenticate_inbound(&txn).await {
-                Ok((header, folder, spf)) => {
-                    spf_result = Some(spf);
+                Ok(inbound) => {
+                    spf_result = Some(inbound.spf);
                     let body =
                         portcullis_authn::strip_forged_results(&txn.body, &ctx.config.hostname);
-                    (header, std::borrow::Cow::Owned(body), folder)
+                    let mut header = inbound.header;
+                    if let Err(r) = self.admit_data(&txn, &inbound.domains).await {
+                        return r;
+                    }
+                    match self.scan(&txn, &id, &inbound.domains).await {
+                        Ok(Some(scan)) => {
+                            header.push_str(&scan.headers());
+                            verdict = scan.verdict();
+                        }
+                        Ok(None) => {}
+                        Err(r) => return r,
+                    }
+                    inbound_domains = Some(inbound.domains);
+                    (header, std::borrow::Cow::Owned(body), inbound.folder)
                 }
                 Err(r) => return r,
             },
@@ -466,6 +548,9 @@ impl Connection {
                     self.log_submission(&txn, &envelope, message_id, data.len(), now);
                 }
                 ctx.local.submit(StoredMessage { envelope, data });
+                if let Some(domains) = inbound_domains {
+                    self.count_message(&domains, verdict).await;
+                }
                 ctx.metrics
                     .inc(Counter::MessagesAccepted, &[("listener", self.role.name())]);
                 Reply::new(250, Status(2, 0, 0), format!("Ok: queued as {id}"))
@@ -491,6 +576,84 @@ impl Connection {
 }
 
 impl Connection {
+    /// End of data on port 25: bytes, and the domain-range rule.
+    async fn admit_data(&self, txn: &Transaction, domains: &[String]) -> Result<(), Reply> {
+        let gate = self.gate.lock().await;
+        match gate.as_ref() {
+            Some(g) => {
+                self.ctx
+                    .admission
+                    .data(g, txn.body.len() as u64, domains)
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+
+    async fn count_message(
+        &self,
+        domains: &[String],
+        verdict: Option<portcullis_admission::Verdict>,
+    ) {
+        let gate = self.gate.lock().await;
+        if let Some(g) = gate.as_ref() {
+            self.ctx.admission.judged(g, domains, verdict).await;
+        }
+    }
+
+    /// rspamd's verdict, when configured. A scanner that does not answer
+    /// defers the message (451 4.7.1) rather than letting it through
+    /// unscanned.
+    async fn scan(
+        &self,
+        txn: &Transaction,
+        id: &str,
+        domains: &[String],
+    ) -> Result<Option<crate::rspamd::Scan>, Reply> {
+        let Some(cfg) = &self.ctx.config.rspamd else {
+            return Ok(None);
+        };
+        let from = txn
+            .mail_from
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_default();
+        let rcpts: Vec<String> = txn
+            .recipients
+            .iter()
+            .map(|r| r.mailbox.to_string())
+            .collect();
+        let env = crate::rspamd::Envelope {
+            ip: self.peer.ip(),
+            helo: &txn.helo,
+            from: &from,
+            rcpts: rcpts.iter().map(String::as_str).collect(),
+            queue_id: id,
+        };
+        match crate::rspamd::check(cfg, &env, &txn.body).await {
+            Ok(scan) => {
+                info!(session = %self.id, event = "rspamd", action = %scan.action, score = scan.score);
+                if scan.rejects() && cfg.reject {
+                    self.count_message(domains, scan.verdict()).await;
+                    return Err(Reply::new(
+                        550,
+                        Status(5, 7, 1),
+                        format!("Message refused as spam (score {:.1})", scan.score),
+                    ));
+                }
+                Ok(Some(scan))
+            }
+            Err(e) => {
+                warn!(session = %self.id, event = "rspamd_failed", error = %e);
+                Err(Reply::new(
+                    451,
+                    Status(4, 7, 1),
+                    "Content scanner unavailable, try again later",
+                ))
+            }
+        }
+    }
+
     /// Recipients accepted at RCPT under accept-all that do not exist.
     fn take_unknown_recipients(&self, envelope: &mut Envelope) -> Vec<QueuedRecipient> {
         let config = &self.ctx.config;

@@ -40,14 +40,67 @@ async fn health(State(ctx): State<Arc<Context>>) -> Json<serde_json::Value> {
 
 async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
     let sessions = (ctx.config.limits.max_sessions - ctx.sessions.available_permits()) as u64;
-    let body = ctx.metrics.render(&[
+    let adm = &ctx.admission;
+    let blocklist = adm.state.blocklist().await.len() as u64;
+    let sizes = adm.state.sizes();
+    let size = |name: &str| {
+        sizes
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |(_, v)| *v as u64)
+    };
+    let default_max = adm
+        .policy
+        .classes
+        .get("default")
+        .and_then(|c| c.max_connections)
+        .unwrap_or(0);
+    let mut gauges = vec![
         (
             "portcullis_queue_messages",
             "Messages accepted and not yet completed.",
             ctx.spool.live_count() as u64,
         ),
         ("portcullis_sessions", "SMTP sessions open now.", sessions),
-    ]);
+        (
+            "portcullis_default_pool_connections",
+            "Port-25 connections held in the shared default class now.",
+            u64::from(adm.concurrency.held("class:default")),
+        ),
+        (
+            "portcullis_default_pool_connection_limit",
+            "The default class's concurrent connection limit (0: none).",
+            u64::from(default_max),
+        ),
+        (
+            "portcullis_blocklist_entries",
+            "Ranges on the temporal blocklist now.",
+            blocklist,
+        ),
+        (
+            "portcullis_state_buckets",
+            "Rate buckets held in local state (grows with identities and ranges).",
+            size("buckets"),
+        ),
+        (
+            "portcullis_state_reputations",
+            "Identities with a reputation in local state.",
+            size("reputations"),
+        ),
+    ];
+    if let Some(up) = adm.state.redis_up() {
+        gauges.push((
+            "portcullis_redis_up",
+            "1 while Redis answers; 0 while deciding on local state.",
+            u64::from(up),
+        ));
+        gauges.push((
+            "portcullis_redis_failures",
+            "Redis operations that failed since start (local state used instead).",
+            adm.state.redis_errors(),
+        ));
+    }
+    let body = ctx.metrics.render(&gauges);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 

@@ -4,6 +4,7 @@
 //! decides what to say, the checks in `checks.rs` decide who may send to
 //! whom.
 
+mod admission;
 mod checks;
 mod connection;
 mod dnslists;
@@ -11,6 +12,8 @@ mod http;
 mod local;
 mod metrics;
 mod reloading;
+mod rspamd;
+pub mod state;
 mod submission;
 mod tls;
 pub mod trace;
@@ -35,6 +38,7 @@ pub(crate) struct Context {
     pub local: local::Handle,
     pub submission: submission::Submission,
     pub verifier: portcullis_authn::Verifier,
+    pub admission: admission::Admission,
     pub metrics: Arc<metrics::Metrics>,
     pub tls: tokio_rustls::TlsAcceptor,
     pub sessions: Arc<Semaphore>,
@@ -95,7 +99,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!(event = "log_expire_failed", error = %e);
     }
 
+    let admission = admission::Admission::new(&config, submission.metrics.clone())?;
+    let _state_lock = state::lock_or_share(&config)?;
+    info!(event = "state", backend = admission.state.backend_name());
     let ctx = Arc::new(Context {
+        admission,
         metrics: submission.metrics.clone(),
         verifier,
         submission,
@@ -107,6 +115,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         next_session: AtomicU64::new(1),
     });
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(state::maintain(
+        ctx.admission.state.clone(),
+        ctx.config.data_dir.clone(),
+    ));
     let mut banner = Vec::new();
     for l in &ctx.config.listeners {
         for addr in &l.bind {
@@ -131,6 +143,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         "stopping: accepted mail is safe in the spool"
     );
     tasks.abort_all();
+    if let Err(e) = ctx.admission.state.maintain() {
+        error!(event = "state_snapshot_failed", error = %e);
+    }
     Ok(())
 }
 
@@ -203,6 +218,7 @@ async fn accept_loop(ctx: Arc<Context>, sock: TcpListener, listener: portcullis_
             account_session: std::sync::Mutex::new(None),
             spf: std::sync::Mutex::new(None),
             tarpit: std::sync::atomic::AtomicU32::new(0),
+            gate: tokio::sync::Mutex::new(None),
             client_labels: std::sync::Mutex::new(Vec::new()),
             list_labels: std::sync::Mutex::new(Vec::new()),
         };

@@ -17,6 +17,10 @@ pub(crate) enum Counter {
     AuthAttempts,
     QuotaDeferrals,
     AuthResults,
+    Admissions,
+    Deferrals,
+    ReputationChanges,
+    Verdicts,
 }
 
 impl Counter {
@@ -28,6 +32,10 @@ impl Counter {
             Counter::AuthAttempts => "portcullis_auth_attempts_total",
             Counter::QuotaDeferrals => "portcullis_quota_deferrals_total",
             Counter::AuthResults => "portcullis_authentication_results_total",
+            Counter::Admissions => "portcullis_class_admissions_total",
+            Counter::Deferrals => "portcullis_class_deferrals_total",
+            Counter::ReputationChanges => "portcullis_reputation_changes_total",
+            Counter::Verdicts => "portcullis_verdicts_total",
         }
     }
 
@@ -43,6 +51,12 @@ impl Counter {
             }
             Counter::QuotaDeferrals => "Submission quota deferrals by kind (recipients, messages).",
             Counter::AuthResults => "SPF/DKIM/DMARC results of inbound mail.",
+            Counter::Admissions => "Port-25 connections admitted, by class of service.",
+            Counter::Deferrals => {
+                "Class-of-service deferrals and refusals, by class, limit and stage."
+            }
+            Counter::ReputationChanges => "Reputation level changes (promoted, demoted).",
+            Counter::Verdicts => "Spam verdicts counted into reputation, by source and verdict.",
         }
     }
 }

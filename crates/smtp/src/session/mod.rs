@@ -311,6 +311,11 @@ impl Session {
         self.out.push_back(Action::Reply(r));
     }
 
+    /// Recipients accepted so far in the current transaction.
+    pub fn recipient_count(&self) -> usize {
+        self.txn.as_ref().map_or(0, |t| t.recipients.len())
+    }
+
     fn reset_txn(&mut self) {
         self.txn = None;
         self.chunk_check = None;

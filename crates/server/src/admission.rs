@@ -1,0 +1,311 @@
+//! The class-of-service gate of a port-25 connection: the edge between a
+//! session and the admission policy. At connect it identifies the client
+//! as far as the address allows (known senders, allocation data, domain
+//! ranges), checks the blocklist and takes concurrency slots; at MAIL FROM
+//! an SPF pass moves it to its domain's class; each stage then draws on
+//! its class's budget. After the data, verdicts feed reputation.
+
+use crate::metrics::{Counter, Metrics};
+use crate::state::AdmissionState;
+use portcullis_admission::{
+    Allocations, Deferral, Identity, LevelChange, Policy, SenderClass, Slot, Stage, StateCommand,
+    Verdict,
+};
+use portcullis_config::{Cidr, Config};
+use portcullis_smtp::{Reply, Status};
+use std::net::IpAddr;
+use std::sync::Arc;
+use tracing::{info, warn};
+
+/// What all connections share.
+pub(crate) struct Admission {
+    pub policy: Policy,
+    pub state: AdmissionState,
+    pub concurrency: portcullis_admission::Concurrency,
+    pub allocations: Allocations,
+    pub metrics: Arc<Metrics>,
+}
+
+/// One connection's place in the class of service.
+pub(crate) struct Gate {
+    pub class: SenderClass,
+    pub range: Cidr,
+    /// Domains whose ranges admitted this client at connect: its mail
+    /// must then authenticate for one of them (the paper: "aggressive
+    /// action ... if it is subsequently determined that the message is
+    /// not signed").
+    pub vouching_domains: Vec<String>,
+    _range_slot: Slot,
+    class_slot: Slot,
+}
+
+pub(crate) fn reply(d: &Deferral) -> Reply {
+    let (a, b, c) = d.status;
+    Reply::new(d.code, Status(a, b, c), d.text.clone())
+}
+
+impl Admission {
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Admission> {
+        let id = &config.identity;
+        let allocations = match &id.allocations {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                Allocations::parse(&text, id.allocation_min_ipv4, id.allocation_min_ipv6)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            }
+            None => Allocations::default(),
+        };
+        Ok(Admission {
+            policy: Policy::from_config(config),
+            state: AdmissionState::open(config)?,
+            concurrency: Default::default(),
+            allocations,
+            metrics,
+        })
+    }
+
+    fn deferred(&self, stage: Stage, d: &Deferral) -> Reply {
+        let stage = match stage {
+            Stage::Connect => "connect",
+            Stage::Mail => "mail",
+            Stage::Rcpt => "rcpt",
+            Stage::Data => "data",
+        };
+        self.metrics.inc(
+            Counter::Deferrals,
+            &[("class", &d.class), ("limit", d.limit), ("stage", stage)],
+        );
+        reply(d)
+    }
+
+    /// Before the greeting: the blocklist, the range's limits, the class.
+    pub async fn connect(&self, ip: IpAddr) -> Result<Gate, Reply> {
+        let range = self.policy.range_of(ip);
+        let found = self.state.lookup(ip, range).await;
+        if let Some((listed, entry)) = found.blocked {
+            self.metrics.inc(
+                Counter::Deferrals,
+                &[
+                    ("class", "blocklist"),
+                    ("limit", "blocklist"),
+                    ("stage", "connect"),
+                ],
+            );
+            let left = entry.until.saturating_sub(crate::state::now_secs());
+            return Err(Reply::new(
+                421,
+                Status(4, 7, 0),
+                format!("{listed} is blocked for another {left}s: {}", entry.reason),
+            ));
+        }
+        let mut identity = Identity::Unknown;
+        if let Some(name) = found.known {
+            identity = identity.stronger(Identity::Known(name));
+        } else if let Some(holder) = self.allocations.holder(ip) {
+            identity = identity.stronger(Identity::Allocation(holder.to_owned()));
+        }
+        if let Some(d) = found.domains.first() {
+            identity = identity.stronger(Identity::Domain(d.clone()));
+        }
+        let class = self.class_of(identity).await;
+        let per_range = self.policy.admission.per_range_max_connections;
+        let Some(range_slot) = self
+            .concurrency
+            .try_acquire(&format!("range:{range}"), per_range)
+        else {
+            return Err(self.deferred(
+                Stage::Connect,
+                &self.policy.busy(Stage::Connect, &class, true, per_range),
+            ));
+        };
+        let class_slot = self.class_slot(Stage::Connect, &class)?;
+        let charges = self.policy.connect_charges(&class, range);
+        if let Err((i, retry)) = self.state.charge(&charges).await {
+            return Err(self.deferred(
+                Stage::Connect,
+                &self
+                    .policy
+                    .deferral(Stage::Connect, &class, &charges[i], retry),
+            ));
+        }
+        self.metrics
+            .inc(Counter::Admissions, &[("class", &class.class)]);
+        Ok(Gate {
+            vouching_domains: found.domains,
+            class,
+            range,
+            _range_slot: range_slot,
+            class_slot,
+        })
+    }
+
+    async fn class_of(&self, identity: Identity) -> SenderClass {
+        let rep = match identity {
+            Identity::Unknown => None,
+            ref id => self.state.reputation(&id.key()).await,
+        };
+        self.policy.class_for(&identity, rep.as_ref())
+    }
+
+    fn class_slot(&self, stage: Stage, class: &SenderClass) -> Result<Slot, Reply> {
+        let max = class.limits.max_connections.unwrap_or(0);
+        self.concurrency
+            .try_acquire(&class.budget(), max)
+            .ok_or_else(|| self.deferred(stage, &self.policy.busy(stage, class, false, max)))
+    }
+
+    /// MAIL FROM: an SPF-authenticated domain is the strongest identity
+    /// (the paper's first choice) and moves the connection to its class;
+    /// then one message is drawn from the class's budget.
+    pub async fn mail(&self, gate: &mut Gate, spf_pass: Option<&str>) -> Result<(), Reply> {
+        if let Some(domain) = spf_pass {
+            let id = Identity::Domain(domain.to_ascii_lowercase());
+            if gate.class.identity != id {
+                let class = self.class_of(id).await;
+                gate.class_slot = self.class_slot(Stage::Mail, &class)?;
+                gate.class = class;
+            }
+        }
+        let charges = self.policy.message_charges(&gate.class);
+        self.state.charge(&charges).await.map_err(|(i, retry)| {
+            self.deferred(
+                Stage::Mail,
+                &self
+                    .policy
+                    .deferral(Stage::Mail, &gate.class, &charges[i], retry),
+            )
+        })
+    }
+
+    /// RCPT: the per-message count, then the per-minute budget.
+    pub async fn rcpt(&self, gate: &Gate, accepted_so_far: usize) -> Result<(), Reply> {
+        if let Some(d) = self
+            .policy
+            .recipients_exceeded(&gate.class, accepted_so_far)
+        {
+            return Err(self.deferred(Stage::Rcpt, &d));
+        }
+        let charges = self.policy.recipient_charges(&gate.class);
+        self.state.charge(&charges).await.map_err(|(i, retry)| {
+            self.deferred(
+                Stage::Rcpt,
+                &self
+                    .policy
+                    .deferral(Stage::Rcpt, &gate.class, &charges[i], retry),
+            )
+        })
+    }
+
+    /// End of data, before the message is accepted: bytes, and mail from a
+    /// domain range that does not authenticate for a vouching domain.
+    pub async fn data(
+        &self,
+        gate: &Gate,
+        bytes: u64,
+        authenticated: &[String],
+    ) -> Result<(), Reply> {
+        if !gate.vouching_domains.is_empty()
+            && !gate
+                .vouching_domains
+                .iter()
+                .any(|d| authenticated.contains(d))
+        {
+            self.metrics.inc(
+                Counter::Deferrals,
+                &[
+                    ("class", &gate.class.class),
+                    ("limit", "domain_range"),
+                    ("stage", "data"),
+                ],
+            );
+            return Err(Reply::new(
+                550,
+                Status(5, 7, 1),
+                format!(
+                    "{} sends for {} only with SPF or DKIM authentication; this message has neither",
+                    gate.range,
+                    gate.vouching_domains.join(", ")
+                ),
+            ));
+        }
+        let charges = self.policy.data_charges(&gate.class, bytes);
+        self.state.charge(&charges).await.map_err(|(i, retry)| {
+            self.deferred(
+                Stage::Data,
+                &self
+                    .policy
+                    .deferral(Stage::Data, &gate.class, &charges[i], retry),
+            )
+        })
+    }
+
+    /// After a message was judged (accepted, or refused as spam): remember the ranges that delivered
+    /// authenticated mail, and count volume and quality for the sender's
+    /// strongest identity. Unidentified ranges that keep sending spam go
+    /// on the temporal blocklist.
+    pub async fn judged(&self, gate: &Gate, authenticated: &[String], verdict: Option<Verdict>) {
+        for d in authenticated {
+            self.state.remember_range(gate.range, d).await;
+        }
+        let identity = authenticated
+            .first()
+            .map_or(gate.class.identity.clone(), |d| {
+                gate.class
+                    .identity
+                    .clone()
+                    .stronger(Identity::Domain(d.clone()))
+            });
+        if let Some(v) = verdict {
+            self.metrics
+                .inc(Counter::Verdicts, &[("verdict", v.as_str())]);
+        }
+        let key = match &identity {
+            Identity::Unknown => format!("range:{}", gate.range),
+            id => id.key(),
+        };
+        if let Some(change) = self.state.record(&key, verdict, true).await {
+            self.level_changed(&key, &change);
+        }
+        if identity == Identity::Unknown && verdict == Some(Verdict::Spam) {
+            self.strike(gate.range, &key).await;
+        }
+    }
+
+    fn level_changed(&self, key: &str, change: &LevelChange) {
+        let (kind, from, to) = match change {
+            LevelChange::Promoted { from, to } => ("promoted", from, to),
+            LevelChange::Demoted { from, to } => ("demoted", from, to),
+        };
+        let name = |l: &u32| {
+            self.policy
+                .rules
+                .levels
+                .get(*l as usize)
+                .cloned()
+                .unwrap_or_default()
+        };
+        info!(event = "reputation", identity = %key, change = kind, from = %name(from), to = %name(to));
+        self.metrics
+            .inc(Counter::ReputationChanges, &[("change", kind)]);
+    }
+
+    async fn strike(&self, range: Cidr, key: &str) {
+        let a = &self.policy.admission;
+        if a.spam_strikes == 0 || a.block_secs == 0 {
+            return;
+        }
+        let spam = self.state.reputation(key).await.map_or(0, |r| r.spam);
+        if spam >= u64::from(a.spam_strikes) {
+            let cmd = StateCommand::Block {
+                range,
+                secs: a.block_secs,
+                reason: format!("{spam} spam messages from this range without identification"),
+            };
+            match self.state.apply(&cmd).await {
+                Ok(()) => info!(event = "blocked", range = %range, secs = a.block_secs, spam),
+                Err(e) => warn!(event = "block_failed", range = %range, error = %e),
+            }
+        }
+    }
+}

@@ -1,0 +1,362 @@
+"""Class of service (seeds/002) end to end: unknown senders share one
+default pool however many addresses they rotate through, an identified
+sender (SPF, known-sender range, domain range) has a budget of its own,
+the temporal blocklist refuses before the greeting, rspamd verdicts move
+reputation, and two nodes sharing a real Redis see one another's blocks
+and budgets."""
+
+import re
+import shutil
+import smtplib
+import subprocess
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from conftest import free_port, wait_port
+from dnsserver import DnsServer
+from smtpraw import Raw
+
+ZONES = {
+    "test": "",
+    "good.test": '@ IN TXT "v=spf1 ip4:127.0.0.2 ip4:127.0.0.3 -all"\n',
+    "nospf.test": "@ IN A 127.0.0.1\n",
+}
+
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+
+
+@pytest.fixture(scope="module")
+def dns_server(tmp_path_factory):
+    d = DnsServer(tmp_path_factory.mktemp("cos-dns"), ZONES).start()
+    yield d
+    d.stop()
+
+
+class Redis:
+    def __init__(self, workdir):
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_port(self.port, proc=self.proc)
+        return self
+
+    def stop(self):
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/"
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    r = Redis(tmp_path).start()
+    yield r
+    r.stop()
+
+
+def cos_config(default_mpm: int = 30, extra: str = "") -> str:
+    return f"""
+[class.default]
+max_connections = 4
+messages_per_minute = {default_mpm}
+
+[class.new]
+max_connections = 10
+messages_per_minute = 60000
+connections_per_minute = 60000
+
+[admission]
+per_range_max_connections = 2
+per_range_connections_per_minute = 100000
+remediation_url = "https://mx.portcullis.test/cos"
+{extra}
+"""
+
+
+def server(make_server, dns_server, text: str):
+    return make_server(text, dns=f"127.0.0.1:{dns_server.port}")
+
+
+def send_one(port: int, source: str, sender: str, body: str = "Subject: x\r\n\r\nhello\r\n") -> tuple[int, str]:
+    """One message over one connection; the first refusal's code and text."""
+    try:
+        with smtplib.SMTP("127.0.0.1", port, source_address=(source, 0), timeout=10) as c:
+            c.sendmail(sender, ["u@local.test"], body)
+        return 250, ""
+    except smtplib.SMTPConnectError as e:
+        return e.smtp_code, e.smtp_error.decode()
+    except smtplib.SMTPSenderRefused as e:
+        return e.smtp_code, e.smtp_error.decode()
+    except smtplib.SMTPDataError as e:
+        return e.smtp_code, e.smtp_error.decode()
+    except smtplib.SMTPRecipientsRefused as e:
+        code, text = next(iter(e.recipients.values()))
+        return code, text.decode()
+    except (smtplib.SMTPServerDisconnected, OSError):
+        return 421, "disconnected"
+
+
+def metric(s, name: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{s.http}/metrics", timeout=5).read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_rotating_strangers_share_one_pool_while_an_spf_sender_keeps_sending(make_server, dns_server):
+    s = server(make_server, dns_server, cos_config())
+    # The good sender has delivered authenticated mail before the flood.
+    assert send_one(s.mx, "127.0.0.2", "news@good.test")[0] == 250
+    stop = time.monotonic() + 6
+    flood = {"accepted": 0, "deferred": 0, "texts": []}
+    lock = threading.Lock()
+
+    def attacker(n: int):
+        i = 0
+        while time.monotonic() < stop:
+            i += 1
+            source = f"127.1.{n}.{i % 250 + 1}"  # a fresh address for nearly every connection
+            code, text = send_one(s.mx, source, f"spam{i}@nospf.test")
+            with lock:
+                if code == 250:
+                    flood["accepted"] += 1
+                else:
+                    flood["deferred"] += 1
+                    flood["texts"].append(text)
+
+    threads = [threading.Thread(target=attacker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    good_accepted, good_refused = 0, []
+    while time.monotonic() < stop:
+        # A new connection per message: its range is good.test's, so it
+        # skips the default pool at connect (the paper's domain ranges).
+        code, text = send_one(s.mx, "127.0.0.2", "news@good.test")
+        if code == 250:
+            good_accepted += 1
+        else:
+            good_refused.append(text)
+    for t in threads:
+        t.join()
+    # The flood got at most the default pool: a burst of 30 and one
+    # message every 2 s after that, however many addresses it used.
+    assert flood["accepted"] <= 30 + 6 // 2 + 1, flood["accepted"]
+    assert flood["deferred"] > 0
+    assert any("class default" in t and "https://mx.portcullis.test/cos" in t for t in flood["texts"])
+    # The SPF-authenticated sender was never deferred and sent far more.
+    assert good_refused == []
+    assert good_accepted > 2 * flood["accepted"], (good_accepted, flood["accepted"])
+    assert metric(s, 'portcullis_class_deferrals_total{class="default"') > 0
+
+
+def test_concurrency_of_the_default_pool_is_shared(make_server, dns_server):
+    s = server(make_server, dns_server, cos_config())
+    held = [Raw(s.mx, host="127.0.0.1") for _ in range(2)]
+    held += [Raw(s.mx, host="127.0.0.1") for _ in range(0)]
+    # Two more from other addresses fill the pool of 4 ...
+    others = []
+    for src in ("127.0.0.21", "127.0.0.22"):
+        c = smtplib.SMTP(timeout=5, source_address=(src, 0))
+        c.connect("127.0.0.1", s.mx)
+        others.append(c)
+    # ... and a fifth stranger, from yet another address, is deferred.
+    code, text = send_one(s.mx, "127.0.0.23", "x@nospf.test")
+    assert code == 421 and "4.7.0" in text and "class default" in text and "concurrent" in text
+    for c in others:
+        c.close()
+    for r in held:
+        r.close()
+
+
+def test_per_range_concurrency_applies_to_everyone(make_server, dns_server):
+    s = server(make_server, dns_server, cos_config())
+    held = [Raw(s.mx) for _ in range(2)]
+    code, text = Raw(s.mx, greet=False).reply()
+    assert code == 421 and "address range" in text
+    for r in held:
+        r.close()
+
+
+def test_blocklist_refuses_before_the_greeting_and_exports_to_nftables(make_server, dns_server):
+    s = server(make_server, dns_server, cos_config())
+    out = s.cli("blocklist", "add", "127.0.0.5", "--secs", "600", "--reason", "flooding")
+    assert out.returncode == 0, out.stderr
+    code, text = send_one(s.mx, "127.0.0.5", "x@nospf.test")
+    assert code == 421 and "flooding" in text and "127.0.0.5/32" in text
+    assert send_one(s.mx, "127.0.0.6", "x@nospf.test")[0] == 250
+    listed = s.cli("blocklist", "list").stdout
+    assert "127.0.0.5/32" in listed and "flooding" in listed
+    export = s.cli("blocklist", "export").stdout
+    assert "127.0.0.5/32 timeout" in export
+    if shutil.which("nft"):
+        check = subprocess.run(["nft", "-c", "-f", "-"], input=export, capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr
+    assert s.cli("blocklist", "del", "127.0.0.5").returncode == 0
+    assert send_one(s.mx, "127.0.0.5", "x@nospf.test")[0] == 250
+    assert s.cli("blocklist", "del", "127.0.0.5").returncode != 0, "not listed any more"
+
+
+def test_a_known_sender_range_leaves_the_default_pool(make_server, dns_server):
+    s = server(make_server, dns_server, cos_config(2))
+    assert s.cli("known-senders", "add", "127.0.0.7/32", "partner").returncode == 0
+    assert "partner" in s.cli("known-senders", "list").stdout
+    results = [send_one(s.mx, "127.0.0.8", "x@nospf.test")[0] for _ in range(3)]
+    assert results == [250, 250, 451]
+    assert [send_one(s.mx, "127.0.0.7", "x@nospf.test")[0] for _ in range(5)] == [250] * 5
+
+
+def test_a_domain_range_must_then_authenticate(make_server, dns_server):
+    s = server(make_server, dns_server, cos_config())
+    assert send_one(s.mx, "127.0.0.3", "a@good.test")[0] == 250
+    # The range is now good.test's: unauthenticated mail from it is refused.
+    code, text = send_one(s.mx, "127.0.0.3", "someone@nospf.test")
+    assert code == 550 and "5.7.1" in text and "good.test" in text
+    assert send_one(s.mx, "127.0.0.3", "b@good.test")[0] == 250
+    assert metric(s, 'portcullis_class_admissions_total{class="new"}') >= 2
+
+
+def test_operator_reports_promote_with_the_configured_rules(make_server, dns_server):
+    s = server(make_server, dns_server, cos_config() + "\n[reputation]\npromote_after = 3\n")
+    for _ in range(3):
+        out = s.cli("reputation", "report", "good.test", "ham")
+        assert out.returncode == 0, out.stderr
+    shown = s.cli("reputation", "show", "good.test").stdout
+    assert re.search(r"class\s+trusted", shown), shown
+    assert s.cli("reputation", "report", "good.test", "meh").returncode != 0
+
+
+def test_state_survives_a_restart(make_server, dns_server):
+    s = server(make_server, dns_server, cos_config())
+    assert s.cli("blocklist", "add", "127.0.0.9", "--reason", "kept").returncode == 0
+    assert send_one(s.mx, "127.0.0.2", "a@good.test")[0] == 250
+    time.sleep(1.5)
+    s.stop()
+    assert "kept" in s.cli("blocklist", "list").stdout, "readable while stopped"
+    s.start()
+    assert send_one(s.mx, "127.0.0.9", "x@nospf.test")[0] == 421
+    assert "messages" in s.cli("reputation", "show", "good.test").stdout
+
+
+# --- two nodes, one Redis ---------------------------------------------------
+
+
+def redis_node(make_server, dns_server, redis, default_mpm: int = 30):
+    state = f'\n[state]\nbackend = "redis"\nredis_url = "{redis.url}"\n'
+    return server(make_server, dns_server, cos_config(default_mpm) + state)
+
+
+def test_a_block_on_one_node_is_refused_on_the_other_within_a_second(make_server, dns_server, redis_server):
+    a = redis_node(make_server, dns_server, redis_server)
+    b = redis_node(make_server, dns_server, redis_server)
+    assert send_one(b.mx, "127.0.0.31", "x@nospf.test")[0] == 250
+    assert a.cli("blocklist", "add", "127.0.0.31", "--reason", "seen on A").returncode == 0
+    t0 = time.monotonic()
+    code, text = send_one(b.mx, "127.0.0.31", "x@nospf.test")
+    assert time.monotonic() - t0 < 1.0
+    assert code == 421 and "seen on A" in text
+    assert "127.0.0.31/32" in b.cli("blocklist", "list").stdout
+
+
+def test_a_budget_spent_on_one_node_counts_on_the_other(make_server, dns_server, redis_server):
+    a = redis_node(make_server, dns_server, redis_server, 4)
+    b = redis_node(make_server, dns_server, redis_server, 4)
+    got = [send_one(n.mx, f"127.0.0.{40 + i}", "x@nospf.test") for i, n in enumerate([a, a, b, b])]
+    assert [g[0] for g in got] == [250] * 4
+    code, text = send_one(b.mx, "127.0.0.50", "x@nospf.test")
+    assert code == 451 and "class default" in text
+    code, _ = send_one(a.mx, "127.0.0.51", "x@nospf.test")
+    assert code == 451
+
+
+def test_without_redis_a_node_keeps_serving_on_local_state(make_server, dns_server, redis_server):
+    s = redis_node(make_server, dns_server, redis_server)
+    assert metric(s, "portcullis_redis_up") == 1
+    redis_server.stop()
+    assert send_one(s.mx, "127.0.0.2", "a@good.test")[0] == 250
+    assert metric(s, "portcullis_redis_up") == 0
+    assert metric(s, "portcullis_redis_failures") >= 1
+    redis_server.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        send_one(s.mx, "127.0.0.2", "a@good.test")
+        if metric(s, "portcullis_redis_up") == 1:
+            break
+        time.sleep(0.5)
+    assert metric(s, "portcullis_redis_up") == 1
+    assert "redis_down" in s.log.read_text()
+
+
+# --- rspamd verdicts ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rspamd(tmp_path_factory, dns_server):
+    if not shutil.which("rspamd"):
+        pytest.fail("rspamd is not installed (.ci/run installs it)")
+    d = tmp_path_factory.mktemp("rspamd")
+    for sub in ("local.d", "override.d", "run", "db", "log"):
+        (d / sub).mkdir()
+    normal, controller = free_port(), free_port()
+    (d / "override.d/worker-normal.inc").write_text(f'bind_socket = "127.0.0.1:{normal}";\ncount = 1;\n')
+    (d / "override.d/worker-controller.inc").write_text(f'bind_socket = "127.0.0.1:{controller}";\n')
+    (d / "override.d/worker-proxy.inc").write_text("enabled = false;\n")
+    (d / "override.d/worker-fuzzy.inc").write_text("enabled = false;\n")
+    (d / "override.d/logging.inc").write_text('type = "console";\nlevel = "error";\n')
+    (d / "local.d/options.inc").write_text(
+        f'dns {{\n nameserver = ["127.0.0.1:{dns_server.port}"];\n timeout = 1s;\n retransmits = 1;\n}}\n'
+    )
+    proc = subprocess.Popen(
+        ["rspamd", "-f", "-i", "-u", "root", "-g", "root", "--var", f"LOCAL_CONFDIR={d}", "--var", f"RUNDIR={d}/run",
+         "--var", f"DBDIR={d}/db", "--var", f"LOGDIR={d}/log"],
+        stdout=open(d / "rspamd.out", "wb"),
+        stderr=subprocess.STDOUT,
+    )
+    wait_port(normal, timeout=60, proc=proc)
+    yield normal
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def rspamd_config(port: int, extra: str = "") -> str:
+    return cos_config(extra=extra) + f'\n[rspamd]\naddress = "127.0.0.1:{port}"\n'
+
+
+def test_rspamd_verdicts_move_reputation(make_server, dns_server, rspamd):
+    s = server(make_server, dns_server, rspamd_config(rspamd) + "\n[reputation]\npromote_after = 2\n")
+    for n in range(2):
+        body = f"From: news@good.test\r\nTo: u@local.test\r\nSubject: lunch {n}\r\nMessage-ID: <{n}@good.test>\r\n\r\nLunch on Friday?\r\n"
+        assert send_one(s.mx, "127.0.0.2", "news@good.test", body)[0] == 250
+    [msg, _] = s.wait_messages("u", 2)
+    assert b"X-Spam: No" in msg
+    shown = s.cli("reputation", "show", "good.test").stdout
+    assert re.search(r"class\s+trusted", shown) and "2 ham" in shown, shown
+    code, text = send_one(s.mx, "127.0.0.2", "news@good.test", f"Subject: buy\r\n\r\n{GTUBE}\r\n")
+    assert code == 550 and "5.7.1" in text and "spam" in text
+    assert "1 spam" in s.cli("reputation", "show", "good.test").stdout
+    assert metric(s, 'portcullis_verdicts_total{verdict="spam"}') == 1
+
+
+def test_unidentified_ranges_that_keep_spamming_are_blocked(make_server, dns_server, rspamd):
+    s = server(make_server, dns_server, rspamd_config(rspamd, "spam_strikes = 2\nblock_secs = 600\n"))
+    for _ in range(2):
+        assert send_one(s.mx, "127.0.0.60", "x@nospf.test", f"Subject: buy\r\n\r\n{GTUBE}\r\n")[0] == 550
+    code, text = send_one(s.mx, "127.0.0.60", "x@nospf.test")
+    assert code == 421 and "spam" in text
+    assert "127.0.0.60/32" in s.cli("blocklist", "list").stdout
