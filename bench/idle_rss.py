@@ -39,6 +39,9 @@ def main() -> None:
         # Idle sessions make no lookups; still, never the system resolver.
         '[dns]\nnameservers = ["127.0.0.1:9"]\n'
         f'[[listener]]\nrole = "mx"\nbind = ["127.0.0.1:{PORT}"]\n'
+        # Memory per idle session, not admission: no connection limits.
+        "[class.default]\nmax_connections = 0\nconnections_per_minute = 0\n"
+        "[admission]\nper_range_max_connections = 0\nper_range_connections_per_minute = 0\n"
     )
     server = subprocess.Popen([BIN, "serve", "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

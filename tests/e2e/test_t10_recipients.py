@@ -3,6 +3,7 @@ reject-unknown with a tarpit, or accept-all with bounces only for senders
 SPF does not call forged."""
 
 import smtplib
+import socket
 import time
 
 import pytest
@@ -71,6 +72,26 @@ def test_user_unknown_slows_the_session_down(mx):
     c.cmd("NOOP")
     slow = time.monotonic() - t0
     assert fast < 0.2 and slow >= 0.55, (fast, slow)
+
+
+def greeting_delay(port: int, source: str) -> float:
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0)) as c:
+        assert c.recv(512).startswith(b"220")
+    return time.monotonic() - t0
+
+
+def test_user_unknown_slows_the_next_connection_from_that_client(mx):
+    # The slides: "if a client causes user unknown, taking a longer time
+    # to accept the next connection from the client".
+    c = Raw(mx.mx)
+    c.cmd("EHLO harvester.test")
+    c.cmd("MAIL FROM:<a@good.test>")
+    c.cmd("RCPT TO:<guess1@strict.test>")
+    c.cmd("RCPT TO:<guess2@strict.test>")
+    c.close()
+    assert greeting_delay(mx.mx, "127.0.0.1") >= 0.55
+    assert greeting_delay(mx.mx, "127.0.0.2") < 0.5, "other clients are not slowed"
 
 
 def send(mx, sender, rcpts):

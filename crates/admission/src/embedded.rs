@@ -26,6 +26,9 @@ pub struct Lookup {
     pub known: Option<String>,
     /// Domains that authenticated mail from the client's range.
     pub domains: Vec<String>,
+    /// "User unknown" answers the range caused lately: the slides' "taking
+    /// a longer time to accept the next connection from the client".
+    pub unknown_users: u32,
 }
 
 /// A change asked for by an operator (the CLI), applied by whichever
@@ -56,6 +59,9 @@ pub enum StateCommand {
     Snapshot,
 }
 
+/// How long a range's "user unknown" answers slow its next connections.
+pub const UNKNOWN_USER_MEMORY_SECS: u64 = 600;
+
 /// How long a domain's range is remembered after its last authenticated
 /// message.
 pub const DOMAIN_RANGE_TTL_SECS: u64 = 30 * 24 * 3600;
@@ -67,6 +73,9 @@ pub struct EmbeddedState {
     known: HashMap<Cidr, String>,
     domain_ranges: HashMap<Cidr, BTreeMap<String, u64>>,
     reputations: BTreeMap<String, Reputation>,
+    /// Per range: "user unknown" answers, and until when they count.
+    #[serde(default)]
+    unknown_users: HashMap<Cidr, (u32, u64)>,
     #[serde(skip)]
     dirty: bool,
 }
@@ -75,13 +84,23 @@ impl EmbeddedState {
     /// Blocklist, known senders and domain ranges for a client. `now` in
     /// seconds since the epoch.
     pub fn lookup(&self, ip: IpAddr, range: Cidr, now: u64) -> Lookup {
-        let blocked = Cidr::all_enclosing(ip).into_iter().find_map(|c| {
+        let ranges = if self.blocklist.is_empty() {
+            Vec::new()
+        } else {
+            Cidr::all_enclosing(ip)
+        };
+        let blocked = ranges.into_iter().find_map(|c| {
             self.blocklist
                 .get(&c)
                 .filter(|e| e.until > now)
                 .map(|e| (c, e.clone()))
         });
         Lookup {
+            unknown_users: self
+                .unknown_users
+                .get(&range)
+                .filter(|(_, until)| *until > now)
+                .map_or(0, |(n, _)| *n),
             blocked,
             known: longest_match(&self.known, ip).map(|(_, n)| n.clone()),
             domains: self
@@ -210,8 +229,19 @@ impl EmbeddedState {
     /// Forget what no longer matters: drained buckets, ended blocks, old
     /// domain ranges. This is what keeps memory proportional to active
     /// identities and ranges, not to every address ever seen.
+    /// Count a "user unknown" answer against a range.
+    pub fn penalize(&mut self, range: Cidr, now: u64) {
+        let e = self.unknown_users.entry(range).or_insert((0, 0));
+        if e.1 <= now {
+            e.0 = 0;
+        }
+        e.0 = e.0.saturating_add(1);
+        e.1 = now + UNKNOWN_USER_MEMORY_SECS;
+    }
+
     pub fn sweep(&mut self, now_us: u64) {
         let now = now_us / 1_000_000;
+        self.unknown_users.retain(|_, (_, until)| *until > now);
         let before = (self.buckets.len(), self.blocklist.len());
         self.buckets.retain(|_, tat| *tat > now_us);
         self.blocklist.retain(|_, e| e.until > now);

@@ -24,7 +24,10 @@ mod identity;
 mod policy;
 mod reputation;
 
-pub use embedded::{BlockEntry, DOMAIN_RANGE_TTL_SECS, EmbeddedState, Lookup, StateCommand};
+pub use embedded::{
+    BlockEntry, DOMAIN_RANGE_TTL_SECS, EmbeddedState, Lookup, StateCommand,
+    UNKNOWN_USER_MEMORY_SECS,
+};
 pub use identity::{Allocations, AllocationsError, Identity};
 pub use policy::{Charge, Concurrency, Deferral, Policy, SenderClass, Slot, Stage};
 pub use reputation::{LevelChange, Reputation, Verdict};

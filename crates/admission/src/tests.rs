@@ -365,3 +365,21 @@ fn snapshot_round_trips() {
         st.reputation("domain:a.test")
     );
 }
+
+#[test]
+fn user_unknown_answers_slow_the_range_for_a_while() {
+    let p = policy();
+    let mut st = EmbeddedState::default();
+    let a = ip("192.0.2.9");
+    st.penalize(p.range_of(a), 100);
+    st.penalize(p.range_of(a), 110);
+    assert_eq!(st.lookup(a, p.range_of(a), 120).unknown_users, 2);
+    let later = 110 + UNKNOWN_USER_MEMORY_SECS;
+    assert_eq!(st.lookup(a, p.range_of(a), later).unknown_users, 0);
+    st.penalize(p.range_of(a), later);
+    assert_eq!(
+        st.lookup(a, p.range_of(a), later).unknown_users,
+        1,
+        "counting starts afresh"
+    );
+}

@@ -35,6 +35,8 @@ pub(crate) struct Gate {
     /// action ... if it is subsequently determined that the message is
     /// not signed").
     pub vouching_domains: Vec<String>,
+    /// Recent "user unknown" answers to this range: the greeting waits.
+    pub unknown_users: u32,
     _range_slot: Slot,
     class_slot: Slot,
 }
@@ -132,6 +134,7 @@ impl Admission {
         self.metrics
             .inc(Counter::Admissions, &[("class", &class.class)]);
         Ok(Gate {
+            unknown_users: found.unknown_users,
             vouching_domains: found.domains,
             class,
             range,

@@ -92,7 +92,10 @@ impl Connection {
         // The class of service first: a blocked or over-limit client costs
         // no DNS lookups.
         match ctx.admission.connect(self.peer.ip()).await {
-            Ok(gate) => *self.gate.lock().await = Some(gate),
+            Ok(gate) => {
+                self.slow_down(gate.unknown_users).await;
+                *self.gate.lock().await = Some(gate);
+            }
             Err(r) => return (None, Some(r)),
         }
         let (iprev, ptr) = ctx.verifier.iprev(self.peer.ip()).await;
@@ -283,6 +286,8 @@ impl Connection {
                         if checks::is_user_unknown(&verdict) {
                             self.tarpit
                                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let range = self.ctx.admission.policy.range_of(self.peer.ip());
+                            self.ctx.admission.state.penalize(range).await;
                         }
                         info!(session = %self.id, event = "rcpt", to = %to, accepted = verdict == Verdict::Accept);
                         s.answer(verdict);
@@ -330,12 +335,7 @@ impl Connection {
         }
         let unknown = self.tarpit.load(std::sync::atomic::Ordering::Relaxed);
         if unknown > 0 {
-            let l = &self.ctx.config.limits;
-            let ms = l
-                .tarpit_step_ms
-                .saturating_mul(u64::from(unknown))
-                .min(l.tarpit_max_ms);
-            tokio::time::sleep(Duration::from_millis(ms)).await;
+            tokio::time::sleep(self.tarpit_delay(unknown)).await;
         }
         let write = async {
             io.write_all(out).await?;
@@ -365,6 +365,24 @@ impl Connection {
                 .await;
         self.remember_labels(out.labels);
         out.refusal
+    }
+
+    /// The slides' "if a client causes user unknown, taking a longer time
+    /// to accept the next connection from the client": the greeting waits
+    /// as a reply in the tarpit would.
+    async fn slow_down(&self, unknown_users: u32) {
+        if unknown_users > 0 {
+            tokio::time::sleep(self.tarpit_delay(unknown_users)).await;
+        }
+    }
+
+    fn tarpit_delay(&self, unknown: u32) -> Duration {
+        let l = &self.ctx.config.limits;
+        let ms = l
+            .tarpit_step_ms
+            .saturating_mul(u64::from(unknown))
+            .min(l.tarpit_max_ms);
+        Duration::from_millis(ms)
     }
 
     /// MAIL FROM on port 25: the SPF-authenticated domain (if any) moves

@@ -59,13 +59,14 @@ struct RedisBackend {
 }
 
 /// Lookup at connect, one round trip: the blocklist and the known-sender
-/// list at every range holding the client, and the domains seen from its
-/// range.
+/// list at every range holding the client, the domains seen from its
+/// range, and its recent "user unknown" count.
 const LOOKUP_LUA: &str = r#"
 local bl = redis.call('HMGET', KEYS[1], unpack(ARGV))
 local ks = redis.call('HMGET', KEYS[2], unpack(ARGV))
 local dr = redis.call('HGETALL', KEYS[3])
-return {bl, ks, dr}
+local unk = tonumber(redis.call('GET', KEYS[4]) or '0')
+return {bl, ks, dr, unk}
 "#;
 
 /// Count a message and a verdict; returns the reputation hash.
@@ -208,6 +209,21 @@ impl AdmissionState {
         self.local()
             .record(key, verdict, counts_message, &self.rules, now)
             .1
+    }
+
+    /// A "user unknown" answer counts against the client's range.
+    pub async fn penalize(&self, range: Cidr) {
+        if let Some(r) = &self.redis {
+            let key = format!("{P}unknown:{range}");
+            let ttl = portcullis_admission::UNKNOWN_USER_MEMORY_SECS as i64;
+            let mut pipe = redis::pipe();
+            pipe.incr(&key, 1).ignore().expire(&key, ttl).ignore();
+            let done = r.run(|mut c| async move { pipe.query_async::<()>(&mut c).await });
+            if done.await.is_some() {
+                return;
+            }
+        }
+        self.local().penalize(range, now_secs());
     }
 
     pub async fn remember_range(&self, range: Cidr, domain: &str) {
@@ -406,11 +422,18 @@ impl RedisBackend {
         let mut inv = self.lookup.prepare_invoke();
         inv.key(format!("{P}blocklist"))
             .key(format!("{P}known"))
-            .key(format!("{P}dr:{range}"));
+            .key(format!("{P}dr:{range}"))
+            .key(format!("{P}unknown:{range}"));
         for c in &cidrs {
             inv.arg(c);
         }
-        let (bl, ks, dr): (Vec<Option<String>>, Vec<Option<String>>, Vec<(String, u64)>) = self
+        type Found = (
+            Vec<Option<String>>,
+            Vec<Option<String>>,
+            Vec<(String, u64)>,
+            u32,
+        );
+        let (bl, ks, dr, unknown_users): Found = self
             .run(|mut c| async move { inv.invoke_async(&mut c).await })
             .await?;
         let blocked = cidrs.iter().zip(bl).find_map(|(c, e)| {
@@ -428,6 +451,7 @@ impl RedisBackend {
             blocked,
             known,
             domains,
+            unknown_users,
         })
     }
 
