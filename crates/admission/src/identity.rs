@@ -67,7 +67,7 @@ impl Identity {
 
 /// Longest-prefix lookup in a table keyed by range: every range holding
 /// the address is tried, most specific first.
-pub fn longest_match<'a, T>(table: &'a HashMap<Cidr, T>, ip: IpAddr) -> Option<(Cidr, &'a T)> {
+pub fn longest_match<T>(table: &HashMap<Cidr, T>, ip: IpAddr) -> Option<(Cidr, &T)> {
     if table.is_empty() {
         return None;
     }

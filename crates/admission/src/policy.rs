@@ -286,6 +286,14 @@ impl Concurrency {
         })
     }
 
+    /// Every key held now and how many: for the dashboard.
+    pub fn snapshot(&self) -> Vec<(String, u32)> {
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<_> = counts.iter().map(|(k, n)| (k.clone(), *n)).collect();
+        v.sort();
+        v
+    }
+
     pub fn held(&self, key: &str) -> u32 {
         let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         counts.get(key).copied().unwrap_or(0)

@@ -130,6 +130,9 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     pub listeners: Vec<Listener>,
     pub http_bind: Option<SocketAddr>,
+    /// Bearer token of the admin API; `None`: generated into
+    /// `data_dir/admin.token` on first start.
+    pub admin_token: Option<String>,
     /// Domains we receive mail for and deliver locally, lower case.
     pub local_domains: Vec<String>,
     /// What each local domain does with the SPF/DKIM/DMARC results of
@@ -517,6 +520,7 @@ impl Config {
                 listener(ListenerRole::Submissions, 2465),
             ],
             http_bind: Some(SocketAddr::from(([127, 0, 0, 1], 8025))),
+            admin_token: None,
             local_domains: vec!["localhost".to_owned()],
             inbound_policy: BTreeMap::new(),
             recipient_policy: BTreeMap::new(),
@@ -597,6 +601,7 @@ struct RawListener {
 #[serde(deny_unknown_fields)]
 struct RawHttp {
     bind: SocketAddr,
+    admin_token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -737,6 +742,7 @@ impl RawConfig {
             dns_timeout,
             dns_nameservers: self.dns.map(|d| d.nameservers).unwrap_or_default(),
             tls,
+            admin_token: self.http.as_ref().and_then(|h| h.admin_token.clone()),
             http_bind: self.http.map(|h| h.bind).or(defaults.http_bind),
             state_backend,
             redis_url,

@@ -22,6 +22,8 @@ pub(crate) struct Admission {
     pub policy: Policy,
     pub state: AdmissionState,
     pub concurrency: portcullis_admission::Concurrency,
+    /// Live connections per class name (no limit: a census).
+    pub by_class: portcullis_admission::Concurrency,
     pub allocations: Allocations,
     pub metrics: Arc<Metrics>,
 }
@@ -39,6 +41,7 @@ pub(crate) struct Gate {
     pub unknown_users: u32,
     _range_slot: Slot,
     class_slot: Slot,
+    census: Option<Slot>,
 }
 
 pub(crate) fn reply(d: &Deferral) -> Reply {
@@ -62,6 +65,7 @@ impl Admission {
             policy: Policy::from_config(config),
             state: AdmissionState::open(config)?,
             concurrency: Default::default(),
+            by_class: Default::default(),
             allocations,
             metrics,
         })
@@ -134,6 +138,7 @@ impl Admission {
         self.metrics
             .inc(Counter::Admissions, &[("class", &class.class)]);
         Ok(Gate {
+            census: self.by_class.try_acquire(&class.class, 0),
             unknown_users: found.unknown_users,
             vouching_domains: found.domains,
             class,
@@ -167,6 +172,7 @@ impl Admission {
             if gate.class.identity != id {
                 let class = self.class_of(id).await;
                 gate.class_slot = self.class_slot(Stage::Mail, &class)?;
+                gate.census = self.by_class.try_acquire(&class.class, 0);
                 gate.class = class;
             }
         }

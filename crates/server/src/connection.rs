@@ -1,7 +1,7 @@
 //! One SMTP connection: the small, mechanical loop around the session
 //! (feed what the socket gives, do what the session asks, write replies).
 
-use crate::metrics::Counter;
+use crate::metrics::{Counter, Outcome};
 use crate::{Context, checks, tls};
 use portcullis_authn::AuthResult;
 use portcullis_config::ListenerRole;
@@ -226,6 +226,12 @@ impl Connection {
                                 Counter::MessagesRejected,
                                 &[("listener", self.role.name()), ("code", &code)],
                             );
+                            let o = if r.code < 500 {
+                                Outcome::Deferred
+                            } else {
+                                Outcome::Rejected
+                            };
+                            self.ctx.metrics.outcome(o, crate::state::now_secs());
                         }
                         r.write_to(&mut out);
                     }
@@ -571,6 +577,8 @@ impl Connection {
                 }
                 ctx.metrics
                     .inc(Counter::MessagesAccepted, &[("listener", self.role.name())]);
+                ctx.metrics
+                    .outcome(Outcome::Accepted, crate::state::now_secs());
                 Reply::new(250, Status(2, 0, 0), format!("Ok: queued as {id}"))
             }
             Err(e) if e.is_storage_full() => {

@@ -24,10 +24,21 @@ pub(crate) async fn serve(ctx: Arc<Context>, sock: TcpListener) {
         )
         .route("/autodiscover/autodiscover.xml", post(autodiscover))
         .route("/Autodiscover/Autodiscover.xml", post(autodiscover))
+        .route("/", get(dashboard))
+        .merge(crate::admin::routes())
         .with_state(ctx);
     if let Err(e) = axum::serve(sock, app).await {
         tracing::error!(event = "http_error", error = %e);
     }
+}
+
+/// The dashboard: one page, embedded in the binary, no build step. It
+/// asks for the admin token and draws what `/api/stats` returns.
+async fn dashboard() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        include_str!("dashboard.html"),
+    )
 }
 
 async fn health(State(ctx): State<Arc<Context>>) -> Json<serde_json::Value> {

@@ -4,6 +4,7 @@
 //! decides what to say, the checks in `checks.rs` decide who may send to
 //! whom.
 
+mod admin;
 mod admission;
 mod checks;
 mod connection;
@@ -39,6 +40,7 @@ pub(crate) struct Context {
     pub submission: submission::Submission,
     pub verifier: portcullis_authn::Verifier,
     pub admission: admission::Admission,
+    pub admin_token: String,
     pub metrics: Arc<metrics::Metrics>,
     pub tls: tokio_rustls::TlsAcceptor,
     pub sessions: Arc<Semaphore>,
@@ -102,7 +104,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let admission = admission::Admission::new(&config, submission.metrics.clone())?;
     let _state_lock = state::lock_or_share(&config)?;
     info!(event = "state", backend = admission.state.backend_name());
+    let admin_token = admin::admin_token(&config)?;
     let ctx = Arc::new(Context {
+        admin_token,
         admission,
         metrics: submission.metrics.clone(),
         verifier,

@@ -67,9 +67,104 @@ type Series = (Counter, Vec<(&'static str, String)>);
 #[derive(Default)]
 pub(crate) struct Metrics {
     values: Mutex<BTreeMap<Series, u64>>,
+    /// Per-minute outcomes for the dashboard's chart (the last hour).
+    minutes: Mutex<std::collections::VecDeque<Minute>>,
+    /// The latest failed AUTH attempts, for the dashboard.
+    auth_failures: Mutex<std::collections::VecDeque<AuthFailure>>,
 }
 
+/// What one minute's replies were: messages accepted, commands deferred
+/// (4xx) and refused (5xx).
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub(crate) struct Minute {
+    pub at: u64,
+    pub accepted: u64,
+    pub deferred: u64,
+    pub rejected: u64,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub(crate) struct AuthFailure {
+    pub at: u64,
+    pub client: String,
+    pub account: String,
+}
+
+#[derive(Clone, Copy)]
+pub(crate) enum Outcome {
+    Accepted,
+    Deferred,
+    Rejected,
+}
+
+const MINUTES_KEPT: usize = 60;
+const AUTH_FAILURES_KEPT: usize = 50;
+
 impl Metrics {
+    /// Count an outcome in the current minute (`now` in seconds).
+    pub(crate) fn outcome(&self, o: Outcome, now: u64) {
+        let Ok(mut m) = self.minutes.lock() else {
+            return;
+        };
+        let at = now - now % 60;
+        if m.back().is_none_or(|b| b.at != at) {
+            m.push_back(Minute {
+                at,
+                ..Minute::default()
+            });
+            while m.len() > MINUTES_KEPT {
+                m.pop_front();
+            }
+        }
+        if let Some(b) = m.back_mut() {
+            match o {
+                Outcome::Accepted => b.accepted += 1,
+                Outcome::Deferred => b.deferred += 1,
+                Outcome::Rejected => b.rejected += 1,
+            }
+        }
+    }
+
+    /// The last hour, one entry per minute, minutes without traffic too.
+    pub(crate) fn minutes(&self, now: u64) -> Vec<Minute> {
+        let held: Vec<Minute> = self
+            .minutes
+            .lock()
+            .map(|m| m.iter().copied().collect())
+            .unwrap_or_default();
+        let last = now - now % 60;
+        (0..MINUTES_KEPT as u64)
+            .rev()
+            .map(|i| last.saturating_sub(i * 60))
+            .map(|at| {
+                held.iter().find(|m| m.at == at).copied().unwrap_or(Minute {
+                    at,
+                    ..Minute::default()
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) fn auth_failure(&self, client: String, account: String, now: u64) {
+        if let Ok(mut f) = self.auth_failures.lock() {
+            f.push_back(AuthFailure {
+                at: now,
+                client,
+                account,
+            });
+            while f.len() > AUTH_FAILURES_KEPT {
+                f.pop_front();
+            }
+        }
+    }
+
+    pub(crate) fn auth_failures(&self) -> Vec<AuthFailure> {
+        self.auth_failures
+            .lock()
+            .map(|f| f.iter().rev().cloned().collect())
+            .unwrap_or_default()
+    }
+
     pub(crate) fn inc(&self, c: Counter, labels: &[(&'static str, &str)]) {
         let key = (
             c,

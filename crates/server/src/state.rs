@@ -257,16 +257,16 @@ impl AdmissionState {
 
     pub async fn blocklist(&self) -> Vec<(Cidr, BlockEntry)> {
         let now = now_secs();
-        if let Some(r) = &self.redis {
-            if let Some(v) = r.hash_all(&format!("{P}blocklist")).await {
-                let mut out: Vec<(Cidr, BlockEntry)> = v
-                    .into_iter()
-                    .filter_map(|(k, v)| Some((k.parse().ok()?, serde_json::from_str(&v).ok()?)))
-                    .filter(|(_, e): &(Cidr, BlockEntry)| e.until > now)
-                    .collect();
-                out.sort_by_key(|(c, _)| c.to_string());
-                return out;
-            }
+        if let Some(r) = &self.redis
+            && let Some(v) = r.hash_all(&format!("{P}blocklist")).await
+        {
+            let mut out: Vec<(Cidr, BlockEntry)> = v
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.parse().ok()?, serde_json::from_str(&v).ok()?)))
+                .filter(|(_, e): &(Cidr, BlockEntry)| e.until > now)
+                .collect();
+            out.sort_by_key(|(c, _)| c.to_string());
+            return out;
         }
         self.local().blocklist(now)
     }

@@ -184,6 +184,8 @@ impl Submission {
             }
             info!(event = "auth", account = %username, client = %ip, result = "failed");
             self.metrics
+                .auth_failure(ip.to_string(), username.clone(), crate::state::now_secs());
+            self.metrics
                 .inc(Counter::AuthAttempts, &[("result", "failed")]);
             tokio::time::sleep(delay).await;
             let r = Reply::new(535, Status(5, 7, 8), "Authentication credentials invalid");

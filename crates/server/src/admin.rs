@@ -1,0 +1,545 @@
+//! The admin API: JSON over the HTTP listener, the same operations as the
+//! CLI (queue, accounts, reputation, blocklist, known senders, submission
+//! trace), each refused without the bearer token. The token comes from
+//! `[http] admin_token`, or is generated into `DATA/admin.token` (mode
+//! 0600) on first start. `/api/openapi.json` describes every endpoint.
+
+use crate::Context;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use portcullis_admission::{Identity, StateCommand};
+use portcullis_config::{Cidr, Config};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub(crate) const OPENAPI: &str = include_str!("openapi.json");
+
+pub(crate) fn routes() -> Router<Arc<Context>> {
+    Router::new()
+        .route("/api/openapi.json", get(openapi))
+        .route("/api/stats", get(stats))
+        .route("/api/queue", get(queue_list))
+        .route("/api/queue/flush", post(queue_flush))
+        .route("/api/queue/{id}", get(queue_show).delete(queue_delete))
+        .route("/api/queue/{id}/hold", post(queue_hold))
+        .route("/api/queue/{id}/release", post(queue_release))
+        .route("/api/accounts", get(accounts_list).post(accounts_add))
+        .route(
+            "/api/accounts/{address}",
+            axum::routing::delete(accounts_delete),
+        )
+        .route("/api/reputation", get(reputation_list))
+        .route("/api/reputation/{identity}", get(reputation_show))
+        .route("/api/reputation/{identity}/report", post(reputation_report))
+        .route(
+            "/api/blocklist",
+            get(blocklist_list)
+                .post(blocklist_add)
+                .delete(blocklist_del),
+        )
+        .route(
+            "/api/known-senders",
+            get(known_list).post(known_add).delete(known_del),
+        )
+        .route("/api/trace", get(trace))
+}
+
+/// The token, from config or from the data dir (made on first start).
+pub(crate) fn admin_token(config: &Config) -> anyhow::Result<String> {
+    if let Some(t) = &config.admin_token {
+        return Ok(t.clone());
+    }
+    let path = config.data_dir.join("admin.token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        let t = t.trim().to_owned();
+        if t.len() >= 32 {
+            return Ok(t);
+        }
+    }
+    let mut bytes = [0u8; 24];
+    use std::io::Read as _;
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    crate::state::write_atomically(&path, format!("{token}\n").as_bytes())?;
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    tracing::info!(event = "admin_token_generated", path = %path.display());
+    Ok(token)
+}
+
+/// Proof that the request carried the bearer token.
+pub(crate) struct Admin;
+
+/// A refusal: its status and a message a person can act on, as JSON.
+pub(crate) struct ApiError {
+    code: StatusCode,
+    message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.code, Json(json!({ "error": self.message }))).into_response();
+        if self.code == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        r
+    }
+}
+
+fn error(code: StatusCode, message: impl Into<String>) -> ApiError {
+    ApiError {
+        code,
+        message: message.into(),
+    }
+}
+
+impl FromRequestParts<Arc<Context>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, ctx: &Arc<Context>) -> Result<Self, ApiError> {
+        let given = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if constant_time_eq(given.as_bytes(), ctx.admin_token.as_bytes()) {
+            Ok(Admin)
+        } else {
+            Err(error(
+                StatusCode::UNAUTHORIZED,
+                "a valid bearer token is required",
+            ))
+        }
+    }
+}
+
+/// Equal length and content, in time independent of where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() || b.is_empty() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+/// A JSON request body; a malformed one is a 400 with a JSON error, like
+/// every other refusal of this API.
+struct Body<T>(T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(e) => Err(error(StatusCode::BAD_REQUEST, e.body_text())),
+        }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+fn spool(ctx: &Context) -> std::path::PathBuf {
+    ctx.config.data_dir.join("spool")
+}
+
+async fn queue_list(_: Admin, State(ctx): State<Arc<Context>>) -> ApiResult {
+    let dir = spool(&ctx);
+    let messages = portcullis_queue::inspect(&dir).map_err(internal)?;
+    let list: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            let e = &m.envelope;
+            let status = portcullis_queue::read_status(&dir, &e.id);
+            json!({
+                "id": e.id,
+                "size": m.data.len(),
+                "sender": e.sender,
+                "recipients": e.recipients.iter().map(|r| r.address.clone()).collect::<Vec<_>>(),
+                "received_at": e.received_at,
+                "held": portcullis_queue::is_held(&dir, &e.id),
+                "attempts": status.as_ref().map_or(0, |s| s.attempts),
+                "next_attempt": status.as_ref().map(|s| s.next_attempt),
+            })
+        })
+        .collect();
+    Ok(Json(json!(list)))
+}
+
+async fn queue_show(
+    _: Admin,
+    State(ctx): State<Arc<Context>>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let dir = spool(&ctx);
+    let messages = portcullis_queue::inspect(&dir).map_err(internal)?;
+    let m = messages
+        .iter()
+        .find(|m| m.envelope.id == id)
+        .ok_or_else(|| {
+            error(
+                StatusCode::NOT_FOUND,
+                format!("no message {id} in the queue"),
+            )
+        })?;
+    let status = portcullis_queue::read_status(&dir, &id);
+    Ok(Json(json!({
+        "envelope": m.envelope,
+        "held": portcullis_queue::is_held(&dir, &id),
+        "attempts": status.as_ref().map_or(0, |s| s.attempts),
+        "waiting": status.map(|s| s.waiting).unwrap_or_default(),
+        "message": String::from_utf8_lossy(&m.data),
+    })))
+}
+
+async fn queue_delete(
+    _: Admin,
+    State(ctx): State<Arc<Context>>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    match portcullis_queue::delete_offline(&spool(&ctx), &id) {
+        Ok(true) => Ok(Json(json!({ "deleted": id }))),
+        Ok(false) => Err(error(
+            StatusCode::NOT_FOUND,
+            format!("no message {id} in the queue"),
+        )),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+async fn queue_flush(_: Admin, State(ctx): State<Arc<Context>>) -> ApiResult {
+    portcullis_queue::request_flush(&spool(&ctx)).map_err(internal)?;
+    Ok(Json(json!({ "flush": "requested" })))
+}
+
+async fn set_held(ctx: &Context, id: &str, held: bool) -> ApiResult {
+    match portcullis_queue::set_held(&spool(ctx), id, held) {
+        Ok(true) => Ok(Json(json!({ "id": id, "held": held }))),
+        Ok(false) => Err(error(
+            StatusCode::NOT_FOUND,
+            format!("no message {id} in the queue"),
+        )),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+async fn queue_hold(
+    _: Admin,
+    State(ctx): State<Arc<Context>>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    set_held(&ctx, &id, true).await
+}
+
+async fn queue_release(
+    _: Admin,
+    State(ctx): State<Arc<Context>>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    set_held(&ctx, &id, false).await
+}
+
+fn accounts_path(ctx: &Context) -> std::path::PathBuf {
+    ctx.config.data_dir.join("accounts.json")
+}
+
+async fn accounts_list(_: Admin, State(ctx): State<Arc<Context>>) -> ApiResult {
+    let store = portcullis_accounts::AccountStore::load(&accounts_path(&ctx)).map_err(internal)?;
+    let list: Vec<Value> = store
+        .list()
+        .map(|a| json!({ "address": a.address, "owns": a.owns, "any_sender": a.any_sender }))
+        .collect();
+    Ok(Json(json!(list)))
+}
+
+#[derive(Deserialize)]
+struct NewAccount {
+    address: String,
+    password: String,
+}
+
+async fn accounts_add(
+    _: Admin,
+    State(ctx): State<Arc<Context>>,
+    Body(a): Body<NewAccount>,
+) -> ApiResult {
+    let path = accounts_path(&ctx);
+    let mut store = portcullis_accounts::AccountStore::load(&path).map_err(internal)?;
+    store
+        .add(&a.address, &a.password)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))?;
+    store.save().map_err(internal)?;
+    Ok(Json(json!({ "added": a.address.to_ascii_lowercase() })))
+}
+
+async fn accounts_delete(
+    _: Admin,
+    State(ctx): State<Arc<Context>>,
+    Path(address): Path<String>,
+) -> ApiResult {
+    let path = accounts_path(&ctx);
+    let mut store = portcullis_accounts::AccountStore::load(&path).map_err(internal)?;
+    store
+        .remove(&address)
+        .map_err(|e| error(StatusCode::NOT_FOUND, e.to_string()))?;
+    store.save().map_err(internal)?;
+    Ok(Json(json!({ "deleted": address })))
+}
+
+fn reputation_json(ctx: &Context, key: &str, r: &portcullis_admission::Reputation) -> Value {
+    let levels = &ctx.config.reputation.levels;
+    // Unidentified ranges are tracked for quality but served in `default`.
+    let class = match key.starts_with("range:") {
+        true => "default".to_owned(),
+        false => levels.get(r.level as usize).cloned().unwrap_or_default(),
+    };
+    json!({
+        "identity": key,
+        "class": class,
+        "level": r.level,
+        "messages": r.messages,
+        "ham": r.ham,
+        "spam": r.spam,
+        "first_seen": r.first_seen,
+        "last_seen": r.last_seen,
+    })
+}
+
+async fn reputation_list(_: Admin, State(ctx): State<Arc<Context>>) -> ApiResult {
+    let all = ctx.admission.state.reputations().await;
+    Ok(Json(json!(
+        all.iter()
+            .map(|(k, r)| reputation_json(&ctx, k, r))
+            .collect::<Vec<_>>()
+    )))
+}
+
+fn identity_key(s: &str) -> String {
+    if s.starts_with("range:") {
+        s.to_owned()
+    } else {
+        Identity::parse(s).key()
+    }
+}
+
+async fn reputation_show(
+    _: Admin,
+    State(ctx): State<Arc<Context>>,
+    Path(identity): Path<String>,
+) -> ApiResult {
+    let key = identity_key(&identity);
+    match ctx.admission.state.reputation(&key).await {
+        Some(r) => Ok(Json(reputation_json(&ctx, &key, &r))),
+        None => Err(error(
+            StatusCode::NOT_FOUND,
+            format!("no reputation for {key}"),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+struct Report {
+    verdict: String,
+}
+
+async fn reputation_report(
+    _: Admin,
+    State(ctx): State<Arc<Context>>,
+    Path(identity): Path<String>,
+    Body(r): Body<Report>,
+) -> ApiResult {
+    apply(
+        &ctx,
+        StateCommand::Report {
+            identity: identity.clone(),
+            verdict: r.verdict,
+        },
+    )
+    .await?;
+    reputation_show(Admin, State(ctx), Path(identity)).await
+}
+
+async fn apply(ctx: &Context, cmd: StateCommand) -> Result<(), ApiError> {
+    ctx.admission
+        .state
+        .apply(&cmd)
+        .await
+        .map_err(|e| error(StatusCode::BAD_REQUEST, e))
+}
+
+async fn blocklist_list(_: Admin, State(ctx): State<Arc<Context>>) -> ApiResult {
+    let now = crate::state::now_secs();
+    let list: Vec<Value> = ctx
+        .admission
+        .state
+        .blocklist()
+        .await
+        .iter()
+        .map(|(c, e)| json!({ "range": c, "until": e.until, "seconds_left": e.until.saturating_sub(now), "reason": e.reason }))
+        .collect();
+    Ok(Json(json!(list)))
+}
+
+#[derive(Deserialize)]
+struct Block {
+    range: Cidr,
+    #[serde(default = "Block::default_secs")]
+    secs: u64,
+    #[serde(default)]
+    reason: String,
+}
+
+impl Block {
+    fn default_secs() -> u64 {
+        3600
+    }
+}
+
+async fn blocklist_add(
+    _: Admin,
+    State(ctx): State<Arc<Context>>,
+    Body(b): Body<Block>,
+) -> ApiResult {
+    let reason = if b.reason.is_empty() {
+        "blocked by the operator".to_owned()
+    } else {
+        b.reason
+    };
+    apply(
+        &ctx,
+        StateCommand::Block {
+            range: b.range,
+            secs: b.secs,
+            reason,
+        },
+    )
+    .await?;
+    Ok(Json(json!({ "blocked": b.range, "secs": b.secs })))
+}
+
+fn range_param(q: &HashMap<String, String>) -> Result<Cidr, ApiError> {
+    let r = q
+        .get("range")
+        .ok_or_else(|| error(StatusCode::BAD_REQUEST, "the query needs range=CIDR"))?;
+    r.parse()
+        .map_err(|e: String| error(StatusCode::BAD_REQUEST, e))
+}
+
+async fn blocklist_del(
+    _: Admin,
+    State(ctx): State<Arc<Context>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let range = range_param(&q)?;
+    apply(&ctx, StateCommand::Unblock { range }).await?;
+    Ok(Json(json!({ "unblocked": range })))
+}
+
+async fn known_list(_: Admin, State(ctx): State<Arc<Context>>) -> ApiResult {
+    let list: Vec<Value> = ctx
+        .admission
+        .state
+        .known()
+        .await
+        .iter()
+        .map(|(c, n)| json!({ "range": c, "name": n }))
+        .collect();
+    Ok(Json(json!(list)))
+}
+
+#[derive(Deserialize)]
+struct Known {
+    range: Cidr,
+    name: String,
+}
+
+async fn known_add(_: Admin, State(ctx): State<Arc<Context>>, Body(k): Body<Known>) -> ApiResult {
+    if k.name.is_empty() || k.name.contains(char::is_whitespace) {
+        return Err(error(StatusCode::BAD_REQUEST, "name must be one word"));
+    }
+    apply(
+        &ctx,
+        StateCommand::KnownAdd {
+            range: k.range,
+            name: k.name.clone(),
+        },
+    )
+    .await?;
+    Ok(Json(json!({ "range": k.range, "name": k.name })))
+}
+
+async fn known_del(
+    _: Admin,
+    State(ctx): State<Arc<Context>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let range = range_param(&q)?;
+    apply(&ctx, StateCommand::KnownDel { range }).await?;
+    Ok(Json(json!({ "deleted": range })))
+}
+
+async fn trace(
+    _: Admin,
+    State(ctx): State<Arc<Context>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let query = q.get("q").ok_or_else(|| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "the query needs q=QUEUE-ID|MESSAGE-ID|ACCOUNT",
+        )
+    })?;
+    let found = ctx.submission.log.search(query).map_err(internal)?;
+    Ok(Json(json!(found)))
+}
+
+/// What the dashboard draws.
+async fn stats(_: Admin, State(ctx): State<Arc<Context>>) -> ApiResult {
+    let now = crate::state::now_secs();
+    let adm = &ctx.admission;
+    let mut top = adm.state.reputations().await;
+    top.sort_by_key(|(_, r)| std::cmp::Reverse(r.messages));
+    top.truncate(10);
+    let dir = spool(&ctx);
+    let queued = portcullis_queue::inspect(&dir).unwrap_or_default();
+    let oldest = queued.iter().map(|m| m.envelope.received_at).min();
+    let default_limit = adm
+        .policy
+        .classes
+        .get("default")
+        .and_then(|c| c.max_connections)
+        .unwrap_or(0);
+    Ok(Json(json!({
+        "now": now,
+        "minutes": ctx.metrics.minutes(now),
+        "connections_by_class": adm.by_class.snapshot(),
+        "default_pool": { "in_use": adm.concurrency.held("class:default"), "limit": default_limit },
+        "top_senders": top.iter().map(|(k, r)| reputation_json(&ctx, k, r)).collect::<Vec<_>>(),
+        "blocklist": adm.state.blocklist().await.iter().map(|(c, e)| json!({ "range": c, "seconds_left": e.until.saturating_sub(now), "reason": e.reason })).collect::<Vec<_>>(),
+        "queue": {
+            "messages": queued.len(),
+            "oldest_age_secs": oldest.map(|o| now.saturating_sub(o)),
+            "first": queued.iter().take(20).map(|m| json!({ "id": m.envelope.id, "sender": m.envelope.sender, "recipients": m.envelope.recipients.len(), "size": m.data.len() })).collect::<Vec<_>>(),
+        },
+        "auth_failures": ctx.metrics.auth_failures(),
+    })))
+}

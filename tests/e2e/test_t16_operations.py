@@ -1,0 +1,166 @@
+"""Operating it (issue 7): /metrics read with a Prometheus parser after
+real traffic, the admin API (refused without its token, described by a
+valid OpenAPI document whose every endpoint answers), and the dashboard
+in headless Chromium."""
+
+import json
+import shutil
+import smtplib
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+HERE = Path(__file__).resolve().parent
+ARTIFACTS = HERE / "artifacts"
+
+
+def api(s, method: str, path: str, token: str | None, body=None) -> tuple[int, object]:
+    req = urllib.request.Request(f"http://127.0.0.1:{s.http}{path}", method=method)
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, data=data, timeout=10) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def token_of(s) -> str:
+    return (s.data / "admin.token").read_text().strip()
+
+
+def samples(s) -> dict[tuple[str, tuple], float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{s.http}/metrics", timeout=5).read().decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def total(m: dict, name: str, **labels) -> float:
+    return sum(v for (n, ls), v in m.items() if n == name and all((k, v2) in ls for k, v2 in labels.items()))
+
+
+def send(s, n: int = 1) -> None:
+    with smtplib.SMTP("127.0.0.1", s.mx) as c:
+        for i in range(n):
+            c.sendmail("a@sender.test", ["u@local.test"], f"Subject: {i}\r\n\r\nhello\r\n")
+
+
+def test_metrics_counters_move_with_traffic(server):
+    before = samples(server)
+    send(server, 3)
+    with smtplib.SMTP("127.0.0.1", server.mx) as c:
+        c.ehlo()
+        c.mail("a@sender.test")
+        assert c.rcpt("someone@elsewhere.test")[0] == 554  # relay denied
+    after = samples(server)
+    accepted = "portcullis_messages_accepted_total"
+    assert total(after, accepted, listener="mx") - total(before, accepted, listener="mx") == 3
+    rejected = "portcullis_messages_rejected_total"
+    assert total(after, rejected, code="5.7.1") > total(before, rejected, code="5.7.1")
+    assert total(after, "portcullis_connections_total", outcome="admitted") >= 2
+    assert total(after, "portcullis_class_admissions_total", **{"class": "default"}) >= 2
+    assert total(after, "portcullis_authentication_results_total", method="spf") >= 3
+
+
+def test_api_refuses_requests_without_the_token(server):
+    spec = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{server.http}/api/openapi.json").read())
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            if op.get("security") == []:
+                continue
+            concrete = path.replace("{id}", "X").replace("{identity}", "a.test").replace("{address}", "a@b.test")
+            for token in (None, "wrong-token"):
+                code, body = api(server, method.upper(), concrete, token)
+                assert code == 401, (method, path, code)
+                assert "token" in body["error"]
+
+
+def test_openapi_document_is_valid():
+    from openapi_spec_validator import validate
+
+    spec = json.loads((HERE.parents[1] / "crates/server/src/openapi.json").read_text())
+    validate(spec)
+
+
+def test_every_documented_endpoint_answers(server):
+    send(server)
+    token = token_of(server)
+    spec = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{server.http}/api/openapi.json").read())
+    bodies = {
+        "NewAccount": {"address": "api@local.test", "password": "a long password"},
+        "Report": {"verdict": "ham"},
+        "Block": {"range": "192.0.2.0/24", "secs": 60, "reason": "api test"},
+        "Known": {"range": "198.51.100.0/24", "name": "partner"},
+    }
+    answered = 0
+    # Creations first, so that reads and deletions find something.
+    order = {"post": 0, "get": 1, "delete": 2}
+    ops = sorted(((p, m, o) for p, ms in spec["paths"].items() for m, o in ms.items()), key=lambda x: order[x[1]])
+    for path, method, op in ops:
+        concrete = (
+            path.replace("{id}", "NOSUCHID")
+            .replace("{identity}", "good.test")
+            .replace("{address}", "api@local.test")
+        )
+        if any(p["in"] == "query" and p["name"] == "range" for p in op.get("parameters", [])):
+            concrete += "?range=192.0.2.0/24" if "blocklist" in path else "?range=198.51.100.0/24"
+        if any(p["in"] == "query" and p["name"] == "q" for p in op.get("parameters", [])):
+            concrete += "?q=api@local.test"
+        body = None
+        if "requestBody" in op:
+            ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+            body = bodies[ref.rsplit("/", 1)[1]]
+        code, _ = api(server, method.upper(), concrete, token, body)
+        assert str(code) in op["responses"], (method, path, code)
+        answered += 1
+    assert answered >= 19
+    code, blocked = api(server, "GET", "/api/blocklist", token)
+    assert code == 200 and blocked == []  # added, then deleted above
+    code, rep = api(server, "GET", "/api/reputation/good.test", token)
+    assert code == 200 and rep["ham"] == 1
+
+
+def test_api_operations_match_the_cli(server):
+    token = token_of(server)
+    code, _ = api(server, "POST", "/api/blocklist", token, {"range": "203.0.113.7", "reason": "from the API"})
+    assert code == 200
+    assert "from the API" in server.cli("blocklist", "list").stdout
+    code, body = api(server, "POST", "/api/blocklist", token, {"range": "not-a-range"})
+    assert code == 400 and "range" in body["error"]
+
+
+@pytest.mark.skipif(not shutil.which("node"), reason="node is installed by .ci/run")
+def test_dashboard_draws_a_chart_that_moves_with_traffic(server):
+    if not Path("/usr/bin/chromium").exists():
+        pytest.fail("Debian's chromium is not installed (.ci/run installs it)")
+    if not (HERE / "browser/node_modules/playwright-core").exists():
+        pytest.fail("run `npm ci` in tests/e2e/browser (.ci/run does)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    url = f"http://127.0.0.1:{server.http}"
+
+    def look(shot: str, above: int) -> dict:
+        out = subprocess.run(
+            ["node", str(HERE / "browser/dashboard.mjs"), url, token_of(server), str(ARTIFACTS / shot), str(above)],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    before = look("dashboard-before.png", -1)
+    send(server, 5)
+    after = look("dashboard-after.png", before["total"])
+    assert after["total"] >= before["total"] + 5
+    assert after["pixels"] != before["pixels"], "the chart was redrawn"
+    assert "default pool" in after["pool"]
+    assert (ARTIFACTS / "dashboard-after.png").stat().st_size > 10_000
