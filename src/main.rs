@@ -208,7 +208,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { config } => serve(load(config.as_deref())?),
+        Command::Serve { config } => serve(load(config.as_deref())?, config),
         Command::CheckConfig { config } => {
             let c = portcullis_config::load(&config)?;
             println!(
@@ -346,7 +346,7 @@ fn load(path: Option<&Path>) -> anyhow::Result<Config> {
     }
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
+fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
@@ -360,7 +360,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    rt.block_on(portcullis_server::serve(config))
+    rt.block_on(portcullis_server::serve(config, path))
 }
 
 /// What an operator publishes so that others can find, trust and reach

@@ -123,6 +123,8 @@ pub enum StateBackend {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub hostname: String,
+    /// Started as root, become this user once the ports are bound.
+    pub user: Option<String>,
     pub data_dir: PathBuf,
     pub dns_nameservers: Vec<SocketAddr>,
     /// Certificate and key files; `None` means a self-signed pair in
@@ -282,7 +284,7 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Listener {
     pub role: ListenerRole,
     pub bind: Vec<SocketAddr>,
@@ -511,6 +513,7 @@ impl Config {
         };
         Config {
             hostname,
+            user: None,
             data_dir,
             dns_nameservers: Vec::new(),
             tls: None,
@@ -546,6 +549,7 @@ impl Config {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
     hostname: Option<Spanned<String>>,
+    user: Option<String>,
     data_dir: Option<PathBuf>,
     dns: Option<RawDns>,
     tls: Option<RawTls>,
@@ -735,6 +739,7 @@ impl RawConfig {
             })
             .collect();
         Ok(Config {
+            user: self.user,
             lmtp,
             dns_lists: self.dnsbl,
             inbound_policy,

@@ -159,7 +159,7 @@ async fn openapi() -> impl IntoResponse {
 }
 
 fn spool(ctx: &Context) -> std::path::PathBuf {
-    ctx.config.data_dir.join("spool")
+    ctx.config().data_dir.join("spool")
 }
 
 async fn queue_list(_: Admin, State(ctx): State<Arc<Context>>) -> ApiResult {
@@ -259,7 +259,7 @@ async fn queue_release(
 }
 
 fn accounts_path(ctx: &Context) -> std::path::PathBuf {
-    ctx.config.data_dir.join("accounts.json")
+    ctx.config().data_dir.join("accounts.json")
 }
 
 async fn accounts_list(_: Admin, State(ctx): State<Arc<Context>>) -> ApiResult {
@@ -306,7 +306,7 @@ async fn accounts_delete(
 }
 
 fn reputation_json(ctx: &Context, key: &str, r: &portcullis_admission::Reputation) -> Value {
-    let levels = &ctx.config.reputation.levels;
+    let levels = &ctx.config().reputation.levels;
     // Unidentified ranges are tracked for quality but served in `default`.
     let class = match key.starts_with("range:") {
         true => "default".to_owned(),
@@ -523,7 +523,7 @@ async fn stats(_: Admin, State(ctx): State<Arc<Context>>) -> ApiResult {
     let queued = portcullis_queue::inspect(&dir).unwrap_or_default();
     let oldest = queued.iter().map(|m| m.envelope.received_at).min();
     let default_limit = adm
-        .policy
+        .policy()
         .classes
         .get("default")
         .and_then(|c| c.max_connections)

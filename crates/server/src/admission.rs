@@ -19,7 +19,8 @@ use tracing::{info, warn};
 
 /// What all connections share.
 pub(crate) struct Admission {
-    pub policy: Policy,
+    /// SIGHUP swaps it; a connection keeps the class it was given.
+    policy: std::sync::RwLock<Arc<Policy>>,
     pub state: AdmissionState,
     pub concurrency: portcullis_admission::Concurrency,
     /// Live connections per class name (no limit: a census).
@@ -62,13 +63,24 @@ impl Admission {
             None => Allocations::default(),
         };
         Ok(Admission {
-            policy: Policy::from_config(config),
+            policy: std::sync::RwLock::new(Arc::new(Policy::from_config(config))),
             state: AdmissionState::open(config)?,
             concurrency: Default::default(),
             by_class: Default::default(),
             allocations,
             metrics,
         })
+    }
+
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_policy(&self, p: Policy) {
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p);
     }
 
     fn deferred(&self, stage: Stage, d: &Deferral) -> Reply {
@@ -87,7 +99,7 @@ impl Admission {
 
     /// Before the greeting: the blocklist, the range's limits, the class.
     pub async fn connect(&self, ip: IpAddr) -> Result<Gate, Reply> {
-        let range = self.policy.range_of(ip);
+        let range = self.policy().range_of(ip);
         let found = self.state.lookup(ip, range).await;
         if let Some((listed, entry)) = found.blocked {
             self.metrics.inc(
@@ -115,23 +127,23 @@ impl Admission {
             identity = identity.stronger(Identity::Domain(d.clone()));
         }
         let class = self.class_of(identity).await;
-        let per_range = self.policy.admission.per_range_max_connections;
+        let per_range = self.policy().admission.per_range_max_connections;
         let Some(range_slot) = self
             .concurrency
             .try_acquire(&format!("range:{range}"), per_range)
         else {
             return Err(self.deferred(
                 Stage::Connect,
-                &self.policy.busy(Stage::Connect, &class, true, per_range),
+                &self.policy().busy(Stage::Connect, &class, true, per_range),
             ));
         };
         let class_slot = self.class_slot(Stage::Connect, &class)?;
-        let charges = self.policy.connect_charges(&class, range);
+        let charges = self.policy().connect_charges(&class, range);
         if let Err((i, retry)) = self.state.charge(&charges).await {
             return Err(self.deferred(
                 Stage::Connect,
                 &self
-                    .policy
+                    .policy()
                     .deferral(Stage::Connect, &class, &charges[i], retry),
             ));
         }
@@ -153,14 +165,14 @@ impl Admission {
             Identity::Unknown => None,
             ref id => self.state.reputation(&id.key()).await,
         };
-        self.policy.class_for(&identity, rep.as_ref())
+        self.policy().class_for(&identity, rep.as_ref())
     }
 
     fn class_slot(&self, stage: Stage, class: &SenderClass) -> Result<Slot, Reply> {
         let max = class.limits.max_connections.unwrap_or(0);
         self.concurrency
             .try_acquire(&class.budget(), max)
-            .ok_or_else(|| self.deferred(stage, &self.policy.busy(stage, class, false, max)))
+            .ok_or_else(|| self.deferred(stage, &self.policy().busy(stage, class, false, max)))
     }
 
     /// MAIL FROM: an SPF-authenticated domain is the strongest identity
@@ -176,12 +188,12 @@ impl Admission {
                 gate.class = class;
             }
         }
-        let charges = self.policy.message_charges(&gate.class);
+        let charges = self.policy().message_charges(&gate.class);
         self.state.charge(&charges).await.map_err(|(i, retry)| {
             self.deferred(
                 Stage::Mail,
                 &self
-                    .policy
+                    .policy()
                     .deferral(Stage::Mail, &gate.class, &charges[i], retry),
             )
         })
@@ -190,17 +202,17 @@ impl Admission {
     /// RCPT: the per-message count, then the per-minute budget.
     pub async fn rcpt(&self, gate: &Gate, accepted_so_far: usize) -> Result<(), Reply> {
         if let Some(d) = self
-            .policy
+            .policy()
             .recipients_exceeded(&gate.class, accepted_so_far)
         {
             return Err(self.deferred(Stage::Rcpt, &d));
         }
-        let charges = self.policy.recipient_charges(&gate.class);
+        let charges = self.policy().recipient_charges(&gate.class);
         self.state.charge(&charges).await.map_err(|(i, retry)| {
             self.deferred(
                 Stage::Rcpt,
                 &self
-                    .policy
+                    .policy()
                     .deferral(Stage::Rcpt, &gate.class, &charges[i], retry),
             )
         })
@@ -238,12 +250,12 @@ impl Admission {
                 ),
             ));
         }
-        let charges = self.policy.data_charges(&gate.class, bytes);
+        let charges = self.policy().data_charges(&gate.class, bytes);
         self.state.charge(&charges).await.map_err(|(i, retry)| {
             self.deferred(
                 Stage::Data,
                 &self
-                    .policy
+                    .policy()
                     .deferral(Stage::Data, &gate.class, &charges[i], retry),
             )
         })
@@ -287,7 +299,7 @@ impl Admission {
             LevelChange::Demoted { from, to } => ("demoted", from, to),
         };
         let name = |l: &u32| {
-            self.policy
+            self.policy()
                 .rules
                 .levels
                 .get(*l as usize)
@@ -300,7 +312,7 @@ impl Admission {
     }
 
     async fn strike(&self, range: Cidr, key: &str) {
-        let a = &self.policy.admission;
+        let a = &self.policy().admission;
         if a.spam_strikes == 0 || a.block_secs == 0 {
             return;
         }

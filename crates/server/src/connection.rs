@@ -25,6 +25,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) struct Connection {
     pub ctx: Arc<Context>,
+    /// The configuration in force when the connection arrived.
+    pub config: Arc<portcullis_config::Config>,
+    /// Becomes true when the server is stopping.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
     pub id: String,
     pub role: ListenerRole,
     pub pregreet_wait: Duration,
@@ -101,7 +105,7 @@ impl Connection {
         let (iprev, ptr) = ctx.verifier.iprev(self.peer.ip()).await;
         info!(session = %self.id, event = "iprev", result = iprev.as_str(), ptr = ptr.as_deref().unwrap_or(""));
         let lists =
-            crate::dnslists::client(&ctx.verifier, &ctx.config.dns_lists, self.peer.ip()).await;
+            crate::dnslists::client(&ctx.verifier, &self.config.dns_lists, self.peer.ip()).await;
         if let Ok(mut held) = self.client_labels.lock() {
             *held = lists.labels;
         }
@@ -182,7 +186,7 @@ impl Connection {
         &self,
         stream: TcpStream,
     ) -> IoResult<tokio_rustls::server::TlsStream<TcpStream>> {
-        match timeout(HANDSHAKE_TIMEOUT, self.ctx.tls.accept(stream)).await {
+        match timeout(HANDSHAKE_TIMEOUT, self.ctx.tls().accept(stream)).await {
             Ok(r) => r,
             Err(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
@@ -252,9 +256,7 @@ impl Connection {
                             Some(account) => {
                                 self.ctx.submission.check_sender(account, from.as_ref())
                             }
-                            None => {
-                                checks::mx_sender(&self.ctx.config, self.peer.ip(), from.as_ref())
-                            }
+                            None => checks::mx_sender(&self.config, self.peer.ip(), from.as_ref()),
                         };
                         if verdict == Verdict::Accept && s.authenticated().is_none() {
                             match self.sender_lists(from.as_ref()).await {
@@ -277,11 +279,11 @@ impl Connection {
                             Some(account) => {
                                 self.ctx
                                     .submission
-                                    .check_recipient(&self.ctx.config, account, &to)
+                                    .check_recipient(&self.config, account, &to)
                             }
                             None => {
                                 let known = self.ctx.submission.recipient_exists(&to);
-                                match checks::recipient(&self.ctx.config, &to, known) {
+                                match checks::recipient(&self.config, &to, known) {
                                     Verdict::Accept => {
                                         self.admit_recipient(s.recipient_count()).await
                                     }
@@ -292,7 +294,7 @@ impl Connection {
                         if checks::is_user_unknown(&verdict) {
                             self.tarpit
                                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let range = self.ctx.admission.policy.range_of(self.peer.ip());
+                            let range = self.ctx.admission.policy().range_of(self.peer.ip());
                             self.ctx.admission.state.penalize(range).await;
                         }
                         info!(session = %self.id, event = "rcpt", to = %to, accepted = verdict == Verdict::Accept);
@@ -319,11 +321,24 @@ impl Connection {
             if buf.len() != want {
                 buf = vec![0u8; want];
             }
-            match timeout(s.timeout(), io.read(&mut buf)).await {
-                Err(_) => s.timed_out(),
-                Ok(Ok(0)) => return Ok(Exit::Closed),
-                Ok(Ok(n)) => s.feed(&buf[..n]),
-                Ok(Err(e)) => return Err(e),
+            // A stopping server lets a message being sent finish, and
+            // tells everyone else 421 at once.
+            let in_data = s.in_data();
+            let mut stop = self.shutdown.clone();
+            let stopping = async move {
+                if in_data || stop.wait_for(|v| *v).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                biased;
+                () = stopping => s.shut_down(),
+                read = timeout(s.timeout(), io.read(&mut buf)) => match read {
+                    Err(_) => s.timed_out(),
+                    Ok(Ok(0)) => return Ok(Exit::Closed),
+                    Ok(Ok(n)) => s.feed(&buf[..n]),
+                    Ok(Err(e)) => return Err(e),
+                },
             }
         }
     }
@@ -366,9 +381,13 @@ impl Connection {
     async fn sender_lists(&self, from: Option<&portcullis_smtp::Mailbox>) -> Option<Reply> {
         let from = from?;
         let ctx = &self.ctx;
-        let out =
-            crate::dnslists::domain(&ctx.verifier, &ctx.config.dns_lists, &from.domain, "Sender")
-                .await;
+        let out = crate::dnslists::domain(
+            &ctx.verifier,
+            &self.config.dns_lists,
+            &from.domain,
+            "Sender",
+        )
+        .await;
         self.remember_labels(out.labels);
         out.refusal
     }
@@ -383,7 +402,7 @@ impl Connection {
     }
 
     fn tarpit_delay(&self, unknown: u32) -> Duration {
-        let l = &self.ctx.config.limits;
+        let l = &self.config.limits;
         let ms = l
             .tarpit_step_ms
             .saturating_mul(u64::from(unknown))
@@ -447,7 +466,7 @@ impl Connection {
         };
         let r = self.ctx.verifier.check_message(&txn.body, &spf).await;
         let domains = txn.recipients.iter().map(|r| r.mailbox.domain.as_str());
-        let mut disposition = checks::message_disposition(&self.ctx.config, domains, &r);
+        let mut disposition = checks::message_disposition(&self.config, domains, &r);
         for (method, result) in [("spf", r.spf), ("dkim", r.dkim), ("dmarc", r.dmarc)] {
             self.ctx.metrics.inc(
                 Counter::AuthResults,
@@ -456,13 +475,9 @@ impl Connection {
         }
         let mut header = r.header.clone();
         for d in &r.dkim_domains {
-            let out = crate::dnslists::domain(
-                &self.ctx.verifier,
-                &self.ctx.config.dns_lists,
-                d,
-                "Signing",
-            )
-            .await;
+            let out =
+                crate::dnslists::domain(&self.ctx.verifier, &self.config.dns_lists, d, "Signing")
+                    .await;
             self.remember_labels(out.labels);
             if let Some(reply) = out.refusal {
                 disposition = checks::Disposition::Reject(reply);
@@ -513,7 +528,7 @@ impl Connection {
         let mut inbound_domains = None;
         let mut verdict = None;
         let (added, body, folder) = match txn.auth {
-            Some(_) => match ctx.submission.prepare(&txn, &ctx.config.hostname, &id) {
+            Some(_) => match ctx.submission.prepare(&txn, &self.config.hostname, &id) {
                 Ok((headers, message_id)) => {
                     submitted = Some(message_id);
                     (headers, std::borrow::Cow::Borrowed(&txn.body[..]), None)
@@ -524,7 +539,7 @@ impl Connection {
                 Ok(inbound) => {
                     spf_result = Some(inbound.spf);
                     let body =
-                        portcullis_authn::strip_forged_results(&txn.body, &ctx.config.hostname);
+                        portcullis_authn::strip_forged_results(&txn.body, &self.config.hostname);
                     let mut header = inbound.header;
                     if let Err(r) = self.admit_data(&txn, &inbound.domains).await {
                         return r;
@@ -543,7 +558,7 @@ impl Connection {
                 Err(r) => return r,
             },
         };
-        let received = portcullis_smtp::received_header(&txn, &ctx.config.hostname, &id, now);
+        let received = portcullis_smtp::received_header(&txn, &self.config.hostname, &id, now);
         let mut data = Vec::with_capacity(received.len() + added.len() + body.len());
         data.extend_from_slice(received.as_bytes());
         data.extend_from_slice(added.as_bytes());
@@ -636,7 +651,7 @@ impl Connection {
         id: &str,
         domains: &[String],
     ) -> Result<Option<crate::rspamd::Scan>, Reply> {
-        let Some(cfg) = &self.ctx.config.rspamd else {
+        let Some(cfg) = &self.config.rspamd else {
             return Ok(None);
         };
         let from = txn
@@ -682,7 +697,7 @@ impl Connection {
 
     /// Recipients accepted at RCPT under accept-all that do not exist.
     fn take_unknown_recipients(&self, envelope: &mut Envelope) -> Vec<QueuedRecipient> {
-        let config = &self.ctx.config;
+        let config = &self.config;
         let (unknown, known): (Vec<_>, Vec<_>) = std::mem::take(&mut envelope.recipients)
             .into_iter()
             .partition(|r| {
@@ -733,7 +748,7 @@ impl Connection {
         crate::local::bounce(
             &self.ctx.spool,
             &self.ctx.local,
-            &self.ctx.config.hostname,
+            &self.config.hostname,
             &message,
             &failed,
             portcullis_queue::dsn::ReportKind::Failure,

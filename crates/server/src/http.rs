@@ -45,12 +45,12 @@ async fn health(State(ctx): State<Arc<Context>>) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "status": "ok",
         "queued": ctx.spool.live_count(),
-        "sessions": ctx.config.limits.max_sessions - ctx.sessions.available_permits(),
+        "sessions": ctx.config().limits.max_sessions - ctx.sessions.available_permits(),
     }))
 }
 
 async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
-    let sessions = (ctx.config.limits.max_sessions - ctx.sessions.available_permits()) as u64;
+    let sessions = (ctx.config().limits.max_sessions - ctx.sessions.available_permits()) as u64;
     let adm = &ctx.admission;
     let blocklist = adm.state.blocklist().await.len() as u64;
     let sizes = adm.state.sizes();
@@ -61,7 +61,7 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
             .map_or(0, |(_, v)| *v as u64)
     };
     let default_max = adm
-        .policy
+        .policy()
         .classes
         .get("default")
         .and_then(|c| c.max_connections)
@@ -116,7 +116,7 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
 }
 
 fn port(ctx: &Context, role: ListenerRole) -> Option<u16> {
-    ctx.config
+    ctx.config()
         .listeners
         .iter()
         .find(|l| l.role == role)
@@ -141,9 +141,9 @@ async fn autoconfig(
     let domain = email
         .rsplit_once('@')
         .map(|(_, d)| d.to_ascii_lowercase())
-        .or_else(|| ctx.config.local_domains.first().cloned())
+        .or_else(|| ctx.config().local_domains.first().cloned())
         .unwrap_or_default();
-    let host = xml_escape(&ctx.config.hostname);
+    let host = xml_escape(&ctx.config().hostname);
     let mut servers = String::new();
     // Implicit TLS first (RFC 8314 §3.3 prefers it), then STARTTLS.
     for (role, socket) in [
@@ -182,7 +182,7 @@ async fn autodiscover(State(ctx): State<Arc<Context>>, body: String) -> impl Int
             "EMailAddress missing\n".to_owned(),
         );
     }
-    let host = xml_escape(&ctx.config.hostname);
+    let host = xml_escape(&ctx.config().hostname);
     let mut protocols = String::new();
     for (role, ssl, enc) in [
         (ListenerRole::Submissions, "on", "SSL"),

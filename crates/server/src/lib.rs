@@ -12,8 +12,10 @@ mod dnslists;
 mod http;
 mod local;
 mod metrics;
+mod privileges;
 mod reloading;
 mod rspamd;
+mod signals;
 pub mod state;
 mod submission;
 mod tls;
@@ -34,7 +36,10 @@ pub use tls::certificate_paths;
 
 /// What every connection task shares.
 pub(crate) struct Context {
-    pub config: Config,
+    /// The configuration in force; SIGHUP swaps it. A connection keeps the
+    /// one it started with.
+    config: std::sync::RwLock<Arc<Config>>,
+    config_path: Option<std::path::PathBuf>,
     pub spool: Spool,
     pub local: local::Handle,
     pub submission: submission::Submission,
@@ -42,16 +47,30 @@ pub(crate) struct Context {
     pub admission: admission::Admission,
     pub admin_token: String,
     pub metrics: Arc<metrics::Metrics>,
-    pub tls: tokio_rustls::TlsAcceptor,
+    tls: std::sync::RwLock<tokio_rustls::TlsAcceptor>,
     pub sessions: Arc<Semaphore>,
+    /// Set on SIGTERM: sessions finish the message they are sending, then
+    /// are told 421 and closed.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
     next_session: AtomicU64,
 }
 
 impl Context {
-    fn session_config(&self, role: ListenerRole) -> Arc<SessionConfig> {
-        let l = &self.config.limits;
+    pub(crate) fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn tls(&self) -> tokio_rustls::TlsAcceptor {
+        self.tls.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn session_config(config: &Config, role: ListenerRole) -> Arc<SessionConfig> {
+        let l = &config.limits;
         Arc::new(SessionConfig {
-            hostname: self.config.hostname.clone(),
+            hostname: config.hostname.clone(),
             role: match role {
                 ListenerRole::Mx => Role::Mx,
                 ListenerRole::Submission => Role::Submission,
@@ -75,8 +94,8 @@ impl Context {
     }
 }
 
-/// Run the server until SIGINT or SIGTERM.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+/// Run the server until SIGINT or SIGTERM; SIGHUP reloads `path`.
+pub async fn serve(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let tls = tls::acceptor(&config)?;
@@ -112,19 +131,23 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         verifier,
         submission,
         sessions: Arc::new(Semaphore::new(config.limits.max_sessions)),
-        config,
+        config: std::sync::RwLock::new(Arc::new(config)),
+        config_path: path,
         spool,
         local,
-        tls,
+        tls: std::sync::RwLock::new(tls),
+        shutdown: tokio::sync::watch::Sender::new(false),
         next_session: AtomicU64::new(1),
     });
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(state::maintain(
+    let config = ctx.config();
+    let mut background = tokio::task::JoinSet::new();
+    background.spawn(state::maintain(
         ctx.admission.state.clone(),
-        ctx.config.data_dir.clone(),
+        config.data_dir.clone(),
     ));
+    let mut tasks = tokio::task::JoinSet::new();
     let mut banner = Vec::new();
-    for l in &ctx.config.listeners {
+    for l in &config.listeners {
         for addr in &l.bind {
             let sock = TcpListener::bind(addr)
                 .await
@@ -133,24 +156,52 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             tasks.spawn(accept_loop(ctx.clone(), sock, l.clone()));
         }
     }
-    if let Some(addr) = ctx.config.http_bind {
+    if let Some(addr) = config.http_bind {
         let sock = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} (http)"))?;
         banner.push(format!("  http         http://{}/", sock.local_addr()?));
-        tasks.spawn(http::serve(ctx.clone(), sock));
+        background.spawn(http::serve(ctx.clone(), sock));
     }
-    print_banner(&ctx.config, &banner);
-    shutdown_signal().await;
+    // Every port is bound: root is no longer needed.
+    privileges::drop_to(config.user.as_deref(), &config.data_dir)?;
+    print_banner(&config, &banner);
+    signals::run(&ctx).await;
     info!(
         event = "shutdown",
-        "stopping: accepted mail is safe in the spool"
+        "stopping: no new connections; sessions finish the message they are sending"
     );
     tasks.abort_all();
+    ctx.shutdown.send_replace(true);
+    drain(&ctx, config.limits.max_sessions).await;
+    ctx.local.settle(Duration::from_secs(10)).await;
+    background.abort_all();
     if let Err(e) = ctx.admission.state.maintain() {
         error!(event = "state_snapshot_failed", error = %e);
     }
+    info!(event = "stopped", "accepted mail is safe in the spool");
     Ok(())
+}
+
+/// Longest a stop waits for sessions to finish their messages.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Wait until every session has ended (each holds a permit), or give up
+/// after `DRAIN_TIMEOUT`: nothing unanswered was accepted, so what is cut
+/// off is sent again by its client.
+async fn drain(ctx: &Context, max_sessions: usize) {
+    let all = u32::try_from(max_sessions).unwrap_or(u32::MAX);
+    match tokio::time::timeout(DRAIN_TIMEOUT, ctx.sessions.acquire_many(all)).await {
+        Ok(_) => info!(event = "drained", "every session has ended"),
+        Err(_) => {
+            let open = max_sessions - ctx.sessions.available_permits();
+            tracing::warn!(
+                event = "drain_timeout",
+                sessions = open,
+                "closing the sessions still open"
+            );
+        }
+    }
 }
 
 fn listener_line(role: ListenerRole, addr: std::net::SocketAddr) -> String {
@@ -199,7 +250,6 @@ fn print_banner(config: &Config, lines: &[String]) {
 }
 
 async fn accept_loop(ctx: Arc<Context>, sock: TcpListener, listener: portcullis_config::Listener) {
-    let scfg = ctx.session_config(listener.role);
     loop {
         let (stream, peer) = match sock.accept().await {
             Ok(x) => x,
@@ -212,12 +262,15 @@ async fn accept_loop(ctx: Arc<Context>, sock: TcpListener, listener: portcullis_
         };
         let _ = stream.set_nodelay(true);
         let permit = ctx.sessions.clone().try_acquire_owned().ok();
+        let config = ctx.config();
         let conn = connection::Connection {
+            session_config: Context::session_config(&config, listener.role),
+            config,
+            shutdown: ctx.shutdown.subscribe(),
             ctx: ctx.clone(),
             id: ctx.session_id(),
             role: listener.role,
             pregreet_wait: listener.pregreet_wait,
-            session_config: scfg.clone(),
             peer,
             account_session: std::sync::Mutex::new(None),
             spf: std::sync::Mutex::new(None),
@@ -228,25 +281,4 @@ async fn accept_loop(ctx: Arc<Context>, sock: TcpListener, listener: portcullis_
         };
         tokio::spawn(conn.run(stream, permit));
     }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -26,9 +26,37 @@ const BATCH: usize = 256;
 #[derive(Clone)]
 pub(crate) struct Handle {
     tx: mpsc::UnboundedSender<Job>,
+    /// Deliveries between taking a message and recording the outcome: a
+    /// graceful stop waits for them, so a delivered message is not
+    /// delivered again after the restart.
+    busy: Arc<std::sync::atomic::AtomicUsize>,
+    /// Set by `settle`: no new delivery starts (what is left in the spool
+    /// is delivered after the restart).
+    closed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Handle {
+    /// Start no new delivery, and wait (at most `limit`) until none is
+    /// half done.
+    pub(crate) async fn settle(&self, limit: Duration) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.busy.load(std::sync::atomic::Ordering::SeqCst) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Mark a delivery as started, unless the worker is closed. Counting
+    /// first and checking after means `settle` either sees the count or
+    /// this sees the close.
+    fn begin(&self) -> Option<Busy> {
+        self.busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let busy = Busy(self.busy.clone());
+        (!self.closed.load(std::sync::atomic::Ordering::SeqCst)).then_some(busy)
+    }
+
     /// Hand over a message that is already durable in the spool.
     pub(crate) fn submit(&self, message: StoredMessage) {
         let _ = self.tx.send(Job {
@@ -36,6 +64,22 @@ impl Handle {
             attempts: 0,
             delay_notified: false,
         });
+    }
+}
+
+/// One delivery in progress, until dropped.
+struct Busy(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Busy {
+    fn extra(count: &Arc<std::sync::atomic::AtomicUsize>) -> Busy {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Busy(count.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -81,7 +125,11 @@ pub(crate) fn start(
     pending: Vec<StoredMessage>,
 ) -> anyhow::Result<Handle> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let handle = Handle { tx };
+    let handle = Handle {
+        tx,
+        busy: Default::default(),
+        closed: Default::default(),
+    };
     for m in pending {
         handle.submit(m);
     }
@@ -154,6 +202,9 @@ async fn run(w: Arc<Worker>, mut rx: mpsc::UnboundedReceiver<Job>) {
             h.extend(held);
         }
         let w2 = w.clone();
+        let Some(batch_busy) = w.handle.begin() else {
+            return;
+        };
         let Ok(results) = tokio::task::spawn_blocking(move || w2.deliver_local(batch)).await else {
             error!(event = "delivery_panic", "local delivery task failed");
             continue;
@@ -163,12 +214,16 @@ async fn run(w: Arc<Worker>, mut rx: mpsc::UnboundedReceiver<Job>) {
                 w.finish(job, results).await;
             } else {
                 let w = w.clone();
+                // Counted by the batch already: this one cannot be refused.
+                let busy = Busy::extra(&w.handle.busy);
                 tokio::spawn(async move {
+                    let _busy = busy;
                     let results = w.deliver_remote(&job, remote, results).await;
                     w.finish(job, results).await;
                 });
             }
         }
+        drop(batch_busy);
     }
 }
 

@@ -136,6 +136,13 @@ pub mod canned {
     pub fn too_many_errors() -> Reply {
         Reply::new(421, Status(4, 7, 0), "Too many errors, closing connection")
     }
+    pub fn shutting_down() -> Reply {
+        Reply::new(
+            421,
+            Status(4, 3, 2),
+            "Service shutting down, try again later",
+        )
+    }
     pub fn timeout() -> Reply {
         Reply::new(421, Status(4, 4, 2), "Timeout exceeded, closing connection")
     }

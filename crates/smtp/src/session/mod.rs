@@ -289,6 +289,13 @@ impl Session {
         self.close_with(canned::timeout());
     }
 
+    /// The server is stopping: between transactions' content the client is
+    /// told so (421 4.3.2, RFC 5321 §3.8) and the connection closes; what
+    /// it had not finished it will send again later.
+    pub fn shut_down(&mut self) {
+        self.close_with(canned::shutting_down());
+    }
+
     /// Whether the client is in the middle of sending content, for the log.
     pub fn in_data(&self) -> bool {
         matches!(self.mode, Mode::Data(_) | Mode::Chunk { .. })

@@ -1,0 +1,106 @@
+//! Signals: SIGHUP reloads the configuration and the certificates,
+//! SIGTERM and SIGINT stop the server gracefully (the caller drains).
+//!
+//! A reload changes what new connections get: limits, classes, policies,
+//! DNS lists, certificates. Listeners, the data directory, the state
+//! backend and the HTTP address stay as they were started (a restart
+//! changes those; the log says so). A file with a mistake is refused as a
+//! whole, named with file, line and key, and the running configuration
+//! stays.
+
+use crate::Context;
+use portcullis_config::Config;
+use std::sync::Arc;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info, warn};
+
+/// Wait for a stop signal, reloading on every SIGHUP meanwhile.
+pub(crate) async fn run(ctx: &Context) {
+    let (Ok(mut hup), Ok(mut term)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+    ) else {
+        error!(
+            event = "signals_unavailable",
+            "cannot install signal handlers; stopping on Ctrl-C only"
+        );
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => reload(ctx),
+            _ = term.recv() => return,
+            _ = tokio::signal::ctrl_c() => return,
+        }
+    }
+}
+
+fn reload(ctx: &Context) {
+    let Some(path) = &ctx.config_path else {
+        info!(
+            event = "reload",
+            "running on the embedded default: nothing to reload"
+        );
+        return;
+    };
+    let new = match portcullis_config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            error!(event = "reload_failed", error = %e, "keeping the running configuration");
+            return;
+        }
+    };
+    let old = ctx.config();
+    let new = keep_what_needs_a_restart(&old, new);
+    match crate::tls::acceptor(&new) {
+        Ok(tls) => *ctx.tls.write().unwrap_or_else(|e| e.into_inner()) = tls,
+        Err(e) => {
+            warn!(event = "reload_tls_failed", error = %e, "keeping the running certificates")
+        }
+    }
+    ctx.admission
+        .set_policy(portcullis_admission::Policy::from_config(&new));
+    *ctx.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+    info!(event = "reloaded", path = %path.display(), "new connections use the new configuration");
+}
+
+/// The new config, with the parts a running server cannot change taken
+/// from the old one (and a warning for each that differed).
+fn keep_what_needs_a_restart(old: &Config, new: Config) -> Config {
+    let differs = [
+        ("listener", old.listeners != new.listeners),
+        ("data_dir", old.data_dir != new.data_dir),
+        ("http.bind", old.http_bind != new.http_bind),
+        (
+            "state",
+            old.state_backend != new.state_backend || old.redis_url != new.redis_url,
+        ),
+        (
+            "limits.max_sessions",
+            old.limits.max_sessions != new.limits.max_sessions,
+        ),
+        ("user", old.user != new.user),
+    ];
+    for (key, changed) in differs {
+        if changed {
+            warn!(
+                event = "reload_needs_restart",
+                key, "changed, but takes effect only after a restart"
+            );
+        }
+    }
+    Config {
+        listeners: old.listeners.clone(),
+        data_dir: old.data_dir.clone(),
+        http_bind: old.http_bind,
+        state_backend: old.state_backend,
+        redis_url: old.redis_url.clone(),
+        user: old.user.clone(),
+        limits: portcullis_config::Limits {
+            max_sessions: old.limits.max_sessions,
+            ..new.limits.clone()
+        },
+        ..new
+    }
+}
