@@ -111,6 +111,14 @@ enum Command {
         #[arg(long, global = true)]
         config: Option<PathBuf>,
     },
+    /// Submit a message the way programs call /usr/sbin/sendmail (-t, -i,
+    /// -f, -F, recipients; the message on stdin): found by SRV records,
+    /// 465 then 587, always AUTH over verified TLS. Also runs when the
+    /// binary is called as `sendmail`.
+    Sendmail {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Look at and manage the mail queue.
     Queue {
         #[command(subcommand)]
@@ -196,6 +204,26 @@ enum QueueAction {
 }
 
 fn main() -> ExitCode {
+    // Programs call sendmail with sendmail's own flags (-t, -oi, -fADDR),
+    // which are not this CLI's: as `sendmail` (a link) or `portcullis
+    // sendmail`, the arguments go to the sendmail client untouched.
+    let args: Vec<String> = std::env::args().collect();
+    let called = args.first().map(|a| {
+        Path::new(a)
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned()
+    });
+    let sendmail_args = match (called.as_deref(), args.get(1).map(String::as_str)) {
+        (Some("sendmail"), _) => Some(&args[1..]),
+        (_, Some("sendmail")) => Some(&args[2..]),
+        _ => None,
+    };
+    if let Some(rest) = sendmail_args {
+        let code = portcullis_sendmail::run(rest);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -220,6 +248,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Queue { action, config } => queue(action, &load(config.as_deref())?),
+        // Reached only through clap (e.g. `portcullis help`); main()
+        // hands `sendmail` to the client before clap sees it.
+        Command::Sendmail { args } => match portcullis_sendmail::run(&args) {
+            0 => Ok(()),
+            code => bail!("sendmail exited with {code}"),
+        },
         Command::Reputation { action, config } => {
             state_cli::reputation(action, &load(config.as_deref())?)
         }

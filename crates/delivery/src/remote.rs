@@ -41,6 +41,22 @@ pub struct Outgoing<'a> {
 pub struct HostFailure {
     pub permanent: bool,
     pub reason: String,
+    pub kind: FailureKind,
+}
+
+/// Where an attempt failed, for callers that answer differently (the
+/// sendmail client's exit codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailureKind {
+    /// No TCP connection.
+    Connect,
+    /// The TLS handshake failed (for a verifying client: a certificate
+    /// that is not trusted).
+    Tls,
+    /// The server refused the credentials.
+    Auth,
+    #[default]
+    Other,
 }
 
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
@@ -69,6 +85,14 @@ fn temp(reason: impl Into<String>) -> HostFailure {
     HostFailure {
         permanent: false,
         reason: reason.into(),
+        kind: FailureKind::Other,
+    }
+}
+
+fn failed(kind: FailureKind, reason: impl Into<String>) -> HostFailure {
+    HostFailure {
+        kind,
+        ..temp(reason)
     }
 }
 
@@ -137,20 +161,35 @@ fn session_failure(stage: &str, r: &Reply) -> HostFailure {
     HostFailure {
         permanent: r.code >= 500,
         reason: format!("{stage}: {}", r.line()),
+        kind: FailureKind::Other,
+    }
+}
+
+async fn connect(addr: SocketAddr, protocol: &str) -> Result<TcpStream, HostFailure> {
+    match timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(failed(
+            FailureKind::Connect,
+            format!("connect to {protocol} {addr}: {e}"),
+        )),
+        Err(_) => Err(failed(
+            FailureKind::Connect,
+            format!("connect to {protocol} {addr}: timeout"),
+        )),
     }
 }
 
 /// Connect and read the 220 greeting.
 async fn open(addr: SocketAddr, protocol: &str) -> Result<Conn, HostFailure> {
-    let stream = match timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(temp(format!("connect to {protocol} {addr}: {e}"))),
-        Err(_) => return Err(temp(format!("connect to {protocol} {addr}: timeout"))),
-    };
-    let mut c = Conn {
+    let stream = connect(addr, protocol).await?;
+    greet(Conn {
         io: Box::new(stream),
         buf: Vec::new(),
-    };
+    })
+    .await
+}
+
+async fn greet(mut c: Conn) -> Result<Conn, HostFailure> {
     let greeting = c.read_reply().await?;
     if greeting.code != 220 {
         return Err(session_failure("greeting", &greeting));
@@ -178,11 +217,42 @@ pub async fn deliver(
             if ehlo.code != 250 {
                 return Err(session_failure("EHLO after STARTTLS", &ehlo));
             }
-        } else if msg.require_tls {
-            return Err(session_failure("STARTTLS", &r));
+        } else if msg.require_tls || msg.auth.is_some() {
+            // Credentials never travel in the clear.
+            return Err(HostFailure {
+                kind: FailureKind::Tls,
+                ..session_failure("STARTTLS", &r)
+            });
         }
     } else if msg.require_tls || msg.auth.is_some() {
-        return Err(temp("TLS required but the server does not offer STARTTLS"));
+        return Err(failed(
+            FailureKind::Tls,
+            "TLS required but the server does not offer STARTTLS",
+        ));
+    }
+    if let Some((user, password)) = msg.auth {
+        login(&mut c, user, password).await?;
+    }
+    transaction(&mut c, &ehlo, msg).await
+}
+
+/// Submit over implicit TLS (RFC 8314, port 465): the handshake comes
+/// before the greeting, so nothing is ever sent in the clear.
+pub async fn deliver_implicit_tls(
+    addr: SocketAddr,
+    msg: &Outgoing<'_>,
+    tls: &tokio_rustls::TlsConnector,
+    server_name: &str,
+) -> Result<Vec<RcptOutcome>, HostFailure> {
+    let stream = connect(addr, "SMTPS").await?;
+    let plain = Conn {
+        io: Box::new(stream),
+        buf: Vec::new(),
+    };
+    let mut c = greet(starttls(plain, tls, server_name).await?).await?;
+    let ehlo = c.command(&format!("EHLO {}", msg.helo)).await?;
+    if ehlo.code != 250 {
+        return Err(session_failure("EHLO", &ehlo));
     }
     if let Some((user, password)) = msg.auth {
         login(&mut c, user, password).await?;
@@ -203,7 +273,12 @@ async fn starttls(
     let stream = timeout(CONNECT_TIMEOUT, tls.connect(name, io))
         .await
         .map_err(|_| temp("TLS handshake timeout"))?
-        .map_err(|e| temp(format!("TLS handshake: {e}")))?;
+        .map_err(|e| {
+            failed(
+                FailureKind::Tls,
+                format!("TLS handshake with {server_name}: {e}"),
+            )
+        })?;
     Ok(Conn {
         io: Box::new(stream),
         buf: Vec::new(),
@@ -304,7 +379,10 @@ async fn login(c: &mut Conn, user: &str, password: &str) -> Result<(), HostFailu
     let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
     let r = c.command(&format!("AUTH PLAIN {token}")).await?;
     if r.code != 235 {
-        return Err(session_failure("AUTH", &r));
+        return Err(HostFailure {
+            kind: FailureKind::Auth,
+            ..session_failure("AUTH", &r)
+        });
     }
     Ok(())
 }
@@ -334,6 +412,7 @@ async fn transaction(
             return Err(HostFailure {
                 permanent: true,
                 reason: "the message needs SMTPUTF8, which the server does not offer".into(),
+                kind: FailureKind::Other,
             });
         }
         mail.push_str(" SMTPUTF8");
@@ -430,28 +509,89 @@ fn dot_stuff(data: &[u8]) -> Vec<u8> {
 /// (RFC 7435). Certificates are not checked; MTA-STS/DANE would be the way
 /// to check them, and are not implemented yet.
 pub fn opportunistic_tls() -> Result<tokio_rustls::TlsConnector, rustls::Error> {
+    custom_tls(None)
+}
+
+/// TLS that accepts exactly one certificate: the one whose DER encoding
+/// has this SHA-256 (an operator pinning a self-signed certificate).
+pub fn pinned_tls(sha256: [u8; 32]) -> Result<tokio_rustls::TlsConnector, rustls::Error> {
+    custom_tls(Some(sha256))
+}
+
+fn custom_tls(pin: Option<[u8; 32]>) -> Result<tokio_rustls::TlsConnector, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let verifier = CertificatePolicy {
+        provider: provider.clone(),
+        pin,
+    };
+    let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
-#[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+/// TLS that verifies the server's certificate and name against the
+/// system's CAs (`/etc/ssl/certs/ca-certificates.crt`) and any extra CA
+/// files given.
+pub fn verified_tls(
+    extra_cas: &[std::path::PathBuf],
+) -> Result<tokio_rustls::TlsConnector, String> {
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    let system = std::path::Path::new("/etc/ssl/certs/ca-certificates.crt");
+    let files = system
+        .exists()
+        .then(|| system.to_path_buf())
+        .into_iter()
+        .chain(extra_cas.iter().cloned());
+    for file in files {
+        let certs = rustls::pki_types::CertificateDer::pem_file_iter(&file)
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("{}: {e}", file.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
 
-impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+/// Which server certificates a connector accepts: any (opportunistic TLS
+/// between MTAs, RFC 7435), or exactly a pinned one.
+#[derive(Debug)]
+struct CertificatePolicy {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    pin: Option<[u8; 32]>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for CertificatePolicy {
     fn verify_server_cert(
         &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
         _intermediates: &[rustls::pki_types::CertificateDer<'_>],
         _server_name: &rustls::pki_types::ServerName<'_>,
         _ocsp_response: &[u8],
         _now: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
+        match self.pin {
+            Some(pin)
+                if ring::digest::digest(&ring::digest::SHA256, end_entity).as_ref() != pin =>
+            {
+                Err(rustls::Error::General(
+                    "the certificate is not the pinned one (SHA-256 differs)".into(),
+                ))
+            }
+            _ => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+        }
     }
 
     fn verify_tls12_signature(
@@ -464,7 +604,7 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -478,12 +618,14 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 

@@ -509,6 +509,7 @@ impl Worker {
         let mut last = HostFailure {
             permanent: false,
             reason: "no address to try".into(),
+            kind: Default::default(),
         };
         for (addr, name) in addrs {
             match remote::deliver(*addr, &msg, &self.tls, name).await {
