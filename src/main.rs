@@ -90,6 +90,21 @@ enum Command {
         #[arg(long)]
         stats: bool,
     },
+    /// Local aliases: addresses that expand to mailboxes here and/or
+    /// addresses elsewhere (forwarded with SRS and an ARC seal).
+    Alias {
+        #[command(subcommand)]
+        action: AliasAction,
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
+    /// The Sender Rewriting Scheme's secrets.
+    Srs {
+        #[command(subcommand)]
+        action: SrsAction,
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
     /// Sender reputation: volume, quality and class of service.
     Reputation {
         #[command(subcommand)]
@@ -188,6 +203,27 @@ enum UserAction {
 }
 
 #[derive(Subcommand)]
+enum AliasAction {
+    /// Add targets (local mailboxes or external addresses) to an alias.
+    Add {
+        alias: String,
+        #[arg(required = true)]
+        targets: Vec<String>,
+    },
+    /// Remove an alias.
+    Del { alias: String },
+    /// Every alias and its targets.
+    List,
+}
+
+#[derive(Subcommand)]
+enum SrsAction {
+    /// Start signing with a new secret; the previous two still verify, so
+    /// addresses already handed out stay valid for their lifetime.
+    Rotate,
+}
+
+#[derive(Subcommand)]
 enum QueueAction {
     /// One line per queued message.
     List,
@@ -248,6 +284,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Queue { action, config } => queue(action, &load(config.as_deref())?),
+        Command::Alias { action, config } => alias(action, &load(config.as_deref())?),
+        Command::Srs {
+            action: SrsAction::Rotate,
+            config,
+        } => {
+            let config = load(config.as_deref())?;
+            let path = portcullis_server::forwarding::secrets_path(&config.data_dir);
+            portcullis_server::forwarding::rotate_secret(&path, 3)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            println!(
+                "new SRS secret in {}; the two before it still verify",
+                path.display()
+            );
+            Ok(())
+        }
         // Reached only through clap (e.g. `portcullis help`); main()
         // hands `sendmail` to the client before clap sees it.
         Command::Sendmail { args } => match portcullis_sendmail::run(&args) {
@@ -570,6 +621,27 @@ fn raise_open_file_limit() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
+}
+
+fn alias(action: AliasAction, config: &Config) -> anyhow::Result<()> {
+    let path = config.data_dir.join("aliases.json");
+    let mut aliases = portcullis_forwarding::Aliases::load(&path)?;
+    match action {
+        AliasAction::Add { alias, targets } => {
+            aliases.add(&alias, &targets)?;
+            aliases.save()?;
+        }
+        AliasAction::Del { alias } => {
+            aliases.remove(&alias)?;
+            aliases.save()?;
+        }
+        AliasAction::List => {
+            for (a, targets) in aliases.list() {
+                println!("{a}  ->  {}", targets.join(", "));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn queue(action: QueueAction, config: &Config) -> anyhow::Result<()> {

@@ -115,6 +115,9 @@ pub struct MessageResults {
     /// `d=` of every passing signature.
     pub dkim_domains: Vec<String>,
     pub arc: AuthResult,
+    /// `d=` of the newest ARC-Seal when the chain passed: who vouches for
+    /// the results it carries (trusted sealers may override DMARC).
+    pub arc_sealer: Option<String>,
     pub dmarc: AuthResult,
     pub dmarc_policy: DmarcPolicy,
     pub from_domain: String,
@@ -197,6 +200,35 @@ impl Verifier {
     }
 
     /// DKIM, ARC and DMARC over the message as received.
+    /// The ARC set (AAR, AMS, AS; RFC 8617) to prepend to a message we
+    /// forward: our results on arrival, sealed with `domain`'s key. Err
+    /// when the chain it arrived with failed (it must not be sealed) or
+    /// the domain has no RSA key.
+    pub async fn arc_seal(
+        &self,
+        message: &[u8],
+        spf: &SpfCheck,
+        keys: &crate::DkimKeys,
+        domain: &str,
+    ) -> Result<String, String> {
+        let sealer = keys.arc_sealer(domain).ok_or_else(|| {
+            format!("no RSA key for {domain} to seal with (portcullis dkim keygen)")
+        })?;
+        let parsed = AuthenticatedMessage::parse_with_opts(message, None, false)
+            .ok_or("the message cannot be parsed")?;
+        let dkim = self.auth.verify_dkim(&parsed).await;
+        let arc = self.auth.verify_arc(&parsed).await;
+        let from = parsed.from.first().cloned().unwrap_or_default();
+        let results = AuthenticationResults::new(&self.authserv_id)
+            .with_dkim_results(&dkim, &from)
+            .with_spf_mailfrom_result(&spf.output, spf.ip, &spf.identity, &spf.helo)
+            .with_arc_result(&arc, spf.ip);
+        let set = sealer
+            .seal(&parsed, &results, &arc)
+            .map_err(|e| e.to_string())?;
+        Ok(set.to_header())
+    }
+
     pub async fn check_message(&self, message: &[u8], spf: &SpfCheck) -> MessageResults {
         // Not strict: a signature with l= is verified over its length (RFC
         // 6376 §3.5), as dkimpy and OpenDKIM do, instead of being set aside
@@ -261,7 +293,17 @@ impl Verifier {
             .filter_map(|(d, _)| d.signature().map(|s| s.d.to_ascii_lowercase()))
             .collect();
         let dmarc_result = dmarc_result(&dmarc.result());
+        let arc_sealer = (dkim_result(arc.result()) == AuthResult::Pass)
+            .then(|| {
+                parsed
+                    .as_headers
+                    .iter()
+                    .max_by_key(|h| h.header.i)
+                    .map(|h| h.header.d.to_ascii_lowercase())
+            })
+            .flatten();
         MessageResults {
+            arc_sealer,
             spf: spf.result(),
             dkim: best(&results),
             dkim_domains,
@@ -316,6 +358,7 @@ impl Verifier {
             dkim: AuthResult::PermError,
             dkim_domains: Vec::new(),
             arc: AuthResult::None,
+            arc_sealer: None,
             dmarc: AuthResult::PermError,
             dmarc_policy: DmarcPolicy::None,
             from_domain: String::new(),

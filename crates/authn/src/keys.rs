@@ -195,10 +195,29 @@ enum SigningKey {
     Rsa(DkimSigner<RsaKey<Sha256>, Done>),
 }
 
+/// The ARC sealer of a domain (RFC 8617 asks for rsa-sha256).
+pub type ArcKey = mail_auth::arc::ArcSealer<RsaKey<Sha256>, Done>;
+
+/// The header fields an ARC-Message-Signature covers, when present.
+const ARC_SIGNED_HEADERS: &[&str] = &[
+    "From",
+    "To",
+    "Cc",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "Reply-To",
+    "MIME-Version",
+    "Content-Type",
+    "DKIM-Signature",
+];
+
 /// All signing keys, by domain.
 #[derive(Default)]
 pub struct DkimKeys {
     by_domain: BTreeMap<String, Vec<SigningKey>>,
+    /// The first RSA key of each domain, as an ARC sealer.
+    arc: BTreeMap<String, ArcKey>,
 }
 
 impl DkimKeys {
@@ -218,9 +237,19 @@ impl DkimKeys {
                 if let Some(k) = load_key(&path, &domain)? {
                     keys.by_domain.entry(domain.clone()).or_default().push(k);
                 }
+                if !keys.arc.contains_key(&domain)
+                    && let Some(sealer) = load_arc_sealer(&path, &domain)?
+                {
+                    keys.arc.insert(domain.clone(), sealer);
+                }
             }
         }
         Ok(keys)
+    }
+
+    /// The sealer for forwarded mail from `domain`, if it has an RSA key.
+    pub fn arc_sealer(&self, domain: &str) -> Option<&ArcKey> {
+        self.arc.get(&domain.to_ascii_lowercase())
     }
 
     pub fn has_domain(&self, domain: &str) -> bool {
@@ -330,6 +359,25 @@ fn load_key(path: &Path, domain: &str) -> Result<Option<SigningKey>, KeyError> {
         SigningKey::Rsa(signer(key, domain, &f.selector))
     };
     Ok(Some(key))
+}
+
+fn load_arc_sealer(path: &Path, domain: &str) -> Result<Option<ArcKey>, KeyError> {
+    let Some(f) = KeyFile::read(path)? else {
+        return Ok(None);
+    };
+    if f.algorithm != "rsa" {
+        return Ok(None);
+    }
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::PrivateKeyDer::from_pem_slice(f.pem.as_bytes())
+        .map_err(|e| f.bad("rsa", e))?;
+    let key = RsaKey::<Sha256>::from_key_der(der).map_err(|e| f.bad("rsa", e))?;
+    Ok(Some(
+        mail_auth::arc::ArcSealer::from_key(key)
+            .domain(domain)
+            .selector(&f.selector)
+            .headers(ARC_SIGNED_HEADERS.iter().copied()),
+    ))
 }
 
 /// The TXT records of every key `domain` has under `dkim_dir`, derived

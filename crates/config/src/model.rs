@@ -158,6 +158,7 @@ pub struct Config {
     pub reputation: ReputationRules,
     pub admission: Admission,
     pub rspamd: Option<Rspamd>,
+    pub forwarding: Forwarding,
     pub limits: Limits,
     pub submission: Submission,
     pub auth: AuthPolicy,
@@ -433,6 +434,39 @@ impl Default for Admission {
     }
 }
 
+/// Aliases, SRS and ARC for forwarded mail (issue 10).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Forwarding {
+    /// The domain of rewritten senders (SRS) and of the ARC seal; it
+    /// needs an SPF record allowing this host and an RSA DKIM key
+    /// (`portcullis dkim keygen --algorithm rsa`). Default: the first
+    /// local domain.
+    pub srs_domain: Option<String>,
+    /// Days an SRS address stays valid for bounces.
+    pub srs_max_age_days: u64,
+    /// Received: fields beyond this mean a loop: the message is refused
+    /// (554 5.4.6). RFC 5321 §6.3.
+    pub max_hops: usize,
+    /// Aliases within aliases, at most this deep.
+    pub alias_max_depth: usize,
+    /// Sealers whose valid ARC chain turns a DMARC failure into a pass of
+    /// the domain policy (mailing lists and forwarders one trusts).
+    pub arc_trusted_sealers: Vec<String>,
+}
+
+impl Default for Forwarding {
+    fn default() -> Self {
+        Forwarding {
+            srs_domain: None,
+            srs_max_age_days: 21,
+            max_hops: 30,
+            alias_max_depth: 8,
+            arc_trusted_sealers: Vec::new(),
+        }
+    }
+}
+
 /// Spam verdicts from rspamd's `/checkv2` (its normal worker).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -537,6 +571,7 @@ impl Config {
             reputation: ReputationRules::default(),
             admission: Admission::default(),
             rspamd: None,
+            forwarding: Forwarding::default(),
             limits: Limits::default(),
             submission: Submission::default(),
             auth: AuthPolicy::default(),
@@ -567,6 +602,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     admission: Admission,
     rspamd: Option<Rspamd>,
+    #[serde(default)]
+    forwarding: Forwarding,
     limits: Option<Spanned<Limits>>,
     #[serde(default)]
     dnsbl: Vec<DnsList>,
@@ -759,6 +796,7 @@ impl RawConfig {
             reputation,
             admission: self.admission,
             rspamd: self.rspamd,
+            forwarding: self.forwarding,
             limits,
             submission,
             auth: self.auth,

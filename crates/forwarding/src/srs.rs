@@ -136,11 +136,11 @@ impl Srs {
             strip_prefix_ci(local, "SRS1").and_then(|r| r.strip_prefix(['=', '-', '+']))
         {
             // SRS1 from elsewhere: keep its first hop, re-sign for us.
-            if let Some((_, tail)) = rest.split_once('=') {
-                if let Some((hop, srs0)) = tail.split_once("==") {
-                    let hash = self.sign(&[hop, srs0]);
-                    return format!("SRS1={hash}={hop}=={srs0}@{}", self.domain);
-                }
+            if let Some((_, tail)) = rest.split_once('=')
+                && let Some((hop, srs0)) = tail.split_once("==")
+            {
+                let hash = self.sign(&[hop, srs0]);
+                return format!("SRS1={hash}={hop}=={srs0}@{}", self.domain);
             }
         }
         let tt = timestamp(now);

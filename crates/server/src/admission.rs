@@ -220,13 +220,18 @@ impl Admission {
 
     /// End of data, before the message is accepted: bytes, and mail from a
     /// domain range that does not authenticate for a vouching domain.
+    /// Delivery status notifications (null sender) are let through: they
+    /// have no sender domain to authenticate, and a host that forwards
+    /// for a domain also returns bounces that are rarely signed.
     pub async fn data(
         &self,
         gate: &Gate,
         bytes: u64,
         authenticated: &[String],
+        null_sender: bool,
     ) -> Result<(), Reply> {
-        if !gate.vouching_domains.is_empty()
+        if !null_sender
+            && !gate.vouching_domains.is_empty()
             && !gate
                 .vouching_domains
                 .iter()

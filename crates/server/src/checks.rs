@@ -55,7 +55,17 @@ fn dns_defer(what: &str) -> Disposition {
 }
 
 /// The policy stage of one local domain applied to the results.
-pub(crate) fn inbound_disposition(policy: InboundPolicy, r: &MessageResults) -> Disposition {
+pub(crate) fn inbound_disposition(
+    policy: InboundPolicy,
+    r: &MessageResults,
+    trusted_sealers: &[String],
+) -> Disposition {
+    // RFC 8617 §7.2: a receiver may let a valid chain from a sealer it
+    // trusts (a mailing list, a forwarder) outweigh a DMARC failure.
+    let vouched = r
+        .arc_sealer
+        .as_ref()
+        .is_some_and(|d| trusted_sealers.iter().any(|t| t.eq_ignore_ascii_case(d)));
     match policy {
         InboundPolicy::Label => Disposition::Accept,
         InboundPolicy::RejectBothFail => {
@@ -77,6 +87,7 @@ pub(crate) fn inbound_disposition(policy: InboundPolicy, r: &MessageResults) -> 
         }
         InboundPolicy::Dmarc => match (r.dmarc, r.dmarc_policy) {
             (AuthResult::TempError, _) => dns_defer("DMARC"),
+            (AuthResult::Fail, _) if vouched => Disposition::Accept,
             (AuthResult::Fail, DmarcPolicy::Reject) => Disposition::Reject(Reply::new(
                 550,
                 Status(5, 7, 1),
@@ -103,7 +114,7 @@ pub(crate) fn message_disposition<'a>(
     domains
         .map(|d| {
             let policy = config.inbound_policy.get(d).copied().unwrap_or_default();
-            inbound_disposition(policy, r)
+            inbound_disposition(policy, r, &config.forwarding.arc_trusted_sealers)
         })
         .max_by_key(Disposition::severity)
         .unwrap_or(Disposition::Accept)
@@ -274,6 +285,7 @@ mod tests {
             dkim,
             dkim_domains: Vec::new(),
             arc: AuthResult::None,
+            arc_sealer: None,
             dmarc,
             dmarc_policy: policy,
             from_domain: "sender.test".into(),
@@ -286,18 +298,18 @@ mod tests {
         use AuthResult::*;
         let p = InboundPolicy::RejectBothFail;
         assert_eq!(
-            inbound_disposition(p, &results(Pass, Fail, Fail, DmarcPolicy::None)),
+            inbound_disposition(p, &results(Pass, Fail, Fail, DmarcPolicy::None), &[]),
             Disposition::Accept
         );
         assert_eq!(
-            inbound_disposition(p, &results(Fail, Pass, Fail, DmarcPolicy::None)),
+            inbound_disposition(p, &results(Fail, Pass, Fail, DmarcPolicy::None), &[]),
             Disposition::Accept
         );
         assert!(
-            matches!(inbound_disposition(p, &results(Fail, None, Fail, DmarcPolicy::None)), Disposition::Reject(r) if r.code == 550)
+            matches!(inbound_disposition(p, &results(Fail, None, Fail, DmarcPolicy::None), &[]), Disposition::Reject(r) if r.code == 550)
         );
         assert!(
-            matches!(inbound_disposition(p, &results(TempError, None, None, DmarcPolicy::None)), Disposition::Defer(r) if r.code == 451)
+            matches!(inbound_disposition(p, &results(TempError, None, None, DmarcPolicy::None), &[]), Disposition::Defer(r) if r.code == 451)
         );
     }
 
@@ -306,23 +318,23 @@ mod tests {
         use AuthResult::*;
         let p = InboundPolicy::Dmarc;
         assert!(matches!(
-            inbound_disposition(p, &results(Fail, Fail, Fail, DmarcPolicy::Reject)),
+            inbound_disposition(p, &results(Fail, Fail, Fail, DmarcPolicy::Reject), &[]),
             Disposition::Reject(_)
         ));
         assert_eq!(
-            inbound_disposition(p, &results(Fail, Fail, Fail, DmarcPolicy::Quarantine)),
+            inbound_disposition(p, &results(Fail, Fail, Fail, DmarcPolicy::Quarantine), &[]),
             Disposition::Junk
         );
         assert_eq!(
-            inbound_disposition(p, &results(Fail, Fail, Fail, DmarcPolicy::None)),
+            inbound_disposition(p, &results(Fail, Fail, Fail, DmarcPolicy::None), &[]),
             Disposition::Accept
         );
         assert_eq!(
-            inbound_disposition(p, &results(Fail, Pass, Pass, DmarcPolicy::Reject)),
+            inbound_disposition(p, &results(Fail, Pass, Pass, DmarcPolicy::Reject), &[]),
             Disposition::Accept
         );
         assert!(matches!(
-            inbound_disposition(p, &results(None, None, TempError, DmarcPolicy::None)),
+            inbound_disposition(p, &results(None, None, TempError, DmarcPolicy::None), &[]),
             Disposition::Defer(_)
         ));
     }
@@ -333,7 +345,8 @@ mod tests {
         assert_eq!(
             inbound_disposition(
                 InboundPolicy::Label,
-                &results(Fail, Fail, Fail, DmarcPolicy::Reject)
+                &results(Fail, Fail, Fail, DmarcPolicy::Reject),
+                &[]
             ),
             Disposition::Accept
         );
@@ -352,5 +365,25 @@ mod tests {
         ] {
             assert!(refused(rcpt(trick)), "{trick}");
         }
+    }
+
+    #[test]
+    fn a_trusted_arc_sealer_outweighs_a_dmarc_failure() {
+        use AuthResult::*;
+        let p = InboundPolicy::Dmarc;
+        let mut r = results(Fail, Fail, Fail, DmarcPolicy::Reject);
+        r.arc = Pass;
+        r.arc_sealer = Some("lists.example.test".into());
+        let trusted = vec!["lists.example.test".to_string()];
+        assert_eq!(inbound_disposition(p, &r, &trusted), Disposition::Accept);
+        assert!(matches!(
+            inbound_disposition(p, &r, &[]),
+            Disposition::Reject(_)
+        ));
+        let other = vec!["elsewhere.test".to_string()];
+        assert!(matches!(
+            inbound_disposition(p, &r, &other),
+            Disposition::Reject(_)
+        ));
     }
 }

@@ -55,6 +55,8 @@ struct Inbound {
     header: String,
     folder: Option<String>,
     spf: AuthResult,
+    /// The SPF check itself, for the ARC seal of forwarded copies.
+    spf_check: portcullis_authn::SpfCheck,
     /// Domains the message authenticated for: the SPF-passing MAIL FROM
     /// domain and every passing DKIM `d=`.
     domains: Vec<String>,
@@ -281,15 +283,7 @@ impl Connection {
                                     .submission
                                     .check_recipient(&self.config, account, &to)
                             }
-                            None => {
-                                let known = self.ctx.submission.recipient_exists(&to);
-                                match checks::recipient(&self.config, &to, known) {
-                                    Verdict::Accept => {
-                                        self.admit_recipient(s.recipient_count()).await
-                                    }
-                                    refused => refused,
-                                }
-                            }
+                            None => self.mx_recipient(&to, s.recipient_count()).await,
                         };
                         if checks::is_user_unknown(&verdict) {
                             self.tarpit
@@ -425,6 +419,23 @@ impl Connection {
         }
     }
 
+    /// RCPT on port 25: one of our SRS addresses (a bounce going back to
+    /// the original sender), an alias, or a mailbox; then the class's
+    /// budget.
+    async fn mx_recipient(&self, to: &portcullis_smtp::Mailbox, so_far: usize) -> Verdict {
+        let known = match self.ctx.forwarding.srs_reverse(to) {
+            Some(Ok(_)) => return self.admit_recipient(so_far).await,
+            Some(Err(why)) => {
+                return Verdict::Reject(Reply::new(550, Status(5, 1, 1), format!("<{to}>: {why}")));
+            }
+            None => self.ctx.submission.recipient_exists(to) || self.ctx.forwarding.is_alias(to),
+        };
+        match checks::recipient(&self.config, to, known) {
+            Verdict::Accept => self.admit_recipient(so_far).await,
+            refused => refused,
+        }
+    }
+
     async fn admit_recipient(&self, so_far: usize) -> Verdict {
         let gate = self.gate.lock().await;
         match gate.as_ref() {
@@ -514,6 +525,7 @@ impl Connection {
             header,
             folder,
             spf: r.spf,
+            spf_check: spf,
             domains,
         })
     }
@@ -537,7 +549,7 @@ impl Connection {
             },
             None => match self.authenticate_inbound(&txn).await {
                 Ok(inbound) => {
-                    spf_result = Some(inbound.spf);
+                    spf_result = Some((inbound.spf, inbound.spf_check));
                     let body =
                         portcullis_authn::strip_forged_results(&txn.body, &self.config.hostname);
                     let mut header = inbound.header;
@@ -564,55 +576,156 @@ impl Connection {
         data.extend_from_slice(added.as_bytes());
         data.extend_from_slice(&body);
         let mut envelope = envelope(&txn, &id, now, folder);
-        if let Some(spf) = spf_result {
+        let mut copies = Vec::new();
+        if let Some((spf, spf_check)) = spf_result {
+            if let Some(hops) = ctx.forwarding.too_many_hops(&data) {
+                return Reply::new(
+                    554,
+                    Status(5, 4, 6),
+                    format!("Too many hops ({hops} Received: fields): a mail loop"),
+                );
+            }
             let unknown = self.take_unknown_recipients(&mut envelope);
             if !unknown.is_empty() {
                 self.bounce_unknown(&envelope, &unknown, spf, &data).await;
             }
-            if envelope.recipients.is_empty() {
-                // Accept-all: the client learns nothing about which
-                // addresses exist.
+            let plan = ctx.forwarding.plan(&mut envelope, &data);
+            if !plan.loops.is_empty() {
+                self.bounce_loops(&envelope, &plan.loops, &data).await;
+            }
+            copies = self.copies(plan.copies, &data, &spf_check).await;
+            if envelope.recipients.is_empty() && copies.is_empty() {
+                // Accept-all and loops: the client learns nothing about
+                // which addresses exist.
                 info!(session = %self.id, event = "accepted_for_unknown_only", id = %id);
                 return Reply::new(250, Status(2, 0, 0), format!("Ok: queued as {id}"));
             }
         }
         let data = Arc::new(data);
-        match ctx.spool.commit(envelope.clone(), data.clone()).await {
+        let size = data.len();
+        if !envelope.recipients.is_empty() {
+            if let Err(r) = self.queue(envelope.clone(), data).await {
+                return r;
+            }
+            if let Some(message_id) = &submitted {
+                self.log_submission(&txn, &envelope, message_id, size, now);
+            }
+        }
+        for (copy, copy_data) in copies {
+            if let Err(r) = self.queue(copy, Arc::new(copy_data)).await {
+                return r;
+            }
+        }
+        if let Some(domains) = inbound_domains {
+            self.count_message(&domains, verdict).await;
+        }
+        ctx.metrics
+            .inc(Counter::MessagesAccepted, &[("listener", self.role.name())]);
+        ctx.metrics
+            .outcome(Outcome::Accepted, crate::state::now_secs());
+        Reply::new(250, Status(2, 0, 0), format!("Ok: queued as {id}"))
+    }
+
+    /// Commit one envelope durably and hand it to delivery.
+    async fn queue(&self, envelope: Envelope, data: Arc<Vec<u8>>) -> Result<(), Reply> {
+        match self.ctx.spool.commit(envelope.clone(), data.clone()).await {
             Ok(()) => {
                 info!(
-                    session = %self.id, event = "queued", id = %id, from = %envelope.sender,
+                    session = %self.id, event = "queued", id = %envelope.id, from = %envelope.sender,
                     recipients = envelope.recipients.len(), size = data.len()
                 );
-                if let Some(message_id) = &submitted {
-                    self.log_submission(&txn, &envelope, message_id, data.len(), now);
-                }
-                ctx.local.submit(StoredMessage { envelope, data });
-                if let Some(domains) = inbound_domains {
-                    self.count_message(&domains, verdict).await;
-                }
-                ctx.metrics
-                    .inc(Counter::MessagesAccepted, &[("listener", self.role.name())]);
-                ctx.metrics
-                    .outcome(Outcome::Accepted, crate::state::now_secs());
-                Reply::new(250, Status(2, 0, 0), format!("Ok: queued as {id}"))
+                self.ctx.local.submit(StoredMessage { envelope, data });
+                Ok(())
             }
             Err(e) if e.is_storage_full() => {
                 warn!(session = %self.id, event = "spool_full", error = %e);
-                Reply::new(
+                Err(Reply::new(
                     452,
                     Status(4, 3, 1),
                     "Insufficient system storage, try again later",
-                )
+                ))
             }
             Err(e) => {
                 warn!(session = %self.id, event = "spool_error", error = %e);
-                Reply::new(
+                Err(Reply::new(
                     451,
                     Status(4, 3, 0),
                     "Local error in processing, try again later",
-                )
+                ))
             }
         }
+    }
+
+    /// The alias copies of a message: each its own queue id, its
+    /// Delivered-To: fields, and for copies leaving for another domain an
+    /// ARC seal over what we found on arrival (RFC 8617).
+    async fn copies(
+        &self,
+        plan: Vec<crate::forwarding::Copy>,
+        data: &[u8],
+        spf: &portcullis_authn::SpfCheck,
+    ) -> Vec<(Envelope, Vec<u8>)> {
+        let mut out = Vec::with_capacity(plan.len());
+        for c in plan {
+            let mut copy = c.headers.into_bytes();
+            copy.extend_from_slice(data);
+            if c.forwarded {
+                let keys = self.ctx.submission.dkim_keys();
+                match self
+                    .ctx
+                    .verifier
+                    .arc_seal(&copy, spf, &keys, &self.ctx.forwarding.domain)
+                    .await
+                {
+                    Ok(seal) => {
+                        copy.splice(0..0, seal.into_bytes());
+                    }
+                    Err(e) => warn!(session = %self.id, event = "arc_seal_skipped", reason = %e),
+                }
+            }
+            let envelope = Envelope {
+                id: self.ctx.spool.new_id(),
+                ..c.envelope
+            };
+            info!(
+                session = %self.id, event = "alias_copy", id = %envelope.id, sender = %envelope.sender,
+                recipients = envelope.recipients.len(), forwarded = c.forwarded
+            );
+            out.push((envelope, copy));
+        }
+        out
+    }
+
+    /// Aliases that loop are bounced once (5.4.6), never forwarded again.
+    async fn bounce_loops(&self, original: &Envelope, looped: &[QueuedRecipient], data: &[u8]) {
+        let addrs: Vec<&str> = looped.iter().map(|r| r.address.as_str()).collect();
+        warn!(session = %self.id, event = "alias_loop", recipients = ?addrs);
+        if original.sender.is_empty() {
+            return;
+        }
+        let failed: Vec<(QueuedRecipient, String, String)> = looped
+            .iter()
+            .map(|r| {
+                let text = format!(
+                    "554 5.4.6 <{}>: alias loop detected, not forwarded",
+                    r.address
+                );
+                (r.clone(), "5.4.6".to_owned(), text)
+            })
+            .collect();
+        let message = StoredMessage {
+            envelope: original.clone(),
+            data: Arc::new(data.to_vec()),
+        };
+        crate::local::bounce(
+            &self.ctx.spool,
+            &self.ctx.local,
+            &self.config.hostname,
+            &message,
+            &failed,
+            portcullis_queue::dsn::ReportKind::Failure,
+        )
+        .await;
     }
 }
 
@@ -622,9 +735,10 @@ impl Connection {
         let gate = self.gate.lock().await;
         match gate.as_ref() {
             Some(g) => {
+                let null = txn.mail_from.is_none();
                 self.ctx
                     .admission
-                    .data(g, txn.body.len() as u64, domains)
+                    .data(g, txn.body.len() as u64, domains, null)
                     .await
             }
             None => Ok(()),

@@ -9,6 +9,7 @@ mod admission;
 mod checks;
 mod connection;
 mod dnslists;
+pub mod forwarding;
 mod http;
 mod local;
 mod metrics;
@@ -45,6 +46,7 @@ pub(crate) struct Context {
     pub submission: submission::Submission,
     pub verifier: portcullis_authn::Verifier,
     pub admission: admission::Admission,
+    pub forwarding: forwarding::Forwarding,
     pub admin_token: String,
     pub metrics: Arc<metrics::Metrics>,
     tls: std::sync::RwLock<tokio_rustls::TlsAcceptor>,
@@ -124,9 +126,11 @@ pub async fn serve(config: Config, path: Option<std::path::PathBuf>) -> anyhow::
     let _state_lock = state::lock_or_share(&config)?;
     info!(event = "state", backend = admission.state.backend_name());
     let admin_token = admin::admin_token(&config)?;
+    let forwarding = forwarding::Forwarding::new(&config)?;
     let ctx = Arc::new(Context {
         admin_token,
         admission,
+        forwarding,
         metrics: submission.metrics.clone(),
         verifier,
         submission,

@@ -122,7 +122,7 @@ impl Submission {
     }
 
     /// The signing keys, re-read when `dkim keygen` added one.
-    fn dkim_keys(&self) -> Arc<portcullis_authn::DkimKeys> {
+    pub(crate) fn dkim_keys(&self) -> Arc<portcullis_authn::DkimKeys> {
         let print = portcullis_authn::key_dir_fingerprint(&self.dkim_dir);
         self.dkim
             .get(print, || portcullis_authn::DkimKeys::load(&self.dkim_dir))
