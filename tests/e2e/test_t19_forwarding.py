@@ -38,6 +38,7 @@ def pair(make_server, workdir):
         r = fwd.cli("alias", "add", *args)
         assert r.returncode == 0, r.stderr
     pem, public = rsa_key()
+    list_pem, list_public = rsa_key()
     zones = {
         "test": "",
         "origin.test": (
@@ -48,11 +49,13 @@ def pair(make_server, workdir):
         ),
         "fwd.test": '@ IN TXT "v=spf1 ip4:127.0.0.1 -all"\n@ IN MX 10 mx.fwd.test.\nmx IN A 127.0.0.1\n' + arc_key.stdout.strip() + "\n",
         "far.test": "@ IN MX 10 mx.far.test.\nmx IN A 127.0.0.1\n",
+        "lists.test": f"lsel._domainkey IN TXT {txt('v=DKIM1; k=rsa; p=' + list_public)}\n",
     }
     dns = DnsServer(workdir / "fwd-dns", zones).start()
     for s in (far, fwd):
         s.config.write_text(s.config.read_text().replace('nameservers = ["127.0.0.1:', f'nameservers = ["127.0.0.1:{dns.port}"] # was ["127.0.0.1:', 1))
         s.start()
+    fwd.list_pem = list_pem
     yield fwd, far, dns, pem
     dns.stop()
 
@@ -173,3 +176,42 @@ def test_alias_cli_lists_and_removes(pair):
     assert fwd.cli("alias", "del", "list@fwd.test").returncode == 0
     assert "list@fwd.test" not in fwd.cli("alias", "list").stdout
     assert fwd.cli("alias", "add", "bad", "x@y.test").returncode != 0
+
+
+def list_message(pem: bytes, list_pem: bytes) -> bytes:
+    """What a mailing list at lists.test sends on: alice's signed message
+    with a [list] tag in the subject (her DKIM signature no longer
+    verifies), the list's own results and an ARC set sealed by it."""
+    original = signed(pem, "from the list")
+    modified = original.replace(b"Subject: from the list", b"Subject: [list] from the list")
+    results = (
+        b"Authentication-Results: lists.test; dkim=pass header.d=origin.test header.s=sel; "
+        b"spf=pass smtp.mailfrom=alice@origin.test\r\n"
+    )
+    with_results = results + modified
+    arc = dkim.arc_sign(with_results, b"lsel", b"lists.test", list_pem, b"lists.test")
+    return b"".join(arc) + with_results
+
+
+def dmarc_server(make_server, dns, trusted: list[str]):
+    sealers = ", ".join(f'"{t}"' for t in trusted)
+    s = make_server(
+        f'[[domain]]\nname = "far.test"\npolicy = "dmarc"\nrecipients = "any"\n\n[forwarding]\narc_trusted_sealers = [{sealers}]\n',
+        start=False,
+    )
+    s.config.write_text(s.config.read_text().replace('nameservers = ["127.0.0.1:', f'nameservers = ["127.0.0.1:{dns.port}"] # was ["127.0.0.1:', 1))
+    return s.start()
+
+
+def test_a_trusted_sealer_outweighs_a_dmarc_reject(pair, make_server):
+    fwd, far, dns, pem = pair
+    msg = list_message(pem, fwd.list_pem)
+    strict = dmarc_server(make_server, dns, [])
+    with pytest.raises(smtplib.SMTPDataError) as e:
+        send(strict.mx, "list-bounces@lists.test", "bob@far.test", msg, source="127.0.0.50")
+    assert e.value.smtp_code == 550 and b"DMARC" in e.value.smtp_error
+    trusting = dmarc_server(make_server, dns, ["lists.test"])
+    send(trusting.mx, "list-bounces@lists.test", "bob@far.test", msg, source="127.0.0.50")
+    got = wait_for(trusting, "bob", b"[list] from the list", "far.test")
+    head = got.split(b"\r\n\r\n")[0]
+    assert b"arc=pass" in head and b"dmarc=fail" in head
