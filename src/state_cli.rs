@@ -6,7 +6,7 @@
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use portcullis_admission::{Identity, StateCommand};
+use portcullis_admission::{Identity, Policy, StateCommand};
 use portcullis_config::{Cidr, Config, StateBackend};
 use portcullis_server::state::{self, AdmissionState};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -118,18 +118,10 @@ pub fn reputation(action: ReputationAction, config: &Config) -> anyhow::Result<(
         }
         ReputationAction::Show { identity } => {
             let st = current(config)?;
-            let key = match identity.strip_prefix("range:") {
-                Some(_) => identity.clone(),
-                None => Identity::parse(&identity).key(),
-            };
+            let key = Identity::key_of(&identity);
             let rep = runtime()?.block_on(st.reputation(&key));
             let rep = rep.with_context(|| format!("no reputation for {key}"))?;
-            let level = config
-                .reputation
-                .levels
-                .get(rep.level as usize)
-                .cloned()
-                .unwrap_or_default();
+            let level = Policy::from_config(config).class_name(&key, &rep);
             println!("identity      {key}");
             println!("class         {level} (level {})", rep.level);
             println!("messages      {}", rep.messages);
@@ -148,13 +140,9 @@ pub fn reputation(action: ReputationAction, config: &Config) -> anyhow::Result<(
                 "{:<40} {:<10} {:>9} {:>7} {:>7}",
                 "IDENTITY", "CLASS", "MESSAGES", "HAM", "SPAM"
             );
+            let policy = Policy::from_config(config);
             for (key, rep) in runtime()?.block_on(st.reputations()) {
-                let level = config
-                    .reputation
-                    .levels
-                    .get(rep.level as usize)
-                    .cloned()
-                    .unwrap_or_default();
+                let level = policy.class_name(&key, &rep);
                 println!(
                     "{key:<40} {level:<10} {:>9} {:>7} {:>7}",
                     rep.messages, rep.ham, rep.spam

@@ -41,6 +41,16 @@ impl Identity {
         }
     }
 
+    /// The state key an operator means: `range:CIDR` as given, anything
+    /// else parsed as an identity.
+    pub fn key_of(s: &str) -> String {
+        if s.starts_with("range:") {
+            s.to_owned()
+        } else {
+            Identity::parse(s).key()
+        }
+    }
+
     pub fn is_known(&self) -> bool {
         *self != Identity::Unknown
     }

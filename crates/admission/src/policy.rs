@@ -50,6 +50,17 @@ pub enum Stage {
     Data,
 }
 
+impl Stage {
+    /// 421 at connect (the connection closes), 451 later (the paper: a
+    /// 4xx, so the sender retries).
+    fn deferral_code(self) -> (u16, (u8, u16, u16)) {
+        match self {
+            Stage::Connect => (421, (4, 7, 0)),
+            _ => (451, (4, 7, 1)),
+        }
+    }
+}
+
 /// One rate-limited bucket to draw `cost` units from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Charge {
@@ -81,6 +92,21 @@ impl Policy {
             admission: c.admission.clone(),
             identity: c.identity.clone(),
         }
+    }
+
+    /// The class an identity's reputation record stands for: its level's
+    /// name, or `default` for an unidentified range (tracked for quality,
+    /// served in the shared pool).
+    pub fn class_name(&self, key: &str, rep: &Reputation) -> String {
+        if key.starts_with("range:") {
+            return "default".to_owned();
+        }
+        let levels = &self.rules.levels;
+        levels
+            .get(rep.level as usize)
+            .or(levels.last())
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The range address-based state aggregates by (/64, /32 by default).
@@ -203,10 +229,7 @@ impl Policy {
                 c.limit.replace('_', " ")
             )
         };
-        let (code, status) = match stage {
-            Stage::Connect => (421, (4, 7, 0)),
-            _ => (451, (4, 7, 1)),
-        };
+        let (code, status) = stage.deferral_code();
         Deferral {
             code,
             status,
@@ -229,10 +252,7 @@ impl Policy {
                 format!("limit {max} concurrent connections"),
             )
         };
-        let (code, status) = match stage {
-            Stage::Connect => (421, (4, 7, 0)),
-            _ => (451, (4, 7, 1)),
-        };
+        let (code, status) = stage.deferral_code();
         Deferral {
             code,
             status,

@@ -125,6 +125,22 @@ pub struct MessageResults {
     pub header: String,
 }
 
+/// A resolver config asking exactly these servers (UDP, then TCP), each
+/// on its own port: what tests and operators name in `[dns] nameservers`.
+pub fn resolver_config(nameservers: &[SocketAddr]) -> ResolverConfig {
+    let servers = nameservers
+        .iter()
+        .map(|sa| {
+            let mut ns = NameServerConfig::udp_and_tcp(sa.ip());
+            for c in &mut ns.connections {
+                c.port = sa.port();
+            }
+            ns
+        })
+        .collect();
+    ResolverConfig::from_name_servers(servers)
+}
+
 /// The DNS-backed verifier.
 #[derive(Clone)]
 pub struct Verifier {
@@ -146,23 +162,13 @@ impl Verifier {
         let auth = if nameservers.is_empty() {
             MessageAuthenticator::new_system_conf()
         } else {
-            let servers = nameservers
-                .iter()
-                .map(|sa| {
-                    let mut ns = NameServerConfig::udp_and_tcp(sa.ip());
-                    for c in &mut ns.connections {
-                        c.port = sa.port();
-                    }
-                    ns
-                })
-                .collect();
             let mut opts = ResolverOpts::default();
             opts.timeout = timeout;
             opts.attempts = 1;
             // Authentication answers come from DNS, never from /etc/hosts
             // (which would make 127.0.0.1 "localhost" or the machine's name).
             opts.use_hosts_file = mail_auth::hickory_resolver::config::ResolveHosts::Never;
-            MessageAuthenticator::new(ResolverConfig::from_name_servers(servers), opts)
+            MessageAuthenticator::new(resolver_config(nameservers), opts)
         }
         .map_err(|e| ResolverError(e.to_string()))?;
         Ok(Verifier {

@@ -13,7 +13,7 @@ pub use route::{MxHost, Route};
 
 pub use inbound::{
     AuthResult, DmarcPolicy, Listing, MessageResults, ResolverError, SpfCheck, Verifier,
-    dnsbl_query, strip_forged_results,
+    dnsbl_query, resolver_config, strip_forged_results,
 };
 
 pub use keys::{

@@ -154,9 +154,10 @@ impl Srs {
         if !domain.eq_ignore_ascii_case(&self.domain) || !is_srs(local) {
             return Err(SrsError::NotSrs);
         }
-        let tag = &local[..4];
+        // is_srs checked the ASCII "SRSn" and separator: byte 5 is a
+        // character boundary.
         let rest = &local[5..];
-        if tag.eq_ignore_ascii_case("SRS1") {
+        if strip_prefix_ci(local, "SRS1").is_some() {
             let (hash, tail) = rest.split_once('=').ok_or(SrsError::Malformed)?;
             let (hop, srs0) = tail.split_once("==").ok_or(SrsError::Malformed)?;
             if !self.verify(hash, &[hop, srs0]) {
@@ -183,16 +184,19 @@ impl Srs {
     }
 }
 
+/// `s` without `prefix` (ASCII, any case). Slices only at character
+/// boundaries: local parts from the network may be UTF-8 (found by
+/// fuzz/srs_reverse).
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
         .then(|| &s[prefix.len()..])
 }
 
 /// Whether a local part looks like an SRS address (`SRS0=` or `SRS1=`).
 pub fn is_srs(local: &str) -> bool {
-    local.len() > 5
-        && (local[..4].eq_ignore_ascii_case("SRS0") || local[..4].eq_ignore_ascii_case("SRS1"))
-        && matches!(local.as_bytes()[4], b'=' | b'-' | b'+')
+    let rest = strip_prefix_ci(local, "SRS0").or_else(|| strip_prefix_ci(local, "SRS1"));
+    rest.is_some_and(|r| r.len() > 1 && r.starts_with(['=', '-', '+']))
 }
 
 #[cfg(test)]
@@ -264,6 +268,17 @@ mod tests {
             )
         );
         assert_eq!(s.reverse(&ours, NOW).unwrap(), theirs);
+    }
+
+    #[test]
+    fn utf8_local_parts_are_refused_not_panicked_on() {
+        // Found by fuzz/srs_reverse: "SRS" then a two-byte character.
+        let s = srs();
+        let input = "SRS\u{3cf}\u{b8}ABC=F=QRSR@fwd.test";
+        assert_eq!(s.reverse(input, NOW), Err(SrsError::NotSrs));
+        let _ = s.forward(input, NOW);
+        assert!(!is_srs("SRS\u{e9}x"));
+        assert!(!is_srs("\u{e9}\u{e9}\u{e9}"));
     }
 
     #[test]

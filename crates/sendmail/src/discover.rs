@@ -5,7 +5,6 @@
 //! 25 if allowed.
 
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
 use std::net::SocketAddr;
@@ -32,17 +31,7 @@ pub fn resolver(nameservers: &[SocketAddr]) -> Result<TokioResolver, String> {
     let mut b = if nameservers.is_empty() {
         TokioResolver::builder_tokio().map_err(|e| e.to_string())?
     } else {
-        let servers = nameservers
-            .iter()
-            .map(|sa| {
-                let mut ns = NameServerConfig::udp_and_tcp(sa.ip());
-                for c in &mut ns.connections {
-                    c.port = sa.port();
-                }
-                ns
-            })
-            .collect();
-        let cfg = ResolverConfig::from_name_servers(servers);
+        let cfg = portcullis_authn::resolver_config(nameservers);
         TokioResolver::builder_with_config(cfg, TokioRuntimeProvider::default())
     };
     b.options_mut().timeout = Duration::from_secs(5);

@@ -306,12 +306,7 @@ async fn accounts_delete(
 }
 
 fn reputation_json(ctx: &Context, key: &str, r: &portcullis_admission::Reputation) -> Value {
-    let levels = &ctx.config().reputation.levels;
-    // Unidentified ranges are tracked for quality but served in `default`.
-    let class = match key.starts_with("range:") {
-        true => "default".to_owned(),
-        false => levels.get(r.level as usize).cloned().unwrap_or_default(),
-    };
+    let class = ctx.admission.policy().class_name(key, r);
     json!({
         "identity": key,
         "class": class,
@@ -333,20 +328,12 @@ async fn reputation_list(_: Admin, State(ctx): State<Arc<Context>>) -> ApiResult
     )))
 }
 
-fn identity_key(s: &str) -> String {
-    if s.starts_with("range:") {
-        s.to_owned()
-    } else {
-        Identity::parse(s).key()
-    }
-}
-
 async fn reputation_show(
     _: Admin,
     State(ctx): State<Arc<Context>>,
     Path(identity): Path<String>,
 ) -> ApiResult {
-    let key = identity_key(&identity);
+    let key = Identity::key_of(&identity);
     match ctx.admission.state.reputation(&key).await {
         Some(r) => Ok(Json(reputation_json(&ctx, &key, &r))),
         None => Err(error(

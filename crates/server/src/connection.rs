@@ -703,14 +703,35 @@ impl Connection {
         if original.sender.is_empty() {
             return;
         }
-        let failed: Vec<(QueuedRecipient, String, String)> = looped
+        self.bounce(
+            original,
+            looped,
+            data,
+            "554 5.4.6",
+            "alias loop detected, not forwarded",
+        )
+        .await;
+    }
+
+    /// A failure DSN (RFC 3464) to the sender for `recipients`, all with
+    /// the same reply (`code` is "NNN X.Y.Z").
+    async fn bounce(
+        &self,
+        original: &Envelope,
+        recipients: &[QueuedRecipient],
+        data: &[u8],
+        code: &str,
+        why: &str,
+    ) {
+        let status = code.split_once(' ').map_or(code, |(_, s)| s).to_owned();
+        let failed: Vec<(QueuedRecipient, String, String)> = recipients
             .iter()
             .map(|r| {
-                let text = format!(
-                    "554 5.4.6 <{}>: alias loop detected, not forwarded",
-                    r.address
-                );
-                (r.clone(), "5.4.6".to_owned(), text)
+                (
+                    r.clone(),
+                    status.clone(),
+                    format!("{code} <{}>: {why}", r.address),
+                )
             })
             .collect();
         let message = StoredMessage {
@@ -845,29 +866,8 @@ impl Connection {
             info!(session = %self.id, event = "bounce_suppressed", spf = spf.as_str(), sender = %original.sender, recipients = ?addrs);
             return;
         }
-        let failed: Vec<(QueuedRecipient, String, String)> = unknown
-            .iter()
-            .map(|r| {
-                (
-                    r.clone(),
-                    "5.1.1".to_owned(),
-                    format!("550 5.1.1 <{}>: user unknown", r.address),
-                )
-            })
-            .collect();
-        let message = StoredMessage {
-            envelope: original.clone(),
-            data: Arc::new(data.to_vec()),
-        };
-        crate::local::bounce(
-            &self.ctx.spool,
-            &self.ctx.local,
-            &self.config.hostname,
-            &message,
-            &failed,
-            portcullis_queue::dsn::ReportKind::Failure,
-        )
-        .await;
+        self.bounce(original, unknown, data, "550 5.1.1", "user unknown")
+            .await;
     }
 
     fn log_submission(

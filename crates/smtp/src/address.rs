@@ -144,9 +144,16 @@ pub fn parse_mailbox(s: &str, utf8: bool) -> Result<Mailbox, AddressError> {
     if !local_ok || !(is_domain(domain, utf8) || is_address_literal(domain)) {
         return Err(AddressError::Syntax);
     }
+    // Domain names compare without case; a general address literal's
+    // text is kept as written.
+    let domain = if domain.starts_with('[') {
+        domain.to_owned()
+    } else {
+        domain.to_lowercase()
+    };
     Ok(Mailbox {
         local: local.to_owned(),
-        domain: domain.to_lowercase(),
+        domain,
     })
 }
 
@@ -200,11 +207,12 @@ fn is_address_literal(s: &str) -> bool {
     let Some(inner) = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')) else {
         return false;
     };
-    if let Some(v6) = inner
-        .strip_prefix("IPv6:")
-        .or_else(|| inner.strip_prefix("ipv6:"))
+    // ABNF literals are case-insensitive: "Ipv6:" is the IPv6 tag too,
+    // not a general literal (found by fuzz/address).
+    if let Some(tag) = inner.get(..5)
+        && tag.eq_ignore_ascii_case("IPv6:")
     {
-        return v6.parse::<std::net::Ipv6Addr>().is_ok();
+        return inner[5..].parse::<std::net::Ipv6Addr>().is_ok();
     }
     if inner.parse::<std::net::Ipv4Addr>().is_ok() {
         return true;
@@ -304,5 +312,27 @@ mod tests {
         assert_eq!(parse_path(&long_local, false), Err(AddressError::TooLong));
         let long_path = format!("<a@{}.test>", "b.".repeat(130));
         assert_eq!(parse_path(&long_path, false), Err(AddressError::TooLong));
+    }
+}
+
+#[cfg(test)]
+mod fuzz_regressions {
+    use super::*;
+
+    /// Found by fuzz/address: a mailbox that parses must print as one
+    /// that parses again.
+    #[test]
+    fn printed_mailboxes_parse_again() {
+        for input in ["\u{13f}@[Ipv6:R]", "u@[X-Tag:Case]", "u@[IPV6:2001:DB8::1]"] {
+            for utf8 in [false, true] {
+                if let Ok(m) = parse_mailbox(input, utf8) {
+                    let printed = m.to_string();
+                    assert!(
+                        parse_mailbox(&printed, true).is_ok(),
+                        "{input:?} -> {printed:?}"
+                    );
+                }
+            }
+        }
     }
 }
