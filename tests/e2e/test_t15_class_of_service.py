@@ -232,6 +232,12 @@ def test_a_domain_range_must_then_authenticate(make_server, dns_server):
     assert metric(s, 'portcullis_class_admissions_total{class="new"}') >= 2
 
 
+def test_domain_range_enforcement_can_be_switched_off(make_server, dns_server):
+    s = server(make_server, dns_server, cos_config(extra="enforce_domain_ranges = false"))
+    assert send_one(s.mx, "127.0.0.3", "a@good.test")[0] == 250
+    assert send_one(s.mx, "127.0.0.3", "someone@nospf.test")[0] == 250
+
+
 def test_operator_reports_promote_with_the_configured_rules(make_server, dns_server):
     s = server(make_server, dns_server, cos_config() + "\n[reputation]\npromote_after = 3\n")
     for _ in range(3):

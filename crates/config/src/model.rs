@@ -416,6 +416,10 @@ pub struct Admission {
     pub per_range_max_connections: u32,
     /// New connections per minute from one range.
     pub per_range_connections_per_minute: u32,
+    /// Refuse mail that does not authenticate from a range that earlier
+    /// delivered authenticated mail for a domain (the paper's "aggressive
+    /// action"). Off for hosts shared by many senders.
+    pub enforce_domain_ranges: bool,
     /// Spam verdicts from an unidentified range that put it on the
     /// temporal blocklist for `block_secs` (0: never).
     pub spam_strikes: u32,
@@ -428,6 +432,7 @@ impl Default for Admission {
             remediation_url: String::new(),
             per_range_max_connections: 20,
             per_range_connections_per_minute: 120,
+            enforce_domain_ranges: true,
             spam_strikes: 3,
             block_secs: 3600,
         }

@@ -231,6 +231,7 @@ impl Admission {
         null_sender: bool,
     ) -> Result<(), Reply> {
         if !null_sender
+            && self.policy().admission.enforce_domain_ranges
             && !gate.vouching_domains.is_empty()
             && !gate
                 .vouching_domains
