@@ -74,6 +74,10 @@ impl Aliases {
             path: path.clone(),
             message: e.to_string(),
         };
+        if let Some(dir) = path.parent() {
+            // Before the server's first start the data dir may not exist.
+            std::fs::create_dir_all(dir).map_err(file_err)?;
+        }
         let tmp = path.with_extension("tmp");
         let json = serde_json::to_vec_pretty(&self.map).map_err(|e| AliasError::File {
             path: path.clone(),
