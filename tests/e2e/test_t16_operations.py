@@ -71,6 +71,8 @@ def test_metrics_counters_move_with_traffic(server):
     assert total(after, "portcullis_connections_total", outcome="admitted") >= 2
     assert total(after, "portcullis_class_admissions_total", **{"class": "default"}) >= 2
     assert total(after, "portcullis_authentication_results_total", method="spf") >= 3
+    assert total(after, "portcullis_dns_checks_total", check="spf") - total(before, "portcullis_dns_checks_total", check="spf") >= 3
+    assert total(after, "portcullis_dns_check_microseconds_total", check="message") > 0
 
 
 def test_api_refuses_requests_without_the_token(server):

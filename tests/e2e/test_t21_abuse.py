@@ -179,3 +179,57 @@ def test_a_next_hop_resetting_mid_data_loses_nothing(make_server, workdir):
     assert log.count('event="deferred"') >= 2, "each reset was a deferral, not a bounce"
     assert "bounced=1" not in log
     dns.stop()
+
+
+def test_an_auth_storm_from_many_addresses_keeps_memory_bounded(make_server):
+    import subprocess
+
+    from test_t04_submission import PASSWORD, insecure_tls
+
+    s = make_server(start=False)
+    subprocess.run(s.cli_args("user", "add", "alice@local.test", "--password-stdin"), input=PASSWORD + "\n",
+                   text=True, check=True, capture_output=True)
+    s.start()
+    # The owner has logged in from here before (the throttle remembers).
+    with smtplib.SMTP("127.0.0.1", s.sub, timeout=30) as c:
+        c.starttls(context=insecure_tls())
+        c.login("alice@local.test", PASSWORD)
+    results = []
+
+    def attempt(n: int):
+        try:
+            with smtplib.SMTP("127.0.0.1", s.sub, timeout=60, source_address=(f"127.0.{n // 250 + 1}.{n % 250 + 1}", 0)) as c:
+                c.starttls(context=insecure_tls())
+                c.login("alice@local.test", "wrong password")
+        except smtplib.SMTPAuthenticationError as e:
+            results.append(e.smtp_code)
+        except (smtplib.SMTPException, OSError) as e:
+            results.append(str(e))
+
+    peak = [0]
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_kib(s.proc.pid))
+            time.sleep(0.05)
+
+    w = threading.Thread(target=watch)
+    w.start()
+    threads = [threading.Thread(target=attempt, args=(n,)) for n in range(100)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done.set()
+    w.join()
+    # Refused every time: 535 while checked, 454 once the account is
+    # locked for strangers (a botnet's guesses).
+    assert len(results) == 100 and set(results) <= {535, 454}, results[:5]
+    # argon2id holds its memory cost per check; only a few run at once.
+    print(f"peak RSS during the storm: {peak[0]} KiB")
+    assert peak[0] < 200 * 1024, f"peak RSS {peak[0]} KiB"
+    # And the owner still gets in.
+    with smtplib.SMTP("127.0.0.1", s.sub, timeout=30) as c:
+        c.starttls(context=insecure_tls())
+        c.login("alice@local.test", PASSWORD)

@@ -104,7 +104,9 @@ impl Connection {
             }
             Err(r) => return (None, Some(r)),
         }
+        let t0 = std::time::Instant::now();
         let (iprev, ptr) = ctx.verifier.iprev(self.peer.ip()).await;
+        ctx.metrics.dns_check("iprev", t0.elapsed());
         info!(session = %self.id, event = "iprev", result = iprev.as_str(), ptr = ptr.as_deref().unwrap_or(""));
         let lists =
             crate::dnslists::client(&ctx.verifier, &self.config.dns_lists, self.peer.ip()).await;
@@ -449,11 +451,13 @@ impl Connection {
 
     async fn check_spf(&self, helo: &str, from: Option<&portcullis_smtp::Mailbox>) {
         let sender = from.map(|m| m.to_string());
+        let t0 = std::time::Instant::now();
         let spf = self
             .ctx
             .verifier
             .spf(self.peer.ip(), helo, sender.as_deref())
             .await;
+        self.ctx.metrics.dns_check("spf", t0.elapsed());
         info!(session = %self.id, event = "spf", result = spf.result().as_str(), domain = %spf.domain());
         if let Ok(mut slot) = self.spf.lock() {
             *slot = Some(spf);
@@ -475,7 +479,9 @@ impl Connection {
                     .await
             }
         };
+        let t0 = std::time::Instant::now();
         let r = self.ctx.verifier.check_message(&txn.body, &spf).await;
+        self.ctx.metrics.dns_check("message", t0.elapsed());
         let domains = txn.recipients.iter().map(|r| r.mailbox.domain.as_str());
         let mut disposition = checks::message_disposition(&self.config, domains, &r);
         for (method, result) in [("spf", r.spf), ("dkim", r.dkim), ("dmarc", r.dmarc)] {

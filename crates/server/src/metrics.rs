@@ -21,6 +21,8 @@ pub(crate) enum Counter {
     Deferrals,
     ReputationChanges,
     Verdicts,
+    DnsChecks,
+    DnsCheckMicros,
 }
 
 impl Counter {
@@ -36,6 +38,8 @@ impl Counter {
             Counter::Deferrals => "portcullis_class_deferrals_total",
             Counter::ReputationChanges => "portcullis_reputation_changes_total",
             Counter::Verdicts => "portcullis_verdicts_total",
+            Counter::DnsChecks => "portcullis_dns_checks_total",
+            Counter::DnsCheckMicros => "portcullis_dns_check_microseconds_total",
         }
     }
 
@@ -57,6 +61,12 @@ impl Counter {
             }
             Counter::ReputationChanges => "Reputation level changes (promoted, demoted).",
             Counter::Verdicts => "Spam verdicts counted into reputation, by source and verdict.",
+            Counter::DnsChecks => {
+                "DNS-backed checks made (iprev, spf, message: DKIM/ARC/DMARC, lists)."
+            }
+            Counter::DnsCheckMicros => {
+                "Time spent in DNS-backed checks, microseconds; divide by the count for the mean."
+            }
         }
     }
 }
@@ -166,13 +176,25 @@ impl Metrics {
     }
 
     pub(crate) fn inc(&self, c: Counter, labels: &[(&'static str, &str)]) {
+        self.add(c, labels, 1);
+    }
+
+    pub(crate) fn add(&self, c: Counter, labels: &[(&'static str, &str)], v: u64) {
         let key = (
             c,
             labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
         );
         if let Ok(mut m) = self.values.lock() {
-            *m.entry(key).or_insert(0) += 1;
+            *m.entry(key).or_insert(0) += v;
         }
+    }
+
+    /// How long a DNS-backed check took: a count and a sum, so that
+    /// `rate(sum) / rate(count)` is the mean latency.
+    pub(crate) fn dns_check(&self, check: &'static str, took: std::time::Duration) {
+        self.inc(Counter::DnsChecks, &[("check", check)]);
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.add(Counter::DnsCheckMicros, &[("check", check)], micros);
     }
 
     /// The text exposition format (version 0.0.4).

@@ -20,12 +20,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{info, warn};
 
+/// Concurrent argon2id verifications (each holds its memory cost).
+const PASSWORD_CHECKS_AT_ONCE: usize = 4;
+
 pub(crate) struct Submission {
     accounts_path: PathBuf,
     /// The account file as last read, with its modification time: the CLI
     /// edits the file, and the next login sees the change.
     accounts: Reloading<AccountStore, Option<SystemTime>>,
     throttle: Mutex<AuthThrottle>,
+    /// Password checks running at once: each argon2id check takes its
+    /// memory cost in RAM, so a crowd of AUTH attempts must queue rather
+    /// than grow the process without bound.
+    hashing: tokio::sync::Semaphore,
     recipients: Mutex<RecipientQuota>,
     messages: Mutex<RecipientQuota>,
     sessions: Arc<Mutex<HashMap<String, u32>>>,
@@ -98,6 +105,7 @@ impl Submission {
             portcullis_authn::key_dir_fingerprint(&dkim_dir),
         );
         Ok(Submission {
+            hashing: tokio::sync::Semaphore::new(PASSWORD_CHECKS_AT_ONCE),
             metrics: Arc::default(),
             dkim_dir,
             dkim: Reloading::new("dkim keys", dkim.0, dkim.1),
@@ -169,7 +177,9 @@ impl Submission {
         };
         let store = self.accounts();
         let username = c.username.clone();
-        // Password hashing is deliberately slow: keep it off the reactor.
+        // Password hashing is deliberately slow: keep it off the reactor,
+        // and only a few at a time.
+        let _permit = self.hashing.acquire().await.ok();
         let verified = tokio::task::spawn_blocking(move || {
             store
                 .authenticate(&c.username, &c.password)
