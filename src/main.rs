@@ -78,6 +78,29 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Evaluate DMARC (RFC 7489 with mail-auth's DMARCbis discovery) for a
+    /// From: domain and given SPF/DKIM outcomes, with the server's own
+    /// resolver and code; or parse a DMARC record (--record).
+    Dmarc {
+        /// The RFC5322.From domain.
+        #[arg(long, required_unless_present = "record")]
+        from: Option<String>,
+        /// SPF as RESULT:DOMAIN (the MAIL FROM domain), e.g. pass:example.org.
+        #[arg(long, default_value = "none:")]
+        spf: String,
+        /// DKIM as RESULT:D, e.g. pass:example.org.
+        #[arg(long)]
+        dkim: Option<String>,
+        /// Parse this record instead and print p, sp, adkim and aspf.
+        #[arg(long)]
+        record: Option<String>,
+        #[arg(long)]
+        dns: Vec<std::net::SocketAddr>,
+        #[arg(long, default_value_t = 5000)]
+        dns_timeout_ms: u64,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Print OP25B access-list rules (draft-akagiri-op25b-dynamicip) for a
     /// network described in a TOML file.
     Op25b {
@@ -362,6 +385,57 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(exp) = check.output.explanation() {
                 println!("explanation: {exp}");
             }
+            Ok(())
+        }
+        Command::Dmarc {
+            from,
+            spf,
+            dkim,
+            record,
+            dns,
+            dns_timeout_ms,
+            config,
+        } => {
+            if let Some(r) = record {
+                let [p, sp, adkim, aspf] = portcullis_authn::parse_dmarc_record(&r)
+                    .map_err(|e| anyhow::anyhow!("invalid record: {e}"))?;
+                println!("p={p} sp={sp} adkim={adkim} aspf={aspf}");
+                return Ok(());
+            }
+            let c = load(config.as_deref())?;
+            let servers = if dns.is_empty() {
+                c.dns_nameservers.clone()
+            } else {
+                dns
+            };
+            let timeout = std::time::Duration::from_millis(dns_timeout_ms);
+            let verifier = portcullis_authn::Verifier::new(&c.hostname, &servers, timeout)?;
+            let mechanism = |s: &str| {
+                let (result, domain) = s.split_once(':').unwrap_or((s, ""));
+                portcullis_authn::Mechanism {
+                    result: result.to_ascii_lowercase(),
+                    domain: domain.to_owned(),
+                }
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let dkim = dkim.as_deref().map(mechanism);
+            let e = rt
+                .block_on(verifier.evaluate_dmarc(
+                    from.as_deref().unwrap_or(""),
+                    &mechanism(&spf),
+                    dkim.as_ref(),
+                ))
+                .map_err(anyhow::Error::msg)?;
+            println!(
+                "dmarc={} dkim_aligned={} spf_aligned={} policy={} record={}",
+                e.dmarc,
+                e.dkim_aligned,
+                e.spf_aligned,
+                e.policy,
+                if e.record_found { "found" } else { "absent" }
+            );
             Ok(())
         }
         Command::Op25b {

@@ -5,10 +5,12 @@
 //! This crate decides nothing about accepting mail; it computes results.
 //! Private keys are read from the data dir and never logged.
 
+mod dmarc;
 mod inbound;
 mod keys;
 mod route;
 
+pub use dmarc::{DmarcEvaluation, Mechanism, parse_record as parse_dmarc_record};
 pub use route::{MxHost, Route};
 
 pub use inbound::{
