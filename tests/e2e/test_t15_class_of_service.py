@@ -366,3 +366,25 @@ def test_unidentified_ranges_that_keep_spamming_are_blocked(make_server, dns_ser
     code, text = send_one(s.mx, "127.0.0.60", "x@nospf.test")
     assert code == 421 and "spam" in text
     assert "127.0.0.60/32" in s.cli("blocklist", "list").stdout
+
+
+def test_redis_killed_and_restarted_under_load_loses_no_message(make_server, dns_server, redis_server):
+    s = redis_node(make_server, dns_server, redis_server, 100000)
+    codes, stop = [], threading.Event()
+
+    def load():
+        while not stop.is_set():
+            codes.append(send_one(s.mx, "127.0.0.2", "news@good.test")[0])
+
+    t = threading.Thread(target=load)
+    t.start()
+    time.sleep(1)
+    redis_server.stop()
+    time.sleep(2)
+    redis_server.start()
+    time.sleep(2)
+    stop.set()
+    t.join()
+    assert len(codes) > 20 and set(codes) == {250}, codes
+    assert len(s.wait_messages("u", len(codes), timeout=20)) == len(codes)
+    assert metric(s, "portcullis_redis_failures") >= 1

@@ -7,6 +7,7 @@ import json
 import shutil
 import smtplib
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -73,6 +74,11 @@ def test_metrics_counters_move_with_traffic(server):
     assert total(after, "portcullis_authentication_results_total", method="spf") >= 3
     assert total(after, "portcullis_dns_checks_total", check="spf") - total(before, "portcullis_dns_checks_total", check="spf") >= 3
     assert total(after, "portcullis_dns_check_microseconds_total", check="message") > 0
+    server.wait_messages("u", 3)
+    time.sleep(0.5)
+    final = samples(server)
+    assert total(final, "portcullis_delivery_attempts_total", result="delivered") >= 3
+    assert ("portcullis_queue_oldest_seconds", ()) in final
 
 
 def test_api_refuses_requests_without_the_token(server):

@@ -233,3 +233,51 @@ def test_an_auth_storm_from_many_addresses_keeps_memory_bounded(make_server):
     with smtplib.SMTP("127.0.0.1", s.sub, timeout=30) as c:
         c.starttls(context=insecure_tls())
         c.login("alice@local.test", PASSWORD)
+
+
+def test_deeply_nested_and_oversize_mime_is_handled(server):
+    # 500 nested multiparts: parsed (DKIM/DMARC look at it) without
+    # taking the server down, and accepted as content.
+    depth = 500
+    parts = "".join(f'Content-Type: multipart/mixed; boundary="b{i}"\r\n\r\n--b{i}\r\n' for i in range(depth))
+    closing = "".join(f"\r\n--b{i}--\r\n" for i in reversed(range(depth)))
+    nested = "Subject: nested\r\nMIME-Version: 1.0\r\n" + parts + "Content-Type: text/plain\r\n\r\ndeep\r\n" + closing
+    with smtplib.SMTP("127.0.0.1", server.mx, timeout=60) as c:
+        c.sendmail("a@sender.test", ["u@local.test"], nested)
+    assert any(b"Subject: nested" in m for m in server.wait_messages("u", 1))
+    # Over the size limit: 552 5.3.4, and the session goes on.
+    big = "Subject: big\r\n\r\n" + ("x" * 998 + "\r\n") * 27_000
+    with smtplib.SMTP("127.0.0.1", server.mx, timeout=60) as c:
+        try:
+            c.sendmail("a@sender.test", ["u@local.test"], big)
+            raise AssertionError("an oversize message was accepted")
+        except smtplib.SMTPException as e:
+            assert getattr(e, "smtp_code", 0) == 552 or "552" in str(e), e
+    assert server.proc.poll() is None
+
+
+def test_nul_bytes_and_invalid_utf8_get_replies_not_crashes(server):
+    from smtpraw import Raw
+
+    c = Raw(server.mx)
+    c.cmd("EHLO client.test")
+    code, text = c.cmd("MAIL FROM:<a\x00b@sender.test>")
+    assert code >= 500, text
+    c = Raw(server.mx)
+    c.cmd("EHLO client.test")
+    c.send(b"MAIL FROM:<\xff\xfe@sender.test>\r\n")
+    code, text = c.reply()
+    assert code >= 500, text
+    c.send(b"MAIL FROM:<\xff\xfe@sender.test> SMTPUTF8\r\n")
+    code, text = c.reply()
+    assert code >= 500, text
+    assert c.cmd("NOOP")[0] == 250, "the session carries on"
+    # NUL inside a message is refused (RFC 5321 §4.1.1.4: no NUL in text).
+    c.cmd("RSET")
+    c.cmd("MAIL FROM:<a@sender.test>")
+    c.cmd("RCPT TO:<u@local.test>")
+    assert c.cmd("DATA")[0] == 354
+    c.send(b"Subject: nul\r\n\r\nbefore\x00after\r\n.\r\n")
+    code, text = c.reply()
+    assert code in (250, 554), text
+    assert server.proc.poll() is None

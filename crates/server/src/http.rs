@@ -66,11 +66,24 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
         .get("default")
         .and_then(|c| c.max_connections)
         .unwrap_or(0);
+    let now = crate::state::now_secs();
+    let spool_dir = ctx.config().data_dir.join("spool");
+    let oldest = portcullis_queue::inspect(&spool_dir)
+        .unwrap_or_default()
+        .iter()
+        .map(|m| m.envelope.received_at)
+        .min()
+        .map_or(0, |t| now.saturating_sub(t));
     let mut gauges = vec![
         (
             "portcullis_queue_messages",
             "Messages accepted and not yet completed.",
             ctx.spool.live_count() as u64,
+        ),
+        (
+            "portcullis_queue_oldest_seconds",
+            "Age of the oldest message in the queue (0 when empty).",
+            oldest,
         ),
         ("portcullis_sessions", "SMTP sessions open now.", sessions),
         (

@@ -116,8 +116,14 @@ pub async fn serve(config: Config, path: Option<std::path::PathBuf>) -> anyhow::
         &config.dns_nameservers,
         config.dns_timeout,
     )?;
-    let local = local::start(&config, spool.clone(), verifier.clone(), pending)?;
     let submission = submission::Submission::new(&config)?;
+    let local = local::start(
+        &config,
+        submission.metrics.clone(),
+        spool.clone(),
+        verifier.clone(),
+        pending,
+    )?;
     if let Err(e) = submission.log.expire(std::time::SystemTime::now()) {
         tracing::warn!(event = "log_expire_failed", error = %e);
     }

@@ -104,6 +104,7 @@ struct Worker {
     /// Messages on hold (`portcullis queue hold`), kept out of delivery.
     held: std::sync::Mutex<Vec<Job>>,
     config: Config,
+    metrics: Arc<crate::metrics::Metrics>,
     store: MaildirStore,
     spool: Spool,
     verifier: Verifier,
@@ -120,6 +121,7 @@ struct Worker {
 
 pub(crate) fn start(
     config: &Config,
+    metrics: Arc<crate::metrics::Metrics>,
     spool: Spool,
     verifier: Verifier,
     pending: Vec<StoredMessage>,
@@ -155,6 +157,7 @@ pub(crate) fn start(
         held: std::sync::Mutex::new(Vec::new()),
         store: MaildirStore::new(config.data_dir.join("mail"), &config.hostname),
         config: config.clone(),
+        metrics,
         spool,
         verifier,
         tls: remote::opportunistic_tls()?,
@@ -584,6 +587,12 @@ impl Worker {
         }
         if results.retry.is_empty() {
             info!(event = "delivered", id = %env.id, delivered = results.delivered.len(), bounced = results.failed.len());
+            let count = |result, n: usize| {
+                let c = crate::metrics::Counter::DeliveryAttempts;
+                self.metrics.add(c, &[("result", result)], n as u64);
+            };
+            count("delivered", results.delivered.len());
+            count("bounced", results.failed.len());
             portcullis_queue::clear_status(self.spool.dir(), &env.id);
             if let Err(e) = self.spool.complete(&env.id).await {
                 warn!(event = "complete_failed", id = %env.id, error = %e);
@@ -628,6 +637,10 @@ impl Worker {
             .saturating_mul(1u64 << (job.attempts - 1).min(20))
             .min(d.retry_max_secs);
         warn!(event = "deferred", id = %job.message.envelope.id, attempts = job.attempts, delay_s = delay, reason = %why);
+        self.metrics.inc(
+            crate::metrics::Counter::DeliveryAttempts,
+            &[("result", "deferred")],
+        );
         let tx = self.handle.tx.clone();
         let flush = self.flush.clone();
         tokio::spawn(async move {

@@ -23,6 +23,7 @@ pub(crate) enum Counter {
     Verdicts,
     DnsChecks,
     DnsCheckMicros,
+    DeliveryAttempts,
 }
 
 impl Counter {
@@ -39,6 +40,7 @@ impl Counter {
             Counter::ReputationChanges => "portcullis_reputation_changes_total",
             Counter::Verdicts => "portcullis_verdicts_total",
             Counter::DnsChecks => "portcullis_dns_checks_total",
+            Counter::DeliveryAttempts => "portcullis_delivery_attempts_total",
             Counter::DnsCheckMicros => "portcullis_dns_check_microseconds_total",
         }
     }
@@ -61,6 +63,9 @@ impl Counter {
             }
             Counter::ReputationChanges => "Reputation level changes (promoted, demoted).",
             Counter::Verdicts => "Spam verdicts counted into reputation, by source and verdict.",
+            Counter::DeliveryAttempts => {
+                "Delivery outcomes per recipient (delivered, bounced) and deferred attempts."
+            }
             Counter::DnsChecks => {
                 "DNS-backed checks made (iprev, spf, message: DKIM/ARC/DMARC, lists)."
             }
