@@ -365,14 +365,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             dns_timeout_ms,
             config,
         } => {
-            let c = load(config.as_deref())?;
-            let servers = if dns.is_empty() {
-                c.dns_nameservers.clone()
-            } else {
-                dns
-            };
-            let timeout = std::time::Duration::from_millis(dns_timeout_ms);
-            let verifier = portcullis_authn::Verifier::new(&c.hostname, &servers, timeout)?;
+            let verifier = diagnostic_verifier(config.as_deref(), dns, dns_timeout_ms)?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -402,14 +395,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("p={p} sp={sp} adkim={adkim} aspf={aspf}");
                 return Ok(());
             }
-            let c = load(config.as_deref())?;
-            let servers = if dns.is_empty() {
-                c.dns_nameservers.clone()
-            } else {
-                dns
-            };
-            let timeout = std::time::Duration::from_millis(dns_timeout_ms);
-            let verifier = portcullis_authn::Verifier::new(&c.hostname, &servers, timeout)?;
+            let verifier = diagnostic_verifier(config.as_deref(), dns, dns_timeout_ms)?;
             let mechanism = |s: &str| {
                 let (result, domain) = s.split_once(':').unwrap_or((s, ""));
                 portcullis_authn::Mechanism {
@@ -695,6 +681,27 @@ fn return_large_allocations() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
+}
+
+/// The server's own resolver and checks for `spf` and `dmarc`: the
+/// config's name servers unless `--dns` names others.
+fn diagnostic_verifier(
+    config: Option<&Path>,
+    dns: Vec<std::net::SocketAddr>,
+    timeout_ms: u64,
+) -> anyhow::Result<portcullis_authn::Verifier> {
+    let c = load(config)?;
+    let servers = if dns.is_empty() {
+        c.dns_nameservers.clone()
+    } else {
+        dns
+    };
+    let timeout = std::time::Duration::from_millis(timeout_ms);
+    Ok(portcullis_authn::Verifier::new(
+        &c.hostname,
+        &servers,
+        timeout,
+    )?)
 }
 
 fn raise_open_file_limit() {
