@@ -70,13 +70,8 @@ enum Command {
         /// The envelope sender; omit for the null sender (HELO is checked).
         #[arg(long)]
         mail_from: Option<String>,
-        /// DNS server to ask instead of the configured ones (repeatable).
-        #[arg(long)]
-        dns: Vec<std::net::SocketAddr>,
-        #[arg(long, default_value_t = 5000)]
-        dns_timeout_ms: u64,
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        resolver: ResolverArgs,
     },
     /// Evaluate DMARC (RFC 7489 with mail-auth's DMARCbis discovery) for a
     /// From: domain and given SPF/DKIM outcomes, with the server's own
@@ -94,12 +89,8 @@ enum Command {
         /// Parse this record instead and print p, sp, adkim and aspf.
         #[arg(long)]
         record: Option<String>,
-        #[arg(long)]
-        dns: Vec<std::net::SocketAddr>,
-        #[arg(long, default_value_t = 5000)]
-        dns_timeout_ms: u64,
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        resolver: ResolverArgs,
     },
     /// Print OP25B access-list rules (draft-akagiri-op25b-dynamicip) for a
     /// network described in a TOML file.
@@ -164,6 +155,18 @@ enum Command {
         #[arg(long, global = true)]
         config: Option<PathBuf>,
     },
+}
+
+/// Which resolver the diagnostic commands (`spf`, `dmarc`) use.
+#[derive(clap::Args)]
+struct ResolverArgs {
+    /// DNS server to ask instead of the configured ones (repeatable).
+    #[arg(long)]
+    dns: Vec<std::net::SocketAddr>,
+    #[arg(long, default_value_t = 5000)]
+    dns_timeout_ms: u64,
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -361,11 +364,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ip,
             helo,
             mail_from,
-            dns,
-            dns_timeout_ms,
-            config,
+            resolver,
         } => {
-            let verifier = diagnostic_verifier(config.as_deref(), dns, dns_timeout_ms)?;
+            let verifier = diagnostic_verifier(resolver)?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -385,9 +386,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             spf,
             dkim,
             record,
-            dns,
-            dns_timeout_ms,
-            config,
+            resolver,
         } => {
             if let Some(r) = record {
                 let [p, sp, adkim, aspf] = portcullis_authn::parse_dmarc_record(&r)
@@ -395,7 +394,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("p={p} sp={sp} adkim={adkim} aspf={aspf}");
                 return Ok(());
             }
-            let verifier = diagnostic_verifier(config.as_deref(), dns, dns_timeout_ms)?;
+            let verifier = diagnostic_verifier(resolver)?;
             let mechanism = |s: &str| {
                 let (result, domain) = s.split_once(':').unwrap_or((s, ""));
                 portcullis_authn::Mechanism {
@@ -685,18 +684,14 @@ fn return_large_allocations() {
 
 /// The server's own resolver and checks for `spf` and `dmarc`: the
 /// config's name servers unless `--dns` names others.
-fn diagnostic_verifier(
-    config: Option<&Path>,
-    dns: Vec<std::net::SocketAddr>,
-    timeout_ms: u64,
-) -> anyhow::Result<portcullis_authn::Verifier> {
-    let c = load(config)?;
-    let servers = if dns.is_empty() {
+fn diagnostic_verifier(r: ResolverArgs) -> anyhow::Result<portcullis_authn::Verifier> {
+    let c = load(r.config.as_deref())?;
+    let servers = if r.dns.is_empty() {
         c.dns_nameservers.clone()
     } else {
-        dns
+        r.dns
     };
-    let timeout = std::time::Duration::from_millis(timeout_ms);
+    let timeout = std::time::Duration::from_millis(r.dns_timeout_ms);
     Ok(portcullis_authn::Verifier::new(
         &c.hostname,
         &servers,
