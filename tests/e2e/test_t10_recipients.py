@@ -126,6 +126,24 @@ def test_accept_all_accepts_unknown_users_at_rcpt_and_bounces_when_spf_passes(mx
     assert "Status: 5.1.1" in shown
 
 
+def test_dsn_parameters_cannot_inject_header_fields(mx):
+    # ENVID and ORCPT carry xtext; a CRLF encoded in them must stay
+    # encoded in the report, never become a field of its own.
+    with smtplib.SMTP("127.0.0.1", mx.mx) as c:
+        c.ehlo("client.test")
+        code, _ = c.mail("a@good.test", ["ENVID=abc+0D+0ABcc:+20evil@x.test"])
+        assert code == 250
+        code, _ = c.rcpt("nobody@open.test", ["NOTIFY=FAILURE", "ORCPT=rfc822;x+0D+0AX-Injected:+20yes@open.test"])
+        assert code == 250
+        assert c.data("Subject: probe\r\n\r\nhi\r\n")[0] == 250
+    mx.stop()
+    [line] = queued(mx)
+    shown = mx.cli("queue", "show", line.split()[0]).stdout
+    assert "Original-Envelope-Id: abc+0D+0ABcc:+20evil@x.test" in shown
+    fields = [l.split(":")[0].lower() for l in shown.splitlines() if ":" in l]
+    assert "bcc" not in fields and "x-injected" not in fields, shown
+
+
 @pytest.mark.parametrize("sender", ["ceo@forged.test", "news@soft.test"])
 def test_accept_all_suppresses_the_bounce_for_spf_fail_and_softfail(mx, sender):
     assert send(mx, sender, ["nobody@open.test"]) == {}
