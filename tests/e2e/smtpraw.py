@@ -66,3 +66,32 @@ class Raw:
             self.sock.close()
         except OSError:
             pass
+
+
+class ScriptedPeer:
+    """A scripted SMTP server on loopback for the peers no package
+    provides (one that never offers STARTTLS, one that drops the
+    connection inside DATA): it accepts connections on `port` and runs
+    `session(conn)` for each in a thread of its own."""
+
+    def __init__(self):
+        import threading
+
+        from conftest import free_port
+
+        self.port = free_port()
+        self.sock = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import threading
+
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.session, args=(conn,), daemon=True).start()
+
+    def session(self, conn):
+        raise NotImplementedError

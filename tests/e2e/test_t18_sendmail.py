@@ -7,15 +7,14 @@ server is down."""
 
 import json
 import os
-import socket
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
 
 from conftest import Server, binary, free_port
 from dnsserver import DnsServer
+from smtpraw import ScriptedPeer
 
 SERVER_NAME = "mail.example.test"
 
@@ -41,36 +40,29 @@ def server_cert(d: Path, ca_key: Path, ca_cert: Path) -> tuple[Path, Path]:
     return key, cert
 
 
-class PlainServer:
+class PlainServer(ScriptedPeer):
     """A submission server that offers no STARTTLS and records every line."""
 
     def __init__(self):
-        self.port = free_port()
         self.lines: list[str] = []
-        self.sock = socket.create_server(("127.0.0.1", self.port))
-        threading.Thread(target=self.serve, daemon=True).start()
+        super().__init__()
 
-    def serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                f = conn.makefile("rwb")
-                f.write(b"220 plain.example.test ESMTP\r\n")
-                f.flush()
-                for line in f:
-                    self.lines.append(line.decode(errors="replace").strip())
-                    if line.upper().startswith(b"EHLO"):
-                        f.write(b"250-plain.example.test\r\n250 AUTH PLAIN LOGIN\r\n")
-                    elif line.upper().startswith(b"QUIT"):
-                        f.write(b"221 bye\r\n")
-                        f.flush()
-                        break
-                    else:
-                        f.write(b"250 ok\r\n")
+    def session(self, conn):
+        with conn:
+            f = conn.makefile("rwb")
+            f.write(b"220 plain.example.test ESMTP\r\n")
+            f.flush()
+            for line in f:
+                self.lines.append(line.decode(errors="replace").strip())
+                if line.upper().startswith(b"EHLO"):
+                    f.write(b"250-plain.example.test\r\n250 AUTH PLAIN LOGIN\r\n")
+                elif line.upper().startswith(b"QUIT"):
+                    f.write(b"221 bye\r\n")
                     f.flush()
+                    break
+                else:
+                    f.write(b"250 ok\r\n")
+                f.flush()
 
 
 @pytest.fixture(scope="module")

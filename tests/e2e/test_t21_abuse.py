@@ -9,8 +9,8 @@ import socket
 import threading
 import time
 
-from conftest import free_port
 from dnsserver import DnsServer
+from smtpraw import ScriptedPeer
 
 
 def rss_kib(pid: int) -> int:
@@ -105,24 +105,14 @@ def test_ten_thousand_connections_are_held_to_the_session_limit(make_server):
     assert s.wait_messages("u", 1)
 
 
-class ResettingHop:
+class ResettingHop(ScriptedPeer):
     """A next hop that drops the connection in the middle of DATA for its
     first `resets` transactions, then takes the message."""
 
     def __init__(self, resets: int):
-        self.port = free_port()
         self.resets = resets
         self.received: list[bytes] = []
-        self.sock = socket.create_server(("127.0.0.1", self.port))
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.session, args=(conn,), daemon=True).start()
+        super().__init__()
 
     def session(self, conn):
         f = conn.makefile("rwb")

@@ -8,8 +8,8 @@
 use crate::metrics::{Counter, Metrics};
 use crate::state::AdmissionState;
 use portcullis_admission::{
-    Allocations, Deferral, Identity, LevelChange, Policy, SenderClass, Slot, Stage, StateCommand,
-    Verdict,
+    Allocations, Charge, Deferral, Identity, LevelChange, Policy, SenderClass, Slot, Stage,
+    StateCommand, Verdict,
 };
 use portcullis_config::{Cidr, Config};
 use portcullis_smtp::{Reply, Status};
@@ -139,14 +139,7 @@ impl Admission {
         };
         let class_slot = self.class_slot(Stage::Connect, &class)?;
         let charges = self.policy().connect_charges(&class, range);
-        if let Err((i, retry)) = self.state.charge(&charges).await {
-            return Err(self.deferred(
-                Stage::Connect,
-                &self
-                    .policy()
-                    .deferral(Stage::Connect, &class, &charges[i], retry),
-            ));
-        }
+        self.charge(Stage::Connect, &class, &charges).await?;
         self.metrics
             .inc(Counter::Admissions, &[("class", &class.class)]);
         Ok(Gate {
@@ -157,6 +150,22 @@ impl Admission {
             range,
             _range_slot: range_slot,
             class_slot,
+        })
+    }
+
+    /// Draw on every bucket of a stage, or answer with the deferral for
+    /// the first one that is full.
+    async fn charge(
+        &self,
+        stage: Stage,
+        class: &SenderClass,
+        charges: &[Charge],
+    ) -> Result<(), Reply> {
+        self.state.charge(charges).await.map_err(|(i, retry)| {
+            self.deferred(
+                stage,
+                &self.policy().deferral(stage, class, &charges[i], retry),
+            )
         })
     }
 
@@ -189,14 +198,7 @@ impl Admission {
             }
         }
         let charges = self.policy().message_charges(&gate.class);
-        self.state.charge(&charges).await.map_err(|(i, retry)| {
-            self.deferred(
-                Stage::Mail,
-                &self
-                    .policy()
-                    .deferral(Stage::Mail, &gate.class, &charges[i], retry),
-            )
-        })
+        self.charge(Stage::Mail, &gate.class, &charges).await
     }
 
     /// RCPT: the per-message count, then the per-minute budget.
@@ -208,14 +210,7 @@ impl Admission {
             return Err(self.deferred(Stage::Rcpt, &d));
         }
         let charges = self.policy().recipient_charges(&gate.class);
-        self.state.charge(&charges).await.map_err(|(i, retry)| {
-            self.deferred(
-                Stage::Rcpt,
-                &self
-                    .policy()
-                    .deferral(Stage::Rcpt, &gate.class, &charges[i], retry),
-            )
-        })
+        self.charge(Stage::Rcpt, &gate.class, &charges).await
     }
 
     /// End of data, before the message is accepted: bytes, and mail from a
@@ -257,14 +252,7 @@ impl Admission {
             ));
         }
         let charges = self.policy().data_charges(&gate.class, bytes);
-        self.state.charge(&charges).await.map_err(|(i, retry)| {
-            self.deferred(
-                Stage::Data,
-                &self
-                    .policy()
-                    .deferral(Stage::Data, &gate.class, &charges[i], retry),
-            )
-        })
+        self.charge(Stage::Data, &gate.class, &charges).await
     }
 
     /// After a message was judged (accepted, or refused as spam): remember the ranges that delivered
