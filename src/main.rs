@@ -370,13 +370,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let check = rt.block_on(verifier.spf(
-                ip,
-                &helo,
-                mail_from.as_deref().filter(|m| !m.is_empty()),
-            ));
+            let check = rt.block_on(
+                verifier.spf(
+                    ip,
+                    &helo,
+                    mail_from.as_deref().filter(|m| !m.is_empty()),
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                ),
+            );
             println!("{}", check.result().as_str());
-            if let Some(exp) = check.output.explanation() {
+            if !check.reason.is_empty() {
+                eprintln!("reason: {}", check.reason);
+            }
+            if let Some(exp) = &check.explanation {
                 println!("explanation: {exp}");
             }
             Ok(())

@@ -8,7 +8,6 @@ use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dmarc::Policy;
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
-use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
     AuthenticatedMessage, AuthenticationResults, DkimResult, DmarcResult, MessageAuthenticator,
     SpfOutput, SpfResult,
@@ -56,6 +55,20 @@ impl From<SpfResult> for AuthResult {
     }
 }
 
+/// Our result in mail-auth's words, for its Authentication-Results and
+/// DMARC code.
+pub(crate) fn spf_result(r: AuthResult) -> SpfResult {
+    match r {
+        AuthResult::Pass => SpfResult::Pass,
+        AuthResult::Fail => SpfResult::Fail,
+        AuthResult::SoftFail => SpfResult::SoftFail,
+        AuthResult::Neutral => SpfResult::Neutral,
+        AuthResult::TempError => SpfResult::TempError,
+        AuthResult::PermError => SpfResult::PermError,
+        AuthResult::None => SpfResult::None,
+    }
+}
+
 fn dkim_result(r: &DkimResult) -> AuthResult {
     match r {
         DkimResult::Pass => AuthResult::Pass,
@@ -81,6 +94,10 @@ fn dmarc_result(r: &DmarcResult) -> AuthResult {
 #[derive(Clone, Debug)]
 pub struct SpfCheck {
     pub output: SpfOutput,
+    /// The domain's explanation of a fail (RFC 7208 §6.2).
+    pub explanation: Option<String>,
+    /// Why the result is an error, for logs.
+    pub reason: String,
     /// The identity checked: the MAIL FROM address, or `postmaster@HELO`
     /// for the null sender (RFC 7208 §2.4).
     pub identity: String,
@@ -181,24 +198,26 @@ impl Verifier {
         &self.authserv_id
     }
 
-    /// SPF for MAIL FROM, or for the HELO identity when the sender is null.
-    pub async fn spf(&self, ip: IpAddr, helo: &str, sender: Option<&str>) -> SpfCheck {
-        let host = self.authserv_id.as_str();
-        let output = match sender {
-            Some(s) => {
-                self.auth
-                    .verify_spf(SpfParameters::verify_mail_from(ip, helo, host, s))
-                    .await
-            }
-            None => {
-                self.auth
-                    .verify_spf(SpfParameters::verify_ehlo(ip, helo, host))
-                    .await
-            }
+    /// SPF for MAIL FROM, or for the HELO identity when the sender is null,
+    /// by our own evaluator (crate::spf). `now` feeds the `t` macro.
+    pub async fn spf(&self, ip: IpAddr, helo: &str, sender: Option<&str>, now: u64) -> SpfCheck {
+        let query = crate::spf::SpfQuery {
+            ip,
+            helo,
+            mail_from: sender,
+            receiver: &self.authserv_id,
+            now,
         };
-        let identity = sender.map_or_else(|| format!("postmaster@{helo}"), str::to_owned);
+        let verdict =
+            crate::spf::check_host(&crate::spf::ResolverDns(self.auth.resolver()), &query).await;
+        let output = SpfOutput::new(verdict.domain.clone()).with_result(spf_result(verdict.result));
+        let identity = sender
+            .filter(|s| !s.is_empty())
+            .map_or_else(|| format!("postmaster@{helo}"), str::to_owned);
         SpfCheck {
             output,
+            explanation: verdict.explanation,
+            reason: verdict.reason,
             identity,
             helo: helo.to_owned(),
             ip,

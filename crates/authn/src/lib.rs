@@ -9,6 +9,7 @@ mod dmarc;
 mod inbound;
 mod keys;
 mod route;
+pub mod spf;
 
 pub use dmarc::{DmarcEvaluation, Mechanism, parse_record as parse_dmarc_record};
 pub use route::{MxHost, Route};

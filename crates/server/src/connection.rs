@@ -455,10 +455,15 @@ impl Connection {
         let spf = self
             .ctx
             .verifier
-            .spf(self.peer.ip(), helo, sender.as_deref())
+            .spf(
+                self.peer.ip(),
+                helo,
+                sender.as_deref(),
+                crate::local::now_secs(),
+            )
             .await;
         self.ctx.metrics.dns_check("spf", t0.elapsed());
-        info!(session = %self.id, event = "spf", result = spf.result().as_str(), domain = %spf.domain());
+        info!(session = %self.id, event = "spf", result = spf.result().as_str(), domain = %spf.domain(), reason = %spf.reason);
         if let Ok(mut slot) = self.spf.lock() {
             *slot = Some(spf);
         }
@@ -475,7 +480,12 @@ impl Connection {
                 let sender = txn.mail_from.as_ref().map(|m| m.to_string());
                 self.ctx
                     .verifier
-                    .spf(self.peer.ip(), &txn.helo, sender.as_deref())
+                    .spf(
+                        self.peer.ip(),
+                        &txn.helo,
+                        sender.as_deref(),
+                        crate::local::now_secs(),
+                    )
                     .await
             }
         };

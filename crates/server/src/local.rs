@@ -663,7 +663,7 @@ fn status_of(reply: &str) -> String {
         .to_owned()
 }
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
