@@ -78,7 +78,7 @@ enum Command {
     /// resolver and code; or parse a DMARC record (--record).
     Dmarc {
         /// The RFC5322.From domain.
-        #[arg(long, required_unless_present = "record")]
+        #[arg(long, required_unless_present_any = ["record", "org_domain"])]
         from: Option<String>,
         /// SPF as RESULT:DOMAIN (the MAIL FROM domain), e.g. pass:example.org.
         #[arg(long, default_value = "none:")]
@@ -86,9 +86,13 @@ enum Command {
         /// DKIM as RESULT:D, e.g. pass:example.org.
         #[arg(long)]
         dkim: Option<String>,
-        /// Parse this record instead and print p, sp, adkim and aspf.
+        /// Parse this record instead and print p, sp, adkim, aspf and pct.
         #[arg(long)]
         record: Option<String>,
+        /// Print the organizational domain (RFC 7489 §3.2, from the
+        /// built-in Public Suffix List) of each name, or "null".
+        #[arg(long, num_args = 1.., conflicts_with = "record")]
+        org_domain: Vec<String>,
         #[command(flatten)]
         resolver: ResolverArgs,
     },
@@ -394,12 +398,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             spf,
             dkim,
             record,
+            org_domain,
             resolver,
         } => {
             if let Some(r) = record {
-                let [p, sp, adkim, aspf] = portcullis_authn::parse_dmarc_record(&r)
+                let d = portcullis_authn::parse_dmarc_record(&r)
                     .map_err(|e| anyhow::anyhow!("invalid record: {e}"))?;
-                println!("p={p} sp={sp} adkim={adkim} aspf={aspf}");
+                println!(
+                    "p={} sp={} adkim={} aspf={} pct={}",
+                    d.p.as_str(),
+                    d.sp.as_str(),
+                    d.adkim.as_str(),
+                    d.aspf.as_str(),
+                    d.pct
+                );
+                return Ok(());
+            }
+            if !org_domain.is_empty() {
+                let list = portcullis_authn::SuffixList::built_in();
+                for name in &org_domain {
+                    let org = list.organizational_domain(name);
+                    println!("{name} {}", org.as_deref().unwrap_or("null"));
+                }
                 return Ok(());
             }
             let verifier = diagnostic_verifier(resolver)?;
@@ -423,10 +443,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(anyhow::Error::msg)?;
             println!(
                 "dmarc={} dkim_aligned={} spf_aligned={} policy={} record={}",
-                e.dmarc,
-                e.dkim_aligned,
-                e.spf_aligned,
-                e.policy,
+                e.dmarc.as_str(),
+                e.dkim_aligned.as_str(),
+                e.spf_aligned.as_str(),
+                e.policy.as_str(),
                 if e.record_found { "found" } else { "absent" }
             );
             Ok(())
@@ -700,11 +720,7 @@ fn diagnostic_verifier(r: ResolverArgs) -> anyhow::Result<portcullis_authn::Veri
         r.dns
     };
     let timeout = std::time::Duration::from_millis(r.dns_timeout_ms);
-    Ok(portcullis_authn::Verifier::new(
-        &c.hostname,
-        &servers,
-        timeout,
-    )?)
+    portcullis_server::verifier(&c, &servers, timeout)
 }
 
 fn raise_open_file_limit() {

@@ -4,15 +4,17 @@
 //!
 //! Results only: what to do with a failure is the server's policy.
 
+use crate::SuffixList;
+use crate::dmarc::{self, DmarcEvaluation};
 use mail_auth::common::headers::HeaderWriter;
-use mail_auth::dmarc::Policy;
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use mail_auth::{
-    AuthenticatedMessage, AuthenticationResults, DkimResult, DmarcResult, MessageAuthenticator,
-    SpfOutput, SpfResult,
+    AuthenticatedMessage, AuthenticationResults, DkimResult, MessageAuthenticator, SpfOutput,
+    SpfResult,
 };
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One result in the words of RFC 8601 §2.7.
@@ -80,16 +82,6 @@ fn dkim_result(r: &DkimResult) -> AuthResult {
     }
 }
 
-fn dmarc_result(r: &DmarcResult) -> AuthResult {
-    match r {
-        DmarcResult::Pass => AuthResult::Pass,
-        DmarcResult::Fail(_) => AuthResult::Fail,
-        DmarcResult::TempError(_) => AuthResult::TempError,
-        DmarcResult::PermError(_) => AuthResult::PermError,
-        DmarcResult::None => AuthResult::None,
-    }
-}
-
 /// The SPF result of a transaction, kept from MAIL FROM to end of data.
 #[derive(Clone, Debug)]
 pub struct SpfCheck {
@@ -121,6 +113,16 @@ pub enum DmarcPolicy {
     None,
     Quarantine,
     Reject,
+}
+
+impl DmarcPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DmarcPolicy::None => "none",
+            DmarcPolicy::Quarantine => "quarantine",
+            DmarcPolicy::Reject => "reject",
+        }
+    }
 }
 
 /// Everything the policy needs to decide, and the header to prepend.
@@ -163,6 +165,9 @@ pub fn resolver_config(nameservers: &[SocketAddr]) -> ResolverConfig {
 pub struct Verifier {
     pub(crate) auth: MessageAuthenticator,
     authserv_id: String,
+    /// DMARCbis discovery (mail-auth) instead of RFC 7489 with the PSL.
+    pub(crate) dmarc_tree_walk: bool,
+    psl: Arc<SuffixList>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -191,7 +196,28 @@ impl Verifier {
         Ok(Verifier {
             auth,
             authserv_id: authserv_id.to_owned(),
+            dmarc_tree_walk: false,
+            psl: SuffixList::built_in(),
         })
+    }
+
+    /// How DMARC finds the organizational domain: `psl` (RFC 7489, this
+    /// list) unless `tree_walk` (DMARCbis).
+    pub fn with_dmarc(mut self, tree_walk: bool, psl: Arc<SuffixList>) -> Verifier {
+        self.dmarc_tree_walk = tree_walk;
+        self.psl = psl;
+        self
+    }
+
+    /// RFC 7489 DMARC for `from_domain`, a random draw for `pct`.
+    pub(crate) async fn dmarc_psl(
+        &self,
+        from_domain: &str,
+        ids: &dmarc::Identifiers<'_>,
+    ) -> DmarcEvaluation {
+        let sample = (rand_core::RngCore::next_u32(&mut rand_core::OsRng) % 100) as u8;
+        let dns = crate::spf::ResolverDns(self.auth.resolver());
+        dmarc::check(&dns, from_domain, ids, &self.psl, sample).await
     }
 
     pub fn authserv_id(&self) -> &str {
@@ -265,25 +291,29 @@ impl Verifier {
         let dkim = self.auth.verify_dkim(&parsed).await;
         let not_for_email = self.keys_not_for_email(&dkim).await;
         let arc = self.auth.verify_arc(&parsed).await;
-        let mail_from_domain = spf
-            .identity
-            .rsplit_once('@')
-            .map_or(spf.helo.as_str(), |(_, d)| d);
-        let dmarc = self
-            .auth
-            .verify_dmarc(DmarcParameters::new(
-                &parsed,
-                &dkim,
-                mail_from_domain,
-                &spf.output,
-            ))
-            .await;
+        let results: Vec<AuthResult> = dkim
+            .iter()
+            .enumerate()
+            .map(|(i, d)| match not_for_email.iter().any(|(j, _)| *j == i) {
+                true => AuthResult::PermError,
+                false => dkim_result(d.result()),
+            })
+            .collect();
+        let dkim_domains = dkim
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| **r == AuthResult::Pass)
+            .filter_map(|(d, _)| d.signature().map(|s| s.d.to_ascii_lowercase()))
+            .collect();
         let from = parsed.from.first().cloned().unwrap_or_default();
+        let from_domain = single_from_domain(&parsed);
+        let dmarc = self
+            .dmarc_for(&parsed, &dkim, &results, spf, &from_domain)
+            .await;
         let mut header = AuthenticationResults::new(&self.authserv_id)
             .with_dkim_results(&dkim, &from)
             .with_spf_mailfrom_result(&spf.output, spf.ip, &spf.identity, &spf.helo)
             .with_arc_result(&arc, spf.ip)
-            .with_dmarc_result(&dmarc)
             .to_header();
         if dkim.is_empty() {
             // RFC 8601 §2.7.1: say "none" rather than leave DKIM out.
@@ -303,21 +333,14 @@ impl Verifier {
                 );
             }
         }
-        let results: Vec<AuthResult> = dkim
-            .iter()
-            .enumerate()
-            .map(|(i, d)| match not_for_email.iter().any(|(j, _)| *j == i) {
-                true => AuthResult::PermError,
-                false => dkim_result(d.result()),
-            })
-            .collect();
-        let dkim_domains = dkim
-            .iter()
-            .zip(&results)
-            .filter(|(_, r)| **r == AuthResult::Pass)
-            .filter_map(|(d, _)| d.signature().map(|s| s.d.to_ascii_lowercase()))
-            .collect();
-        let dmarc_result = dmarc_result(&dmarc.result());
+        if !from_domain.is_empty() {
+            header = format!(
+                "{};\r\n\tdmarc={} header.from={from_domain} policy.dmarc={}\r\n",
+                header.trim_end(),
+                dmarc.dmarc.as_str(),
+                dmarc.policy.as_str()
+            );
+        }
         let arc_sealer = (dkim_result(arc.result()) == AuthResult::Pass)
             .then(|| {
                 parsed
@@ -333,18 +356,50 @@ impl Verifier {
             dkim: best(&results),
             dkim_domains,
             arc: dkim_result(arc.result()),
-            dmarc: dmarc_result,
-            dmarc_policy: match dmarc.policy() {
-                Policy::Reject => DmarcPolicy::Reject,
-                Policy::Quarantine => DmarcPolicy::Quarantine,
-                Policy::None | Policy::Unspecified => DmarcPolicy::None,
-            },
-            from_domain: from
-                .rsplit_once('@')
-                .map(|(_, d)| d.to_ascii_lowercase())
-                .unwrap_or_default(),
+            dmarc: dmarc.dmarc,
+            dmarc_policy: dmarc.disposition,
+            from_domain,
             header,
         }
+    }
+
+    /// DMARC by the configured discovery: RFC 7489 with the PSL, or
+    /// mail-auth's DMARCbis tree walk.
+    async fn dmarc_for(
+        &self,
+        parsed: &AuthenticatedMessage<'_>,
+        dkim: &[mail_auth::DkimOutput<'_>],
+        results: &[AuthResult],
+        spf: &SpfCheck,
+        from_domain: &str,
+    ) -> DmarcEvaluation {
+        let mail_from_domain = spf
+            .identity
+            .rsplit_once('@')
+            .map_or(spf.helo.as_str(), |(_, d)| d);
+        if self.dmarc_tree_walk {
+            let out = self
+                .auth
+                .verify_dmarc(DmarcParameters::new(
+                    parsed,
+                    dkim,
+                    mail_from_domain,
+                    &spf.output,
+                ))
+                .await;
+            return dmarc::from_output(&out);
+        }
+        let signed: Vec<(AuthResult, String)> = dkim
+            .iter()
+            .zip(results)
+            .filter_map(|(d, r)| d.signature().map(|s| (*r, s.d.clone())))
+            .collect();
+        let ids = dmarc::Identifiers {
+            spf: spf.result(),
+            spf_domain: mail_from_domain,
+            dkim: &signed,
+        };
+        self.dmarc_psl(from_domain, &ids).await
     }
 
     /// RFC 6376 §3.6.1: a key record whose `s=` names neither `email` nor
@@ -394,6 +449,22 @@ impl Verifier {
                 spf.identity
             ),
         }
+    }
+}
+
+/// The From: domain, lower-cased; empty when there is none or the field
+/// names several domains (RFC 7489 §6.6.1: such mail is not judged).
+fn single_from_domain(parsed: &AuthenticatedMessage<'_>) -> String {
+    let mut domains = parsed
+        .from
+        .iter()
+        .filter_map(|a| a.rsplit_once('@'))
+        .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase());
+    let first = domains.next().unwrap_or_default();
+    if domains.all(|d| d == first) {
+        first
+    } else {
+        String::new()
     }
 }
 

@@ -5,13 +5,15 @@
 //! This crate decides nothing about accepting mail; it computes results.
 //! Private keys are read from the data dir and never logged.
 
-mod dmarc;
+pub mod dmarc;
 mod inbound;
 mod keys;
+mod psl;
 mod route;
 pub mod spf;
 
-pub use dmarc::{DmarcEvaluation, Mechanism, parse_record as parse_dmarc_record};
+pub use dmarc::{DmarcEvaluation, DmarcRecord, Mechanism, parse_record as parse_dmarc_record};
+pub use psl::{SuffixList, SuffixListError};
 pub use route::{MxHost, Route};
 
 pub use inbound::{

@@ -47,6 +47,28 @@ pub enum InboundPolicy {
     Dmarc,
 }
 
+/// `[dmarc]`: how the organizational domain of RFC 7489 §3.2 is found.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DmarcSettings {
+    #[serde(default)]
+    pub discovery: DmarcDiscovery,
+    /// A Public Suffix List file to use instead of the built-in copy.
+    #[serde(default)]
+    pub public_suffix_list: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DmarcDiscovery {
+    /// RFC 7489: the record at the From: domain, else at its
+    /// organizational domain from the Public Suffix List.
+    #[default]
+    Psl,
+    /// DMARCbis: the DNS tree walk (np=, psd=), as mail-auth does it.
+    TreeWalk,
+}
+
 /// A DNS list: addresses (DNSBL) or domains (RHSBL) under `zone`.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -159,6 +181,7 @@ pub struct Config {
     pub admission: Admission,
     pub rspamd: Option<Rspamd>,
     pub forwarding: Forwarding,
+    pub dmarc: DmarcSettings,
     pub limits: Limits,
     pub submission: Submission,
     pub auth: AuthPolicy,
@@ -577,6 +600,7 @@ impl Config {
             admission: Admission::default(),
             rspamd: None,
             forwarding: Forwarding::default(),
+            dmarc: DmarcSettings::default(),
             limits: Limits::default(),
             submission: Submission::default(),
             auth: AuthPolicy::default(),
@@ -609,6 +633,8 @@ pub(crate) struct RawConfig {
     rspamd: Option<Rspamd>,
     #[serde(default)]
     forwarding: Forwarding,
+    #[serde(default)]
+    dmarc: DmarcSettings,
     limits: Option<Spanned<Limits>>,
     #[serde(default)]
     dnsbl: Vec<DnsList>,
@@ -802,6 +828,10 @@ impl RawConfig {
             admission: self.admission,
             rspamd: self.rspamd,
             forwarding: self.forwarding,
+            dmarc: DmarcSettings {
+                public_suffix_list: self.dmarc.public_suffix_list.map(|p| base.join(p)),
+                ..self.dmarc
+            },
             limits,
             submission,
             auth: self.auth,

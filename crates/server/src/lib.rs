@@ -97,6 +97,32 @@ impl Context {
 }
 
 /// Run the server until SIGINT or SIGTERM; SIGHUP reloads `path`.
+/// The DNS-backed verifier the config describes: its resolver (or the
+/// given name servers), DMARC discovery and Public Suffix List.
+pub fn verifier(
+    config: &Config,
+    nameservers: &[std::net::SocketAddr],
+    timeout: std::time::Duration,
+) -> anyhow::Result<portcullis_authn::Verifier> {
+    use anyhow::Context;
+    let psl = match &config.dmarc.public_suffix_list {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!("[dmarc] public_suffix_list: cannot read {}", path.display())
+            })?;
+            let list = portcullis_authn::SuffixList::parse(&text)
+                .with_context(|| format!("[dmarc] public_suffix_list: {}", path.display()))?;
+            std::sync::Arc::new(list)
+        }
+        None => portcullis_authn::SuffixList::built_in(),
+    };
+    let tree_walk = config.dmarc.discovery == portcullis_config::DmarcDiscovery::TreeWalk;
+    Ok(
+        portcullis_authn::Verifier::new(&config.hostname, nameservers, timeout)?
+            .with_dmarc(tree_walk, psl),
+    )
+}
+
 pub async fn serve(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
@@ -111,11 +137,7 @@ pub async fn serve(config: Config, path: Option<std::path::PathBuf>) -> anyhow::
             "re-queueing messages accepted before the last stop"
         );
     }
-    let verifier = portcullis_authn::Verifier::new(
-        &config.hostname,
-        &config.dns_nameservers,
-        config.dns_timeout,
-    )?;
+    let verifier = verifier(&config, &config.dns_nameservers, config.dns_timeout)?;
     let submission = submission::Submission::new(&config)?;
     let local = local::start(
         &config,
