@@ -210,15 +210,18 @@ def test_dkim_agrees_with_dkimpy(mx, keys, dns_server, alg, canon, length, modif
     assert ours == expected, auth_results(got)
 
 
-class ServfailDns:
-    """A DNS server that answers SERVFAIL to everything (dnslib)."""
+class FailingDns:
+    """A DNS server that answers SERVFAIL to everything, or (timeout)
+    never answers at all (dnslib)."""
 
-    def __init__(self):
+    def __init__(self, mode: str):
         from dnslib import RCODE
-        from dnslib.server import BaseResolver, DNSServer
+        from dnslib.server import BaseResolver, DNSError, DNSServer
 
         class Resolver(BaseResolver):
             def resolve(self, request, handler):
+                if mode == "timeout":
+                    raise DNSError("no answer")
                 reply = request.reply()
                 reply.header.rcode = RCODE.SERVFAIL
                 return reply
@@ -233,8 +236,9 @@ class ServfailDns:
         self.server.stop()
 
 
-def test_dns_failure_gives_451_where_the_decision_depends_on_it(make_server):
-    dns = ServfailDns()
+@pytest.mark.parametrize("mode", ["servfail", "timeout"])
+def test_dns_failure_gives_451_where_the_decision_depends_on_it(make_server, mode):
+    dns = FailingDns(mode)
     try:
         s = make_server(POLICIES, dns=f"127.0.0.1:{dns.port}")
         with pytest.raises(smtplib.SMTPDataError) as e:

@@ -334,12 +334,12 @@ impl Verifier {
             }
         }
         if !from_domain.is_empty() {
-            header = format!(
-                "{};\r\n\tdmarc={} header.from={from_domain} policy.dmarc={}\r\n",
-                header.trim_end(),
+            let piece = format!(
+                "dmarc={} header.from={from_domain} policy.dmarc={}",
                 dmarc.dmarc.as_str(),
                 dmarc.policy.as_str()
             );
+            header = append_result(&header, &piece);
         }
         let arc_sealer = (dkim_result(arc.result()) == AuthResult::Pass)
             .then(|| {
@@ -452,6 +452,20 @@ impl Verifier {
     }
 }
 
+/// One more method's result at the end of an Authentication-Results
+/// field built by mail-auth (it ends with CRLF).
+fn append_result(header: &str, piece: &str) -> String {
+    format!("{};\r\n\t{piece}\r\n", header.trim_end())
+}
+
+impl MessageResults {
+    /// Add the connection's reverse-DNS result (RFC 8601 §2.7.3 `iprev`).
+    pub fn add_iprev(&mut self, result: AuthResult, ip: IpAddr) {
+        let piece = format!("iprev={} policy.iprev={ip}", result.as_str());
+        self.header = append_result(&self.header, &piece);
+    }
+}
+
 /// The From: domain, lower-cased; empty when there is none or the field
 /// names several domains (RFC 7489 §6.6.1: such mail is not judged).
 fn single_from_domain(parsed: &AuthenticatedMessage<'_>) -> String {
@@ -547,87 +561,5 @@ mod tests {
         assert_eq!(best(&[Fail, TempError]), TempError);
         assert_eq!(best(&[]), None);
         assert_eq!(best(&[PermError, Fail]), PermError);
-    }
-}
-
-/// Whether a DNS list has an entry, or could not be asked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Listing {
-    Listed,
-    NotListed,
-    /// The list did not answer (timeout, SERVFAIL): treated as not listed
-    /// by the caller, as every MTA does, so a list outage stops no mail.
-    Unavailable,
-}
-
-impl Verifier {
-    /// Reverse DNS of the client, forward-confirmed (RFC 8601 `iprev`):
-    /// the PTR name only when one of its A/AAAA records is the address.
-    pub async fn iprev(&self, ip: IpAddr) -> (AuthResult, Option<String>) {
-        let out = self.auth.verify_iprev(ip).await;
-        let result = match &out.result {
-            mail_auth::IprevResult::Pass => AuthResult::Pass,
-            mail_auth::IprevResult::Fail(_) => AuthResult::Fail,
-            mail_auth::IprevResult::TempError(_) => AuthResult::TempError,
-            mail_auth::IprevResult::PermError(_) => AuthResult::PermError,
-            mail_auth::IprevResult::None => AuthResult::None,
-        };
-        let name = match result {
-            AuthResult::Pass => out
-                .ptr
-                .as_ref()
-                .and_then(|p| p.first())
-                .map(|n| n.trim_end_matches('.').to_ascii_lowercase()),
-            _ => None,
-        };
-        (result, name)
-    }
-
-    /// An A query under a DNS list zone (RFC 5782): any answer means listed.
-    pub async fn dns_list(&self, name: &str) -> Listing {
-        match self.auth.ipv4_lookup_raw(name).await {
-            Ok(entry) if !entry.entry.is_empty() => Listing::Listed,
-            Ok(_) => Listing::NotListed,
-            Err(mail_auth::Error::Dns(mail_auth::DnsError::RecordNotFound(_))) => {
-                Listing::NotListed
-            }
-            Err(_) => Listing::Unavailable,
-        }
-    }
-}
-
-/// The query name for `ip` in an address list (RFC 5782 §2.1, §2.4):
-/// reversed octets for IPv4, reversed nibbles for IPv6.
-pub fn dnsbl_query(ip: IpAddr, zone: &str) -> String {
-    let zone = zone.trim_end_matches('.');
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            format!("{}.{}.{}.{}.{zone}.", o[3], o[2], o[1], o[0])
-        }
-        IpAddr::V6(v6) => {
-            let mut s = String::with_capacity(64 + zone.len());
-            for byte in v6.octets().iter().rev() {
-                s.push_str(&format!("{:x}.{:x}.", byte & 0xf, byte >> 4));
-            }
-            format!("{s}{zone}.")
-        }
-    }
-}
-
-#[cfg(test)]
-mod dnsbl_tests {
-    use super::*;
-
-    #[test]
-    fn rfc5782_query_names() {
-        assert_eq!(
-            dnsbl_query("192.0.2.99".parse().unwrap(), "bl.test"),
-            "99.2.0.192.bl.test."
-        );
-        assert_eq!(
-            dnsbl_query("2001:db8:1:2:3:4:567:89ab".parse().unwrap(), "bl.test."),
-            "b.a.9.8.7.6.5.0.4.0.0.0.3.0.0.0.2.0.0.0.1.0.0.0.8.b.d.0.1.0.0.2.bl.test."
-        );
     }
 }

@@ -8,17 +8,19 @@
 pub mod dmarc;
 mod inbound;
 mod keys;
+mod lists;
 mod psl;
 mod route;
 pub mod spf;
 
 pub use dmarc::{DmarcEvaluation, DmarcRecord, Mechanism, parse_record as parse_dmarc_record};
+pub use lists::{DomainRating, Listing, RatingAnswer, dnsbl_query, parse_rating};
 pub use psl::{SuffixList, SuffixListError};
 pub use route::{MxHost, Route};
 
 pub use inbound::{
-    AuthResult, DmarcPolicy, Listing, MessageResults, ResolverError, SpfCheck, Verifier,
-    dnsbl_query, resolver_config, strip_forged_results,
+    AuthResult, DmarcPolicy, MessageResults, ResolverError, SpfCheck, Verifier, resolver_config,
+    strip_forged_results,
 };
 
 pub use keys::{

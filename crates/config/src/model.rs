@@ -47,6 +47,18 @@ pub enum InboundPolicy {
     Dmarc,
 }
 
+/// `[reverse_dns]`: what the client's reverse name must be on port 25.
+/// Its PTR name, forward-confirmed (FCrDNS), is always recorded in
+/// Received and as `iprev` in Authentication-Results (RFC 8601 §3).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ReverseDns {
+    /// Refuse clients without a forward-confirmed PTR name at connect:
+    /// 550 5.7.25, or 450 4.7.25 when DNS failed (RFC 7372 §3.3).
+    #[serde(default)]
+    pub require_confirmed: bool,
+}
+
 /// `[dmarc]`: how the organizational domain of RFC 7489 §3.2 is found.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -86,6 +98,10 @@ pub struct DnsList {
     /// service — the receiving side of OP25B.
     #[serde(default)]
     pub dynamic: bool,
+    /// Rating zones: a domain rated below this is treated as listed (a
+    /// `Status: Bad` answer always is).
+    #[serde(default)]
+    pub min_rating: Option<i64>,
 }
 
 impl DnsList {
@@ -103,6 +119,9 @@ pub enum ListKind {
     /// Domains: the MAIL FROM domain at MAIL, DKIM d= domains at the end
     /// of data.
     Domain,
+    /// Domain reputation as TXT at `DOMAIN.ZONE` ("Status: Good",
+    /// "Rating: 100"), for the same domains as `domain` lists.
+    Rating,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -182,6 +201,7 @@ pub struct Config {
     pub rspamd: Option<Rspamd>,
     pub forwarding: Forwarding,
     pub dmarc: DmarcSettings,
+    pub reverse_dns: ReverseDns,
     pub limits: Limits,
     pub submission: Submission,
     pub auth: AuthPolicy,
@@ -601,6 +621,7 @@ impl Config {
             rspamd: None,
             forwarding: Forwarding::default(),
             dmarc: DmarcSettings::default(),
+            reverse_dns: ReverseDns::default(),
             limits: Limits::default(),
             submission: Submission::default(),
             auth: AuthPolicy::default(),
@@ -635,6 +656,8 @@ pub(crate) struct RawConfig {
     forwarding: Forwarding,
     #[serde(default)]
     dmarc: DmarcSettings,
+    #[serde(default)]
+    reverse_dns: ReverseDns,
     limits: Option<Spanned<Limits>>,
     #[serde(default)]
     dnsbl: Vec<DnsList>,
@@ -828,6 +851,7 @@ impl RawConfig {
             admission: self.admission,
             rspamd: self.rspamd,
             forwarding: self.forwarding,
+            reverse_dns: self.reverse_dns,
             dmarc: DmarcSettings {
                 public_suffix_list: self.dmarc.public_suffix_list.map(|p| base.join(p)),
                 ..self.dmarc

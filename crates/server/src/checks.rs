@@ -104,6 +104,32 @@ pub(crate) fn inbound_disposition(
     }
 }
 
+/// `[reverse_dns] require_confirmed`: a client whose address has no
+/// forward-confirmed PTR name is refused at connect (RFC 7372 §3.3:
+/// X.7.25, "reverse DNS validation failed"); a DNS failure only defers.
+pub(crate) fn reverse_dns_refusal(
+    policy: &portcullis_config::ReverseDns,
+    iprev: AuthResult,
+    ip: std::net::IpAddr,
+) -> Option<Reply> {
+    match iprev {
+        _ if !policy.require_confirmed => None,
+        AuthResult::Pass => None,
+        AuthResult::TempError => Some(Reply::new(
+            450,
+            Status(4, 7, 25),
+            format!("Reverse DNS of [{ip}] could not be checked just now, try again later"),
+        )),
+        _ => Some(Reply::new(
+            550,
+            Status(5, 7, 25),
+            format!(
+                "Reverse DNS validation failed: [{ip}] has no PTR name that resolves back to it; publish one or send through your provider's mail server"
+            ),
+        )),
+    }
+}
+
 /// The strictest disposition over the local domains of the recipients: one
 /// reply answers the whole message after DATA.
 pub(crate) fn message_disposition<'a>(

@@ -44,6 +44,8 @@ pub(crate) struct Connection {
     /// Header lines from label-only DNS lists about the client address, for
     /// every message of the connection ...
     pub client_labels: std::sync::Mutex<Vec<String>>,
+    /// The client's reverse-DNS result (iprev), found at connect on port 25.
+    pub iprev: std::sync::Mutex<Option<AuthResult>>,
     /// ... and about the current transaction's domains.
     pub list_labels: std::sync::Mutex<Vec<String>>,
     /// The class of service of a port-25 client.
@@ -108,12 +110,18 @@ impl Connection {
         let (iprev, ptr) = ctx.verifier.iprev(self.peer.ip()).await;
         ctx.metrics.dns_check("iprev", t0.elapsed());
         info!(session = %self.id, event = "iprev", result = iprev.as_str(), ptr = ptr.as_deref().unwrap_or(""));
+        if let Ok(mut held) = self.iprev.lock() {
+            *held = Some(iprev);
+        }
         let lists =
             crate::dnslists::client(&ctx.verifier, &self.config.dns_lists, self.peer.ip()).await;
         if let Ok(mut held) = self.client_labels.lock() {
             *held = lists.labels;
         }
-        (ptr, lists.refusal)
+        let refusal = lists.refusal.or_else(|| {
+            checks::reverse_dns_refusal(&self.config.reverse_dns, iprev, self.peer.ip())
+        });
+        (ptr, refusal)
     }
 
     fn remember_labels(&self, labels: Vec<String>) {
@@ -499,6 +507,11 @@ impl Connection {
                 Counter::AuthResults,
                 &[("method", method), ("result", result.as_str())],
             );
+        }
+        let iprev = self.iprev.lock().ok().and_then(|i| *i);
+        let mut r = r;
+        if let Some(iprev) = iprev {
+            r.add_iprev(iprev, self.peer.ip());
         }
         let mut header = r.header.clone();
         for d in &r.dkim_domains {

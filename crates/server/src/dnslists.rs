@@ -1,9 +1,10 @@
-//! DNS block and reputation lists (RFC 5782) applied at the stage that
-//! knows the name: client address at connect, MAIL FROM domain at MAIL,
-//! DKIM d= domains at the end of data. A list that does not answer counts
-//! as not listed (and is logged), so a list outage stops no mail.
+//! DNS block and reputation lists (RFC 5782) and domain rating zones (the
+//! slides' `DOMAIN.rating.example TXT`) applied at the stage that knows
+//! the name: client address at connect, MAIL FROM domain at MAIL, DKIM d=
+//! domains at the end of data. A list that does not answer counts as not
+//! listed (and is logged), so a list outage stops no mail.
 
-use portcullis_authn::{Listing, Verifier, dnsbl_query};
+use portcullis_authn::{DomainRating, Listing, RatingAnswer, Verifier, dnsbl_query};
 use portcullis_config::{DnsList, ListAction, ListKind};
 use portcullis_smtp::{Reply, Status};
 use std::net::IpAddr;
@@ -18,27 +19,50 @@ pub(crate) struct ListOutcome {
     pub labels: Vec<String>,
 }
 
+/// One list's verdict on a name: listed (with a rating zone's rating and
+/// status), not listed, or no answer.
+enum Verdict {
+    Listed(String),
+    NotListed,
+    Unavailable,
+}
+
 async fn check(
     verifier: &Verifier,
     lists: &[DnsList],
-    kind: ListKind,
-    query: impl Fn(&DnsList) -> String,
+    kinds: &[ListKind],
     subject: &str,
-    refusal: impl Fn(&DnsList) -> Reply,
+    query: impl Fn(&DnsList) -> String,
+    refusal: impl Fn(&DnsList, &str) -> Reply,
 ) -> ListOutcome {
     let mut out = ListOutcome::default();
-    for list in lists.iter().filter(|l| l.kind == kind) {
-        match verifier.dns_list(&query(list)).await {
-            Listing::Listed => match list.action {
-                ListAction::Reject if out.refusal.is_none() => out.refusal = Some(refusal(list)),
-                ListAction::Reject => {}
-                ListAction::Label => out.labels.push(format!(
-                    "X-DNSBL: {} listed {subject}\r\n",
-                    list.display_name()
-                )),
+    for list in lists.iter().filter(|l| kinds.contains(&l.kind)) {
+        let verdict = match list.kind {
+            ListKind::Rating => rating_verdict(verifier, list, subject).await,
+            _ => match verifier.dns_list(&query(list)).await {
+                Listing::Listed => Verdict::Listed(String::new()),
+                Listing::NotListed => Verdict::NotListed,
+                Listing::Unavailable => Verdict::Unavailable,
             },
-            Listing::NotListed => {}
-            Listing::Unavailable => {
+        };
+        match verdict {
+            Verdict::Listed(what) => match list.action {
+                ListAction::Reject if out.refusal.is_none() => {
+                    out.refusal = Some(refusal(list, &what))
+                }
+                ListAction::Reject => {}
+                ListAction::Label => out.labels.push(match list.kind {
+                    ListKind::Rating => {
+                        format!(
+                            "X-DNSBL: {} rates {subject} {what}\r\n",
+                            list.display_name()
+                        )
+                    }
+                    _ => format!("X-DNSBL: {} listed {subject}\r\n", list.display_name()),
+                }),
+            },
+            Verdict::NotListed => {}
+            Verdict::Unavailable => {
                 warn!(event = "dns_list_unavailable", list = %list.zone, subject = %subject)
             }
         }
@@ -46,9 +70,30 @@ async fn check(
     out
 }
 
+/// A rating zone's answer: bad when its status says "Bad" or its rating
+/// is under the list's `min_rating`.
+async fn rating_verdict(verifier: &Verifier, list: &DnsList, domain: &str) -> Verdict {
+    match verifier.domain_rating(domain, &list.zone).await {
+        RatingAnswer::Rated(r) if is_bad(&r, list.min_rating) => Verdict::Listed(format!(
+            "{} ({})",
+            r.rating.map_or_else(|| "-".to_owned(), |n| n.to_string()),
+            r.status.as_deref().unwrap_or("no status")
+        )),
+        RatingAnswer::Rated(_) | RatingAnswer::Unrated => Verdict::NotListed,
+        RatingAnswer::Unavailable => Verdict::Unavailable,
+    }
+}
+
+fn is_bad(r: &DomainRating, min_rating: Option<i64>) -> bool {
+    r.status
+        .as_deref()
+        .is_some_and(|s| s.eq_ignore_ascii_case("bad"))
+        || matches!((r.rating, min_rating), (Some(n), Some(min)) if n < min)
+}
+
 /// Address lists, at connect.
 pub(crate) async fn client(verifier: &Verifier, lists: &[DnsList], ip: IpAddr) -> ListOutcome {
-    check(verifier, lists, ListKind::Address, |l| dnsbl_query(ip, &l.zone), &format!("[{ip}]"), |l| {
+    check(verifier, lists, &[ListKind::Address], &format!("[{ip}]"), |l| dnsbl_query(ip, &l.zone), |l, _| {
         if l.dynamic {
             // OP25B, receiving side: this address should not be sending on
             // port 25 at all.
@@ -78,15 +123,20 @@ pub(crate) async fn domain(
     check(
         verifier,
         lists,
-        ListKind::Domain,
-        |l| format!("{domain}.{}.", l.zone.trim_end_matches('.')),
+        &[ListKind::Domain, ListKind::Rating],
         &domain,
-        |l| {
-            Reply::new(
-                554,
-                Status(5, 7, 1),
-                format!("{role} domain {domain} is listed by {}", l.display_name()),
-            )
+        |l| format!("{domain}.{}.", l.zone.trim_end_matches('.')),
+        |l, what| {
+            let text = match l.kind {
+                ListKind::Rating => {
+                    format!(
+                        "{role} domain {domain} is rated {what} by {}",
+                        l.display_name()
+                    )
+                }
+                _ => format!("{role} domain {domain} is listed by {}", l.display_name()),
+            };
+            Reply::new(554, Status(5, 7, 1), text)
         },
     )
     .await

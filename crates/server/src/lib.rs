@@ -309,6 +309,7 @@ async fn accept_loop(ctx: Arc<Context>, sock: TcpListener, listener: portcullis_
             tarpit: std::sync::atomic::AtomicU32::new(0),
             gate: tokio::sync::Mutex::new(None),
             client_labels: std::sync::Mutex::new(Vec::new()),
+            iprev: std::sync::Mutex::new(None),
             list_labels: std::sync::Mutex::new(Vec::new()),
         };
         tokio::spawn(conn.run(stream, permit));
