@@ -14,7 +14,8 @@ from smtpraw import Raw
 
 ZONES = {
     "test": "",
-    "bl.test": "1.0.0.127 IN A 127.0.0.2\n",
+    # 127.0.0.1, and ::1 as RFC 5782 §2.4's reversed nibbles.
+    "bl.test": "1.0.0.127 IN A 127.0.0.2\n" + ".".join(["1"] + ["0"] * 31) + " IN A 127.0.0.2\n",
     "pbl.test": "1.0.0.127 IN A 127.0.0.11\n",
     "rhsbl.test": "spammer.test IN A 127.0.0.2\n",
     # The slides' domain reputation: `DOMAIN.rating.example TXT`.
@@ -139,3 +140,13 @@ def test_clients_without_confirmed_reverse_dns_can_be_refused(make_server, dns_s
     with smtplib.SMTP("127.0.0.1", s.mx) as c:
         c.sendmail("a@good.test", ["k@local.test"], "Subject: x\r\n\r\nhi\r\n")
     s.wait_messages("k", 1)
+
+
+def test_ipv6_client_is_looked_up_by_reversed_nibbles(make_server, dns_server):
+    from conftest import free_port
+
+    port = free_port()
+    extra = f'[[listener]]\nrole = "mx"\nbind = ["[::1]:{port}"]\n\n[[dnsbl]]\nzone = "bl.test"\nname = "Example BL"\n'
+    server_with(make_server, dns_server, extra)
+    code, text = Raw(port, host="::1").greeting
+    assert code == 554 and "[::1] is listed by Example BL" in text
