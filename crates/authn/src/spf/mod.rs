@@ -92,57 +92,53 @@ impl ResolverDns<'_> {
             Err(e) => Answer::Error(e.to_string()),
         }
     }
+
+    /// The records of one type, each turned into what the caller needs.
+    async fn pick<T>(
+        &self,
+        name: &str,
+        kind: RecordType,
+        each: impl Fn(&RData) -> Option<T>,
+    ) -> Answer<Vec<T>> {
+        self.records(name, kind)
+            .await
+            .map(|rs| rs.iter().filter_map(&each).collect())
+    }
 }
 
 impl SpfDns for ResolverDns<'_> {
     async fn txt(&self, name: &str) -> Answer<Vec<Vec<u8>>> {
-        self.records(name, RecordType::TXT).await.map(|rs| {
-            rs.iter()
-                .filter_map(|r| match r {
-                    RData::TXT(t) => {
-                        Some(t.txt_data.iter().flat_map(|s| s.iter().copied()).collect())
-                    }
-                    _ => None,
-                })
-                .collect()
+        self.pick(name, RecordType::TXT, |r| match r {
+            RData::TXT(t) => Some(t.txt_data.iter().flat_map(|s| s.iter().copied()).collect()),
+            _ => None,
         })
+        .await
     }
 
     async fn a(&self, name: &str) -> Answer<Vec<Ipv4Addr>> {
-        self.records(name, RecordType::A).await.map(|rs| {
-            rs.iter()
-                .filter_map(|r| match r {
-                    RData::A(a) => Some(a.0),
-                    _ => None,
-                })
-                .collect()
+        self.pick(name, RecordType::A, |r| match r {
+            RData::A(a) => Some(a.0),
+            _ => None,
         })
+        .await
     }
 
     async fn aaaa(&self, name: &str) -> Answer<Vec<Ipv6Addr>> {
-        self.records(name, RecordType::AAAA).await.map(|rs| {
-            rs.iter()
-                .filter_map(|r| match r {
-                    RData::AAAA(a) => Some(a.0),
-                    _ => None,
-                })
-                .collect()
+        self.pick(name, RecordType::AAAA, |r| match r {
+            RData::AAAA(a) => Some(a.0),
+            _ => None,
         })
+        .await
     }
 
     async fn mx(&self, name: &str) -> Answer<Vec<String>> {
-        self.records(name, RecordType::MX).await.map(|rs| {
-            let mut mx: Vec<(u16, String)> = rs
-                .iter()
-                .filter_map(|r| match r {
-                    RData::MX(m) => Some((m.preference, raw_name(&m.exchange))),
-                    _ => None,
-                })
-                .collect();
+        let found = self.pick(name, RecordType::MX, |r| match r {
+            RData::MX(m) => Some((m.preference, raw_name(&m.exchange))),
+            _ => None,
+        });
+        found.await.map(|mut mx| {
             mx.sort_by_key(|(p, _)| *p);
-            mx.into_iter()
-                .map(|(_, n)| n.trim_end_matches('.').to_owned())
-                .collect()
+            mx.into_iter().map(|(_, n)| n).collect()
         })
     }
 
@@ -153,13 +149,10 @@ impl SpfDns for ResolverDns<'_> {
             "ip6.arpa"
         };
         let name = crate::dnsbl_query(ip, zone);
-        self.records(&name, RecordType::PTR).await.map(|rs| {
-            rs.iter()
-                .filter_map(|r| match r {
-                    RData::PTR(p) => Some(raw_name(&p.0)),
-                    _ => None,
-                })
-                .collect()
+        self.pick(&name, RecordType::PTR, |r| match r {
+            RData::PTR(p) => Some(raw_name(&p.0)),
+            _ => None,
         })
+        .await
     }
 }
