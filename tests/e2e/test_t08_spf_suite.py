@@ -73,6 +73,22 @@ EXTRA_ZONE = {
     "macro.test": [{"TXT": "v=spf1 exists:%{i}.%{l}.allow.macro.test -all"}],
     "1.2.3.4.bob.allow.macro.test": [{"A": "127.0.0.2"}],
     "redir.test": [{"TXT": "v=spf1 redirect=ipv6.test"}],
+    # HELO identity (null sender), mx, ptr, domain macros, limits.
+    "helo.test": [{"TXT": "v=spf1 a -all"}, {"A": "192.0.2.20"}],
+    "mxs.test": [{"TXT": "v=spf1 mx/30 -all"}, {"MX": [10, "mail.mxs.test"]}],
+    "mail.mxs.test": [{"A": "192.0.2.40"}],
+    "ptr.test": [{"TXT": "v=spf1 ptr -all"}],
+    "50.2.0.192.in-addr.arpa": [{"PTR": "host.ptr.test"}],
+    "host.ptr.test": [{"A": "192.0.2.50"}],
+    "sub.org.test": [{"TXT": "v=spf1 include:_spf.%{d2} -all"}],
+    "_spf.org.test": [{"TXT": "v=spf1 exists:%{l}.%{h}.users.org.test ~all"}],
+    "carol.h.test.users.org.test": [{"A": "127.0.0.2"}],
+    "broken.test": [{"TXT": "v=spf1 include:nospf.test -all"}],
+    "nospf.test": [{"A": "192.0.2.1"}],
+    "many.test": [{"TXT": "v=spf1 " + " ".join(f"a:n{i}.many.test" for i in range(11)) + " -all"}],
+    **{f"n{i}.many.test": [{"A": "198.51.100.1"}] for i in range(11)},
+    "voids.test": [{"TXT": "v=spf1 a:v1.voids.test a:v2.voids.test a:v3.voids.test ?all"}],
+    "soft.test": [{"TXT": "v=spf1 ip4:192.0.2.0/24 ~all"}],
 }
 EXTRA = [
     ("2001:db8::1", "h.test", "a@ipv6.test"),
@@ -86,6 +102,19 @@ EXTRA = [
     ("1.2.3.5", "h.test", "bob@macro.test"),
     ("2001:db8::7", "h.test", "x@redir.test"),
     ("192.0.2.1", "h.test", "x@nonexistent.test"),
+    ("192.0.2.20", "helo.test", ""),
+    ("192.0.2.21", "helo.test", ""),
+    ("192.0.2.41", "h.test", "a@mxs.test"),
+    ("192.0.2.45", "h.test", "a@mxs.test"),
+    ("192.0.2.50", "h.test", "a@ptr.test"),
+    ("192.0.2.51", "h.test", "a@ptr.test"),
+    ("192.0.2.9", "h.test", "carol@sub.org.test"),
+    ("192.0.2.9", "h.test", "dave@sub.org.test"),
+    ("192.0.2.9", "h.test", "a@broken.test"),
+    ("192.0.2.9", "h.test", "a@many.test"),
+    ("192.0.2.9", "h.test", "a@voids.test"),
+    ("::ffff:192.0.2.7", "h.test", "a@soft.test"),
+    ("198.51.100.7", "h.test", "a@soft.test"),
 ]
 
 
