@@ -291,6 +291,29 @@ def test_a_budget_spent_on_one_node_counts_on_the_other(make_server, dns_server,
     assert code == 451
 
 
+def test_a_submission_quota_spent_on_one_node_counts_on_the_other(make_server, dns_server, redis_server):
+    """A stolen password used on every node of a cluster still gets one
+    account's quota: the recipient counters live in Redis."""
+    from test_t04_submission import add_user, login
+
+    config = (
+        f'[submission]\nrecipients_per_hour = 3\n\n[state]\nbackend = "redis"\nredis_url = "{redis_server.url}"\n'
+    )
+    nodes = []
+    for _ in range(2):
+        n = make_server(config, dns=f"127.0.0.1:{dns_server.port}", start=False)
+        add_user(n, "alice@local.test")
+        nodes.append(n.start())
+    codes = []
+    for node in [nodes[0], nodes[0], nodes[1], nodes[1]]:
+        with login(node.sub) as s:
+            s.mail("alice@local.test")
+            codes.append(s.rcpt(f"r{len(codes)}@remote.test"))
+    assert [c for c, _ in codes[:3]] == [250, 250, 250]
+    code, text = codes[3]
+    assert code == 451 and b"4.7.1" in text and b"per hour" in text
+
+
 def test_without_redis_a_node_keeps_serving_on_local_state(make_server, dns_server, redis_server):
     s = redis_node(make_server, dns_server, redis_server)
     assert metric(s, "portcullis_redis_up") == 1

@@ -14,6 +14,6 @@ mod store;
 mod throttle;
 
 pub use password::{PasswordError, hash_password, verify_password};
-pub use quota::{QuotaExceeded, QuotaLimits, RecipientQuota, Window};
+pub use quota::{QuotaExceeded, QuotaLimits, RecipientQuota, Window, window_start};
 pub use store::{Account, AccountStore, ImportReport, StoreError};
 pub use throttle::{AuthGate, AuthThrottle, ThrottleConfig};

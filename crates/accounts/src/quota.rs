@@ -20,7 +20,9 @@ pub enum Window {
 }
 
 impl Window {
-    fn seconds(self) -> u64 {
+    pub const BOTH: [Window; 2] = [Window::Hour, Window::Day];
+
+    pub fn seconds(self) -> u64 {
         match self {
             Window::Hour => 3600,
             Window::Day => 86400,
@@ -33,6 +35,29 @@ impl Window {
             Window::Day => "day",
         }
     }
+}
+
+impl QuotaLimits {
+    /// Each window with its limit.
+    pub fn windows(self) -> [(Window, u32); 2] {
+        [(Window::Hour, self.per_hour), (Window::Day, self.per_day)]
+    }
+}
+
+impl QuotaExceeded {
+    /// `window` is full at `now`: it resets at the window's end.
+    pub fn at(window: Window, limit: u32, now: u64) -> QuotaExceeded {
+        QuotaExceeded {
+            window,
+            limit,
+            resets_at: window_start(window, now) + window.seconds(),
+        }
+    }
+}
+
+/// The start of the UTC hour or day holding `now`.
+pub fn window_start(window: Window, now: u64) -> u64 {
+    now - now % window.seconds()
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,7 +76,7 @@ struct Count {
 
 impl Count {
     fn current(&mut self, window: Window, now: u64) -> &mut u32 {
-        let start = now - now % window.seconds();
+        let start = window_start(window, now);
         if self.window_start != start {
             *self = Count {
                 window_start: start,
@@ -79,18 +104,11 @@ impl RecipientQuota {
         now: u64,
     ) -> Result<(), QuotaExceeded> {
         let counts = self.counts.entry(key.to_owned()).or_default();
-        let windows = [
-            (Window::Hour, limits.per_hour),
-            (Window::Day, limits.per_day),
-        ];
+        let windows = limits.windows();
         for (i, (w, limit)) in windows.iter().enumerate() {
             let used = *counts[i].current(*w, now);
             if used.saturating_add(n) > *limit {
-                return Err(QuotaExceeded {
-                    window: *w,
-                    limit: *limit,
-                    resets_at: now - now % w.seconds() + w.seconds(),
-                });
+                return Err(QuotaExceeded::at(*w, *limit, now));
             }
         }
         for (i, (w, _)) in windows.iter().enumerate() {
@@ -101,7 +119,7 @@ impl RecipientQuota {
 
     /// Drop counters whose day is over.
     pub fn prune(&mut self, now: u64) {
-        let today = now - now % Window::Day.seconds();
+        let today = window_start(Window::Day, now);
         self.counts.retain(|_, c| c[1].window_start >= today);
     }
 }

@@ -266,7 +266,10 @@ impl Connection {
                     Action::CheckMail { from, .. } => {
                         let mut verdict = match s.authenticated() {
                             Some(account) => {
-                                self.ctx.submission.check_sender(account, from.as_ref())
+                                self.ctx
+                                    .submission
+                                    .check_sender(&self.ctx.admission.state, account, from.as_ref())
+                                    .await
                             }
                             None => checks::mx_sender(&self.config, self.peer.ip(), from.as_ref()),
                         };
@@ -291,7 +294,13 @@ impl Connection {
                             Some(account) => {
                                 self.ctx
                                     .submission
-                                    .check_recipient(&self.config, account, &to)
+                                    .check_recipient(
+                                        &self.ctx.admission.state,
+                                        &self.config,
+                                        account,
+                                        &to,
+                                    )
+                                    .await
                             }
                             None => self.mx_recipient(&to, s.recipient_count()).await,
                         };

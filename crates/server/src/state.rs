@@ -10,6 +10,7 @@
 //! GCRA in one Lua script per decision, and reputation level changes are
 //! decided by the same `Reputation::decide`.
 
+use portcullis_accounts::{QuotaExceeded, QuotaLimits, window_start};
 use portcullis_admission::{
     BlockEntry, Charge, EmbeddedState, LevelChange, Lookup, Reputation, StateCommand, Verdict, gcra,
 };
@@ -56,6 +57,7 @@ struct RedisBackend {
     lookup: redis::Script,
     record: redis::Script,
     level: redis::Script,
+    quota: redis::Script,
 }
 
 /// Lookup at connect, one round trip: the blocklist and the known-sender
@@ -97,6 +99,22 @@ redis.call('HSET', KEYS[1], 'level', ARGV[2], 'ham_at_level', 0, 'spam_at_level'
 return 1
 "#;
 
+/// Submission quotas shared by every node: fixed-window counters, all
+/// charged or none. KEYS: one counter per window; ARGV: n, then limit and
+/// lifetime per key. Returns 0, or the 1-based index of the full window.
+const QUOTA_LUA: &str = r#"
+local n = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  local used = tonumber(redis.call('GET', key) or '0')
+  if used + n > tonumber(ARGV[2 * i]) then return i end
+end
+for i, key in ipairs(KEYS) do
+  redis.call('INCRBY', key, n)
+  redis.call('EXPIRE', key, tonumber(ARGV[2 * i + 1]))
+end
+return 0
+"#;
+
 impl AdmissionState {
     /// The state the config names. For the embedded backend, the last
     /// snapshot is loaded.
@@ -120,6 +138,7 @@ impl AdmissionState {
                 lookup: redis::Script::new(LOOKUP_LUA),
                 record: redis::Script::new(RECORD_LUA),
                 level: redis::Script::new(LEVEL_LUA),
+                quota: redis::Script::new(QUOTA_LUA),
             })),
             _ => None,
         };
@@ -180,6 +199,18 @@ impl AdmissionState {
             return out;
         }
         self.local().charge(charges, now)
+    }
+
+    /// Take `n` from a submission quota shared through Redis. None when
+    /// there is no Redis or it did not answer: the caller counts locally.
+    pub async fn take_quota(
+        &self,
+        key: &str,
+        limits: QuotaLimits,
+        n: u32,
+        now: u64,
+    ) -> Option<Result<(), QuotaExceeded>> {
+        self.redis.as_ref()?.take_quota(key, limits, n, now).await
     }
 
     pub async fn reputation(&self, key: &str) -> Option<Reputation> {
@@ -470,6 +501,31 @@ impl RedisBackend {
             Ok(())
         } else {
             Err((index - 1, retry))
+        })
+    }
+
+    async fn take_quota(
+        &self,
+        key: &str,
+        limits: QuotaLimits,
+        n: u32,
+        now: u64,
+    ) -> Option<Result<(), QuotaExceeded>> {
+        let windows = limits.windows();
+        let mut inv = self.quota.prepare_invoke();
+        inv.arg(n);
+        for (w, limit) in windows {
+            let start = window_start(w, now);
+            inv.key(format!("{P}quota:{key}:{}:{start}", w.name()))
+                .arg(limit)
+                .arg(w.seconds() + 60);
+        }
+        let full: usize = self
+            .run(|mut c| async move { inv.invoke_async(&mut c).await })
+            .await?;
+        Some(match full.checked_sub(1).and_then(|i| windows.get(i)) {
+            Some((w, limit)) => Err(QuotaExceeded::at(*w, *limit, now)),
+            None => Ok(()),
         })
     }
 

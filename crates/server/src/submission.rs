@@ -6,6 +6,7 @@
 use crate::checks::{self, Destination};
 use crate::metrics::Counter;
 use crate::reloading::Reloading;
+use crate::state::AdmissionState;
 use crate::trace::{SubmissionLog, iso8601};
 use portcullis_accounts::{
     AccountStore, AuthGate, AuthThrottle, QuotaExceeded, QuotaLimits, RecipientQuota,
@@ -239,7 +240,12 @@ impl Submission {
 
     /// MAIL FROM: the sender must be an address the account owns (spamops
     /// §3.1 "Submission Rights"), within the message rate.
-    pub(crate) fn check_sender(&self, account: &str, from: Option<&Mailbox>) -> Verdict {
+    pub(crate) async fn check_sender(
+        &self,
+        state: &AdmissionState,
+        account: &str,
+        from: Option<&Mailbox>,
+    ) -> Verdict {
         let store = self.accounts();
         let Some(acct) = store.get(account) else {
             return Verdict::Reject(Reply::new(451, Status(4, 7, 1), "Account no longer exists"));
@@ -261,23 +267,28 @@ impl Submission {
             per_day: u32::MAX,
         };
         match self
-            .messages
-            .lock()
-            .map(|mut q| q.try_take(account, limits, 1, now_secs()))
+            .take(state, "messages", &self.messages, account, limits)
+            .await
         {
-            Ok(Err(e)) => {
+            Err(e) => {
                 warn!(event = "quota", account = %account, kind = "messages", limit = e.limit);
                 self.metrics
                     .inc(Counter::QuotaDeferrals, &[("kind", "messages")]);
                 Verdict::Reject(quota_reply("Message", account, e))
             }
-            _ => Verdict::Accept,
+            Ok(()) => Verdict::Accept,
         }
     }
 
     /// RCPT TO: an authenticated user may send anywhere; each accepted
     /// recipient counts against the quota (OP25B §4.4.3).
-    pub(crate) fn check_recipient(&self, config: &Config, account: &str, to: &Mailbox) -> Verdict {
+    pub(crate) async fn check_recipient(
+        &self,
+        state: &AdmissionState,
+        config: &Config,
+        account: &str,
+        to: &Mailbox,
+    ) -> Verdict {
         if checks::destination(config, to) == Destination::Local
             && let v @ Verdict::Reject(_) = checks::recipient(config, to, self.recipient_exists(to))
         {
@@ -288,18 +299,40 @@ impl Submission {
             per_day: self.limits.recipients_per_day,
         };
         match self
-            .recipients
-            .lock()
-            .map(|mut q| q.try_take(account, limits, 1, now_secs()))
+            .take(state, "recipients", &self.recipients, account, limits)
+            .await
         {
-            Ok(Err(e)) => {
+            Err(e) => {
                 warn!(event = "quota", account = %account, kind = "recipients", limit = e.limit, window = e.window.name());
                 self.metrics
                     .inc(Counter::QuotaDeferrals, &[("kind", "recipients")]);
                 Verdict::Reject(quota_reply("Recipient", account, e))
             }
-            _ => Verdict::Accept,
+            Ok(()) => Verdict::Accept,
         }
+    }
+
+    /// One unit of `account`'s `kind` quota: shared by every node through
+    /// Redis when there is one, otherwise (or while it is down) counted
+    /// here.
+    async fn take(
+        &self,
+        state: &AdmissionState,
+        kind: &str,
+        local: &Mutex<RecipientQuota>,
+        account: &str,
+        limits: QuotaLimits,
+    ) -> Result<(), QuotaExceeded> {
+        let now = now_secs();
+        if let Some(shared) = state
+            .take_quota(&format!("{kind}:{account}"), limits, 1, now)
+            .await
+        {
+            return shared;
+        }
+        local
+            .lock()
+            .map_or(Ok(()), |mut q| q.try_take(account, limits, 1, now))
     }
 
     /// End of data: every From: address must be owned, missing Date and
