@@ -150,3 +150,17 @@ def test_ipv6_client_is_looked_up_by_reversed_nibbles(make_server, dns_server):
     server_with(make_server, dns_server, extra)
     code, text = Raw(port, host="::1").greeting
     assert code == 554 and "[::1] is listed by Example BL" in text
+
+
+def test_labels_about_an_abandoned_sender_do_not_reach_the_next_message(make_server, dns_server):
+    s = server_with(make_server, dns_server, RATING.replace("min_rating = 50\n", 'action = "label"\n'))
+    c = Raw(s.mx)
+    c.cmd("EHLO client.test")
+    assert c.cmd("MAIL FROM:<x@spammer.test>")[0] == 250
+    assert c.cmd("RSET")[0] == 250
+    assert c.cmd("MAIL FROM:<x@good.test>")[0] == 250
+    assert c.cmd("RCPT TO:<abandoned@local.test>")[0] == 250
+    assert c.cmd("DATA")[0] == 354
+    assert c.cmd("Subject: x\r\n\r\nhi\r\n.")[0] == 250
+    [msg] = s.wait_messages("abandoned", 1)
+    assert b"X-DNSBL" not in msg

@@ -392,6 +392,11 @@ impl Connection {
     /// result waits for the end of data, where the policy uses it.
     /// Domain lists for the MAIL FROM domain.
     async fn sender_lists(&self, from: Option<&portcullis_smtp::Mailbox>) -> Option<Reply> {
+        // A new transaction: labels about an abandoned one's sender (MAIL,
+        // then RSET) must not reach this message.
+        if let Ok(mut held) = self.list_labels.lock() {
+            held.clear();
+        }
         let from = from?;
         let ctx = &self.ctx;
         let out = crate::dnslists::domain(
