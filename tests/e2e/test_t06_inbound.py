@@ -123,6 +123,21 @@ def test_label_stage_accepts_and_labels_a_forgery(mx):
     assert "dmarc=fail" in ar
 
 
+def test_helo_identity_is_checked_and_labelled_beside_mail_from(mx):
+    # RFC 7208 §2.3: the HELO name's own SPF result, next to MAIL FROM's.
+    with smtplib.SMTP("127.0.0.1", mx.mx, local_hostname="good.test") as s:
+        s.sendmail("ceo@forged.test", ["h@label.test"], message("ceo@forged.test", "h@label.test"))
+    with smtplib.SMTP("127.0.0.1", mx.mx, local_hostname="[127.0.0.1]") as s:
+        s.sendmail("ceo@forged.test", ["l@label.test"], message("ceo@forged.test", "l@label.test"))
+    [named] = delivered(mx, "h", "label.test")
+    [literal] = delivered(mx, "l", "label.test")
+    ar = auth_results(named)
+    assert "spf=fail" in ar and "smtp.mailfrom=ceo@forged.test" in ar
+    assert re.search(r"spf=pass \([^)]*\) smtp\.helo=good\.test", ar), ar
+    # An address literal is no identity to check.
+    assert "smtp.helo" not in auth_results(literal)
+
+
 def test_spf_pass_and_dkim_pass_are_labelled(mx, keys):
     msg = sign(message("a@good.test", "u@label.test"), keys, domain="good.test")
     send(mx, "a@good.test", "u@label.test", msg)

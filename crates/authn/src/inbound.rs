@@ -90,6 +90,9 @@ pub struct SpfCheck {
     pub explanation: Option<String>,
     /// Why the result is an error, for logs.
     pub reason: String,
+    /// The HELO identity's own result when MAIL FROM was not null
+    /// (RFC 7208 §2.3 recommends checking both).
+    pub helo_result: Option<SpfOutput>,
     /// The identity checked: the MAIL FROM address, or `postmaster@HELO`
     /// for the null sender (RFC 7208 §2.4).
     pub identity: String,
@@ -244,10 +247,23 @@ impl Verifier {
             output,
             explanation: verdict.explanation,
             reason: verdict.reason,
+            helo_result: None,
             identity,
             helo: helo.to_owned(),
             ip,
         }
+    }
+
+    /// RFC 7208 §2.3: check the HELO identity on its own too, for the
+    /// record (`spf=... smtp.helo=`). The null sender's check already is
+    /// the HELO check; a HELO that is no domain name has nothing to check.
+    pub async fn add_helo_check(&self, check: &mut SpfCheck, now: u64) {
+        let null_sender = check.identity == format!("postmaster@{}", check.helo);
+        if null_sender || !crate::spf::eval::is_valid_domain(&check.helo) {
+            return;
+        }
+        let helo = self.spf(check.ip, &check.helo.clone(), None, now).await;
+        check.helo_result = Some(helo.output);
     }
 
     /// DKIM, ARC and DMARC over the message as received.
@@ -272,8 +288,8 @@ impl Verifier {
         let from = parsed.from.first().cloned().unwrap_or_default();
         let results = AuthenticationResults::new(&self.authserv_id)
             .with_dkim_results(&dkim, &from)
-            .with_spf_mailfrom_result(&spf.output, spf.ip, &spf.identity, &spf.helo)
-            .with_arc_result(&arc, spf.ip);
+            .with_spf_mailfrom_result(&spf.output, spf.ip, &spf.identity, &spf.helo);
+        let results = with_helo_result(results, spf).with_arc_result(&arc, spf.ip);
         let set = sealer
             .seal(&parsed, &results, &arc)
             .map_err(|e| e.to_string())?;
@@ -310,9 +326,10 @@ impl Verifier {
         let dmarc = self
             .dmarc_for(&parsed, &dkim, &results, spf, &from_domain)
             .await;
-        let mut header = AuthenticationResults::new(&self.authserv_id)
+        let ar = AuthenticationResults::new(&self.authserv_id)
             .with_dkim_results(&dkim, &from)
-            .with_spf_mailfrom_result(&spf.output, spf.ip, &spf.identity, &spf.helo)
+            .with_spf_mailfrom_result(&spf.output, spf.ip, &spf.identity, &spf.helo);
+        let mut header = with_helo_result(ar, spf)
             .with_arc_result(&arc, spf.ip)
             .to_header();
         if dkim.is_empty() {
@@ -449,6 +466,17 @@ impl Verifier {
                 spf.identity
             ),
         }
+    }
+}
+
+/// The HELO identity's SPF result beside MAIL FROM's, when it was checked.
+fn with_helo_result<'a>(
+    results: AuthenticationResults<'a>,
+    spf: &SpfCheck,
+) -> AuthenticationResults<'a> {
+    match &spf.helo_result {
+        Some(helo) => results.with_spf_ehlo_result(helo, spf.ip, &spf.helo),
+        None => results,
     }
 }
 

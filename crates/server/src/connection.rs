@@ -474,16 +474,12 @@ impl Connection {
     async fn check_spf(&self, helo: &str, from: Option<&portcullis_smtp::Mailbox>) {
         let sender = from.map(|m| m.to_string());
         let t0 = std::time::Instant::now();
-        let spf = self
-            .ctx
-            .verifier
-            .spf(
-                self.peer.ip(),
-                helo,
-                sender.as_deref(),
-                crate::local::now_secs(),
-            )
+        let now = crate::local::now_secs();
+        let verifier = &self.ctx.verifier;
+        let mut spf = verifier
+            .spf(self.peer.ip(), helo, sender.as_deref(), now)
             .await;
+        verifier.add_helo_check(&mut spf, now).await;
         self.ctx.metrics.dns_check("spf", t0.elapsed());
         info!(session = %self.id, event = "spf", result = spf.result().as_str(), domain = %spf.domain(), reason = %spf.reason);
         if let Ok(mut slot) = self.spf.lock() {

@@ -96,7 +96,7 @@ fn identity(query: &SpfQuery<'_>) -> (String, String) {
 
 /// §4.3: labels of 1 to 63 octets, at least two of them, a valid top
 /// label, 253 octets at most. Rules out address literals like `[1.2.3.4]`.
-fn is_valid_domain(domain: &str) -> bool {
+pub fn is_valid_domain(domain: &str) -> bool {
     let d = domain.strip_suffix('.').unwrap_or(domain);
     let labels: Vec<&str> = d.split('.').collect();
     d.len() <= 253
