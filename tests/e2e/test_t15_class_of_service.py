@@ -314,6 +314,40 @@ def test_a_submission_quota_spent_on_one_node_counts_on_the_other(make_server, d
     assert code == 451 and b"4.7.1" in text and b"per hour" in text
 
 
+def test_failed_logins_on_one_node_count_on_the_other(make_server, dns_server, redis_server):
+    """A password guesser spreading its attempts over the nodes of a
+    cluster meets one throttle: failures are counted in Redis."""
+    import smtplib as _smtplib
+
+    from test_t04_submission import add_user, insecure_tls
+
+    config = (
+        "[auth]\nfailure_delay_ms = 10\nmax_failure_delay_ms = 20\naddress_lock_after = 3\n\n"
+        f'[state]\nbackend = "redis"\nredis_url = "{redis_server.url}"\n'
+    )
+    nodes = []
+    for _ in range(2):
+        n = make_server(config, dns=f"127.0.0.1:{dns_server.port}", start=False)
+        add_user(n, "alice@local.test")
+        nodes.append(n.start())
+
+    def attempt(node, password="wrong"):
+        with _smtplib.SMTP("127.0.0.1", node.sub, source_address=("127.0.0.61", 0), timeout=10) as s:
+            s.starttls(context=insecure_tls())
+            s.ehlo()
+            # One mechanism, one attempt (login() would try PLAIN, then LOGIN).
+            s.user, s.password = "alice@local.test", password
+            try:
+                return s.auth("PLAIN", s.auth_plain)
+            except _smtplib.SMTPAuthenticationError as e:
+                return e.smtp_code, e.smtp_error
+
+    got = [attempt(n) for n in [nodes[0], nodes[0], nodes[1]]]
+    assert [c for c, _ in got] == [535, 535, 535], got
+    code, text = attempt(nodes[0])
+    assert code == 454 and b"Too many failed logins" in text
+
+
 def test_without_redis_a_node_keeps_serving_on_local_state(make_server, dns_server, redis_server):
     s = redis_node(make_server, dns_server, redis_server)
     assert metric(s, "portcullis_redis_up") == 1

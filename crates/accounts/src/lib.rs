@@ -16,4 +16,6 @@ mod throttle;
 pub use password::{PasswordError, hash_password, verify_password};
 pub use quota::{QuotaExceeded, QuotaLimits, RecipientQuota, Window, window_start};
 pub use store::{Account, AccountStore, ImportReport, StoreError};
-pub use throttle::{AuthGate, AuthThrottle, ThrottleConfig};
+pub use throttle::{
+    AuthGate, AuthThrottle, ThrottleConfig, decide as decide_auth_gate, key as throttle_key,
+};

@@ -64,7 +64,7 @@ pub struct AuthThrottle {
 }
 
 /// IPv6 clients rotate through their /64 at will: count them as one.
-fn key(ip: IpAddr) -> IpAddr {
+pub fn key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => {
@@ -74,7 +74,36 @@ fn key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The gate from the failures still remembered, as (count, when they
+/// are forgotten) for the client's address and for the account, and
+/// whether the account has logged in from this address before. The same
+/// rule whether the counts are this node's or a cluster's.
+pub fn decide(
+    c: &ThrottleConfig,
+    address: Option<(u32, Instant)>,
+    account: Option<(u32, Instant)>,
+    known: bool,
+) -> AuthGate {
+    if let Some((_, until)) = address.filter(|(n, _)| *n >= c.address_lock_after) {
+        return AuthGate::Locked { until };
+    }
+    if let Some((_, until)) = account.filter(|(n, _)| *n >= c.account_lock_after && !known) {
+        return AuthGate::Locked { until };
+    }
+    let n = address.map_or(0, |(n, _)| n);
+    AuthGate::Check {
+        delay_on_failure: c
+            .base_delay
+            .saturating_mul(1u32 << n.min(20))
+            .min(c.max_delay),
+    }
+}
+
 impl AuthThrottle {
+    pub fn config(&self) -> &ThrottleConfig {
+        &self.config
+    }
+
     pub fn new(config: ThrottleConfig) -> AuthThrottle {
         AuthThrottle {
             config,
@@ -87,32 +116,19 @@ impl AuthThrottle {
     }
 
     pub fn gate(&self, ip: IpAddr, account: &str, now: Instant) -> AuthGate {
-        let c = &self.config;
+        let lock_for = self.config.lock_for;
         let ip = key(ip);
-        let addr = self.live(self.by_address.get(&ip), now);
-        if let Some(f) = addr.filter(|f| f.count >= c.address_lock_after) {
-            return AuthGate::Locked {
-                until: f.last + c.lock_for,
-            };
-        }
-        let acct = self.live(self.by_account.get(&account.to_ascii_lowercase()), now);
+        let counts = |f: Option<&Failures>| self.live(f, now).map(|f| (f.count, f.last + lock_for));
         let known = self
             .known
             .get(&account.to_ascii_lowercase())
             .is_some_and(|m| m.contains_key(&ip));
-        if let Some(f) = acct.filter(|f| f.count >= c.account_lock_after && !known) {
-            return AuthGate::Locked {
-                until: f.last + c.lock_for,
-            };
-        }
-        let n = addr.map_or(0, |f| f.count);
-        let delay = c
-            .base_delay
-            .saturating_mul(1u32 << n.min(20))
-            .min(c.max_delay);
-        AuthGate::Check {
-            delay_on_failure: delay,
-        }
+        decide(
+            &self.config,
+            counts(self.by_address.get(&ip)),
+            counts(self.by_account.get(&account.to_ascii_lowercase())),
+            known,
+        )
     }
 
     pub fn record_failure(&mut self, ip: IpAddr, account: &str, now: Instant) {

@@ -256,8 +256,11 @@ impl Connection {
                         return Ok(Exit::StartTls);
                     }
                     Action::Authenticate(c) => {
-                        let (outcome, slot) =
-                            self.ctx.submission.authenticate(self.peer.ip(), c).await;
+                        let (outcome, slot) = self
+                            .ctx
+                            .submission
+                            .authenticate(&self.ctx.admission.state, self.peer.ip(), c)
+                            .await;
                         if let Ok(mut held) = self.account_session.lock() {
                             *held = slot;
                         }

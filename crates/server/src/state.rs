@@ -58,6 +58,7 @@ struct RedisBackend {
     record: redis::Script,
     level: redis::Script,
     quota: redis::Script,
+    auth: redis::Script,
 }
 
 /// Lookup at connect, one round trip: the blocklist and the known-sender
@@ -115,6 +116,33 @@ end
 return 0
 "#;
 
+/// The AUTH throttle's view of one attempt: failures from the address
+/// and on the account with seconds until each is forgotten, and whether
+/// the account has logged in from the address before.
+const AUTH_LUA: &str = r#"
+local a = tonumber(redis.call('GET', KEYS[1]) or '0')
+local c = tonumber(redis.call('GET', KEYS[2]) or '0')
+return {a, redis.call('TTL', KEYS[1]), c, redis.call('TTL', KEYS[2]), redis.call('EXISTS', KEYS[3])}
+"#;
+
+/// Failures remembered by the cluster: (count, seconds left) for the
+/// address and the account, and whether the address is known.
+pub struct AuthCounts {
+    pub address: (u32, u64),
+    pub account: (u32, u64),
+    pub known: bool,
+}
+
+fn auth_keys(ip: IpAddr, account: &str) -> [String; 3] {
+    let ip = portcullis_accounts::throttle_key(ip);
+    let account = account.to_ascii_lowercase();
+    [
+        format!("{P}auth:addr:{ip}"),
+        format!("{P}auth:acct:{account}"),
+        format!("{P}auth:known:{account}:{ip}"),
+    ]
+}
+
 impl AdmissionState {
     /// The state the config names. For the embedded backend, the last
     /// snapshot is loaded.
@@ -139,6 +167,7 @@ impl AdmissionState {
                 record: redis::Script::new(RECORD_LUA),
                 level: redis::Script::new(LEVEL_LUA),
                 quota: redis::Script::new(QUOTA_LUA),
+                auth: redis::Script::new(AUTH_LUA),
             })),
             _ => None,
         };
@@ -211,6 +240,53 @@ impl AdmissionState {
         now: u64,
     ) -> Option<Result<(), QuotaExceeded>> {
         self.redis.as_ref()?.take_quota(key, limits, n, now).await
+    }
+
+    /// The cluster's AUTH failures for this attempt; None without Redis.
+    pub async fn auth_counts(&self, ip: IpAddr, account: &str) -> Option<AuthCounts> {
+        let r = self.redis.as_ref()?;
+        let mut inv = r.auth.prepare_invoke();
+        for k in auth_keys(ip, account) {
+            inv.key(k);
+        }
+        let v: (u32, i64, u32, i64, u8) = r
+            .run(|mut c| async move { inv.invoke_async(&mut c).await })
+            .await?;
+        let left = |t: i64| u64::try_from(t).unwrap_or(0);
+        Some(AuthCounts {
+            address: (v.0, left(v.1)),
+            account: (v.2, left(v.3)),
+            known: v.4 == 1,
+        })
+    }
+
+    /// Record a failed or successful login for every node to see.
+    pub async fn auth_outcome(&self, ip: IpAddr, account: &str, ok: bool, lock_for: Duration) {
+        let Some(r) = &self.redis else {
+            return;
+        };
+        let [addr, acct, known] = auth_keys(ip, account);
+        let secs = lock_for.as_secs().max(1);
+        let mut pipe = redis::pipe();
+        if ok {
+            // Known for about a day with the default lock, as locally.
+            pipe.del(&addr)
+                .ignore()
+                .set_ex(&known, 1, secs * 96)
+                .ignore();
+        } else {
+            pipe.incr(&addr, 1)
+                .ignore()
+                .expire(&addr, secs as i64)
+                .ignore();
+            pipe.incr(&acct, 1)
+                .ignore()
+                .expire(&acct, secs as i64)
+                .ignore();
+        }
+        let _: Option<()> = r
+            .run(|mut c| async move { pipe.query_async(&mut c).await })
+            .await;
     }
 
     pub async fn reputation(&self, key: &str) -> Option<Reputation> {

@@ -10,7 +10,7 @@ use crate::state::AdmissionState;
 use crate::trace::{SubmissionLog, iso8601};
 use portcullis_accounts::{
     AccountStore, AuthGate, AuthThrottle, QuotaExceeded, QuotaLimits, RecipientQuota,
-    ThrottleConfig,
+    ThrottleConfig, decide_auth_gate,
 };
 use portcullis_config::Config;
 use portcullis_smtp::{AuthOutcome, Credentials, Mailbox, Reply, Status, Transaction, Verdict};
@@ -145,18 +145,40 @@ impl Submission {
         local == "postmaster" || local == "abuse" || self.accounts().get(&m.to_string()).is_some()
     }
 
+    /// The throttle's gate for an attempt: from the failures every node
+    /// has seen when the state is in Redis, from this node's otherwise.
+    async fn auth_gate(
+        &self,
+        state: &AdmissionState,
+        ip: IpAddr,
+        account: &str,
+    ) -> Option<AuthGate> {
+        let now = Instant::now();
+        let shared = state.auth_counts(ip, account).await;
+        let t = self.throttle.lock().ok()?;
+        Some(match shared {
+            Some(c) => {
+                let until = |(n, secs): (u32, u64)| (n, now + Duration::from_secs(secs));
+                decide_auth_gate(
+                    t.config(),
+                    Some(until(c.address)),
+                    Some(until(c.account)),
+                    c.known,
+                )
+            }
+            None => t.gate(ip, account, now),
+        })
+    }
+
     /// Check a login, with throttling. On success the returned guard counts
     /// the session against the account until it is dropped.
     pub(crate) async fn authenticate(
         &self,
+        state: &AdmissionState,
         ip: IpAddr,
         c: Credentials,
     ) -> (AuthOutcome, Option<AccountSession>) {
-        let gate = self
-            .throttle
-            .lock()
-            .ok()
-            .map(|t| t.gate(ip, &c.username, Instant::now()));
+        let gate = self.auth_gate(state, ip, &c.username).await;
         let delay = match gate {
             Some(AuthGate::Check { delay_on_failure }) => delay_on_failure,
             Some(AuthGate::Locked { until }) => {
@@ -190,9 +212,14 @@ impl Submission {
         .ok()
         .flatten();
         let Some(account) = verified else {
-            if let Ok(mut t) = self.throttle.lock() {
-                t.record_failure(ip, &username, Instant::now());
-            }
+            let lock_for = match self.throttle.lock() {
+                Ok(mut t) => {
+                    t.record_failure(ip, &username, Instant::now());
+                    t.config().lock_for
+                }
+                Err(_) => Duration::ZERO,
+            };
+            state.auth_outcome(ip, &username, false, lock_for).await;
             info!(event = "auth", account = %username, client = %ip, result = "failed");
             self.metrics
                 .auth_failure(ip.to_string(), username.clone(), crate::state::now_secs());
@@ -202,9 +229,14 @@ impl Submission {
             let r = Reply::new(535, Status(5, 7, 8), "Authentication credentials invalid");
             return (AuthOutcome::Failure(r), None);
         };
-        if let Ok(mut t) = self.throttle.lock() {
-            t.record_success(ip, &account, Instant::now());
-        }
+        let lock_for = match self.throttle.lock() {
+            Ok(mut t) => {
+                t.record_success(ip, &account, Instant::now());
+                t.config().lock_for
+            }
+            Err(_) => Duration::ZERO,
+        };
+        state.auth_outcome(ip, &account, true, lock_for).await;
         match self.open_session(&account) {
             Some(guard) => {
                 info!(event = "auth", account = %account, client = %ip, result = "ok");
