@@ -348,6 +348,28 @@ def test_failed_logins_on_one_node_count_on_the_other(make_server, dns_server, r
     assert code == 454 and b"Too many failed logins" in text
 
 
+def test_concurrency_limits_count_connections_on_every_node(make_server, dns_server, redis_server):
+    a = redis_node(make_server, dns_server, redis_server)
+    b = redis_node(make_server, dns_server, redis_server)
+    # The default pool holds 4: two strangers on A, two on B ...
+    held = []
+    for node, src in ((a, "127.0.0.81"), (a, "127.0.0.82"), (b, "127.0.0.83"), (b, "127.0.0.84")):
+        c = smtplib.SMTP(timeout=5, source_address=(src, 0))
+        assert c.connect("127.0.0.1", node.mx)[0] == 220
+        held.append(c)
+    # ... so a fifth, on either node, is deferred.
+    code, text = send_one(a.mx, "127.0.0.85", "x@nospf.test")
+    assert code == 421 and "class default" in text and "concurrent" in text
+    # A connection that ends gives its slot back to the cluster.
+    held.pop().close()
+    deadline = time.monotonic() + 5
+    while (code := send_one(a.mx, "127.0.0.86", "x@nospf.test")[0]) != 250 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert code == 250
+    for c in held:
+        c.close()
+
+
 def test_without_redis_a_node_keeps_serving_on_local_state(make_server, dns_server, redis_server):
     s = redis_node(make_server, dns_server, redis_server)
     assert metric(s, "portcullis_redis_up") == 1

@@ -1,7 +1,8 @@
 //! Admission decisions per second on one core (a current-thread runtime):
 //! each decision is what a port-25 connect costs the state, a lookup
-//! (blocklist, known senders, domain ranges) and the class's charges, for
-//! a client from a fresh IPv6 /64. Embedded always; Redis too when
+//! (blocklist, known senders, domain ranges), the range's and the class's
+//! concurrency slots (leases in Redis, given back at once) and the
+//! class's charges, for a client from a fresh IPv6 /64. Embedded always; Redis too when
 //! `PORTCULLIS_BENCH_REDIS` names one (bench/admission.sh starts it).
 //!
 //! `cargo bench -p portcullis-server --bench admission`
@@ -57,6 +58,10 @@ async fn run(state: AdmissionState, policy: Policy, n: u64) -> f64 {
                 let range = policy.range_of(ip);
                 let found = state.lookup(ip, range).await;
                 let class = policy.class_for(&Identity::Unknown, None);
+                let per_range = policy.admission.per_range_max_connections.max(1);
+                let _range_slot = state.lease(&format!("range:{range}"), per_range).await;
+                let max = class.limits.max_connections.unwrap_or(0).max(1_000_000);
+                let _class_slot = state.lease(&class.budget(), max).await;
                 if found.blocked.is_none()
                     && state
                         .charge(&policy.connect_charges(&class, range))

@@ -40,9 +40,16 @@ pub(crate) struct Gate {
     pub vouching_domains: Vec<String>,
     /// Recent "user unknown" answers to this range: the greeting waits.
     pub unknown_users: u32,
-    _range_slot: Slot,
-    class_slot: Slot,
+    _range_slot: Held,
+    class_slot: Held,
     census: Option<Slot>,
+}
+
+/// A concurrency slot: this node's count, and with Redis a lease that
+/// every node counts against the limit.
+struct Held {
+    _local: Slot,
+    _shared: Option<crate::state::Lease>,
 }
 
 pub(crate) fn reply(d: &Deferral) -> Reply {
@@ -128,16 +135,13 @@ impl Admission {
         }
         let class = self.class_of(identity).await;
         let per_range = self.policy().admission.per_range_max_connections;
-        let Some(range_slot) = self
-            .concurrency
-            .try_acquire(&format!("range:{range}"), per_range)
-        else {
+        let Some(range_slot) = self.slot(&format!("range:{range}"), per_range).await else {
             return Err(self.deferred(
                 Stage::Connect,
                 &self.policy().busy(Stage::Connect, &class, true, per_range),
             ));
         };
-        let class_slot = self.class_slot(Stage::Connect, &class)?;
+        let class_slot = self.class_slot(Stage::Connect, &class).await?;
         let charges = self.policy().connect_charges(&class, range);
         self.charge(Stage::Connect, &class, &charges).await?;
         self.metrics
@@ -177,11 +181,29 @@ impl Admission {
         self.policy().class_for(&identity, rep.as_ref())
     }
 
-    fn class_slot(&self, stage: Stage, class: &SenderClass) -> Result<Slot, Reply> {
+    async fn class_slot(&self, stage: Stage, class: &SenderClass) -> Result<Held, Reply> {
         let max = class.limits.max_connections.unwrap_or(0);
-        self.concurrency
-            .try_acquire(&class.budget(), max)
+        self.slot(&class.budget(), max)
+            .await
             .ok_or_else(|| self.deferred(stage, &self.policy().busy(stage, class, false, max)))
+    }
+
+    /// A slot under `key` if fewer than `max` are held (0: no limit):
+    /// counted across the cluster when the state is in Redis, on this
+    /// node otherwise or while Redis is down.
+    async fn slot(&self, key: &str, max: u32) -> Option<Held> {
+        if max > 0
+            && let Some(shared) = self.state.lease(key, max).await
+        {
+            return Some(Held {
+                _shared: Some(shared?),
+                _local: self.concurrency.try_acquire(key, 0)?,
+            });
+        }
+        Some(Held {
+            _local: self.concurrency.try_acquire(key, max)?,
+            _shared: None,
+        })
     }
 
     /// MAIL FROM: an SPF-authenticated domain is the strongest identity
@@ -192,7 +214,7 @@ impl Admission {
             let id = Identity::Domain(domain.to_ascii_lowercase());
             if gate.class.identity != id {
                 let class = self.class_of(id).await;
-                gate.class_slot = self.class_slot(Stage::Mail, &class)?;
+                gate.class_slot = self.class_slot(Stage::Mail, &class).await?;
                 gate.census = self.by_class.try_acquire(&class.class, 0);
                 gate.class = class;
             }

@@ -59,6 +59,10 @@ struct RedisBackend {
     level: redis::Script,
     quota: redis::Script,
     auth: redis::Script,
+    lease: redis::Script,
+    /// Tells this node's leases from every other node's.
+    node: String,
+    leases_taken: AtomicU64,
 }
 
 /// Lookup at connect, one round trip: the blocklist and the known-sender
@@ -116,6 +120,54 @@ end
 return 0
 "#;
 
+/// A concurrency slot shared by every node: a sorted set of leases
+/// scored by expiry. Expired leases (a node that died) are dropped first.
+/// ARGV: now (ms), lease (ms), max, member. Returns 1 if taken.
+const LEASE_LUA: &str = r#"
+local now = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"#;
+
+/// How long a shared concurrency slot lives without its connection
+/// ending: a node that dies frees its slots after this. A session that
+/// runs longer stops counting (the limit errs toward admitting).
+const LEASE: Duration = Duration::from_secs(15 * 60);
+
+/// A concurrency slot held in Redis; given back when dropped.
+pub struct Lease {
+    redis: Arc<RedisBackend>,
+    key: String,
+    member: String,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return; // shutting down: the lease expires on its own
+        };
+        let (redis, key, member) = (
+            self.redis.clone(),
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.member),
+        );
+        rt.spawn(async move {
+            let _: Option<()> = redis
+                .run(|mut c| async move {
+                    redis::cmd("ZREM")
+                        .arg(key)
+                        .arg(member)
+                        .query_async(&mut c)
+                        .await
+                })
+                .await;
+        });
+    }
+}
+
 /// The AUTH throttle's view of one attempt: failures from the address
 /// and on the account with seconds until each is forgotten, and whether
 /// the account has logged in from the address before.
@@ -168,6 +220,9 @@ impl AdmissionState {
                 level: redis::Script::new(LEVEL_LUA),
                 quota: redis::Script::new(QUOTA_LUA),
                 auth: redis::Script::new(AUTH_LUA),
+                lease: redis::Script::new(LEASE_LUA),
+                node: format!("{}-{}", std::process::id(), now_us()),
+                leases_taken: AtomicU64::new(0),
             })),
             _ => None,
         };
@@ -240,6 +295,29 @@ impl AdmissionState {
         now: u64,
     ) -> Option<Result<(), QuotaExceeded>> {
         self.redis.as_ref()?.take_quota(key, limits, n, now).await
+    }
+
+    /// A slot under `key` counted by every node, if fewer than `max` are
+    /// held: Some(None) when full, None without Redis (count locally).
+    pub async fn lease(&self, key: &str, max: u32) -> Option<Option<Lease>> {
+        let r = self.redis.as_ref()?;
+        let n = r.leases_taken.fetch_add(1, Ordering::Relaxed);
+        let member = format!("{}-{n}", r.node);
+        let zset = format!("{P}slots:{key}");
+        let mut inv = r.lease.prepare_invoke();
+        inv.key(&zset)
+            .arg(now_us() / 1000)
+            .arg(LEASE.as_millis() as u64)
+            .arg(max)
+            .arg(&member);
+        let taken: u8 = r
+            .run(|mut c| async move { inv.invoke_async(&mut c).await })
+            .await?;
+        Some((taken == 1).then(|| Lease {
+            redis: r.clone(),
+            key: zset,
+            member,
+        }))
     }
 
     /// The cluster's AUTH failures for this attempt; None without Redis.
