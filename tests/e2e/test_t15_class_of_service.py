@@ -370,6 +370,32 @@ def test_concurrency_limits_count_connections_on_every_node(make_server, dns_ser
         c.close()
 
 
+def test_an_accounts_session_limit_holds_across_nodes(make_server, dns_server, redis_server):
+    from test_t04_submission import add_user, login
+
+    config = (
+        f'[submission]\nmax_sessions_per_account = 1\n\n[state]\nbackend = "redis"\nredis_url = "{redis_server.url}"\n'
+    )
+    nodes = []
+    for _ in range(2):
+        n = make_server(config, dns=f"127.0.0.1:{dns_server.port}", start=False)
+        add_user(n, "alice@local.test")
+        nodes.append(n.start())
+    first = login(nodes[0].sub)
+    with pytest.raises(smtplib.SMTPAuthenticationError) as e:
+        login(nodes[1].sub)
+    assert e.value.smtp_code == 454 and b"Too many concurrent sessions" in e.value.smtp_error
+    first.quit()
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            login(nodes[1].sub).quit()
+            break
+        except smtplib.SMTPAuthenticationError:
+            assert time.monotonic() < deadline, "the slot was not given back"
+            time.sleep(0.1)
+
+
 def test_without_redis_a_node_keeps_serving_on_local_state(make_server, dns_server, redis_server):
     s = redis_node(make_server, dns_server, redis_server)
     assert metric(s, "portcullis_redis_up") == 1

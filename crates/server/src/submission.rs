@@ -51,6 +51,8 @@ pub(crate) struct Submission {
 pub(crate) struct AccountSession {
     account: String,
     sessions: Arc<Mutex<HashMap<String, u32>>>,
+    /// With Redis: the session counted by every node.
+    _lease: Option<crate::state::Lease>,
 }
 
 impl Drop for AccountSession {
@@ -237,7 +239,7 @@ impl Submission {
             Err(_) => Duration::ZERO,
         };
         state.auth_outcome(ip, &account, true, lock_for).await;
-        match self.open_session(&account) {
+        match self.open_session(state, &account).await {
             Some(guard) => {
                 info!(event = "auth", account = %account, client = %ip, result = "ok");
                 self.metrics.inc(Counter::AuthAttempts, &[("result", "ok")]);
@@ -257,16 +259,24 @@ impl Submission {
         }
     }
 
-    fn open_session(&self, account: &str) -> Option<AccountSession> {
+    /// A session slot for the account: counted by every node when the
+    /// state is in Redis, by this node otherwise (or while Redis is down).
+    async fn open_session(&self, state: &AdmissionState, account: &str) -> Option<AccountSession> {
+        let max = self.limits.max_sessions_per_account;
+        let lease = match state.lease(&format!("account:{account}"), max).await {
+            Some(taken) => Some(taken?),
+            None => None,
+        };
         let mut m = self.sessions.lock().ok()?;
         let n = m.entry(account.to_owned()).or_insert(0);
-        if *n >= self.limits.max_sessions_per_account {
+        if lease.is_none() && *n >= max {
             return None;
         }
         *n += 1;
         Some(AccountSession {
             account: account.to_owned(),
             sessions: self.sessions.clone(),
+            _lease: lease,
         })
     }
 
