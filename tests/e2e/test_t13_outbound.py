@@ -9,6 +9,7 @@ import email.policy
 import smtplib
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
@@ -210,26 +211,53 @@ def test_a_held_message_waits_until_released(slow_pair):
     assert wait_for(lambda: maildir(remote, "remote.test", "bob"), timeout=10)
 
 
-def test_smarthost_with_auth_and_required_tls(make_server, workdir):
+def cert_pin(server) -> str:
+    cert = server.data / "tls" / "cert.pem"
+    out = subprocess.run(f"openssl x509 -in {cert} -outform DER | sha256sum", shell=True, capture_output=True, text=True, check=True)
+    return out.stdout.split()[0]
+
+
+def smarthost_pair(make_server, workdir, tls_keys: str):
+    """A remote portcullis as our smarthost (its self-signed certificate
+    generated on its start), and ours logging in to it."""
     remote = make_server('[[domain]]\nname = "remote.test"\n', start=False, local_test=False)
     user(remote, "relay@remote.test")
     user(remote, "bob@remote.test")
     assert remote.cli("user", "grant", "relay@remote.test", "@local.test").returncode == 0
+    remote.start()
     secret = workdir / "smarthost.pw"
     secret.write_text(PASSWORD + "\n")
     ours = make_server(
         f'[delivery]\nsmarthost = "127.0.0.1:{remote.sub}"\nsmarthost_user = "relay@remote.test"\n'
-        f'smarthost_password_file = "{secret}"\nretry_base_secs = 1\n',
+        f'smarthost_password_file = "{secret}"\nretry_base_secs = 1\n{tls_keys.format(pin=cert_pin(remote))}',
         start=False,
     )
     user(ours, "alice@local.test")
-    remote.start()
-    ours.start()
+    return ours.start(), remote
+
+
+def test_smarthost_with_auth_and_required_tls(make_server, workdir):
+    ours, remote = smarthost_pair(make_server, workdir, 'smarthost_pin_sha256 = "{pin}"\n')
     # No MX records anywhere: the smarthost is the only way out.
     submit(ours, ["bob@remote.test"])
     [msg] = wait_for(lambda: maildir(remote, "remote.test", "bob"))
     assert b"with ESMTPSA" in msg
     assert b"(authenticated as relay@remote.test)" in msg
+
+
+@pytest.mark.parametrize("keys", ["", 'smarthost_pin_sha256 = "' + "ab" * 32 + '"\n'], ids=["unverifiable", "wrong-pin"])
+def test_smarthost_password_never_goes_to_an_unproven_server(make_server, workdir, keys):
+    # A self-signed certificate no CA vouches for, or not the pinned one:
+    # the login is never attempted, the message waits in the queue.
+    ours, remote = smarthost_pair(make_server, workdir, keys)
+    submit(ours, ["bob@remote.test"])
+    time.sleep(3)
+    assert maildir(remote, "remote.test", "bob") == []
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{remote.http}/metrics", timeout=5).read().decode()
+    attempts = [l for l in metrics.splitlines() if l.startswith("portcullis_auth_attempts_total")]
+    assert all(l.endswith(" 0") for l in attempts), attempts
+    listing = ours.cli("queue", "list").stdout
+    assert "bob@remote.test" in listing, listing
 
 
 def submit_with(server, rcpt, rcpt_options):

@@ -228,6 +228,14 @@ pub struct Delivery {
     /// A file holding the smarthost password (not the password itself,
     /// so the config can be shown without it).
     pub smarthost_password_file: Option<PathBuf>,
+    /// The login goes only over TLS whose certificate is verified: against
+    /// the system CAs plus this CA file ...
+    pub smarthost_ca: Option<PathBuf>,
+    /// ... or pinned: the SHA-256 of the smarthost's certificate (DER).
+    pub smarthost_pin_sha256: Option<String>,
+    /// The name the certificate must carry; the smarthost's IP address
+    /// when absent.
+    pub smarthost_name: Option<String>,
     /// Concurrent deliveries to one destination domain.
     pub max_per_domain: usize,
     /// A message still undelivered after this long gets one "delayed"
@@ -251,6 +259,9 @@ impl Default for Delivery {
             smarthost: None,
             smarthost_user: None,
             smarthost_password_file: None,
+            smarthost_ca: None,
+            smarthost_pin_sha256: None,
+            smarthost_name: None,
             max_per_domain: 20,
             delay_notice_secs: 4 * 3600,
             require_tls_for: Vec::new(),

@@ -514,6 +514,20 @@ pub fn opportunistic_tls() -> Result<tokio_rustls::TlsConnector, rustls::Error> 
 
 /// TLS that accepts exactly one certificate: the one whose DER encoding
 /// has this SHA-256 (an operator pinning a self-signed certificate).
+/// A certificate pin: the SHA-256 of the certificate (DER) as 64 hex
+/// digits, colons allowed (as `openssl x509 -fingerprint -sha256` prints).
+pub fn parse_pin(text: &str) -> Result<[u8; 32], String> {
+    let hex: String = text.chars().filter(|c| *c != ':').collect();
+    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err("a pin is 64 hex digits (colons allowed)".into());
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
 pub fn pinned_tls(sha256: [u8; 32]) -> Result<tokio_rustls::TlsConnector, rustls::Error> {
     custom_tls(Some(sha256))
 }

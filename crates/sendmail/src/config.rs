@@ -91,17 +91,11 @@ impl ClientConfig {
     }
 
     pub fn pin(&self) -> Result<Option<[u8; 32]>, String> {
-        let Some(hex) = &self.pin_sha256 else {
-            return Ok(None);
-        };
-        let hex: String = hex.chars().filter(|c| c.is_ascii_hexdigit()).collect();
-        if hex.len() != 64 {
-            return Err("pin_sha256 must be 64 hex digits (colons allowed)".into());
-        }
-        let mut out = [0u8; 32];
-        for (i, b) in out.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
-        }
-        Ok(Some(out))
+        self.pin_sha256
+            .as_deref()
+            .map(|p| {
+                portcullis_delivery::remote::parse_pin(p).map_err(|e| format!("pin_sha256: {e}"))
+            })
+            .transpose()
     }
 }

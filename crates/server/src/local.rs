@@ -112,6 +112,10 @@ struct Worker {
     handle: Handle,
     /// Smarthost login, read from its password file at start.
     smarthost_auth: Option<(String, String)>,
+    /// With a login: the connector that verifies (or pins) the smarthost's
+    /// certificate, and the name to verify. The password never goes to a
+    /// server that has not proved who it is.
+    smarthost_tls: Option<(tokio_rustls::TlsConnector, String)>,
     /// One semaphore per destination domain: at most `max_per_domain`
     /// transactions with it at once.
     per_domain: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
@@ -149,8 +153,13 @@ pub(crate) fn start(
         (Some(_), None) => anyhow::bail!("[delivery] smarthost_user needs smarthost_password_file"),
         _ => None,
     };
+    let smarthost_tls = match (&smarthost_auth, d.smarthost) {
+        (Some(_), Some(host)) => Some(smarthost_tls(d, host)?),
+        _ => None,
+    };
     let worker = Arc::new(Worker {
         smarthost_auth,
+        smarthost_tls,
         per_domain: std::sync::Mutex::new(std::collections::HashMap::new()),
         next_start: std::sync::Mutex::new(std::collections::HashMap::new()),
         flush: Arc::new(tokio::sync::Notify::new()),
@@ -166,6 +175,32 @@ pub(crate) fn start(
     tokio::spawn(watch_control(worker.clone()));
     tokio::spawn(run(worker, rx));
     Ok(handle)
+}
+
+/// The smarthost login's TLS: pinned when `smarthost_pin_sha256` is set,
+/// otherwise verified against the system CAs and `smarthost_ca`, for
+/// `smarthost_name` or the smarthost's address.
+fn smarthost_tls(
+    d: &portcullis_config::Delivery,
+    host: std::net::SocketAddr,
+) -> anyhow::Result<(tokio_rustls::TlsConnector, String)> {
+    let name = d
+        .smarthost_name
+        .clone()
+        .unwrap_or_else(|| host.ip().to_string());
+    let connector = match &d.smarthost_pin_sha256 {
+        Some(pin) => {
+            let pin = remote::parse_pin(pin)
+                .map_err(|e| anyhow::anyhow!("[delivery] smarthost_pin_sha256: {e}"))?;
+            remote::pinned_tls(pin)?
+        }
+        None => {
+            let extra: Vec<_> = d.smarthost_ca.iter().cloned().collect();
+            remote::verified_tls(&extra)
+                .map_err(|e| anyhow::anyhow!("[delivery] smarthost_ca: {e}"))?
+        }
+    };
+    Ok((connector, name))
 }
 
 /// The operator's queue commands reach a running server as files in the
@@ -515,7 +550,11 @@ impl Worker {
             kind: Default::default(),
         };
         for (addr, name) in addrs {
-            match remote::deliver(*addr, &msg, &self.tls, name).await {
+            let (tls, name) = match (&self.smarthost_tls, msg.auth) {
+                (Some((tls, verified_name)), Some(_)) => (tls, verified_name.as_str()),
+                _ => (&self.tls, name.as_str()),
+            };
+            match remote::deliver(*addr, &msg, tls, name).await {
                 Ok(outcomes) => {
                     self.record_outcomes(env, rcpts, outcomes, &addr.to_string(), results)
                         .await;
