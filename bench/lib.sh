@@ -11,7 +11,8 @@ wait_port() {
 }
 
 # The results table: one row per round, then the medians and their ratio.
-# Arguments: portcullis' rates, "--", Postfix's rates.
+# Arguments: portcullis' rates, "--", the peer's rates ($PEER, default
+# Postfix).
 report() {
   local a=() b=() side=a x
   for x in "$@"; do
@@ -20,7 +21,8 @@ report() {
   done
   local pa pb
   pa=$(median "${a[@]}") pb=$(median "${b[@]}")
-  printf '| run | portcullis msg/s | Postfix msg/s |\n|---|---|---|\n'
+  local peer=${PEER:-Postfix}
+  printf '| run | portcullis msg/s | %s msg/s |\n|---|---|---|\n' "$peer"
   for i in "${!a[@]}"; do printf '| %d | %.0f | %.0f |\n' $((i + 1)) "${a[$i]}" "${b[$i]}"; done
-  printf '| **median** | **%.0f** | **%.0f** |\n\nRatio portcullis/Postfix: **%.2f**\n' "$pa" "$pb" "$(echo "$pa / $pb" | bc -l)"
+  printf '| **median** | **%.0f** | **%.0f** |\n\nRatio portcullis/%s: **%.2f**\n' "$pa" "$pb" "$peer" "$(echo "$pa / $pb" | bc -l)"
 }
