@@ -37,7 +37,7 @@ ip netns add "$ns"
 ip -n "$ns" link set lo up
 mkdir -p "/etc/netns/$ns"
 echo "nameserver 127.0.0.1" > "/etc/netns/$ns/resolv.conf"
-[ -n "${NO_DNS:-}" ] || in_ns bash bench/nsd_instance.sh start "$work/dns" 53
+in_ns bash bench/nsd_instance.sh start "$work/dns" 53
 
 # chasquid: the bench.test domain with user u, a self-signed certificate,
 # and an MDA that writes each message into a Maildir (without fsync, which
