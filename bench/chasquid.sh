@@ -63,31 +63,8 @@ mail_log_path: "$work/chq/mail.log"
 CONF
 chasquid-util --configdir="$conf" user-add u@bench.test --password=bench-password >/dev/null
 
-mkdir -p "$work/pc"
-cat > "$work/pc/portcullis.toml" <<CONF
-hostname = "mx.bench.test"
-data_dir = "$work/pc/data"
-[dns]
-nameservers = ["127.0.0.1:53"]
-[[listener]]
-role = "mx"
-bind = ["127.0.0.1:$PC_PORT"]
-[[domain]]
-name = "bench.test"
-recipients = "any"
-# Raw speed: class-of-service limits off (chasquid has none).
-[class.default]
-max_connections = 0
-connections_per_minute = 0
-messages_per_minute = 0
-recipients_per_minute = 0
-bytes_per_minute = 0
-[admission]
-per_range_max_connections = 0
-per_range_connections_per_minute = 0
-CONF
+speed_config "$work/pc" "$PC_PORT" 127.0.0.1:53
 
-count_files() { find "$1" -type f 2>/dev/null | wc -l; }
 wait_port_ns() {
   for _ in $(seq 100); do in_ns bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null && return 0; sleep 0.1; done
   echo "nothing listens on port $1" >&2; return 1
@@ -98,10 +75,6 @@ blast() {
   in_ns smtp-source -s "$SESSIONS" -m "$MESSAGES" -l "$SIZE" -f bench@remote.test -t u@bench.test "127.0.0.1:$1"
   t1=$(date +%s.%N)
   echo "$MESSAGES / ($t1 - $t0)" | bc -l
-}
-wait_delivered() {
-  for _ in $(seq 600); do [ "$(count_files "$1")" -ge "$2" ] && return 0; sleep 0.5; done
-  echo "only $(count_files "$1") of $2 delivered in $1" >&2; return 1
 }
 
 pc_rates=() chq_rates=()

@@ -10,6 +10,15 @@ wait_port() {
   return 1
 }
 
+count_files() { find "$1" -type f 2>/dev/null | wc -l; }
+
+# Wait up to 5 minutes until DIR holds at least N files.
+wait_delivered() {
+  local dir=$1 want=$2
+  for _ in $(seq 600); do [ "$(count_files "$dir")" -ge "$want" ] && return 0; sleep 0.5; done
+  echo "only $(count_files "$dir") of $want delivered in $dir" >&2; return 1
+}
+
 # The results table: one row per round, then the medians and their ratio.
 # Arguments: portcullis' rates, "--", the peer's rates ($PEER, default
 # Postfix).
@@ -25,4 +34,35 @@ report() {
   printf '| run | portcullis msg/s | %s msg/s |\n|---|---|---|\n' "$peer"
   for i in "${!a[@]}"; do printf '| %d | %.0f | %.0f |\n' $((i + 1)) "${a[$i]}" "${b[$i]}"; done
   printf '| **median** | **%.0f** | **%.0f** |\n\nRatio portcullis/%s: **%.2f**\n' "$pa" "$pb" "$peer" "$(echo "$pa / $pb" | bc -l)"
+}
+
+# A portcullis config for raw-speed runs: one mx listener, the local
+# domain bench.test taking any local part, class-of-service limits off
+# (the peers compared in the same run have theirs off too; cos_flood.sh
+# measures limits). Arguments: DIR (config and data go there), mx PORT,
+# DNS server HOST:PORT.
+speed_config() {
+  local dir=$1 port=$2 dns=$3
+  mkdir -p "$dir"
+  cat > "$dir/portcullis.toml" <<CONF
+hostname = "mx.bench.test"
+data_dir = "$dir/data"
+[dns]
+nameservers = ["$dns"]
+[[listener]]
+role = "mx"
+bind = ["127.0.0.1:$port"]
+[[domain]]
+name = "bench.test"
+recipients = "any"
+[class.default]
+max_connections = 0
+connections_per_minute = 0
+messages_per_minute = 0
+recipients_per_minute = 0
+bytes_per_minute = 0
+[admission]
+per_range_max_connections = 0
+per_range_connections_per_minute = 0
+CONF
 }

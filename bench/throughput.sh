@@ -26,36 +26,14 @@ cleanup() {
 trap cleanup EXIT
 
 start_portcullis() {
-  rm -rf "$work/pc"; mkdir -p "$work/pc"
-  cat > "$work/pc/portcullis.toml" <<CONF
-hostname = "mx.bench.test"
-data_dir = "$work/pc/data"
-[dns]
-nameservers = ["127.0.0.1:$DNS_PORT"]
-[[listener]]
-role = "mx"
-bind = ["127.0.0.1:$PC_PORT"]
-[[domain]]
-name = "bench.test"
-recipients = "any"   # like Postfix's static virtual_mailbox_maps below
-# Raw speed: the class-of-service limits are off, as Postfix's anvil
-# limits are off in the same run (bench/cos_flood.sh measures limits).
-[class.default]
-max_connections = 0
-connections_per_minute = 0
-messages_per_minute = 0
-recipients_per_minute = 0
-bytes_per_minute = 0
-[admission]
-per_range_max_connections = 0
-per_range_connections_per_minute = 0
-CONF
+  rm -rf "$work/pc"
+  # recipients = "any", like Postfix's static virtual_mailbox_maps below.
+  speed_config "$work/pc" "$PC_PORT" "127.0.0.1:$DNS_PORT"
   "$BIN" serve --config "$work/pc/portcullis.toml" >"$work/pc/log" 2>&1 &
   pc_pid=$!
   wait_port "$PC_PORT" || exit 1
 }
 
-count_files() { find "$1" -type f 2>/dev/null | wc -l; }
 
 # Run smtp-source against PORT; print messages/s (accepted = smtp-source done).
 blast() {
@@ -66,11 +44,6 @@ blast() {
   echo "$MESSAGES / ($t1 - $t0)" | bc -l
 }
 
-wait_delivered() {
-  local dir=$1 want=$2
-  for _ in $(seq 600); do [ "$(count_files "$dir")" -ge "$want" ] && return 0; sleep 0.5; done
-  echo "only $(count_files "$dir") of $want delivered in $dir" >&2; return 1
-}
 
 bash bench/nsd_instance.sh start "$work/dns" "$DNS_PORT"
 bash bench/postfix_instance.sh start "$work/postfix" "$PF_PORT" >/dev/null

@@ -291,19 +291,28 @@ def test_a_budget_spent_on_one_node_counts_on_the_other(make_server, dns_server,
     assert code == 451
 
 
-def test_a_submission_quota_spent_on_one_node_counts_on_the_other(make_server, dns_server, redis_server):
-    """A stolen password used on every node of a cluster still gets one
-    account's quota: the recipient counters live in Redis."""
-    from test_t04_submission import add_user, login
+def alice_on_two_nodes(make_server, dns_server, config: str) -> list:
+    """Two nodes with one config (a Redis state among it), each with the
+    account alice@local.test."""
+    from test_t04_submission import add_user
 
-    config = (
-        f'[submission]\nrecipients_per_hour = 3\n\n[state]\nbackend = "redis"\nredis_url = "{redis_server.url}"\n'
-    )
     nodes = []
     for _ in range(2):
         n = make_server(config, dns=f"127.0.0.1:{dns_server.port}", start=False)
         add_user(n, "alice@local.test")
         nodes.append(n.start())
+    return nodes
+
+
+def test_a_submission_quota_spent_on_one_node_counts_on_the_other(make_server, dns_server, redis_server):
+    """A stolen password used on every node of a cluster still gets one
+    account's quota: the recipient counters live in Redis."""
+    from test_t04_submission import login
+
+    config = (
+        f'[submission]\nrecipients_per_hour = 3\n\n[state]\nbackend = "redis"\nredis_url = "{redis_server.url}"\n'
+    )
+    nodes = alice_on_two_nodes(make_server, dns_server, config)
     codes = []
     for node in [nodes[0], nodes[0], nodes[1], nodes[1]]:
         with login(node.sub) as s:
@@ -319,17 +328,13 @@ def test_failed_logins_on_one_node_count_on_the_other(make_server, dns_server, r
     cluster meets one throttle: failures are counted in Redis."""
     import smtplib as _smtplib
 
-    from test_t04_submission import add_user, insecure_tls
+    from test_t04_submission import insecure_tls
 
     config = (
         "[auth]\nfailure_delay_ms = 10\nmax_failure_delay_ms = 20\naddress_lock_after = 3\n\n"
         f'[state]\nbackend = "redis"\nredis_url = "{redis_server.url}"\n'
     )
-    nodes = []
-    for _ in range(2):
-        n = make_server(config, dns=f"127.0.0.1:{dns_server.port}", start=False)
-        add_user(n, "alice@local.test")
-        nodes.append(n.start())
+    nodes = alice_on_two_nodes(make_server, dns_server, config)
 
     def attempt(node, password="wrong"):
         with _smtplib.SMTP("127.0.0.1", node.sub, source_address=("127.0.0.61", 0), timeout=10) as s:
@@ -371,16 +376,12 @@ def test_concurrency_limits_count_connections_on_every_node(make_server, dns_ser
 
 
 def test_an_accounts_session_limit_holds_across_nodes(make_server, dns_server, redis_server):
-    from test_t04_submission import add_user, login
+    from test_t04_submission import login
 
     config = (
         f'[submission]\nmax_sessions_per_account = 1\n\n[state]\nbackend = "redis"\nredis_url = "{redis_server.url}"\n'
     )
-    nodes = []
-    for _ in range(2):
-        n = make_server(config, dns=f"127.0.0.1:{dns_server.port}", start=False)
-        add_user(n, "alice@local.test")
-        nodes.append(n.start())
+    nodes = alice_on_two_nodes(make_server, dns_server, config)
     first = login(nodes[0].sub)
     with pytest.raises(smtplib.SMTPAuthenticationError) as e:
         login(nodes[1].sub)
