@@ -38,6 +38,14 @@ impl Default for ThrottleConfig {
     }
 }
 
+impl ThrottleConfig {
+    /// How long an address an account logged in from stays "known" (and
+    /// so passes an account lock): about a day with the default lock.
+    pub fn known_for(&self) -> Duration {
+        self.lock_for * 96
+    }
+}
+
 /// What to do with an authentication attempt before checking it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthGate {
@@ -169,7 +177,7 @@ impl AuthThrottle {
             .retain(|_, f| now.saturating_duration_since(f.last) < keep);
         self.by_account
             .retain(|_, f| now.saturating_duration_since(f.last) < keep);
-        let known_for = keep * 96; // about a day with the default lock
+        let known_for = self.config.known_for();
         for m in self.known.values_mut() {
             m.retain(|_, t| now.saturating_duration_since(*t) < known_for);
         }

@@ -254,16 +254,15 @@ impl Verifier {
         }
     }
 
-    /// RFC 7208 §2.3: check the HELO identity on its own too, for the
-    /// record (`spf=... smtp.helo=`). The null sender's check already is
-    /// the HELO check; a HELO that is no domain name has nothing to check.
-    pub async fn add_helo_check(&self, check: &mut SpfCheck, now: u64) {
-        let null_sender = check.identity == format!("postmaster@{}", check.helo);
-        if null_sender || !crate::spf::eval::is_valid_domain(&check.helo) {
-            return;
+    /// RFC 7208 §2.3: the HELO identity checked on its own too, for the
+    /// record (`spf=... smtp.helo=`); None when the HELO is no domain
+    /// name. Its result is the same for every transaction of a
+    /// connection, so the caller keeps it (`SpfCheck::helo_result`).
+    pub async fn helo_check(&self, ip: IpAddr, helo: &str, now: u64) -> Option<SpfOutput> {
+        if !crate::spf::eval::is_valid_domain(helo) {
+            return None;
         }
-        let helo = self.spf(check.ip, &check.helo.clone(), None, now).await;
-        check.helo_result = Some(helo.output);
+        Some(self.spf(ip, helo, None, now).await.output)
     }
 
     /// DKIM, ARC and DMARC over the message as received.

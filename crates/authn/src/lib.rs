@@ -15,6 +15,8 @@ pub mod spf;
 
 pub use dmarc::{DmarcEvaluation, DmarcRecord, Mechanism, parse_record as parse_dmarc_record};
 pub use lists::{DomainRating, Listing, RatingAnswer, dnsbl_query, parse_rating};
+/// An SPF result as mail-auth's Authentication-Results writer takes it.
+pub use mail_auth::SpfOutput;
 pub use psl::{SuffixList, SuffixListError};
 pub use route::{MxHost, Route};
 

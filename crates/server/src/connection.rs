@@ -46,6 +46,9 @@ pub(crate) struct Connection {
     pub client_labels: std::sync::Mutex<Vec<String>>,
     /// The client's reverse-DNS result (iprev), found at connect on port 25.
     pub iprev: std::sync::Mutex<Option<AuthResult>>,
+    /// The HELO name's own SPF result, kept for the connection's later
+    /// transactions.
+    pub helo_spf: std::sync::Mutex<Option<(String, Option<portcullis_authn::SpfOutput>)>>,
     /// ... and about the current transaction's domains.
     pub list_labels: std::sync::Mutex<Vec<String>>,
     /// The class of service of a port-25 client.
@@ -482,12 +485,35 @@ impl Connection {
         let mut spf = verifier
             .spf(self.peer.ip(), helo, sender.as_deref(), now)
             .await;
-        verifier.add_helo_check(&mut spf, now).await;
+        // The null sender's check already is the HELO check.
+        if sender.is_some() {
+            spf.helo_result = self.helo_spf(helo, now).await;
+        }
         self.ctx.metrics.dns_check("spf", t0.elapsed());
         info!(session = %self.id, event = "spf", result = spf.result().as_str(), domain = %spf.domain(), reason = %spf.reason);
         if let Ok(mut slot) = self.spf.lock() {
             *slot = Some(spf);
         }
+    }
+
+    /// The HELO identity's SPF result, checked once per HELO name of the
+    /// connection rather than once per transaction.
+    async fn helo_spf(&self, helo: &str, now: u64) -> Option<portcullis_authn::SpfOutput> {
+        if let Ok(held) = self.helo_spf.lock()
+            && let Some((name, out)) = &*held
+            && name == helo
+        {
+            return out.clone();
+        }
+        let out = self
+            .ctx
+            .verifier
+            .helo_check(self.peer.ip(), helo, now)
+            .await;
+        if let Ok(mut held) = self.helo_spf.lock() {
+            *held = Some((helo.to_owned(), out.clone()));
+        }
+        out
     }
 
     /// DKIM, ARC and DMARC over an inbound message, the domain policy

@@ -310,6 +310,7 @@ async fn accept_loop(ctx: Arc<Context>, sock: TcpListener, listener: portcullis_
             gate: tokio::sync::Mutex::new(None),
             client_labels: std::sync::Mutex::new(Vec::new()),
             iprev: std::sync::Mutex::new(None),
+            helo_spf: std::sync::Mutex::new(None),
             list_labels: std::sync::Mutex::new(Vec::new()),
         };
         tokio::spawn(conn.run(stream, permit));

@@ -339,18 +339,24 @@ impl AdmissionState {
     }
 
     /// Record a failed or successful login for every node to see.
-    pub async fn auth_outcome(&self, ip: IpAddr, account: &str, ok: bool, lock_for: Duration) {
+    pub async fn auth_outcome(
+        &self,
+        ip: IpAddr,
+        account: &str,
+        ok: bool,
+        throttle: &portcullis_accounts::ThrottleConfig,
+    ) {
         let Some(r) = &self.redis else {
             return;
         };
         let [addr, acct, known] = auth_keys(ip, account);
-        let secs = lock_for.as_secs().max(1);
+        let secs = throttle.lock_for.as_secs().max(1);
         let mut pipe = redis::pipe();
         if ok {
-            // Known for about a day with the default lock, as locally.
+            let known_secs = throttle.known_for().as_secs().max(1);
             pipe.del(&addr)
                 .ignore()
-                .set_ex(&known, 1, secs * 96)
+                .set_ex(&known, 1, known_secs)
                 .ignore();
         } else {
             pipe.incr(&addr, 1)

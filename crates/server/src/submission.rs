@@ -172,6 +172,21 @@ impl Submission {
         })
     }
 
+    /// A login's outcome for the throttle: this node's and, with Redis,
+    /// the cluster's.
+    async fn record_login(&self, state: &AdmissionState, ip: IpAddr, account: &str, ok: bool) {
+        let Some(config) = self.throttle.lock().ok().map(|mut t| {
+            match ok {
+                true => t.record_success(ip, account, Instant::now()),
+                false => t.record_failure(ip, account, Instant::now()),
+            }
+            t.config().clone()
+        }) else {
+            return;
+        };
+        state.auth_outcome(ip, account, ok, &config).await;
+    }
+
     /// Check a login, with throttling. On success the returned guard counts
     /// the session against the account until it is dropped.
     pub(crate) async fn authenticate(
@@ -214,14 +229,7 @@ impl Submission {
         .ok()
         .flatten();
         let Some(account) = verified else {
-            let lock_for = match self.throttle.lock() {
-                Ok(mut t) => {
-                    t.record_failure(ip, &username, Instant::now());
-                    t.config().lock_for
-                }
-                Err(_) => Duration::ZERO,
-            };
-            state.auth_outcome(ip, &username, false, lock_for).await;
+            self.record_login(state, ip, &username, false).await;
             info!(event = "auth", account = %username, client = %ip, result = "failed");
             self.metrics
                 .auth_failure(ip.to_string(), username.clone(), crate::state::now_secs());
@@ -231,14 +239,7 @@ impl Submission {
             let r = Reply::new(535, Status(5, 7, 8), "Authentication credentials invalid");
             return (AuthOutcome::Failure(r), None);
         };
-        let lock_for = match self.throttle.lock() {
-            Ok(mut t) => {
-                t.record_success(ip, &account, Instant::now());
-                t.config().lock_for
-            }
-            Err(_) => Duration::ZERO,
-        };
-        state.auth_outcome(ip, &account, true, lock_for).await;
+        self.record_login(state, ip, &account, true).await;
         match self.open_session(state, &account).await {
             Some(guard) => {
                 info!(event = "auth", account = %account, client = %ip, result = "ok");
