@@ -519,14 +519,24 @@ fn load(path: Option<&Path>) -> anyhow::Result<Config> {
 }
 
 fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
+        .unwrap_or_else(|_| "info".into());
+    // PORTCULLIS_LOG_FORMAT=json: one JSON object per line, the event's
+    // fields at the top level, for log shippers (and the tests' oracle).
+    if std::env::var("PORTCULLIS_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     raise_open_file_limit();
     return_large_allocations();
     let rt = tokio::runtime::Builder::new_multi_thread()

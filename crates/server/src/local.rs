@@ -495,7 +495,12 @@ impl Worker {
     ) {
         let mut accepted = Vec::new();
         for (r, o) in rcpts.into_iter().zip(outcomes) {
-            info!(event = "remote_result", id = %env.id, to = %r.address, host = %host, outcome = ?o);
+            let (result, reply) = match &o {
+                RcptOutcome::Delivered(t) => ("delivered", t),
+                RcptOutcome::Temporary(t) => ("deferred", t),
+                RcptOutcome::Permanent(t) => ("failed", t),
+            };
+            info!(event = "remote_result", id = %env.id, to = %r.address, host = %host, result, reply = %reply);
             match o {
                 RcptOutcome::Delivered(_) => accepted.push(r.address),
                 RcptOutcome::Temporary(why) => results.retry.push((r, why)),
