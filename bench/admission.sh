@@ -12,5 +12,5 @@ redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$w
 rpid=$!
 trap 'kill $rpid 2>/dev/null || true; rm -rf "$work"' EXIT
 sleep 0.5
-PORTCULLIS_BENCH_REDIS="redis://127.0.0.1:$port/" cargo bench -q -p portcullis-server --bench admission 2>/dev/null
+PORTCULLIS_BENCH_REDIS="redis://127.0.0.1:$port/" cargo bench -q -p portcullis-state --bench admission 2>/dev/null
 echo "redis-server used $(redis-cli -p "$port" info memory | awk -F: '/^used_memory_human/ {print $2}' | tr -d '\r') after the run"

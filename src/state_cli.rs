@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use portcullis_admission::{Identity, Policy, StateCommand};
 use portcullis_config::{Cidr, Config, StateBackend};
-use portcullis_server::state::{self, AdmissionState};
+use portcullis_state::{self as state, Store as AdmissionState};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(Subcommand)]
@@ -170,7 +170,7 @@ pub fn blocklist(action: BlocklistAction, config: &Config) -> anyhow::Result<()>
         BlocklistAction::Del { range } => change(config, StateCommand::Unblock { range }),
         BlocklistAction::List => {
             let st = current(config)?;
-            let now = state::now_secs();
+            let now = portcullis_config::clock::now_secs();
             for (range, e) in runtime()?.block_on(st.blocklist()) {
                 println!(
                     "{range:<43} {:>7}s  {}",
@@ -183,7 +183,10 @@ pub fn blocklist(action: BlocklistAction, config: &Config) -> anyhow::Result<()>
         BlocklistAction::Export { table } => {
             let st = current(config)?;
             let entries = runtime()?.block_on(st.blocklist());
-            print!("{}", nft_sets(&table, &entries, state::now_secs()));
+            print!(
+                "{}",
+                nft_sets(&table, &entries, portcullis_config::clock::now_secs())
+            );
             Ok(())
         }
     }

@@ -7,6 +7,7 @@
 //! a restart does.
 
 mod cidr;
+pub mod clock;
 mod locate;
 mod model;
 

@@ -66,7 +66,7 @@ pub(crate) fn admin_token(config: &Config) -> anyhow::Result<String> {
     use std::io::Read as _;
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    crate::state::write_atomically(&path, format!("{token}\n").as_bytes())?;
+    portcullis_state::write_atomically(&path, format!("{token}\n").as_bytes())?;
     {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
@@ -374,7 +374,7 @@ async fn apply(ctx: &Context, cmd: StateCommand) -> Result<(), ApiError> {
 }
 
 async fn blocklist_list(_: Admin, State(ctx): State<Arc<Context>>) -> ApiResult {
-    let now = crate::state::now_secs();
+    let now = portcullis_config::clock::now_secs();
     let list: Vec<Value> = ctx
         .admission
         .state
@@ -501,7 +501,7 @@ async fn trace(
 
 /// What the dashboard draws.
 async fn stats(_: Admin, State(ctx): State<Arc<Context>>) -> ApiResult {
-    let now = crate::state::now_secs();
+    let now = portcullis_config::clock::now_secs();
     let adm = &ctx.admission;
     let mut top = adm.state.reputations().await;
     top.sort_by_key(|(_, r)| std::cmp::Reverse(r.messages));

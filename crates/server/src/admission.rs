@@ -5,14 +5,14 @@
 //! an SPF pass moves it to its domain's class; each stage then draws on
 //! its class's budget. After the data, verdicts feed reputation.
 
-use crate::metrics::{Counter, Metrics};
-use crate::state::AdmissionState;
 use portcullis_admission::{
     Allocations, Charge, Deferral, Identity, LevelChange, Policy, SenderClass, Slot, Stage,
     StateCommand, Verdict,
 };
 use portcullis_config::{Cidr, Config};
+use portcullis_metrics::{Counter, Metrics};
 use portcullis_smtp::{Reply, Status};
+use portcullis_state::Store as AdmissionState;
 use std::net::IpAddr;
 use std::sync::Arc;
 use tracing::{info, warn};
@@ -49,7 +49,7 @@ pub(crate) struct Gate {
 /// every node counts against the limit.
 struct Held {
     _local: Slot,
-    _shared: Option<crate::state::Lease>,
+    _shared: Option<portcullis_state::Lease>,
 }
 
 pub(crate) fn reply(d: &Deferral) -> Reply {
@@ -117,7 +117,9 @@ impl Admission {
                     ("stage", "connect"),
                 ],
             );
-            let left = entry.until.saturating_sub(crate::state::now_secs());
+            let left = entry
+                .until
+                .saturating_sub(portcullis_config::clock::now_secs());
             return Err(Reply::new(
                 421,
                 Status(4, 7, 0),

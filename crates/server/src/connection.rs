@@ -1,10 +1,10 @@
 //! One SMTP connection: the small, mechanical loop around the session
 //! (feed what the socket gives, do what the session asks, write replies).
 
-use crate::metrics::{Counter, Outcome};
 use crate::{Context, checks, tls};
 use portcullis_authn::AuthResult;
 use portcullis_config::ListenerRole;
+use portcullis_metrics::{Counter, Outcome};
 use portcullis_queue::{Envelope, QueuedRecipient, StoredMessage};
 use portcullis_smtp::{Action, Peer, Reply, Session, SessionConfig, Status, Transaction, Verdict};
 use std::net::SocketAddr;
@@ -250,7 +250,9 @@ impl Connection {
                             } else {
                                 Outcome::Rejected
                             };
-                            self.ctx.metrics.outcome(o, crate::state::now_secs());
+                            self.ctx
+                                .metrics
+                                .outcome(o, portcullis_config::clock::now_secs());
                         }
                         r.write_to(&mut out);
                     }
@@ -480,7 +482,7 @@ impl Connection {
     async fn check_spf(&self, helo: &str, from: Option<&portcullis_smtp::Mailbox>) {
         let sender = from.map(|m| m.to_string());
         let t0 = std::time::Instant::now();
-        let now = crate::local::now_secs();
+        let now = portcullis_config::clock::now_secs();
         let verifier = &self.ctx.verifier;
         let mut spf = verifier
             .spf(self.peer.ip(), helo, sender.as_deref(), now)
@@ -531,7 +533,7 @@ impl Connection {
                         self.peer.ip(),
                         &txn.helo,
                         sender.as_deref(),
-                        crate::local::now_secs(),
+                        portcullis_config::clock::now_secs(),
                     )
                     .await
             }
@@ -690,7 +692,7 @@ impl Connection {
         ctx.metrics
             .inc(Counter::MessagesAccepted, &[("listener", self.role.name())]);
         ctx.metrics
-            .outcome(Outcome::Accepted, crate::state::now_secs());
+            .outcome(Outcome::Accepted, portcullis_config::clock::now_secs());
         Reply::new(250, Status(2, 0, 0), format!("Ok: queued as {id}"))
     }
 

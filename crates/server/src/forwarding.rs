@@ -77,7 +77,7 @@ pub fn rotate_secret(path: &Path, keep: usize) -> std::io::Result<()> {
         .iter()
         .map(|s| s.iter().map(|b| format!("{b:02x}")).collect::<String>() + "\n")
         .collect();
-    crate::state::write_atomically(path, text.as_bytes())?;
+    portcullis_state::write_atomically(path, text.as_bytes())?;
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
@@ -133,7 +133,7 @@ impl Forwarding {
         }
         let srs = self.srs();
         let srs = srs.as_ref().as_ref()?;
-        Some(srs.reverse(&to.to_string(), crate::state::now_secs()))
+        Some(srs.reverse(&to.to_string(), portcullis_config::clock::now_secs()))
     }
 
     pub fn is_alias(&self, to: &Mailbox) -> bool {
@@ -151,7 +151,7 @@ impl Forwarding {
     pub fn plan(&self, envelope: &mut Envelope, data: &[u8]) -> Plan {
         let aliases = self.aliases();
         let delivered_to = header_values(data, "delivered-to");
-        let now = crate::state::now_secs();
+        let now = portcullis_config::clock::now_secs();
         let srs = self.srs();
         let mut groups: BTreeMap<(Vec<String>, bool), Vec<QueuedRecipient>> = BTreeMap::new();
         let mut loops = Vec::new();

@@ -66,7 +66,7 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
         .get("default")
         .and_then(|c| c.max_connections)
         .unwrap_or(0);
-    let now = crate::state::now_secs();
+    let now = portcullis_config::clock::now_secs();
     let spool_dir = ctx.config().data_dir.join("spool");
     let oldest = portcullis_queue::inspect(&spool_dir)
         .unwrap_or_default()

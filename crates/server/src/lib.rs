@@ -12,12 +12,12 @@ mod dnslists;
 pub mod forwarding;
 mod http;
 mod local;
-mod metrics;
+
 mod privileges;
 mod reloading;
 mod rspamd;
 mod signals;
-pub mod state;
+
 mod submission;
 mod tls;
 pub mod trace;
@@ -48,7 +48,7 @@ pub(crate) struct Context {
     pub admission: admission::Admission,
     pub forwarding: forwarding::Forwarding,
     pub admin_token: String,
-    pub metrics: Arc<metrics::Metrics>,
+    pub metrics: Arc<portcullis_metrics::Metrics>,
     tls: std::sync::RwLock<tokio_rustls::TlsAcceptor>,
     pub sessions: Arc<Semaphore>,
     /// Set on SIGTERM: sessions finish the message they are sending, then
@@ -138,10 +138,11 @@ pub async fn serve(config: Config, path: Option<std::path::PathBuf>) -> anyhow::
         );
     }
     let verifier = verifier(&config, &config.dns_nameservers, config.dns_timeout)?;
-    let submission = submission::Submission::new(&config)?;
+    let metrics = Arc::new(portcullis_metrics::Metrics::default());
+    let submission = submission::Submission::new(&config, metrics.clone())?;
     let local = local::start(
         &config,
-        submission.metrics.clone(),
+        metrics.clone(),
         spool.clone(),
         verifier.clone(),
         pending,
@@ -150,8 +151,8 @@ pub async fn serve(config: Config, path: Option<std::path::PathBuf>) -> anyhow::
         tracing::warn!(event = "log_expire_failed", error = %e);
     }
 
-    let admission = admission::Admission::new(&config, submission.metrics.clone())?;
-    let _state_lock = state::lock_or_share(&config)?;
+    let admission = admission::Admission::new(&config, metrics.clone())?;
+    let _state_lock = portcullis_state::lock_or_share(&config)?;
     info!(event = "state", backend = admission.state.backend_name());
     let admin_token = admin::admin_token(&config)?;
     let forwarding = forwarding::Forwarding::new(&config)?;
@@ -159,7 +160,7 @@ pub async fn serve(config: Config, path: Option<std::path::PathBuf>) -> anyhow::
         admin_token,
         admission,
         forwarding,
-        metrics: submission.metrics.clone(),
+        metrics,
         verifier,
         submission,
         sessions: Arc::new(Semaphore::new(config.limits.max_sessions)),
@@ -173,7 +174,7 @@ pub async fn serve(config: Config, path: Option<std::path::PathBuf>) -> anyhow::
     });
     let config = ctx.config();
     let mut background = tokio::task::JoinSet::new();
-    background.spawn(state::maintain(
+    background.spawn(portcullis_state::maintain(
         ctx.admission.state.clone(),
         config.data_dir.clone(),
     ));

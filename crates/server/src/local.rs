@@ -8,6 +8,7 @@
 use crate::checks::{self, Destination};
 use portcullis_authn::{Route, Verifier};
 use portcullis_config::Config;
+use portcullis_config::clock::now_secs;
 use portcullis_delivery::remote::{self, HostFailure, Outgoing, RcptOutcome};
 use portcullis_delivery::{DeliveryError, LocalDelivery, MaildirStore};
 use portcullis_queue::dsn::{FailedRecipient, ReportKind};
@@ -104,7 +105,7 @@ struct Worker {
     /// Messages on hold (`portcullis queue hold`), kept out of delivery.
     held: std::sync::Mutex<Vec<Job>>,
     config: Config,
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: Arc<portcullis_metrics::Metrics>,
     store: MaildirStore,
     spool: Spool,
     verifier: Verifier,
@@ -125,7 +126,7 @@ struct Worker {
 
 pub(crate) fn start(
     config: &Config,
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: Arc<portcullis_metrics::Metrics>,
     spool: Spool,
     verifier: Verifier,
     pending: Vec<StoredMessage>,
@@ -632,7 +633,7 @@ impl Worker {
         if results.retry.is_empty() {
             info!(event = "delivered", id = %env.id, delivered = results.delivered.len(), bounced = results.failed.len());
             let count = |result, n: usize| {
-                let c = crate::metrics::Counter::DeliveryAttempts;
+                let c = portcullis_metrics::Counter::DeliveryAttempts;
                 self.metrics.add(c, &[("result", result)], n as u64);
             };
             count("delivered", results.delivered.len());
@@ -682,7 +683,7 @@ impl Worker {
             .min(d.retry_max_secs);
         warn!(event = "deferred", id = %job.message.envelope.id, attempts = job.attempts, delay_s = delay, reason = %why);
         self.metrics.inc(
-            crate::metrics::Counter::DeliveryAttempts,
+            portcullis_metrics::Counter::DeliveryAttempts,
             &[("result", "deferred")],
         );
         let tx = self.handle.tx.clone();
@@ -705,12 +706,6 @@ fn status_of(reply: &str) -> String {
         .filter(|s| s.split('.').count() == 3 && s.starts_with(['4', '5']))
         .unwrap_or("5.0.0")
         .to_owned()
-}
-
-pub(crate) fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Send an RFC 3464 failure report for `failed` to the message's envelope

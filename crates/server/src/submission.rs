@@ -4,21 +4,22 @@
 //! enforces "AUTH before MAIL"; this module answers the questions it asks.
 
 use crate::checks::{self, Destination};
-use crate::metrics::Counter;
 use crate::reloading::Reloading;
-use crate::state::AdmissionState;
 use crate::trace::{SubmissionLog, iso8601};
 use portcullis_accounts::{
     AccountStore, AuthGate, AuthThrottle, QuotaExceeded, QuotaLimits, RecipientQuota,
     ThrottleConfig, decide_auth_gate,
 };
 use portcullis_config::Config;
+use portcullis_config::clock::now_secs;
+use portcullis_metrics::Counter;
 use portcullis_smtp::{AuthOutcome, Credentials, Mailbox, Reply, Status, Transaction, Verdict};
+use portcullis_state::Store as AdmissionState;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 use tracing::{info, warn};
 
 /// Concurrent argon2id verifications (each holds its memory cost).
@@ -43,7 +44,7 @@ pub(crate) struct Submission {
     /// loaded from: `dkim keygen` on a running server takes effect at once.
     dkim: Reloading<portcullis_authn::DkimKeys, Vec<SystemTime>>,
     pub log: SubmissionLog,
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub metrics: Arc<portcullis_metrics::Metrics>,
 }
 
 /// Held while an authenticated session lives; counts it against the
@@ -52,7 +53,7 @@ pub(crate) struct AccountSession {
     account: String,
     sessions: Arc<Mutex<HashMap<String, u32>>>,
     /// With Redis: the session counted by every node.
-    _lease: Option<crate::state::Lease>,
+    _lease: Option<portcullis_state::Lease>,
 }
 
 impl Drop for AccountSession {
@@ -66,12 +67,6 @@ impl Drop for AccountSession {
             }
         }
     }
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn quota_reply(what: &str, account: &str, e: QuotaExceeded) -> Reply {
@@ -88,7 +83,10 @@ fn quota_reply(what: &str, account: &str, e: QuotaExceeded) -> Reply {
 }
 
 impl Submission {
-    pub(crate) fn new(config: &Config) -> anyhow::Result<Submission> {
+    pub(crate) fn new(
+        config: &Config,
+        metrics: Arc<portcullis_metrics::Metrics>,
+    ) -> anyhow::Result<Submission> {
         let accounts_path = config.data_dir.join("accounts.json");
         let store = AccountStore::load(&accounts_path)?;
         let mtime = std::fs::metadata(&accounts_path)
@@ -109,7 +107,7 @@ impl Submission {
         );
         Ok(Submission {
             hashing: tokio::sync::Semaphore::new(PASSWORD_CHECKS_AT_ONCE),
-            metrics: Arc::default(),
+            metrics,
             dkim_dir,
             dkim: Reloading::new("dkim keys", dkim.0, dkim.1),
             accounts_path,
@@ -231,8 +229,11 @@ impl Submission {
         let Some(account) = verified else {
             self.record_login(state, ip, &username, false).await;
             info!(event = "auth", account = %username, client = %ip, result = "failed");
-            self.metrics
-                .auth_failure(ip.to_string(), username.clone(), crate::state::now_secs());
+            self.metrics.auth_failure(
+                ip.to_string(),
+                username.clone(),
+                portcullis_config::clock::now_secs(),
+            );
             self.metrics
                 .inc(Counter::AuthAttempts, &[("result", "failed")]);
             tokio::time::sleep(delay).await;

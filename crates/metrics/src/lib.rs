@@ -1,7 +1,11 @@
 //! Counters in the Prometheus text exposition format, served at
 //! `/metrics`. A small registry of named counters with labels: enough for
-//! what the server counts today (connections, messages, authentication,
-//! quotas, authentication results) without pulling in a metrics framework.
+//! what the server counts (connections, messages, authentication, quotas,
+//! authentication results, admission, delivery) without pulling in a
+//! metrics framework.
+//!
+//! One `Metrics` is made by `serve` and handed to every room that counts;
+//! this crate does no I/O and reads no clock (callers pass `now`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -10,7 +14,7 @@ use std::sync::Mutex;
 /// Name, help text and labels of every counter, so `/metrics` documents
 /// itself and a typo in a name is a compile error at the call site.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Counter {
+pub enum Counter {
     Connections,
     MessagesAccepted,
     MessagesRejected,
@@ -80,7 +84,7 @@ impl Counter {
 type Series = (Counter, Vec<(&'static str, String)>);
 
 #[derive(Default)]
-pub(crate) struct Metrics {
+pub struct Metrics {
     values: Mutex<BTreeMap<Series, u64>>,
     /// Per-minute outcomes for the dashboard's chart (the last hour).
     minutes: Mutex<std::collections::VecDeque<Minute>>,
@@ -91,7 +95,7 @@ pub(crate) struct Metrics {
 /// What one minute's replies were: messages accepted, commands deferred
 /// (4xx) and refused (5xx).
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
-pub(crate) struct Minute {
+pub struct Minute {
     pub at: u64,
     pub accepted: u64,
     pub deferred: u64,
@@ -99,14 +103,14 @@ pub(crate) struct Minute {
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
-pub(crate) struct AuthFailure {
+pub struct AuthFailure {
     pub at: u64,
     pub client: String,
     pub account: String,
 }
 
 #[derive(Clone, Copy)]
-pub(crate) enum Outcome {
+pub enum Outcome {
     Accepted,
     Deferred,
     Rejected,
@@ -117,7 +121,7 @@ const AUTH_FAILURES_KEPT: usize = 50;
 
 impl Metrics {
     /// Count an outcome in the current minute (`now` in seconds).
-    pub(crate) fn outcome(&self, o: Outcome, now: u64) {
+    pub fn outcome(&self, o: Outcome, now: u64) {
         let Ok(mut m) = self.minutes.lock() else {
             return;
         };
@@ -141,7 +145,7 @@ impl Metrics {
     }
 
     /// The last hour, one entry per minute, minutes without traffic too.
-    pub(crate) fn minutes(&self, now: u64) -> Vec<Minute> {
+    pub fn minutes(&self, now: u64) -> Vec<Minute> {
         let held: Vec<Minute> = self
             .minutes
             .lock()
@@ -160,7 +164,7 @@ impl Metrics {
             .collect()
     }
 
-    pub(crate) fn auth_failure(&self, client: String, account: String, now: u64) {
+    pub fn auth_failure(&self, client: String, account: String, now: u64) {
         if let Ok(mut f) = self.auth_failures.lock() {
             f.push_back(AuthFailure {
                 at: now,
@@ -173,18 +177,18 @@ impl Metrics {
         }
     }
 
-    pub(crate) fn auth_failures(&self) -> Vec<AuthFailure> {
+    pub fn auth_failures(&self) -> Vec<AuthFailure> {
         self.auth_failures
             .lock()
             .map(|f| f.iter().rev().cloned().collect())
             .unwrap_or_default()
     }
 
-    pub(crate) fn inc(&self, c: Counter, labels: &[(&'static str, &str)]) {
+    pub fn inc(&self, c: Counter, labels: &[(&'static str, &str)]) {
         self.add(c, labels, 1);
     }
 
-    pub(crate) fn add(&self, c: Counter, labels: &[(&'static str, &str)], v: u64) {
+    pub fn add(&self, c: Counter, labels: &[(&'static str, &str)], v: u64) {
         let key = (
             c,
             labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
@@ -196,14 +200,14 @@ impl Metrics {
 
     /// How long a DNS-backed check took: a count and a sum, so that
     /// `rate(sum) / rate(count)` is the mean latency.
-    pub(crate) fn dns_check(&self, check: &'static str, took: std::time::Duration) {
+    pub fn dns_check(&self, check: &'static str, took: std::time::Duration) {
         self.inc(Counter::DnsChecks, &[("check", check)]);
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         self.add(Counter::DnsCheckMicros, &[("check", check)], micros);
     }
 
     /// The text exposition format (version 0.0.4).
-    pub(crate) fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
+    pub fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
         let mut out = String::new();
         let Ok(m) = self.values.lock() else {
             return out;

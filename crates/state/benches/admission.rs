@@ -5,11 +5,11 @@
 //! class's charges, for a client from a fresh IPv6 /64. Embedded always; Redis too when
 //! `PORTCULLIS_BENCH_REDIS` names one (bench/admission.sh starts it).
 //!
-//! `cargo bench -p portcullis-server --bench admission`
+//! `cargo bench -p portcullis-state --bench admission`
 
 use portcullis_admission::{Identity, Policy};
 use portcullis_config::{Config, StateBackend};
-use portcullis_server::state::AdmissionState;
+use portcullis_state::Store as AdmissionState;
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::Instant;
 

@@ -1,0 +1,407 @@
+//! One suite, both backends: every behaviour below runs against the
+//! embedded store and against a real Redis started by the test, and must
+//! come out the same. Redis-only operations (leases, shared quotas, the
+//! cluster's AUTH counts) say "count locally" (None) on the embedded store.
+//!
+//! Needs `redis-server` on PATH (Debian's redis-server; `.ci/run`
+//! installs it).
+
+use portcullis_admission::{Charge, LevelChange, StateCommand, Verdict};
+use portcullis_config::{Cidr, Config, ReputationRules, StateBackend};
+use portcullis_state::Store;
+use std::net::{IpAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A redis-server of the test's own, on a free loopback port, stopped
+/// when dropped.
+struct RedisServer {
+    child: Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        let dir = TempDir::new("redis");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir.0)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (Debian package redis-server)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        RedisServer {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(what: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("pc-state-{what}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rules() -> ReputationRules {
+    ReputationRules {
+        promote_after: 3,
+        ..ReputationRules::default()
+    }
+}
+
+fn config(dir: &TempDir, redis_url: Option<String>) -> Config {
+    let mut c = Config::embedded_default(dir.0.clone(), "mx.test".into());
+    c.reputation = rules();
+    if let Some(url) = redis_url {
+        c.state_backend = StateBackend::Redis;
+        c.redis_url = Some(url);
+    }
+    c
+}
+
+/// Run `check` against an embedded store, then against a fresh Redis.
+async fn on_both<F, Fut>(check: F)
+where
+    F: Fn(Store, &'static str) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let dir = TempDir::new("embedded");
+    let embedded = Store::open(&config(&dir, None)).expect("embedded store");
+    check(embedded, "embedded").await;
+    let redis = RedisServer::start();
+    let dir = TempDir::new("redis-node");
+    let shared = Store::open(&config(&dir, Some(redis.url()))).expect("redis store");
+    check(shared.clone(), "redis").await;
+    assert_eq!(shared.redis_up(), Some(true), "Redis answered throughout");
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("an address")
+}
+
+fn cidr(s: &str) -> Cidr {
+    s.parse().expect("a range")
+}
+
+fn charge(key: &str, per_minute: u64, cost: u64) -> Charge {
+    Charge {
+        key: key.into(),
+        per_minute,
+        cost,
+        limit: "messages_per_minute",
+        class: "default".into(),
+    }
+}
+
+#[tokio::test]
+async fn a_blocked_range_is_refused_at_lookup_until_unblocked() {
+    on_both(|s, backend| async move {
+        let range = cidr("192.0.2.0/24");
+        let block = StateCommand::Block {
+            range,
+            secs: 600,
+            reason: "test".into(),
+        };
+        s.apply(&block).await.expect("block");
+        let found = s.lookup(ip("192.0.2.7"), cidr("192.0.2.7/32")).await;
+        let (listed, entry) = found.blocked.expect(backend);
+        assert_eq!(listed, range, "{backend}");
+        assert_eq!(entry.reason, "test", "{backend}");
+        assert_eq!(s.blocklist().await.len(), 1, "{backend}");
+        s.apply(&StateCommand::Unblock { range })
+            .await
+            .expect("unblock");
+        let found = s.lookup(ip("192.0.2.7"), cidr("192.0.2.7/32")).await;
+        assert!(found.blocked.is_none(), "{backend}");
+        assert!(
+            s.apply(&StateCommand::Unblock { range }).await.is_err(),
+            "{backend}: not listed"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_charge_past_the_burst_is_refused_and_names_the_full_bucket() {
+    on_both(|s, backend| async move {
+        // 60 per minute: a minute's worth (60) fits at once, the 61st not.
+        let ok = charge("test:a", 6000, 1);
+        for _ in 0..60 {
+            s.charge(&[ok.clone(), charge("test:b", 60, 1)])
+                .await
+                .expect(backend);
+        }
+        let (index, retry_us) = s
+            .charge(&[ok.clone(), charge("test:b", 60, 1)])
+            .await
+            .expect_err(backend);
+        assert_eq!(index, 1, "{backend}: the second bucket is the full one");
+        assert!(
+            retry_us > 0 && retry_us <= 1_000_000,
+            "{backend}: {retry_us}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_refused_charge_draws_from_no_bucket() {
+    on_both(|s, backend| async move {
+        s.charge(&[charge("test:full", 1, 60)])
+            .await
+            .expect(backend);
+        // All or nothing: the free bucket is not charged when the full one refuses.
+        let _ = s
+            .charge(&[charge("test:free", 1, 60), charge("test:full", 1, 1)])
+            .await
+            .expect_err(backend);
+        s.charge(&[charge("test:free", 1, 60)])
+            .await
+            .expect("the free bucket is still empty");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_known_sender_range_is_found_at_lookup() {
+    on_both(|s, backend| async move {
+        let range = cidr("2001:db8:1::/48");
+        let add = StateCommand::KnownAdd {
+            range,
+            name: "partner".into(),
+        };
+        s.apply(&add).await.expect(backend);
+        let found = s
+            .lookup(ip("2001:db8:1:2::9"), cidr("2001:db8:1:2::/64"))
+            .await;
+        assert_eq!(found.known.as_deref(), Some("partner"), "{backend}");
+        assert_eq!(
+            s.known().await,
+            vec![(range, "partner".to_owned())],
+            "{backend}"
+        );
+        s.apply(&StateCommand::KnownDel { range })
+            .await
+            .expect(backend);
+        assert!(s.known().await.is_empty(), "{backend}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_range_remembers_the_domains_it_authenticated_for() {
+    on_both(|s, backend| async move {
+        let range = cidr("198.51.100.0/24");
+        s.remember_range(range, "example.org").await;
+        let found = s.lookup(ip("198.51.100.1"), range).await;
+        assert_eq!(found.domains, vec!["example.org".to_owned()], "{backend}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn user_unknown_answers_are_counted_per_range() {
+    on_both(|s, backend| async move {
+        let range = cidr("203.0.113.0/24");
+        s.penalize(range).await;
+        s.penalize(range).await;
+        let found = s.lookup(ip("203.0.113.5"), range).await;
+        assert_eq!(found.unknown_users, 2, "{backend}");
+        let other = s.lookup(ip("203.0.114.5"), cidr("203.0.114.0/24")).await;
+        assert_eq!(other.unknown_users, 0, "{backend}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn enough_ham_promotes_an_identity_once() {
+    on_both(|s, backend| async move {
+        let key = "domain:example.org";
+        assert_eq!(
+            s.record(key, Some(Verdict::Ham), true).await,
+            None,
+            "{backend}"
+        );
+        assert_eq!(
+            s.record(key, Some(Verdict::Ham), true).await,
+            None,
+            "{backend}"
+        );
+        let change = s.record(key, Some(Verdict::Ham), true).await;
+        assert_eq!(
+            change,
+            Some(LevelChange::Promoted { from: 0, to: 1 }),
+            "{backend}"
+        );
+        let rep = s.reputation(key).await.expect(backend);
+        assert_eq!((rep.level, rep.messages, rep.ham), (1, 3, 3), "{backend}");
+        assert_eq!(s.reputations().await.len(), 1, "{backend}");
+        assert!(s.reputation("nobody.example").await.is_none(), "{backend}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_operator_report_counts_a_verdict_without_a_message() {
+    on_both(|s, backend| async move {
+        let report = StateCommand::Report {
+            identity: "example.net".into(),
+            verdict: "spam".into(),
+        };
+        s.apply(&report).await.expect(backend);
+        let rep = s.reputation("domain:example.net").await.expect(backend);
+        assert_eq!((rep.messages, rep.spam), (0, 1), "{backend}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn leases_and_shared_quotas_exist_only_with_redis() {
+    on_both(|s, backend| async move {
+        let limits = portcullis_accounts::QuotaLimits {
+            per_hour: 2,
+            per_day: 10,
+        };
+        let now = portcullis_config::clock::now_secs();
+        let quota = s.take_quota("recipients:a@x", limits, 2, now).await;
+        let lease = s.lease("class:test", 1).await;
+        match backend {
+            "embedded" => {
+                assert!(
+                    quota.is_none(),
+                    "embedded: quotas are counted by the caller"
+                );
+                assert!(lease.is_none(), "embedded: slots are counted by the caller");
+            }
+            _ => {
+                assert_eq!(quota, Some(Ok(())));
+                let over = s.take_quota("recipients:a@x", limits, 1, now).await;
+                assert!(matches!(over, Some(Err(e)) if e.limit == 2), "{over:?}");
+                let held = lease.expect("Redis answers").expect("a free slot");
+                assert!(matches!(s.lease("class:test", 1).await, Some(None)), "full");
+                drop(held);
+                // The release is sent without waiting: poll for it.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                loop {
+                    if let Some(Some(_)) = s.lease("class:test", 1).await {
+                        break;
+                    }
+                    assert!(Instant::now() < deadline, "the lease was never given back");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn auth_failures_are_counted_for_every_node_with_redis() {
+    on_both(|s, backend| async move {
+        let throttle = portcullis_accounts::ThrottleConfig {
+            base_delay: Duration::ZERO,
+            max_delay: Duration::ZERO,
+            address_lock_after: 3,
+            account_lock_after: 3,
+            lock_for: Duration::from_secs(60),
+        };
+        let client = ip("192.0.2.50");
+        s.auth_outcome(client, "a@x", false, &throttle).await;
+        s.auth_outcome(client, "a@x", false, &throttle).await;
+        let counts = s.auth_counts(client, "a@x").await;
+        match backend {
+            "embedded" => assert!(counts.is_none()),
+            _ => {
+                let c = counts.expect("Redis answers");
+                assert_eq!((c.address.0, c.account.0, c.known), (2, 2, false));
+                s.auth_outcome(client, "a@x", true, &throttle).await;
+                let c = s.auth_counts(client, "a@x").await.expect("Redis answers");
+                assert_eq!((c.address.0, c.known), (0, true));
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_node_decides_on_local_state_while_redis_is_down() {
+    let closed = TcpListener::bind("127.0.0.1:0").expect("port");
+    let port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let dir = TempDir::new("down");
+    let s = Store::open(&config(&dir, Some(format!("redis://127.0.0.1:{port}")))).expect("store");
+    s.charge(&[charge("test:down", 1, 60)])
+        .await
+        .expect("local bucket");
+    assert!(
+        s.charge(&[charge("test:down", 1, 1)]).await.is_err(),
+        "local bucket is full"
+    );
+    s.penalize(cidr("192.0.2.0/24")).await;
+    let found = s.lookup(ip("192.0.2.1"), cidr("192.0.2.0/24")).await;
+    assert_eq!(found.unknown_users, 1, "counted locally");
+    assert_eq!(s.redis_up(), Some(false));
+    assert!(s.redis_errors() > 0);
+    let report = StateCommand::Block {
+        range: cidr("192.0.2.0/24"),
+        secs: 60,
+        reason: "x".into(),
+    };
+    assert!(
+        s.apply(&report).await.is_err(),
+        "an operator's change needs Redis"
+    );
+}
+
+#[tokio::test]
+async fn the_embedded_snapshot_survives_a_restart() {
+    let dir = TempDir::new("snapshot");
+    let s = Store::open(&config(&dir, None)).expect("store");
+    let block = StateCommand::Block {
+        range: cidr("192.0.2.0/24"),
+        secs: 600,
+        reason: "kept".into(),
+    };
+    s.apply(&block).await.expect("block");
+    s.maintain().expect("snapshot");
+    let again = Store::open(&config(&dir, None)).expect("reopened");
+    assert_eq!(again.blocklist().await.len(), 1);
+}
