@@ -1,7 +1,9 @@
-"""A DNS server scripted from an OpenSPF test scenario's `zonedata` (dnslib
-on loopback, UDP and TCP). The suite needs answers a zone file cannot give
-— TIMEOUT (no answer at all), records published only as type SPF — so the
-zone is served exactly as the suite's own harness (pyspf) serves it."""
+"""A DNS server scripted from zonedata in the OpenSPF suite's format
+(dnslib on loopback, UDP and TCP), for the pyspf cross-check (test_t08).
+Such zones need answers a zone file cannot give — TIMEOUT (no answer at
+all), records published only as type SPF — so they are served exactly as
+the suite's own harness (pyspf) serves them. The suite itself runs in
+crates/authn/tests/spf_suite.rs, from a table with these semantics."""
 
 import dnslib
 from dnslib import QTYPE, RCODE, RR

@@ -171,11 +171,13 @@ pub struct Verifier {
     /// DMARCbis discovery (mail-auth) instead of RFC 7489 with the PSL.
     pub(crate) dmarc_tree_walk: bool,
     psl: Arc<SuffixList>,
+    /// TXT records given up front instead of DNS ([`Verifier::offline`]).
+    pub(crate) offline: crate::offline::Preloaded,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot set up the DNS resolver: {0}")]
-pub struct ResolverError(String);
+pub struct ResolverError(pub(crate) String);
 
 impl Verifier {
     /// `nameservers` empty: the system resolver (/etc/resolv.conf).
@@ -196,12 +198,17 @@ impl Verifier {
             MessageAuthenticator::new(resolver_config(nameservers), opts)
         }
         .map_err(|e| ResolverError(e.to_string()))?;
-        Ok(Verifier {
+        Ok(Verifier::from_authenticator(auth, authserv_id))
+    }
+
+    pub(crate) fn from_authenticator(auth: MessageAuthenticator, authserv_id: &str) -> Verifier {
+        Verifier {
             auth,
             authserv_id: authserv_id.to_owned(),
             dmarc_tree_walk: false,
             psl: SuffixList::built_in(),
-        })
+            offline: Default::default(),
+        }
     }
 
     /// How DMARC finds the organizational domain: `psl` (RFC 7489, this
@@ -219,8 +226,7 @@ impl Verifier {
         ids: &dmarc::Identifiers<'_>,
     ) -> DmarcEvaluation {
         let sample = (rand_core::RngCore::next_u32(&mut rand_core::OsRng) % 100) as u8;
-        let dns = crate::spf::ResolverDns(self.auth.resolver());
-        dmarc::check(&dns, from_domain, ids, &self.psl, sample).await
+        dmarc::check(&self.dns(), from_domain, ids, &self.psl, sample).await
     }
 
     pub fn authserv_id(&self) -> &str {
@@ -237,8 +243,7 @@ impl Verifier {
             receiver: &self.authserv_id,
             now,
         };
-        let verdict =
-            crate::spf::check_host(&crate::spf::ResolverDns(self.auth.resolver()), &query).await;
+        let verdict = crate::spf::check_host(&self.dns(), &query).await;
         let output = SpfOutput::new(verdict.domain.clone()).with_result(spf_result(verdict.result));
         let identity = sender
             .filter(|s| !s.is_empty())
@@ -282,8 +287,8 @@ impl Verifier {
         })?;
         let parsed = AuthenticatedMessage::parse_with_opts(message, None, false)
             .ok_or("the message cannot be parsed")?;
-        let dkim = self.auth.verify_dkim(&parsed).await;
-        let arc = self.auth.verify_arc(&parsed).await;
+        let dkim = self.auth.verify_dkim(self.lookups(&parsed)).await;
+        let arc = self.auth.verify_arc(self.lookups(&parsed)).await;
         let from = parsed.from.first().cloned().unwrap_or_default();
         let results = AuthenticationResults::new(&self.authserv_id)
             .with_dkim_results(&dkim, &from)
@@ -303,9 +308,9 @@ impl Verifier {
         let Some(parsed) = AuthenticatedMessage::parse_with_opts(message, None, false) else {
             return self.unparsable(spf);
         };
-        let dkim = self.auth.verify_dkim(&parsed).await;
+        let dkim = self.auth.verify_dkim(self.lookups(&parsed)).await;
         let not_for_email = self.keys_not_for_email(&dkim).await;
-        let arc = self.auth.verify_arc(&parsed).await;
+        let arc = self.auth.verify_arc(self.lookups(&parsed)).await;
         let results: Vec<AuthResult> = dkim
             .iter()
             .enumerate()
@@ -396,12 +401,12 @@ impl Verifier {
         if self.dmarc_tree_walk {
             let out = self
                 .auth
-                .verify_dmarc(DmarcParameters::new(
+                .verify_dmarc(self.lookups(DmarcParameters::new(
                     parsed,
                     dkim,
                     mail_from_domain,
                     &spf.output,
-                ))
+                )))
                 .await;
             return dmarc::from_output(&out);
         }
@@ -428,7 +433,7 @@ impl Verifier {
                 continue;
             };
             let name = format!("{}._domainkey.{}.", sig.s, sig.d);
-            let Ok(raw) = self.auth.txt_raw_lookup(name).await else {
+            let Ok(raw) = self.txt_raw(&name).await else {
                 continue;
             };
             let text = String::from_utf8_lossy(&raw);

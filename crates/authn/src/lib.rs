@@ -9,6 +9,7 @@ pub mod dmarc;
 mod inbound;
 mod keys;
 mod lists;
+mod offline;
 mod psl;
 mod route;
 pub mod spf;
@@ -17,6 +18,7 @@ pub use dmarc::{DmarcEvaluation, DmarcRecord, Mechanism, parse_record as parse_d
 pub use lists::{DomainRating, Listing, RatingAnswer, dnsbl_query, parse_rating};
 /// An SPF result as mail-auth's Authentication-Results writer takes it.
 pub use mail_auth::SpfOutput;
+pub use offline::TxtRecords;
 pub use psl::{SuffixList, SuffixListError};
 pub use route::{MxHost, Route};
 

@@ -112,12 +112,12 @@ impl Verifier {
             SpfOutput::new(spf.domain.clone()).with_result(crate::inbound::spf_result(ids.spf));
         let out = self
             .auth
-            .verify_dmarc(DmarcParameters::new(
+            .verify_dmarc(self.lookups(DmarcParameters::new(
                 &message,
                 &outputs,
                 &spf.domain,
                 &spf_output,
-            ))
+            )))
             .await;
         Ok(from_output(&out))
     }

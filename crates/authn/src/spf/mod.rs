@@ -5,7 +5,7 @@
 //! mail-auth 0.13's evaluator disagrees with the OpenSPF RFC 7208 suite
 //! on 72 of its 203 cases (multiple records, 7-bit policy text, CIDR and
 //! domain-spec syntax, void lookups, the explanation); this one follows
-//! the RFC, and the suite runs against it (tests/e2e/test_t08).
+//! the RFC, and the suite runs against it (tests/spf_suite.rs).
 
 pub mod eval;
 pub mod record;
