@@ -6,6 +6,7 @@ mod state_cli;
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use portcullis_config::{Config, DEFAULT_DATA_DIR};
+use portcullis_control::Request;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -816,31 +817,44 @@ fn queue(action: QueueAction, config: &Config) -> anyhow::Result<()> {
             Ok(())
         }
         QueueAction::Flush => {
-            portcullis_queue::request_flush(&dir)?;
-            println!("flush requested: a running server retries deferred messages within a second");
+            let Some(mut server) = portcullis_control::Client::connect(&config.data_dir) else {
+                println!("no server is running: every queued message is tried when it starts");
+                return Ok(());
+            };
+            server.request(&Request::QueueFlush)?;
+            println!("flush requested: deferred messages are retried now");
             Ok(())
         }
-        QueueAction::Hold { id } => {
-            if !portcullis_queue::set_held(&dir, &id, true)? {
-                bail!("no message {id} in the queue");
-            }
-            println!("{id} held");
-            Ok(())
-        }
+        QueueAction::Hold { id } => queue_change(config, Request::QueueHold { id }, "held"),
         QueueAction::Release { id } => {
-            if !portcullis_queue::set_held(&dir, &id, false)? {
-                bail!("no message {id} in the queue");
-            }
-            println!("{id} released");
-            Ok(())
+            queue_change(config, Request::QueueRelease { id }, "released")
         }
-        QueueAction::Delete { id } => {
-            if portcullis_queue::delete_offline(&dir, &id)? {
-                println!("{id} deleted");
-                Ok(())
-            } else {
-                bail!("no message {id} in the queue")
-            }
-        }
+        QueueAction::Delete { id } => queue_change(config, Request::QueueDelete { id }, "deleted"),
     }
+}
+
+/// Hold, release or delete: through the running server when there is
+/// one (it holds the message), else in the spool on disk.
+fn queue_change(config: &Config, r: Request, done: &str) -> anyhow::Result<()> {
+    let (Request::QueueHold { id } | Request::QueueRelease { id } | Request::QueueDelete { id }) =
+        r.clone()
+    else {
+        bail!("not a queue change");
+    };
+    if let Some(mut server) = portcullis_control::Client::connect(&config.data_dir) {
+        server.request(&r)?;
+        println!("{id} {done}");
+        return Ok(());
+    }
+    let dir = config.data_dir.join("spool");
+    let found = match r {
+        Request::QueueHold { .. } => portcullis_queue::set_held(&dir, &id, true)?,
+        Request::QueueRelease { .. } => portcullis_queue::set_held(&dir, &id, false)?,
+        _ => portcullis_queue::delete_offline(&dir, &id)?,
+    };
+    if !found {
+        bail!("no message {id} in the queue");
+    }
+    println!("{id} {done}");
+    Ok(())
 }

@@ -1,15 +1,15 @@
 //! `reputation`, `blocklist` and `known-senders`: the operator's view of
-//! admission state. With Redis the CLI talks to Redis like any node; with
-//! the embedded backend it edits the snapshot when no server runs, and
-//! otherwise hands the change to the running server (which owns the
-//! state) and waits for its answer.
+//! admission state. A running server is asked through its control socket
+//! (it owns the live state); with no server, the CLI works on the state
+//! itself: the embedded snapshot, or Redis like any node.
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use portcullis_admission::{Identity, Policy, StateCommand};
+use portcullis_admission::{BlockEntry, Identity, Policy, Reputation, StateCommand};
 use portcullis_config::{Cidr, Config, StateBackend};
+use portcullis_control::Request;
 use portcullis_state::{self as state, Store as AdmissionState};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 #[derive(Subcommand)]
 pub enum ReputationAction {
@@ -63,52 +63,88 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// Where the state is read and changed: through the running server's
+/// control socket when one answers (it owns the embedded state, and its
+/// answer is the live one), otherwise the state itself (the snapshot on
+/// disk, or Redis).
+enum View {
+    Live(portcullis_control::Client),
+    Offline(AdmissionState, tokio::runtime::Runtime),
+}
+
+impl View {
+    fn open(config: &Config) -> anyhow::Result<View> {
+        if let Some(c) = portcullis_control::Client::connect(&config.data_dir) {
+            return Ok(View::Live(c));
+        }
+        if config.state_backend == StateBackend::Embedded && state::server_running(&config.data_dir)
+        {
+            anyhow::bail!(
+                "a server holds {} but does not answer on its control socket",
+                config.data_dir.display()
+            );
+        }
+        Ok(View::Offline(AdmissionState::open(config)?, runtime()?))
+    }
+
+    fn ask<T: serde::de::DeserializeOwned>(
+        c: &mut portcullis_control::Client,
+        r: Request,
+    ) -> anyhow::Result<T> {
+        Ok(serde_json::from_value(c.request(&r)?)?)
+    }
+
+    fn apply(&mut self, cmd: StateCommand) -> anyhow::Result<()> {
+        match self {
+            View::Live(c) => {
+                c.request(&Request::StateApply { command: cmd })?;
+                Ok(())
+            }
+            View::Offline(st, rt) => {
+                rt.block_on(st.apply(&cmd)).map_err(anyhow::Error::msg)?;
+                st.maintain().context("cannot write the state snapshot")
+            }
+        }
+    }
+
+    fn blocklist(&mut self) -> anyhow::Result<Vec<(Cidr, BlockEntry)>> {
+        match self {
+            View::Live(c) => Self::ask(c, Request::StateBlocklist),
+            View::Offline(st, rt) => Ok(rt.block_on(st.blocklist())),
+        }
+    }
+
+    fn known(&mut self) -> anyhow::Result<Vec<(Cidr, String)>> {
+        match self {
+            View::Live(c) => Self::ask(c, Request::StateKnown),
+            View::Offline(st, rt) => Ok(rt.block_on(st.known())),
+        }
+    }
+
+    fn reputations(&mut self) -> anyhow::Result<Vec<(String, Reputation)>> {
+        match self {
+            View::Live(c) => Self::ask(c, Request::StateReputations),
+            View::Offline(st, rt) => Ok(rt.block_on(st.reputations())),
+        }
+    }
+
+    fn reputation(&mut self, key: &str) -> anyhow::Result<Reputation> {
+        let found = match self {
+            View::Live(c) => {
+                let r = Request::StateReputation {
+                    key: key.to_owned(),
+                };
+                return Self::ask(c, r);
+            }
+            View::Offline(st, rt) => rt.block_on(st.reputation(key)),
+        };
+        found.with_context(|| format!("no reputation for {key}"))
+    }
+}
+
 /// Apply a change wherever the state lives.
 fn change(config: &Config, cmd: StateCommand) -> anyhow::Result<()> {
-    if config.state_backend == StateBackend::Embedded && state::server_running(&config.data_dir) {
-        return hand_to_server(config, &cmd);
-    }
-    let st = current(config)?;
-    runtime()?
-        .block_on(st.apply(&cmd))
-        .map_err(anyhow::Error::msg)?;
-    st.maintain().context("cannot write the state snapshot")?;
-    Ok(())
-}
-
-/// The state to read from: with the embedded backend and a running
-/// server, the server first writes a fresh snapshot.
-fn current(config: &Config) -> anyhow::Result<AdmissionState> {
-    if config.state_backend == StateBackend::Embedded && state::server_running(&config.data_dir) {
-        hand_to_server(config, &StateCommand::Snapshot)?;
-    }
-    AdmissionState::open(config)
-}
-
-fn hand_to_server(config: &Config, cmd: &StateCommand) -> anyhow::Result<()> {
-    let dir = state::commands_dir(&config.data_dir);
-    std::fs::create_dir_all(&dir)?;
-    let stamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let path = dir.join(format!("{stamp}-{}.json", std::process::id()));
-    state::write_atomically(&path, &serde_json::to_vec(cmd)?)?;
-    let done = path.with_extension("done");
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(10) {
-        if let Ok(answer) = std::fs::read_to_string(&done) {
-            let _ = std::fs::remove_file(&done);
-            return match answer.as_str() {
-                "ok" => Ok(()),
-                why => Err(anyhow::anyhow!("{why}")),
-            };
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    anyhow::bail!(
-        "the running server did not take the change within 10 s; it is queued in {}",
-        path.display()
-    )
+    View::open(config)?.apply(cmd)
 }
 
 pub fn reputation(action: ReputationAction, config: &Config) -> anyhow::Result<()> {
@@ -117,10 +153,8 @@ pub fn reputation(action: ReputationAction, config: &Config) -> anyhow::Result<(
             change(config, StateCommand::Report { identity, verdict })
         }
         ReputationAction::Show { identity } => {
-            let st = current(config)?;
             let key = Identity::key_of(&identity);
-            let rep = runtime()?.block_on(st.reputation(&key));
-            let rep = rep.with_context(|| format!("no reputation for {key}"))?;
+            let rep = View::open(config)?.reputation(&key)?;
             let level = Policy::from_config(config).class_name(&key, &rep);
             println!("identity      {key}");
             println!("class         {level} (level {})", rep.level);
@@ -135,13 +169,13 @@ pub fn reputation(action: ReputationAction, config: &Config) -> anyhow::Result<(
             Ok(())
         }
         ReputationAction::List => {
-            let st = current(config)?;
+            let all = View::open(config)?.reputations()?;
             println!(
                 "{:<40} {:<10} {:>9} {:>7} {:>7}",
                 "IDENTITY", "CLASS", "MESSAGES", "HAM", "SPAM"
             );
             let policy = Policy::from_config(config);
-            for (key, rep) in runtime()?.block_on(st.reputations()) {
+            for (key, rep) in all {
                 let level = policy.class_name(&key, &rep);
                 println!(
                     "{key:<40} {level:<10} {:>9} {:>7} {:>7}",
@@ -169,9 +203,8 @@ pub fn blocklist(action: BlocklistAction, config: &Config) -> anyhow::Result<()>
         ),
         BlocklistAction::Del { range } => change(config, StateCommand::Unblock { range }),
         BlocklistAction::List => {
-            let st = current(config)?;
             let now = portcullis_config::clock::now_secs();
-            for (range, e) in runtime()?.block_on(st.blocklist()) {
+            for (range, e) in View::open(config)?.blocklist()? {
                 println!(
                     "{range:<43} {:>7}s  {}",
                     e.until.saturating_sub(now),
@@ -181,8 +214,7 @@ pub fn blocklist(action: BlocklistAction, config: &Config) -> anyhow::Result<()>
             Ok(())
         }
         BlocklistAction::Export { table } => {
-            let st = current(config)?;
-            let entries = runtime()?.block_on(st.blocklist());
+            let entries = View::open(config)?.blocklist()?;
             print!(
                 "{}",
                 nft_sets(&table, &entries, portcullis_config::clock::now_secs())
@@ -229,8 +261,7 @@ pub fn known_senders(action: KnownSendersAction, config: &Config) -> anyhow::Res
         }
         KnownSendersAction::Del { range } => change(config, StateCommand::KnownDel { range }),
         KnownSendersAction::List => {
-            let st = current(config)?;
-            for (range, name) in runtime()?.block_on(st.known()) {
+            for (range, name) in View::open(config)?.known()? {
                 println!("{range:<43} {name}");
             }
             Ok(())

@@ -303,7 +303,7 @@ def test_a_next_hop_answering_451_is_retried_and_later_succeeds(pair):
     try:
         ours.start()
         submit(ours, ["bob@remote.test"], subject="after-451")
-        assert wait_for(lambda: 'result="deferred" reply=4' in ours.log.read_text(), timeout=20)
+        assert wait_for(lambda: 'result="deferred" status=4.' in ours.log.read_text(), timeout=20)
     finally:
         sink.terminate()
         sink.wait()

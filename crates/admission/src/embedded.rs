@@ -55,8 +55,6 @@ pub enum StateCommand {
         identity: String,
         verdict: String,
     },
-    /// Write a fresh snapshot (what the CLI asks before reading it).
-    Snapshot,
 }
 
 /// How long a range's "user unknown" answers slow its next connections.
@@ -221,7 +219,6 @@ impl EmbeddedState {
                 let key = crate::Identity::parse(identity).key();
                 self.record(&key, Some(v), false, rules, now);
             }
-            StateCommand::Snapshot => {}
         }
         Ok(())
     }

@@ -596,6 +596,17 @@ impl Default for Limits {
 pub const DEFAULT_DATA_DIR: &str = "./portcullis-data";
 
 impl Config {
+    /// Whether mail for `domain` stays here: a configured domain, or our
+    /// own hostname (`<postmaster>` is addressed to it, RFC 5321 4.1.1.3).
+    /// The mx listener's relay check and the delivery router both ask this.
+    pub fn is_local_domain(&self, domain: &str) -> bool {
+        domain.eq_ignore_ascii_case(&self.hostname)
+            || self
+                .local_domains
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(domain))
+    }
+
     /// The embedded default of `portcullis serve` without `--config`.
     pub fn embedded_default(data_dir: PathBuf, hostname: String) -> Config {
         let at = |port| vec![SocketAddr::from(([127, 0, 0, 1], port))];

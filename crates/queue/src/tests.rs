@@ -1,7 +1,10 @@
 //! Spool behaviours, each driven through the public API on a temp dir.
 
 use super::*;
+use crate::{record, recover};
 use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("pc-spool-{name}-{}", std::process::id()));

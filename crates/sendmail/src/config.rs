@@ -94,7 +94,7 @@ impl ClientConfig {
         self.pin_sha256
             .as_deref()
             .map(|p| {
-                portcullis_delivery::remote::parse_pin(p).map_err(|e| format!("pin_sha256: {e}"))
+                portcullis_delivery::client::parse_pin(p).map_err(|e| format!("pin_sha256: {e}"))
             })
             .transpose()
     }

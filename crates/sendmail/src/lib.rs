@@ -18,7 +18,8 @@ pub mod outbox;
 
 use config::ClientConfig;
 use discover::{Candidate, Security};
-use portcullis_delivery::remote::{self, FailureKind, Outgoing, RcptOutcome};
+use portcullis_delivery::client::{self as remote, Outgoing};
+use portcullis_delivery::{FailureKind, RcptOutcome};
 use std::io::Read as _;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;

@@ -211,35 +211,32 @@ async fn queue_show(
     })))
 }
 
+/// A refusal from the control handle, as this API answers it.
+fn refused(e: portcullis_control::ControlError) -> ApiError {
+    use portcullis_control::ControlError as E;
+    let code = match e {
+        E::NoSuchMessage(_) | E::NoReputation(_) => StatusCode::NOT_FOUND,
+        E::Refused(_) => StatusCode::BAD_REQUEST,
+        E::Spool(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(code, e.to_string())
+}
+
 async fn queue_delete(
     _: Admin,
     State(ctx): State<Arc<Context>>,
     Path(id): Path<String>,
 ) -> ApiResult {
-    match portcullis_queue::delete_offline(&spool(&ctx), &id) {
-        Ok(true) => Ok(Json(json!({ "deleted": id }))),
-        Ok(false) => Err(error(
-            StatusCode::NOT_FOUND,
-            format!("no message {id} in the queue"),
-        )),
-        Err(e) => Err(internal(e)),
-    }
+    ctx.control.delete(&id).await.map(Json).map_err(refused)
 }
 
 async fn queue_flush(_: Admin, State(ctx): State<Arc<Context>>) -> ApiResult {
-    portcullis_queue::request_flush(&spool(&ctx)).map_err(internal)?;
-    Ok(Json(json!({ "flush": "requested" })))
+    let r = portcullis_control::Request::QueueFlush;
+    ctx.control.handle(r).await.map(Json).map_err(refused)
 }
 
 async fn set_held(ctx: &Context, id: &str, held: bool) -> ApiResult {
-    match portcullis_queue::set_held(&spool(ctx), id, held) {
-        Ok(true) => Ok(Json(json!({ "id": id, "held": held }))),
-        Ok(false) => Err(error(
-            StatusCode::NOT_FOUND,
-            format!("no message {id} in the queue"),
-        )),
-        Err(e) => Err(internal(e)),
-    }
+    ctx.control.hold(id, held).await.map(Json).map_err(refused)
 }
 
 async fn queue_hold(
@@ -334,13 +331,8 @@ async fn reputation_show(
     Path(identity): Path<String>,
 ) -> ApiResult {
     let key = Identity::key_of(&identity);
-    match ctx.admission.state.reputation(&key).await {
-        Some(r) => Ok(Json(reputation_json(&ctx, &key, &r))),
-        None => Err(error(
-            StatusCode::NOT_FOUND,
-            format!("no reputation for {key}"),
-        )),
-    }
+    let r = ctx.control.reputation(&key).await.map_err(refused)?;
+    Ok(Json(reputation_json(&ctx, &key, &r)))
 }
 
 #[derive(Deserialize)]
@@ -366,11 +358,7 @@ async fn reputation_report(
 }
 
 async fn apply(ctx: &Context, cmd: StateCommand) -> Result<(), ApiError> {
-    ctx.admission
-        .state
-        .apply(&cmd)
-        .await
-        .map_err(|e| error(StatusCode::BAD_REQUEST, e))
+    ctx.control.apply(&cmd).await.map_err(refused)
 }
 
 async fn blocklist_list(_: Admin, State(ctx): State<Arc<Context>>) -> ApiResult {

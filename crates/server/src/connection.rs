@@ -603,7 +603,7 @@ impl Connection {
     /// Spool the message durably, then answer 250 with its queue id.
     async fn accept_message(&self, txn: Transaction) -> Reply {
         let ctx = &self.ctx;
-        let id = ctx.spool.new_id();
+        let id = ctx.queue.new_id();
         let now = SystemTime::now();
         let mut submitted = None;
         let mut spf_result = None;
@@ -698,13 +698,15 @@ impl Connection {
 
     /// Commit one envelope durably and hand it to delivery.
     async fn queue(&self, envelope: Envelope, data: Arc<Vec<u8>>) -> Result<(), Reply> {
-        match self.ctx.spool.commit(envelope.clone(), data.clone()).await {
+        let (id, from, recipients, size) = (
+            envelope.id.clone(),
+            envelope.sender.clone(),
+            envelope.recipients.len(),
+            data.len(),
+        );
+        match self.ctx.queue.enqueue(envelope, data).await {
             Ok(()) => {
-                info!(
-                    session = %self.id, event = "queued", id = %envelope.id, from = %envelope.sender,
-                    recipients = envelope.recipients.len(), size = data.len()
-                );
-                self.ctx.local.submit(StoredMessage { envelope, data });
+                info!(session = %self.id, event = "queued", id = %id, from = %from, recipients, size);
                 Ok(())
             }
             Err(e) if e.is_storage_full() => {
@@ -754,7 +756,7 @@ impl Connection {
                 }
             }
             let envelope = Envelope {
-                id: self.ctx.spool.new_id(),
+                id: self.ctx.queue.new_id(),
                 ..c.envelope
             };
             info!(
@@ -770,53 +772,42 @@ impl Connection {
     async fn bounce_loops(&self, original: &Envelope, looped: &[QueuedRecipient], data: &[u8]) {
         let addrs: Vec<&str> = looped.iter().map(|r| r.address.as_str()).collect();
         warn!(session = %self.id, event = "alias_loop", recipients = ?addrs);
-        if original.sender.is_empty() {
-            return;
-        }
-        self.bounce(
-            original,
-            looped,
-            data,
-            "554 5.4.6",
-            "alias loop detected, not forwarded",
-        )
-        .await;
+        let why = "alias loop detected, not forwarded";
+        self.bounce(original, looped, data, Status(5, 4, 6), 554, why)
+            .await;
     }
 
     /// A failure DSN (RFC 3464) to the sender for `recipients`, all with
-    /// the same reply (`code` is "NNN X.Y.Z").
+    /// the same reply.
     async fn bounce(
         &self,
         original: &Envelope,
         recipients: &[QueuedRecipient],
         data: &[u8],
-        code: &str,
+        status: Status,
+        code: u16,
         why: &str,
     ) {
-        let status = code.split_once(' ').map_or(code, |(_, s)| s).to_owned();
-        let failed: Vec<(QueuedRecipient, String, String)> = recipients
+        let failed: Vec<portcullis_queue::Bounce> = recipients
             .iter()
-            .map(|r| {
-                (
-                    r.clone(),
-                    status.clone(),
-                    format!("{code} <{}>: {why}", r.address),
-                )
+            .map(|r| portcullis_queue::Bounce {
+                recipient: r.clone(),
+                status,
+                diagnostic: format!("{code} {status} <{}>: {why}", r.address),
             })
             .collect();
         let message = StoredMessage {
             envelope: original.clone(),
             data: Arc::new(data.to_vec()),
         };
-        crate::local::bounce(
-            &self.ctx.spool,
-            &self.ctx.local,
-            &self.config.hostname,
-            &message,
-            &failed,
-            portcullis_queue::dsn::ReportKind::Failure,
-        )
-        .await;
+        self.ctx
+            .queue
+            .bounce(
+                &message,
+                &failed,
+                portcullis_queue::dsn::ReportKind::Failure,
+            )
+            .await;
     }
 }
 
@@ -936,8 +927,15 @@ impl Connection {
             info!(session = %self.id, event = "bounce_suppressed", spf = spf.as_str(), sender = %original.sender, recipients = ?addrs);
             return;
         }
-        self.bounce(original, unknown, data, "550 5.1.1", "user unknown")
-            .await;
+        self.bounce(
+            original,
+            unknown,
+            data,
+            Status(5, 1, 1),
+            550,
+            "user unknown",
+        )
+        .await;
     }
 
     fn log_submission(

@@ -44,7 +44,7 @@ async fn dashboard() -> impl IntoResponse {
 async fn health(State(ctx): State<Arc<Context>>) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "status": "ok",
-        "queued": ctx.spool.live_count(),
+        "queued": ctx.queue.spool().live_count(),
         "sessions": ctx.config().limits.max_sessions - ctx.sessions.available_permits(),
     }))
 }
@@ -78,7 +78,7 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
         (
             "portcullis_queue_messages",
             "Messages accepted and not yet completed.",
-            ctx.spool.live_count() as u64,
+            ctx.queue.spool().live_count() as u64,
         ),
         (
             "portcullis_queue_oldest_seconds",

@@ -11,7 +11,6 @@ mod connection;
 mod dnslists;
 pub mod forwarding;
 mod http;
-mod local;
 
 mod privileges;
 mod reloading;
@@ -41,8 +40,9 @@ pub(crate) struct Context {
     /// one it started with.
     config: std::sync::RwLock<Arc<Config>>,
     config_path: Option<std::path::PathBuf>,
-    pub spool: Spool,
-    pub local: local::Handle,
+    pub queue: portcullis_queue::Queue,
+    /// The operator's operations on the live queue and state.
+    pub control: portcullis_control::Control,
     pub submission: submission::Submission,
     pub verifier: portcullis_authn::Verifier,
     pub admission: admission::Admission,
@@ -126,6 +126,8 @@ pub fn verifier(
 pub async fn serve(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    // First: a second server on the same data directory stops here.
+    let control_socket = portcullis_control::bind(&config.data_dir)?;
     let tls = tls::acceptor(&config)?;
     let spool_dir = config.data_dir.join("spool");
     let (spool, pending) = Spool::open(&spool_dir, SpoolOptions::default())
@@ -140,13 +142,7 @@ pub async fn serve(config: Config, path: Option<std::path::PathBuf>) -> anyhow::
     let verifier = verifier(&config, &config.dns_nameservers, config.dns_timeout)?;
     let metrics = Arc::new(portcullis_metrics::Metrics::default());
     let submission = submission::Submission::new(&config, metrics.clone())?;
-    let local = local::start(
-        &config,
-        metrics.clone(),
-        spool.clone(),
-        verifier.clone(),
-        pending,
-    )?;
+    let queue = start_queue(&config, spool, pending, metrics.clone())?;
     if let Err(e) = submission.log.expire(std::time::SystemTime::now()) {
         tracing::warn!(event = "log_expire_failed", error = %e);
     }
@@ -156,7 +152,12 @@ pub async fn serve(config: Config, path: Option<std::path::PathBuf>) -> anyhow::
     info!(event = "state", backend = admission.state.backend_name());
     let admin_token = admin::admin_token(&config)?;
     let forwarding = forwarding::Forwarding::new(&config)?;
+    let control = portcullis_control::Control {
+        queue: queue.clone(),
+        state: admission.state.clone(),
+    };
     let ctx = Arc::new(Context {
+        control: control.clone(),
         admin_token,
         admission,
         forwarding,
@@ -166,18 +167,15 @@ pub async fn serve(config: Config, path: Option<std::path::PathBuf>) -> anyhow::
         sessions: Arc::new(Semaphore::new(config.limits.max_sessions)),
         config: std::sync::RwLock::new(Arc::new(config)),
         config_path: path,
-        spool,
-        local,
+        queue,
         tls: std::sync::RwLock::new(tls),
         shutdown: tokio::sync::watch::Sender::new(false),
         next_session: AtomicU64::new(1),
     });
     let config = ctx.config();
     let mut background = tokio::task::JoinSet::new();
-    background.spawn(portcullis_state::maintain(
-        ctx.admission.state.clone(),
-        config.data_dir.clone(),
-    ));
+    background.spawn(portcullis_state::maintain(ctx.admission.state.clone()));
+    background.spawn(control.serve(control_socket));
     let mut tasks = tokio::task::JoinSet::new();
     let mut banner = Vec::new();
     for l in &config.listeners {
@@ -207,7 +205,7 @@ pub async fn serve(config: Config, path: Option<std::path::PathBuf>) -> anyhow::
     tasks.abort_all();
     ctx.shutdown.send_replace(true);
     drain(&ctx, config.limits.max_sessions).await;
-    ctx.local.settle(Duration::from_secs(10)).await;
+    ctx.queue.settle(Duration::from_secs(10)).await;
     background.abort_all();
     if let Err(e) = ctx.admission.state.maintain() {
         error!(event = "state_snapshot_failed", error = %e);
@@ -215,6 +213,33 @@ pub async fn serve(config: Config, path: Option<std::path::PathBuf>) -> anyhow::
     info!(event = "stopped", "accepted mail is safe in the spool");
     Ok(())
 }
+
+/// The way out: the router over our mailboxes and DNS, and the queue
+/// that schedules it, starting with what the spool recovered.
+fn start_queue(
+    config: &Config,
+    spool: Spool,
+    pending: Vec<portcullis_queue::StoredMessage>,
+    metrics: Arc<portcullis_metrics::Metrics>,
+) -> anyhow::Result<portcullis_queue::Queue> {
+    use portcullis_delivery::{DnsRoutes, Mailboxes, MaildirStore, Router};
+    let store = MaildirStore::new(config.data_dir.join("mail"), &config.hostname);
+    let mailboxes = Mailboxes::start(store).context("cannot start the mailbox writer")?;
+    let routes = DnsRoutes::new(&config.dns_nameservers, config.dns_timeout)?;
+    let router = Router::new(config, mailboxes, Arc::new(routes))?;
+    let settings = portcullis_queue::QueueSettings {
+        hostname: config.hostname.clone(),
+        schedule: portcullis_queue::Schedule::from_config(&config.delivery),
+        max_active: MAX_ACTIVE_DELIVERIES,
+    };
+    let (queue, _scheduler) =
+        portcullis_queue::Queue::start(spool, pending, Arc::new(router), settings, metrics);
+    Ok(queue)
+}
+
+/// Messages being delivered at once (Postfix's active queue is bounded
+/// the same way); the rest wait their turn in the queue.
+const MAX_ACTIVE_DELIVERIES: usize = 512;
 
 /// Longest a stop waits for sessions to finish their messages.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);

@@ -14,16 +14,16 @@
 //! when it does not answer decide on local state" is written once, in
 //! `Store::decide`.
 
-mod commands;
+mod housekeeping;
 mod lease;
 mod lock;
 mod redis;
 mod scripts;
 mod snapshot;
 
-pub use commands::maintain;
+pub use housekeeping::maintain;
 pub use lease::Lease;
-pub use lock::{commands_dir, lock_or_share, server_running};
+pub use lock::{lock_or_share, server_running};
 pub use snapshot::{load_snapshot, snapshot_path, write_atomically};
 
 pub use crate::redis::AuthCounts;

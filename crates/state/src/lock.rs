@@ -4,12 +4,12 @@
 //! overwrite.
 
 use portcullis_config::{Config, StateBackend};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The embedded state belongs to one process. The server holds an
 /// exclusive lock on `DATA/state/lock`; the CLI sees it and hands its
-/// changes to the server through `DATA/state/commands/` instead of
-/// editing a snapshot the server would overwrite.
+/// changes to the server (the control socket) instead of editing a
+/// snapshot the server would overwrite.
 pub fn lock_or_share(config: &Config) -> anyhow::Result<Option<std::fs::File>> {
     if config.state_backend != StateBackend::Embedded {
         return Ok(None);
@@ -50,8 +50,4 @@ pub fn server_running(data_dir: &Path) -> bool {
         Ok(f) => !try_flock(&f, libc::LOCK_SH),
         Err(_) => false,
     }
-}
-
-pub fn commands_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("state").join("commands")
 }

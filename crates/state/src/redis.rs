@@ -466,7 +466,6 @@ impl RedisBackend {
                     .ok_or_else(unreachable)?;
                 return Ok(());
             }
-            StateCommand::Snapshot => return Ok(()),
         };
         let hash = format!("{P}{hash}");
         let field = field.to_string();

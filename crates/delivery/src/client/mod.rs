@@ -1,27 +1,25 @@
 //! The SMTP client that hands a message to the next hop (RFC 5321), with
 //! opportunistic STARTTLS (RFC 3207): encrypted when the server offers it,
 //! the certificate not checked, as opportunistic TLS between MTAs is
-//! defined (RFC 7435); plain otherwise unless TLS is required.
+//! defined (RFC 7435); plain otherwise unless TLS is required. The LMTP
+//! variant (`lmtp.rs`) and the TLS connectors (`tls.rs`) live beside it.
 //!
-//! Each recipient gets its own outcome: some may be accepted while others
-//! are refused.
+//! Each recipient gets its own outcome, with the enhanced status code
+//! read from the reply here: some may be accepted while others are
+//! refused.
 
+mod lmtp;
+mod tls;
+
+pub use lmtp::deliver_lmtp;
+pub use tls::{opportunistic_tls, parse_pin, pinned_tls, verified_tls};
+
+use crate::outcome::{Answer, FailureKind, HostFailure, RcptOutcome, Status};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
-
-/// What the next hop said about one recipient.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RcptOutcome {
-    Delivered(String),
-    /// 4xx, or the connection failed: try again later.
-    Temporary(String),
-    /// 5xx: bounce.
-    Permanent(String),
-}
 
 /// A message to hand over.
 pub struct Outgoing<'a> {
@@ -36,41 +34,18 @@ pub struct Outgoing<'a> {
     pub auth: Option<(&'a str, &'a str)>,
 }
 
-/// Why a whole attempt failed before any recipient was answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostFailure {
-    pub permanent: bool,
-    pub reason: String,
-    pub kind: FailureKind,
-}
-
-/// Where an attempt failed, for callers that answer differently (the
-/// sendmail client's exit codes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FailureKind {
-    /// No TCP connection.
-    Connect,
-    /// The TLS handshake failed (for a verifying client: a certificate
-    /// that is not trusted).
-    Tls,
-    /// The server refused the credentials.
-    Auth,
-    #[default]
-    Other,
-}
-
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-struct Conn {
+pub(crate) struct Conn {
     io: Box<dyn Io>,
     buf: Vec<u8>,
 }
 
-struct Reply {
+pub(crate) struct Reply {
     code: u16,
     text: String,
 }
@@ -79,21 +54,36 @@ impl Reply {
     fn line(&self) -> String {
         self.text.lines().collect::<Vec<_>>().join(" / ")
     }
+
+    /// The reply's enhanced status code (RFC 2034 §4: right after the
+    /// basic code on the first line, of the same class); without one, the
+    /// class of the basic code with "0.0" (RFC 3463 §3.1, "other").
+    fn status(&self) -> Status {
+        let class = (self.code / 100) as u8;
+        self.text
+            .get(4..)
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|s| parse_status(s).filter(|st| st.0 == class))
+            .unwrap_or(Status(class, 0, 0))
+    }
+
+    fn answer(&self) -> Answer {
+        Answer::new(self.status(), self.line())
+    }
 }
 
+/// `X.Y.Z` with X in 2, 4, 5 and Y, Z of at most three digits.
+fn parse_status(s: &str) -> Option<Status> {
+    let mut parts = s.split('.');
+    let class: u8 = parts.next()?.parse().ok()?;
+    let subject: u16 = parts.next().filter(|p| p.len() <= 3)?.parse().ok()?;
+    let detail: u16 = parts.next().filter(|p| p.len() <= 3)?.parse().ok()?;
+    (parts.next().is_none() && matches!(class, 2 | 4 | 5)).then_some(Status(class, subject, detail))
+}
+
+/// The connection broke or misbehaved: RFC 3463 X.4.2 "bad connection".
 fn temp(reason: impl Into<String>) -> HostFailure {
-    HostFailure {
-        permanent: false,
-        reason: reason.into(),
-        kind: FailureKind::Other,
-    }
-}
-
-fn failed(kind: FailureKind, reason: impl Into<String>) -> HostFailure {
-    HostFailure {
-        kind,
-        ..temp(reason)
-    }
+    HostFailure::temporary(Status(4, 4, 2), reason)
 }
 
 impl Conn {
@@ -157,9 +147,10 @@ impl Conn {
     }
 }
 
-fn session_failure(stage: &str, r: &Reply) -> HostFailure {
+pub(crate) fn session_failure(stage: &str, r: &Reply) -> HostFailure {
     HostFailure {
         permanent: r.code >= 500,
+        status: r.status(),
         reason: format!("{stage}: {}", r.line()),
         kind: FailureKind::Other,
     }
@@ -168,19 +159,22 @@ fn session_failure(stage: &str, r: &Reply) -> HostFailure {
 async fn connect(addr: SocketAddr, protocol: &str) -> Result<TcpStream, HostFailure> {
     match timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(failed(
-            FailureKind::Connect,
+        // RFC 3463 X.4.1: no answer from host.
+        Ok(Err(e)) => Err(HostFailure::temporary(
+            Status(4, 4, 1),
             format!("connect to {protocol} {addr}: {e}"),
-        )),
-        Err(_) => Err(failed(
-            FailureKind::Connect,
+        )
+        .with_kind(FailureKind::Connect)),
+        Err(_) => Err(HostFailure::temporary(
+            Status(4, 4, 1),
             format!("connect to {protocol} {addr}: timeout"),
-        )),
+        )
+        .with_kind(FailureKind::Connect)),
     }
 }
 
 /// Connect and read the 220 greeting.
-async fn open(addr: SocketAddr, protocol: &str) -> Result<Conn, HostFailure> {
+pub(crate) async fn open(addr: SocketAddr, protocol: &str) -> Result<Conn, HostFailure> {
     let stream = connect(addr, protocol).await?;
     greet(Conn {
         io: Box::new(stream),
@@ -225,10 +219,12 @@ pub async fn deliver(
             });
         }
     } else if msg.require_tls || msg.auth.is_some() {
-        return Err(failed(
-            FailureKind::Tls,
+        // RFC 3463 X.7.10 (RFC 8689): encryption needed.
+        return Err(HostFailure::temporary(
+            Status(4, 7, 10),
             "TLS required but the server does not offer STARTTLS",
-        ));
+        )
+        .with_kind(FailureKind::Tls));
     }
     if let Some((user, password)) = msg.auth {
         login(&mut c, user, password).await?;
@@ -274,10 +270,12 @@ async fn starttls(
         .await
         .map_err(|_| temp("TLS handshake timeout"))?
         .map_err(|e| {
-            failed(
-                FailureKind::Tls,
+            // RFC 3463 X.7.5: cryptographic failure.
+            HostFailure::temporary(
+                Status(4, 7, 5),
                 format!("TLS handshake with {server_name}: {e}"),
             )
+            .with_kind(FailureKind::Tls)
         })?;
     Ok(Conn {
         io: Box::new(stream),
@@ -320,58 +318,6 @@ impl AsyncWrite for IoBox {
     }
 }
 
-/// Deliver to an LMTP server (RFC 2033): LHLO instead of EHLO, and after
-/// the data one reply per accepted recipient, so each mailbox's own
-/// answer (full, over quota) reaches its recipient.
-pub async fn deliver_lmtp(
-    addr: SocketAddr,
-    msg: &Outgoing<'_>,
-) -> Result<Vec<RcptOutcome>, HostFailure> {
-    let mut c = open(addr, "LMTP").await?;
-    let lhlo = c.command(&format!("LHLO {}", msg.helo)).await?;
-    if lhlo.code != 250 {
-        return Err(session_failure("LHLO", &lhlo));
-    }
-    let r = c.command(&format!("MAIL FROM:<{}>", msg.sender)).await?;
-    if r.code != 250 {
-        return Err(session_failure("MAIL FROM", &r));
-    }
-    let mut outcomes: Vec<Option<RcptOutcome>> = Vec::with_capacity(msg.recipients.len());
-    for rcpt in msg.recipients {
-        let r = c.command(&format!("RCPT TO:<{rcpt}>")).await?;
-        outcomes.push(reply_outcome(&r, false));
-    }
-    let accepted = outcomes.iter().filter(|o| o.is_none()).count();
-    if accepted > 0 {
-        let r = c.command("DATA").await?;
-        if r.code != 354 {
-            return Err(session_failure("DATA", &r));
-        }
-        c.send(&dot_stuff(msg.data)).await?;
-        // One reply per accepted recipient, in RCPT order.
-        for slot in outcomes.iter_mut().filter(|o| o.is_none()) {
-            let r = c.read_reply().await?;
-            *slot = reply_outcome(&r, true);
-        }
-    }
-    let _ = c.command("QUIT").await;
-    Ok(outcomes
-        .into_iter()
-        .map(|o| o.unwrap_or_else(|| RcptOutcome::Temporary("no reply".into())))
-        .collect())
-}
-
-/// A reply as an outcome; `None` for a 2xx that only accepts a recipient
-/// (`final_reply` false) and so has no outcome yet.
-fn reply_outcome(r: &Reply, final_reply: bool) -> Option<RcptOutcome> {
-    match r.code {
-        200..=299 if final_reply => Some(RcptOutcome::Delivered(r.line())),
-        200..=299 => None,
-        400..=499 => Some(RcptOutcome::Temporary(r.line())),
-        _ => Some(RcptOutcome::Permanent(r.line())),
-    }
-}
-
 /// AUTH PLAIN (RFC 4616) with the initial response. Called only after
 /// STARTTLS succeeded.
 async fn login(c: &mut Conn, user: &str, password: &str) -> Result<(), HostFailure> {
@@ -409,11 +355,11 @@ async fn transaction(
     }
     if msg.smtputf8 {
         if !has_extension(ehlo, "SMTPUTF8") {
-            return Err(HostFailure {
-                permanent: true,
-                reason: "the message needs SMTPUTF8, which the server does not offer".into(),
-                kind: FailureKind::Other,
-            });
+            // RFC 6531 §3.5: the message cannot go on; X.6.7 (RFC 6531 §3.7.4).
+            return Err(HostFailure::permanent(
+                Status(5, 6, 7),
+                "the message needs SMTPUTF8, which the server does not offer",
+            ));
         }
         mail.push_str(" SMTPUTF8");
     }
@@ -465,11 +411,7 @@ async fn transaction(
     }
     c.send(&dot_stuff(msg.data)).await?;
     let r = c.read_reply().await?;
-    let final_outcome = match r.code {
-        200..=299 => RcptOutcome::Delivered(r.line()),
-        400..=499 => RcptOutcome::Temporary(r.line()),
-        _ => RcptOutcome::Permanent(r.line()),
-    };
+    let final_outcome = outcome_of(&r);
     let _ = c.command("QUIT").await;
     Ok(outcomes
         .into_iter()
@@ -481,14 +423,22 @@ async fn transaction(
 fn rcpt_outcome(r: &Reply) -> Option<RcptOutcome> {
     match r.code {
         250 | 251 => None,
-        400..=499 => Some(RcptOutcome::Temporary(r.line())),
-        _ => Some(RcptOutcome::Permanent(r.line())),
+        _ => Some(outcome_of(r)),
+    }
+}
+
+/// A final reply as an outcome: 2xx delivered, 4xx later, else never.
+pub(crate) fn outcome_of(r: &Reply) -> RcptOutcome {
+    match r.code {
+        200..=299 => RcptOutcome::Delivered(r.answer()),
+        400..=499 => RcptOutcome::Temporary(r.answer()),
+        _ => RcptOutcome::Permanent(r.answer()),
     }
 }
 
 /// RFC 5321 §4.5.2: a line starting with "." gets one more; the data ends
 /// with CRLF "." CRLF.
-fn dot_stuff(data: &[u8]) -> Vec<u8> {
+pub(crate) fn dot_stuff(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + 16);
     let mut at_line_start = true;
     for &b in data {
@@ -505,147 +455,40 @@ fn dot_stuff(data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// TLS for opportunistic STARTTLS: encryption without authentication
-/// (RFC 7435). Certificates are not checked; MTA-STS/DANE would be the way
-/// to check them, and are not implemented yet.
-pub fn opportunistic_tls() -> Result<tokio_rustls::TlsConnector, rustls::Error> {
-    custom_tls(None)
-}
-
-/// TLS that accepts exactly one certificate: the one whose DER encoding
-/// has this SHA-256 (an operator pinning a self-signed certificate).
-/// A certificate pin: the SHA-256 of the certificate (DER) as 64 hex
-/// digits, colons allowed (as `openssl x509 -fingerprint -sha256` prints).
-pub fn parse_pin(text: &str) -> Result<[u8; 32], String> {
-    let hex: String = text.chars().filter(|c| *c != ':').collect();
-    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err("a pin is 64 hex digits (colons allowed)".into());
-    }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
-    }
-    Ok(out)
-}
-
-pub fn pinned_tls(sha256: [u8; 32]) -> Result<tokio_rustls::TlsConnector, rustls::Error> {
-    custom_tls(Some(sha256))
-}
-
-fn custom_tls(pin: Option<[u8; 32]>) -> Result<tokio_rustls::TlsConnector, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = CertificatePolicy {
-        provider: provider.clone(),
-        pin,
-    };
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
-}
-
-/// TLS that verifies the server's certificate and name against the
-/// system's CAs (`/etc/ssl/certs/ca-certificates.crt`) and any extra CA
-/// files given.
-pub fn verified_tls(
-    extra_cas: &[std::path::PathBuf],
-) -> Result<tokio_rustls::TlsConnector, String> {
-    use rustls::pki_types::pem::PemObject as _;
-    let mut roots = rustls::RootCertStore::empty();
-    let system = std::path::Path::new("/etc/ssl/certs/ca-certificates.crt");
-    let files = system
-        .exists()
-        .then(|| system.to_path_buf())
-        .into_iter()
-        .chain(extra_cas.iter().cloned());
-    for file in files {
-        let certs = rustls::pki_types::CertificateDer::pem_file_iter(&file)
-            .map_err(|e| format!("{}: {e}", file.display()))?;
-        for cert in certs {
-            let cert = cert.map_err(|e| format!("{}: {e}", file.display()))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("{}: {e}", file.display()))?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
-}
-
-/// Which server certificates a connector accepts: any (opportunistic TLS
-/// between MTAs, RFC 7435), or exactly a pinned one.
-#[derive(Debug)]
-struct CertificatePolicy {
-    provider: Arc<rustls::crypto::CryptoProvider>,
-    pin: Option<[u8; 32]>,
-}
-
-impl rustls::client::danger::ServerCertVerifier for CertificatePolicy {
-    fn verify_server_cert(
-        &self,
-        end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        match self.pin {
-            Some(pin)
-                if ring::digest::digest(&ring::digest::SHA256, end_entity).as_ref() != pin =>
-            {
-                Err(rustls::Error::General(
-                    "the certificate is not the pinned one (SHA-256 differs)".into(),
-                ))
-            }
-            _ => Ok(rustls::client::danger::ServerCertVerified::assertion()),
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn reply(code: u16, text: &str) -> Reply {
+        Reply {
+            code,
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn the_enhanced_status_is_read_from_the_first_line() {
+        assert_eq!(
+            reply(550, "550 5.1.1 <x@y>: no such user").status(),
+            Status(5, 1, 1)
+        );
+        assert_eq!(
+            reply(451, "451-4.3.0 busy\n451 4.3.0 later").status(),
+            Status(4, 3, 0)
+        );
+    }
+
+    #[test]
+    fn a_reply_without_an_enhanced_status_gets_its_class() {
+        assert_eq!(reply(550, "550 no such user").status(), Status(5, 0, 0));
+        assert_eq!(reply(450, "450 try later").status(), Status(4, 0, 0));
+        // A code of another class than the reply is not believed.
+        assert_eq!(reply(450, "450 5.1.1 odd").status(), Status(4, 0, 0));
+        assert_eq!(
+            reply(550, "550 1.2.3.4 is listed").status(),
+            Status(5, 0, 0)
+        );
+    }
 
     #[test]
     fn dot_stuffing_and_terminator() {

@@ -1,0 +1,129 @@
+//! One way to reach a running server. The operator's operations on live
+//! state (flush, hold, release and delete a queued message; block, list
+//! and report in the admission state) are methods of one [`Control`]
+//! handle, which the admin API calls in-process and the control socket
+//! (`DATA/control.sock`, mode 0600) serves to the CLI, one JSON request
+//! and answer per line. When no server answers, the CLI takes its offline
+//! path (the spool and the state on disk, or Redis) instead.
+//!
+//! This crate decides nothing about mail: it forwards the operator's
+//! request to the queue or the state, and says what came of it.
+
+mod client;
+mod socket;
+
+pub use client::{Client, ClientError};
+pub use socket::{SocketError, bind, socket_path};
+
+use portcullis_admission::{BlockEntry, Reputation, StateCommand};
+use portcullis_config::Cidr;
+use portcullis_queue::Queue;
+use portcullis_state::Store;
+use serde::{Deserialize, Serialize};
+
+/// What an operator asks of a running server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    QueueFlush,
+    QueueHold { id: String },
+    QueueRelease { id: String },
+    QueueDelete { id: String },
+    StateApply { command: StateCommand },
+    StateBlocklist,
+    StateKnown,
+    StateReputations,
+    StateReputation { key: String },
+}
+
+/// Why a request was refused: what the operator reads.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum ControlError {
+    #[error("no message {0} in the queue")]
+    NoSuchMessage(String),
+    #[error("no reputation for {0}")]
+    NoReputation(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("the spool failed: {0}")]
+    Spool(String),
+}
+
+/// The operations, on the live queue and state.
+#[derive(Clone)]
+pub struct Control {
+    pub queue: Queue,
+    pub state: Store,
+}
+
+impl Control {
+    /// Answer one request; the value is what the caller prints or returns.
+    pub async fn handle(&self, r: Request) -> Result<serde_json::Value, ControlError> {
+        use serde_json::{json, to_value};
+        Ok(match r {
+            Request::QueueFlush => {
+                self.queue.flush();
+                json!({ "flush": "requested" })
+            }
+            Request::QueueHold { id } => self.hold(&id, true).await?,
+            Request::QueueRelease { id } => self.hold(&id, false).await?,
+            Request::QueueDelete { id } => self.delete(&id).await?,
+            Request::StateApply { command } => {
+                self.apply(&command).await?;
+                json!({ "applied": true })
+            }
+            Request::StateBlocklist => to_value(self.blocklist().await).unwrap_or_default(),
+            Request::StateKnown => to_value(self.state.known().await).unwrap_or_default(),
+            Request::StateReputations => {
+                to_value(self.state.reputations().await).unwrap_or_default()
+            }
+            Request::StateReputation { key } => {
+                to_value(self.reputation(&key).await?).unwrap_or_default()
+            }
+        })
+    }
+
+    pub async fn hold(&self, id: &str, held: bool) -> Result<serde_json::Value, ControlError> {
+        match self.queue.set_held(id, held).await {
+            Ok(true) => Ok(serde_json::json!({ "id": id, "held": held })),
+            Ok(false) => Err(ControlError::NoSuchMessage(id.to_owned())),
+            Err(e) => Err(ControlError::Spool(e.to_string())),
+        }
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<serde_json::Value, ControlError> {
+        match self.queue.delete(id).await {
+            Ok(true) => Ok(serde_json::json!({ "deleted": id })),
+            Ok(false) => Err(ControlError::NoSuchMessage(id.to_owned())),
+            Err(e) => Err(ControlError::Spool(e.to_string())),
+        }
+    }
+
+    pub async fn apply(&self, command: &StateCommand) -> Result<(), ControlError> {
+        tracing::info!(event = "state_command", command = ?command);
+        self.state
+            .apply(command)
+            .await
+            .map_err(ControlError::Refused)
+    }
+
+    pub async fn blocklist(&self) -> Vec<(Cidr, BlockEntry)> {
+        self.state.blocklist().await
+    }
+
+    pub async fn reputation(&self, key: &str) -> Result<Reputation, ControlError> {
+        self.state
+            .reputation(key)
+            .await
+            .ok_or_else(|| ControlError::NoReputation(key.to_owned()))
+    }
+}
+
+/// One answer on the socket: the value, or why not.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Answer {
+    #[serde(default)]
+    pub value: serde_json::Value,
+    #[serde(default)]
+    pub error: Option<ControlError>,
+}

@@ -1,0 +1,142 @@
+//! The client's TLS: opportunistic (any certificate, RFC 7435), pinned
+//! (exactly one certificate), or verified against the system CAs.
+
+use std::sync::Arc;
+
+/// TLS for opportunistic STARTTLS: encryption without authentication
+/// (RFC 7435). Certificates are not checked; MTA-STS/DANE would be the way
+/// to check them, and are not implemented yet.
+pub fn opportunistic_tls() -> Result<tokio_rustls::TlsConnector, rustls::Error> {
+    custom_tls(None)
+}
+
+/// TLS that accepts exactly one certificate: the one whose DER encoding
+/// has this SHA-256 (an operator pinning a self-signed certificate).
+/// A certificate pin: the SHA-256 of the certificate (DER) as 64 hex
+/// digits, colons allowed (as `openssl x509 -fingerprint -sha256` prints).
+pub fn parse_pin(text: &str) -> Result<[u8; 32], String> {
+    let hex: String = text.chars().filter(|c| *c != ':').collect();
+    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err("a pin is 64 hex digits (colons allowed)".into());
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
+pub fn pinned_tls(sha256: [u8; 32]) -> Result<tokio_rustls::TlsConnector, rustls::Error> {
+    custom_tls(Some(sha256))
+}
+
+fn custom_tls(pin: Option<[u8; 32]>) -> Result<tokio_rustls::TlsConnector, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = CertificatePolicy {
+        provider: provider.clone(),
+        pin,
+    };
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// TLS that verifies the server's certificate and name against the
+/// system's CAs (`/etc/ssl/certs/ca-certificates.crt`) and any extra CA
+/// files given.
+pub fn verified_tls(
+    extra_cas: &[std::path::PathBuf],
+) -> Result<tokio_rustls::TlsConnector, String> {
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    let system = std::path::Path::new("/etc/ssl/certs/ca-certificates.crt");
+    let files = system
+        .exists()
+        .then(|| system.to_path_buf())
+        .into_iter()
+        .chain(extra_cas.iter().cloned());
+    for file in files {
+        let certs = rustls::pki_types::CertificateDer::pem_file_iter(&file)
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("{}: {e}", file.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// Which server certificates a connector accepts: any (opportunistic TLS
+/// between MTAs, RFC 7435), or exactly a pinned one.
+#[derive(Debug)]
+struct CertificatePolicy {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    pin: Option<[u8; 32]>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for CertificatePolicy {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        match self.pin {
+            Some(pin)
+                if ring::digest::digest(&ring::digest::SHA256, end_entity).as_ref() != pin =>
+            {
+                Err(rustls::Error::General(
+                    "the certificate is not the pinned one (SHA-256 differs)".into(),
+                ))
+            }
+            _ => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

@@ -1,0 +1,362 @@
+//! The router: which courier carries each recipient of a message. Local
+//! mailboxes (one leg for all of them, written with others' in one sync),
+//! an LMTP server per domain that has one, and for every other domain one
+//! SMTP transaction, to the smarthost or to the domain's MX hosts in
+//! order. Per-domain concurrency and pacing are kept here, where the
+//! transactions start.
+
+use crate::client::{self, Outgoing};
+use crate::mailboxes::{MailboxDrop, Mailboxes};
+use crate::outcome::{Answer, HostFailure, RcptOutcome, Status};
+use crate::route::{MxResolver, Route};
+use crate::{Addressee, BoxFuture, Courier, Leg, Parcel};
+use portcullis_config::Config;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::{info, warn};
+
+/// Where one leg goes.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Destination {
+    /// Our own Maildirs.
+    Mailboxes,
+    /// A local domain's mail store behind LMTP.
+    Lmtp(String, SocketAddr),
+    /// Another domain: its MX hosts, or the smarthost.
+    Remote(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    #[error("cannot read the smarthost password file {path}: {source}")]
+    PasswordFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("[delivery] smarthost_user needs smarthost_password_file")]
+    PasswordMissing,
+    #[error("[delivery] {key}: {why}")]
+    Tls { key: &'static str, why: String },
+}
+
+/// The smarthost login: only ever over TLS that proved who it talks to.
+struct Login {
+    user: String,
+    password: String,
+    tls: tokio_rustls::TlsConnector,
+    name: String,
+}
+
+pub struct Router {
+    config: Config,
+    mailboxes: Mailboxes,
+    routes: Arc<dyn MxResolver>,
+    /// Opportunistic STARTTLS to MX hosts (RFC 7435).
+    tls: tokio_rustls::TlsConnector,
+    login: Option<Login>,
+    /// At most `max_per_domain` transactions with one domain at once.
+    per_domain: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// When the next transaction with a domain may start.
+    next_start: Mutex<HashMap<String, Instant>>,
+}
+
+impl Router {
+    pub fn new(
+        config: &Config,
+        mailboxes: Mailboxes,
+        routes: Arc<dyn MxResolver>,
+    ) -> Result<Router, RouterError> {
+        let tls = client::opportunistic_tls().map_err(|e| RouterError::Tls {
+            key: "tls",
+            why: e.to_string(),
+        })?;
+        Ok(Router {
+            login: smarthost_login(&config.delivery)?,
+            config: config.clone(),
+            mailboxes,
+            routes,
+            tls,
+            per_domain: Mutex::default(),
+            next_start: Mutex::default(),
+        })
+    }
+
+    fn destination(&self, address: &str) -> Destination {
+        let domain = address
+            .rsplit_once('@')
+            .map_or("", |(_, d)| d)
+            .to_ascii_lowercase();
+        match self.config.lmtp.get(&domain) {
+            Some(addr) => Destination::Lmtp(domain, *addr),
+            None if self.config.is_local_domain(&domain) => Destination::Mailboxes,
+            None => Destination::Remote(domain),
+        }
+    }
+
+    async fn to_mailboxes(&self, parcel: &Parcel, to: &[&Addressee]) -> Vec<RcptOutcome> {
+        let to = to
+            .iter()
+            .map(|a| {
+                let (local, domain) = a.address.rsplit_once('@').unwrap_or((&a.address, ""));
+                (domain.to_owned(), local.to_owned(), a.folder.clone())
+            })
+            .collect();
+        let drop = MailboxDrop {
+            return_path: parcel.sender.clone(),
+            data: parcel.data.clone(),
+            to,
+        };
+        self.mailboxes.deliver(drop).await
+    }
+
+    /// The message as the client sends it; plain, no login.
+    fn outgoing<'a>(&'a self, parcel: &'a Parcel, recipients: &'a [String]) -> Outgoing<'a> {
+        Outgoing {
+            helo: &self.config.hostname,
+            sender: &parcel.sender,
+            recipients,
+            data: &parcel.data,
+            smtputf8: parcel.smtputf8,
+            eight_bit: parcel.eight_bit,
+            require_tls: false,
+            auth: None,
+        }
+    }
+
+    async fn to_lmtp(
+        &self,
+        parcel: &Parcel,
+        addr: SocketAddr,
+        to: &[&Addressee],
+    ) -> Vec<RcptOutcome> {
+        let addresses: Vec<String> = to.iter().map(|a| a.address.clone()).collect();
+        let outcomes = match client::deliver_lmtp(addr, &self.outgoing(parcel, &addresses)).await {
+            Ok(o) => o,
+            Err(f) => vec![RcptOutcome::of_failure(&f); to.len()],
+        };
+        log_outcomes(parcel, &addresses, &outcomes, &addr.to_string());
+        outcomes
+    }
+
+    async fn to_domain(
+        &self,
+        parcel: &Parcel,
+        domain: &str,
+        to: &[&Addressee],
+    ) -> Vec<RcptOutcome> {
+        let _slot = self.domain_slot(domain).await;
+        let addresses: Vec<String> = to.iter().map(|a| a.address.clone()).collect();
+        if let Some(host) = self.config.delivery.smarthost {
+            return self
+                .to_hosts(parcel, &addresses, domain, &[(host, host.ip().to_string())])
+                .await;
+        }
+        let every = |a: Answer, permanent: bool| {
+            let o = if permanent {
+                RcptOutcome::Permanent(a)
+            } else {
+                RcptOutcome::Temporary(a)
+            };
+            vec![o; to.len()]
+        };
+        match self.routes.route(domain).await {
+            // RFC 7505 §4.2: bounce at once, 5.1.10.
+            Route::NullMx => every(
+                Answer::new(
+                    Status(5, 1, 10),
+                    format!("{domain} accepts no mail (null MX)"),
+                ),
+                true,
+            ),
+            Route::NoSuchDomain => every(
+                Answer::new(Status(5, 1, 2), format!("domain {domain} does not exist")),
+                true,
+            ),
+            // RFC 3463 X.4.3: directory server failure.
+            Route::TempFail(why) => every(Answer::new(Status(4, 4, 3), why), false),
+            Route::Hosts(hosts) => {
+                let port = self.config.delivery.port;
+                let addrs: Vec<(SocketAddr, String)> = hosts
+                    .iter()
+                    .flat_map(|h| {
+                        h.addrs
+                            .iter()
+                            .map(|a| (SocketAddr::new(*a, port), h.name.clone()))
+                    })
+                    .collect();
+                self.to_hosts(parcel, &addresses, domain, &addrs).await
+            }
+        }
+    }
+
+    /// Try each address in order until one answers the transaction.
+    async fn to_hosts(
+        &self,
+        parcel: &Parcel,
+        addresses: &[String],
+        domain: &str,
+        hosts: &[(SocketAddr, String)],
+    ) -> Vec<RcptOutcome> {
+        let smarthost = self.config.delivery.smarthost.is_some();
+        let login = self.login.as_ref().filter(|_| smarthost);
+        let msg = Outgoing {
+            require_tls: login.is_some()
+                || self
+                    .config
+                    .delivery
+                    .require_tls_for
+                    .iter()
+                    .any(|d| d == domain),
+            auth: login.map(|l| (l.user.as_str(), l.password.as_str())),
+            ..self.outgoing(parcel, addresses)
+        };
+        // RFC 3463 X.4.4: unable to route.
+        let mut last = HostFailure::temporary(Status(4, 4, 4), "no address to try");
+        for (addr, name) in hosts {
+            let (tls, name) = match login {
+                Some(l) => (&l.tls, l.name.as_str()),
+                None => (&self.tls, name.as_str()),
+            };
+            match client::deliver(*addr, &msg, tls, name).await {
+                Ok(outcomes) => {
+                    log_outcomes(parcel, addresses, &outcomes, &addr.to_string());
+                    return outcomes;
+                }
+                Err(f) => {
+                    warn!(event = "remote_attempt_failed", id = %parcel.id, host = %addr, reason = %f.reason);
+                    let permanent = f.permanent;
+                    last = f;
+                    if permanent {
+                        break;
+                    }
+                }
+            }
+        }
+        vec![RcptOutcome::of_failure(&last); addresses.len()]
+    }
+
+    /// Wait for a free delivery slot for `domain`, then for its pace.
+    async fn domain_slot(&self, domain: &str) -> Option<OwnedSemaphorePermit> {
+        let max = self.config.delivery.max_per_domain.max(1);
+        let sem = self.per_domain.lock().ok().map(|mut m| {
+            m.entry(domain.to_owned())
+                .or_insert_with(|| Arc::new(Semaphore::new(max)))
+                .clone()
+        })?;
+        let permit = sem.acquire_owned().await.ok();
+        self.pace(domain).await;
+        permit
+    }
+
+    /// Space transactions with `domain` by 60 s / max_per_domain_per_minute.
+    async fn pace(&self, domain: &str) {
+        let rate = self.config.delivery.max_per_domain_per_minute;
+        if rate == 0 {
+            return;
+        }
+        let interval = Duration::from_secs(60) / rate;
+        let wait = self.next_start.lock().ok().map(|mut m| {
+            let now = Instant::now();
+            let start = m.get(domain).copied().filter(|t| *t > now).unwrap_or(now);
+            m.insert(domain.to_owned(), start + interval);
+            start.saturating_duration_since(now)
+        });
+        if let Some(w) = wait.filter(|w| !w.is_zero()) {
+            tokio::time::sleep(w).await;
+        }
+    }
+}
+
+fn log_outcomes(parcel: &Parcel, addresses: &[String], outcomes: &[RcptOutcome], host: &str) {
+    for (to, o) in addresses.iter().zip(outcomes) {
+        let a = o.answer();
+        info!(event = "remote_result", id = %parcel.id, to = %to, host = %host, result = o.word(), status = %a.status, reply = %a.text);
+    }
+}
+
+impl Courier for Router {
+    fn legs(&self, to: &[Addressee]) -> Vec<Leg> {
+        let mut legs: BTreeMap<Destination, Vec<usize>> = BTreeMap::new();
+        for (i, a) in to.iter().enumerate() {
+            legs.entry(self.destination(&a.address))
+                .or_default()
+                .push(i);
+        }
+        legs.into_iter()
+            .map(|(destination, members)| Leg {
+                name: match &destination {
+                    Destination::Mailboxes => "mailboxes".to_owned(),
+                    Destination::Lmtp(d, _) | Destination::Remote(d) => d.clone(),
+                },
+                destination,
+                members,
+            })
+            .collect()
+    }
+
+    fn carry<'a>(
+        &'a self,
+        parcel: &'a Parcel,
+        to: &'a [Addressee],
+        leg: &'a Leg,
+    ) -> BoxFuture<'a, Vec<RcptOutcome>> {
+        Box::pin(async move {
+            let members: Vec<&Addressee> = leg.members.iter().filter_map(|&i| to.get(i)).collect();
+            match &leg.destination {
+                Destination::Mailboxes => self.to_mailboxes(parcel, &members).await,
+                Destination::Lmtp(_, addr) => self.to_lmtp(parcel, *addr, &members).await,
+                Destination::Remote(domain) => self.to_domain(parcel, domain, &members).await,
+            }
+        })
+    }
+}
+
+/// The smarthost login from `[delivery]`: the password from its file, and
+/// TLS pinned (`smarthost_pin_sha256`) or verified against the system CAs
+/// and `smarthost_ca`, for `smarthost_name` or the smarthost's address.
+fn smarthost_login(d: &portcullis_config::Delivery) -> Result<Option<Login>, RouterError> {
+    let (user, file) = match (&d.smarthost_user, &d.smarthost_password_file) {
+        (Some(user), Some(file)) => (user, file),
+        (Some(_), None) => return Err(RouterError::PasswordMissing),
+        _ => return Ok(None),
+    };
+    let Some(host) = d.smarthost else {
+        return Ok(None);
+    };
+    let password = std::fs::read_to_string(file).map_err(|source| RouterError::PasswordFile {
+        path: file.clone(),
+        source,
+    })?;
+    let tls = match &d.smarthost_pin_sha256 {
+        Some(pin) => {
+            let bad = |why: String| RouterError::Tls {
+                key: "smarthost_pin_sha256",
+                why,
+            };
+            client::pinned_tls(client::parse_pin(pin).map_err(bad)?)
+                .map_err(|e| bad(e.to_string()))?
+        }
+        None => {
+            let extra: Vec<_> = d.smarthost_ca.iter().cloned().collect();
+            client::verified_tls(&extra).map_err(|why| RouterError::Tls {
+                key: "smarthost_ca",
+                why,
+            })?
+        }
+    };
+    Ok(Some(Login {
+        user: user.clone(),
+        password: password.trim_end_matches(['\r', '\n']).to_owned(),
+        tls,
+        name: d
+            .smarthost_name
+            .clone()
+            .unwrap_or_else(|| host.ip().to_string()),
+    }))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,65 @@
+//! How portcullis asks DNS: the name servers of `[dns] nameservers` (each
+//! on its own port, UDP then TCP) or the system's, with the configured
+//! timeout and one attempt, and never `/etc/hosts` (an answer about mail
+//! must come from DNS, not from the local machine's idea of `localhost`).
+//!
+//! Every room that resolves names (authentication checks, the delivery
+//! router, the sendmail client) builds its resolver here, so they all ask
+//! the same servers the same way. This crate decides nothing about the
+//! answers.
+
+pub use hickory_resolver;
+
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Why no resolver could be made (an unreadable /etc/resolv.conf, say).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the DNS resolver: {0}")]
+pub struct ResolverError(String);
+
+/// A resolver config asking exactly these servers (UDP, then TCP), each
+/// on its own port: what tests and operators name in `[dns] nameservers`.
+pub fn resolver_config(nameservers: &[SocketAddr]) -> ResolverConfig {
+    let servers = nameservers
+        .iter()
+        .map(|sa| {
+            let mut ns = NameServerConfig::udp_and_tcp(sa.ip());
+            for c in &mut ns.connections {
+                c.port = sa.port();
+            }
+            ns
+        })
+        .collect();
+    ResolverConfig::from_name_servers(servers)
+}
+
+/// Options for configured name servers: one attempt within `timeout`,
+/// and DNS only (no hosts file).
+pub fn resolver_opts(timeout: Duration) -> ResolverOpts {
+    let mut opts = ResolverOpts::default();
+    opts.timeout = timeout;
+    opts.attempts = 1;
+    opts.use_hosts_file = ResolveHosts::Never;
+    opts
+}
+
+/// The resolver for `nameservers`, or the system's when it is empty.
+pub fn resolver(
+    nameservers: &[SocketAddr],
+    timeout: Duration,
+) -> Result<TokioResolver, ResolverError> {
+    let (config, opts) = if nameservers.is_empty() {
+        hickory_resolver::system_conf::read_system_conf()
+            .map_err(|e| ResolverError(e.to_string()))?
+    } else {
+        (resolver_config(nameservers), resolver_opts(timeout))
+    };
+    TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
+        .with_options(opts)
+        .build()
+        .map_err(|e| ResolverError(e.to_string()))
+}

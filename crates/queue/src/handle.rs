@@ -1,0 +1,137 @@
+//! The queue's handle: what the way in, the bounce writer and the control
+//! path hold. Every new message enters through [`Queue::enqueue`]: written
+//! and fsync'd to the spool, then handed to the scheduler.
+
+use crate::scheduler::{Command, Job, Scheduler};
+use crate::{Envelope, Schedule, Spool, SpoolError, StoredMessage};
+use portcullis_delivery::Courier;
+use portcullis_metrics::Metrics;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// How the queue runs.
+#[derive(Clone, Debug)]
+pub struct QueueSettings {
+    /// Our name: the DSNs' reporting MTA.
+    pub hostname: String,
+    pub schedule: Schedule,
+    /// Messages being delivered at once; the rest wait their turn.
+    pub max_active: usize,
+}
+
+/// Handle to the queue. Cheap to clone.
+#[derive(Clone)]
+pub struct Queue {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    spool: Spool,
+    hostname: String,
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+impl Queue {
+    /// Start the scheduler over `spool`, with the messages the spool
+    /// recovered (`pending`) waiting for their first attempt.
+    pub fn start(
+        spool: Spool,
+        pending: Vec<StoredMessage>,
+        courier: Arc<dyn Courier>,
+        settings: QueueSettings,
+        metrics: Arc<Metrics>,
+    ) -> (Queue, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queue = Queue {
+            inner: Arc::new(Inner {
+                spool,
+                hostname: settings.hostname.clone(),
+                tx,
+            }),
+        };
+        let scheduler = Scheduler::new(queue.clone(), courier, settings, metrics, rx, pending);
+        (queue, tokio::spawn(scheduler.run()))
+    }
+
+    pub fn spool(&self) -> &Spool {
+        &self.inner.spool
+    }
+
+    pub(crate) fn hostname(&self) -> &str {
+        &self.inner.hostname
+    }
+
+    pub fn new_id(&self) -> String {
+        self.inner.spool.new_id()
+    }
+
+    /// The only way into the queue: the message is durable when this
+    /// returns Ok (the 250 may be sent), and delivery has it.
+    pub async fn enqueue(&self, envelope: Envelope, data: Arc<Vec<u8>>) -> Result<(), SpoolError> {
+        self.inner
+            .spool
+            .commit(envelope.clone(), data.clone())
+            .await?;
+        self.send(Command::Submit(Job::new(StoredMessage { envelope, data })));
+        Ok(())
+    }
+
+    /// Retry every deferred message now.
+    pub fn flush(&self) {
+        self.send(Command::Flush);
+    }
+
+    /// Keep a message out of delivery (`held`) or let it go. The mark is
+    /// a file beside the spool, so it outlives a restart. Ok(false): no
+    /// such message.
+    pub async fn set_held(&self, id: &str, held: bool) -> Result<bool, SpoolError> {
+        // The mark first, so that a crash after the scheduler's answer
+        // still finds it.
+        let dir = self.inner.spool.dir();
+        crate::spool::mark_held(dir, id, held)?;
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Hold {
+            id: id.to_owned(),
+            held,
+            reply,
+        });
+        if !rx.await.unwrap_or(false) {
+            crate::spool::mark_held(dir, id, false)?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Remove a message: never tried again (an attempt under way may
+    /// still finish its transaction). Ok(false): no such message.
+    pub async fn delete(&self, id: &str) -> Result<bool, SpoolError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Delete {
+            id: id.to_owned(),
+            reply,
+        });
+        if !rx.await.unwrap_or(false) {
+            return Ok(false);
+        }
+        let dir = self.inner.spool.dir();
+        crate::spool::mark_held(dir, id, false)?;
+        crate::clear_status(dir, id);
+        self.inner.spool.complete(id).await?;
+        Ok(true)
+    }
+
+    /// Start no new delivery and wait (at most `limit`) for those under
+    /// way: what is left is delivered after the restart.
+    pub async fn settle(&self, limit: Duration) -> bool {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Settle(reply));
+        tokio::time::timeout(limit, rx).await.is_ok()
+    }
+
+    fn send(&self, c: Command) {
+        // The scheduler lives as long as the runtime: a failed send means
+        // the server is stopping, and the spool keeps the message.
+        let _ = self.inner.tx.send(c);
+    }
+}
