@@ -8,7 +8,6 @@ use crate::SuffixList;
 use crate::dmarc::{self, DmarcEvaluation};
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dmarc::verify::DmarcParameters;
-use mail_auth::hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use mail_auth::{
     AuthenticatedMessage, AuthenticationResults, DkimResult, MessageAuthenticator, SpfOutput,
     SpfResult,
@@ -147,22 +146,6 @@ pub struct MessageResults {
     pub header: String,
 }
 
-/// A resolver config asking exactly these servers (UDP, then TCP), each
-/// on its own port: what tests and operators name in `[dns] nameservers`.
-pub fn resolver_config(nameservers: &[SocketAddr]) -> ResolverConfig {
-    let servers = nameservers
-        .iter()
-        .map(|sa| {
-            let mut ns = NameServerConfig::udp_and_tcp(sa.ip());
-            for c in &mut ns.connections {
-                c.port = sa.port();
-            }
-            ns
-        })
-        .collect();
-    ResolverConfig::from_name_servers(servers)
-}
-
 /// The DNS-backed verifier.
 #[derive(Clone)]
 pub struct Verifier {
@@ -186,16 +169,16 @@ impl Verifier {
         nameservers: &[SocketAddr],
         timeout: Duration,
     ) -> Result<Verifier, ResolverError> {
+        // Authentication answers come from DNS, never from /etc/hosts
+        // (which would make 127.0.0.1 "localhost" or the machine's name):
+        // portcullis_dns's options say so.
         let auth = if nameservers.is_empty() {
             MessageAuthenticator::new_system_conf()
         } else {
-            let mut opts = ResolverOpts::default();
-            opts.timeout = timeout;
-            opts.attempts = 1;
-            // Authentication answers come from DNS, never from /etc/hosts
-            // (which would make 127.0.0.1 "localhost" or the machine's name).
-            opts.use_hosts_file = mail_auth::hickory_resolver::config::ResolveHosts::Never;
-            MessageAuthenticator::new(resolver_config(nameservers), opts)
+            MessageAuthenticator::new(
+                portcullis_dns::resolver_config(nameservers),
+                portcullis_dns::resolver_opts(timeout),
+            )
         }
         .map_err(|e| ResolverError(e.to_string()))?;
         Ok(Verifier::from_authenticator(auth, authserv_id))

@@ -11,7 +11,6 @@ mod keys;
 mod lists;
 mod offline;
 mod psl;
-mod route;
 pub mod spf;
 
 pub use dmarc::{DmarcEvaluation, DmarcRecord, Mechanism, parse_record as parse_dmarc_record};
@@ -20,10 +19,9 @@ pub use lists::{DomainRating, Listing, RatingAnswer, dnsbl_query, parse_rating};
 pub use mail_auth::SpfOutput;
 pub use offline::TxtRecords;
 pub use psl::{SuffixList, SuffixListError};
-pub use route::{MxHost, Route};
 
 pub use inbound::{
-    AuthResult, DmarcPolicy, MessageResults, ResolverError, SpfCheck, Verifier, resolver_config,
+    AuthResult, DmarcPolicy, MessageResults, ResolverError, SpfCheck, Verifier,
     strip_forged_results,
 };
 

@@ -31,7 +31,7 @@ pub fn resolver(nameservers: &[SocketAddr]) -> Result<TokioResolver, String> {
     let mut b = if nameservers.is_empty() {
         TokioResolver::builder_tokio().map_err(|e| e.to_string())?
     } else {
-        let cfg = portcullis_authn::resolver_config(nameservers);
+        let cfg = portcullis_dns::resolver_config(nameservers);
         TokioResolver::builder_with_config(cfg, TokioRuntimeProvider::default())
     };
     b.options_mut().timeout = Duration::from_secs(5);
