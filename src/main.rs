@@ -321,8 +321,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config,
         } => {
             let config = load(config.as_deref())?;
-            let path = portcullis_server::forwarding::secrets_path(&config.data_dir);
-            portcullis_server::forwarding::rotate_secret(&path, 3)
+            let path = portcullis_pipeline::forwarding::secrets_path(&config.data_dir);
+            portcullis_pipeline::forwarding::rotate_secret(&path, 3)
                 .with_context(|| format!("cannot write {}", path.display()))?;
             println!(
                 "new SRS secret in {}; the two before it still verify",
@@ -487,7 +487,7 @@ emitted after merging: {} dynamic blocks, {} MSA blocks, {} port-25 rules",
         Command::DnsRecords { domain, config } => dns_records(&load(config.as_deref())?, &domain),
         Command::Trace { query, config } => {
             let c = load(config.as_deref())?;
-            let log = portcullis_server::trace::SubmissionLog::new(
+            let log = portcullis_pipeline::trace::SubmissionLog::new(
                 &c.data_dir,
                 c.submission.log_retention_days,
             );

@@ -58,6 +58,14 @@ impl From<SpfResult> for AuthResult {
 
 /// Our result in mail-auth's words, for its Authentication-Results and
 /// DMARC code.
+impl AuthResult {
+    /// An SPF output about `domain` with this result, as mail-auth's
+    /// header writer takes it (tests and tools that make up results).
+    pub fn spf_output(self, domain: &str) -> SpfOutput {
+        SpfOutput::new(domain.to_owned()).with_result(spf_result(self))
+    }
+}
+
 pub(crate) fn spf_result(r: AuthResult) -> SpfResult {
     match r {
         AuthResult::Pass => SpfResult::Pass,

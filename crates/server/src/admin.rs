@@ -303,7 +303,7 @@ async fn accounts_delete(
 }
 
 fn reputation_json(ctx: &Context, key: &str, r: &portcullis_admission::Reputation) -> Value {
-    let class = ctx.admission.policy().class_name(key, r);
+    let class = ctx.inbound.admission.policy().class_name(key, r);
     json!({
         "identity": key,
         "class": class,
@@ -317,7 +317,7 @@ fn reputation_json(ctx: &Context, key: &str, r: &portcullis_admission::Reputatio
 }
 
 async fn reputation_list(_: Admin, State(ctx): State<Arc<Context>>) -> ApiResult {
-    let all = ctx.admission.state.reputations().await;
+    let all = ctx.inbound.admission.state.reputations().await;
     Ok(Json(json!(
         all.iter()
             .map(|(k, r)| reputation_json(&ctx, k, r))
@@ -364,7 +364,7 @@ async fn apply(ctx: &Context, cmd: StateCommand) -> Result<(), ApiError> {
 async fn blocklist_list(_: Admin, State(ctx): State<Arc<Context>>) -> ApiResult {
     let now = portcullis_config::clock::now_secs();
     let list: Vec<Value> = ctx
-        .admission
+        .inbound.admission
         .state
         .blocklist()
         .await
@@ -431,6 +431,7 @@ async fn blocklist_del(
 
 async fn known_list(_: Admin, State(ctx): State<Arc<Context>>) -> ApiResult {
     let list: Vec<Value> = ctx
+        .inbound
         .admission
         .state
         .known()
@@ -483,14 +484,14 @@ async fn trace(
             "the query needs q=QUEUE-ID|MESSAGE-ID|ACCOUNT",
         )
     })?;
-    let found = ctx.submission.log.search(query).map_err(internal)?;
+    let found = ctx.inbound.submission.log.search(query).map_err(internal)?;
     Ok(Json(json!(found)))
 }
 
 /// What the dashboard draws.
 async fn stats(_: Admin, State(ctx): State<Arc<Context>>) -> ApiResult {
     let now = portcullis_config::clock::now_secs();
-    let adm = &ctx.admission;
+    let adm = &ctx.inbound.admission;
     let mut top = adm.state.reputations().await;
     top.sort_by_key(|(_, r)| std::cmp::Reverse(r.messages));
     top.truncate(10);

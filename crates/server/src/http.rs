@@ -51,7 +51,7 @@ async fn health(State(ctx): State<Arc<Context>>) -> Json<serde_json::Value> {
 
 async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
     let sessions = (ctx.config().limits.max_sessions - ctx.sessions.available_permits()) as u64;
-    let adm = &ctx.admission;
+    let adm = &ctx.inbound.admission;
     let blocklist = adm.state.blocklist().await.len() as u64;
     let sizes = adm.state.sizes();
     let size = |name: &str| {

@@ -1,29 +1,22 @@
-//! Listeners, TLS and the I/O driver: the edge where sockets, files and
-//! tokio live. It wires the rooms together (the SMTP session, the spool,
-//! local delivery) and holds no protocol logic of its own: the session
-//! decides what to say, the checks in `checks.rs` decide who may send to
-//! whom.
+//! The edge where sockets, files and tokio live: listeners and the accept
+//! path (`listen.rs`), the mechanical session driver (`driver.rs`), TLS,
+//! signals, the HTTP listener (admin API, dashboard, autoconfig) and the
+//! privilege drop. It wires the rooms together and decides nothing: the
+//! `smtp` session decides what to say, the way in (`portcullis-pipeline`)
+//! who may send what to whom, the queue when mail goes out.
 
 mod admin;
-mod admission;
-mod checks;
-mod connection;
-mod dnslists;
-pub mod forwarding;
+mod driver;
 mod http;
-
+mod listen;
 mod privileges;
-mod reloading;
-mod rspamd;
 mod signals;
-
-mod submission;
 mod tls;
-pub mod trace;
 
 use anyhow::Context as _;
 use portcullis_config::{Config, ListenerRole};
-use portcullis_queue::{Spool, SpoolOptions};
+use portcullis_pipeline::Inbound;
+use portcullis_queue::{Queue, Spool, SpoolOptions};
 use portcullis_smtp::{Limits, Role, SessionConfig};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,13 +33,11 @@ pub(crate) struct Context {
     /// one it started with.
     config: std::sync::RwLock<Arc<Config>>,
     config_path: Option<std::path::PathBuf>,
-    pub queue: portcullis_queue::Queue,
+    /// The way in: the services every stage consults.
+    pub inbound: Arc<Inbound>,
+    pub queue: Queue,
     /// The operator's operations on the live queue and state.
     pub control: portcullis_control::Control,
-    pub submission: submission::Submission,
-    pub verifier: portcullis_authn::Verifier,
-    pub admission: admission::Admission,
-    pub forwarding: forwarding::Forwarding,
     pub admin_token: String,
     pub metrics: Arc<portcullis_metrics::Metrics>,
     tls: std::sync::RwLock<tokio_rustls::TlsAcceptor>,
@@ -96,7 +87,6 @@ impl Context {
     }
 }
 
-/// Run the server until SIGINT or SIGTERM; SIGHUP reloads `path`.
 /// The DNS-backed verifier the config describes: its resolver (or the
 /// given name servers), DMARC discovery and Public Suffix List.
 pub fn verifier(
@@ -123,60 +113,21 @@ pub fn verifier(
     )
 }
 
+/// Run the server until SIGINT or SIGTERM; SIGHUP reloads `path`.
 pub async fn serve(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     // First: a second server on the same data directory stops here.
     let control_socket = portcullis_control::bind(&config.data_dir)?;
-    let tls = tls::acceptor(&config)?;
-    let spool_dir = config.data_dir.join("spool");
-    let (spool, pending) = Spool::open(&spool_dir, SpoolOptions::default())
-        .with_context(|| format!("cannot open spool {}", spool_dir.display()))?;
-    if !pending.is_empty() {
-        info!(
-            event = "recovered",
-            messages = pending.len(),
-            "re-queueing messages accepted before the last stop"
-        );
-    }
-    let verifier = verifier(&config, &config.dns_nameservers, config.dns_timeout)?;
-    let metrics = Arc::new(portcullis_metrics::Metrics::default());
-    let submission = submission::Submission::new(&config, metrics.clone())?;
-    let queue = start_queue(&config, spool, pending, metrics.clone())?;
-    if let Err(e) = submission.log.expire(std::time::SystemTime::now()) {
-        tracing::warn!(event = "log_expire_failed", error = %e);
-    }
-
-    let admission = admission::Admission::new(&config, metrics.clone())?;
     let _state_lock = portcullis_state::lock_or_share(&config)?;
-    info!(event = "state", backend = admission.state.backend_name());
-    let admin_token = admin::admin_token(&config)?;
-    let forwarding = forwarding::Forwarding::new(&config)?;
-    let control = portcullis_control::Control {
-        queue: queue.clone(),
-        state: admission.state.clone(),
-    };
-    let ctx = Arc::new(Context {
-        control: control.clone(),
-        admin_token,
-        admission,
-        forwarding,
-        metrics,
-        verifier,
-        submission,
-        sessions: Arc::new(Semaphore::new(config.limits.max_sessions)),
-        config: std::sync::RwLock::new(Arc::new(config)),
-        config_path: path,
-        queue,
-        tls: std::sync::RwLock::new(tls),
-        shutdown: tokio::sync::watch::Sender::new(false),
-        next_session: AtomicU64::new(1),
-    });
+    let ctx = Arc::new(context(config, path)?);
     let config = ctx.config();
     let mut background = tokio::task::JoinSet::new();
-    background.spawn(portcullis_state::maintain(ctx.admission.state.clone()));
-    background.spawn(control.serve(control_socket));
-    let mut tasks = tokio::task::JoinSet::new();
+    background.spawn(portcullis_state::maintain(
+        ctx.inbound.admission.state.clone(),
+    ));
+    background.spawn(ctx.control.clone().serve(control_socket));
+    let mut listeners = tokio::task::JoinSet::new();
     let mut banner = Vec::new();
     for l in &config.listeners {
         for addr in &l.bind {
@@ -184,7 +135,7 @@ pub async fn serve(config: Config, path: Option<std::path::PathBuf>) -> anyhow::
                 .await
                 .with_context(|| format!("cannot listen on {addr} ({} listener)", l.role.name()))?;
             banner.push(listener_line(l.role, sock.local_addr()?));
-            tasks.spawn(accept_loop(ctx.clone(), sock, l.clone()));
+            listeners.spawn(listen::accept_loop(ctx.clone(), sock, l.clone()));
         }
     }
     if let Some(addr) = config.http_bind {
@@ -198,20 +149,97 @@ pub async fn serve(config: Config, path: Option<std::path::PathBuf>) -> anyhow::
     privileges::drop_to(config.user.as_deref(), &config.data_dir)?;
     print_banner(&config, &banner);
     signals::run(&ctx).await;
+    stop(&ctx, listeners, background, config.limits.max_sessions).await;
+    Ok(())
+}
+
+/// SIGTERM: no new connections, sessions finish the message they are
+/// sending, deliveries under way finish, the state is saved.
+async fn stop(
+    ctx: &Context,
+    mut listeners: tokio::task::JoinSet<()>,
+    mut background: tokio::task::JoinSet<()>,
+    max_sessions: usize,
+) {
     info!(
         event = "shutdown",
         "stopping: no new connections; sessions finish the message they are sending"
     );
-    tasks.abort_all();
+    listeners.shutdown().await;
     ctx.shutdown.send_replace(true);
-    drain(&ctx, config.limits.max_sessions).await;
+    drain(ctx, max_sessions).await;
     ctx.queue.settle(Duration::from_secs(10)).await;
-    background.abort_all();
-    if let Err(e) = ctx.admission.state.maintain() {
+    background.shutdown().await;
+    if let Err(e) = ctx.inbound.admission.state.maintain() {
         error!(event = "state_snapshot_failed", error = %e);
     }
     info!(event = "stopped", "accepted mail is safe in the spool");
-    Ok(())
+}
+
+/// Open every room the config names and wire them together.
+fn context(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<Context> {
+    let tls = tls::acceptor(&config)?;
+    let metrics = Arc::new(portcullis_metrics::Metrics::default());
+    let queue = open_queue(&config, metrics.clone())?;
+    let inbound = Arc::new(inbound(&config, queue.clone(), metrics.clone())?);
+    info!(
+        event = "state",
+        backend = inbound.admission.state.backend_name()
+    );
+    let control = portcullis_control::Control {
+        queue: queue.clone(),
+        state: inbound.admission.state.clone(),
+    };
+    Ok(Context {
+        admin_token: admin::admin_token(&config)?,
+        inbound,
+        queue,
+        control,
+        metrics,
+        sessions: Arc::new(Semaphore::new(config.limits.max_sessions)),
+        config: std::sync::RwLock::new(Arc::new(config)),
+        config_path: path,
+        tls: std::sync::RwLock::new(tls),
+        shutdown: tokio::sync::watch::Sender::new(false),
+        next_session: AtomicU64::new(1),
+    })
+}
+
+/// The way in: DNS checks, class of service, submission, forwarding.
+fn inbound(
+    config: &Config,
+    queue: Queue,
+    metrics: Arc<portcullis_metrics::Metrics>,
+) -> anyhow::Result<Inbound> {
+    let verifier = verifier(config, &config.dns_nameservers, config.dns_timeout)?;
+    let submission = portcullis_pipeline::Submission::new(config, metrics.clone())?;
+    if let Err(e) = submission.log.expire(std::time::SystemTime::now()) {
+        tracing::warn!(event = "log_expire_failed", error = %e);
+    }
+    let state = portcullis_state::Store::open(config)?;
+    Ok(Inbound {
+        checks: Arc::new(verifier),
+        queue: Arc::new(queue),
+        admission: portcullis_pipeline::ClassOfService::new(config, state, metrics.clone())?,
+        submission,
+        forwarding: portcullis_pipeline::Forwarding::new(config)?,
+        metrics,
+    })
+}
+
+/// The spool, with what it recovered handed to the queue.
+fn open_queue(config: &Config, metrics: Arc<portcullis_metrics::Metrics>) -> anyhow::Result<Queue> {
+    let spool_dir = config.data_dir.join("spool");
+    let (spool, pending) = Spool::open(&spool_dir, SpoolOptions::default())
+        .with_context(|| format!("cannot open spool {}", spool_dir.display()))?;
+    if !pending.is_empty() {
+        info!(
+            event = "recovered",
+            messages = pending.len(),
+            "re-queueing messages accepted before the last stop"
+        );
+    }
+    start_queue(config, spool, pending, metrics)
 }
 
 /// The way out: the router over our mailboxes and DNS, and the queue
@@ -304,41 +332,5 @@ fn print_banner(config: &Config, lines: &[String]) {
             "It lands in:           {}/mail/{domain}/postmaster/new/",
             config.data_dir.display()
         );
-    }
-}
-
-async fn accept_loop(ctx: Arc<Context>, sock: TcpListener, listener: portcullis_config::Listener) {
-    loop {
-        let (stream, peer) = match sock.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                error!(event = "accept_error", error = %e);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let permit = ctx.sessions.clone().try_acquire_owned().ok();
-        let config = ctx.config();
-        let conn = connection::Connection {
-            session_config: Context::session_config(&config, listener.role),
-            config,
-            shutdown: ctx.shutdown.subscribe(),
-            ctx: ctx.clone(),
-            id: ctx.session_id(),
-            role: listener.role,
-            pregreet_wait: listener.pregreet_wait,
-            peer,
-            account_session: std::sync::Mutex::new(None),
-            spf: std::sync::Mutex::new(None),
-            tarpit: std::sync::atomic::AtomicU32::new(0),
-            gate: tokio::sync::Mutex::new(None),
-            client_labels: std::sync::Mutex::new(Vec::new()),
-            iprev: std::sync::Mutex::new(None),
-            helo_spf: std::sync::Mutex::new(None),
-            list_labels: std::sync::Mutex::new(Vec::new()),
-        };
-        tokio::spawn(conn.run(stream, permit));
     }
 }

@@ -59,7 +59,8 @@ fn reload(ctx: &Context) {
             warn!(event = "reload_tls_failed", error = %e, "keeping the running certificates")
         }
     }
-    ctx.admission
+    ctx.inbound
+        .admission
         .set_policy(portcullis_admission::Policy::from_config(&new));
     *ctx.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
     info!(event = "reloaded", path = %path.display(), "new connections use the new configuration");

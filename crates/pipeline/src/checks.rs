@@ -6,23 +6,6 @@ use portcullis_config::{Config, InboundPolicy, RecipientPolicy};
 use portcullis_smtp::{Mailbox, Reply, Status, Verdict};
 use std::net::IpAddr;
 
-/// Where mail for an address goes.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Destination {
-    Local,
-    Remote,
-}
-
-/// Domains we deliver locally: the configured ones and our own hostname
-/// (`<postmaster>` is addressed to the hostname, RFC 5321 4.1.1.3).
-pub(crate) fn destination(config: &Config, m: &Mailbox) -> Destination {
-    if m.domain == config.hostname || config.local_domains.contains(&m.domain) {
-        Destination::Local
-    } else {
-        Destination::Remote
-    }
-}
-
 /// What to do with an inbound message once its authentication results are
 /// known, ordered from mildest to strictest.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,6 +19,16 @@ pub(crate) enum Disposition {
 }
 
 impl Disposition {
+    /// The word the log uses.
+    pub(crate) fn as_str(&self) -> &'static str {
+        match self {
+            Disposition::Accept => "accept",
+            Disposition::Junk => "junk",
+            Disposition::Defer(_) => "defer",
+            Disposition::Reject(_) => "reject",
+        }
+    }
+
     fn severity(&self) -> u8 {
         match self {
             Disposition::Accept => 0,
@@ -180,7 +173,7 @@ pub(crate) fn mx_sender(config: &Config, client: IpAddr, from: Option<&Mailbox>)
 /// already been dropped by the parser, so `<@local:u@remote>` is remote).
 /// `known` says whether the mailbox exists (an account, postmaster, abuse).
 pub(crate) fn recipient(config: &Config, to: &Mailbox, known: bool) -> Verdict {
-    if to.is_literal() || destination(config, to) == Destination::Remote {
+    if to.is_literal() || !config.is_local_domain(&to.domain) {
         return Verdict::Reject(Reply::new(
             554,
             Status(5, 7, 1),

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-pub(crate) struct Forwarding {
+pub struct Forwarding {
     aliases_path: PathBuf,
     aliases: Reloading<Aliases, Option<SystemTime>>,
     secrets_path: PathBuf,
@@ -28,13 +28,13 @@ pub(crate) struct Forwarding {
 /// One more copy of an accepted message: its envelope, the header lines
 /// to prepend, and whether it leaves for another domain (then it is
 /// ARC-sealed and its sender is the SRS address).
-pub(crate) struct Copy {
+pub struct Copy {
     pub envelope: Envelope,
     pub headers: String,
     pub forwarded: bool,
 }
 
-pub(crate) struct Plan {
+pub struct Plan {
     pub copies: Vec<Copy>,
     /// Aliases that looped: one bounce, no forwarding.
     pub loops: Vec<QueuedRecipient>,
@@ -49,7 +49,7 @@ pub fn secrets_path(data_dir: &Path) -> PathBuf {
 }
 
 /// The SRS secrets, newest first (hex, one per line).
-pub(crate) fn read_secrets(path: &Path) -> std::io::Result<Vec<Vec<u8>>> {
+pub fn read_secrets(path: &Path) -> std::io::Result<Vec<Vec<u8>>> {
     let text = std::fs::read_to_string(path)?;
     Ok(text
         .lines()

@@ -3,7 +3,7 @@
 //! may reach, and what a submitted message must carry. The SMTP session
 //! enforces "AUTH before MAIL"; this module answers the questions it asks.
 
-use crate::checks::{self, Destination};
+use crate::checks;
 use crate::reloading::Reloading;
 use crate::trace::{SubmissionLog, iso8601};
 use portcullis_accounts::{
@@ -14,7 +14,7 @@ use portcullis_config::Config;
 use portcullis_config::clock::now_secs;
 use portcullis_metrics::Counter;
 use portcullis_smtp::{AuthOutcome, Credentials, Mailbox, Reply, Status, Transaction, Verdict};
-use portcullis_state::Store as AdmissionState;
+use portcullis_state::Store;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -25,7 +25,7 @@ use tracing::{info, warn};
 /// Concurrent argon2id verifications (each holds its memory cost).
 const PASSWORD_CHECKS_AT_ONCE: usize = 4;
 
-pub(crate) struct Submission {
+pub struct Submission {
     accounts_path: PathBuf,
     /// The account file as last read, with its modification time: the CLI
     /// edits the file, and the next login sees the change.
@@ -49,7 +49,7 @@ pub(crate) struct Submission {
 
 /// Held while an authenticated session lives; counts it against the
 /// account's concurrent-session limit.
-pub(crate) struct AccountSession {
+pub struct AccountSession {
     account: String,
     sessions: Arc<Mutex<HashMap<String, u32>>>,
     /// With Redis: the session counted by every node.
@@ -83,7 +83,7 @@ fn quota_reply(what: &str, account: &str, e: QuotaExceeded) -> Reply {
 }
 
 impl Submission {
-    pub(crate) fn new(
+    pub fn new(
         config: &Config,
         metrics: Arc<portcullis_metrics::Metrics>,
     ) -> anyhow::Result<Submission> {
@@ -131,7 +131,7 @@ impl Submission {
     }
 
     /// The signing keys, re-read when `dkim keygen` added one.
-    pub(crate) fn dkim_keys(&self) -> Arc<portcullis_authn::DkimKeys> {
+    pub fn dkim_keys(&self) -> Arc<portcullis_authn::DkimKeys> {
         let print = portcullis_authn::key_dir_fingerprint(&self.dkim_dir);
         self.dkim
             .get(print, || portcullis_authn::DkimKeys::load(&self.dkim_dir))
@@ -140,19 +140,14 @@ impl Submission {
     /// Whether a local mailbox exists: an account with that address, or
     /// the role addresses every domain must have (RFC 5321 4.5.1 postmaster,
     /// RFC 2142 abuse).
-    pub(crate) fn recipient_exists(&self, m: &Mailbox) -> bool {
+    pub fn recipient_exists(&self, m: &Mailbox) -> bool {
         let local = m.local.to_ascii_lowercase();
         local == "postmaster" || local == "abuse" || self.accounts().get(&m.to_string()).is_some()
     }
 
     /// The throttle's gate for an attempt: from the failures every node
     /// has seen when the state is in Redis, from this node's otherwise.
-    async fn auth_gate(
-        &self,
-        state: &AdmissionState,
-        ip: IpAddr,
-        account: &str,
-    ) -> Option<AuthGate> {
+    async fn auth_gate(&self, state: &Store, ip: IpAddr, account: &str) -> Option<AuthGate> {
         let now = Instant::now();
         let shared = state.auth_counts(ip, account).await;
         let t = self.throttle.lock().ok()?;
@@ -172,7 +167,7 @@ impl Submission {
 
     /// A login's outcome for the throttle: this node's and, with Redis,
     /// the cluster's.
-    async fn record_login(&self, state: &AdmissionState, ip: IpAddr, account: &str, ok: bool) {
+    async fn record_login(&self, state: &Store, ip: IpAddr, account: &str, ok: bool) {
         let Some(config) = self.throttle.lock().ok().map(|mut t| {
             match ok {
                 true => t.record_success(ip, account, Instant::now()),
@@ -187,9 +182,9 @@ impl Submission {
 
     /// Check a login, with throttling. On success the returned guard counts
     /// the session against the account until it is dropped.
-    pub(crate) async fn authenticate(
+    pub async fn authenticate(
         &self,
-        state: &AdmissionState,
+        state: &Store,
         ip: IpAddr,
         c: Credentials,
     ) -> (AuthOutcome, Option<AccountSession>) {
@@ -263,7 +258,7 @@ impl Submission {
 
     /// A session slot for the account: counted by every node when the
     /// state is in Redis, by this node otherwise (or while Redis is down).
-    async fn open_session(&self, state: &AdmissionState, account: &str) -> Option<AccountSession> {
+    async fn open_session(&self, state: &Store, account: &str) -> Option<AccountSession> {
         let max = self.limits.max_sessions_per_account;
         let lease = match state.lease(&format!("account:{account}"), max).await {
             Some(taken) => Some(taken?),
@@ -284,9 +279,9 @@ impl Submission {
 
     /// MAIL FROM: the sender must be an address the account owns (spamops
     /// §3.1 "Submission Rights"), within the message rate.
-    pub(crate) async fn check_sender(
+    pub async fn check_sender(
         &self,
-        state: &AdmissionState,
+        state: &Store,
         account: &str,
         from: Option<&Mailbox>,
     ) -> Verdict {
@@ -326,14 +321,14 @@ impl Submission {
 
     /// RCPT TO: an authenticated user may send anywhere; each accepted
     /// recipient counts against the quota (OP25B §4.4.3).
-    pub(crate) async fn check_recipient(
+    pub async fn check_recipient(
         &self,
-        state: &AdmissionState,
+        state: &Store,
         config: &Config,
         account: &str,
         to: &Mailbox,
     ) -> Verdict {
-        if checks::destination(config, to) == Destination::Local
+        if config.is_local_domain(&to.domain)
             && let v @ Verdict::Reject(_) = checks::recipient(config, to, self.recipient_exists(to))
         {
             return v;
@@ -361,7 +356,7 @@ impl Submission {
     /// here.
     async fn take(
         &self,
-        state: &AdmissionState,
+        state: &Store,
         kind: &str,
         local: &Mutex<RecipientQuota>,
         account: &str,
@@ -383,7 +378,7 @@ impl Submission {
     /// Message-ID are added (RFC 6409 §8.3, §8.4), and the message is
     /// DKIM-signed for the From: domain when it has keys. Returns the header
     /// lines to prepend and the Message-ID.
-    pub(crate) fn prepare(
+    pub fn prepare(
         &self,
         txn: &Transaction,
         hostname: &str,

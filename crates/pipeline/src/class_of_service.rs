@@ -12,16 +12,16 @@ use portcullis_admission::{
 use portcullis_config::{Cidr, Config};
 use portcullis_metrics::{Counter, Metrics};
 use portcullis_smtp::{Reply, Status};
-use portcullis_state::Store as AdmissionState;
+use portcullis_state::Store;
 use std::net::IpAddr;
 use std::sync::Arc;
 use tracing::{info, warn};
 
 /// What all connections share.
-pub(crate) struct Admission {
+pub struct ClassOfService {
     /// SIGHUP swaps it; a connection keeps the class it was given.
     policy: std::sync::RwLock<Arc<Policy>>,
-    pub state: AdmissionState,
+    pub state: Store,
     pub concurrency: portcullis_admission::Concurrency,
     /// Live connections per class name (no limit: a census).
     pub by_class: portcullis_admission::Concurrency,
@@ -30,7 +30,7 @@ pub(crate) struct Admission {
 }
 
 /// One connection's place in the class of service.
-pub(crate) struct Gate {
+pub struct Gate {
     pub class: SenderClass,
     pub range: Cidr,
     /// Domains whose ranges admitted this client at connect: its mail
@@ -52,13 +52,17 @@ struct Held {
     _shared: Option<portcullis_state::Lease>,
 }
 
-pub(crate) fn reply(d: &Deferral) -> Reply {
+pub fn reply(d: &Deferral) -> Reply {
     let (a, b, c) = d.status;
     Reply::new(d.code, Status(a, b, c), d.text.clone())
 }
 
-impl Admission {
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Admission> {
+impl ClassOfService {
+    pub fn new(
+        config: &Config,
+        state: Store,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<ClassOfService> {
         let id = &config.identity;
         let allocations = match &id.allocations {
             Some(path) => {
@@ -69,9 +73,9 @@ impl Admission {
             }
             None => Allocations::default(),
         };
-        Ok(Admission {
+        Ok(ClassOfService {
             policy: std::sync::RwLock::new(Arc::new(Policy::from_config(config))),
-            state: AdmissionState::open(config)?,
+            state,
             concurrency: Default::default(),
             by_class: Default::default(),
             allocations,

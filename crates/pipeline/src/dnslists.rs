@@ -4,20 +4,17 @@
 //! domains at the end of data. A list that does not answer counts as not
 //! listed (and is logged), so a list outage stops no mail.
 
-use portcullis_authn::{DomainRating, Listing, RatingAnswer, Verifier, dnsbl_query};
+use crate::Checks;
+use portcullis_authn::{DomainRating, Listing, RatingAnswer, dnsbl_query};
 use portcullis_config::{DnsList, ListAction, ListKind};
 use portcullis_smtp::{Reply, Status};
 use std::net::IpAddr;
 use tracing::warn;
 
-/// What the lists said about one name.
-#[derive(Debug, Default)]
-pub(crate) struct ListOutcome {
-    /// The first refusal, if a reject list has the name.
-    pub refusal: Option<Reply>,
-    /// `X-DNSBL:` header lines for label lists that have the name.
-    pub labels: Vec<String>,
-}
+/// What the lists said about one name: the `X-DNSBL:` header lines of
+/// the label lists that have it, or the refusal of the first reject list
+/// that does.
+pub(crate) type ListOutcome = Result<Vec<String>, Reply>;
 
 /// One list's verdict on a name: listed (with a rating zone's rating and
 /// status), not listed, or no answer.
@@ -28,18 +25,19 @@ enum Verdict {
 }
 
 async fn check(
-    verifier: &Verifier,
+    checks: &dyn Checks,
     lists: &[DnsList],
     kinds: &[ListKind],
     subject: &str,
     query: impl Fn(&DnsList) -> String,
     refusal: impl Fn(&DnsList, &str) -> Reply,
 ) -> ListOutcome {
-    let mut out = ListOutcome::default();
+    let mut labels = Vec::new();
+    let mut refused = None;
     for list in lists.iter().filter(|l| kinds.contains(&l.kind)) {
         let verdict = match list.kind {
-            ListKind::Rating => rating_verdict(verifier, list, subject).await,
-            _ => match verifier.dns_list(&query(list)).await {
+            ListKind::Rating => rating_verdict(checks, list, subject).await,
+            _ => match checks.dns_list(&query(list)).await {
                 Listing::Listed => Verdict::Listed(String::new()),
                 Listing::NotListed => Verdict::NotListed,
                 Listing::Unavailable => Verdict::Unavailable,
@@ -47,11 +45,9 @@ async fn check(
         };
         match verdict {
             Verdict::Listed(what) => match list.action {
-                ListAction::Reject if out.refusal.is_none() => {
-                    out.refusal = Some(refusal(list, &what))
-                }
+                ListAction::Reject if refused.is_none() => refused = Some(refusal(list, &what)),
                 ListAction::Reject => {}
-                ListAction::Label => out.labels.push(match list.kind {
+                ListAction::Label => labels.push(match list.kind {
                     ListKind::Rating => {
                         format!(
                             "X-DNSBL: {} rates {subject} {what}\r\n",
@@ -67,13 +63,16 @@ async fn check(
             }
         }
     }
-    out
+    match refused {
+        Some(r) => Err(r),
+        None => Ok(labels),
+    }
 }
 
 /// A rating zone's answer: bad when its status says "Bad" or its rating
 /// is under the list's `min_rating`.
-async fn rating_verdict(verifier: &Verifier, list: &DnsList, domain: &str) -> Verdict {
-    match verifier.domain_rating(domain, &list.zone).await {
+async fn rating_verdict(checks: &dyn Checks, list: &DnsList, domain: &str) -> Verdict {
+    match checks.domain_rating(domain, &list.zone).await {
         RatingAnswer::Rated(r) if is_bad(&r, list.min_rating) => Verdict::Listed(format!(
             "{} ({})",
             r.rating.map_or_else(|| "-".to_owned(), |n| n.to_string()),
@@ -92,8 +91,8 @@ fn is_bad(r: &DomainRating, min_rating: Option<i64>) -> bool {
 }
 
 /// Address lists, at connect.
-pub(crate) async fn client(verifier: &Verifier, lists: &[DnsList], ip: IpAddr) -> ListOutcome {
-    check(verifier, lists, &[ListKind::Address], &format!("[{ip}]"), |l| dnsbl_query(ip, &l.zone), |l, _| {
+pub(crate) async fn client(checks: &dyn Checks, lists: &[DnsList], ip: IpAddr) -> ListOutcome {
+    check(checks, lists, &[ListKind::Address], &format!("[{ip}]"), |l| dnsbl_query(ip, &l.zone), |l, _| {
         if l.dynamic {
             // OP25B, receiving side: this address should not be sending on
             // port 25 at all.
@@ -114,14 +113,14 @@ pub(crate) async fn client(verifier: &Verifier, lists: &[DnsList], ip: IpAddr) -
 
 /// Domain lists, for a sender or signing domain.
 pub(crate) async fn domain(
-    verifier: &Verifier,
+    checks: &dyn Checks,
     lists: &[DnsList],
     domain: &str,
     role: &str,
 ) -> ListOutcome {
     let domain = domain.trim_end_matches('.').to_ascii_lowercase();
     check(
-        verifier,
+        checks,
         lists,
         &[ListKind::Domain, ListKind::Rating],
         &domain,

@@ -30,7 +30,7 @@ pub(crate) struct Envelope<'a> {
 }
 
 impl Scan {
-    pub fn verdict(&self) -> Option<Verdict> {
+    pub(crate) fn verdict(&self) -> Option<Verdict> {
         match self.action.as_str() {
             "no action" => Some(Verdict::Ham),
             "add header" | "rewrite subject" | "reject" => Some(Verdict::Spam),
@@ -38,12 +38,12 @@ impl Scan {
         }
     }
 
-    pub fn rejects(&self) -> bool {
+    pub(crate) fn rejects(&self) -> bool {
         self.action == "reject"
     }
 
     /// Header lines for the delivered message.
-    pub fn headers(&self) -> String {
+    pub(crate) fn headers(&self) -> String {
         let flag = if self.verdict() == Some(Verdict::Spam) {
             "Yes"
         } else {

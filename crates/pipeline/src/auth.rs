@@ -1,0 +1,19 @@
+//! AUTH on the submission ports: the credentials checked (with the
+//! throttle), and on success a session slot held for the account until
+//! the connection ends.
+
+use crate::Connection;
+use portcullis_smtp::{AuthOutcome, Credentials};
+
+impl Connection {
+    pub async fn authenticate(&mut self, c: Credentials) -> AuthOutcome {
+        let inbound = &self.inbound;
+        let state = &inbound.admission.state;
+        let (outcome, slot) = inbound
+            .submission
+            .authenticate(state, self.peer.ip(), c)
+            .await;
+        self.account = slot;
+        outcome
+    }
+}

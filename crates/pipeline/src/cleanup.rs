@@ -1,0 +1,296 @@
+//! The message as queued (Postfix's cleanup): our Received header on top,
+//! the envelope, and for received mail the forwarding plan: alias copies
+//! (each its own queue id, ARC-sealed when it leaves), SRS addresses
+//! reversed, loops and unknown users under accept-all bounced once (or
+//! dropped when SPF says the sender is forged). Then the queue (write and
+//! fsync before the 250), the submission log, and reputation.
+
+use crate::data::{Accepted, Origin};
+use crate::forwarding::Copy;
+use crate::{Connection, checks};
+use portcullis_authn::{AuthResult, SpfCheck};
+use portcullis_config::RecipientPolicy;
+use portcullis_metrics::{Counter, Outcome};
+use portcullis_queue::{Bounce, Envelope, QueuedRecipient, StoredMessage};
+use portcullis_smtp::{Reply, Status, Transaction};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tracing::{info, warn};
+
+fn queued(id: &str) -> Reply {
+    Reply::new(250, Status(2, 0, 0), format!("Ok: queued as {id}"))
+}
+
+impl Connection {
+    pub(crate) async fn enqueue(&self, txn: &Transaction, id: &str, a: Accepted<'_>) -> Reply {
+        let now = SystemTime::now();
+        let received = portcullis_smtp::received_header(txn, &self.config.hostname, id, now);
+        let mut data = Vec::with_capacity(received.len() + a.headers.len() + a.body.len());
+        data.extend_from_slice(received.as_bytes());
+        data.extend_from_slice(a.headers.as_bytes());
+        data.extend_from_slice(&a.body);
+        let mut envelope = envelope(txn, id, now, a.folder);
+        let mut copies = Vec::new();
+        if let Origin::Received { spf, .. } = &a.origin {
+            if let Some(hops) = self.inbound.forwarding.too_many_hops(&data) {
+                let text = format!("Too many hops ({hops} Received: fields): a mail loop");
+                return Reply::new(554, Status(5, 4, 6), text);
+            }
+            let unknown = self.take_unknown_recipients(&mut envelope);
+            if !unknown.is_empty() {
+                self.bounce_unknown(&envelope, &unknown, spf.result(), &data)
+                    .await;
+            }
+            let plan = self.inbound.forwarding.plan(&mut envelope, &data);
+            if !plan.loops.is_empty() {
+                self.bounce_loops(&envelope, &plan.loops, &data).await;
+            }
+            copies = self.copies(plan.copies, &data, spf).await;
+            if envelope.recipients.is_empty() && copies.is_empty() {
+                // Accept-all and loops: the client learns nothing about
+                // which addresses exist.
+                info!(session = %self.id, event = "accepted_for_unknown_only", id = %id);
+                return queued(id);
+            }
+        }
+        let data = Arc::new(data);
+        let size = data.len();
+        if !envelope.recipients.is_empty() {
+            if let Err(r) = self.queue(envelope.clone(), data).await {
+                return r;
+            }
+            if let Origin::Submitted { message_id } = &a.origin {
+                self.log_submission(txn, &envelope, message_id, size, now);
+            }
+        }
+        for (copy, copy_data) in copies {
+            if let Err(r) = self.queue(copy, Arc::new(copy_data)).await {
+                return r;
+            }
+        }
+        if let Origin::Received {
+            domains, verdict, ..
+        } = &a.origin
+        {
+            self.count_message(domains, *verdict).await;
+        }
+        let m = &self.inbound.metrics;
+        m.inc(Counter::MessagesAccepted, &[("listener", self.role.name())]);
+        m.outcome(Outcome::Accepted, portcullis_config::clock::now_secs());
+        queued(id)
+    }
+
+    /// Commit one envelope durably through the queue.
+    async fn queue(&self, envelope: Envelope, data: Arc<Vec<u8>>) -> Result<(), Reply> {
+        let (id, from, recipients, size) = (
+            envelope.id.clone(),
+            envelope.sender.clone(),
+            envelope.recipients.len(),
+            data.len(),
+        );
+        match self.inbound.queue.enqueue(envelope, data).await {
+            Ok(()) => {
+                info!(session = %self.id, event = "queued", id = %id, from = %from, recipients, size);
+                Ok(())
+            }
+            Err(e) if e.is_storage_full() => {
+                warn!(session = %self.id, event = "spool_full", error = %e);
+                let text = "Insufficient system storage, try again later";
+                Err(Reply::new(452, Status(4, 3, 1), text))
+            }
+            Err(e) => {
+                warn!(session = %self.id, event = "spool_error", error = %e);
+                let text = "Local error in processing, try again later";
+                Err(Reply::new(451, Status(4, 3, 0), text))
+            }
+        }
+    }
+
+    /// The alias copies of a message: each its own queue id, its
+    /// Delivered-To: fields, and for copies leaving for another domain an
+    /// ARC seal over what we found on arrival (RFC 8617).
+    async fn copies(
+        &self,
+        plan: Vec<Copy>,
+        data: &[u8],
+        spf: &SpfCheck,
+    ) -> Vec<(Envelope, Vec<u8>)> {
+        let mut out = Vec::with_capacity(plan.len());
+        for c in plan {
+            let mut copy = c.headers.into_bytes();
+            copy.extend_from_slice(data);
+            if c.forwarded {
+                let keys = self.inbound.submission.dkim_keys();
+                let domain = &self.inbound.forwarding.domain;
+                match self
+                    .inbound
+                    .checks
+                    .arc_seal(&copy, spf, &keys, domain)
+                    .await
+                {
+                    Ok(seal) => {
+                        copy.splice(0..0, seal.into_bytes());
+                    }
+                    Err(e) => warn!(session = %self.id, event = "arc_seal_skipped", reason = %e),
+                }
+            }
+            let envelope = Envelope {
+                id: self.inbound.queue.new_id(),
+                ..c.envelope
+            };
+            info!(
+                session = %self.id, event = "alias_copy", id = %envelope.id, sender = %envelope.sender,
+                recipients = envelope.recipients.len(), forwarded = c.forwarded
+            );
+            out.push((envelope, copy));
+        }
+        out
+    }
+
+    /// Recipients accepted at RCPT under accept-all that do not exist.
+    fn take_unknown_recipients(&self, envelope: &mut Envelope) -> Vec<QueuedRecipient> {
+        let (unknown, known): (Vec<_>, Vec<_>) = std::mem::take(&mut envelope.recipients)
+            .into_iter()
+            .partition(|r| {
+                let Some((local, domain)) = r.address.rsplit_once('@') else {
+                    return false;
+                };
+                let m = portcullis_smtp::Mailbox {
+                    local: local.to_owned(),
+                    domain: domain.to_owned(),
+                };
+                checks::recipient_policy(&self.config, domain) == RecipientPolicy::AcceptAll
+                    && !self.inbound.submission.recipient_exists(&m)
+            });
+        envelope.recipients = known;
+        unknown
+    }
+
+    /// The slides' "Proposal for SPF deployment": bounce mail for unknown
+    /// users only when SPF does not say the sender is forged; otherwise
+    /// drop it, so forged senders get no backscatter.
+    async fn bounce_unknown(
+        &self,
+        original: &Envelope,
+        unknown: &[QueuedRecipient],
+        spf: AuthResult,
+        data: &[u8],
+    ) {
+        let addrs: Vec<&str> = unknown.iter().map(|r| r.address.as_str()).collect();
+        if matches!(spf, AuthResult::Fail | AuthResult::SoftFail) || original.sender.is_empty() {
+            info!(session = %self.id, event = "bounce_suppressed", spf = spf.as_str(), sender = %original.sender, recipients = ?addrs);
+            return;
+        }
+        let reply = Reply::new(550, Status(5, 1, 1), "user unknown");
+        self.bounce(original, unknown, data, &reply).await;
+    }
+
+    /// Aliases that loop are bounced once (5.4.6), never forwarded again.
+    async fn bounce_loops(&self, original: &Envelope, looped: &[QueuedRecipient], data: &[u8]) {
+        let addrs: Vec<&str> = looped.iter().map(|r| r.address.as_str()).collect();
+        warn!(session = %self.id, event = "alias_loop", recipients = ?addrs);
+        let reply = Reply::new(554, Status(5, 4, 6), "alias loop detected, not forwarded");
+        self.bounce(original, looped, data, &reply).await;
+    }
+
+    /// A failure DSN (RFC 3464) to the sender for `recipients`, all with
+    /// the same reply.
+    async fn bounce(
+        &self,
+        original: &Envelope,
+        recipients: &[QueuedRecipient],
+        data: &[u8],
+        reply: &Reply,
+    ) {
+        let status = reply.status.unwrap_or(Status(5, 0, 0));
+        let why = reply.lines.join(" ");
+        let failed: Vec<Bounce> = recipients
+            .iter()
+            .map(|r| Bounce {
+                recipient: r.clone(),
+                status,
+                diagnostic: format!("{} {status} <{}>: {why}", reply.code, r.address),
+            })
+            .collect();
+        let message = StoredMessage {
+            envelope: original.clone(),
+            data: Arc::new(data.to_vec()),
+        };
+        self.inbound.queue.bounce(&message, &failed).await;
+    }
+
+    fn log_submission(
+        &self,
+        txn: &Transaction,
+        e: &Envelope,
+        message_id: &str,
+        size: usize,
+        now: SystemTime,
+    ) {
+        let tls = txn
+            .tls
+            .as_ref()
+            .map_or(String::new(), |t| format!("{} {}", t.version, t.cipher));
+        let record = crate::trace::SubmissionRecord {
+            queue_id: &e.id,
+            message_id,
+            account: txn.auth.as_deref().unwrap_or(""),
+            client: &e.client_ip,
+            helo: &e.helo,
+            mail_from: &e.sender,
+            recipients: e.recipients.iter().map(|r| r.address.clone()).collect(),
+            size,
+            tls: &tls,
+        };
+        if let Err(err) = self.inbound.submission.log.append(&record, now) {
+            warn!(session = %self.id, event = "submission_log_failed", error = %err);
+        }
+    }
+}
+
+/// The queue's envelope of a transaction.
+fn envelope(txn: &Transaction, id: &str, now: SystemTime, folder: Option<String>) -> Envelope {
+    let p = &txn.mail_params;
+    Envelope {
+        id: id.to_owned(),
+        sender: txn
+            .mail_from
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_default(),
+        recipients: txn
+            .recipients
+            .iter()
+            .map(|r| QueuedRecipient {
+                address: r.mailbox.to_string(),
+                notify: r.params.notify.map(notify_keywords),
+                orcpt: r.params.orcpt.as_ref().map(|(t, a)| format!("{t};{a}")),
+                folder: folder.clone(),
+            })
+            .collect(),
+        received_at: now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        client_ip: txn.peer.addr.ip().to_string(),
+        helo: txn.helo.clone(),
+        auth: txn.auth.clone(),
+        smtputf8: p.smtputf8,
+        eight_bit: p.body == portcullis_smtp::Body::EightBitMime,
+        ret: p.ret.map(|r| match r {
+            portcullis_smtp::Ret::Full => "FULL".to_owned(),
+            portcullis_smtp::Ret::Hdrs => "HDRS".to_owned(),
+        }),
+        envid: p.envid.clone(),
+    }
+}
+
+/// RFC 3461 NOTIFY as the queue keeps it: the keywords, or NEVER.
+fn notify_keywords(n: portcullis_smtp::Notify) -> String {
+    let mut v = Vec::new();
+    n.success.then(|| v.push("SUCCESS"));
+    n.failure.then(|| v.push("FAILURE"));
+    n.delay.then(|| v.push("DELAY"));
+    if v.is_empty() {
+        "NEVER".to_owned()
+    } else {
+        v.join(",")
+    }
+}

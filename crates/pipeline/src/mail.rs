@@ -1,0 +1,113 @@
+//! MAIL FROM. On the submission ports the account must own the sender
+//! (spamops §3.1) within its message rate. On port 25 a sender in one of
+//! our own domains belongs on the submission port; then the sender's
+//! domain lists, SPF (RFC 7208, kept for the end of data), and the
+//! class's message budget, which an SPF pass may first move to the
+//! domain's own class.
+
+use crate::{Connection, Txn, checks, dnslists};
+use portcullis_authn::AuthResult;
+use portcullis_config::clock::now_secs;
+use portcullis_smtp::{Mailbox, Verdict};
+use tracing::info;
+
+impl Connection {
+    /// A new transaction: whatever an abandoned one learned is gone.
+    pub async fn mail(
+        &mut self,
+        account: Option<&str>,
+        helo: &str,
+        from: Option<&Mailbox>,
+    ) -> Verdict {
+        self.txn = Some(Txn::default());
+        let verdict = match account {
+            Some(account) => {
+                let state = &self.inbound.admission.state;
+                self.inbound
+                    .submission
+                    .check_sender(state, account, from)
+                    .await
+            }
+            None => match self.mx_mail(helo, from).await {
+                Ok(()) => Verdict::Accept,
+                Err(r) => Verdict::Reject(r),
+            },
+        };
+        let shown = from.map_or_else(|| "<>".to_owned(), |m| m.to_string());
+        info!(session = %self.id, event = "mail", from = %shown, account, accepted = verdict == Verdict::Accept);
+        verdict
+    }
+
+    async fn mx_mail(
+        &mut self,
+        helo: &str,
+        from: Option<&Mailbox>,
+    ) -> Result<(), portcullis_smtp::Reply> {
+        if let Verdict::Reject(r) = checks::mx_sender(&self.config, self.peer.ip(), from) {
+            return Err(r);
+        }
+        if let Some(from) = from {
+            let lists = &self.config.dns_lists;
+            let checks = self.inbound.checks.as_ref();
+            let labels = dnslists::domain(checks, lists, &from.domain, "Sender").await?;
+            self.txn_mut().labels = labels;
+        }
+        self.check_spf(helo, from).await;
+        self.admit_message().await
+    }
+
+    pub(crate) fn txn_mut(&mut self) -> &mut Txn {
+        self.txn.get_or_insert_with(Txn::default)
+    }
+
+    /// SPF at MAIL FROM (RFC 7208 §2.4: the HELO identity for `<>`); the
+    /// result waits for the end of data, where the policy uses it.
+    async fn check_spf(&mut self, helo: &str, from: Option<&Mailbox>) {
+        let sender = from.map(|m| m.to_string());
+        let t0 = std::time::Instant::now();
+        let now = now_secs();
+        let checks = self.inbound.checks.clone();
+        let mut spf = checks
+            .spf(self.peer.ip(), helo, sender.as_deref(), now)
+            .await;
+        // The null sender's check already is the HELO check.
+        if sender.is_some() {
+            spf.helo_result = self.helo_spf(helo, now).await;
+        }
+        self.inbound.metrics.dns_check("spf", t0.elapsed());
+        info!(session = %self.id, event = "spf", result = spf.result().as_str(), domain = %spf.domain(), reason = %spf.reason);
+        self.txn_mut().spf = Some(spf);
+    }
+
+    /// The HELO identity's SPF result, checked once per HELO name of the
+    /// connection rather than once per transaction.
+    async fn helo_spf(&mut self, helo: &str, now: u64) -> Option<portcullis_authn::SpfOutput> {
+        if let Some((name, out)) = &self.helo_spf
+            && name == helo
+        {
+            return out.clone();
+        }
+        let out = self
+            .inbound
+            .checks
+            .helo_check(self.peer.ip(), helo, now)
+            .await;
+        self.helo_spf = Some((helo.to_owned(), out.clone()));
+        out
+    }
+
+    /// The SPF-authenticated domain (if any) moves the client to its
+    /// class; one message is drawn from the budget.
+    async fn admit_message(&mut self) -> Result<(), portcullis_smtp::Reply> {
+        let spf_pass = self
+            .txn
+            .as_ref()
+            .and_then(|t| t.spf.as_ref())
+            .filter(|c| c.result() == AuthResult::Pass)
+            .map(|c| c.domain().to_owned());
+        match self.gate.as_mut() {
+            Some(g) => self.inbound.admission.mail(g, spf_pass.as_deref()).await,
+            None => Ok(()),
+        }
+    }
+}

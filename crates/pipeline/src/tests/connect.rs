@@ -1,0 +1,110 @@
+//! The connect stage.
+
+use super::*;
+use portcullis_admission::StateCommand;
+use portcullis_smtp::Status;
+
+#[tokio::test]
+async fn a_blocked_range_is_refused_before_any_session_exists() {
+    let w = world(TableChecks::default());
+    let block = StateCommand::Block {
+        range: "192.0.2.0/24".parse().unwrap(),
+        secs: 600,
+        reason: "spam run".into(),
+    };
+    w.inbound.admission.state.apply(&block).await.unwrap();
+    let r = w
+        .inbound
+        .admit(ListenerRole::Mx, "192.0.2.10".parse().unwrap())
+        .await;
+    let Err(r) = r else { panic!("admitted") };
+    assert_eq!((r.code, r.status), (421, Some(Status(4, 7, 0))));
+    assert!(r.lines[0].contains("spam run"), "{r}");
+}
+
+#[tokio::test]
+async fn submission_ports_have_no_class_of_service_at_connect() {
+    let w = world(TableChecks::default());
+    let gate = w
+        .inbound
+        .admit(ListenerRole::Submission, "192.0.2.10".parse().unwrap())
+        .await;
+    assert!(matches!(gate, Ok(None)));
+}
+
+#[tokio::test]
+async fn the_default_pool_refuses_connections_past_its_limit() {
+    let mut c = config();
+    c.classes.get_mut("default").unwrap().max_connections = Some(2);
+    let w = world_with(c, TableChecks::default(), MemoryIntake::default());
+    let a = w.mx_from("192.0.2.1:1").await;
+    let b = w.mx_from("198.51.100.1:1").await;
+    // A third stranger, from anywhere, shares the same pool.
+    let third = w
+        .inbound
+        .admit(ListenerRole::Mx, "203.0.113.1".parse().unwrap())
+        .await;
+    assert!(matches!(third, Err(r) if r.code == 421), "the pool is full");
+    drop((a, b));
+    let again = w
+        .inbound
+        .admit(ListenerRole::Mx, "203.0.113.1".parse().unwrap())
+        .await;
+    assert!(again.is_ok(), "the slots came back with the connections");
+}
+
+#[tokio::test]
+async fn an_address_on_a_reject_list_is_refused_with_the_lists_name() {
+    let mut c = config();
+    c.dns_lists = vec![portcullis_config::DnsList {
+        zone: "bl.test".into(),
+        name: Some("Test BL".into()),
+        kind: Default::default(),
+        action: Default::default(),
+        dynamic: false,
+        min_rating: None,
+    }];
+    let checks = TableChecks {
+        listed: ["10.2.0.192.bl.test".to_owned()].into(),
+        ..Default::default()
+    };
+    let w = world_with(c, checks, MemoryIntake::default());
+    let r = w.mx().await.connect().await.expect_err("listed");
+    assert_eq!((r.code, r.status), (554, Some(Status(5, 7, 1))));
+    assert!(r.lines[0].contains("Test BL"), "{r}");
+}
+
+#[tokio::test]
+async fn reverse_dns_is_required_only_when_configured() {
+    let unconfirmed = || TableChecks {
+        iprev: Some((AuthResult::Fail, None)),
+        ..Default::default()
+    };
+    let w = world(unconfirmed());
+    assert_eq!(
+        w.mx().await.connect().await,
+        Ok(None),
+        "not required by default"
+    );
+    let mut c = config();
+    c.reverse_dns.require_confirmed = true;
+    let w = world_with(c.clone(), unconfirmed(), MemoryIntake::default());
+    let r = w.mx().await.connect().await.expect_err("refused");
+    assert_eq!((r.code, r.status), (550, Some(Status(5, 7, 25))));
+    let dns_down = TableChecks {
+        iprev: Some((AuthResult::TempError, None)),
+        ..Default::default()
+    };
+    let w = world_with(c, dns_down, MemoryIntake::default());
+    let r = w.mx().await.connect().await.expect_err("deferred");
+    assert_eq!((r.code, r.status), (450, Some(Status(4, 7, 25))));
+}
+
+#[tokio::test]
+async fn the_confirmed_name_goes_to_received() {
+    let w = world(TableChecks::default());
+    assert_eq!(
+        w.mx().await.connect().await,
+        Ok(Some("client.test".to_owned()))
+    );
+}

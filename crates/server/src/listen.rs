@@ -1,0 +1,112 @@
+//! The accept path. Before any session exists, the connect stage's class
+//! of service decides (the blocklist, the class's and the range's
+//! concurrency and rate): a refused client costs an accept, one write of
+//! the reply, and a close. An admitted one gets its session task.
+
+use crate::Context;
+use crate::driver::Driver;
+use portcullis_config::{Listener, ListenerRole};
+use portcullis_metrics::{Counter, Outcome};
+use portcullis_pipeline::Connection;
+use portcullis_smtp::{Reply, Status};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::{error, info};
+
+pub(crate) async fn accept_loop(ctx: Arc<Context>, sock: TcpListener, listener: Listener) {
+    loop {
+        let (stream, peer) = match sock.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                error!(event = "accept_error", error = %e);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(permit) = ctx.sessions.clone().try_acquire_owned() else {
+            let r = Reply::new(
+                421,
+                Status(4, 7, 0),
+                "Too many connections, try again later",
+            );
+            refuse(&ctx, &stream, listener.role, peer, &r, "max_sessions");
+            continue;
+        };
+        tokio::spawn(admit(ctx.clone(), stream, peer, listener.clone(), permit));
+    }
+}
+
+/// The class of service, then the session.
+async fn admit(
+    ctx: Arc<Context>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    l: Listener,
+    permit: OwnedSemaphorePermit,
+) {
+    let gate = match ctx.inbound.admit(l.role, peer.ip()).await {
+        Ok(gate) => gate,
+        Err(r) => return refuse(&ctx, &stream, l.role, peer, &r, "class_of_service"),
+    };
+    let config = ctx.config();
+    let id = ctx.session_id();
+    info!(session = %id, event = "connect", listener = l.role.name(), peer = %peer);
+    let conn = Connection::new(ctx.inbound.clone(), config.clone(), id, l.role, peer, gate);
+    let driver = Driver {
+        session_config: Context::session_config(&config, l.role),
+        shutdown: ctx.shutdown.subscribe(),
+        ctx,
+        conn,
+        role: l.role,
+        pregreet_wait: l.pregreet_wait,
+    };
+    driver.run(stream).await;
+    drop(permit);
+}
+
+/// Answer and close at once: the reply fits the socket buffer of a fresh
+/// connection, so it is written without waiting (or not at all).
+fn refuse(
+    ctx: &Context,
+    stream: &TcpStream,
+    role: ListenerRole,
+    peer: SocketAddr,
+    r: &Reply,
+    why: &str,
+) {
+    let outcome = match why {
+        "max_sessions" => "refused_max_sessions",
+        _ => "refused_dns_list",
+    };
+    count_connection(ctx, role, outcome);
+    count_refusal(ctx, role, r);
+    info!(event = "refused", listener = role.name(), peer = %peer, reason = why, reply = %r);
+    let mut out = Vec::with_capacity(128);
+    r.write_to(&mut out);
+    let _ = stream.try_write(&out);
+}
+
+pub(crate) fn count_connection(ctx: &Context, role: ListenerRole, outcome: &str) {
+    let labels = [("listener", role.name()), ("outcome", outcome)];
+    ctx.metrics.inc(Counter::Connections, &labels);
+}
+
+/// A 4xx/5xx reply: counted by code, and in the dashboard's minute.
+pub(crate) fn count_refusal(ctx: &Context, role: ListenerRole, r: &Reply) {
+    let code = r
+        .status
+        .map_or_else(|| r.code.to_string(), |s| s.to_string());
+    let labels = [("listener", role.name()), ("code", code.as_str())];
+    ctx.metrics.inc(Counter::MessagesRejected, &labels);
+    let o = if r.code < 500 {
+        Outcome::Deferred
+    } else {
+        Outcome::Rejected
+    };
+    ctx.metrics.outcome(o, portcullis_config::clock::now_secs());
+}
