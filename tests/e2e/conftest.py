@@ -346,6 +346,24 @@ bind = "127.0.0.1:{self.http}"
             lambda: f"{count} {name!r} event(s) with {fields}:\n{self.log_tail(1500)}",
         )
 
+    def session_of(self, sock: socket.socket) -> str:
+        """The server's session id for the connection `sock` is our end of
+        (its connect event names our address as the peer)."""
+        host, port = sock.getsockname()[:2]
+        [connect] = self.wait_event("connect", peer=f"{host}:{port}")
+        return connect["session"]
+
+    # The queue.
+
+    def queue_size(self) -> float:
+        """Messages accepted and not yet completed (bounces included)."""
+        return self.metrics()[("portcullis_queue_messages", ())]
+
+    def queued(self) -> list[str]:
+        """`portcullis queue list`, one line per queued message."""
+        out = self.cli("queue", "list").stdout
+        return [l for l in out.splitlines() if "message(s) queued" not in l]
+
     # /metrics and the admin API.
 
     def metrics(self) -> dict[tuple[str, tuple], float]:

@@ -103,10 +103,11 @@ def test_smuggling_terminators_are_refused(server, terminator, pipelined):
     c.send(payload + b"\r\n.\r\n")
     code, text = c.reply()
     assert code == 554 and "5.6.0" in text, text
+    session = server.session_of(c.sock)
     assert c.closed()
     # The session has ended (it logs so after its last command): had the
     # smuggled transaction run, its message would have been queued by now.
-    server.wait_event("disconnect")
+    server.wait_event("disconnect", session=session)
     assert server.events("queued") == []
     assert server.metric("portcullis_messages_accepted_total") == 0
     assert server.messages("victim") == []

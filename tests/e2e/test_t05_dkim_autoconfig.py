@@ -8,8 +8,8 @@ import xml.etree.ElementTree as ET
 import dkim
 import pytest
 
-from dnsserver import DnsServer
 from conftest import add_user, submit
+from dnsserver import DnsServer
 
 
 @pytest.fixture

@@ -70,11 +70,6 @@ def bobs(remote, timeout=20):
     return msg
 
 
-def queue_empty(server) -> bool:
-    """Nothing accepted is left to deliver (bounces included)."""
-    return server.metrics()[("portcullis_queue_messages", ())] == 0
-
-
 def test_submitted_mail_reaches_the_remote_domain_signed(pair):
     ours, remote = pair
     remote.start()
@@ -106,7 +101,7 @@ def test_one_refused_recipient_gets_one_dsn(pair):
     assert "bob@remote.test" not in text and "carol@remote.test" not in text
     # With the queue empty (the report delivered too) no other report can
     # come.
-    wait_until(lambda: queue_empty(ours), 10, "an empty queue")
+    wait_until(lambda: ours.queue_size() == 0, 10, "an empty queue")
     assert len(ours.messages("alice")) == 1
 
 
@@ -173,10 +168,6 @@ def test_sigkill_during_delivery_loses_nothing(pair):
     assert duplicates <= kills * 4, duplicates
 
 
-def queued_ids(server):
-    return [l.split()[0] for l in server.cli("queue", "list").stdout.splitlines() if "message(s) queued" not in l]
-
-
 def test_queue_flush_retries_a_deferred_message_now(slow_pair):
     ours, remote = slow_pair
     ours.start()
@@ -185,7 +176,7 @@ def test_queue_flush_retries_a_deferred_message_now(slow_pair):
     # The server's own schedule: the next attempt is five minutes away,
     # so a delivery within the test is the flush's doing.
     assert deferred["attempts"] == 1 and deferred["delay_s"] == 300, deferred
-    [qid] = queued_ids(ours)
+    [qid] = [l.split()[0] for l in ours.queued()]
     shown = ours.cli("queue", "show", qid).stdout
     assert "attempts: 1" in shown and "waiting  <bob@remote.test>  last reply: connect to" in shown, shown
     remote.start()
@@ -199,7 +190,7 @@ def test_a_held_message_waits_until_released(slow_pair):
     ours.start()
     from_alice(ours, "bob@remote.test")
     ours.wait_event("deferred")
-    [qid] = queued_ids(ours)
+    [qid] = [l.split()[0] for l in ours.queued()]
     assert ours.cli("queue", "hold", qid).returncode == 0
     assert "(held)" in ours.cli("queue", "list").stdout
     remote.start()
@@ -332,7 +323,7 @@ def test_required_tls_is_not_downgraded(make_server, workdir):
         from_alice(ours, "bob@remote.test")
         ours.wait_event("deferred", reason=lambda r: "TLS required" in r, timeout=20)
         ours.stop()
-        assert len(queued_ids(ours)) == 1
+        assert len(ours.queued()) == 1
     finally:
         sink.terminate()
         sink.wait()

@@ -62,13 +62,14 @@ def test_sigterm_lets_the_message_being_sent_finish(make_server):
     c.send(b"Subject: in flight\r\n\r\nfirst half\r\n")
     idle = Raw(s.mx)
     idle.cmd("EHLO idle.test")
+    idle_session = s.session_of(idle.sock)
     s.proc.send_signal(signal.SIGTERM)
     code, text = idle.reply()
     assert code == 421 and "4.3.2" in text, "an idle session is told at once"
     # The rest of the message only once the server is well into stopping:
     # it has said so, and the idle session is gone.
     s.wait_event("shutdown")
-    s.wait_event("disconnect")
+    s.wait_event("disconnect", session=idle_session)
     c.send(b"second half\r\n.\r\n")
     code, text = c.reply()
     assert code == 250, text

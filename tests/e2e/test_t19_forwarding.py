@@ -151,7 +151,7 @@ def test_an_alias_loop_bounces_once(pair):
     assert b"loop1@fwd.test" in dsn
     # Both queues empty: no other report is on its way.
     for s in (fwd, far):
-        wait_until(lambda: s.metrics()[("portcullis_queue_messages", ())] == 0, 10, "an empty queue")
+        wait_until(lambda: s.queue_size() == 0, 10, "an empty queue")
     loops = [m for m in far.messages("alice", "origin.test") if b"5.4.6" in m]
     assert len(loops) == 1
     assert len(fwd.events("alias_loop")) == 1
