@@ -2,7 +2,6 @@
 serving the zones a test gives it."""
 
 import subprocess
-import time
 from pathlib import Path
 
 import dns.message
@@ -10,7 +9,7 @@ import dns.query
 import dns.rdatatype
 import dns.resolver
 
-from conftest import free_port
+from conftest import free_port, wait_until
 
 SOA = "@ IN SOA ns.{zone}. hostmaster.{zone}. 1 3600 600 86400 60\n@ IN NS ns.{zone}.\nns IN A 127.0.0.1\n"
 
@@ -56,18 +55,27 @@ class DnsServer:
             stderr=open(self.dir / "nsd.stderr", "wb"),
         )
         first = next(iter(self.zones))
+        wait_until(lambda: self._answers(first), 10, lambda: "nsd to answer: " + (self.dir / "nsd.stderr").read_text())
+        return self
+
+    def _answers(self, zone: str) -> bool:
+        """Whether NSD answers for `zone` yet (asked from inside the
+        namespace it runs in, if any)."""
         if self.netns:
-            time.sleep(1.0)
-            return self
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                q = dns.message.make_query(first, dns.rdatatype.SOA)
-                dns.query.udp(q, "127.0.0.1", port=self.port, timeout=0.3)
-                return self
-            except Exception:
-                time.sleep(0.1)
-        raise TimeoutError("nsd did not answer: " + (self.dir / "nsd.stderr").read_text())
+            probe = (
+                "import sys, dns.message, dns.query, dns.rdatatype\n"
+                "q = dns.message.make_query(sys.argv[1], dns.rdatatype.SOA)\n"
+                "dns.query.udp(q, '127.0.0.1', port=int(sys.argv[2]), timeout=0.3)\n"
+            )
+            r = subprocess.run(["ip", "netns", "exec", self.netns, "python3", "-c", probe, zone, str(self.port)],
+                               capture_output=True)
+            return r.returncode == 0
+        try:
+            q = dns.message.make_query(zone, dns.rdatatype.SOA)
+            dns.query.udp(q, "127.0.0.1", port=self.port, timeout=0.3)
+            return True
+        except Exception:
+            return False
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

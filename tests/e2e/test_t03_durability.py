@@ -6,7 +6,8 @@ import random
 import re
 import smtplib
 import threading
-import time
+
+from conftest import port_open, send, wait_until
 
 MESSAGES = int(os.environ.get("PORTCULLIS_KILL_MESSAGES", "1000"))
 
@@ -21,15 +22,14 @@ def sender(server, accepted, next_n, lock, stop):
         body = f"Subject: msg-{n:05d}\r\nMessage-ID: <m{n}@remote.test>\r\n\r\nnumber {n}\r\n"
         while not stop.is_set():
             try:
-                with smtplib.SMTP("127.0.0.1", server.mx, timeout=5) as s:
-                    s.sendmail("a@remote.test", ["kill@local.test"], body)
+                send(server.mx, "a@remote.test", "kill@local.test", body, timeout=5)
                 with lock:
                     accepted.add(n)
                 break
             except (OSError, smtplib.SMTPException):
                 # The server died under us: this message was not answered
-                # 250, so it is ours to send again.
-                time.sleep(0.05)
+                # 250, so it is ours to send again once it listens again.
+                wait_until(lambda: stop.is_set() or port_open(server.mx), 60, "the server to listen again")
 
 
 def delivered_numbers(server):
@@ -48,14 +48,17 @@ def test_sigkill_at_random_points_loses_no_accepted_message(server):
         t.start()
     rng = random.Random(42)
     kills = 0
-    deadline = time.time() + 240
-    while any(t.is_alive() for t in threads) and time.time() < deadline:
-        time.sleep(rng.uniform(0.02, 0.15))
+    # Kill at random points of the stream: each time another random
+    # number of messages has been answered 250 (the four senders are then
+    # anywhere in their transactions), and restart at once.
+    while any(t.is_alive() for t in threads):
+        target = min(len(accepted) + rng.randint(20, 120), MESSAGES)
+        wait_until(lambda: len(accepted) >= target or not any(t.is_alive() for t in threads), 240,
+                   f"{target} messages accepted")
         if not any(t.is_alive() for t in threads):
             break
         server.kill()
         kills += 1
-        time.sleep(rng.uniform(0.0, 0.2))
         server.start()
     stop.set()
     for t in threads:
@@ -63,10 +66,8 @@ def test_sigkill_at_random_points_loses_no_accepted_message(server):
     assert len(accepted) == MESSAGES, f"only {len(accepted)} accepted"
     print(f"{kills} kills, {len(accepted)} accepted")
     assert kills >= 3
-    # Give the restarted server time to deliver what it recovered.
-    deadline = time.time() + 60
-    while time.time() < deadline and not accepted <= delivered_numbers(server):
-        time.sleep(0.2)
+    # The restarted server delivers what it recovered.
+    wait_until(lambda: accepted <= delivered_numbers(server), 60, "every accepted message delivered")
     lost = accepted - delivered_numbers(server)
     assert not lost, f"{len(lost)} accepted messages lost after {kills} kills: {sorted(lost)[:10]}"
 

@@ -4,15 +4,13 @@ authenticated, senders owned, recipients counted, every message traceable."""
 import json
 import re
 import smtplib
-import ssl
-import subprocess
 import time
 
 import pytest
 
+from conftest import PASSWORD, add_user, insecure_tls, login, submit, swaks
 from smtpraw import Raw
 
-PASSWORD = "correct horse battery staple"
 SUBMISSION_CONFIG = """
 [limits]
 max_recipients = 200
@@ -26,24 +24,6 @@ max_failure_delay_ms = 320
 """
 
 
-def insecure_tls():
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
-def add_user(server, address, password=PASSWORD):
-    r = subprocess.run(
-        [*server.cli_args("user", "add", address, "--password-stdin")],
-        input=password + "\n",
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert r.returncode == 0, r.stderr
-
-
 @pytest.fixture
 def msa(make_server):
     s = make_server(SUBMISSION_CONFIG, start=False)
@@ -55,10 +35,6 @@ def msa(make_server):
 
 def message(sender="alice@local.test", to="carol@local.test", extra=""):
     return f"From: {sender}\r\nTo: {to}\r\nSubject: hi\r\n{extra}\r\nbody\r\n"
-
-
-def swaks(*args):
-    return subprocess.run(["swaks", *args], capture_output=True, text=True, timeout=30)
 
 
 @pytest.mark.parametrize("mech", ["PLAIN", "LOGIN"])
@@ -121,14 +97,6 @@ def test_submission_without_auth_gets_530_even_to_local(msa):
         assert code == 530 and b"5.7.0" in text
 
 
-def login(port, user="alice@local.test", password=PASSWORD, source="127.0.0.1"):
-    s = smtplib.SMTP("127.0.0.1", port, source_address=(source, 0), timeout=10)
-    s.starttls(context=insecure_tls())
-    s.ehlo()
-    s.login(user, password)
-    return s
-
-
 def test_wrong_envelope_sender_is_refused_naming_it(msa):
     with login(msa.sub) as s:
         code, text = s.mail("bob@local.test")
@@ -169,9 +137,8 @@ def test_quota_counts_recipients_across_messages_and_sessions(msa):
 
 
 def test_trace_finds_a_message_by_message_id_and_missing_headers_are_added(msa):
-    with login(msa.sub) as s:
-        s.sendmail("alice@local.test", ["gina@local.test"], message(to="gina@local.test", extra="Message-ID: <trace-1@local.test>\r\n"))
-        s.sendmail("alice@local.test", ["gina@local.test"], message(to="gina@local.test"))
+    submit(msa, "gina@local.test", message(to="gina@local.test", extra="Message-ID: <trace-1@local.test>\r\n"))
+    submit(msa, "gina@local.test", message(to="gina@local.test"))
     msgs = msa.wait_messages("gina", 2)
     r = msa.cli("trace", "trace-1@local.test")
     assert r.returncode == 0, r.stderr
@@ -205,8 +172,13 @@ def test_brute_force_slows_down_and_locks_but_others_still_log_in(msa):
     assert 235 not in codes
     assert codes[:10] == [535] * 10
     assert set(codes[10:]) == {454}, codes
-    # Each failure waits longer than the one before, up to the cap.
-    assert sum(timings[6:9]) > 3 * sum(timings[0:3]), timings[:10]
+    # Each failure waits longer than the one before, up to the cap: the
+    # server holds the nth answer at least min(20 ms * 2^n, 320 ms). Only
+    # these lower bounds are asserted (a busy machine can make any answer
+    # slower, never faster); the schedule itself, cap included, is the
+    # throttle's unit test (crates/accounts/src/throttle.rs).
+    floors = [min(0.020 * 2**n, 0.320) for n in range(10)]
+    assert all(t >= f for t, f in zip(timings[:10], floors)), list(zip(timings[:10], floors))
     # Locked out, the right password does not help this address...
     with pytest.raises(smtplib.SMTPAuthenticationError):
         login(msa.sub)
@@ -244,10 +216,6 @@ def test_listed_legacy_network_may_use_port_25_to_local_recipients_only(make_ser
 
 
 def test_quota_and_auth_failures_show_in_metrics(msa):
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
     with login(msa.sub) as s:
         s.mail("alice@local.test")
         for i in range(101):
@@ -259,12 +227,7 @@ def test_quota_and_auth_failures_show_in_metrics(msa):
     with pytest.raises(smtplib.SMTPAuthenticationError):
         c.auth("PLAIN", c.auth_plain)
     c.close()
-    text = urllib.request.urlopen(f"http://127.0.0.1:{msa.http}/metrics", timeout=5).read().decode()
-    samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for fam in text_string_to_metric_families(text)
-        for s in fam.samples
-    }
+    samples = msa.metrics()
     assert samples[("portcullis_quota_deferrals_total", (("kind", "recipients"),))] == 1
     assert samples[("portcullis_auth_attempts_total", (("result", "failed"),))] == 1
     assert samples[("portcullis_auth_attempts_total", (("result", "ok"),))] >= 1

@@ -6,11 +6,10 @@ subscriber except to the designated MSA, while 587 stays open."""
 import shutil
 import subprocess
 import textwrap
-import time
 
 import pytest
 
-from conftest import ROOT, binary
+from conftest import ROOT, binary, wait_until
 
 EXAMPLE = ROOT / "examples" / "op25b-network.toml"
 
@@ -107,8 +106,11 @@ def from_subscriber(host, port):
     return r.stdout.strip()
 
 
-@pytest.fixture
-def network(workdir):
+@pytest.fixture(scope="module")
+def network(tmp_path_factory):
+    """Built once for the module: its tests only probe it and send one
+    message through it."""
+    workdir = tmp_path_factory.mktemp("op25b")
     if not netns_available():
         pytest.skip("this machine cannot create network namespaces (ip netns add failed)")
     names = ["pc-sub", "pc-rtr", "pc-msa", "pc-out"]
@@ -181,10 +183,10 @@ def network(workdir):
                 stderr=open(d / "log", "wb"),
             )
         )
-    time.sleep(1.0)
     # Before the rules, port 25 to the outside MTA is open: what the test
     # sees afterwards is the rules' doing.
-    assert from_subscriber("192.0.2.199", 25) == "220"
+    for host in ("192.0.2.25", "192.0.2.199"):
+        wait_until(lambda: from_subscriber(host, 25) == "220", 15, f"{host}:25 to greet the subscriber")
     sh("ip", "netns", "exec", "pc-rtr", "nft", "-f", str(workdir / "rules.nft"))
     yield workdir
     dns.stop()
@@ -221,10 +223,6 @@ def test_mail_submitted_to_the_isp_msa_reaches_the_outside_mta(network):
     r = sh("ip", "netns", "exec", "pc-sub", "python3", "-c", SUBMIT, check=False)
     assert r.stdout.strip() == "sent", r.stderr
     new = workdir / "pc-out" / "data" / "mail" / "outside.test" / "friend" / "new"
-    for _ in range(100):
-        if new.is_dir() and any(new.iterdir()):
-            break
-        time.sleep(0.2)
-    [msg] = [p.read_bytes() for p in new.iterdir()]
+    [msg] = wait_until(lambda: new.is_dir() and [p.read_bytes() for p in new.iterdir()], 20, "the outside MTA's mailbox")
     assert b"Subject: via the MSA" in msg
     assert b"(authenticated as user@isp.test)" in msg

@@ -3,13 +3,11 @@ started by the test, instead of portcullis' own Maildirs."""
 
 import os
 import shutil
-import smtplib
 import subprocess
-import time
 
 import pytest
 
-from conftest import free_port
+from conftest import free_port, send, wait_port, wait_until
 
 DOVECOT_CONF = """
 protocols = lmtp
@@ -58,14 +56,7 @@ def dovecot(workdir):
     port = free_port()
     (d / "dovecot.conf").write_text(DOVECOT_CONF.format(d=d, port=port))
     subprocess.run(["dovecot", "-c", str(d / "dovecot.conf")], check=True)
-    for _ in range(50):
-        try:
-            import socket
-
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
+    wait_port(port, timeout=5)
     yield d, port
     subprocess.run(["dovecot", "-c", str(d / "dovecot.conf"), "stop"], capture_output=True)
 
@@ -73,15 +64,10 @@ def dovecot(workdir):
 def test_mail_for_an_lmtp_domain_lands_in_dovecot(make_server, dovecot):
     d, port = dovecot
     s = make_server(f'[[domain]]\nname = "dv.test"\nrecipients = "any"\nlmtp = "127.0.0.1:{port}"\n')
-    with smtplib.SMTP("127.0.0.1", s.mx) as c:
-        c.sendmail("a@remote.test", ["user1@dv.test", "user2@dv.test"], "Subject: via LMTP\r\n\r\nhello\r\n")
+    send(s.mx, "a@remote.test", ["user1@dv.test", "user2@dv.test"], "Subject: via LMTP\r\n\r\nhello\r\n")
     for user in ("user1", "user2"):
         new = d / "mail" / "dv.test" / user / "Maildir" / "new"
-        for _ in range(100):
-            if new.is_dir() and any(new.iterdir()):
-                break
-            time.sleep(0.1)
-        [msg] = [p.read_bytes() for p in new.iterdir()]
+        [msg] = wait_until(lambda: new.is_dir() and [p.read_bytes() for p in new.iterdir()], 10, f"{user}'s Dovecot mailbox")
         assert b"Subject: via LMTP" in msg
         assert b"by mx.portcullis.test (portcullis)" in msg
     # Nothing went to portcullis' own Maildirs.

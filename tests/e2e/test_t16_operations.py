@@ -7,64 +7,31 @@ import json
 import shutil
 import smtplib
 import subprocess
-import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import send, total, wait_until
 
 HERE = Path(__file__).resolve().parent
 ARTIFACTS = HERE / "artifacts"
 
 
-def api(s, method: str, path: str, token: str | None, body=None) -> tuple[int, object]:
-    req = urllib.request.Request(f"http://127.0.0.1:{s.http}{path}", method=method)
-    if token is not None:
-        req.add_header("Authorization", f"Bearer {token}")
-    data = None
-    if body is not None:
-        data = json.dumps(body).encode()
-        req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, data=data, timeout=10) as r:
-            return r.status, json.loads(r.read() or b"null")
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null")
-
-
-def token_of(s) -> str:
-    return (s.data / "admin.token").read_text().strip()
-
-
-def samples(s) -> dict[tuple[str, tuple], float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{s.http}/metrics", timeout=5).read().decode()
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return out
-
-
-def total(m: dict, name: str, **labels) -> float:
-    return sum(v for (n, ls), v in m.items() if n == name and all((k, v2) in ls for k, v2 in labels.items()))
-
-
-def send(s, n: int = 1) -> None:
-    with smtplib.SMTP("127.0.0.1", s.mx) as c:
-        for i in range(n):
-            c.sendmail("a@sender.test", ["u@local.test"], f"Subject: {i}\r\n\r\nhello\r\n")
+def traffic(s, n: int = 1) -> None:
+    """n messages from outside to u@local.test."""
+    for i in range(n):
+        send(s.mx, "a@sender.test", "u@local.test", f"Subject: {i}\r\n\r\nhello\r\n")
 
 
 def test_metrics_counters_move_with_traffic(server):
-    before = samples(server)
-    send(server, 3)
+    before = server.metrics()
+    traffic(server, 3)
     with smtplib.SMTP("127.0.0.1", server.mx) as c:
         c.ehlo()
         c.mail("a@sender.test")
         assert c.rcpt("someone@elsewhere.test")[0] == 554  # relay denied
-    after = samples(server)
+    after = server.metrics()
     accepted = "portcullis_messages_accepted_total"
     assert total(after, accepted, listener="mx") - total(before, accepted, listener="mx") == 3
     rejected = "portcullis_messages_rejected_total"
@@ -75,9 +42,10 @@ def test_metrics_counters_move_with_traffic(server):
     assert total(after, "portcullis_dns_checks_total", check="spf") - total(before, "portcullis_dns_checks_total", check="spf") >= 3
     assert total(after, "portcullis_dns_check_microseconds_total", check="message") > 0
     server.wait_messages("u", 3)
-    time.sleep(0.5)
-    final = samples(server)
-    assert total(final, "portcullis_delivery_attempts_total", result="delivered") >= 3
+    # Counted just after the mailbox is written.
+    wait_until(lambda: server.metric("portcullis_delivery_attempts_total", result="delivered") >= 3, 10,
+               "three deliveries counted")
+    final = server.metrics()
     assert ("portcullis_queue_oldest_seconds", ()) in final
 
 
@@ -89,7 +57,7 @@ def test_api_refuses_requests_without_the_token(server):
                 continue
             concrete = path.replace("{id}", "X").replace("{identity}", "a.test").replace("{address}", "a@b.test")
             for token in (None, "wrong-token"):
-                code, body = api(server, method.upper(), concrete, token)
+                code, body = server.api(method.upper(), concrete, token=token)
                 assert code == 401, (method, path, code)
                 assert "token" in body["error"]
 
@@ -102,8 +70,7 @@ def test_openapi_document_is_valid():
 
 
 def test_every_documented_endpoint_answers(server):
-    send(server)
-    token = token_of(server)
+    traffic(server)
     spec = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{server.http}/api/openapi.json").read())
     bodies = {
         "NewAccount": {"address": "api@local.test", "password": "a long password"},
@@ -129,22 +96,21 @@ def test_every_documented_endpoint_answers(server):
         if "requestBody" in op:
             ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
             body = bodies[ref.rsplit("/", 1)[1]]
-        code, _ = api(server, method.upper(), concrete, token, body)
+        code, _ = server.api(method.upper(), concrete, body)
         assert str(code) in op["responses"], (method, path, code)
         answered += 1
     assert answered >= 19
-    code, blocked = api(server, "GET", "/api/blocklist", token)
+    code, blocked = server.api("GET", "/api/blocklist")
     assert code == 200 and blocked == []  # added, then deleted above
-    code, rep = api(server, "GET", "/api/reputation/good.test", token)
+    code, rep = server.api("GET", "/api/reputation/good.test")
     assert code == 200 and rep["ham"] == 1
 
 
 def test_api_operations_match_the_cli(server):
-    token = token_of(server)
-    code, _ = api(server, "POST", "/api/blocklist", token, {"range": "203.0.113.7", "reason": "from the API"})
+    code, _ = server.api("POST", "/api/blocklist", {"range": "203.0.113.7", "reason": "from the API"})
     assert code == 200
     assert "from the API" in server.cli("blocklist", "list").stdout
-    code, body = api(server, "POST", "/api/blocklist", token, {"range": "not-a-range"})
+    code, body = server.api("POST", "/api/blocklist", {"range": "not-a-range"})
     assert code == 400 and "range" in body["error"]
 
 
@@ -159,14 +125,14 @@ def test_dashboard_draws_a_chart_that_moves_with_traffic(server):
 
     def look(shot: str, above: int) -> dict:
         out = subprocess.run(
-            ["node", str(HERE / "browser/dashboard.mjs"), url, token_of(server), str(ARTIFACTS / shot), str(above)],
+            ["node", str(HERE / "browser/dashboard.mjs"), url, server.token, str(ARTIFACTS / shot), str(above)],
             capture_output=True, text=True, timeout=60,
         )
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)
 
     before = look("dashboard-before.png", -1)
-    send(server, 5)
+    traffic(server, 5)
     after = look("dashboard-after.png", before["total"])
     assert after["total"] >= before["total"] + 5
     assert after["pixels"] != before["pixels"], "the chart was redrawn"

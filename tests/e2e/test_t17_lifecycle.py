@@ -8,21 +8,11 @@ import signal
 import smtplib
 import subprocess
 import threading
-import time
 
 import pytest
 
+from conftest import send, wait_until
 from smtpraw import Raw
-
-
-def wait_log(s, needle: str, timeout: float = 5.0) -> str:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        text = s.log.read_text()
-        if needle in text:
-            return text
-        time.sleep(0.05)
-    raise AssertionError(f"{needle!r} not in the log:\n{s.log.read_text()[-2000:]}")
 
 
 def size_advertised(port: int) -> int:
@@ -39,7 +29,7 @@ def test_sighup_reloads_a_limit_without_dropping_a_session(make_server):
     assert held.cmd("EHLO client.test")[0] == 250
     s.config.write_text(s.config.read_text().replace("max_message_size = 1000000", "max_message_size = 2000000"))
     s.proc.send_signal(signal.SIGHUP)
-    wait_log(s, '"reloaded"')
+    s.wait_event("reloaded")
     assert size_advertised(s.mx) == 2000000, "new sessions get the new limit"
     # The session from before the reload carries on, and can send.
     assert held.cmd("NOOP")[0] == 250
@@ -56,8 +46,8 @@ def test_a_broken_config_on_sighup_keeps_the_running_one(make_server):
     good = s.config.read_text()
     s.config.write_text(good.replace("max_message_size = 1000000", 'max_message_size = "big"'))
     s.proc.send_signal(signal.SIGHUP)
-    log = wait_log(s, "reload_failed")
-    assert "portcullis.toml:" in log and "limits.max_message_size" in log
+    [failed] = s.wait_event("reload_failed")
+    assert "portcullis.toml:" in failed["error"] and "limits.max_message_size" in failed["error"], failed
     assert size_advertised(s.mx) == 1000000
     assert s.proc.poll() is None
 
@@ -72,10 +62,14 @@ def test_sigterm_lets_the_message_being_sent_finish(make_server):
     c.send(b"Subject: in flight\r\n\r\nfirst half\r\n")
     idle = Raw(s.mx)
     idle.cmd("EHLO idle.test")
+    idle_session = s.session_of(idle.sock)
     s.proc.send_signal(signal.SIGTERM)
     code, text = idle.reply()
     assert code == 421 and "4.3.2" in text, "an idle session is told at once"
-    time.sleep(0.3)
+    # The rest of the message only once the server is well into stopping:
+    # it has said so, and the idle session is gone.
+    s.wait_event("shutdown")
+    s.wait_event("disconnect", session=idle_session)
     c.send(b"second half\r\n.\r\n")
     code, text = c.reply()
     assert code == 250, text
@@ -106,21 +100,19 @@ def test_sigterm_under_load_loses_nothing(make_server):
     threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
     for t in threads:
         t.start()
-    while len(accepted) < 100:
-        time.sleep(0.01)
+    wait_until(lambda: len(accepted) >= 100, 60, "100 messages accepted")
     s.proc.send_signal(signal.SIGTERM)
     assert s.proc.wait(timeout=35) == 0
     stop.set()
     for t in threads:
         t.join()
     s.start()
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        got = {m.split(b"Subject: ")[1].split(b"\r\n")[0].decode() for m in s.messages("u")}
-        if set(accepted) <= got:
-            break
-        time.sleep(0.2)
-    assert set(accepted) <= got, sorted(set(accepted) - got)[:10]
+
+    def delivered():
+        return {m.split(b"Subject: ")[1].split(b"\r\n")[0].decode() for m in s.messages("u")}
+
+    wait_until(lambda: set(accepted) <= delivered(), 20,
+               lambda: f"every accepted message delivered; missing {sorted(set(accepted) - delivered())[:10]}")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
@@ -130,10 +122,10 @@ def test_started_as_root_it_becomes_its_user_after_binding(make_server):
     for d in (s.workdir, s.workdir.parent):
         os.chmod(d, 0o755)  # nobody must reach its data directory
     s.start()
-    wait_log(s, "privileges_dropped")
+    [dropped] = s.wait_event("privileges_dropped")
+    assert dropped["user"] == "nobody"
     owner = subprocess.run(["ps", "-o", "user=", "-p", str(s.proc.pid)], capture_output=True, text=True).stdout
     assert owner.strip() == "nobody"
-    with smtplib.SMTP("127.0.0.1", s.mx) as c:
-        c.sendmail("a@sender.test", ["u@local.test"], "Subject: x\r\n\r\nhello\r\n")
-    assert s.wait_messages("u", 1), s.log.read_text()[-1500:]
+    send(s.mx, "a@sender.test", "u@local.test", "Subject: x\r\n\r\nhello\r\n")
+    assert s.wait_messages("u", 1)
     assert all(p.stat().st_uid != 0 for p in s.maildir("u").iterdir())
