@@ -8,6 +8,8 @@
 #
 #   bash bench/cos_flood.sh             # 30 s per phase, 200 flood sessions
 #   SECONDS_PER_PHASE=10 bash bench/cos_flood.sh
+#   BASELINE_BIN=/path/to/older/portcullis bash bench/cos_flood.sh
+#                                       # the same phases with an older build too
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NS=pcflood
@@ -75,14 +77,24 @@ CONF
 phase() { python3 bench/cos_flood.py --port "$1" --seconds "$SECS" --flood "$FLOOD" ${2:-}; }
 field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])['$2'])" "$1"; }
 
-"$BIN" serve --config "$work/pc.toml" >"$work/pc.log" 2>&1 &
-pc_pid=$!
-wait_port $HTTP_PORT
-pc_alone=$(phase $PC_PORT --no-flood)
-pc_flood=$(phase $PC_PORT)
-pc_rss=$(awk '/VmRSS/ {print $2}' /proc/$pc_pid/status)
-pc_state=$(curl -s http://127.0.0.1:$HTTP_PORT/metrics | awk '/^portcullis_state_buckets / {print $2}')
-kill $pc_pid; pc_pid=""
+# One portcullis build through both phases: sets alone, flood, rss, state.
+run_portcullis() {
+  rm -rf "$work/pcdata"
+  "$1" serve --config "$work/pc.toml" >"$work/pc.log" 2>&1 &
+  pc_pid=$!
+  wait_port $HTTP_PORT
+  alone=$(phase $PC_PORT --no-flood)
+  flood=$(phase $PC_PORT)
+  rss=$(awk '/VmRSS/ {print $2}' /proc/$pc_pid/status)
+  state=$(curl -s http://127.0.0.1:$HTTP_PORT/metrics | awk '/^portcullis_state_buckets / {print $2}')
+  kill $pc_pid; wait $pc_pid 2>/dev/null || true; pc_pid=""
+}
+run_portcullis "$BIN"
+pc_alone=$alone pc_flood=$flood pc_rss=$rss pc_state=$state
+if [ -n "${BASELINE_BIN:-}" ]; then
+  run_portcullis "$BASELINE_BIN"
+  base_alone=$alone base_flood=$flood
+fi
 
 PF_ADDR="[::1]" PF_EXTRA="mynetworks = 127.0.0.0/8
 smtpd_client_event_limit_exceptions =
@@ -108,6 +120,7 @@ echo
 echo '| server | good msg/s alone | good msg/s under flood | ratio | flood accepted/min | good sender deferrals |'
 echo '|---|---|---|---|---|---|'
 row portcullis "$pc_alone" "$pc_flood"
+[ -n "${BASELINE_BIN:-}" ] && row "portcullis (baseline build)" "$base_alone" "$base_flood"
 row "Postfix (anvil, /64)" "$pf_alone" "$pf_flood"
 echo
 echo "portcullis after the flood: RSS ${pc_rss} KiB, ${pc_state} rate buckets in state."

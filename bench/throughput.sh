@@ -5,6 +5,8 @@
 #
 #   bash bench/throughput.sh            # 20 sessions, 20000 messages, 1 KiB
 #   ROUNDS=3 MESSAGES=5000 bash bench/throughput.sh
+#   BASELINE_BIN=/path/to/older/portcullis bash bench/throughput.sh
+#                                       # an older build too, in the same rounds
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
@@ -29,7 +31,7 @@ start_portcullis() {
   rm -rf "$work/pc"
   # recipients = "any", like Postfix's static virtual_mailbox_maps below.
   speed_config "$work/pc" "$PC_PORT" "127.0.0.1:$DNS_PORT"
-  "$BIN" serve --config "$work/pc/portcullis.toml" >"$work/pc/log" 2>&1 &
+  "${1:-$BIN}" serve --config "$work/pc/portcullis.toml" >"$work/pc/log" 2>&1 &
   pc_pid=$!
   wait_port "$PC_PORT" || exit 1
 }
@@ -48,15 +50,24 @@ blast() {
 bash bench/nsd_instance.sh start "$work/dns" "$DNS_PORT"
 bash bench/postfix_instance.sh start "$work/postfix" "$PF_PORT" >/dev/null
 sleep 1
-pc_rates=() pf_rates=()
-for round in $(seq "$ROUNDS"); do
-  start_portcullis
-  pc_rates+=("$(blast $PC_PORT)")
-  wait_delivered "$work/pc/data/mail/bench.test/u/new" "$MESSAGES"
+pc_rates=() pf_rates=() base_rates=()
+# One round of portcullis: the build given (default $BIN); prints msg/s.
+portcullis_round() {
+  start_portcullis "${1:-}" >&2
+  blast $PC_PORT
+  wait_delivered "$work/pc/data/mail/bench.test/u/new" "$MESSAGES" >&2
   kill "$pc_pid"; wait "$pc_pid" 2>/dev/null || true; pc_pid=""
+}
+for round in $(seq "$ROUNDS"); do
+  pc_rates+=("$(portcullis_round)")
+  [ -n "${BASELINE_BIN:-}" ] && base_rates+=("$(portcullis_round "$BASELINE_BIN")")
   before=$(count_files "$work/postfix/mail")
   pf_rates+=("$(blast $PF_PORT)")
   wait_delivered "$work/postfix/mail" $((before + MESSAGES))
 done
 
 report "${pc_rates[@]}" -- "${pf_rates[@]}"
+if [ -n "${BASELINE_BIN:-}" ]; then
+  echo
+  PEER="baseline build" report "${pc_rates[@]}" -- "${base_rates[@]}"
+fi
