@@ -10,10 +10,15 @@ mod cidr;
 pub mod clock;
 mod locate;
 mod model;
+mod raw;
+mod screening;
+mod service;
 
 pub use cidr::Cidr;
 pub use locate::{Location, locate};
 pub use model::*;
+pub use screening::*;
+pub use service::*;
 
 use std::path::{Path, PathBuf};
 
@@ -56,7 +61,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// Validate `text` as if it had been read from `path` (used in messages and
 /// to resolve relative file names).
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    let raw: model::RawConfig = toml::from_str(text).map_err(|e| {
+    let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
         ConfigError::Invalid {
             path: path.to_owned(),

@@ -2,18 +2,20 @@
 //! against a client address, with the processing limits of §4.6.4 and
 //! the explanation of §6.2. DNS comes through [`SpfDns`]; the clock is
 //! passed in. Nothing here knows about sockets or a resolver library.
+//!
+//! This file walks a record (directives in order, then redirect=) and
+//! turns the outcome into a verdict. Matching one mechanism is in
+//! `mechanisms`, the lookup limits in `limits`, and domain-spec and
+//! macro expansion in `macros`.
 
-use super::record::{self, Macro, MacroString, Mechanism, Piece, Qualifier, Record};
+mod limits;
+mod macros;
+mod mechanisms;
+
+use super::record::{self, MacroString, Qualifier, Record};
 use super::{Answer, SpfDns};
 use crate::AuthResult;
 use std::net::IpAddr;
-
-/// §4.6.4: at most 10 terms that cause DNS queries, and (SHOULD) at most
-/// two of them answering with nothing.
-const MAX_LOOKUPS: u32 = 10;
-const MAX_VOID_LOOKUPS: u32 = 2;
-/// §4.6.4: an MX answer with more names, or PTR names beyond this many.
-const MAX_NAMES: usize = 10;
 
 /// What check_host() is asked about.
 #[derive(Clone, Debug)]
@@ -184,202 +186,6 @@ impl<D: SpfDns> Evaluation<'_, D> {
             .transpose()
     }
 
-    fn count_lookup(&mut self) -> Result<(), Abort> {
-        self.lookups += 1;
-        if self.lookups > MAX_LOOKUPS {
-            return Err(perm("more than 10 DNS-querying terms"));
-        }
-        Ok(())
-    }
-
-    /// A query that answered with nothing (§4.6.4).
-    fn count_void(&mut self) -> Result<(), Abort> {
-        self.voids += 1;
-        if self.voids > MAX_VOID_LOOKUPS {
-            return Err(perm("more than 2 void lookups"));
-        }
-        Ok(())
-    }
-
-    async fn matches(&mut self, mechanism: &Mechanism, domain: &str) -> Result<bool, Abort> {
-        match mechanism {
-            Mechanism::All => Ok(true),
-            Mechanism::Ip4(net, len) => Ok(in_network(self.ip, (*net).into(), *len)),
-            Mechanism::Ip6(net, len) => Ok(in_network(self.ip, (*net).into(), *len)),
-            Mechanism::Include(spec) => {
-                self.count_lookup()?;
-                let target = self.target(spec, domain).await?;
-                match self.check(&target).await?.0 {
-                    AuthResult::Pass => Ok(true),
-                    AuthResult::TempError => Err(temp(format!("include:{target}"))),
-                    AuthResult::PermError | AuthResult::None => {
-                        Err(perm(format!("include:{target} has no usable SPF record")))
-                    }
-                    _ => Ok(false),
-                }
-            }
-            Mechanism::A {
-                domain: spec,
-                cidr4,
-                cidr6,
-            } => {
-                self.count_lookup()?;
-                let target = self.optional_target(spec.as_ref(), domain).await?;
-                let found = self.addresses(&target, true).await?;
-                Ok(found.iter().any(|a| self.in_dual(*a, *cidr4, *cidr6)))
-            }
-            Mechanism::Mx {
-                domain: spec,
-                cidr4,
-                cidr6,
-            } => {
-                self.count_lookup()?;
-                let target = self.optional_target(spec.as_ref(), domain).await?;
-                self.mx_matches(&target, *cidr4, *cidr6).await
-            }
-            Mechanism::Ptr(spec) => {
-                self.count_lookup()?;
-                let target = self.optional_target(spec.as_ref(), domain).await?;
-                let names = self.validated_names().await?;
-                Ok(names.iter().any(|n| is_within(n, &target)))
-            }
-            Mechanism::Exists(spec) => {
-                self.count_lookup()?;
-                let target = self.target(spec, domain).await?;
-                // §5.7: always an A query, whatever the client's family.
-                match self.dns.a(&target).await {
-                    Answer::Found(a) if !a.is_empty() => Ok(true),
-                    Answer::Found(_) | Answer::NotFound => self.count_void().map(|_| false),
-                    Answer::Error(e) => Err(temp(format!("A {target}: {e}"))),
-                }
-            }
-        }
-    }
-
-    fn in_dual(&self, addr: IpAddr, cidr4: u8, cidr6: u8) -> bool {
-        let len = if addr.is_ipv4() { cidr4 } else { cidr6 };
-        in_network(self.ip, addr, len)
-    }
-
-    /// A or AAAA, whichever the client's address is.
-    async fn family_lookup(&self, name: &str) -> Answer<Vec<IpAddr>> {
-        match self.ip {
-            IpAddr::V4(_) => self
-                .dns
-                .a(name)
-                .await
-                .map(|v| v.into_iter().map(IpAddr::V4).collect()),
-            IpAddr::V6(_) => self
-                .dns
-                .aaaa(name)
-                .await
-                .map(|v| v.into_iter().map(IpAddr::V6).collect()),
-        }
-    }
-
-    /// The client family's addresses of `name` (§5.3). `void` counts an
-    /// empty answer toward the limit.
-    async fn addresses(&mut self, name: &str, void: bool) -> Result<Vec<IpAddr>, Abort> {
-        match self.family_lookup(name).await {
-            Answer::Found(a) if !a.is_empty() => Ok(a),
-            Answer::Found(_) | Answer::NotFound => {
-                if void {
-                    self.count_void()?;
-                }
-                Ok(Vec::new())
-            }
-            Answer::Error(e) => Err(temp(format!("address lookup {name}: {e}"))),
-        }
-    }
-
-    async fn mx_matches(&mut self, target: &str, cidr4: u8, cidr6: u8) -> Result<bool, Abort> {
-        let hosts = match self.dns.mx(target).await {
-            Answer::Found(h) if !h.is_empty() => h,
-            Answer::Found(_) | Answer::NotFound => return self.count_void().map(|_| false),
-            Answer::Error(e) => return Err(temp(format!("MX {target}: {e}"))),
-        };
-        if hosts.len() > MAX_NAMES {
-            return Err(perm(format!("MX {target} has more than 10 names")));
-        }
-        for host in hosts.iter().filter(|h| !h.is_empty() && *h != ".") {
-            let found = self.addresses(host, false).await?;
-            if found.iter().any(|a| self.in_dual(*a, cidr4, cidr6)) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
-    /// The client's PTR names whose forward lookup gives the client's
-    /// address back (§5.5); a DNS error means no names.
-    async fn validated_names(&mut self) -> Result<Vec<String>, Abort> {
-        let names = match self.dns.ptr(self.ip).await {
-            Answer::Found(n) if !n.is_empty() => n,
-            Answer::Found(_) | Answer::NotFound => {
-                self.count_void()?;
-                return Ok(Vec::new());
-            }
-            Answer::Error(_) => return Ok(Vec::new()),
-        };
-        let mut out = Vec::new();
-        for name in names.into_iter().take(MAX_NAMES) {
-            if let Answer::Found(addrs) = self.family_lookup(&name).await
-                && addrs.contains(&self.ip)
-            {
-                out.push(name);
-            }
-        }
-        Ok(out)
-    }
-
-    async fn optional_target(
-        &mut self,
-        spec: Option<&MacroString>,
-        domain: &str,
-    ) -> Result<String, Abort> {
-        match spec {
-            Some(spec) => self.target(spec, domain).await,
-            None => Ok(domain.to_owned()),
-        }
-    }
-
-    /// A domain-spec expanded into the name to query (§4.8, §7.3).
-    async fn target(&mut self, spec: &MacroString, domain: &str) -> Result<String, Abort> {
-        let p = self.p_value(spec, domain).await;
-        let expanded = self.expand(spec, domain, &p);
-        Ok(truncate(&expanded))
-    }
-
-    /// The `p` macro's value, looked up only when the string uses it.
-    async fn p_value(&mut self, spec: &MacroString, domain: &str) -> String {
-        if !spec.uses('p') {
-            return String::new();
-        }
-        let names = self.validated_names().await.unwrap_or_default();
-        names
-            .iter()
-            .find(|n| is_within(n, domain))
-            .or(names.first())
-            .map_or_else(
-                || "unknown".to_owned(),
-                |n| n.trim_end_matches('.').to_owned(),
-            )
-    }
-
-    fn expand(&self, spec: &MacroString, domain: &str, p: &str) -> String {
-        let values = MacroValues {
-            sender_local: self.local,
-            sender_domain: self.sender_domain,
-            domain,
-            ip: self.ip,
-            helo: self.helo,
-            receiver: self.receiver,
-            now: self.now,
-            p,
-        };
-        values.expand(spec)
-    }
-
     /// The explanation of a fail (§6.2): the TXT record named by exp=,
     /// expanded. Any problem on the way means no explanation, never a
     /// different result.
@@ -407,134 +213,9 @@ fn qualifier_result(q: Qualifier) -> AuthResult {
     }
 }
 
-/// Whether `ip` is in `net/len`; addresses of different families never
-/// match.
-fn in_network(ip: IpAddr, net: IpAddr, len: u8) -> bool {
-    match (ip, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-            u32::from(a) & mask == u32::from(n) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
-            u128::from(a) & mask == u128::from(n) & mask
-        }
-        _ => false,
-    }
-}
-
-/// `name` is `domain` or below it (case-insensitive, trailing dots aside).
-fn is_within(name: &str, domain: &str) -> bool {
-    let name = name.trim_end_matches('.').to_ascii_lowercase();
-    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-    name == domain || name.ends_with(&format!(".{domain}"))
-}
-
-/// §4.8: an expanded name longer than 253 octets loses labels from the
-/// left until it fits.
-fn truncate(name: &str) -> String {
-    let mut name = name.trim_end_matches('.');
-    while name.len() > 253 {
-        match name.split_once('.') {
-            Some((_, rest)) => name = rest,
-            None => break,
-        }
-    }
-    name.to_owned()
-}
-
-/// The values macros expand to (§7.2).
-struct MacroValues<'a> {
-    sender_local: &'a str,
-    sender_domain: &'a str,
-    domain: &'a str,
-    ip: IpAddr,
-    helo: &'a str,
-    receiver: &'a str,
-    now: u64,
-    p: &'a str,
-}
-
-impl MacroValues<'_> {
-    fn expand(&self, spec: &MacroString) -> String {
-        spec.0
-            .iter()
-            .map(|piece| match piece {
-                Piece::Literal(t) => t.clone(),
-                Piece::Escape(t) => (*t).to_owned(),
-                Piece::Macro(m) => transform(&self.value(m.letter), m),
-            })
-            .collect()
-    }
-
-    fn value(&self, letter: char) -> String {
-        match letter {
-            's' => format!("{}@{}", self.sender_local, self.sender_domain),
-            'l' => self.sender_local.to_owned(),
-            'o' => self.sender_domain.to_owned(),
-            'd' => self.domain.to_owned(),
-            'i' => dotted_ip(self.ip),
-            'p' => self.p.to_owned(),
-            'v' => if self.ip.is_ipv4() { "in-addr" } else { "ip6" }.to_owned(),
-            'h' => self.helo.to_owned(),
-            'c' => self.ip.to_string(),
-            'r' => self.receiver.to_owned(),
-            't' => self.now.to_string(),
-            _ => String::new(),
-        }
-    }
-}
-
-/// `i`: dotted decimal, or (§7.3) 32 dot-separated nibbles for IPv6.
-fn dotted_ip(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => {
-            let hex: Vec<String> = v6
-                .octets()
-                .iter()
-                .flat_map(|b| [b >> 4, b & 0xf])
-                .map(|n| format!("{n:x}"))
-                .collect();
-            hex.join(".")
-        }
-    }
-}
-
-/// Split on the delimiters, maybe reverse, keep the rightmost parts,
-/// join with dots; URL-escape for an upper-case letter (§7.3).
-fn transform(value: &str, m: &Macro) -> String {
-    let delimiters = if m.delimiters.is_empty() {
-        "."
-    } else {
-        m.delimiters.as_str()
-    };
-    let mut parts: Vec<&str> = value.split(|c| delimiters.contains(c)).collect();
-    if m.reverse {
-        parts.reverse();
-    }
-    if let Some(keep) = m.keep {
-        let skip = parts.len().saturating_sub(keep);
-        parts.drain(..skip);
-    }
-    let joined = parts.join(".");
-    if m.escape {
-        url_escape(&joined)
-    } else {
-        joined
-    }
-}
-
-fn url_escape(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
+// The tests below call it by name.
+#[cfg(test)]
+use macros::truncate;
 
 #[cfg(test)]
 mod tests {

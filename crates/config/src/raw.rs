@@ -1,0 +1,350 @@
+//! The shape of the file (`Raw*`, as serde reads it) and its validation
+//! into a [`Config`]: what serde cannot check (names are names, files
+//! exist, limits make sense), each error with the byte offset of the
+//! offending value. Every table refuses unknown keys so that a misspelt
+//! option is an error, not a silently ignored line. The public types are
+//! not defined here.
+
+use crate::screening::builtin_classes;
+use crate::{
+    Admission, AuthPolicy, ClassLimits, Config, DEFAULT_DATA_DIR, Delivery, DmarcSettings, DnsList,
+    Forwarding, IdentityPolicy, InboundPolicy, Limits, Listener, ListenerRole, RecipientPolicy,
+    ReputationRules, ReverseDns, Rspamd, StateBackend, Submission, TlsFiles, system_hostname,
+};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    hostname: Option<Spanned<String>>,
+    user: Option<String>,
+    data_dir: Option<PathBuf>,
+    dns: Option<RawDns>,
+    tls: Option<RawTls>,
+    #[serde(default)]
+    listener: Vec<RawListener>,
+    http: Option<RawHttp>,
+    #[serde(default)]
+    domain: Vec<RawDomain>,
+    state: Option<RawState>,
+    #[serde(default)]
+    class: BTreeMap<String, ClassLimits>,
+    #[serde(default)]
+    identity: IdentityPolicy,
+    reputation: Option<Spanned<ReputationRules>>,
+    #[serde(default)]
+    admission: Admission,
+    rspamd: Option<Rspamd>,
+    #[serde(default)]
+    forwarding: Forwarding,
+    #[serde(default)]
+    dmarc: DmarcSettings,
+    #[serde(default)]
+    reverse_dns: ReverseDns,
+    limits: Option<Spanned<Limits>>,
+    #[serde(default)]
+    dnsbl: Vec<DnsList>,
+    submission: Option<Spanned<Submission>>,
+    #[serde(default)]
+    auth: AuthPolicy,
+    #[serde(default)]
+    delivery: Delivery,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDns {
+    #[serde(default)]
+    nameservers: Vec<SocketAddr>,
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: Spanned<PathBuf>,
+    key: Spanned<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListener {
+    role: ListenerRole,
+    bind: Spanned<Vec<SocketAddr>>,
+    #[serde(default)]
+    pregreet_wait_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    bind: SocketAddr,
+    admin_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDomain {
+    name: Spanned<String>,
+    #[serde(default)]
+    policy: InboundPolicy,
+    #[serde(default)]
+    recipients: RecipientPolicy,
+    /// `host:port` of an LMTP server for this domain's mailboxes.
+    lmtp: Option<SocketAddr>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    backend: Option<Spanned<StateBackend>>,
+    redis_url: Option<String>,
+}
+
+type Invalid = (usize, String);
+
+impl RawConfig {
+    /// Check what serde cannot: names are names, files exist, limits make
+    /// sense. Errors carry the byte offset of the offending value.
+    pub(crate) fn validate(self, base: &Path) -> Result<Config, Invalid> {
+        let hostname = match self.hostname {
+            Some(h) => checked_domain(&h)?,
+            None => system_hostname(),
+        };
+        let data_dir = self
+            .data_dir
+            .map(|d| base.join(d))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let tls = self.tls.map(|t| tls_files(t, base)).transpose()?;
+        let listeners = listeners(self.listener)?;
+        let local_domains = self
+            .domain
+            .iter()
+            .map(|d| checked_domain(&d.name))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (state_backend, redis_url) = match self.state {
+            None => (StateBackend::Embedded, None),
+            Some(RawState {
+                backend: None,
+                redis_url,
+            }) => (StateBackend::Embedded, redis_url),
+            Some(RawState {
+                backend: Some(b),
+                redis_url,
+            }) => {
+                if *b.get_ref() == StateBackend::Redis && redis_url.is_none() {
+                    return Err((b.span().start, "backend = \"redis\" needs redis_url".into()));
+                }
+                (b.into_inner(), redis_url)
+            }
+        };
+        let reputation = match self.reputation {
+            Some(r) => {
+                let at = r.span().start;
+                let r = r.into_inner();
+                if r.levels.is_empty() {
+                    return Err((at, "levels must name at least one class".into()));
+                }
+                if r.promote_max_spam_percent >= r.demote_spam_percent {
+                    return Err((
+                        at,
+                        "promote_max_spam_percent must be below demote_spam_percent (hysteresis)"
+                            .into(),
+                    ));
+                }
+                if let Some(l) = r.levels.iter().find(|l| {
+                    !self.class.contains_key(l.as_str()) && ClassLimits::builtin(l).is_none()
+                }) {
+                    return Err((at, format!("level {l:?} has no [class.{l}] section")));
+                }
+                r
+            }
+            None => ReputationRules::default(),
+        };
+        let mut classes = builtin_classes(&reputation);
+        for (name, given) in self.class {
+            let merged = match classes.get(&name) {
+                Some(builtin) => given.over(builtin),
+                None => given,
+            };
+            classes.insert(name, merged);
+        }
+        let limits = self
+            .limits
+            .map(checked_limits)
+            .transpose()?
+            .unwrap_or_default();
+        let submission = self
+            .submission
+            .map(checked_submission)
+            .transpose()?
+            .unwrap_or_default();
+        let mut defaults = Config::embedded_default(data_dir, hostname);
+        if !listeners.is_empty() {
+            defaults.listeners = listeners;
+        }
+        if !local_domains.is_empty() {
+            defaults.local_domains = local_domains.clone();
+        }
+        let recipient_policy = local_domains
+            .iter()
+            .cloned()
+            .zip(self.domain.iter().map(|d| d.recipients))
+            .collect();
+        let inbound_policy = local_domains
+            .into_iter()
+            .zip(self.domain.iter().map(|d| d.policy))
+            .collect();
+        let dns_timeout = self
+            .dns
+            .as_ref()
+            .and_then(|d| d.timeout_ms)
+            .map_or(defaults.dns_timeout, Duration::from_millis);
+        let lmtp = self
+            .domain
+            .iter()
+            .filter_map(|d| {
+                d.lmtp.map(|a| {
+                    (
+                        d.name.get_ref().trim_end_matches('.').to_ascii_lowercase(),
+                        a,
+                    )
+                })
+            })
+            .collect();
+        Ok(Config {
+            user: self.user,
+            lmtp,
+            dns_lists: self.dnsbl,
+            inbound_policy,
+            recipient_policy,
+            dns_timeout,
+            dns_nameservers: self.dns.map(|d| d.nameservers).unwrap_or_default(),
+            tls,
+            admin_token: self.http.as_ref().and_then(|h| h.admin_token.clone()),
+            http_bind: self.http.map(|h| h.bind).or(defaults.http_bind),
+            state_backend,
+            redis_url,
+            classes,
+            identity: IdentityPolicy {
+                allocations: self.identity.allocations.map(|p| base.join(p)),
+                ..self.identity
+            },
+            reputation,
+            admission: self.admission,
+            rspamd: self.rspamd,
+            forwarding: self.forwarding,
+            reverse_dns: self.reverse_dns,
+            dmarc: DmarcSettings {
+                public_suffix_list: self.dmarc.public_suffix_list.map(|p| base.join(p)),
+                ..self.dmarc
+            },
+            limits,
+            submission,
+            auth: self.auth,
+            delivery: self.delivery,
+            ..defaults
+        })
+    }
+}
+
+fn tls_files(t: RawTls, base: &Path) -> Result<TlsFiles, Invalid> {
+    let exists = |p: &Spanned<PathBuf>| {
+        let path = base.join(p.get_ref());
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => Ok(path),
+            Ok(_) => Err((p.span().start, format!("{} is not a file", path.display()))),
+            Err(e) => Err((
+                p.span().start,
+                format!("cannot open {}: {e}", path.display()),
+            )),
+        }
+    };
+    Ok(TlsFiles {
+        cert: exists(&t.cert)?,
+        key: exists(&t.key)?,
+    })
+}
+
+fn listeners(raw: Vec<RawListener>) -> Result<Vec<Listener>, Invalid> {
+    raw.into_iter()
+        .map(|l| {
+            if l.bind.get_ref().is_empty() {
+                return Err((
+                    l.bind.span().start,
+                    "a listener needs at least one address".into(),
+                ));
+            }
+            Ok(Listener {
+                role: l.role,
+                bind: l.bind.into_inner(),
+                pregreet_wait: Duration::from_millis(l.pregreet_wait_ms),
+            })
+        })
+        .collect()
+}
+
+fn checked_limits(l: Spanned<Limits>) -> Result<Limits, Invalid> {
+    let at = l.span().start;
+    let l = l.into_inner();
+    let rules: [(bool, &str); 5] = [
+        (
+            l.command_line_octets < 512,
+            "command_line_octets must be at least 512 (RFC 5321 4.5.3.1.4)",
+        ),
+        (
+            l.text_line_octets < 1000,
+            "text_line_octets must be at least 1000 (RFC 5321 4.5.3.1.6)",
+        ),
+        (
+            l.max_recipients < 100,
+            "max_recipients must be at least 100 (RFC 5321 4.5.3.1.8)",
+        ),
+        (l.max_errors == 0, "max_errors must be at least 1"),
+        (l.max_sessions == 0, "max_sessions must be at least 1"),
+    ];
+    match rules.iter().find(|(bad, _)| *bad) {
+        Some((_, why)) => Err((at, (*why).to_owned())),
+        None => Ok(l),
+    }
+}
+
+fn checked_submission(s: Spanned<Submission>) -> Result<Submission, Invalid> {
+    let at = s.span().start;
+    let s = s.into_inner();
+    if s.log_retention_days < 7 {
+        // spamops §3.1: enough to trace a complaint, at least a week.
+        return Err((
+            at,
+            "log_retention_days must be at least 7 (draft-hutzler-spamops 3.1)".into(),
+        ));
+    }
+    if s.max_sessions_per_account == 0 {
+        return Err((at, "max_sessions_per_account must be at least 1".into()));
+    }
+    Ok(s)
+}
+
+/// A host or domain name as RFC 5321 4.1.2 allows it, lower-cased.
+fn checked_domain(name: &Spanned<String>) -> Result<String, Invalid> {
+    let n = name.get_ref().trim_end_matches('.').to_ascii_lowercase();
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if n.is_empty() || n.len() > 253 || !n.split('.').all(label_ok) {
+        return Err((
+            name.span().start,
+            format!("{:?} is not a valid domain name", name.get_ref()),
+        ));
+    }
+    Ok(n)
+}

@@ -1,0 +1,212 @@
+//! The sections that run the mail itself: `[limits]` of a session,
+//! `[submission]`, `[auth]`, `[delivery]` and `[forwarding]`, with their
+//! defaults. Each table refuses unknown keys so that a misspelt option is
+//! an error, not a silently ignored line. Checks that need more than serde
+//! (and their error texts) belong in [`crate::raw`].
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Outbound delivery to other domains' MX hosts (RFC 5321 §4.5.4, §5).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Delivery {
+    /// The port of the next hop (25; tests and smarthost setups change it).
+    pub port: u16,
+    /// First retry after this long; each further one waits twice as long ...
+    pub retry_base_secs: u64,
+    /// ... up to this.
+    pub retry_max_secs: u64,
+    /// After this long in the queue, give up and bounce (RFC 5321
+    /// §4.5.4.1 suggests 4-5 days).
+    pub max_lifetime_secs: u64,
+    /// Send all remote mail through this host instead of MX hosts.
+    pub smarthost: Option<SocketAddr>,
+    /// Log in to the smarthost with this account (TLS is then required).
+    pub smarthost_user: Option<String>,
+    /// A file holding the smarthost password (not the password itself,
+    /// so the config can be shown without it).
+    pub smarthost_password_file: Option<PathBuf>,
+    /// The login goes only over TLS whose certificate is verified: against
+    /// the system CAs plus this CA file ...
+    pub smarthost_ca: Option<PathBuf>,
+    /// ... or pinned: the SHA-256 of the smarthost's certificate (DER).
+    pub smarthost_pin_sha256: Option<String>,
+    /// The name the certificate must carry; the smarthost's IP address
+    /// when absent.
+    pub smarthost_name: Option<String>,
+    /// Concurrent deliveries to one destination domain.
+    pub max_per_domain: usize,
+    /// A message still undelivered after this long gets one "delayed"
+    /// DSN (RFC 3464) if its sender asked (NOTIFY=DELAY) or said nothing.
+    pub delay_notice_secs: u64,
+    /// Domains whose mail leaves only over TLS: without STARTTLS at the
+    /// next hop it waits (and finally bounces) instead of going in clear.
+    pub require_tls_for: Vec<String>,
+    /// Transactions per minute with one destination domain (0: no limit),
+    /// spaced evenly so a large queue does not hit a receiver in a burst.
+    pub max_per_domain_per_minute: u32,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
+            port: 25,
+            retry_base_secs: 300,
+            retry_max_secs: 3600,
+            max_lifetime_secs: 5 * 86400,
+            smarthost: None,
+            smarthost_user: None,
+            smarthost_password_file: None,
+            smarthost_ca: None,
+            smarthost_pin_sha256: None,
+            smarthost_name: None,
+            max_per_domain: 20,
+            delay_notice_secs: 4 * 3600,
+            require_tls_for: Vec::new(),
+            max_per_domain_per_minute: 0,
+        }
+    }
+}
+
+/// Per-account limits of the submission service (OP25B draft §4.4.3,
+/// spamops §3.1) and how long the submission log is kept.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Submission {
+    /// Accepted RCPTs per account per UTC hour.
+    pub recipients_per_hour: u32,
+    /// Accepted RCPTs per account per UTC day.
+    pub recipients_per_day: u32,
+    /// Messages (MAIL commands accepted) per account per UTC hour.
+    pub messages_per_hour: u32,
+    /// Concurrent authenticated sessions per account.
+    pub max_sessions_per_account: u32,
+    /// Days the submission log is kept (at least 7).
+    pub log_retention_days: u32,
+    /// Client networks whose legacy devices may still send on port 25
+    /// (the mx listener) with a sender in our local domains — to local
+    /// recipients only, since port 25 never relays. Empty by default:
+    /// everyone else must submit on 587/465 with AUTH.
+    pub port25_networks: Vec<crate::Cidr>,
+}
+
+impl Default for Submission {
+    fn default() -> Self {
+        Submission {
+            recipients_per_hour: 500,
+            recipients_per_day: 2000,
+            messages_per_hour: 200,
+            max_sessions_per_account: 10,
+            log_retention_days: 14,
+            port25_networks: Vec::new(),
+        }
+    }
+}
+
+/// Brute-force protection of SMTP AUTH.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthPolicy {
+    /// Delay before answering the first failure from an address; doubles
+    /// with each further failure.
+    pub failure_delay_ms: u64,
+    pub max_failure_delay_ms: u64,
+    /// Failures from one address (IPv6: /64) before it is locked out.
+    pub address_lock_after: u32,
+    /// Failures on one account, from any addresses, before it is locked
+    /// for addresses it was never used from.
+    pub account_lock_after: u32,
+    pub lock_secs: u64,
+}
+
+impl Default for AuthPolicy {
+    fn default() -> Self {
+        AuthPolicy {
+            failure_delay_ms: 100,
+            max_failure_delay_ms: 2000,
+            address_lock_after: 10,
+            account_lock_after: 30,
+            lock_secs: 900,
+        }
+    }
+}
+
+/// Aliases, SRS and ARC for forwarded mail (issue 10).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Forwarding {
+    /// The domain of rewritten senders (SRS) and of the ARC seal; it
+    /// needs an SPF record allowing this host and an RSA DKIM key
+    /// (`portcullis dkim keygen --algorithm rsa`). Default: the first
+    /// local domain.
+    pub srs_domain: Option<String>,
+    /// Days an SRS address stays valid for bounces.
+    pub srs_max_age_days: u64,
+    /// Received: fields beyond this mean a loop: the message is refused
+    /// (554 5.4.6). RFC 5321 §6.3.
+    pub max_hops: usize,
+    /// Aliases within aliases, at most this deep.
+    pub alias_max_depth: usize,
+    /// Sealers whose valid ARC chain turns a DMARC failure into a pass of
+    /// the domain policy (mailing lists and forwarders one trusts).
+    pub arc_trusted_sealers: Vec<String>,
+}
+
+impl Default for Forwarding {
+    fn default() -> Self {
+        Forwarding {
+            srs_domain: None,
+            srs_max_age_days: 21,
+            max_hops: 30,
+            alias_max_depth: 8,
+            arc_trusted_sealers: Vec::new(),
+        }
+    }
+}
+
+/// Session limits. Defaults are the RFC 5321 minimums where the RFC gives
+/// one (4.5.3.1 sizes, 4.5.3.2 timeouts).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Command line including CRLF (RFC 5321 4.5.3.1.4: 512).
+    pub command_line_octets: usize,
+    /// Text line of the message including CRLF (4.5.3.1.6: 1000).
+    pub text_line_octets: usize,
+    /// Recipients per message (4.5.3.1.8: at least 100).
+    pub max_recipients: usize,
+    /// Message size in octets, advertised with SIZE (RFC 1870).
+    pub max_message_size: u64,
+    /// Bad commands before the session is closed with 421.
+    pub max_errors: u32,
+    /// Waiting for a command (4.5.3.2.7: at least 5 minutes).
+    pub command_timeout_secs: u64,
+    /// Waiting for the next chunk of DATA (4.5.3.2.5: 3 minutes).
+    pub data_timeout_secs: u64,
+    /// Concurrent SMTP sessions over all listeners.
+    pub max_sessions: usize,
+    /// After a "user unknown", every further reply of the session waits
+    /// this much longer (a tarpit for address harvesters) ...
+    pub tarpit_step_ms: u64,
+    /// ... up to this.
+    pub tarpit_max_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            command_line_octets: 512,
+            text_line_octets: 1000,
+            max_recipients: 100,
+            max_message_size: 25 * 1024 * 1024,
+            max_errors: 10,
+            command_timeout_secs: 300,
+            data_timeout_secs: 180,
+            max_sessions: 10_000,
+            tarpit_step_ms: 1000,
+            tarpit_max_ms: 10_000,
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! `dns-records`, `dkim keygen`, `spf` and `dmarc`: what to publish in
+//! DNS, and diagnostics that run the server's own SPF and DMARC code with
+//! its resolver. Nothing here changes the server's state beyond writing a
+//! new DKIM key.
+
+use crate::{KeyAlgorithm, ResolverArgs, load};
+use portcullis_config::Config;
+
+/// What an operator publishes so that others can find, trust and reach
+/// this server for `domain`.
+pub fn dns_records(config: &Config, domain: &str) -> anyhow::Result<()> {
+    use portcullis_config::ListenerRole;
+    let host = &config.hostname;
+    let port = |role| {
+        config
+            .listeners
+            .iter()
+            .find(|l| l.role == role)
+            .and_then(|l| l.bind.first())
+            .map(|a| a.port())
+    };
+    println!("; DNS records for {domain} served by {host}");
+    println!("{domain}. IN MX 10 {host}.");
+    // The slides' advice: start with ~all (softfail), so that forwarded
+    // mail is labelled, not lost, and bounces to forged senders can be
+    // suppressed; tighten to -all when confident.
+    println!("{domain}. IN TXT \"v=spf1 mx ~all\"");
+    let dkim = portcullis_authn::published_records(&config.data_dir.join("dkim"), domain)?;
+    if dkim.is_empty() {
+        println!("; no DKIM key yet: portcullis dkim keygen --domain {domain} --selector s1");
+    }
+    for r in dkim {
+        println!("{r}");
+    }
+    println!("_dmarc.{domain}. IN TXT \"v=DMARC1; p=none; rua=mailto:postmaster@{domain}\"");
+    // RFC 6186: mail clients find the submission service by SRV; 465 first
+    // (RFC 8314 prefers implicit TLS).
+    if let Some(p) = port(ListenerRole::Submissions) {
+        println!("_submissions._tcp.{domain}. IN SRV 0 1 {p} {host}.");
+    }
+    if let Some(p) = port(ListenerRole::Submission) {
+        println!("_submission._tcp.{domain}. IN SRV 10 1 {p} {host}.");
+    }
+    Ok(())
+}
+
+pub fn dkim_keygen(
+    c: &Config,
+    domain: &str,
+    selector: &str,
+    algorithm: KeyAlgorithm,
+) -> anyhow::Result<()> {
+    let alg = match algorithm {
+        KeyAlgorithm::Ed25519 => portcullis_authn::DkimAlgorithm::Ed25519,
+        KeyAlgorithm::Rsa => portcullis_authn::DkimAlgorithm::Rsa,
+    };
+    let record = portcullis_authn::generate_key(&c.data_dir.join("dkim"), domain, selector, alg)?;
+    println!("{record}");
+    Ok(())
+}
+
+pub fn spf(
+    ip: std::net::IpAddr,
+    helo: String,
+    mail_from: Option<String>,
+    resolver: ResolverArgs,
+) -> anyhow::Result<()> {
+    let verifier = diagnostic_verifier(resolver)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let check = rt.block_on(
+        verifier.spf(
+            ip,
+            &helo,
+            mail_from.as_deref().filter(|m| !m.is_empty()),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        ),
+    );
+    println!("{}", check.result().as_str());
+    if !check.reason.is_empty() {
+        eprintln!("reason: {}", check.reason);
+    }
+    if let Some(exp) = &check.explanation {
+        println!("explanation: {exp}");
+    }
+    Ok(())
+}
+
+pub fn dmarc(
+    from: Option<String>,
+    spf: String,
+    dkim: Option<String>,
+    record: Option<String>,
+    org_domain: Vec<String>,
+    resolver: ResolverArgs,
+) -> anyhow::Result<()> {
+    if let Some(r) = record {
+        let d = portcullis_authn::parse_dmarc_record(&r)
+            .map_err(|e| anyhow::anyhow!("invalid record: {e}"))?;
+        println!(
+            "p={} sp={} adkim={} aspf={} pct={}",
+            d.p.as_str(),
+            d.sp.as_str(),
+            d.adkim.as_str(),
+            d.aspf.as_str(),
+            d.pct
+        );
+        return Ok(());
+    }
+    if !org_domain.is_empty() {
+        let list = portcullis_authn::SuffixList::built_in();
+        for name in &org_domain {
+            let org = list.organizational_domain(name);
+            println!("{name} {}", org.as_deref().unwrap_or("null"));
+        }
+        return Ok(());
+    }
+    let verifier = diagnostic_verifier(resolver)?;
+    let mechanism = |s: &str| {
+        let (result, domain) = s.split_once(':').unwrap_or((s, ""));
+        portcullis_authn::Mechanism {
+            result: result.to_ascii_lowercase(),
+            domain: domain.to_owned(),
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let dkim = dkim.as_deref().map(mechanism);
+    let e = rt
+        .block_on(verifier.evaluate_dmarc(
+            from.as_deref().unwrap_or(""),
+            &mechanism(&spf),
+            dkim.as_ref(),
+        ))
+        .map_err(anyhow::Error::msg)?;
+    println!(
+        "dmarc={} dkim_aligned={} spf_aligned={} policy={} record={}",
+        e.dmarc.as_str(),
+        e.dkim_aligned.as_str(),
+        e.spf_aligned.as_str(),
+        e.policy.as_str(),
+        if e.record_found { "found" } else { "absent" }
+    );
+    Ok(())
+}
+
+/// The server's own resolver and checks for `spf` and `dmarc`: the
+/// config's name servers unless `--dns` names others.
+fn diagnostic_verifier(r: ResolverArgs) -> anyhow::Result<portcullis_authn::Verifier> {
+    let c = load(r.config.as_deref())?;
+    let servers = if r.dns.is_empty() {
+        c.dns_nameservers.clone()
+    } else {
+        r.dns
+    };
+    let timeout = std::time::Duration::from_millis(r.dns_timeout_ms);
+    portcullis_server::verifier(&c, &servers, timeout)
+}
