@@ -40,6 +40,22 @@ impl AuthResult {
             AuthResult::PermError => "permerror",
         }
     }
+
+    /// The inverse of [`AuthResult::as_str`]; a word it does not know is
+    /// `none`.
+    pub fn parse(word: &str) -> AuthResult {
+        [
+            AuthResult::Pass,
+            AuthResult::Fail,
+            AuthResult::SoftFail,
+            AuthResult::Neutral,
+            AuthResult::TempError,
+            AuthResult::PermError,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == word)
+        .unwrap_or(AuthResult::None)
+    }
 }
 
 impl From<SpfResult> for AuthResult {

@@ -226,19 +226,6 @@ fn rfc7489_outcome(id: &str) -> Option<Vec<(String, String)>> {
     )
 }
 
-/// A result word as the cases write it (RFC 8601 §2.7).
-fn result(word: &str) -> AuthResult {
-    match word {
-        "pass" => AuthResult::Pass,
-        "fail" => AuthResult::Fail,
-        "softfail" => AuthResult::SoftFail,
-        "neutral" => AuthResult::Neutral,
-        "temperror" => AuthResult::TempError,
-        "permerror" => AuthResult::PermError,
-        _ => AuthResult::None,
-    }
-}
-
 /// Compare an evaluation with the expectations; the reasons it differs.
 fn compare(got: &DmarcEvaluation, expect: &[(String, String)]) -> Vec<String> {
     expect
@@ -282,10 +269,10 @@ fn rfc7489(case: &Case) -> DmarcEvaluation {
     let dkim: Vec<(AuthResult, String)> = case
         .dkim
         .iter()
-        .map(|m| (result(&m.result), m.domain.clone()))
+        .map(|m| (AuthResult::parse(&m.result), m.domain.clone()))
         .collect();
     let ids = Identifiers {
-        spf: result(&case.spf.result),
+        spf: AuthResult::parse(&case.spf.result),
         spf_domain: &case.spf.domain,
         dkim: &dkim,
     };

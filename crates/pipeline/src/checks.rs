@@ -300,15 +300,8 @@ mod tests {
         policy: DmarcPolicy,
     ) -> MessageResults {
         MessageResults {
-            spf,
-            dkim,
-            dkim_domains: Vec::new(),
-            arc: AuthResult::None,
-            arc_sealer: None,
-            dmarc,
             dmarc_policy: policy,
-            from_domain: "sender.test".into(),
-            header: String::new(),
+            ..crate::tests::results(spf, dkim, dmarc)
         }
     }
 

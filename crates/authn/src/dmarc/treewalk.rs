@@ -53,18 +53,6 @@ pub(crate) fn from_output(out: &DmarcOutput) -> DmarcEvaluation {
     }
 }
 
-fn parse_result(s: &str) -> AuthResult {
-    match s {
-        "pass" => AuthResult::Pass,
-        "fail" => AuthResult::Fail,
-        "softfail" => AuthResult::SoftFail,
-        "neutral" => AuthResult::Neutral,
-        "temperror" => AuthResult::TempError,
-        "permerror" => AuthResult::PermError,
-        _ => AuthResult::None,
-    }
-}
-
 impl Verifier {
     /// DMARC for a message From: `from_domain` whose SPF and DKIM came
     /// out as given, by the configured discovery.
@@ -76,11 +64,11 @@ impl Verifier {
     ) -> Result<DmarcEvaluation, String> {
         let dkim_results: Vec<(AuthResult, String)> = dkim
             .filter(|d| d.result != "none")
-            .map(|d| (parse_result(&d.result), d.domain.clone()))
+            .map(|d| (AuthResult::parse(&d.result), d.domain.clone()))
             .into_iter()
             .collect();
         let ids = Identifiers {
-            spf: parse_result(&spf.result),
+            spf: AuthResult::parse(&spf.result),
             spf_domain: &spf.domain,
             dkim: &dkim_results,
         };

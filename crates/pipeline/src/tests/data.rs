@@ -195,22 +195,24 @@ async fn thirty_one_received_fields_are_a_loop() {
     assert_eq!((r.code, r.status), (554, Some(Status(5, 4, 6))));
 }
 
+/// alice@local.test submits a message with this From: field.
+async fn submitted(w: &World, from_field: &str) -> portcullis_smtp::Reply {
+    w.account("alice@local.test");
+    let body = format!("From: <{from_field}>\n\nhi\n");
+    let mut txn = transaction(Some("alice@local.test"), &["x@far.test"], &body);
+    txn.auth = Some("alice@local.test".into());
+    w.submission().data(txn).await
+}
+
 #[tokio::test]
 async fn a_submitted_message_gets_date_and_message_id_and_is_logged() {
     let w = world(TableChecks::default());
-    w.account("alice@local.test");
-    let mut conn = w.submission();
-    let mut txn = transaction(
-        Some("alice@local.test"),
-        &["x@far.test"],
-        "From: <alice@local.test>\n\nhi\n",
-    );
-    txn.auth = Some("alice@local.test".into());
-    let r = conn.data(txn).await;
+    let r = submitted(&w, "alice@local.test").await;
     assert_eq!(r.code, 250, "{r}");
     let (env, data) = &w.queued()[0];
+    let message_id = format!("Message-ID: <{}@mx.test>", env.id);
     assert!(
-        data.contains("\r\nDate: ") && data.contains(&format!("Message-ID: <{}@mx.test>", env.id)),
+        data.contains("\r\nDate: ") && data.contains(&message_id),
         "{data}"
     );
     let log = w.inbound.submission.log.search("alice@local.test").unwrap();
@@ -220,14 +222,6 @@ async fn a_submitted_message_gets_date_and_message_id_and_is_logged() {
 #[tokio::test]
 async fn a_submitted_from_address_the_account_does_not_own_is_refused() {
     let w = world(TableChecks::default());
-    w.account("alice@local.test");
-    let mut conn = w.submission();
-    let mut txn = transaction(
-        Some("alice@local.test"),
-        &["x@far.test"],
-        "From: <ceo@local.test>\n\nhi\n",
-    );
-    txn.auth = Some("alice@local.test".into());
-    let r = conn.data(txn).await;
+    let r = submitted(&w, "ceo@local.test").await;
     assert_eq!((r.code, r.status), (553, Some(Status(5, 7, 1))));
 }
