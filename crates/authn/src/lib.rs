@@ -11,6 +11,7 @@ mod keys;
 mod lists;
 mod offline;
 mod psl;
+mod result;
 pub mod spf;
 
 pub use dmarc::{DmarcEvaluation, DmarcRecord, Mechanism, parse_record as parse_dmarc_record};

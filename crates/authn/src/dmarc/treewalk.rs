@@ -7,7 +7,7 @@ use super::{DmarcEvaluation, Identifiers};
 use crate::{AuthResult, DmarcPolicy, Verifier};
 use mail_auth::dmarc::Policy;
 use mail_auth::dmarc::verify::DmarcParameters;
-use mail_auth::{AuthenticatedMessage, DkimOutput, DmarcOutput, DmarcResult, SpfOutput};
+use mail_auth::{AuthenticatedMessage, DkimOutput, DmarcOutput, DmarcResult};
 
 /// One mechanism's outcome: `pass`, `fail`, `none`, ... and its domain.
 #[derive(Clone, Debug)]
@@ -96,8 +96,7 @@ impl Verifier {
                 .with_signature(sig),
             })
             .collect();
-        let spf_output =
-            SpfOutput::new(spf.domain.clone()).with_result(crate::inbound::spf_result(ids.spf));
+        let spf_output = ids.spf.spf_output(&spf.domain);
         let out = self
             .auth
             .verify_dmarc(self.lookups(DmarcParameters::new(
