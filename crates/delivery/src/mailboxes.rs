@@ -1,16 +1,29 @@
 //! The local mailboxes as a courier: every concurrent delivery into a
-//! Maildir goes through one thread that takes all the requests waiting at
-//! the moment and writes them as one batch, so messages delivered
-//! together share their syncs (the spool's group commit, on the way out).
+//! Maildir goes through one thread that gathers requests into a batch
+//! and writes it under one sync (the spool's group commit, on the way
+//! out). While requests keep coming (each within `GAP` of the last) the
+//! batch grows, up to `IN_FLIGHT` messages or `LINGER`; a lone message
+//! waits only `GAP`.
+//!
+//! Accepting mail comes first: the spool's syncs gate the 250 replies, so
+//! after each batch the writer leaves the disk alone for as long as the
+//! batch held it (a 50% duty cycle under load; the next batch grows
+//! meanwhile), and at most `IN_FLIGHT` messages are with it at once.
+//! BENCHMARKS.md has the figures, accepted and delivered.
 
 use crate::maildir::{DeliveryError, LocalDelivery, MaildirStore};
 use crate::outcome::{Answer, RcptOutcome, Status};
 use std::sync::Arc;
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
-/// Most mailbox copies written under one sync.
-const BATCH: usize = 256;
+/// Messages with the writer at once (waiting or being written).
+const IN_FLIGHT: usize = 64;
+/// A batch closes when no request came for this long ...
+const GAP: Duration = Duration::from_millis(20);
+/// ... or this long after its first request.
+const LINGER: Duration = Duration::from_millis(500);
 
 /// One message for some local mailboxes.
 pub struct MailboxDrop {
@@ -29,6 +42,7 @@ struct Request {
 #[derive(Clone)]
 pub struct Mailboxes {
     tx: mpsc::Sender<Request>,
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl Mailboxes {
@@ -38,7 +52,10 @@ impl Mailboxes {
         std::thread::Builder::new()
             .name("portcullis-mailboxes".into())
             .spawn(move || write_batches(&store, &rx))?;
-        Ok(Mailboxes { tx })
+        Ok(Mailboxes {
+            tx,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
+        })
     }
 
     /// Deliver one message to its local recipients: one outcome each, in
@@ -49,6 +66,9 @@ impl Mailboxes {
         let stopped = || {
             let a = Answer::new(Status(4, 3, 0), "the mailbox writer has stopped");
             vec![RcptOutcome::Temporary(a); n]
+        };
+        let Ok(_turn) = self.in_flight.acquire().await else {
+            return stopped();
         };
         if self.tx.send(Request { drop, reply }).is_err() {
             return stopped();
@@ -76,14 +96,12 @@ fn outcome(r: Result<(), DeliveryError>) -> RcptOutcome {
 
 fn write_batches(store: &MaildirStore, rx: &mpsc::Receiver<Request>) {
     while let Ok(first) = rx.recv() {
+        let closes = Instant::now() + LINGER;
         let mut batch = vec![first];
-        let mut copies = batch[0].drop.to.len();
-        while copies < BATCH {
-            match rx.try_recv() {
-                Ok(r) => {
-                    copies += r.drop.to.len();
-                    batch.push(r);
-                }
+        while batch.len() < IN_FLIGHT {
+            let wait = GAP.min(closes.saturating_duration_since(Instant::now()));
+            match rx.recv_timeout(wait) {
+                Ok(r) => batch.push(r),
                 Err(_) => break,
             }
         }
@@ -102,8 +120,10 @@ fn write_batches(store: &MaildirStore, rx: &mpsc::Receiver<Request>) {
                     })
             })
             .collect();
+        let started = Instant::now();
         let mut written = store.deliver(&items).into_iter();
         drop(items);
+        let took = started.elapsed();
         for r in batch {
             let mine: Vec<_> = written
                 .by_ref()
@@ -112,6 +132,10 @@ fn write_batches(store: &MaildirStore, rx: &mpsc::Receiver<Request>) {
                 .collect();
             let _ = r.reply.send(mine);
         }
+        // Give the disk back for as long as we held it: the spool's
+        // commits (and so the 250 replies) never wait behind more than
+        // half of its time, and the next batch grows meanwhile.
+        std::thread::sleep(took.min(LINGER));
     }
 }
 
