@@ -3,6 +3,14 @@ while an unknown flood rotates source addresses across an IPv6 /48 (a
 fresh /64 for nearly every connection, many concurrent sessions).
 
     python3 cos_flood.py --port P --seconds S --flood 200 [--no-flood]
+        [--flood-mode churn|dribble] [--good-mode keep|reconnect]
+        [--flood-cpu N --good-cpu M]
+
+Flood modes: `churn` reconnects at once, with no back-off, whatever the
+answer (the flood's best try at the connect stage); `dribble` holds each
+connection 10 s, sending a NOOP every 3 s, then tries a message. Good
+modes: `keep` sends every message on one session; `reconnect` opens a new
+connection per message, as most MTAs do per batch.
 
 Runs inside a network namespace where `ip -6 route add local
 2001:db8::/32 dev lo` makes every address of 2001:db8::/32 bindable.
@@ -12,6 +20,7 @@ what the flood got through."""
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from asyncio.subprocess import PIPE
@@ -73,7 +82,7 @@ def note(out: dict, text: str) -> None:
         reasons.append(text[:160])
 
 
-async def good_sender(port: int, stop: float, out: dict):
+async def good_sender(port: int, stop: float, out: dict, reconnect: bool):
     s = None
     while time.monotonic() < stop:
         try:
@@ -86,6 +95,10 @@ async def good_sender(port: int, stop: float, out: dict):
                 out["good_deferred"] += 1
                 note(out, s.last)
                 await asyncio.sleep(0.05)
+            if reconnect:
+                s.w.write(b"QUIT\r\n")
+                s.w.close()
+                s = None
         except (OSError, ConnectionError, asyncio.TimeoutError) as e:
             s = None
             out["good_deferred"] += 1
@@ -93,7 +106,7 @@ async def good_sender(port: int, stop: float, out: dict):
             await asyncio.sleep(0.05)
 
 
-async def flooder(port: int, stop: float, out: dict, next_net: list):
+async def flooder(port: int, stop: float, out: dict, next_net: list, dribble: bool):
     while time.monotonic() < stop:
         next_net[0] += 1
         n = next_net[0]
@@ -101,6 +114,14 @@ async def flooder(port: int, stop: float, out: dict, next_net: list):
         source = f"2001:db8:1:{n % 65536:x}::{n // 65536 + 1:x}"
         try:
             s = await connect(port, source)
+            out["flood_connected"] += 1
+            if dribble:
+                # Hold the session 10 s, one line every 3 s.
+                for _ in range(3):
+                    await asyncio.sleep(3)
+                    if await s.cmd(b"NOOP") >= 400:
+                        raise ConnectionError(s.last)
+                await asyncio.sleep(1)
             code = await s.message(f"offer{n}@flood.test")
             out["flood_accepted" if code == 250 else "flood_deferred"] += 1
             s.w.close()
@@ -115,30 +136,43 @@ async def main():
     ap.add_argument("--flood", type=int, default=200)
     ap.add_argument("--no-flood", action="store_true")
     ap.add_argument("--role", choices=["good", "flood", "both"], default="both")
+    ap.add_argument("--flood-mode", choices=["churn", "dribble"], default="churn")
+    ap.add_argument("--good-mode", choices=["keep", "reconnect"], default="keep")
+    ap.add_argument("--flood-cpu", type=int, help="pin the flood to this CPU")
+    ap.add_argument("--good-cpu", type=int, help="pin the good sender to this CPU")
     a = ap.parse_args()
+    cpu = {"flood": a.flood_cpu, "good": a.good_cpu}.get(a.role)
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
     if a.role == "both" and not a.no_flood:
         # The flood in a process of its own: in one event loop the good
         # sender would wait behind 200 flood coroutines (a client artifact).
         return await both(a)
     out = dict.fromkeys(
-        ["good_accepted", "good_deferred", "flood_accepted", "flood_deferred", "flood_refused_at_connect"], 0
+        ["good_accepted", "good_deferred", "flood_accepted", "flood_deferred", "flood_refused_at_connect",
+         "flood_connected"], 0
     )
     stop = time.monotonic() + a.seconds
-    tasks = [good_sender(a.port, stop, out)] if a.role != "flood" else []
+    tasks = [good_sender(a.port, stop, out, a.good_mode == "reconnect")] if a.role != "flood" else []
     if not a.no_flood and a.role != "good":
         nets = [0]
-        tasks += [flooder(a.port, stop, out, nets) for _ in range(a.flood)]
+        tasks += [flooder(a.port, stop, out, nets, a.flood_mode == "dribble") for _ in range(a.flood)]
     t0 = time.monotonic()
     await asyncio.gather(*tasks)
     elapsed = time.monotonic() - t0
     out["seconds"] = round(elapsed, 1)
     out["good_per_s"] = round(out["good_accepted"] / elapsed, 1)
     out["flood_accepted_per_min"] = round(out["flood_accepted"] * 60 / elapsed, 1)
+    out["flood_connected_per_s"] = round(out["flood_connected"] / elapsed, 1)
     print(json.dumps(out))
 
 
 async def both(a) -> None:
-    args = ["--port", str(a.port), "--seconds", str(a.seconds), "--flood", str(a.flood)]
+    args = ["--port", str(a.port), "--seconds", str(a.seconds), "--flood", str(a.flood),
+            "--flood-mode", a.flood_mode, "--good-mode", a.good_mode]
+    for flag, cpu in (("--flood-cpu", a.flood_cpu), ("--good-cpu", a.good_cpu)):
+        if cpu is not None:
+            args += [flag, str(cpu)]
     procs = [
         await asyncio.create_subprocess_exec(sys.executable, __file__, *args, "--role", role, stdout=PIPE)
         for role in ("flood", "good")

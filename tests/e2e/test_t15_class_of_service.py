@@ -155,6 +155,7 @@ def test_concurrency_of_the_default_pool_is_shared(make_server, dns_server):
     # ... and a fifth stranger, from yet another address, is deferred.
     code, text = try_send(s.mx, "x@nospf.test", source="127.0.0.23")
     assert code == 421 and "4.7.0" in text and "class default" in text and "concurrent" in text
+    assert s.metric("portcullis_connections_total", outcome="refused_class") == 1
     for c in others:
         c.close()
     for r in held:
@@ -166,6 +167,7 @@ def test_per_range_concurrency_applies_to_everyone(make_server, dns_server):
     held = [Raw(s.mx) for _ in range(2)]
     code, text = Raw(s.mx, greet=False).reply()
     assert code == 421 and "address range" in text
+    assert s.metric("portcullis_connections_total", outcome="refused_range") == 1
     for r in held:
         r.close()
 
@@ -176,6 +178,7 @@ def test_blocklist_refuses_before_the_greeting_and_exports_to_nftables(make_serv
     assert out.returncode == 0, out.stderr
     code, text = try_send(s.mx, "x@nospf.test", source="127.0.0.5")
     assert code == 421 and "flooding" in text and "127.0.0.5/32" in text
+    assert s.metric("portcullis_connections_total", outcome="refused_blocklist") == 1
     assert try_send(s.mx, "x@nospf.test", source="127.0.0.6")[0] == 250
     listed = s.cli("blocklist", "list").stdout
     assert "127.0.0.5/32" in listed and "flooding" in listed
@@ -198,14 +201,27 @@ def test_a_known_sender_range_leaves_the_default_pool(make_server, dns_server):
     assert [try_send(s.mx, "x@nospf.test", source="127.0.0.7")[0] for _ in range(5)] == [250] * 5
 
 
-def test_a_domain_range_must_then_authenticate(make_server, dns_server):
-    s = server(make_server, dns_server, cos_config())
+def test_a_domain_range_must_then_authenticate_where_the_domain_policy_refuses(make_server, dns_server):
+    refusing = cos_config() + '\n[[domain]]\nname = "local.test"\nrecipients = "any"\npolicy = "dmarc"\n'
+    s = make_server(refusing, dns=f"127.0.0.1:{dns_server.port}", local_test=False)
     assert try_send(s.mx, "a@good.test", source="127.0.0.3")[0] == 250
     # The range is now good.test's: unauthenticated mail from it is refused.
     code, text = try_send(s.mx, "someone@nospf.test", source="127.0.0.3")
     assert code == 550 and "5.7.1" in text and "good.test" in text
     assert try_send(s.mx, "b@good.test", source="127.0.0.3")[0] == 250
     assert s.metric("portcullis_class_admissions_total", **{"class": "new"}) >= 2
+
+
+def test_a_domain_range_in_label_mode_labels_unauthenticated_mail(make_server, dns_server):
+    s = server(make_server, dns_server, cos_config())
+    assert try_send(s.mx, "a@good.test", source="127.0.0.3")[0] == 250
+    # label (the default policy): the message is accepted, labelled, and
+    # drawn from the default pool instead of good.test's class.
+    body = "Subject: unauthenticated\r\n\r\nhello\r\n"
+    assert try_send(s.mx, "someone@nospf.test", body=body, source="127.0.0.3")[0] == 250
+    msg = s.wait_message("u", b"Subject: unauthenticated")
+    assert b"X-Portcullis-Class: default; 127.0.0.3/32 sends for good.test only with SPF or DKIM" in msg
+    assert s.metric("portcullis_class_deferrals_total", limit="domain_range") == 1
 
 
 def test_domain_range_enforcement_can_be_switched_off(make_server, dns_server):

@@ -174,6 +174,13 @@ impl EmbeddedState {
         v
     }
 
+    /// Whether a known-sender range or a domain range (one that delivered
+    /// authenticated mail) lies inside `prefix`, or holds it.
+    pub fn identified_within(&self, prefix: &Cidr) -> bool {
+        let near = |c: &Cidr| prefix.covers(c) || c.covers(prefix);
+        self.known.keys().any(near) || self.domain_ranges.keys().any(near)
+    }
+
     pub fn known(&self) -> Vec<(Cidr, String)> {
         let mut v: Vec<_> = self.known.iter().map(|(c, n)| (*c, n.clone())).collect();
         v.sort_by_key(|(c, _)| c.to_string());

@@ -134,6 +134,13 @@ impl Allocations {
         longest_match(&self.table, ip).map(|(_, h)| h.as_str())
     }
 
+    /// Whether an allocation lies inside `prefix` (or holds it).
+    pub fn any_within(&self, prefix: &Cidr) -> bool {
+        self.table
+            .keys()
+            .any(|a| prefix.covers(a) || a.covers(prefix))
+    }
+
     pub fn len(&self) -> usize {
         self.table.len()
     }

@@ -19,6 +19,7 @@
 //! which runs the same arithmetic ([`gcra`]) in a Lua script.
 
 mod embedded;
+mod escalation;
 pub mod gcra;
 mod identity;
 mod policy;
@@ -28,9 +29,12 @@ pub use embedded::{
     BlockEntry, DOMAIN_RANGE_TTL_SECS, EmbeddedState, Lookup, StateCommand,
     UNKNOWN_USER_MEMORY_SECS,
 };
+pub use escalation::{Escalated, Escalation, EscalationRules};
 pub use identity::{Allocations, AllocationsError, Identity};
 pub use policy::{Charge, Concurrency, Deferral, Policy, SenderClass, Slot, Stage};
 pub use reputation::{LevelChange, Reputation, Verdict};
 
+#[cfg(test)]
+mod escalation_tests;
 #[cfg(test)]
 mod tests;

@@ -25,12 +25,19 @@ pub struct SenderClass {
     /// `default`, or the name of a reputation level.
     pub class: String,
     pub limits: ClassLimits,
+    /// A budget other than the identity's own: a range that several
+    /// domains vouch for draws, at connect, on one budget for the range
+    /// with the sum of their limits.
+    pub pool: Option<String>,
 }
 
 impl SenderClass {
     /// Unknown senders all share the one `default` budget; an identified
     /// sender has its own.
     pub fn budget(&self) -> String {
+        if let Some(pool) = &self.pool {
+            return pool.clone();
+        }
         match &self.identity {
             Identity::Unknown => "class:default".to_owned(),
             id => format!("id:{}", id.key()),
@@ -128,7 +135,36 @@ impl Policy {
             identity: identity.clone(),
             limits: self.classes.get(&class).cloned().unwrap_or_default(),
             class,
+            pool: None,
         }
+    }
+
+    /// The class a range that several domains vouch for is served in at
+    /// connect: the paper ("Adjusting Class of Service") sets the
+    /// connect-stage limit of a domain-based identity to the sum of the
+    /// rates of the domains associated with the prefix. `classes` are the
+    /// domains' own classes; the first names the result.
+    pub fn shared_range_class(&self, range: Cidr, classes: &[SenderClass]) -> Option<SenderClass> {
+        let first = classes.first()?;
+        if classes.len() == 1 {
+            return Some(first.clone());
+        }
+        let sum = |f: fn(&ClassLimits) -> Option<u32>| -> Option<u32> {
+            // One unlimited domain (no limit, or 0) makes the range unlimited.
+            classes
+                .iter()
+                .map(|c| f(&c.limits).filter(|n| *n > 0))
+                .try_fold(0u32, |acc, v| Some(acc.saturating_add(v?)))
+        };
+        Some(SenderClass {
+            limits: ClassLimits {
+                max_connections: sum(|l| l.max_connections),
+                connections_per_minute: sum(|l| l.connections_per_minute),
+                ..first.limits.clone()
+            },
+            pool: Some(format!("range:{range}")),
+            ..first.clone()
+        })
     }
 
     fn charge(
@@ -147,12 +183,15 @@ impl Policy {
         })
     }
 
-    /// Connect: the range's connection frequency (everyone) and the
-    /// class's connections per minute.
+    /// Connect: the class's connections per minute, and for an
+    /// unidentified client the generic per-range frequency too. An
+    /// identified range (known sender, allocation, domain range) is served
+    /// by its class alone: the stranger's per-range limit would cap a good
+    /// sender that opens a connection per message.
     pub fn connect_charges(&self, sc: &SenderClass, range: Cidr) -> Vec<Charge> {
         let mut out = Vec::new();
         let per_range = u64::from(self.admission.per_range_connections_per_minute);
-        if per_range > 0 {
+        if per_range > 0 && sc.is_default() {
             out.push(Charge {
                 key: format!("rl:connections_per_minute:range:{range}"),
                 per_minute: per_range,

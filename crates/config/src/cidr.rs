@@ -54,6 +54,18 @@ impl Cidr {
         self.addr.is_ipv4()
     }
 
+    /// The range of `prefix` bits that holds this one (itself when
+    /// `prefix` is not shorter).
+    pub fn widened(&self, prefix: u8) -> Cidr {
+        let p = prefix.min(self.prefix);
+        Cidr::enclosing(self.addr, p, p)
+    }
+
+    /// Whether every address of `other` is in this range.
+    pub fn covers(&self, other: &Cidr) -> bool {
+        other.prefix >= self.prefix && self.contains(other.addr)
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(a)) => {

@@ -37,8 +37,7 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     identity: IdentityPolicy,
     reputation: Option<Spanned<ReputationRules>>,
-    #[serde(default)]
-    admission: Admission,
+    admission: Option<Spanned<Admission>>,
     rspamd: Option<Rspamd>,
     #[serde(default)]
     forwarding: Forwarding,
@@ -236,7 +235,11 @@ impl RawConfig {
                 ..self.identity
             },
             reputation,
-            admission: self.admission,
+            admission: self
+                .admission
+                .map(checked_admission)
+                .transpose()?
+                .unwrap_or_default(),
             rspamd: self.rspamd,
             forwarding: self.forwarding,
             reverse_dns: self.reverse_dns,
@@ -311,6 +314,29 @@ fn checked_limits(l: Spanned<Limits>) -> Result<Limits, Invalid> {
     match rules.iter().find(|(bad, _)| *bad) {
         Some((_, why)) => Err((at, (*why).to_owned())),
         None => Ok(l),
+    }
+}
+
+fn checked_admission(a: Spanned<Admission>) -> Result<Admission, Invalid> {
+    let at = a.span().start;
+    let a = a.into_inner();
+    let rules: [(bool, &str); 3] = [
+        (
+            !(16..=64).contains(&a.escalate_ipv6_ceiling),
+            "escalate_ipv6_ceiling must be between 16 and 64 (the identity prefix)",
+        ),
+        (
+            !(8..=32).contains(&a.escalate_ipv4_ceiling),
+            "escalate_ipv4_ceiling must be between 8 and 32",
+        ),
+        (
+            a.escalate_after > 0 && a.escalate_window_secs == 0,
+            "escalate_window_secs must be above 0 when escalate_after is set",
+        ),
+    ];
+    match rules.iter().find(|(bad, _)| *bad) {
+        Some((_, why)) => Err((at, (*why).to_owned())),
+        None => Ok(a),
     }
 }
 

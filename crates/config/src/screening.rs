@@ -225,6 +225,24 @@ pub struct Admission {
     /// temporal blocklist for `block_secs` (0: never).
     pub spam_strikes: u32,
     pub block_secs: u64,
+    /// Keep an nftables set (table `inet portcullis`) in step with the
+    /// temporal blocklist, so blocked ranges' SYNs are dropped before
+    /// accept (needs CAP_NET_ADMIN and `nft`).
+    pub kernel_blocklist: bool,
+    /// Block the wider prefix (/64 → /56 → /48, /32 → /24) once this many
+    /// distinct ranges inside it were blocked or found the default pool
+    /// exhausted within `escalate_window_secs` (0: never).
+    pub escalate_after: u32,
+    pub escalate_window_secs: u64,
+    /// The widest prefixes escalation may block.
+    pub escalate_ipv6_ceiling: u8,
+    pub escalate_ipv4_ceiling: u8,
+    /// How long an escalated block lasts.
+    pub escalate_block_secs: u64,
+    /// Refused connections are summed up in one log line per class and
+    /// wide range every this many seconds (the first refusal of a range
+    /// in a period is logged at once).
+    pub refusal_log_secs: u64,
 }
 
 impl Default for Admission {
@@ -236,6 +254,13 @@ impl Default for Admission {
             enforce_domain_ranges: true,
             spam_strikes: 3,
             block_secs: 3600,
+            kernel_blocklist: false,
+            escalate_after: 0,
+            escalate_window_secs: 600,
+            escalate_ipv6_ceiling: 48,
+            escalate_ipv4_ceiling: 24,
+            escalate_block_secs: 3600,
+            refusal_log_secs: 10,
         }
     }
 }

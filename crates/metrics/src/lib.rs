@@ -28,6 +28,7 @@ pub enum Counter {
     DnsChecks,
     DnsCheckMicros,
     DeliveryAttempts,
+    Escalations,
 }
 
 impl Counter {
@@ -46,6 +47,7 @@ impl Counter {
             Counter::DnsChecks => "portcullis_dns_checks_total",
             Counter::DeliveryAttempts => "portcullis_delivery_attempts_total",
             Counter::DnsCheckMicros => "portcullis_dns_check_microseconds_total",
+            Counter::Escalations => "portcullis_blocklist_escalations_total",
         }
     }
 
@@ -75,6 +77,9 @@ impl Counter {
             }
             Counter::DnsCheckMicros => {
                 "Time spent in DNS-backed checks, microseconds; divide by the count for the mean."
+            }
+            Counter::Escalations => {
+                "Wider prefixes put on the blocklist because many ranges inside them were blocked or refused, by prefix length."
             }
         }
     }

@@ -139,6 +139,17 @@ pub(crate) fn message_disposition<'a>(
         .unwrap_or(Disposition::Accept)
 }
 
+/// Whether a recipient domain's policy stage refuses mail (anything but
+/// `label`): rules that would refuse follow it (issue 17: a label-mode
+/// operator expects mail labelled, not lost).
+pub(crate) fn policy_refuses<'a>(
+    config: &Config,
+    mut domains: impl Iterator<Item = &'a str>,
+) -> bool {
+    domains
+        .any(|d| config.inbound_policy.get(d).copied().unwrap_or_default() != InboundPolicy::Label)
+}
+
 /// MAIL FROM on the mx listener. A sender in one of our own domains
 /// belongs on the submission port with AUTH (RFC 6409, spamops §3.1):
 /// refused here unless the client is in a network the operator listed

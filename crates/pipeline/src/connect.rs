@@ -5,7 +5,7 @@
 //! then looked up ([`Connection::connect`]): its forward-confirmed reverse
 //! name (for Received and iprev) and the address lists.
 
-use crate::{Connection, Gate, Inbound, checks, dnslists, tarpit_delay};
+use crate::{Connection, Gate, Inbound, Refusal, checks, dnslists, tarpit_delay};
 use portcullis_config::ListenerRole;
 use portcullis_smtp::Reply;
 use std::net::IpAddr;
@@ -16,7 +16,7 @@ impl Inbound {
     /// The class of service of a port-25 client (None on submission
     /// ports, where AUTH identifies the sender), or the refusal to send
     /// before closing.
-    pub async fn admit(&self, role: ListenerRole, ip: IpAddr) -> Result<Option<Gate>, Reply> {
+    pub async fn admit(&self, role: ListenerRole, ip: IpAddr) -> Result<Option<Gate>, Refusal> {
         if role != ListenerRole::Mx {
             return Ok(None);
         }

@@ -77,7 +77,9 @@ impl Connection {
     ) -> Result<Accepted<'a>, Reply> {
         let (mut headers, folder, spf, domains) = self.authenticate_message(txn).await?;
         let body = portcullis_authn::strip_forged_results(&txn.body, &self.config.hostname);
-        self.admit_data(txn, &domains).await?;
+        if let Some(label) = self.admit_data(txn, &domains).await? {
+            headers.push_str(&label);
+        }
         let mut verdict = None;
         if let Some(scan) = self.scan(txn, id, &domains).await? {
             headers.push_str(&scan.headers());
@@ -160,14 +162,24 @@ impl Connection {
         Ok((header, folder, spf, domains))
     }
 
-    /// Bytes, and the domain-range rule.
-    async fn admit_data(&self, txn: &Transaction, domains: &[String]) -> Result<(), Reply> {
+    /// Bytes, and the domain-range rule, which refuses only where a
+    /// recipient domain's policy stage refuses (otherwise it labels).
+    async fn admit_data(
+        &self,
+        txn: &Transaction,
+        domains: &[String],
+    ) -> Result<Option<String>, Reply> {
         let Some(g) = &self.gate else {
-            return Ok(());
+            return Ok(None);
         };
         let null = txn.mail_from.is_none();
         let bytes = txn.body.len() as u64;
-        self.inbound.admission.data(g, bytes, domains, null).await
+        let rcpt_domains = txn.recipients.iter().map(|r| r.mailbox.domain.as_str());
+        let refusing = checks::policy_refuses(&self.config, rcpt_domains);
+        self.inbound
+            .admission
+            .data(g, bytes, domains, null, refusing)
+            .await
     }
 
     /// rspamd's verdict, when configured. A scanner that does not answer

@@ -8,8 +8,10 @@
 mod admin;
 mod driver;
 mod http;
+mod kernel;
 mod listen;
 mod privileges;
+mod refusals;
 mod signals;
 mod tls;
 
@@ -42,6 +44,8 @@ pub(crate) struct Context {
     pub metrics: Arc<portcullis_metrics::Metrics>,
     tls: std::sync::RwLock<tokio_rustls::TlsAcceptor>,
     pub sessions: Arc<Semaphore>,
+    /// Refused connections, summed up in the log.
+    pub refusals: Arc<refusals::RefusalLog>,
     /// Set on SIGTERM: sessions finish the message they are sending, then
     /// are told 421 and closed.
     pub shutdown: tokio::sync::watch::Sender<bool>,
@@ -127,6 +131,13 @@ pub async fn serve(config: Config, path: Option<std::path::PathBuf>) -> anyhow::
         ctx.inbound.admission.state.clone(),
     ));
     background.spawn(ctx.control.clone().serve(control_socket));
+    let every = Duration::from_secs(config.admission.refusal_log_secs);
+    background.spawn(ctx.refusals.clone().run(every));
+    let kernel = kernel_blocklist(&config)?;
+    if let Some(k) = kernel {
+        background.spawn(k.run(ctx.inbound.admission.state.clone()));
+    }
+    background.spawn(ctx.inbound.admission.state.clone().follow_cluster());
     let mut listeners = tokio::task::JoinSet::new();
     let mut banner = Vec::new();
     for l in &config.listeners {
@@ -150,7 +161,30 @@ pub async fn serve(config: Config, path: Option<std::path::PathBuf>) -> anyhow::
     print_banner(&config, &banner);
     signals::run(&ctx).await;
     stop(&ctx, listeners, background, config.limits.max_sessions).await;
+    if config.admission.kernel_blocklist {
+        kernel::KernelBlocklist::remove();
+    }
     Ok(())
+}
+
+/// The kernel's copy of the blocklist, for the mx listeners' ports.
+fn kernel_blocklist(config: &Config) -> anyhow::Result<Option<kernel::KernelBlocklist>> {
+    if !config.admission.kernel_blocklist {
+        return Ok(None);
+    }
+    if config.user.is_some() {
+        // After the drop to `user` nft would no longer be allowed.
+        anyhow::bail!(
+            "[admission] kernel_blocklist keeps CAP_NET_ADMIN, which dropping to `user` gives up: run as that user with the capability instead (systemd: User= and AmbientCapabilities=CAP_NET_ADMIN)"
+        );
+    }
+    let ports = config
+        .listeners
+        .iter()
+        .filter(|l| l.role == ListenerRole::Mx)
+        .flat_map(|l| l.bind.iter().map(|a| a.port()))
+        .collect();
+    kernel::KernelBlocklist::start(ports).map(Some)
 }
 
 /// SIGTERM: no new connections, sessions finish the message they are
@@ -197,6 +231,7 @@ fn context(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<C
         control,
         metrics,
         sessions: Arc::new(Semaphore::new(config.limits.max_sessions)),
+        refusals: Arc::new(refusals::RefusalLog::new(&config.admission)),
         config: std::sync::RwLock::new(Arc::new(config)),
         config_path: path,
         tls: std::sync::RwLock::new(tls),

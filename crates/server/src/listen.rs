@@ -34,7 +34,9 @@ pub(crate) async fn accept_loop(ctx: Arc<Context>, sock: TcpListener, listener: 
                 Status(4, 7, 0),
                 "Too many connections, try again later",
             );
-            refuse(&ctx, &stream, listener.role, peer, &r, "max_sessions");
+            count_connection(&ctx, listener.role, "refused_max_sessions");
+            info!(event = "refused", listener = listener.role.name(), peer = %peer, reason = "max_sessions");
+            refuse(&ctx, &stream, listener.role, &r);
             continue;
         };
         tokio::spawn(admit(ctx.clone(), stream, peer, listener.clone(), permit));
@@ -51,7 +53,11 @@ async fn admit(
 ) {
     let gate = match ctx.inbound.admit(l.role, peer.ip()).await {
         Ok(gate) => gate,
-        Err(r) => return refuse(&ctx, &stream, l.role, peer, &r, "class_of_service"),
+        Err(r) => {
+            count_connection(&ctx, l.role, r.cause.outcome());
+            ctx.refusals.note(&r, peer.ip());
+            return refuse(&ctx, &stream, l.role, &r.reply);
+        }
     };
     let config = ctx.config();
     let id = ctx.session_id();
@@ -71,21 +77,8 @@ async fn admit(
 
 /// Answer and close at once: the reply fits the socket buffer of a fresh
 /// connection, so it is written without waiting (or not at all).
-fn refuse(
-    ctx: &Context,
-    stream: &TcpStream,
-    role: ListenerRole,
-    peer: SocketAddr,
-    r: &Reply,
-    why: &str,
-) {
-    let outcome = match why {
-        "max_sessions" => "refused_max_sessions",
-        _ => "refused_dns_list",
-    };
-    count_connection(ctx, role, outcome);
+fn refuse(ctx: &Context, stream: &TcpStream, role: ListenerRole, r: &Reply) {
     count_refusal(ctx, role, r);
-    info!(event = "refused", listener = role.name(), peer = %peer, reason = why, reply = %r);
     let mut out = Vec::with_capacity(128);
     r.write_to(&mut out);
     let _ = stream.try_write(&out);

@@ -14,6 +14,7 @@
 //! when it does not answer decide on local state" is written once, in
 //! `Store::decide`.
 
+mod changes;
 mod housekeeping;
 mod lease;
 mod lock;
@@ -46,6 +47,9 @@ pub struct Store {
     rules: ReputationRules,
     /// Embedded backend only: where the snapshot goes.
     snapshot: Option<PathBuf>,
+    /// Bumped whenever the blocklist changes, here or (with Redis) on any
+    /// node: what mirrors of it (the kernel's set) wait on.
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Store {
@@ -68,6 +72,7 @@ impl Store {
             redis,
             rules: config.reputation.clone(),
             snapshot,
+            changes: Arc::default(),
         })
     }
 
@@ -79,6 +84,7 @@ impl Store {
             redis: None,
             rules,
             snapshot: None,
+            changes: Arc::default(),
         }
     }
 
@@ -230,10 +236,19 @@ impl Store {
     /// reach every node or none.
     pub async fn apply(&self, cmd: &StateCommand) -> Result<(), String> {
         let now = now_secs();
-        if let Some(r) = &self.redis {
-            return r.apply(cmd, &self.rules, now).await;
+        let applied = match &self.redis {
+            Some(r) => r.apply(cmd, &self.rules, now).await,
+            None => self.local().apply(cmd, &self.rules, now),
+        };
+        if applied.is_ok()
+            && matches!(
+                cmd,
+                StateCommand::Block { .. } | StateCommand::Unblock { .. }
+            )
+        {
+            self.blocklist_changed().await;
         }
-        self.local().apply(cmd, &self.rules, now)
+        applied
     }
 
     pub async fn blocklist(&self) -> Vec<(Cidr, BlockEntry)> {
@@ -241,6 +256,17 @@ impl Store {
         self.decide(
             |r| async move { r.blocklist(now).await },
             |l| l.blocklist(now),
+        )
+        .await
+    }
+
+    /// Whether a known-sender range or a range that delivered
+    /// authenticated mail lies inside `prefix` (escalation never blocks
+    /// those).
+    pub async fn identified_within(&self, prefix: Cidr) -> bool {
+        self.decide(
+            |r| async move { r.identified_within(prefix).await },
+            |l| l.identified_within(&prefix),
         )
         .await
     }

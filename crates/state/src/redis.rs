@@ -81,6 +81,24 @@ impl RedisBackend {
         })
     }
 
+    pub(crate) fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    /// Tell every node that follows `channel` that something changed.
+    pub(crate) async fn publish(&self, channel: &str) {
+        let channel = channel.to_owned();
+        let _: Option<i64> = self
+            .run(|mut c| async move {
+                redis::cmd("PUBLISH")
+                    .arg(channel)
+                    .arg("changed")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await;
+    }
+
     pub(crate) fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
     }
@@ -180,6 +198,10 @@ impl RedisBackend {
             .ignore()
             .expire(&key, ttl)
             .ignore();
+        // The set of such ranges, for escalation's "never cover an
+        // identified range" (a set member may outlive its hash: that errs
+        // toward not blocking).
+        pipe.sadd(format!("{P}drs"), range.to_string()).ignore();
         self.run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
             .await
     }
@@ -193,6 +215,27 @@ impl RedisBackend {
             .collect();
         out.sort_by_key(|(c, _)| c.to_string());
         Some(out)
+    }
+
+    pub(crate) async fn identified_within(&self, prefix: Cidr) -> Option<bool> {
+        let known = self.hash_all(&format!("{P}known")).await?;
+        let drs: Vec<String> = self
+            .run(|mut c| async move {
+                redis::cmd("SMEMBERS")
+                    .arg(format!("{P}drs"))
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        let near = |c: &Cidr| prefix.covers(c) || c.covers(&prefix);
+        Some(
+            known
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .chain(drs.iter().map(String::as_str))
+                .filter_map(|k| k.parse::<Cidr>().ok())
+                .any(|c| near(&c)),
+        )
     }
 
     pub(crate) async fn known(&self) -> Option<Vec<(Cidr, String)>> {

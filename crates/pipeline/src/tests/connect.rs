@@ -18,6 +18,8 @@ async fn a_blocked_range_is_refused_before_any_session_exists() {
         .admit(ListenerRole::Mx, "192.0.2.10".parse().unwrap())
         .await;
     let Err(r) = r else { panic!("admitted") };
+    assert_eq!(r.cause, crate::RefusalCause::Blocklist);
+    let r = r.reply;
     assert_eq!((r.code, r.status), (421, Some(Status(4, 7, 0))));
     assert!(r.lines[0].contains("spam run"), "{r}");
 }
@@ -44,7 +46,10 @@ async fn the_default_pool_refuses_connections_past_its_limit() {
         .inbound
         .admit(ListenerRole::Mx, "203.0.113.1".parse().unwrap())
         .await;
-    assert!(matches!(third, Err(r) if r.code == 421), "the pool is full");
+    assert!(
+        matches!(&third, Err(r) if r.reply.code == 421 && r.cause == crate::RefusalCause::Class),
+        "the pool is full"
+    );
     drop((a, b));
     let again = w
         .inbound
@@ -107,4 +112,79 @@ async fn the_confirmed_name_goes_to_received() {
         w.mx().await.connect().await,
         Ok(Some("client.test".to_owned()))
     );
+}
+
+async fn admit(w: &World, ip: &str) -> Result<(), crate::Refusal> {
+    w.inbound
+        .admit(ListenerRole::Mx, ip.parse().unwrap())
+        .await
+        .map(drop)
+}
+
+#[tokio::test]
+async fn a_stranger_meets_the_per_range_rate_an_identified_range_does_not() {
+    let mut c = config();
+    c.admission.per_range_connections_per_minute = 1;
+    let w = world_with(c, TableChecks::default(), MemoryIntake::default());
+    admit(&w, "192.0.2.1").await.expect("the first");
+    let second = admit(&w, "192.0.2.1").await.expect_err("the range's rate");
+    assert_eq!(second.cause, crate::RefusalCause::Range);
+    let known = StateCommand::KnownAdd {
+        range: "198.51.100.0/24".parse().unwrap(),
+        name: "partner".into(),
+    };
+    w.inbound.admission.state.apply(&known).await.unwrap();
+    for _ in 0..5 {
+        admit(&w, "198.51.100.7")
+            .await
+            .expect("a known sender is served by its class");
+    }
+}
+
+#[tokio::test]
+async fn strangers_exhausting_the_pool_escalate_to_the_wider_prefix() {
+    let mut c = config();
+    let pool = c.classes.get_mut("default").unwrap();
+    pool.connections_per_minute = Some(1);
+    c.admission.escalate_after = 3;
+    let w = world_with(c, TableChecks::default(), MemoryIntake::default());
+    admit(&w, "2001:db8:1:1::1")
+        .await
+        .expect("the pool's one connection");
+    for n in 2..=4 {
+        let r = admit(&w, &format!("2001:db8:1:{n}::1"))
+            .await
+            .expect_err("pool spent");
+        assert_eq!(r.cause, crate::RefusalCause::Class);
+    }
+    let blocked = w.inbound.admission.state.blocklist().await;
+    assert_eq!(blocked.len(), 1, "{blocked:?}");
+    assert_eq!(blocked[0].0.to_string(), "2001:db8:1::/56");
+    assert!(
+        blocked[0].1.reason.starts_with("escalated: 3 ranges"),
+        "{}",
+        blocked[0].1.reason
+    );
+    let next = admit(&w, "2001:db8:1:99::1")
+        .await
+        .expect_err("inside the /56");
+    assert_eq!(next.cause, crate::RefusalCause::Blocklist);
+}
+
+#[tokio::test]
+async fn escalation_never_blocks_a_prefix_holding_a_known_sender() {
+    let mut c = config();
+    c.classes.get_mut("default").unwrap().connections_per_minute = Some(1);
+    c.admission.escalate_after = 2;
+    let w = world_with(c, TableChecks::default(), MemoryIntake::default());
+    let known = StateCommand::KnownAdd {
+        range: "2001:db8:1:ff::/64".parse().unwrap(),
+        name: "partner".into(),
+    };
+    w.inbound.admission.state.apply(&known).await.unwrap();
+    admit(&w, "2001:db8:1:1::1").await.unwrap();
+    for n in 2..=5 {
+        let _ = admit(&w, &format!("2001:db8:1:{n}::1")).await;
+    }
+    assert!(w.inbound.admission.state.blocklist().await.is_empty());
 }

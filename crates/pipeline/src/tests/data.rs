@@ -225,3 +225,42 @@ async fn a_submitted_from_address_the_account_does_not_own_is_refused() {
     let r = submitted(&w, "ceo@local.test").await;
     assert_eq!((r.code, r.status), (553, Some(Status(5, 7, 1))));
 }
+
+/// A client from a range that earlier delivered mail authenticated for
+/// vouch.test, now sending an unauthenticated message.
+async fn from_a_vouching_range(c: Config) -> (World, portcullis_smtp::Reply) {
+    let w = world_with(c, TableChecks::default(), MemoryIntake::default());
+    let range = "192.0.2.10/32".parse().unwrap();
+    w.inbound
+        .admission
+        .state
+        .remember_range(range, "vouch.test")
+        .await;
+    let mut conn = w.mx().await;
+    let r = send(&mut conn, Some("a@other.test"), &["u@local.test"], BODY).await;
+    (w, r)
+}
+
+#[tokio::test]
+async fn a_vouching_range_in_label_mode_is_labelled_not_refused() {
+    let (w, r) = from_a_vouching_range(config()).await;
+    assert_eq!(r.code, 250, "{r}");
+    let data = &w.queued()[0].1;
+    assert!(
+        data.contains(
+            "X-Portcullis-Class: default; 192.0.2.10/32 sends for vouch.test only with SPF or DKIM"
+        ),
+        "{data}"
+    );
+}
+
+#[tokio::test]
+async fn a_vouching_range_is_refused_where_the_domain_policy_refuses() {
+    let (w, r) = from_a_vouching_range(dmarc_config()).await;
+    assert_eq!((r.code, r.status), (550, Some(Status(5, 7, 1))));
+    assert!(
+        r.lines[0].contains("sends for vouch.test only with SPF or DKIM"),
+        "{r}"
+    );
+    assert!(w.queued().is_empty());
+}

@@ -13,9 +13,13 @@ use portcullis_config::{Cidr, Config};
 use portcullis_metrics::{Counter, Metrics};
 use portcullis_smtp::{Reply, Status};
 use portcullis_state::Store;
-use std::net::IpAddr;
 use std::sync::Arc;
 use tracing::{info, warn};
+
+mod connect;
+mod escalate;
+
+pub use connect::{Refusal, RefusalCause};
 
 /// What all connections share.
 pub struct ClassOfService {
@@ -27,6 +31,8 @@ pub struct ClassOfService {
     pub by_class: portcullis_admission::Concurrency,
     pub allocations: Allocations,
     pub metrics: Arc<Metrics>,
+    /// Child ranges counted toward blocking their wider prefix.
+    escalation: std::sync::Mutex<portcullis_admission::Escalation>,
 }
 
 /// One connection's place in the class of service.
@@ -40,7 +46,7 @@ pub struct Gate {
     pub vouching_domains: Vec<String>,
     /// Recent "user unknown" answers to this range: the greeting waits.
     pub unknown_users: u32,
-    _range_slot: Held,
+    _range_slot: Option<Held>,
     class_slot: Held,
     census: Option<Slot>,
 }
@@ -80,6 +86,7 @@ impl ClassOfService {
             by_class: Default::default(),
             allocations,
             metrics,
+            escalation: Default::default(),
         })
     }
 
@@ -106,61 +113,6 @@ impl ClassOfService {
             &[("class", &d.class), ("limit", d.limit), ("stage", stage)],
         );
         reply(d)
-    }
-
-    /// Before the greeting: the blocklist, the range's limits, the class.
-    pub async fn connect(&self, ip: IpAddr) -> Result<Gate, Reply> {
-        let range = self.policy().range_of(ip);
-        let found = self.state.lookup(ip, range).await;
-        if let Some((listed, entry)) = found.blocked {
-            self.metrics.inc(
-                Counter::Deferrals,
-                &[
-                    ("class", "blocklist"),
-                    ("limit", "blocklist"),
-                    ("stage", "connect"),
-                ],
-            );
-            let left = entry
-                .until
-                .saturating_sub(portcullis_config::clock::now_secs());
-            return Err(Reply::new(
-                421,
-                Status(4, 7, 0),
-                format!("{listed} is blocked for another {left}s: {}", entry.reason),
-            ));
-        }
-        let mut identity = Identity::Unknown;
-        if let Some(name) = found.known {
-            identity = identity.stronger(Identity::Known(name));
-        } else if let Some(holder) = self.allocations.holder(ip) {
-            identity = identity.stronger(Identity::Allocation(holder.to_owned()));
-        }
-        if let Some(d) = found.domains.first() {
-            identity = identity.stronger(Identity::Domain(d.clone()));
-        }
-        let class = self.class_of(identity).await;
-        let per_range = self.policy().admission.per_range_max_connections;
-        let Some(range_slot) = self.slot(&format!("range:{range}"), per_range).await else {
-            return Err(self.deferred(
-                Stage::Connect,
-                &self.policy().busy(Stage::Connect, &class, true, per_range),
-            ));
-        };
-        let class_slot = self.class_slot(Stage::Connect, &class).await?;
-        let charges = self.policy().connect_charges(&class, range);
-        self.charge(Stage::Connect, &class, &charges).await?;
-        self.metrics
-            .inc(Counter::Admissions, &[("class", &class.class)]);
-        Ok(Gate {
-            census: self.by_class.try_acquire(&class.class, 0),
-            unknown_users: found.unknown_users,
-            vouching_domains: found.domains,
-            class,
-            range,
-            _range_slot: range_slot,
-            class_slot,
-        })
     }
 
     /// Draw on every bucket of a stage, or answer with the deferral for
@@ -241,46 +193,55 @@ impl ClassOfService {
         self.charge(Stage::Rcpt, &gate.class, &charges).await
     }
 
-    /// End of data, before the message is accepted: bytes, and mail from a
-    /// domain range that does not authenticate for a vouching domain.
-    /// Delivery status notifications (null sender) are let through: they
-    /// have no sender domain to authenticate, and a host that forwards
+    /// End of data, before the message is accepted: bytes, and the
+    /// domain-range rule. Mail from a range that vouches for domains must
+    /// authenticate for one of them (the paper's "aggressive action"),
+    /// but only the recipient domains' policy stage may refuse mail:
+    /// `refusing` says one of them does (reject-both-fail, dmarc). Under
+    /// `label` (the default) the message is accepted, labelled, and drawn
+    /// from the default pool instead of the range's class. Delivery status
+    /// notifications (null sender) are let through: a host that forwards
     /// for a domain also returns bounces that are rarely signed.
+    /// Ok holds the header line to add, if any.
     pub async fn data(
         &self,
         gate: &Gate,
         bytes: u64,
         authenticated: &[String],
         null_sender: bool,
-    ) -> Result<(), Reply> {
-        if !null_sender
-            && self.policy().admission.enforce_domain_ranges
-            && !gate.vouching_domains.is_empty()
+        refusing: bool,
+    ) -> Result<Option<String>, Reply> {
+        let vouched_for = !gate.vouching_domains.is_empty()
             && !gate
                 .vouching_domains
                 .iter()
-                .any(|d| authenticated.contains(d))
-        {
-            self.metrics.inc(
-                Counter::Deferrals,
-                &[
-                    ("class", &gate.class.class),
-                    ("limit", "domain_range"),
-                    ("stage", "data"),
-                ],
-            );
-            return Err(Reply::new(
-                550,
-                Status(5, 7, 1),
-                format!(
-                    "{} sends for {} only with SPF or DKIM authentication; this message has neither",
-                    gate.range,
-                    gate.vouching_domains.join(", ")
-                ),
-            ));
+                .any(|d| authenticated.contains(d));
+        if null_sender || !self.policy().admission.enforce_domain_ranges || !vouched_for {
+            let charges = self.policy().data_charges(&gate.class, bytes);
+            return self
+                .charge(Stage::Data, &gate.class, &charges)
+                .await
+                .map(|()| None);
         }
-        let charges = self.policy().data_charges(&gate.class, bytes);
-        self.charge(Stage::Data, &gate.class, &charges).await
+        let why = format!(
+            "{} sends for {} only with SPF or DKIM authentication; this message has neither",
+            gate.range,
+            gate.vouching_domains.join(", ")
+        );
+        let labels = [
+            ("class", gate.class.class.as_str()),
+            ("limit", "domain_range"),
+            ("stage", "data"),
+        ];
+        self.metrics.inc(Counter::Deferrals, &labels);
+        if refusing {
+            return Err(Reply::new(550, Status(5, 7, 1), why));
+        }
+        let default = self.policy().class_for(&Identity::Unknown, None);
+        let mut charges = self.policy().message_charges(&default);
+        charges.extend(self.policy().data_charges(&default, bytes));
+        self.charge(Stage::Data, &default, &charges).await?;
+        Ok(Some(format!("X-Portcullis-Class: default; {why}\r\n")))
     }
 
     /// After a message was judged (accepted, or refused as spam): remember the ranges that delivered
@@ -346,7 +307,10 @@ impl ClassOfService {
                 reason: format!("{spam} spam messages from this range without identification"),
             };
             match self.state.apply(&cmd).await {
-                Ok(()) => info!(event = "blocked", range = %range, secs = a.block_secs, spam),
+                Ok(()) => {
+                    info!(event = "blocked", range = %range, secs = a.block_secs, spam);
+                    self.escalate(range).await;
+                }
                 Err(e) => warn!(event = "block_failed", range = %range, error = %e),
             }
         }
