@@ -4,6 +4,7 @@
 mod dns_cli;
 mod forwarding_cli;
 mod op25b_cli;
+mod policy_cli;
 mod queue_cli;
 mod serve_cli;
 mod state_cli;
@@ -101,6 +102,14 @@ enum Command {
         org_domain: Vec<String>,
         #[command(flatten)]
         resolver: ResolverArgs,
+    },
+    /// Answer one Postfix policy request read on stdin (`name=value`
+    /// lines) as the policy listener would, and say why (as `postmap -q`
+    /// helps with maps). Budgets are counted in memory only: the live
+    /// state is not charged.
+    PolicyTest {
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Print OP25B access-list rules (draft-akagiri-op25b-dynamicip) for a
     /// network described in a TOML file.
@@ -361,6 +370,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             format,
             stats,
         } => op25b_cli::op25b(input, format, stats),
+        Command::PolicyTest { config } => policy_cli::policy_test(&load(config.as_deref())?),
         Command::DnsRecords { domain, config } => {
             dns_cli::dns_records(&load(config.as_deref())?, &domain)
         }

@@ -74,6 +74,9 @@ pub struct EmbeddedState {
     /// Per range: "user unknown" answers, and until when they count.
     #[serde(default)]
     unknown_users: HashMap<Cidr, (u32, u64)>,
+    /// Greylisting triplets (issue 21); older snapshots have none.
+    #[serde(default)]
+    greylist: HashMap<String, crate::Triplet>,
     #[serde(skip)]
     dirty: bool,
 }
@@ -233,6 +236,14 @@ impl EmbeddedState {
     /// Forget what no longer matters: drained buckets, ended blocks, old
     /// domain ranges. This is what keeps memory proportional to active
     /// identities and ranges, not to every address ever seen.
+    /// Whether a greylisting triplet passes now, remembering what it must.
+    pub fn greylist(&mut self, key: &str, rules: &crate::GreylistRules, now: u64) -> crate::Greyed {
+        let (answer, keep) = rules.decide(self.greylist.get(key).copied(), now);
+        self.greylist.insert(key.to_owned(), keep);
+        self.dirty = true;
+        answer
+    }
+
     /// Count a "user unknown" answer against a range.
     pub fn penalize(&mut self, range: Cidr, now: u64) {
         let e = self.unknown_users.entry(range).or_insert((0, 0));
@@ -246,6 +257,7 @@ impl EmbeddedState {
     pub fn sweep(&mut self, now_us: u64) {
         let now = now_us / 1_000_000;
         self.unknown_users.retain(|_, (_, until)| *until > now);
+        self.greylist.retain(|_, t| t.until > now);
         let before = (self.buckets.len(), self.blocklist.len());
         self.buckets.retain(|_, tat| *tat > now_us);
         self.blocklist.retain(|_, e| e.until > now);

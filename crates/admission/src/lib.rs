@@ -21,6 +21,7 @@
 mod embedded;
 mod escalation;
 pub mod gcra;
+mod greylist;
 mod identity;
 mod policy;
 mod reputation;
@@ -30,6 +31,7 @@ pub use embedded::{
     UNKNOWN_USER_MEMORY_SECS,
 };
 pub use escalation::{Escalated, Escalation, EscalationRules};
+pub use greylist::{GREYLIST_LUA, Greyed, GreylistRules, Triplet, triplet_key};
 pub use identity::{Allocations, AllocationsError, Identity};
 pub use policy::{Charge, Concurrency, Deferral, Policy, SenderClass, Slot, Stage};
 pub use reputation::{LevelChange, Reputation, Verdict};

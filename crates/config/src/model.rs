@@ -6,8 +6,9 @@
 
 use crate::screening::builtin_classes;
 use crate::{
-    Admission, AuthPolicy, ClassLimits, Delivery, DmarcSettings, DnsList, Forwarding,
-    IdentityPolicy, Limits, ReputationRules, ReverseDns, Rspamd, Submission,
+    Admission, AuthPolicy, Cidr, ClassLimits, Delivery, DmarcSettings, DnsList, Forwarding,
+    Greylist, IdentityPolicy, Limits, PolicyService, ReputationRules, ReverseDns, Rspamd,
+    Submission,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -26,6 +27,9 @@ pub enum ListenerRole {
     Submission,
     /// Message submission over implicit TLS (port 465, RFC 8314).
     Submissions,
+    /// Postfix's policy delegation protocol (check_policy_service): the
+    /// class of service, quotas and greylisting for a Postfix in front.
+    Policy,
 }
 
 impl ListenerRole {
@@ -34,6 +38,7 @@ impl ListenerRole {
             ListenerRole::Mx => "mx",
             ListenerRole::Submission => "submission",
             ListenerRole::Submissions => "submissions",
+            ListenerRole::Policy => "policy",
         }
     }
 }
@@ -125,6 +130,8 @@ pub struct Config {
     pub submission: Submission,
     pub auth: AuthPolicy,
     pub delivery: Delivery,
+    pub greylist: Greylist,
+    pub policy: PolicyService,
 }
 
 #[derive(Clone, Debug)]
@@ -141,6 +148,9 @@ pub struct Listener {
     /// talks first (postscreen's "pregreet" test). Zero still catches a
     /// client whose first bytes arrived with the connection.
     pub pregreet_wait: Duration,
+    /// Who may connect (empty: anyone). Meant for the policy listener,
+    /// whose clients are the operator's own Postfix hosts.
+    pub allow_from: Vec<Cidr>,
 }
 
 pub const DEFAULT_DATA_DIR: &str = "./portcullis-data";
@@ -164,6 +174,7 @@ impl Config {
             role,
             bind: at(port),
             pregreet_wait: Duration::ZERO,
+            allow_from: Vec::new(),
         };
         Config {
             hostname,
@@ -198,6 +209,8 @@ impl Config {
             submission: Submission::default(),
             auth: AuthPolicy::default(),
             delivery: Delivery::default(),
+            greylist: Greylist::default(),
+            policy: PolicyService::default(),
         }
     }
 }

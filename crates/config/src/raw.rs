@@ -7,9 +7,10 @@
 
 use crate::screening::builtin_classes;
 use crate::{
-    Admission, AuthPolicy, ClassLimits, Config, DEFAULT_DATA_DIR, Delivery, DmarcSettings, DnsList,
-    Forwarding, IdentityPolicy, InboundPolicy, Limits, Listener, ListenerRole, RecipientPolicy,
-    ReputationRules, ReverseDns, Rspamd, StateBackend, Submission, TlsFiles, system_hostname,
+    Admission, AuthPolicy, Cidr, ClassLimits, Config, DEFAULT_DATA_DIR, Delivery, DmarcSettings,
+    DnsList, Forwarding, Greylist, IdentityPolicy, InboundPolicy, Limits, Listener, ListenerRole,
+    PolicyService, RecipientPolicy, ReputationRules, ReverseDns, Rspamd, StateBackend, Submission,
+    TlsFiles, system_hostname,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -53,6 +54,9 @@ pub(crate) struct RawConfig {
     auth: AuthPolicy,
     #[serde(default)]
     delivery: Delivery,
+    greylist: Option<Spanned<Greylist>>,
+    #[serde(default)]
+    policy: PolicyService,
 }
 
 #[derive(Deserialize)]
@@ -77,6 +81,8 @@ struct RawListener {
     bind: Spanned<Vec<SocketAddr>>,
     #[serde(default)]
     pregreet_wait_ms: u64,
+    #[serde(default)]
+    allow_from: Vec<Cidr>,
 }
 
 #[derive(Deserialize)]
@@ -251,6 +257,12 @@ impl RawConfig {
             submission,
             auth: self.auth,
             delivery: self.delivery,
+            greylist: self
+                .greylist
+                .map(checked_greylist)
+                .transpose()?
+                .unwrap_or_default(),
+            policy: self.policy,
             ..defaults
         })
     }
@@ -287,6 +299,7 @@ fn listeners(raw: Vec<RawListener>) -> Result<Vec<Listener>, Invalid> {
                 role: l.role,
                 bind: l.bind.into_inner(),
                 pregreet_wait: Duration::from_millis(l.pregreet_wait_ms),
+                allow_from: l.allow_from,
             })
         })
         .collect()
@@ -337,6 +350,29 @@ fn checked_admission(a: Spanned<Admission>) -> Result<Admission, Invalid> {
     match rules.iter().find(|(bad, _)| *bad) {
         Some((_, why)) => Err((at, (*why).to_owned())),
         None => Ok(a),
+    }
+}
+
+fn checked_greylist(g: Spanned<Greylist>) -> Result<Greylist, Invalid> {
+    let at = g.span().start;
+    let g = g.into_inner();
+    let rules: [(bool, &str); 3] = [
+        (
+            g.expiry_secs <= g.delay_secs,
+            "expiry_secs must be longer than delay_secs (a retry must have time to come)",
+        ),
+        (
+            !(8..=32).contains(&g.ipv4_prefix),
+            "ipv4_prefix must be between 8 and 32",
+        ),
+        (
+            !(16..=128).contains(&g.ipv6_prefix),
+            "ipv6_prefix must be between 16 and 128",
+        ),
+    ];
+    match rules.iter().find(|(bad, _)| *bad) {
+        Some((_, why)) => Err((at, (*why).to_owned())),
+        None => Ok(g),
     }
 }
 

@@ -294,3 +294,51 @@ pub(crate) fn builtin_classes(rules: &ReputationRules) -> BTreeMap<String, Class
         .filter_map(|c| ClassLimits::builtin(c).map(|l| (c.to_owned(), l)))
         .collect()
 }
+
+/// Greylisting for the default pool (issue 21): the first message of an
+/// unknown sender's triplet (its range, its sender domain, the recipient)
+/// is deferred; a retry after `delay_secs` and before `expiry_secs` passes,
+/// and the triplet then passes for `pass_days`. Identified senders (SPF
+/// pass, known senders, domain ranges, reputation) are never delayed. The
+/// paper's default pool exists to give other filters time to react; this
+/// is the cheapest such filter.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Greylist {
+    pub enabled: bool,
+    pub delay_secs: u64,
+    pub expiry_secs: u64,
+    pub pass_days: u64,
+    /// The sender's range is this wide, so a pool of outbound servers
+    /// retrying from another address passes.
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+}
+
+impl Default for Greylist {
+    fn default() -> Self {
+        Greylist {
+            enabled: false,
+            delay_secs: 300,
+            expiry_secs: 4 * 3600,
+            pass_days: 36,
+            ipv4_prefix: 24,
+            ipv6_prefix: 64,
+        }
+    }
+}
+
+/// The policy listener (Postfix's policy delegation protocol).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyService {
+    /// Longest a decision may take: past it the answer is DUNNO, so a
+    /// slow state backend never holds Postfix up.
+    pub timeout_ms: u64,
+}
+
+impl Default for PolicyService {
+    fn default() -> Self {
+        PolicyService { timeout_ms: 1000 }
+    }
+}

@@ -29,6 +29,8 @@ pub enum Counter {
     DnsCheckMicros,
     DeliveryAttempts,
     Escalations,
+    Greylisted,
+    PolicyRequests,
 }
 
 impl Counter {
@@ -48,6 +50,8 @@ impl Counter {
             Counter::DeliveryAttempts => "portcullis_delivery_attempts_total",
             Counter::DnsCheckMicros => "portcullis_dns_check_microseconds_total",
             Counter::Escalations => "portcullis_blocklist_escalations_total",
+            Counter::Greylisted => "portcullis_greylisted_total",
+            Counter::PolicyRequests => "portcullis_policy_requests_total",
         }
     }
 
@@ -77,6 +81,10 @@ impl Counter {
             }
             Counter::DnsCheckMicros => {
                 "Time spent in DNS-backed checks, microseconds; divide by the count for the mean."
+            }
+            Counter::Greylisted => "Recipients deferred by greylisting (the default pool only).",
+            Counter::PolicyRequests => {
+                "Postfix policy requests by protocol state and answer (dunno, defer, reject, prepend, malformed, timeout)."
             }
             Counter::Escalations => {
                 "Wider prefixes put on the blocklist because many ranges inside them were blocked or refused, by prefix length."

@@ -91,6 +91,8 @@ pub struct Connection {
 /// MAIL FROM, consumed at the end of data, replaced by the next MAIL.
 #[derive(Default)]
 struct Txn {
+    /// MAIL FROM's address (None for `<>`).
+    sender: Option<String>,
     spf: Option<SpfCheck>,
     /// `X-DNSBL:` lines about the sender's domains.
     labels: Vec<String>,
@@ -144,5 +146,7 @@ pub(crate) fn tarpit_delay(l: &portcullis_config::Limits, unknown: u32) -> Durat
     Duration::from_millis(ms)
 }
 
+#[cfg(any(test, feature = "fakes"))]
+pub mod fakes;
 #[cfg(test)]
 mod tests;

@@ -19,7 +19,10 @@ impl Connection {
         helo: &str,
         from: Option<&Mailbox>,
     ) -> Verdict {
-        self.txn = Some(Txn::default());
+        self.txn = Some(Txn {
+            sender: from.map(|m| m.to_string()),
+            ..Txn::default()
+        });
         let verdict = match account {
             Some(account) => {
                 let state = &self.inbound.admission.state;

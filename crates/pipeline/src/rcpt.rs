@@ -3,7 +3,8 @@
 //! port 25: one of our SRS addresses (a bounce going back to its original
 //! sender), an alias, or a local mailbox, never a relay; then the class's
 //! recipient budget. "User unknown" slows the client down (the tarpit)
-//! and counts against its range.
+//! and counts against its range. Strangers (the default pool) may be
+//! greylisted.
 
 use crate::{Connection, checks};
 use portcullis_smtp::{Mailbox, Reply, Status, Verdict};
@@ -32,23 +33,33 @@ impl Connection {
     async fn mx_recipient(&self, to: &Mailbox, so_far: usize) -> Verdict {
         let inbound = &self.inbound;
         let known = match inbound.forwarding.srs_reverse(to) {
-            Some(Ok(_)) => return self.admit_recipient(so_far).await,
+            Some(Ok(_)) => return self.admit_recipient(to, so_far).await,
             Some(Err(why)) => {
                 return Verdict::Reject(Reply::new(550, Status(5, 1, 1), format!("<{to}>: {why}")));
             }
             None => inbound.submission.recipient_exists(to) || inbound.forwarding.is_alias(to),
         };
         match checks::recipient(&self.config, to, known) {
-            Verdict::Accept => self.admit_recipient(so_far).await,
+            Verdict::Accept => self.admit_recipient(to, so_far).await,
             refused => refused,
         }
     }
 
-    async fn admit_recipient(&self, so_far: usize) -> Verdict {
+    async fn admit_recipient(&self, to: &Mailbox, so_far: usize) -> Verdict {
         let Some(g) = &self.gate else {
             return Verdict::Accept;
         };
-        match self.inbound.admission.rcpt(g, so_far).await {
+        if let Err(r) = self.inbound.admission.rcpt(g, so_far).await {
+            return Verdict::Reject(r);
+        }
+        let sender = self.txn.as_ref().and_then(|t| t.sender.as_deref());
+        let greylist = &self.config.greylist;
+        match self
+            .inbound
+            .admission
+            .greylist(greylist, g, self.peer.ip(), sender, &to.to_string())
+            .await
+        {
             Ok(()) => Verdict::Accept,
             Err(r) => Verdict::Reject(r),
         }

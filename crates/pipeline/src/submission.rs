@@ -333,6 +333,13 @@ impl Submission {
         {
             return v;
         }
+        self.charge_recipient(state, account).await
+    }
+
+    /// One recipient counted against `account`'s quotas (OP25B §4.4.3):
+    /// the quota part of RCPT, also what the policy service asks for a
+    /// Postfix that authenticated the user itself.
+    pub async fn charge_recipient(&self, state: &Store, account: &str) -> Verdict {
         let limits = QuotaLimits {
             per_hour: self.limits.recipients_per_hour,
             per_day: self.limits.recipients_per_day,

@@ -40,6 +40,8 @@ pub(crate) struct Context {
     pub queue: Queue,
     /// The operator's operations on the live queue and state.
     pub control: portcullis_control::Control,
+    /// Postfix's policy delegation protocol, for policy listeners.
+    pub policy: Arc<portcullis_policyd::PolicyService>,
     pub admin_token: String,
     pub metrics: Arc<portcullis_metrics::Metrics>,
     tls: std::sync::RwLock<tokio_rustls::TlsAcceptor>,
@@ -69,7 +71,9 @@ impl Context {
         Arc::new(SessionConfig {
             hostname: config.hostname.clone(),
             role: match role {
-                ListenerRole::Mx => Role::Mx,
+                // A policy listener has no SMTP session (listen.rs serves
+                // it with the policy service); its limits are the mx one's.
+                ListenerRole::Mx | ListenerRole::Policy => Role::Mx,
                 ListenerRole::Submission => Role::Submission,
                 ListenerRole::Submissions => Role::Submissions,
             },
@@ -146,7 +150,12 @@ pub async fn serve(config: Config, path: Option<std::path::PathBuf>) -> anyhow::
                 .await
                 .with_context(|| format!("cannot listen on {addr} ({} listener)", l.role.name()))?;
             banner.push(listener_line(l.role, sock.local_addr()?));
-            listeners.spawn(listen::accept_loop(ctx.clone(), sock, l.clone()));
+            match l.role {
+                ListenerRole::Policy => {
+                    listeners.spawn(listen::policy_loop(ctx.clone(), sock, l.clone()))
+                }
+                _ => listeners.spawn(listen::accept_loop(ctx.clone(), sock, l.clone())),
+            };
         }
     }
     if let Some(addr) = config.http_bind {
@@ -224,7 +233,9 @@ fn context(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<C
         queue: queue.clone(),
         state: inbound.admission.state.clone(),
     };
+    let policy = portcullis_policyd::PolicyService::new(inbound.clone(), Arc::new(config.clone()));
     Ok(Context {
+        policy: Arc::new(policy),
         admin_token: admin::admin_token(&config)?,
         inbound,
         queue,
@@ -332,6 +343,9 @@ fn listener_line(role: ListenerRole, addr: std::net::SocketAddr) -> String {
         }
         ListenerRole::Submission => {
             format!("  submission   smtp://{addr}   (STARTTLS, then AUTH for every message)")
+        }
+        ListenerRole::Policy => {
+            format!("  policy       tcp://{addr}    (Postfix check_policy_service)")
         }
         ListenerRole::Submissions => {
             format!("  submissions  smtps://{addr}  (implicit TLS, AUTH for every message)")

@@ -28,6 +28,9 @@ pub(crate) async fn accept_loop(ctx: Arc<Context>, sock: TcpListener, listener: 
             }
         };
         let _ = stream.set_nodelay(true);
+        if !allowed(&ctx, &listener, peer) {
+            continue;
+        }
         let Ok(permit) = ctx.sessions.clone().try_acquire_owned() else {
             let r = Reply::new(
                 421,
@@ -41,6 +44,40 @@ pub(crate) async fn accept_loop(ctx: Arc<Context>, sock: TcpListener, listener: 
         };
         tokio::spawn(admit(ctx.clone(), stream, peer, listener.clone(), permit));
     }
+}
+
+/// A policy listener: each connection is one Postfix process asking its
+/// questions, served by the policy service (its own task, no session
+/// permit: Postfix holds few connections, and a stuck one ends at the
+/// service's idle timeout).
+pub(crate) async fn policy_loop(ctx: Arc<Context>, sock: TcpListener, listener: Listener) {
+    loop {
+        let (stream, peer) = match sock.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                error!(event = "accept_error", error = %e);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        if !allowed(&ctx, &listener, peer) {
+            continue;
+        }
+        let policy = ctx.policy.clone();
+        tokio::spawn(async move { policy.serve(stream).await });
+    }
+}
+
+/// `allow_from`: a client outside it is closed at once, logged and
+/// counted.
+fn allowed(ctx: &Context, l: &Listener, peer: SocketAddr) -> bool {
+    if l.allow_from.is_empty() || l.allow_from.iter().any(|c| c.contains(peer.ip())) {
+        return true;
+    }
+    count_connection(ctx, l.role, "refused_allow_from");
+    info!(event = "refused", listener = l.role.name(), peer = %peer, reason = "allow_from");
+    false
 }
 
 /// The class of service, then the session.

@@ -260,6 +260,20 @@ impl Store {
         .await
     }
 
+    /// Whether a greylisting triplet passes now (issue 21).
+    pub async fn greylist(
+        &self,
+        key: &str,
+        rules: portcullis_admission::GreylistRules,
+    ) -> portcullis_admission::Greyed {
+        let now = now_secs();
+        self.decide(
+            |r| async move { r.greylist(key, rules, now).await },
+            |l| l.greylist(key, &rules, now),
+        )
+        .await
+    }
+
     /// Whether a known-sender range or a range that delivered
     /// authenticated mail lies inside `prefix` (escalation never blocks
     /// those).

@@ -37,6 +37,7 @@ pub(crate) struct RedisBackend {
     quota: redis::Script,
     auth: redis::Script,
     lease: redis::Script,
+    greylist: redis::Script,
     /// Tells this node's leases from every other node's.
     node: String,
     leases_taken: AtomicU64,
@@ -76,6 +77,7 @@ impl RedisBackend {
             quota: redis::Script::new(QUOTA_LUA),
             auth: redis::Script::new(AUTH_LUA),
             lease: redis::Script::new(LEASE_LUA),
+            greylist: redis::Script::new(portcullis_admission::GREYLIST_LUA),
             node: format!("{}-{}", std::process::id(), now_us()),
             leases_taken: AtomicU64::new(0),
         })
@@ -215,6 +217,28 @@ impl RedisBackend {
             .collect();
         out.sort_by_key(|(c, _)| c.to_string());
         Some(out)
+    }
+
+    pub(crate) async fn greylist(
+        &self,
+        key: &str,
+        rules: portcullis_admission::GreylistRules,
+        now: u64,
+    ) -> Option<portcullis_admission::Greyed> {
+        let mut inv = self.greylist.prepare_invoke();
+        inv.key(format!("{P}grey:{key}"))
+            .arg(now)
+            .arg(rules.delay)
+            .arg(rules.expiry)
+            .arg(rules.pass);
+        let (pass, wait): (u8, u64) = self
+            .run(|mut c| async move { inv.invoke_async(&mut c).await })
+            .await?;
+        Some(if pass == 1 {
+            portcullis_admission::Greyed::Pass
+        } else {
+            portcullis_admission::Greyed::Wait(wait)
+        })
     }
 
     pub(crate) async fn identified_within(&self, prefix: Cidr) -> Option<bool> {

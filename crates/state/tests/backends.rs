@@ -405,3 +405,44 @@ async fn the_embedded_snapshot_survives_a_restart() {
     let again = Store::open(&config(&dir, None)).expect("reopened");
     assert_eq!(again.blocklist().await.len(), 1);
 }
+
+#[tokio::test]
+async fn greylisting_defers_the_first_try_and_passes_a_retry_after_the_delay() {
+    on_both(|s, backend| async move {
+        use portcullis_admission::{Greyed, GreylistRules};
+        let now_retry = GreylistRules {
+            delay: 0,
+            expiry: 3600,
+            pass: 86_400,
+        };
+        assert_eq!(
+            s.greylist("r|a.test|b@l.test", now_retry).await,
+            Greyed::Wait(0),
+            "{backend}"
+        );
+        assert_eq!(
+            s.greylist("r|a.test|b@l.test", now_retry).await,
+            Greyed::Pass,
+            "{backend}"
+        );
+        let later = GreylistRules {
+            delay: 300,
+            ..now_retry
+        };
+        assert_eq!(
+            s.greylist("r|c.test|b@l.test", later).await,
+            Greyed::Wait(300),
+            "{backend}"
+        );
+        let Greyed::Wait(left) = s.greylist("r|c.test|b@l.test", later).await else {
+            panic!("{backend}: a retry inside the delay passed");
+        };
+        assert!((299..=300).contains(&left), "{backend}: {left}");
+        assert_eq!(
+            s.greylist("r|a.test|b@l.test", later).await,
+            Greyed::Pass,
+            "{backend}: still known"
+        );
+    })
+    .await;
+}

@@ -106,7 +106,47 @@ impl ClassOfService {
             class,
             range,
             _range_slot: range_slot,
-            class_slot,
+            class_slot: Some(class_slot),
+        })
+    }
+
+    /// The connect stage for the policy service: the blocklist and the
+    /// class, and (`charge_rate`) the class's connection rate, but no
+    /// concurrency slot: Postfix never says when a connection ends, so
+    /// concurrency stays with Postfix's own limits.
+    pub async fn classify(&self, ip: IpAddr, charge_rate: bool) -> Result<Gate, Refusal> {
+        let policy = self.policy();
+        let range = policy.range_of(ip);
+        let found = self.state.lookup(ip, range).await;
+        if let Some((listed, entry)) = &found.blocked {
+            return Err(self.blocked(range, *listed, entry));
+        }
+        let class = self.connect_class(ip, range, &found).await;
+        if charge_rate {
+            let charges = policy.connect_charges(&class, range);
+            if let Err((i, retry)) = self.state.charge(&charges).await {
+                let d = policy.deferral(Stage::Connect, &class, &charges[i], retry);
+                let cause = if charges[i].class == "range" {
+                    RefusalCause::Range
+                } else {
+                    RefusalCause::Class
+                };
+                return Err(Refusal {
+                    reply: self.deferred(Stage::Connect, &d),
+                    cause,
+                    class: class.class.clone(),
+                    range,
+                });
+            }
+        }
+        Ok(Gate {
+            census: None,
+            unknown_users: found.unknown_users,
+            vouching_domains: found.domains,
+            class,
+            range,
+            _range_slot: None,
+            class_slot: None,
         })
     }
 

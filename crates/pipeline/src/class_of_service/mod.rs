@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 mod connect;
 mod escalate;
+mod greylist;
 
 pub use connect::{Refusal, RefusalCause};
 
@@ -47,7 +48,8 @@ pub struct Gate {
     /// Recent "user unknown" answers to this range: the greeting waits.
     pub unknown_users: u32,
     _range_slot: Option<Held>,
-    class_slot: Held,
+    /// None in policy mode (Postfix sends no disconnect to give it back).
+    class_slot: Option<Held>,
     census: Option<Slot>,
 }
 
@@ -172,7 +174,9 @@ impl ClassOfService {
             let id = Identity::Domain(domain.to_ascii_lowercase());
             if gate.class.identity != id {
                 let class = self.class_of(id).await;
-                gate.class_slot = self.class_slot(Stage::Mail, &class).await?;
+                if gate.class_slot.is_some() {
+                    gate.class_slot = Some(self.class_slot(Stage::Mail, &class).await?);
+                }
                 gate.census = self.by_class.try_acquire(&class.class, 0);
                 gate.class = class;
             }

@@ -156,3 +156,31 @@ async fn submitted_recipients_are_counted_against_the_hourly_quota() {
     assert_eq!((r.code, r.status), (451, Some(Status(4, 7, 1))));
     assert!(r.lines[0].contains("Recipient quota of 2 per hour"), "{r}");
 }
+
+#[tokio::test]
+async fn a_strangers_first_recipient_is_greylisted_by_range_sender_domain_and_recipient() {
+    let mut c = config();
+    c.greylist.enabled = true;
+    c.greylist.delay_secs = 0;
+    let w = world_with(c, TableChecks::default(), MemoryIntake::default());
+    let mut conn = w.mx().await;
+    let _ = conn
+        .mail(None, "h", Some(&mailbox("a@stranger.test")))
+        .await;
+    let r = refused(conn.rcpt(None, &mailbox("u@local.test"), 0).await);
+    assert_eq!((r.code, r.status), (451, Some(Status(4, 7, 1))));
+    assert!(
+        r.lines[0].starts_with("Greylisted: the first message from 192.0.2.0/24"),
+        "{r}"
+    );
+    // Another sender of the same domain, from another address of the /24:
+    // the same triplet, now past its (zero) delay.
+    let mut again = w.mx_from("192.0.2.99:1").await;
+    let _ = again
+        .mail(None, "h", Some(&mailbox("b@stranger.test")))
+        .await;
+    assert_eq!(
+        again.rcpt(None, &mailbox("u@local.test"), 0).await,
+        Verdict::Accept
+    );
+}
