@@ -31,6 +31,14 @@ pub struct Lookup {
     pub unknown_users: u32,
 }
 
+/// What a client's range earned on its own: the domains that vouch for
+/// it and its recent "user unknown" answers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RangeFacts {
+    pub domains: Vec<String>,
+    pub unknown_users: u32,
+}
+
 /// A change asked for by an operator (the CLI), applied by whichever
 /// process owns the state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +93,24 @@ impl EmbeddedState {
     /// Blocklist, known senders and domain ranges for a client. `now` in
     /// seconds since the epoch.
     pub fn lookup(&self, ip: IpAddr, range: Cidr, now: u64) -> Lookup {
+        let (blocked, known) = self.listed(ip, now);
+        let RangeFacts {
+            domains,
+            unknown_users,
+        } = self.range_facts(range, now);
+        Lookup {
+            blocked,
+            known,
+            domains,
+            unknown_users,
+        }
+    }
+
+    /// What the operator's lists say of an address: the block that holds
+    /// it, and the known-sender name of the most specific listed range.
+    /// These are the lists every node mirrors (issue 18), so this answer
+    /// needs no round trip.
+    pub fn listed(&self, ip: IpAddr, now: u64) -> (Option<(Cidr, BlockEntry)>, Option<String>) {
         let ranges = if self.blocklist.is_empty() {
             Vec::new()
         } else {
@@ -96,14 +122,19 @@ impl EmbeddedState {
                 .filter(|e| e.until > now)
                 .map(|e| (c, e.clone()))
         });
-        Lookup {
+        let known = longest_match(&self.known, ip).map(|(_, n)| n.clone());
+        (blocked, known)
+    }
+
+    /// What the range itself earned: its vouching domains and its recent
+    /// "user unknown" answers.
+    pub fn range_facts(&self, range: Cidr, now: u64) -> RangeFacts {
+        RangeFacts {
             unknown_users: self
                 .unknown_users
                 .get(&range)
                 .filter(|(_, until)| *until > now)
                 .map_or(0, |(n, _)| *n),
-            blocked,
-            known: longest_match(&self.known, ip).map(|(_, n)| n.clone()),
             domains: self
                 .domain_ranges
                 .get(&range)
@@ -115,6 +146,19 @@ impl EmbeddedState {
                 })
                 .unwrap_or_default(),
         }
+    }
+
+    /// Take the operator's lists as another holder of them has them (a
+    /// node mirroring Redis). Whether the blocklist changed.
+    pub fn replace_lists(
+        &mut self,
+        blocklist: HashMap<Cidr, BlockEntry>,
+        known: HashMap<Cidr, String>,
+    ) -> bool {
+        let changed = self.blocklist != blocklist;
+        self.blocklist = blocklist;
+        self.known = known;
+        changed
     }
 
     /// Draw from every bucket or from none. Err: the index of the first

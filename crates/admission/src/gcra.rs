@@ -1,7 +1,7 @@
 //! The generic cell rate algorithm: one number per bucket (the theoretical
 //! arrival time, TAT) gives a rate limit with a burst of one period's
 //! worth. The Redis backend runs this same arithmetic in Lua
-//! (`GCRA_LUA`), so a limit means the same on one node and on a cluster.
+//! (`GCRA_FN`), so a limit means the same on one node and on a cluster.
 
 /// Every limit here is "per minute"; times are in microseconds so that
 /// they stay exact in Lua's doubles (2^53 µs is 285 years).
@@ -26,28 +26,31 @@ pub fn charge(tat: u64, now: u64, per_minute: u64, cost: u64) -> Result<u64, u64
     }
 }
 
-/// The same rule over several buckets at once, all or nothing, in Lua for
-/// Redis. KEYS: the buckets. ARGV[1]: now (µs); then per bucket its
-/// interval (µs) and cost. Returns {0, 0} when admitted, else {index of
-/// the first full bucket (1-based), microseconds until it would fit}.
-pub const GCRA_LUA: &str = r#"
-local now = tonumber(ARGV[1])
-local period = 60000000
-local news = {}
-for i, key in ipairs(KEYS) do
-  local interval = tonumber(ARGV[2 * i])
-  local cost = tonumber(ARGV[2 * i + 1])
-  local tat = tonumber(redis.call('GET', key) or '0')
-  local start = math.max(tat, now)
-  local new = start + interval * cost
-  if tat > now and new - now > period then
-    return {i, math.floor(new - now - period)}
+/// The same rule over several buckets at once, all or nothing, as a Lua
+/// function for Redis scripts to include (the connect decision of the
+/// state crate calls it beside its leases). `gcra(k0, n, a0, now)`
+/// charges KEYS[k0+1 .. k0+n], bucket i with interval ARGV[a0+2i-1] (µs)
+/// and cost ARGV[a0+2i]. Returns 0, 0 when admitted, else the index of
+/// the first full bucket (1-based) and microseconds until it would fit.
+pub const GCRA_FN: &str = r#"
+local function gcra(k0, n, a0, now)
+  local period = 60000000
+  local news = {}
+  for i = 1, n do
+    local interval = tonumber(ARGV[a0 + 2 * i - 1])
+    local cost = tonumber(ARGV[a0 + 2 * i])
+    local tat = tonumber(redis.call('GET', KEYS[k0 + i]) or '0')
+    local start = math.max(tat, now)
+    local new = start + interval * cost
+    if tat > now and new - now > period then
+      return i, math.floor(new - now - period)
+    end
+    news[i] = new
   end
-  news[i] = new
+  for i = 1, n do
+    local ttl = math.floor((news[i] - now) / 1000) + 1000
+    redis.call('SET', KEYS[k0 + i], string.format('%.0f', news[i]), 'PX', ttl)
+  end
+  return 0, 0
 end
-for i, key in ipairs(KEYS) do
-  local ttl = math.floor((news[i] - now) / 1000) + 1000
-  redis.call('SET', key, string.format('%.0f', news[i]), 'PX', ttl)
-end
-return {0, 0}
 "#;

@@ -27,7 +27,7 @@ mod policy;
 mod reputation;
 
 pub use embedded::{
-    BlockEntry, DOMAIN_RANGE_TTL_SECS, EmbeddedState, Lookup, StateCommand,
+    BlockEntry, DOMAIN_RANGE_TTL_SECS, EmbeddedState, Lookup, RangeFacts, StateCommand,
     UNKNOWN_USER_MEMORY_SECS,
 };
 pub use escalation::{Escalated, Escalation, EscalationRules};

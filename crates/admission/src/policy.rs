@@ -72,6 +72,10 @@ impl Stage {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Charge {
     pub key: String,
+    /// The budget the bucket belongs to (`class:default`, `id:…`,
+    /// `range:…`): with Redis Cluster, its hash tag, so that one
+    /// budget's buckets and slots live in one slot.
+    pub budget: String,
     pub per_minute: u64,
     pub cost: u64,
     /// What the limit is, for the deferral text and metrics.
@@ -174,8 +178,10 @@ impl Policy {
         cost: u64,
     ) -> Option<Charge> {
         let per_minute = per_minute.filter(|n| *n > 0)?;
+        let budget = sc.budget();
         Some(Charge {
-            key: format!("rl:{what}:{}", sc.budget()),
+            key: format!("rl:{what}:{budget}"),
+            budget,
             per_minute,
             cost,
             limit: what,
@@ -194,6 +200,7 @@ impl Policy {
         if per_range > 0 && sc.is_default() {
             out.push(Charge {
                 key: format!("rl:connections_per_minute:range:{range}"),
+                budget: format!("range:{range}"),
                 per_minute: per_range,
                 cost: 1,
                 limit: "connections_per_minute",
@@ -343,6 +350,17 @@ impl Concurrency {
             key: key.to_owned(),
             counts: self.counts.clone(),
         })
+    }
+
+    /// Count one more under `key` with no limit (a census: the limit is
+    /// kept elsewhere, e.g. by leases every node counts).
+    pub fn count(&self, key: &str) -> Slot {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        *counts.entry(key.to_owned()).or_insert(0) += 1;
+        Slot {
+            key: key.to_owned(),
+            counts: self.counts.clone(),
+        }
     }
 
     /// Every key held now and how many: for the dashboard.

@@ -84,6 +84,32 @@ pub enum StateBackend {
     Redis,
 }
 
+/// Which Redis holds the shared state, and how a node keeps its
+/// concurrency leases alive there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisSettings {
+    pub target: RedisTarget,
+    /// A node that has not renewed its leases for this long is gone: its
+    /// concurrency slots are counted no more (issue 18, item 5).
+    pub node_timeout: Duration,
+}
+
+/// One Redis, a Sentinel-watched master, or a Redis Cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// `redis_url = "redis://host:6379/0"`.
+    Single(String),
+    /// `redis_url = "redis+sentinel://host:26379,host:26380/mymaster"`,
+    /// or `sentinels` with `sentinel_master`: the nodes follow whichever
+    /// replica the sentinels promote.
+    Sentinel {
+        sentinels: Vec<String>,
+        master: String,
+    },
+    /// `cluster_nodes = ["redis://host:7000", ...]`: seed nodes.
+    Cluster(Vec<String>),
+}
+
 /// A validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -115,7 +141,9 @@ pub struct Config {
     /// DNS block and reputation lists (RFC 5782), in the order given.
     pub dns_lists: Vec<DnsList>,
     pub state_backend: StateBackend,
-    pub redis_url: Option<String>,
+    /// Where the Redis backend's state lives (issue 18); set whenever
+    /// `[state]` names one, used when `state_backend` is Redis.
+    pub redis: Option<RedisSettings>,
     /// Class-of-service limits by class name: `default` is the one pool
     /// every unknown sender shares; the reputation levels name the others.
     pub classes: BTreeMap<String, ClassLimits>,
@@ -151,6 +179,10 @@ pub struct Listener {
     /// Who may connect (empty: anyone). Meant for the policy listener,
     /// whose clients are the operator's own Postfix hosts.
     pub allow_from: Vec<Cidr>,
+    /// Every connection starts with a PROXY protocol header (v1 or v2)
+    /// naming the real client, sent by a load balancer in `proxy_from`.
+    pub proxy_protocol: bool,
+    pub proxy_from: Vec<Cidr>,
 }
 
 pub const DEFAULT_DATA_DIR: &str = "./portcullis-data";
@@ -175,6 +207,8 @@ impl Config {
             bind: at(port),
             pregreet_wait: Duration::ZERO,
             allow_from: Vec::new(),
+            proxy_protocol: false,
+            proxy_from: Vec::new(),
         };
         Config {
             hostname,
@@ -196,7 +230,7 @@ impl Config {
             dns_lists: Vec::new(),
             dns_timeout: Duration::from_secs(5),
             state_backend: StateBackend::Embedded,
-            redis_url: None,
+            redis: None,
             classes: builtin_classes(&ReputationRules::default()),
             identity: IdentityPolicy::default(),
             reputation: ReputationRules::default(),

@@ -9,8 +9,8 @@ use crate::screening::builtin_classes;
 use crate::{
     Admission, AuthPolicy, Cidr, ClassLimits, Config, DEFAULT_DATA_DIR, Delivery, DmarcSettings,
     DnsList, Forwarding, Greylist, IdentityPolicy, InboundPolicy, Limits, Listener, ListenerRole,
-    PolicyService, RecipientPolicy, ReputationRules, ReverseDns, Rspamd, StateBackend, Submission,
-    TlsFiles, system_hostname,
+    PolicyService, RecipientPolicy, RedisSettings, RedisTarget, ReputationRules, ReverseDns,
+    Rspamd, StateBackend, Submission, TlsFiles, system_hostname,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -83,6 +83,10 @@ struct RawListener {
     pregreet_wait_ms: u64,
     #[serde(default)]
     allow_from: Vec<Cidr>,
+    #[serde(default)]
+    proxy_protocol: Option<Spanned<bool>>,
+    #[serde(default)]
+    proxy_from: Vec<Cidr>,
 }
 
 #[derive(Deserialize)]
@@ -108,7 +112,88 @@ struct RawDomain {
 #[serde(deny_unknown_fields)]
 struct RawState {
     backend: Option<Spanned<StateBackend>>,
-    redis_url: Option<String>,
+    redis_url: Option<Spanned<String>>,
+    sentinels: Option<Spanned<Vec<String>>>,
+    sentinel_master: Option<String>,
+    cluster_nodes: Option<Spanned<Vec<String>>>,
+    #[serde(default = "default_node_timeout")]
+    node_timeout_secs: u64,
+}
+
+fn default_node_timeout() -> u64 {
+    20
+}
+
+impl RawState {
+    /// The Redis the section names, if any: exactly one of `redis_url`,
+    /// `sentinels` and `cluster_nodes`.
+    fn redis(self) -> Result<Option<RedisSettings>, Invalid> {
+        let node_timeout = Duration::from_secs(self.node_timeout_secs.max(1));
+        let target = match (self.redis_url, self.sentinels, self.cluster_nodes) {
+            (None, None, None) => return Ok(None),
+            (Some(url), None, None) => redis_url(url)?,
+            (None, Some(s), None) => {
+                let at = s.span().start;
+                let master = self.sentinel_master.ok_or((
+                    at,
+                    "sentinels needs sentinel_master (the master's name)".into(),
+                ))?;
+                let sentinels = s.into_inner();
+                if sentinels.is_empty() {
+                    return Err((at, "sentinels must name at least one sentinel".into()));
+                }
+                RedisTarget::Sentinel { sentinels, master }
+            }
+            (None, None, Some(nodes)) => {
+                if nodes.get_ref().is_empty() {
+                    let at = nodes.span().start;
+                    return Err((at, "cluster_nodes must name at least one seed node".into()));
+                }
+                RedisTarget::Cluster(nodes.into_inner())
+            }
+            (Some(url), _, _) => {
+                let at = url.span().start;
+                return Err((
+                    at,
+                    "give one of redis_url, sentinels and cluster_nodes".into(),
+                ));
+            }
+            (None, Some(s), Some(_)) => {
+                let at = s.span().start;
+                return Err((at, "give one of sentinels and cluster_nodes".into()));
+            }
+        };
+        Ok(Some(RedisSettings {
+            target,
+            node_timeout,
+        }))
+    }
+}
+
+/// `redis://…` (one Redis) or `redis+sentinel://h:p,h:p/master`.
+fn redis_url(url: Spanned<String>) -> Result<RedisTarget, Invalid> {
+    let at = url.span().start;
+    let url = url.into_inner();
+    let Some(rest) = url.strip_prefix("redis+sentinel://") else {
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err((
+                at,
+                format!("{url:?} is not a redis:// or redis+sentinel:// URL"),
+            ));
+        }
+        return Ok(RedisTarget::Single(url));
+    };
+    let (hosts, master) = rest
+        .split_once('/')
+        .filter(|(h, m)| !h.is_empty() && !m.is_empty())
+        .ok_or((
+            at,
+            "redis+sentinel:// needs host:port[,host:port...]/master_name".into(),
+        ))?;
+    Ok(RedisTarget::Sentinel {
+        sentinels: hosts.split(',').map(|h| format!("redis://{h}")).collect(),
+        master: master.to_owned(),
+    })
 }
 
 type Invalid = (usize, String);
@@ -132,20 +217,22 @@ impl RawConfig {
             .iter()
             .map(|d| checked_domain(&d.name))
             .collect::<Result<Vec<_>, _>>()?;
-        let (state_backend, redis_url) = match self.state {
+        let (state_backend, redis) = match self.state {
             None => (StateBackend::Embedded, None),
-            Some(RawState {
-                backend: None,
-                redis_url,
-            }) => (StateBackend::Embedded, redis_url),
-            Some(RawState {
-                backend: Some(b),
-                redis_url,
-            }) => {
-                if *b.get_ref() == StateBackend::Redis && redis_url.is_none() {
-                    return Err((b.span().start, "backend = \"redis\" needs redis_url".into()));
+            Some(mut st) => {
+                let backend = st.backend.take();
+                let redis = st.redis()?;
+                match backend {
+                    None => (StateBackend::Embedded, redis),
+                    Some(b) if *b.get_ref() == StateBackend::Redis && redis.is_none() => {
+                        return Err((
+                            b.span().start,
+                            "backend = \"redis\" needs redis_url, sentinels or cluster_nodes"
+                                .into(),
+                        ));
+                    }
+                    Some(b) => (b.into_inner(), redis),
                 }
-                (b.into_inner(), redis_url)
             }
         };
         let reputation = match self.reputation {
@@ -234,7 +321,7 @@ impl RawConfig {
             admin_token: self.http.as_ref().and_then(|h| h.admin_token.clone()),
             http_bind: self.http.map(|h| h.bind).or(defaults.http_bind),
             state_backend,
-            redis_url,
+            redis,
             classes,
             identity: IdentityPolicy {
                 allocations: self.identity.allocations.map(|p| base.join(p)),
@@ -295,11 +382,23 @@ fn listeners(raw: Vec<RawListener>) -> Result<Vec<Listener>, Invalid> {
                     "a listener needs at least one address".into(),
                 ));
             }
+            let proxy_protocol = match l.proxy_protocol {
+                Some(p) if *p.get_ref() && l.proxy_from.is_empty() => {
+                    return Err((
+                        p.span().start,
+                        "proxy_protocol needs proxy_from: the load balancers' addresses (a header from anyone else would let a client choose its own address)".into(),
+                    ));
+                }
+                Some(p) => p.into_inner(),
+                None => false,
+            };
             Ok(Listener {
                 role: l.role,
                 bind: l.bind.into_inner(),
                 pregreet_wait: Duration::from_millis(l.pregreet_wait_ms),
                 allow_from: l.allow_from,
+                proxy_protocol,
+                proxy_from: l.proxy_from,
             })
         })
         .collect()

@@ -152,6 +152,54 @@ fn redis_backend_needs_a_url() {
 }
 
 #[test]
+fn sentinel_url_names_sentinels_and_master() {
+    let c = parse_str(
+        "[state]\nbackend = \"redis\"\nredis_url = \"redis+sentinel://10.0.0.1:26379,10.0.0.2:26380/mymaster\"\n",
+    )
+    .unwrap();
+    let target = c.redis.map(|r| r.target);
+    assert_eq!(
+        target,
+        Some(RedisTarget::Sentinel {
+            sentinels: vec![
+                "redis://10.0.0.1:26379".into(),
+                "redis://10.0.0.2:26380".into()
+            ],
+            master: "mymaster".into(),
+        })
+    );
+}
+
+#[test]
+fn cluster_nodes_select_cluster_mode() {
+    let c = parse_str(
+        "[state]\nbackend = \"redis\"\ncluster_nodes = [\"redis://127.0.0.1:7000\"]\nnode_timeout_secs = 3\n",
+    )
+    .unwrap();
+    let r = c.redis.unwrap();
+    assert_eq!(
+        r.target,
+        RedisTarget::Cluster(vec!["redis://127.0.0.1:7000".into()])
+    );
+    assert_eq!(r.node_timeout, std::time::Duration::from_secs(3));
+}
+
+#[test]
+fn redis_url_and_cluster_nodes_are_exclusive() {
+    let (at, msg) =
+        error_of("[state]\nredis_url = \"redis://a\"\ncluster_nodes = [\"redis://b:7000\"]\n");
+    assert_eq!(at.key, "state.redis_url");
+    assert!(msg.contains("one of"), "{msg}");
+}
+
+#[test]
+fn sentinels_need_a_master_name() {
+    let (at, msg) = error_of("[state]\nsentinels = [\"redis://a:26379\"]\n");
+    assert_eq!(at.key, "state.sentinels");
+    assert!(msg.contains("sentinel_master"), "{msg}");
+}
+
+#[test]
 fn display_names_file_line_and_key() {
     let e = parse_str("bogus = 1\n").unwrap_err().to_string();
     assert!(

@@ -15,7 +15,6 @@ use portcullis_config::clock::now_secs;
 use portcullis_metrics::Counter;
 use portcullis_smtp::{AuthOutcome, Credentials, Mailbox, Reply, Status, Transaction, Verdict};
 use portcullis_state::Store;
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -37,7 +36,6 @@ pub struct Submission {
     hashing: tokio::sync::Semaphore,
     recipients: Mutex<RecipientQuota>,
     messages: Mutex<RecipientQuota>,
-    sessions: Arc<Mutex<HashMap<String, u32>>>,
     limits: portcullis_config::Submission,
     dkim_dir: PathBuf,
     /// Signing keys with the fingerprint of the key directory they were
@@ -48,25 +46,9 @@ pub struct Submission {
 }
 
 /// Held while an authenticated session lives; counts it against the
-/// account's concurrent-session limit.
+/// account's concurrent-session limit (with Redis, on every node).
 pub struct AccountSession {
-    account: String,
-    sessions: Arc<Mutex<HashMap<String, u32>>>,
-    /// With Redis: the session counted by every node.
-    _lease: Option<portcullis_state::Lease>,
-}
-
-impl Drop for AccountSession {
-    fn drop(&mut self) {
-        if let Ok(mut m) = self.sessions.lock()
-            && let Some(n) = m.get_mut(&self.account)
-        {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                m.remove(&self.account);
-            }
-        }
-    }
+    _slot: portcullis_state::Slot,
 }
 
 fn quota_reply(what: &str, account: &str, e: QuotaExceeded) -> Reply {
@@ -115,7 +97,6 @@ impl Submission {
             throttle: Mutex::new(throttle),
             recipients: Mutex::new(RecipientQuota::default()),
             messages: Mutex::new(RecipientQuota::default()),
-            sessions: Arc::new(Mutex::new(HashMap::new())),
             limits: config.submission.clone(),
             log: SubmissionLog::new(&config.data_dir, config.submission.log_retention_days),
         })
@@ -260,21 +241,8 @@ impl Submission {
     /// state is in Redis, by this node otherwise (or while Redis is down).
     async fn open_session(&self, state: &Store, account: &str) -> Option<AccountSession> {
         let max = self.limits.max_sessions_per_account;
-        let lease = match state.lease(&format!("account:{account}"), max).await {
-            Some(taken) => Some(taken?),
-            None => None,
-        };
-        let mut m = self.sessions.lock().ok()?;
-        let n = m.entry(account.to_owned()).or_insert(0);
-        if lease.is_none() && *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(AccountSession {
-            account: account.to_owned(),
-            sessions: self.sessions.clone(),
-            _lease: lease,
-        })
+        let slot = state.slot(&format!("account:{account}"), max).await?;
+        Some(AccountSession { _slot: slot })
     }
 
     /// MAIL FROM: the sender must be an address the account owns (spamops

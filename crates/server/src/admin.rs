@@ -508,7 +508,7 @@ async fn stats(_: Admin, State(ctx): State<Arc<Context>>) -> ApiResult {
         "now": now,
         "minutes": ctx.metrics.minutes(now),
         "connections_by_class": adm.by_class.snapshot(),
-        "default_pool": { "in_use": adm.concurrency.held("class:default"), "limit": default_limit },
+        "default_pool": { "in_use": adm.state.held("class:default"), "limit": default_limit },
         "top_senders": top.iter().map(|(k, r)| reputation_json(&ctx, k, r)).collect::<Vec<_>>(),
         "blocklist": adm.state.blocklist().await.iter().map(|(c, e)| json!({ "range": c, "seconds_left": e.until.saturating_sub(now), "reason": e.reason })).collect::<Vec<_>>(),
         "queue": {

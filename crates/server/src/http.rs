@@ -89,7 +89,7 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
         (
             "portcullis_default_pool_connections",
             "Port-25 connections held in the shared default class now.",
-            u64::from(adm.concurrency.held("class:default")),
+            u64::from(adm.state.held("class:default")),
         ),
         (
             "portcullis_default_pool_connection_limit",
@@ -122,6 +122,11 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
             "portcullis_redis_failures",
             "Redis operations that failed since start (local state used instead).",
             adm.state.redis_errors(),
+        ));
+        gauges.push((
+            "portcullis_cluster_nodes",
+            "Nodes whose heartbeat in Redis was fresh at this node's last beat.",
+            adm.state.live_nodes().unwrap_or(0),
         ));
     }
     let body = ctx.metrics.render(&gauges);

@@ -11,6 +11,7 @@ mod http;
 mod kernel;
 mod listen;
 mod privileges;
+mod proxied;
 mod refusals;
 mod signals;
 mod tls;

@@ -83,11 +83,19 @@ fn allowed(ctx: &Context, l: &Listener, peer: SocketAddr) -> bool {
 /// The class of service, then the session.
 async fn admit(
     ctx: Arc<Context>,
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
     l: Listener,
     permit: OwnedSemaphorePermit,
 ) {
+    let peer = if l.proxy_protocol {
+        match crate::proxied::client(&ctx, &mut stream, peer, &l).await {
+            Some(client) => client,
+            None => return,
+        }
+    } else {
+        peer
+    };
     let gate = match ctx.inbound.admit(l.role, peer.ip()).await {
         Ok(gate) => gate,
         Err(r) => {

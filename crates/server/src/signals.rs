@@ -75,7 +75,7 @@ fn keep_what_needs_a_restart(old: &Config, new: Config) -> Config {
         ("http.bind", old.http_bind != new.http_bind),
         (
             "state",
-            old.state_backend != new.state_backend || old.redis_url != new.redis_url,
+            old.state_backend != new.state_backend || old.redis != new.redis,
         ),
         (
             "limits.max_sessions",
@@ -96,7 +96,7 @@ fn keep_what_needs_a_restart(old: &Config, new: Config) -> Config {
         data_dir: old.data_dir.clone(),
         http_bind: old.http_bind,
         state_backend: old.state_backend,
-        redis_url: old.redis_url.clone(),
+        redis: old.redis.clone(),
         user: old.user.clone(),
         limits: portcullis_config::Limits {
             max_sessions: old.limits.max_sessions,

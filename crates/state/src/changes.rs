@@ -1,17 +1,17 @@
-//! Changes to the blocklist, for whoever mirrors it outside this process
-//! (the kernel's nftables set). A change made here bumps a counter at
-//! once; with Redis it is also published on `pc:blocklist`, and every
-//! node that follows the channel bumps its own counter, so a block made
-//! on any node reaches every node's kernel within a round trip.
+//! Following the cluster: the operator's lists mirrored from Redis, a
+//! counter that moves on every blocklist change (for whoever mirrors it
+//! outside this process, the kernel's nftables set), and this node's
+//! heartbeat. A change made on any node moves `{global}:version`; every
+//! node polls it four times a second and reloads the lists when it moved,
+//! so a block made on one node is enforced by every node within a
+//! quarter of a second, on one Redis, a Sentinel pair or a Redis Cluster
+//! alike (no pub/sub to route).
 
 use crate::Store;
-use crate::redis::P;
-use futures_util::StreamExt as _;
 use std::time::Duration;
-use tracing::warn;
 
-/// How long a node waits before subscribing again after Redis went away.
-const RESUBSCRIBE: Duration = Duration::from_secs(1);
+/// How often a node looks for list changes.
+const POLL: Duration = Duration::from_millis(250);
 
 impl Store {
     /// A receiver that sees a new value on every blocklist change.
@@ -19,35 +19,34 @@ impl Store {
         self.changes.subscribe()
     }
 
-    pub(crate) async fn blocklist_changed(&self) {
-        self.changes.send_modify(|n| *n += 1);
-        if let Some(r) = &self.redis {
-            r.publish(&format!("{P}blocklist")).await;
+    /// Load the lists from Redis if they changed; count a blocklist
+    /// change for the kernel's mirror.
+    pub(crate) async fn reload_lists(&self) {
+        let Some(r) = &self.redis else {
+            return;
+        };
+        if let Some(lists) = r.lists_if_changed().await
+            && self.local().replace_lists(lists.blocklist, lists.known)
+        {
+            self.changes.send_modify(|n| *n += 1);
         }
     }
 
-    /// With Redis: follow the other nodes' blocklist changes until the
-    /// task is dropped (subscribing again after an outage, and counting a
-    /// change then, since some may have been missed). Without Redis:
-    /// returns at once.
+    /// With Redis: keep the lists' mirror and the heartbeat until the
+    /// task is dropped. Without Redis: returns at once.
     pub async fn follow_cluster(self) {
         let Some(r) = self.redis.clone() else {
             return;
         };
+        r.announce();
+        let beat_every = (r.node_timeout() / 4).max(Duration::from_millis(250));
+        let mut poll = tokio::time::interval(POLL);
+        let mut beat = tokio::time::interval(beat_every);
         loop {
-            match r.client().get_async_pubsub().await {
-                Ok(mut sub) => {
-                    if sub.subscribe(format!("{P}blocklist")).await.is_ok() {
-                        self.changes.send_modify(|n| *n += 1);
-                        let mut messages = sub.on_message();
-                        while messages.next().await.is_some() {
-                            self.changes.send_modify(|n| *n += 1);
-                        }
-                    }
-                }
-                Err(e) => warn!(event = "redis_subscribe_failed", error = %e),
+            tokio::select! {
+                _ = poll.tick() => self.reload_lists().await,
+                _ = beat.tick() => r.heartbeat().await,
             }
-            tokio::time::sleep(RESUBSCRIBE).await;
         }
     }
 }

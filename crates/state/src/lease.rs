@@ -1,32 +1,34 @@
-//! Concurrency slots counted by every node: a lease in a Redis sorted set,
-//! given back when the connection or session that holds it ends.
+//! Concurrency slots counted by every node: a lease in a Redis sorted
+//! set, scored by when it lapses. Its node's heartbeat pushes that time
+//! on; a node that dies stops beating and its leases lapse within the
+//! node timeout (issue 18, item 5). A lease is given back, without
+//! waiting for the answer, when the connection or session ends.
 
 use crate::redis::RedisBackend;
 use std::sync::Arc;
-use std::time::Duration;
-
-/// How long a shared concurrency slot lives without its connection
-/// ending: a node that dies frees its slots after this. A session that
-/// runs longer stops counting (the limit errs toward admitting).
-pub(crate) const LEASE: Duration = Duration::from_secs(15 * 60);
 
 /// A concurrency slot held in Redis; given back when dropped.
 pub struct Lease {
     pub(crate) redis: Arc<RedisBackend>,
-    pub(crate) key: String,
-    pub(crate) member: String,
+    /// This node's registry entry (what its heartbeat renews).
+    pub(crate) id: u64,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease").field("id", &self.id).finish()
+    }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return; // shutting down: the lease expires on its own
+        let Some((set, member)) = self.redis.forget_lease(self.id) else {
+            return;
         };
-        let (redis, key, member) = (
-            self.redis.clone(),
-            std::mem::take(&mut self.key),
-            std::mem::take(&mut self.member),
-        );
-        rt.spawn(async move { redis.release(key, member).await });
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return; // shutting down: the lease lapses on its own
+        };
+        let redis = self.redis.clone();
+        rt.spawn(async move { redis.release(set, member).await });
     }
 }

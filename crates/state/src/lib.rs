@@ -13,8 +13,13 @@
 //! One type, [`Store`], answers every question; the rule "ask Redis, and
 //! when it does not answer decide on local state" is written once, in
 //! `Store::decide`.
+//!
+//! With Redis, a stranger's connect costs one round trip (issue 18): the
+//! operator's lists are mirrored in memory (`redis::mirror`), and the
+//! range's facts, leases and charges are one script (`Store::admit`).
 
 mod changes;
+mod decision;
 mod housekeeping;
 mod lease;
 mod lock;
@@ -22,16 +27,17 @@ mod redis;
 mod scripts;
 mod snapshot;
 
+pub use decision::{Admitted, Claim, Outcome, Slot, SlotClaim};
 pub use housekeeping::maintain;
 pub use lease::Lease;
 pub use lock::{lock_or_share, server_running};
 pub use snapshot::{load_snapshot, snapshot_path, write_atomically};
 
 pub use crate::redis::AuthCounts;
-use crate::redis::RedisBackend;
+use crate::redis::{Asked, RedisBackend, SharedOutcome};
 use portcullis_accounts::{QuotaExceeded, QuotaLimits};
 use portcullis_admission::{
-    BlockEntry, Charge, EmbeddedState, LevelChange, Lookup, Reputation, StateCommand, Verdict,
+    BlockEntry, Charge, Concurrency, EmbeddedState, LevelChange, Reputation, StateCommand, Verdict,
 };
 use portcullis_config::clock::{now_secs, now_us};
 use portcullis_config::{Cidr, Config, ReputationRules, StateBackend};
@@ -39,11 +45,22 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+/// What the operator's lists say of an address.
+#[derive(Clone, Debug, Default)]
+pub struct Listed {
+    pub blocked: Option<(Cidr, BlockEntry)>,
+    /// The known-sender name of the most specific listed range.
+    pub known: Option<String>,
+}
+
 /// Admission and submission state, embedded or in Redis. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     local: Arc<Mutex<EmbeddedState>>,
     redis: Option<Arc<RedisBackend>>,
+    /// Concurrency on this node: the limit itself without Redis (or while
+    /// it is down), a census beside the leases with it.
+    concurrency: Concurrency,
     rules: ReputationRules,
     /// Embedded backend only: where the snapshot goes.
     snapshot: Option<PathBuf>,
@@ -63,13 +80,17 @@ impl Store {
             }
             StateBackend::Redis => (EmbeddedState::default(), None),
         };
-        let redis = match (&config.state_backend, &config.redis_url) {
-            (StateBackend::Redis, Some(url)) => Some(Arc::new(RedisBackend::new(url)?)),
+        let redis = match (&config.state_backend, &config.redis) {
+            (StateBackend::Redis, Some(settings)) => {
+                let node = format!("{}-{}-{}", config.hostname, std::process::id(), now_us());
+                Some(Arc::new(RedisBackend::new(settings, node)?))
+            }
             _ => None,
         };
         Ok(Store {
             local: Arc::new(Mutex::new(local)),
             redis,
+            concurrency: Concurrency::default(),
             rules: config.reputation.clone(),
             snapshot,
             changes: Arc::default(),
@@ -82,6 +103,7 @@ impl Store {
         Store {
             local: Arc::default(),
             redis: None,
+            concurrency: Concurrency::default(),
             rules,
             snapshot: None,
             changes: Arc::default(),
@@ -120,6 +142,12 @@ impl Store {
         self.redis.as_ref().map(|r| r.is_up())
     }
 
+    /// Nodes whose heartbeat was fresh at this node's last beat (None
+    /// without Redis), for `/metrics`.
+    pub fn live_nodes(&self) -> Option<u64> {
+        self.redis.as_ref().map(|r| r.live_nodes())
+    }
+
     pub fn redis_errors(&self) -> u64 {
         self.redis.as_ref().map_or(0, |r| r.errors())
     }
@@ -128,28 +156,122 @@ impl Store {
         self.local().sizes()
     }
 
-    /// At connect: the blocklist, known senders, domain ranges and recent
-    /// "user unknown" answers for the client.
-    pub async fn lookup(&self, ip: IpAddr, range: Cidr) -> Lookup {
-        let now = now_secs();
-        self.decide(
-            |r| async move { r.lookup(ip, range, now).await },
-            |l| l.lookup(ip, range, now),
-        )
-        .await
+    /// At connect, before anything else: the blocklist and the known
+    /// senders, from memory (with Redis, a mirror every node keeps).
+    pub fn listed(&self, ip: IpAddr) -> Listed {
+        let (blocked, known) = self.local().listed(ip, now_secs());
+        Listed { blocked, known }
+    }
+
+    /// The connect decision: the range's facts and the claim's slots and
+    /// charges, all or none; one round trip to Redis (see `redis::admit`
+    /// for a Redis Cluster). With `stop_if_vouched`, a range that domains
+    /// vouch for takes nothing and answers `Outcome::Vouched`.
+    pub async fn admit(&self, range: Cidr, claim: &Claim, stop_if_vouched: bool) -> Admitted {
+        if let Some(r) = &self.redis {
+            let asked = Asked {
+                range,
+                stop_if_vouched,
+            };
+            if let Some((facts, shared)) =
+                RedisBackend::admit(r, Some(asked), &claim.slots, &claim.charges).await
+            {
+                let outcome = self.with_census(&claim.slots, shared);
+                return Admitted { facts, outcome };
+            }
+        }
+        self.admit_locally(range, claim, stop_if_vouched)
+    }
+
+    fn with_census(&self, slots: &[SlotClaim], shared: SharedOutcome) -> Outcome {
+        match shared {
+            SharedOutcome::Vouched => Outcome::Vouched,
+            SharedOutcome::SlotFull(i) => Outcome::SlotFull(i),
+            SharedOutcome::BucketFull(i, retry) => Outcome::BucketFull(i, retry),
+            SharedOutcome::Granted(leases) => {
+                let mut leases = leases.into_iter();
+                let slots = slots
+                    .iter()
+                    .map(|s| Slot {
+                        _local: self.concurrency.count(&s.budget),
+                        _shared: if s.max > 0 { leases.next() } else { None },
+                    })
+                    .collect();
+                Outcome::Granted(slots)
+            }
+        }
+    }
+
+    fn admit_locally(&self, range: Cidr, claim: &Claim, stop_if_vouched: bool) -> Admitted {
+        let facts = self.local().range_facts(range, now_secs());
+        let outcome = if stop_if_vouched && !facts.domains.is_empty() {
+            Outcome::Vouched
+        } else {
+            self.claim_locally(claim)
+        };
+        Admitted { facts, outcome }
+    }
+
+    fn claim_locally(&self, claim: &Claim) -> Outcome {
+        let mut slots = Vec::with_capacity(claim.slots.len());
+        for (i, s) in claim.slots.iter().enumerate() {
+            match self.concurrency.try_acquire(&s.budget, s.max) {
+                Some(l) => slots.push(Slot {
+                    _local: l,
+                    _shared: None,
+                }),
+                None => return Outcome::SlotFull(i),
+            }
+        }
+        match self.local().charge(&claim.charges, now_us()) {
+            Ok(()) => Outcome::Granted(slots),
+            Err((i, retry)) => Outcome::BucketFull(i, retry),
+        }
+    }
+
+    /// One concurrency slot under `budget` if fewer than `max` are held
+    /// (0: no limit), counted by every node with Redis: None when full.
+    pub async fn slot(&self, budget: &str, max: u32) -> Option<Slot> {
+        let claim = Claim {
+            slots: vec![SlotClaim {
+                budget: budget.to_owned(),
+                max,
+            }],
+            charges: Vec::new(),
+        };
+        let outcome = match &self.redis {
+            Some(r) if max > 0 => match RedisBackend::admit(r, None, &claim.slots, &[]).await {
+                Some((_, shared)) => self.with_census(&claim.slots, shared),
+                None => self.claim_locally(&claim),
+            },
+            _ => self.claim_locally(&claim),
+        };
+        match outcome {
+            Outcome::Granted(mut slots) => slots.pop(),
+            _ => None,
+        }
+    }
+
+    /// How many slots this node holds under `budget` (the dashboard).
+    pub fn held(&self, budget: &str) -> u32 {
+        self.concurrency.held(budget)
     }
 
     /// Draw from every bucket or none: Err is (index, µs until it fits).
+    /// With Redis this is the connect decision's script without slots.
     pub async fn charge(&self, charges: &[Charge]) -> Result<(), (usize, u64)> {
         if charges.is_empty() {
             return Ok(());
         }
-        let now = now_us();
-        self.decide(
-            |r| async move { r.charge(charges, now).await },
-            |l| l.charge(charges, now),
-        )
-        .await
+        if let Some(r) = &self.redis
+            && let Some((_, shared)) = RedisBackend::admit(r, None, &[], charges).await
+        {
+            return match shared {
+                SharedOutcome::BucketFull(i, retry) => Err((i, retry)),
+                _ => Ok(()),
+            };
+        }
+        self.local().charge(charges, now_us())
     }
 
     /// Take `n` from a submission quota shared through Redis. None when
@@ -162,12 +284,6 @@ impl Store {
         now: u64,
     ) -> Option<Result<(), QuotaExceeded>> {
         self.redis.as_ref()?.take_quota(key, limits, n, now).await
-    }
-
-    /// A slot under `key` counted by every node, if fewer than `max` are
-    /// held: Some(None) when full, None without Redis (count locally).
-    pub async fn lease(&self, key: &str, max: u32) -> Option<Option<Lease>> {
-        RedisBackend::lease(self.redis.as_ref()?, key, max).await
     }
 
     /// The cluster's AUTH failures for this attempt; None without Redis.
@@ -240,13 +356,17 @@ impl Store {
             Some(r) => r.apply(cmd, &self.rules, now).await,
             None => self.local().apply(cmd, &self.rules, now),
         };
-        if applied.is_ok()
-            && matches!(
+        if applied.is_ok() {
+            if self.redis.is_some() {
+                // The change moved the lists' version: mirror it here now,
+                // the other nodes within their next poll.
+                self.reload_lists().await;
+            } else if matches!(
                 cmd,
                 StateCommand::Block { .. } | StateCommand::Unblock { .. }
-            )
-        {
-            self.blocklist_changed().await;
+            ) {
+                self.changes.send_modify(|n| *n += 1);
+            }
         }
         applied
     }

@@ -1,17 +1,80 @@
 //! The Lua scripts the Redis backend runs: each decision is one script
-//! call, so it is atomic across every node and costs one round trip. The
-//! GCRA script is the admission crate's (`gcra::GCRA_LUA`), so the
-//! embedded backend and Redis share one definition of the arithmetic.
+//! call, so it is atomic across every node and costs one round trip. Each
+//! touches the keys of one hash tag only (see `redis::keys`), so it runs
+//! on a Redis Cluster too. The rate arithmetic is the admission crate's
+//! (`gcra::GCRA_FN`, prepended to the scripts that charge), so the
+//! embedded backend and Redis share one definition of it.
 
-/// Lookup at connect, one round trip: the blocklist and the known-sender
-/// list at every range holding the client, the domains seen from its
-/// range, and its recent "user unknown" count.
-pub(crate) const LOOKUP_LUA: &str = r#"
-local bl = redis.call('HMGET', KEYS[1], unpack(ARGV))
-local ks = redis.call('HMGET', KEYS[2], unpack(ARGV))
-local dr = redis.call('HGETALL', KEYS[3])
-local unk = tonumber(redis.call('GET', KEYS[4]) or '0')
-return {bl, ks, dr, unk}
+/// The connect decision (issue 18: one round trip per decision): a
+/// range's facts, then concurrency leases, then rate charges, all or
+/// none. Runs after `GCRA_FN`.
+///
+/// KEYS: with a lookup, the range's `dr` and `unknown` first; then L
+/// lease sets; then C buckets. ARGV[1] now (µs); ARGV[2] lookup: '0'
+/// none, '1' read the facts, '2' read them and take nothing when domains
+/// vouch for the range (the caller then decides their class); ARGV[3] L;
+/// ARGV[4] C; ARGV[5] now (ms); ARGV[6] the leases' expiry (ms); ARGV[7]
+/// the lease member (node:sequence); then L maxima; then per bucket its
+/// interval and cost.
+///
+/// Returns {status, index, retry_us, domains (flat field/value), unknown}:
+/// status 0 granted, 1 vouched (nothing taken), 2 lease set `index` full,
+/// 3 bucket `index` full for retry_us.
+pub(crate) const ADMIT_LUA: &str = r#"
+local now = tonumber(ARGV[1])
+local L, C = tonumber(ARGV[3]), tonumber(ARGV[4])
+local now_ms = tonumber(ARGV[5])
+local k = 0
+local dr, unk = {}, 0
+if ARGV[2] ~= '0' then
+  dr = redis.call('HGETALL', KEYS[1])
+  unk = tonumber(redis.call('GET', KEYS[2]) or '0')
+  k = 2
+  if ARGV[2] == '2' and #dr > 0 then return {1, 0, 0, dr, unk} end
+end
+for i = 1, L do
+  local z = KEYS[k + i]
+  redis.call('ZREMRANGEBYSCORE', z, '-inf', now_ms)
+  if redis.call('ZCARD', z) >= tonumber(ARGV[7 + i]) then return {2, i, 0, dr, unk} end
+end
+local full, retry = gcra(k + L, C, 7 + L, now)
+if full > 0 then return {3, full, retry, dr, unk} end
+for i = 1, L do
+  local z = KEYS[k + i]
+  redis.call('ZADD', z, ARGV[6], ARGV[7])
+  redis.call('PEXPIRE', z, tonumber(ARGV[6]) - now_ms)
+end
+return {0, 0, 0, dr, unk}
+"#;
+
+/// Give back charges a decision took when a later call of the same
+/// decision refused (Redis Cluster: a decision spanning budgets is one
+/// call per budget). GCRA charges add to the TAT, so taking the same
+/// amount off undoes them whatever came between. KEYS: the buckets;
+/// ARGV[1] now (µs); then per bucket its interval and cost.
+pub(crate) const REFUND_LUA: &str = r#"
+local now = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  local tat = tonumber(redis.call('GET', key) or '0')
+  local back = tat - tonumber(ARGV[2 * i]) * tonumber(ARGV[2 * i + 1])
+  if back <= now then
+    redis.call('DEL', key)
+  else
+    redis.call('SET', key, string.format('%.0f', back), 'PX', math.floor((back - now) / 1000) + 1000)
+  end
+end
+return 0
+"#;
+
+/// A node's heartbeat renews its leases in one set: KEYS[1] the set,
+/// ARGV[1] the new expiry (ms), ARGV[2] its lifetime (ms), then the
+/// members. Members no longer there (given back meanwhile) stay gone.
+pub(crate) const RENEW_LUA: &str = r#"
+for i = 3, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', ARGV[1], ARGV[i])
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
 "#;
 
 /// Count a message and a verdict; returns the reputation hash.
@@ -30,7 +93,6 @@ elseif ARGV[3] == 'spam' then
   redis.call('HINCRBY', k, 'spam_at_level', 1)
 end
 redis.call('HSET', k, 'last_seen', now)
-redis.call('SADD', KEYS[2], k)
 return redis.call('HGETALL', k)
 "#;
 
@@ -56,25 +118,4 @@ for i, key in ipairs(KEYS) do
   redis.call('EXPIRE', key, tonumber(ARGV[2 * i + 1]))
 end
 return 0
-"#;
-
-/// A concurrency slot shared by every node: a sorted set of leases
-/// scored by expiry. Expired leases (a node that died) are dropped first.
-/// ARGV: now (ms), lease (ms), max, member. Returns 1 if taken.
-pub(crate) const LEASE_LUA: &str = r#"
-local now = tonumber(ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
-"#;
-
-/// The AUTH throttle's view of one attempt: failures from the address
-/// and on the account with seconds until each is forgotten, and whether
-/// the account has logged in from the address before.
-pub(crate) const AUTH_LUA: &str = r#"
-local a = tonumber(redis.call('GET', KEYS[1]) or '0')
-local c = tonumber(redis.call('GET', KEYS[2]) or '0')
-return {a, redis.call('TTL', KEYS[1]), c, redis.call('TTL', KEYS[2]), redis.call('EXISTS', KEYS[3])}
 "#;

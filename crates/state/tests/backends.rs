@@ -1,84 +1,20 @@
-//! One suite, both backends: every behaviour below runs against the
-//! embedded store and against a real Redis started by the test, and must
-//! come out the same. Redis-only operations (leases, shared quotas, the
-//! cluster's AUTH counts) say "count locally" (None) on the embedded store.
+//! One suite, every backend: each behaviour below runs against the
+//! embedded store, a real Redis and a real three-master Redis Cluster
+//! started by the test, and must come out the same. Redis-only
+//! operations (shared quotas, the cluster's AUTH counts) say "count
+//! locally" (None) on the embedded store.
 //!
-//! Needs `redis-server` on PATH (Debian's redis-server; `.ci/run`
-//! installs it).
+//! Needs `redis-server` and `redis-cli` on PATH (Debian's redis-server
+//! and redis-tools; `.ci/run` installs them).
 
-use portcullis_admission::{Charge, LevelChange, StateCommand, Verdict};
-use portcullis_config::{Cidr, Config, ReputationRules, StateBackend};
-use portcullis_state::Store;
+use portcullis_admission::{Charge, LevelChange, RangeFacts, StateCommand, Verdict};
+use portcullis_config::{Cidr, Config, RedisSettings, RedisTarget, ReputationRules, StateBackend};
+use portcullis_state::{Claim, Outcome, SlotClaim, Store};
 use std::net::{IpAddr, TcpListener};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A redis-server of the test's own, on a free loopback port, stopped
-/// when dropped.
-struct RedisServer {
-    child: Child,
-    port: u16,
-    _dir: TempDir,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let dir = TempDir::new("redis");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir.0)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (Debian package redis-server)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        RedisServer {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(what: &str) -> TempDir {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("pc-state-{what}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("temp dir");
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::{RedisCluster, RedisServer, TempDir};
 
 fn rules() -> ReputationRules {
     ReputationRules {
@@ -87,18 +23,22 @@ fn rules() -> ReputationRules {
     }
 }
 
-fn config(dir: &TempDir, redis_url: Option<String>) -> Config {
+fn config(dir: &TempDir, target: Option<RedisTarget>) -> Config {
     let mut c = Config::embedded_default(dir.0.clone(), "mx.test".into());
     c.reputation = rules();
-    if let Some(url) = redis_url {
+    if let Some(target) = target {
         c.state_backend = StateBackend::Redis;
-        c.redis_url = Some(url);
+        c.redis = Some(RedisSettings {
+            target,
+            node_timeout: Duration::from_secs(20),
+        });
     }
     c
 }
 
-/// Run `check` against an embedded store, then against a fresh Redis.
-async fn on_both<F, Fut>(check: F)
+/// Run `check` against an embedded store, a fresh Redis and a fresh
+/// Redis Cluster.
+async fn on_every_backend<F, Fut>(check: F)
 where
     F: Fn(Store, &'static str) -> Fut,
     Fut: std::future::Future<Output = ()>,
@@ -108,9 +48,25 @@ where
     check(embedded, "embedded").await;
     let redis = RedisServer::start();
     let dir = TempDir::new("redis-node");
-    let shared = Store::open(&config(&dir, Some(redis.url()))).expect("redis store");
+    let shared =
+        Store::open(&config(&dir, Some(RedisTarget::Single(redis.url())))).expect("redis store");
     check(shared.clone(), "redis").await;
     assert_eq!(shared.redis_up(), Some(true), "Redis answered throughout");
+    let cluster = RedisCluster::start();
+    let dir = TempDir::new("cluster-node");
+    let target = RedisTarget::Cluster(cluster.seeds());
+    let clustered = Store::open(&config(&dir, Some(target))).expect("cluster store");
+    check(clustered.clone(), "redis-cluster").await;
+    assert_eq!(
+        clustered.redis_up(),
+        Some(true),
+        "the cluster answered throughout"
+    );
+}
+
+/// What a connect decision learns of a range, taking nothing.
+async fn facts(s: &Store, range: Cidr) -> RangeFacts {
+    s.admit(range, &Claim::default(), false).await.facts
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -124,6 +80,7 @@ fn cidr(s: &str) -> Cidr {
 fn charge(key: &str, per_minute: u64, cost: u64) -> Charge {
     Charge {
         key: key.into(),
+        budget: key.into(),
         per_minute,
         cost,
         limit: "messages_per_minute",
@@ -133,7 +90,7 @@ fn charge(key: &str, per_minute: u64, cost: u64) -> Charge {
 
 #[tokio::test]
 async fn a_blocked_range_is_refused_at_lookup_until_unblocked() {
-    on_both(|s, backend| async move {
+    on_every_backend(|s, backend| async move {
         let range = cidr("192.0.2.0/24");
         let block = StateCommand::Block {
             range,
@@ -141,7 +98,7 @@ async fn a_blocked_range_is_refused_at_lookup_until_unblocked() {
             reason: "test".into(),
         };
         s.apply(&block).await.expect("block");
-        let found = s.lookup(ip("192.0.2.7"), cidr("192.0.2.7/32")).await;
+        let found = s.listed(ip("192.0.2.7"));
         let (listed, entry) = found.blocked.expect(backend);
         assert_eq!(listed, range, "{backend}");
         assert_eq!(entry.reason, "test", "{backend}");
@@ -149,7 +106,7 @@ async fn a_blocked_range_is_refused_at_lookup_until_unblocked() {
         s.apply(&StateCommand::Unblock { range })
             .await
             .expect("unblock");
-        let found = s.lookup(ip("192.0.2.7"), cidr("192.0.2.7/32")).await;
+        let found = s.listed(ip("192.0.2.7"));
         assert!(found.blocked.is_none(), "{backend}");
         assert!(
             s.apply(&StateCommand::Unblock { range }).await.is_err(),
@@ -161,7 +118,7 @@ async fn a_blocked_range_is_refused_at_lookup_until_unblocked() {
 
 #[tokio::test]
 async fn a_charge_past_the_burst_is_refused_and_names_the_full_bucket() {
-    on_both(|s, backend| async move {
+    on_every_backend(|s, backend| async move {
         // 60 per minute: a minute's worth (60) fits at once, the 61st not.
         let ok = charge("test:a", 6000, 1);
         for _ in 0..60 {
@@ -184,7 +141,7 @@ async fn a_charge_past_the_burst_is_refused_and_names_the_full_bucket() {
 
 #[tokio::test]
 async fn a_refused_charge_draws_from_no_bucket() {
-    on_both(|s, backend| async move {
+    on_every_backend(|s, backend| async move {
         s.charge(&[charge("test:full", 1, 60)])
             .await
             .expect(backend);
@@ -202,16 +159,14 @@ async fn a_refused_charge_draws_from_no_bucket() {
 
 #[tokio::test]
 async fn a_known_sender_range_is_found_at_lookup() {
-    on_both(|s, backend| async move {
+    on_every_backend(|s, backend| async move {
         let range = cidr("2001:db8:1::/48");
         let add = StateCommand::KnownAdd {
             range,
             name: "partner".into(),
         };
         s.apply(&add).await.expect(backend);
-        let found = s
-            .lookup(ip("2001:db8:1:2::9"), cidr("2001:db8:1:2::/64"))
-            .await;
+        let found = s.listed(ip("2001:db8:1:2::9"));
         assert_eq!(found.known.as_deref(), Some("partner"), "{backend}");
         assert_eq!(
             s.known().await,
@@ -228,10 +183,10 @@ async fn a_known_sender_range_is_found_at_lookup() {
 
 #[tokio::test]
 async fn a_range_remembers_the_domains_it_authenticated_for() {
-    on_both(|s, backend| async move {
+    on_every_backend(|s, backend| async move {
         let range = cidr("198.51.100.0/24");
         s.remember_range(range, "example.org").await;
-        let found = s.lookup(ip("198.51.100.1"), range).await;
+        let found = facts(&s, range).await;
         assert_eq!(found.domains, vec!["example.org".to_owned()], "{backend}");
     })
     .await;
@@ -239,13 +194,13 @@ async fn a_range_remembers_the_domains_it_authenticated_for() {
 
 #[tokio::test]
 async fn user_unknown_answers_are_counted_per_range() {
-    on_both(|s, backend| async move {
+    on_every_backend(|s, backend| async move {
         let range = cidr("203.0.113.0/24");
         s.penalize(range).await;
         s.penalize(range).await;
-        let found = s.lookup(ip("203.0.113.5"), range).await;
+        let found = facts(&s, range).await;
         assert_eq!(found.unknown_users, 2, "{backend}");
-        let other = s.lookup(ip("203.0.114.5"), cidr("203.0.114.0/24")).await;
+        let other = facts(&s, cidr("203.0.114.0/24")).await;
         assert_eq!(other.unknown_users, 0, "{backend}");
     })
     .await;
@@ -253,7 +208,7 @@ async fn user_unknown_answers_are_counted_per_range() {
 
 #[tokio::test]
 async fn enough_ham_promotes_an_identity_once() {
-    on_both(|s, backend| async move {
+    on_every_backend(|s, backend| async move {
         let key = "domain:example.org";
         assert_eq!(
             s.record(key, Some(Verdict::Ham), true).await,
@@ -281,7 +236,7 @@ async fn enough_ham_promotes_an_identity_once() {
 
 #[tokio::test]
 async fn an_operator_report_counts_a_verdict_without_a_message() {
-    on_both(|s, backend| async move {
+    on_every_backend(|s, backend| async move {
         let report = StateCommand::Report {
             identity: "example.net".into(),
             verdict: "spam".into(),
@@ -294,48 +249,126 @@ async fn an_operator_report_counts_a_verdict_without_a_message() {
 }
 
 #[tokio::test]
-async fn leases_and_shared_quotas_exist_only_with_redis() {
-    on_both(|s, backend| async move {
+async fn shared_quotas_exist_only_with_redis() {
+    on_every_backend(|s, backend| async move {
         let limits = portcullis_accounts::QuotaLimits {
             per_hour: 2,
             per_day: 10,
         };
         let now = portcullis_config::clock::now_secs();
         let quota = s.take_quota("recipients:a@x", limits, 2, now).await;
-        let lease = s.lease("class:test", 1).await;
-        match backend {
-            "embedded" => {
-                assert!(
-                    quota.is_none(),
-                    "embedded: quotas are counted by the caller"
-                );
-                assert!(lease.is_none(), "embedded: slots are counted by the caller");
-            }
-            _ => {
-                assert_eq!(quota, Some(Ok(())));
-                let over = s.take_quota("recipients:a@x", limits, 1, now).await;
-                assert!(matches!(over, Some(Err(e)) if e.limit == 2), "{over:?}");
-                let held = lease.expect("Redis answers").expect("a free slot");
-                assert!(matches!(s.lease("class:test", 1).await, Some(None)), "full");
-                drop(held);
-                // The release is sent without waiting: poll for it.
-                let deadline = Instant::now() + Duration::from_secs(5);
-                loop {
-                    if let Some(Some(_)) = s.lease("class:test", 1).await {
-                        break;
-                    }
-                    assert!(Instant::now() < deadline, "the lease was never given back");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
+        if backend == "embedded" {
+            assert!(
+                quota.is_none(),
+                "embedded: quotas are counted by the caller"
+            );
+            return;
+        }
+        assert_eq!(quota, Some(Ok(())), "{backend}");
+        let over = s.take_quota("recipients:a@x", limits, 1, now).await;
+        assert!(
+            matches!(over, Some(Err(e)) if e.limit == 2),
+            "{backend}: {over:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_full_slot_is_refused_until_its_holder_gives_it_back() {
+    on_every_backend(|s, backend| async move {
+        let held = s.slot("class:test", 1).await.expect(backend);
+        assert!(s.slot("class:test", 1).await.is_none(), "{backend}: full");
+        assert_eq!(s.held("class:test"), 1, "{backend}: the census");
+        drop(held);
+        // With Redis the release is sent without waiting: poll for it.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while s.slot("class:test", 1).await.is_none() {
+            assert!(Instant::now() < deadline, "{backend}: never given back");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+/// A stranger's connect: the range's slot, the default class's, and
+/// both connection rates.
+fn strangers_claim(range: Cidr, class: &str, per_minute: u64) -> Claim {
+    let rate = |budget: String| Charge {
+        key: format!("rl:connections_per_minute:{budget}"),
+        budget,
+        per_minute,
+        cost: 1,
+        limit: "connections_per_minute",
+        class: "default".into(),
+    };
+    Claim {
+        slots: vec![
+            SlotClaim {
+                budget: format!("range:{range}"),
+                max: 2,
+            },
+            SlotClaim {
+                budget: class.into(),
+                max: 100,
+            },
+        ],
+        charges: vec![rate(format!("range:{range}")), rate(class.into())],
+    }
+}
+
+#[tokio::test]
+async fn a_connect_decision_takes_every_slot_and_charge_or_none() {
+    on_every_backend(|s, backend| async move {
+        let range = cidr("2001:db8:7::/64");
+        let claim = strangers_claim(range, "class:default", 60);
+        let Outcome::Granted(first) = s.admit(range, &claim, true).await.outcome else {
+            panic!("{backend}: the first connect is granted");
+        };
+        let Outcome::Granted(second) = s.admit(range, &claim, true).await.outcome else {
+            panic!("{backend}: the second connect is granted");
+        };
+        assert_eq!(s.held("class:default"), 2, "{backend}");
+        match s.admit(range, &claim, true).await.outcome {
+            Outcome::SlotFull(0) => {}
+            other => panic!("{backend}: the range's two slots are held: {other:?}"),
+        }
+        assert_eq!(
+            s.held("class:default"),
+            2,
+            "{backend}: the refused took nothing"
+        );
+        drop((first, second));
+        let tight = strangers_claim(cidr("2001:db8:8::/64"), "class:tight", 1);
+        assert!(matches!(
+            s.admit(cidr("2001:db8:8::/64"), &tight, true).await.outcome,
+            Outcome::Granted(_)
+        ));
+        match s.admit(cidr("2001:db8:8::/64"), &tight, true).await.outcome {
+            Outcome::BucketFull(0, retry) => assert!(retry > 0, "{backend}"),
+            other => panic!("{backend}: one connection a minute: {other:?}"),
         }
     })
     .await;
 }
 
 #[tokio::test]
+async fn a_vouched_range_takes_nothing_when_asked_to_stop() {
+    on_every_backend(|s, backend| async move {
+        let range = cidr("198.51.100.0/24");
+        s.remember_range(range, "example.org").await;
+        let claim = strangers_claim(range, "class:default", 60);
+        let admitted = s.admit(range, &claim, true).await;
+        assert!(matches!(admitted.outcome, Outcome::Vouched), "{backend}");
+        assert_eq!(admitted.facts.domains, vec!["example.org".to_owned()]);
+        assert_eq!(s.held("class:default"), 0, "{backend}: nothing taken");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn auth_failures_are_counted_for_every_node_with_redis() {
-    on_both(|s, backend| async move {
+    on_every_backend(|s, backend| async move {
         let throttle = portcullis_accounts::ThrottleConfig {
             base_delay: Duration::ZERO,
             max_delay: Duration::ZERO,
@@ -367,7 +400,8 @@ async fn a_node_decides_on_local_state_while_redis_is_down() {
     let port = closed.local_addr().expect("addr").port();
     drop(closed);
     let dir = TempDir::new("down");
-    let s = Store::open(&config(&dir, Some(format!("redis://127.0.0.1:{port}")))).expect("store");
+    let target = RedisTarget::Single(format!("redis://127.0.0.1:{port}"));
+    let s = Store::open(&config(&dir, Some(target))).expect("store");
     s.charge(&[charge("test:down", 1, 60)])
         .await
         .expect("local bucket");
@@ -376,7 +410,7 @@ async fn a_node_decides_on_local_state_while_redis_is_down() {
         "local bucket is full"
     );
     s.penalize(cidr("192.0.2.0/24")).await;
-    let found = s.lookup(ip("192.0.2.1"), cidr("192.0.2.0/24")).await;
+    let found = facts(&s, cidr("192.0.2.0/24")).await;
     assert_eq!(found.unknown_users, 1, "counted locally");
     assert_eq!(s.redis_up(), Some(false));
     assert!(s.redis_errors() > 0);
@@ -408,7 +442,7 @@ async fn the_embedded_snapshot_survives_a_restart() {
 
 #[tokio::test]
 async fn greylisting_defers_the_first_try_and_passes_a_retry_after_the_delay() {
-    on_both(|s, backend| async move {
+    on_every_backend(|s, backend| async move {
         use portcullis_admission::{Greyed, GreylistRules};
         let now_retry = GreylistRules {
             delay: 0,

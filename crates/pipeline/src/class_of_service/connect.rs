@@ -7,11 +7,44 @@
 //! must not be capped like a stranger).
 
 use super::{ClassOfService, Gate};
-use portcullis_admission::{BlockEntry, Identity, Lookup, SenderClass, Stage};
+use portcullis_admission::{BlockEntry, Identity, Policy, SenderClass, Stage};
 use portcullis_config::Cidr;
 use portcullis_metrics::Counter;
 use portcullis_smtp::{Reply, Status};
+use portcullis_state::{Claim, Outcome, SlotClaim};
 use std::net::IpAddr;
+
+/// What a class claims at connect: (a stranger) the range's slot, then
+/// the class's, last; the range's and the class's connection rates.
+fn connect_claim(
+    policy: &Policy,
+    class: &SenderClass,
+    range: Cidr,
+    take_slots: bool,
+    charge: bool,
+) -> Claim {
+    let mut slots = Vec::new();
+    if take_slots {
+        if class.is_default() {
+            slots.push(SlotClaim {
+                budget: format!("range:{range}"),
+                max: policy.admission.per_range_max_connections,
+            });
+        }
+        slots.push(SlotClaim {
+            budget: class.budget(),
+            max: class.limits.max_connections.unwrap_or(0),
+        });
+    }
+    Claim {
+        slots,
+        charges: if charge {
+            policy.connect_charges(class, range)
+        } else {
+            Vec::new()
+        },
+    }
+}
 
 /// Why a client was refused before its session, for metrics and the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,63 +84,7 @@ pub struct Refusal {
 impl ClassOfService {
     /// Before the greeting: the blocklist, the range's limits, the class.
     pub async fn connect(&self, ip: IpAddr) -> Result<Gate, Refusal> {
-        let policy = self.policy();
-        let range = policy.range_of(ip);
-        let found = self.state.lookup(ip, range).await;
-        if let Some((listed, entry)) = &found.blocked {
-            return Err(self.blocked(range, *listed, entry));
-        }
-        let class = self.connect_class(ip, range, &found).await;
-        let refused = |reply, cause| Refusal {
-            reply,
-            cause,
-            class: class.class.clone(),
-            range,
-        };
-        let range_slot = if class.is_default() {
-            let max = policy.admission.per_range_max_connections;
-            match self.slot(&format!("range:{range}"), max).await {
-                Some(s) => Some(s),
-                None => {
-                    let d = policy.busy(Stage::Connect, &class, true, max);
-                    return Err(refused(
-                        self.deferred(Stage::Connect, &d),
-                        RefusalCause::Range,
-                    ));
-                }
-            }
-        } else {
-            None
-        };
-        let class_slot = match self.class_slot(Stage::Connect, &class).await {
-            Ok(s) => s,
-            Err(r) => {
-                self.pool_exhausted(&class, range).await;
-                return Err(refused(r, RefusalCause::Class));
-            }
-        };
-        let charges = policy.connect_charges(&class, range);
-        if let Err((i, retry)) = self.state.charge(&charges).await {
-            let d = policy.deferral(Stage::Connect, &class, &charges[i], retry);
-            let cause = if charges[i].class == "range" {
-                RefusalCause::Range
-            } else {
-                self.pool_exhausted(&class, range).await;
-                RefusalCause::Class
-            };
-            return Err(refused(self.deferred(Stage::Connect, &d), cause));
-        }
-        self.metrics
-            .inc(Counter::Admissions, &[("class", &class.class)]);
-        Ok(Gate {
-            census: self.by_class.try_acquire(&class.class, 0),
-            unknown_users: found.unknown_users,
-            vouching_domains: found.domains,
-            class,
-            range,
-            _range_slot: range_slot,
-            class_slot: Some(class_slot),
-        })
+        self.admit(ip, true, true).await
     }
 
     /// The connect stage for the policy service: the blocklist and the
@@ -115,38 +92,81 @@ impl ClassOfService {
     /// concurrency slot: Postfix never says when a connection ends, so
     /// concurrency stays with Postfix's own limits.
     pub async fn classify(&self, ip: IpAddr, charge_rate: bool) -> Result<Gate, Refusal> {
+        self.admit(ip, false, charge_rate).await
+    }
+
+    /// The lists come from memory; the class the address earns by itself
+    /// (a stranger's costs no round trip) is then claimed in one decision
+    /// with the range's facts. Only when domains vouch for the range does
+    /// their class decide instead, in a second decision (issue 18).
+    async fn admit(&self, ip: IpAddr, take_slots: bool, charge: bool) -> Result<Gate, Refusal> {
         let policy = self.policy();
         let range = policy.range_of(ip);
-        let found = self.state.lookup(ip, range).await;
-        if let Some((listed, entry)) = &found.blocked {
-            return Err(self.blocked(range, *listed, entry));
+        let listed = self.state.listed(ip);
+        if let Some((at, entry)) = &listed.blocked {
+            return Err(self.blocked(range, *at, entry));
         }
-        let class = self.connect_class(ip, range, &found).await;
-        if charge_rate {
-            let charges = policy.connect_charges(&class, range);
-            if let Err((i, retry)) = self.state.charge(&charges).await {
-                let d = policy.deferral(Stage::Connect, &class, &charges[i], retry);
-                let cause = if charges[i].class == "range" {
+        let mut class = self.class_by_address(ip, listed.known).await;
+        let mut claim = connect_claim(&policy, &class, range, take_slots, charge);
+        let mut admitted = self.state.admit(range, &claim, true).await;
+        if matches!(admitted.outcome, Outcome::Vouched) {
+            if let Some(c) = self.class_by_domains(range, &admitted.facts.domains).await {
+                class = c;
+            }
+            claim = connect_claim(&policy, &class, range, take_slots, charge);
+            admitted = self.state.admit(range, &claim, false).await;
+        }
+        let refused = |reply, cause| Refusal {
+            reply,
+            cause,
+            class: class.class.clone(),
+            range,
+        };
+        let slots = match admitted.outcome {
+            Outcome::Granted(slots) => slots,
+            Outcome::SlotFull(i) => {
+                let max = claim.slots[i].max;
+                let (cause, d) = if claim.slots[i].budget == class.budget() {
+                    self.pool_exhausted(&class, range).await;
+                    (
+                        RefusalCause::Class,
+                        policy.busy(Stage::Connect, &class, false, max),
+                    )
+                } else {
+                    (
+                        RefusalCause::Range,
+                        policy.busy(Stage::Connect, &class, true, max),
+                    )
+                };
+                return Err(refused(self.deferred(Stage::Connect, &d), cause));
+            }
+            Outcome::BucketFull(i, retry) => {
+                let c = &claim.charges[i];
+                let d = policy.deferral(Stage::Connect, &class, c, retry);
+                let cause = if c.class == "range" {
                     RefusalCause::Range
                 } else {
+                    self.pool_exhausted(&class, range).await;
                     RefusalCause::Class
                 };
-                return Err(Refusal {
-                    reply: self.deferred(Stage::Connect, &d),
-                    cause,
-                    class: class.class.clone(),
-                    range,
-                });
+                return Err(refused(self.deferred(Stage::Connect, &d), cause));
             }
+            // A second decision never stops for vouching domains.
+            Outcome::Vouched => Vec::new(),
+        };
+        if take_slots {
+            self.metrics
+                .inc(Counter::Admissions, &[("class", &class.class)]);
         }
+        let mut slots = slots.into_iter();
         Ok(Gate {
-            census: None,
-            unknown_users: found.unknown_users,
-            vouching_domains: found.domains,
+            census: take_slots.then(|| self.by_class.count(&class.class)),
+            unknown_users: admitted.facts.unknown_users,
+            vouching_domains: admitted.facts.domains,
+            class_slot: slots.next_back(),
+            _range_slot: slots.next(),
             class,
             range,
-            _range_slot: None,
-            class_slot: None,
         })
     }
 
@@ -169,26 +189,29 @@ impl ClassOfService {
         }
     }
 
-    /// The class the address earns before it says anything: a range that
-    /// delivered authenticated mail for domains is served by their
-    /// classes, summed when several share it (the paper, "Adjusting Class
-    /// of Service"); then a known-sender range; then allocation data.
-    async fn connect_class(&self, ip: IpAddr, range: Cidr, found: &Lookup) -> SenderClass {
-        if !found.domains.is_empty() {
-            let mut classes = Vec::with_capacity(found.domains.len());
-            for d in &found.domains {
-                classes.push(self.class_of(Identity::Domain(d.clone())).await);
-            }
-            if let Some(c) = self.policy().shared_range_class(range, &classes) {
-                return c;
-            }
-        }
-        let identity = match (&found.known, self.allocations.holder(ip)) {
-            (Some(name), _) => Identity::Known(name.clone()),
+    /// The class the address earns by itself: a known-sender range, then
+    /// allocation data, else the default pool (no round trip).
+    async fn class_by_address(&self, ip: IpAddr, known: Option<String>) -> SenderClass {
+        let identity = match (known, self.allocations.holder(ip)) {
+            (Some(name), _) => Identity::Known(name),
             (None, Some(holder)) => Identity::Allocation(holder.to_owned()),
             (None, None) => Identity::Unknown,
         };
         self.class_of(identity).await
+    }
+
+    /// A range that delivered authenticated mail for domains is served by
+    /// their classes, summed when several share it (the paper,
+    /// "Adjusting Class of Service"); it outranks the address's own.
+    async fn class_by_domains(&self, range: Cidr, domains: &[String]) -> Option<SenderClass> {
+        if domains.is_empty() {
+            return None;
+        }
+        let mut classes = Vec::with_capacity(domains.len());
+        for d in domains {
+            classes.push(self.class_of(Identity::Domain(d.clone())).await);
+        }
+        self.policy().shared_range_class(range, &classes)
     }
 
     /// A stranger found the default pool full: its range counts toward

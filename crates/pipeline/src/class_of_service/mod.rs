@@ -27,7 +27,6 @@ pub struct ClassOfService {
     /// SIGHUP swaps it; a connection keeps the class it was given.
     policy: std::sync::RwLock<Arc<Policy>>,
     pub state: Store,
-    pub concurrency: portcullis_admission::Concurrency,
     /// Live connections per class name (no limit: a census).
     pub by_class: portcullis_admission::Concurrency,
     pub allocations: Allocations,
@@ -47,17 +46,10 @@ pub struct Gate {
     pub vouching_domains: Vec<String>,
     /// Recent "user unknown" answers to this range: the greeting waits.
     pub unknown_users: u32,
-    _range_slot: Option<Held>,
+    _range_slot: Option<portcullis_state::Slot>,
     /// None in policy mode (Postfix sends no disconnect to give it back).
-    class_slot: Option<Held>,
+    class_slot: Option<portcullis_state::Slot>,
     census: Option<Slot>,
-}
-
-/// A concurrency slot: this node's count, and with Redis a lease that
-/// every node counts against the limit.
-struct Held {
-    _local: Slot,
-    _shared: Option<portcullis_state::Lease>,
 }
 
 pub fn reply(d: &Deferral) -> Reply {
@@ -84,7 +76,6 @@ impl ClassOfService {
         Ok(ClassOfService {
             policy: std::sync::RwLock::new(Arc::new(Policy::from_config(config))),
             state,
-            concurrency: Default::default(),
             by_class: Default::default(),
             allocations,
             metrics,
@@ -141,29 +132,16 @@ impl ClassOfService {
         self.policy().class_for(&identity, rep.as_ref())
     }
 
-    async fn class_slot(&self, stage: Stage, class: &SenderClass) -> Result<Held, Reply> {
+    async fn class_slot(
+        &self,
+        stage: Stage,
+        class: &SenderClass,
+    ) -> Result<portcullis_state::Slot, Reply> {
         let max = class.limits.max_connections.unwrap_or(0);
-        self.slot(&class.budget(), max)
+        self.state
+            .slot(&class.budget(), max)
             .await
             .ok_or_else(|| self.deferred(stage, &self.policy().busy(stage, class, false, max)))
-    }
-
-    /// A slot under `key` if fewer than `max` are held (0: no limit):
-    /// counted across the cluster when the state is in Redis, on this
-    /// node otherwise or while Redis is down.
-    async fn slot(&self, key: &str, max: u32) -> Option<Held> {
-        if max > 0
-            && let Some(shared) = self.state.lease(key, max).await
-        {
-            return Some(Held {
-                _shared: Some(shared?),
-                _local: self.concurrency.try_acquire(key, 0)?,
-            });
-        }
-        Some(Held {
-            _local: self.concurrency.try_acquire(key, max)?,
-            _shared: None,
-        })
     }
 
     /// MAIL FROM: an SPF-authenticated domain is the strongest identity
@@ -177,7 +155,7 @@ impl ClassOfService {
                 if gate.class_slot.is_some() {
                     gate.class_slot = Some(self.class_slot(Stage::Mail, &class).await?);
                 }
-                gate.census = self.by_class.try_acquire(&class.class, 0);
+                gate.census = Some(self.by_class.count(&class.class));
                 gate.class = class;
             }
         }
