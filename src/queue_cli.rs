@@ -83,6 +83,12 @@ fn queue_change(config: &Config, r: Request, done: &str) -> anyhow::Result<()> {
         println!("{id} {done}");
         return Ok(());
     }
+    if portcullis_control::server_running(&config.data_dir) {
+        bail!(
+            "a server holds {} but does not answer on its control socket yet (still starting?): try again in a moment",
+            config.data_dir.display()
+        );
+    }
     let dir = config.data_dir.join("spool");
     let found = match r {
         Request::QueueHold { .. } => portcullis_queue::set_held(&dir, &id, true)?,

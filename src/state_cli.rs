@@ -8,7 +8,7 @@ use clap::Subcommand;
 use portcullis_admission::{BlockEntry, Identity, Policy, Reputation, StateCommand};
 use portcullis_config::{Cidr, Config, StateBackend};
 use portcullis_control::Request;
-use portcullis_state::{self as state, Store as AdmissionState};
+use portcullis_state::Store as AdmissionState;
 use std::time::{Duration, UNIX_EPOCH};
 
 #[derive(Subcommand)]
@@ -77,7 +77,8 @@ impl View {
         if let Some(c) = portcullis_control::Client::connect(&config.data_dir) {
             return Ok(View::Live(c));
         }
-        if config.state_backend == StateBackend::Embedded && state::server_running(&config.data_dir)
+        if config.state_backend == StateBackend::Embedded
+            && portcullis_control::server_running(&config.data_dir)
         {
             anyhow::bail!(
                 "a server holds {} but does not answer on its control socket",

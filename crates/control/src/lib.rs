@@ -10,9 +10,11 @@
 //! request to the queue or the state, and says what came of it.
 
 mod client;
+mod owner;
 mod socket;
 
 pub use client::{Client, ClientError};
+pub use owner::{Ownership, OwnershipError, claim, lock_path, server_running};
 pub use socket::{SocketError, bind, socket_path};
 
 use portcullis_admission::{BlockEntry, Reputation, StateCommand};

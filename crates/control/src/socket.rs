@@ -27,8 +27,10 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join("control.sock")
 }
 
-/// Listen on the data directory's control socket. A socket file left by
-/// a server that died is replaced; one that answers is another server.
+/// Listen on the data directory's control socket, once [`crate::claim`]
+/// holds the directory: a socket file left by a server that died is
+/// replaced; one that answers is another server (one that predates the
+/// lock file).
 pub fn bind(data_dir: &Path) -> Result<UnixListener, SocketError> {
     let path = socket_path(data_dir);
     if std::os::unix::net::UnixStream::connect(&path).is_ok() {

@@ -126,9 +126,11 @@ pub fn verifier(
 pub async fn serve(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    // First: a second server on the same data directory stops here.
+    // First, before anything in the data directory is read or changed: a
+    // second server on the same directory stops here, whatever its state
+    // backend, and never touches the spool the first one is writing.
+    let _ownership = portcullis_control::claim(&config.data_dir)?;
     let control_socket = portcullis_control::bind(&config.data_dir)?;
-    let _state_lock = portcullis_state::lock_or_share(&config)?;
     let ctx = Arc::new(context(config, path)?);
     let config = ctx.config();
     let mut background = tokio::task::JoinSet::new();

@@ -22,7 +22,6 @@ mod changes;
 mod decision;
 mod housekeeping;
 mod lease;
-mod lock;
 mod redis;
 mod scripts;
 mod snapshot;
@@ -30,7 +29,6 @@ mod snapshot;
 pub use decision::{Admitted, Claim, Outcome, Slot, SlotClaim};
 pub use housekeeping::maintain;
 pub use lease::Lease;
-pub use lock::{lock_or_share, server_running};
 pub use snapshot::{load_snapshot, snapshot_path, write_atomically};
 
 pub use crate::redis::AuthCounts;
