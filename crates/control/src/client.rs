@@ -13,7 +13,9 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("{0}")]
+    // Transparent: the CLI prints the error chain, and the server's
+    // refusal is the whole message (not said twice).
+    #[error(transparent)]
     Refused(#[from] ControlError),
     #[error("the running server did not answer on its control socket: {0}")]
     Io(#[from] std::io::Error),

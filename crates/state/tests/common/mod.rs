@@ -73,9 +73,19 @@ impl RedisCluster {
     pub fn start() -> RedisCluster {
         let nodes: Vec<RedisServer> = (0..3)
             .map(|_| {
+                // The bus port is the client port + 10000 unless named:
+                // a free port above 55535 would leave it out of range.
+                let bus = free_port().to_string();
                 RedisServer::start_with(
                     free_port(),
-                    &["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"],
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-node-timeout",
+                        "2000",
+                        "--cluster-port",
+                        &bus,
+                    ],
                 )
             })
             .collect();
