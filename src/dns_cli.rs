@@ -54,7 +54,9 @@ pub fn dkim_keygen(
         KeyAlgorithm::Ed25519 => portcullis_authn::DkimAlgorithm::Ed25519,
         KeyAlgorithm::Rsa => portcullis_authn::DkimAlgorithm::Rsa,
     };
-    let record = portcullis_authn::generate_key(&c.data_dir.join("dkim"), domain, selector, alg)?;
+    let dir = c.data_dir.join("dkim");
+    let record = portcullis_authn::generate_key(&dir, domain, selector, alg)?;
+    crate::settle::settle(c, portcullis_control::LiveFile::DkimKeys, &[dir])?;
     println!("{record}");
     Ok(())
 }

@@ -20,20 +20,24 @@ pub fn srs_rotate(config: &Config) -> anyhow::Result<()> {
 pub fn alias(action: AliasAction, config: &Config) -> anyhow::Result<()> {
     let path = config.data_dir.join("aliases.json");
     let mut aliases = portcullis_forwarding::Aliases::load(&path)?;
-    match action {
+    let done = match action {
         AliasAction::Add { alias, targets } => {
             aliases.add(&alias, &targets)?;
-            aliases.save()?;
+            format!("{alias} -> {}", targets.join(", "))
         }
         AliasAction::Del { alias } => {
             aliases.remove(&alias)?;
-            aliases.save()?;
+            format!("{alias} removed")
         }
         AliasAction::List => {
             for (a, targets) in aliases.list() {
                 println!("{a}  ->  {}", targets.join(", "));
             }
+            return Ok(());
         }
-    }
+    };
+    aliases.save()?;
+    crate::settle::settle(config, portcullis_control::LiveFile::Aliases, &[path])?;
+    println!("{done}");
     Ok(())
 }

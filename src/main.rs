@@ -7,6 +7,7 @@ mod op25b_cli;
 mod policy_cli;
 mod queue_cli;
 mod serve_cli;
+mod settle;
 mod state_cli;
 mod user_cli;
 

@@ -5,23 +5,24 @@
 use crate::UserAction;
 use anyhow::{Context as _, bail};
 use portcullis_config::Config;
+use portcullis_control::LiveFile;
 
 pub fn user(action: UserAction, config: &Config) -> anyhow::Result<()> {
     use portcullis_accounts::AccountStore;
     let path = config.data_dir.join("accounts.json");
     let mut store = AccountStore::load(&path)?;
-    match action {
+    let done = match action {
         UserAction::Add {
             address,
             password_stdin,
         } => {
             let pw = read_password(password_stdin)?;
             store.add(&address, &pw)?;
-            println!("{} added", address.to_ascii_lowercase());
+            format!("{} added", address.to_ascii_lowercase())
         }
         UserAction::Del { address } => {
             store.remove(&address)?;
-            println!("{address} removed");
+            format!("{address} removed")
         }
         UserAction::List => {
             for a in store.list() {
@@ -42,7 +43,7 @@ pub fn user(action: UserAction, config: &Config) -> anyhow::Result<()> {
             }
             let pw = read_password(password_stdin)?;
             store.set_password(&address, &pw)?;
-            println!("password of {address} changed");
+            format!("password of {address} changed")
         }
         UserAction::Import { file } => {
             let text = std::fs::read_to_string(&file)
@@ -51,26 +52,28 @@ pub fn user(action: UserAction, config: &Config) -> anyhow::Result<()> {
             for (line, why) in &r.skipped {
                 eprintln!("{}:{line}: skipped: {why}", file.display());
             }
-            println!(
+            format!(
                 "{} added, {} updated, {} skipped",
                 r.added.len(),
                 r.updated.len(),
                 r.skipped.len()
-            );
+            )
         }
         UserAction::Grant { address, owned } => {
             store.grant(&address, &owned)?;
-            println!("{address} may now send as {owned}");
+            format!("{address} may now send as {owned}")
         }
         UserAction::AnySender { address, allowed } => {
             store.set_any_sender(&address, allowed)?;
-            println!(
+            format!(
                 "{address}: any sender {}",
                 if allowed { "allowed" } else { "forbidden" }
-            );
+            )
         }
-    }
+    };
     store.save()?;
+    crate::settle::settle(config, LiveFile::Accounts, &[path])?;
+    println!("{done}");
     Ok(())
 }
 

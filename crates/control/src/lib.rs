@@ -14,7 +14,7 @@ mod owner;
 mod socket;
 
 pub use client::{Client, ClientError};
-pub use owner::{Ownership, OwnershipError, claim, lock_path, server_running};
+pub use owner::{Ownership, OwnershipError, claim, give_to_owner, lock_path, server_running};
 pub use socket::{SocketError, bind, socket_path};
 
 use portcullis_admission::{BlockEntry, Reputation, StateCommand};
@@ -28,14 +28,55 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     QueueFlush,
-    QueueHold { id: String },
-    QueueRelease { id: String },
-    QueueDelete { id: String },
-    StateApply { command: StateCommand },
+    QueueHold {
+        id: String,
+    },
+    QueueRelease {
+        id: String,
+    },
+    QueueDelete {
+        id: String,
+    },
+    StateApply {
+        command: StateCommand,
+    },
     StateBlocklist,
     StateKnown,
     StateReputations,
-    StateReputation { key: String },
+    StateReputation {
+        key: String,
+    },
+    /// The CLI wrote a file the server reads: can the server load it?
+    FileCheck {
+        file: LiveFile,
+    },
+}
+
+/// Files the CLI writes and the running server reads (again whenever
+/// they change): a change the server cannot load must fail loudly, not
+/// sit on disk while the server keeps the old content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LiveFile {
+    Accounts,
+    DkimKeys,
+    Aliases,
+}
+
+impl LiveFile {
+    pub fn name(self) -> &'static str {
+        match self {
+            LiveFile::Accounts => "the accounts (accounts.json)",
+            LiveFile::DkimKeys => "the DKIM keys (dkim/)",
+            LiveFile::Aliases => "the aliases (aliases.json)",
+        }
+    }
+}
+
+/// The server's side of a [`Request::FileCheck`]: load the file as the
+/// server itself would (its user, its paths) and say what it holds.
+pub trait FileLoader: Send + Sync {
+    fn check(&self, file: LiveFile) -> Result<String, String>;
 }
 
 /// Why a request was refused: what the operator reads.
@@ -49,6 +90,8 @@ pub enum ControlError {
     Refused(String),
     #[error("the spool failed: {0}")]
     Spool(String),
+    #[error("the running server cannot load {0}: {1}")]
+    CannotLoad(String, String),
 }
 
 /// The operations, on the live queue and state.
@@ -56,6 +99,8 @@ pub enum ControlError {
 pub struct Control {
     pub queue: Queue,
     pub state: Store,
+    /// None where no file-reading rooms run (the tests of this crate).
+    pub files: Option<std::sync::Arc<dyn FileLoader>>,
 }
 
 impl Control {
@@ -81,6 +126,15 @@ impl Control {
             }
             Request::StateReputation { key } => {
                 to_value(self.reputation(&key).await?).unwrap_or_default()
+            }
+            Request::FileCheck { file } => {
+                let loaded = match &self.files {
+                    Some(f) => f.check(file),
+                    None => Err("this server reads no such file".to_owned()),
+                };
+                let held =
+                    loaded.map_err(|e| ControlError::CannotLoad(file.name().to_owned(), e))?;
+                json!({ "loaded": held })
             }
         })
     }

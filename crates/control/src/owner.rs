@@ -60,6 +60,42 @@ pub fn server_running(data_dir: &Path) -> bool {
     }
 }
 
+/// Files the CLI writes into the data directory belong to its owner (the
+/// server's `user`): run as root, a new 0600 file would otherwise be
+/// unreadable to the server that dropped to that user. `paths` (files or
+/// directories, recursively) are given the data directory's owner when
+/// this process is root and the directory belongs to someone else.
+pub fn give_to_owner(data_dir: &Path, paths: &[PathBuf]) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    let owner = std::fs::metadata(data_dir)?;
+    if owner.uid() == 0 {
+        return Ok(());
+    }
+    for p in paths {
+        chown_tree(p, owner.uid(), owner.gid())?;
+    }
+    Ok(())
+}
+
+fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            chown_tree(&entry?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
 fn try_flock(f: &File, how: libc::c_int) -> bool {
     // SAFETY: flock on a descriptor we own; no memory is shared. A shared
     // lock taken only to test is released when `f` is closed.

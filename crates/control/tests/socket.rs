@@ -57,6 +57,7 @@ async fn serving(name: &str) -> (PathBuf, Queue) {
     let control = Control {
         queue: queue.clone(),
         state,
+        files: None,
     };
     let listener = portcullis_control::bind(&dir).unwrap();
     tokio::spawn(control.serve(listener));

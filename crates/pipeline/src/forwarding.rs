@@ -15,6 +15,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+impl Forwarding {
+    /// Whether this process can load the alias file as it stands (the CLI
+    /// asks after a change): how many aliases it holds, or why not.
+    pub fn check_aliases(&self) -> Result<String, String> {
+        Aliases::load(&self.aliases_path)
+            .map(|a| format!("{} aliases", a.list().count()))
+            .map_err(|e| e.to_string())
+    }
+}
+
 pub struct Forwarding {
     aliases_path: PathBuf,
     aliases: Reloading<Aliases, Option<SystemTime>>,

@@ -111,6 +111,21 @@ impl Submission {
             .get(mtime, || AccountStore::load(&self.accounts_path))
     }
 
+    /// Whether this process can load the account file as it stands (the
+    /// CLI asks after a change): how many accounts it holds, or why not.
+    pub fn check_accounts(&self) -> Result<String, String> {
+        AccountStore::load(&self.accounts_path)
+            .map(|s| format!("{} accounts", s.list().count()))
+            .map_err(|e| e.to_string())
+    }
+
+    /// Whether this process can load the signing keys as they stand.
+    pub fn check_dkim_keys(&self) -> Result<String, String> {
+        portcullis_authn::DkimKeys::load(&self.dkim_dir)
+            .map(|k| format!("keys for {} domains", k.domains().count()))
+            .map_err(|e| e.to_string())
+    }
+
     /// The signing keys, re-read when `dkim keygen` added one.
     pub fn dkim_keys(&self) -> Arc<portcullis_authn::DkimKeys> {
         let print = portcullis_authn::key_dir_fingerprint(&self.dkim_dir);

@@ -217,7 +217,7 @@ fn refused(e: portcullis_control::ControlError) -> ApiError {
     let code = match e {
         E::NoSuchMessage(_) | E::NoReputation(_) => StatusCode::NOT_FOUND,
         E::Refused(_) => StatusCode::BAD_REQUEST,
-        E::Spool(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        E::Spool(_) | E::CannotLoad(..) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(code, e.to_string())
 }

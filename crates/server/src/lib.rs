@@ -235,6 +235,7 @@ fn context(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<C
     let control = portcullis_control::Control {
         queue: queue.clone(),
         state: inbound.admission.state.clone(),
+        files: Some(Arc::new(LiveFiles(inbound.clone()))),
     };
     let policy = portcullis_policyd::PolicyService::new(inbound.clone(), Arc::new(config.clone()));
     Ok(Context {
@@ -252,6 +253,20 @@ fn context(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<C
         shutdown: tokio::sync::watch::Sender::new(false),
         next_session: AtomicU64::new(1),
     })
+}
+
+/// The files the CLI changes, loaded as this server (its user) would.
+struct LiveFiles(Arc<Inbound>);
+
+impl portcullis_control::FileLoader for LiveFiles {
+    fn check(&self, file: portcullis_control::LiveFile) -> Result<String, String> {
+        use portcullis_control::LiveFile;
+        match file {
+            LiveFile::Accounts => self.0.submission.check_accounts(),
+            LiveFile::DkimKeys => self.0.submission.check_dkim_keys(),
+            LiveFile::Aliases => self.0.forwarding.check_aliases(),
+        }
+    }
 }
 
 /// The way in: DNS checks, class of service, submission, forwarding.
