@@ -2,6 +2,7 @@
 //! arguments, loads the config and calls into the crate that does the work.
 
 mod dns_cli;
+mod docs_cli;
 mod forwarding_cli;
 mod op25b_cli;
 mod policy_cli;
@@ -30,6 +31,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Write the man pages and shell completions into a directory (for
+    /// packagers).
+    #[command(hide = true)]
+    GenerateDocs {
+        /// The directory: man/ and completions/ are made inside it.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Run the server (with no --config: the embedded default on loopback).
     Serve {
         #[arg(long)]
@@ -319,6 +328,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => serve_cli::serve(load(config.as_deref())?, config),
         Command::CheckConfig { config } => serve_cli::check_config(&config),
+        Command::GenerateDocs { out } => docs_cli::generate(&out),
         Command::Queue { action, config } => queue_cli::queue(action, &load(config.as_deref())?),
         Command::Alias { action, config } => {
             forwarding_cli::alias(action, &load(config.as_deref())?)
