@@ -47,6 +47,14 @@ pub struct Delivery {
     /// Transactions per minute with one destination domain (0: no limit),
     /// spaced evenly so a large queue does not hit a receiver in a burst.
     pub max_per_domain_per_minute: u32,
+    /// Honour the destination's MTA-STS policy (RFC 8461): in `enforce`
+    /// mode only the MX hosts it names, over TLS verified for their name.
+    pub mta_sts: bool,
+    /// A CA file trusted besides the system CAs for MTA-STS: the policy
+    /// host's HTTPS and the MX hosts' certificates (private CAs, tests).
+    pub mta_sts_ca: Option<PathBuf>,
+    /// The whole policy fetch (connect, TLS, answer) takes at most this.
+    pub mta_sts_timeout_secs: u64,
 }
 
 impl Default for Delivery {
@@ -66,6 +74,9 @@ impl Default for Delivery {
             delay_notice_secs: 4 * 3600,
             require_tls_for: Vec::new(),
             max_per_domain_per_minute: 0,
+            mta_sts: true,
+            mta_sts_ca: None,
+            mta_sts_timeout_secs: 15,
         }
     }
 }

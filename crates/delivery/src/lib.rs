@@ -12,12 +12,14 @@
 pub mod client;
 mod mailboxes;
 mod maildir;
+mod mta_sts;
 mod outcome;
 mod route;
 mod router;
 
 pub use mailboxes::{MailboxDrop, Mailboxes};
 pub use maildir::{DeliveryError, LocalDelivery, MaildirStore};
+pub use mta_sts::{MtaSts, StsSource};
 pub use outcome::{Answer, FailureKind, HostFailure, RcptOutcome, Status};
 pub use route::{DnsRoutes, MxHost, MxResolver, Route};
 pub use router::{Destination, Router, RouterError};

@@ -318,7 +318,19 @@ fn start_queue(
     let store = MaildirStore::new(config.data_dir.join("mail"), &config.hostname);
     let mailboxes = Mailboxes::start(store).context("cannot start the mailbox writer")?;
     let routes = DnsRoutes::new(&config.dns_nameservers, config.dns_timeout)?;
-    let router = Router::new(config, mailboxes, Arc::new(routes))?;
+    let mut router = Router::new(config, mailboxes, Arc::new(routes))?;
+    if config.delivery.mta_sts {
+        let extra: Vec<_> = config.delivery.mta_sts_ca.iter().cloned().collect();
+        let sts = portcullis_delivery::MtaSts::new(
+            &config.dns_nameservers,
+            config.dns_timeout,
+            &extra,
+            config.data_dir.join("mta-sts"),
+            Duration::from_secs(config.delivery.mta_sts_timeout_secs),
+        )
+        .map_err(|e| anyhow::anyhow!("[delivery] mta_sts_ca: {e}"))?;
+        router = router.with_sts(Arc::new(sts));
+    }
     let settings = portcullis_queue::QueueSettings {
         hostname: config.hostname.clone(),
         schedule: portcullis_queue::Schedule::from_config(&config.delivery),

@@ -7,10 +7,13 @@
 
 use crate::client::{self, Outgoing};
 use crate::mailboxes::{MailboxDrop, Mailboxes};
-use crate::outcome::{Answer, HostFailure, RcptOutcome, Status};
+use crate::mta_sts::StsSource;
+use crate::outcome::{Answer, FailureKind, HostFailure, RcptOutcome, Status};
 use crate::route::{MxResolver, Route};
 use crate::{Addressee, BoxFuture, Courier, Leg, Parcel};
 use portcullis_config::Config;
+use portcullis_config::clock::now_secs;
+use portcullis_mtasts::Mode;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -56,6 +59,11 @@ pub struct Router {
     routes: Arc<dyn MxResolver>,
     /// Opportunistic STARTTLS to MX hosts (RFC 7435).
     tls: tokio_rustls::TlsConnector,
+    /// The destination's MTA-STS policy, when `[delivery] mta_sts`.
+    sts: Option<Arc<dyn StsSource>>,
+    /// STARTTLS verified for the MX host's name (system CAs plus
+    /// `mta_sts_ca`): what an enforced MTA-STS policy demands.
+    verified: tokio_rustls::TlsConnector,
     login: Option<Login>,
     /// At most `max_per_domain` transactions with one domain at once.
     per_domain: Mutex<HashMap<String, Arc<Semaphore>>>,
@@ -73,15 +81,57 @@ impl Router {
             key: "tls",
             why: e.to_string(),
         })?;
+        let extra: Vec<_> = config.delivery.mta_sts_ca.iter().cloned().collect();
+        let verified = client::verified_tls(&extra).map_err(|why| RouterError::Tls {
+            key: "delivery.mta_sts_ca",
+            why,
+        })?;
         Ok(Router {
             login: smarthost_login(&config.delivery)?,
             config: config.clone(),
             mailboxes,
             routes,
             tls,
+            sts: None,
+            verified,
             per_domain: Mutex::default(),
             next_start: Mutex::default(),
         })
+    }
+
+    /// Honour destinations' MTA-STS policies from `sts`.
+    pub fn with_sts(mut self, sts: Arc<dyn StsSource>) -> Router {
+        self.sts = Some(sts);
+        self
+    }
+
+    /// The MX hosts a destination's MTA-STS policy lets us use, and
+    /// whether it demands verified TLS: RFC 8461 §4.2, in `enforce` mode
+    /// only hosts matching its patterns, only over TLS valid for their
+    /// name; `testing` and `none` change nothing (a mismatch is logged).
+    async fn sts_hosts(
+        &self,
+        domain: &str,
+        hosts: &[(SocketAddr, String)],
+    ) -> (Vec<(SocketAddr, String)>, bool) {
+        let policy = match (&self.sts, self.config.delivery.smarthost) {
+            (Some(sts), None) => sts.policy(domain, now_secs()).await,
+            _ => None,
+        };
+        let Some(policy) = policy else {
+            return (hosts.to_vec(), false);
+        };
+        let (allowed, refused): (Vec<_>, Vec<_>) = hosts
+            .iter()
+            .cloned()
+            .partition(|(_, name)| policy.allows(name));
+        for (_, name) in &refused {
+            warn!(event = "mta_sts_mx_mismatch", domain = %domain, mx = %name, mode = policy.mode.name());
+        }
+        match policy.mode {
+            Mode::Enforce => (allowed, true),
+            Mode::Testing | Mode::None => (hosts.to_vec(), false),
+        }
     }
 
     fn destination(&self, address: &str) -> Destination {
@@ -202,8 +252,19 @@ impl Router {
     ) -> Vec<RcptOutcome> {
         let smarthost = self.config.delivery.smarthost.is_some();
         let login = self.login.as_ref().filter(|_| smarthost);
+        let (hosts, sts_enforced) = self.sts_hosts(domain, hosts).await;
+        if sts_enforced && hosts.is_empty() {
+            // Deferred, never sent elsewhere or in clear (RFC 8461 §4.2).
+            let f = HostFailure::temporary(
+                Status(4, 7, 5),
+                format!("no MX host of {domain} matches its MTA-STS policy"),
+            )
+            .with_kind(FailureKind::Tls);
+            return vec![RcptOutcome::of_failure(&f); addresses.len()];
+        }
         let msg = Outgoing {
-            require_tls: login.is_some()
+            require_tls: sts_enforced
+                || login.is_some()
                 || self
                     .config
                     .delivery
@@ -215,9 +276,10 @@ impl Router {
         };
         // RFC 3463 X.4.4: unable to route.
         let mut last = HostFailure::temporary(Status(4, 4, 4), "no address to try");
-        for (addr, name) in hosts {
+        for (addr, name) in &hosts {
             let (tls, name) = match login {
                 Some(l) => (&l.tls, l.name.as_str()),
+                None if sts_enforced => (&self.verified, name.as_str()),
                 None => (&self.tls, name.as_str()),
             };
             match client::deliver(*addr, &msg, tls, name).await {

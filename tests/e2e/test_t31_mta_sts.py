@@ -1,0 +1,201 @@
+"""MTA-STS, sending side (RFC 8461, issue 19): NSD serves the `_mta-sts`
+and MX records, a Python HTTPS server with a test CA serves the policy,
+and a second portcullis is the MX. An `enforce` policy delivers only to a
+matching MX over TLS verified for its name, and otherwise defers (never
+in clear, never bounced); `testing` delivers as before; the policy is
+cached across a restart; a policy host that never answers holds nothing
+up for longer than the fetch timeout."""
+
+import http.server
+import socket
+import ssl
+import subprocess
+import threading
+
+import pytest
+
+from conftest import add_user, submit, wait_until
+from dnsserver import DnsServer
+
+POLICY_HOST = "127.0.0.44"
+HANGING_HOST = "127.0.0.46"
+
+ZONES = {
+    "test": "",
+    "far.test": ('@ IN MX 10 mx.far.test.\nmx IN A 127.0.0.1\n'
+                 f'mta-sts IN A {POLICY_HOST}\n_mta-sts IN TXT "v=STSv1; id=20261130"\n'),
+    "hang.test": ('@ IN MX 10 mx.hang.test.\nmx IN A 127.0.0.1\n'
+                  f'mta-sts IN A {HANGING_HOST}\n_mta-sts IN TXT "v=STSv1; id=1"\n'),
+}
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A test CA and one certificate it signed for the MX and policy hosts."""
+    d = tmp_path_factory.mktemp("pki")
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=portcullis test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "leaf.key", "-out", "leaf.csr",
+            "-subj", "/CN=mx.far.test", cwd=d)
+    (d / "leaf.ext").write_text("subjectAltName=DNS:mx.far.test,DNS:mta-sts.far.test,DNS:mx.hang.test\n"
+                                "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
+                                "extendedKeyUsage=serverAuth\n")
+    openssl("x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "leaf.pem", "-days", "2", "-extfile", "leaf.ext", cwd=d)
+    return d
+
+
+class PolicyServer:
+    """https://mta-sts.far.test/.well-known/mta-sts.txt on POLICY_HOST:443."""
+
+    def __init__(self, pki):
+        self.policy = ""
+        self.fetches = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.fetches += 1
+                body = outer.policy.encode()
+                self.send_response(200 if self.path == "/.well-known/mta-sts.txt" else 404)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer((POLICY_HOST, 443), Handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(pki / "leaf.pem", pki / "leaf.key")
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def policy_server(pki):
+    p = PolicyServer(pki)
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="module")
+def dns(tmp_path_factory):
+    d = DnsServer(tmp_path_factory.mktemp("sts-dns"), ZONES).start()
+    yield d
+    d.stop()
+
+
+def enforce(mx: str = "mx.far.test") -> str:
+    return f"version: STSv1\r\nmode: enforce\r\nmx: {mx}\r\nmax_age: 86400\r\n"
+
+
+def receiver(make_server, dns, pki=None):
+    """The far.test (and hang.test) MX: with the test CA's certificate,
+    or with its own self-signed one."""
+    tls = f'[tls]\ncert = "{pki / "leaf.pem"}"\nkey = "{pki / "leaf.key"}"\n\n' if pki else ""
+    domains = '[[domain]]\nname = "far.test"\nrecipients = "any"\n\n[[domain]]\nname = "hang.test"\nrecipients = "any"\n'
+    return make_server(tls + domains, local_test=False, dns=f"127.0.0.1:{dns.port}")
+
+
+def sender(make_server, dns, pki, to):
+    s = make_server(f'[delivery]\nport = {to.mx}\nretry_base_secs = 300\nmta_sts_ca = "{pki / "ca.pem"}"\n'
+                    f'mta_sts_timeout_secs = 3\n', dns=f"127.0.0.1:{dns.port}", start=False)
+    add_user(s, "alice@local.test")
+    return s.start()
+
+
+def send_to(s, rcpt: str, subject: str):
+    submit(s, rcpt, f"From: alice@local.test\r\nTo: {rcpt}\r\nSubject: {subject}\r\n\r\nhi\r\n")
+
+
+def deferred_for_sts(s) -> bool:
+    return bool(s.events("deferred", reason=lambda r: "MTA-STS" in r or "certificate" in r.lower()
+                         or "TLS handshake" in r))
+
+
+def test_enforce_delivers_to_a_matching_mx_over_verified_tls(make_server, dns, pki, policy_server):
+    policy_server.policy = enforce()
+    far = receiver(make_server, dns, pki)
+    s = sender(make_server, dns, pki, far)
+    send_to(s, "bob@far.test", "over verified tls")
+    msg = far.wait_message("bob", b"Subject: over verified tls", domain="far.test")
+    assert b"with ESMTPS" in msg, msg[:600]
+    assert policy_server.fetches == 1
+    assert (s.data / "mta-sts" / "far.test.json").exists()
+
+
+def test_enforce_defers_when_no_mx_matches(make_server, dns, pki, policy_server):
+    policy_server.policy = enforce("*.elsewhere.test")
+    far = receiver(make_server, dns, pki)
+    s = sender(make_server, dns, pki, far)
+    send_to(s, "bob@far.test", "mx outside the policy")
+    s.wait_event("deferred", reason=lambda r: "matches its MTA-STS policy" in r, timeout=20)
+    assert far.messages("bob", domain="far.test") == []
+    assert len(s.queued()) == 1, "deferred, not bounced"
+
+
+def test_enforce_defers_on_a_self_signed_certificate(make_server, dns, pki, policy_server):
+    policy_server.policy = enforce()
+    far = receiver(make_server, dns)  # its generated, self-signed certificate
+    s = sender(make_server, dns, pki, far)
+    send_to(s, "bob@far.test", "self-signed")
+    s.wait_event("deferred", reason=lambda r: "TLS" in r, timeout=20)
+    assert far.messages("bob", domain="far.test") == []
+    assert len(s.queued()) == 1
+
+
+def test_testing_mode_delivers_as_before(make_server, dns, pki, policy_server):
+    policy_server.policy = enforce().replace("mode: enforce", "mode: testing")
+    far = receiver(make_server, dns)
+    s = sender(make_server, dns, pki, far)
+    send_to(s, "bob@far.test", "testing mode")
+    far.wait_message("bob", b"Subject: testing mode", domain="far.test")
+
+
+def test_the_policy_is_cached_across_a_restart(make_server, dns, pki, policy_server):
+    policy_server.policy = enforce()
+    far = receiver(make_server, dns, pki)
+    s = sender(make_server, dns, pki, far)
+    send_to(s, "bob@far.test", "first")
+    far.wait_message("bob", b"Subject: first", domain="far.test")
+    # The policy host goes away and the MX loses its certificate: the
+    # cached enforce policy still holds after a restart.
+    policy_server.stop()
+    far.stop()
+    self_signed = receiver(make_server, dns)
+    s.stop()
+    s.config.write_text(s.config.read_text().replace(f"port = {far.mx}", f"port = {self_signed.mx}"))
+    s.start()
+    send_to(s, "bob@far.test", "second")
+    s.wait_event("deferred", reason=lambda r: "TLS" in r, timeout=20)
+    assert self_signed.messages("bob", domain="far.test") == []
+
+
+def test_a_hanging_policy_host_holds_delivery_only_for_the_timeout(make_server, dns, pki):
+    # Accepts the connection, never says a word.
+    hang = socket.socket()
+    hang.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    hang.bind((HANGING_HOST, 443))
+    hang.listen(8)
+    try:
+        far = receiver(make_server, dns)
+        s = sender(make_server, dns, pki, far)
+        send_to(s, "carol@hang.test", "despite a hanging policy host")
+        # No policy could be fetched: delivered as before, after at most
+        # the 3 s fetch timeout.
+        far.wait_message("carol", b"Subject: despite a hanging", domain="hang.test", timeout=15)
+        assert s.events("mta_sts_fetch_failed", error=lambda e: "timed out" in e)
+    finally:
+        hang.close()
