@@ -33,6 +33,7 @@ pub fn dns_records(config: &Config, domain: &str) -> anyhow::Result<()> {
         println!("{r}");
     }
     println!("_dmarc.{domain}. IN TXT \"v=DMARC1; p=none; rua=mailto:postmaster@{domain}\"");
+    transport_security(config, domain);
     // RFC 6186: mail clients find the submission service by SRV; 465 first
     // (RFC 8314 prefers implicit TLS).
     if let Some(p) = port(ListenerRole::Submissions) {
@@ -42,6 +43,38 @@ pub fn dns_records(config: &Config, domain: &str) -> anyhow::Result<()> {
         println!("_submission._tcp.{domain}. IN SRV 10 1 {p} {host}.");
     }
     Ok(())
+}
+
+/// MTA-STS (RFC 8461: the policy's TXT record with the id of what we
+/// serve, the policy host), TLS-RPT (RFC 8460) and the DANE-EE TLSA
+/// record of our certificate (RFC 7672).
+fn transport_security(config: &Config, domain: &str) {
+    let host = &config.hostname;
+    match config.mta_sts.get(&domain.to_ascii_lowercase()) {
+        Some(p) => {
+            println!("_mta-sts.{domain}. IN TXT \"v=STSv1; id={}\"", p.id());
+            println!("mta-sts.{domain}. IN CNAME {host}.");
+            if config.mta_sts_bind.is_none() {
+                println!("; [http] mta_sts_bind is not set: nothing serves the policy yet");
+            }
+        }
+        None => println!("; no MTA-STS policy: [[domain]] mta_sts = \"testing\" or \"enforce\""),
+    }
+    println!("_smtp._tls.{domain}. IN TXT \"v=TLSRPTv1; rua=mailto:postmaster@{domain}\"");
+    let (cert, _) = portcullis_server::certificate_paths(config);
+    let tlsa = std::fs::read(&cert).ok().and_then(|pem| {
+        use rustls::pki_types::{CertificateDer, pem::PemObject as _};
+        let first = CertificateDer::pem_slice_iter(&pem).next()?.ok()?;
+        portcullis_delivery::client::tlsa_spki_sha256(&first)
+    });
+    match tlsa {
+        // DANE-EE, SPKI, SHA-256: survives renewals that keep the key.
+        Some(hex) => println!("_25._tcp.{host}. IN TLSA 3 1 1 {hex}"),
+        None => println!(
+            "; no certificate at {} yet for a TLSA record",
+            cert.display()
+        ),
+    }
 }
 
 pub fn dkim_keygen(

@@ -6,7 +6,11 @@ in clear, never bounced); `testing` delivers as before; the policy is
 cached across a restart; a policy host that never answers holds nothing
 up for longer than the fetch timeout."""
 
+import hashlib
+import http.client
 import http.server
+import json
+import re
 import socket
 import ssl
 import subprocess
@@ -19,11 +23,15 @@ from dnsserver import DnsServer
 
 POLICY_HOST = "127.0.0.44"
 HANGING_HOST = "127.0.0.46"
+OUR_POLICY_HOST = "127.0.0.47"
 
 ZONES = {
     "test": "",
     "far.test": ('@ IN MX 10 mx.far.test.\nmx IN A 127.0.0.1\n'
                  f'mta-sts IN A {POLICY_HOST}\n_mta-sts IN TXT "v=STSv1; id=20261130"\n'),
+    # A domain whose policy host is a portcullis (our receiving side).
+    "far2.test": ('@ IN MX 10 mx.far.test.\n'
+                  f'mta-sts IN A {OUR_POLICY_HOST}\n_mta-sts IN TXT "v=STSv1; id=2"\n'),
     "hang.test": ('@ IN MX 10 mx.hang.test.\nmx IN A 127.0.0.1\n'
                   f'mta-sts IN A {HANGING_HOST}\n_mta-sts IN TXT "v=STSv1; id=1"\n'),
 }
@@ -42,7 +50,7 @@ def pki(tmp_path_factory):
             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
     openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "leaf.key", "-out", "leaf.csr",
             "-subj", "/CN=mx.far.test", cwd=d)
-    (d / "leaf.ext").write_text("subjectAltName=DNS:mx.far.test,DNS:mta-sts.far.test,DNS:mx.hang.test\n"
+    (d / "leaf.ext").write_text("subjectAltName=DNS:mx.far.test,DNS:mta-sts.far.test,DNS:mx.hang.test,DNS:mta-sts.far2.test\n"
                                 "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
                                 "extendedKeyUsage=serverAuth\n")
     openssl("x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
@@ -199,3 +207,59 @@ def test_a_hanging_policy_host_holds_delivery_only_for_the_timeout(make_server, 
         assert s.events("mta_sts_fetch_failed", error=lambda e: "timed out" in e)
     finally:
         hang.close()
+
+
+# --- the receiving side: our own policy host -----------------------------
+
+
+def policy_host(make_server, dns, pki):
+    """far2.test's MX, serving its enforce policy on OUR_POLICY_HOST:443."""
+    s = make_server(f'[tls]\ncert = "{pki / "leaf.pem"}"\nkey = "{pki / "leaf.key"}"\n\n'
+                    '[[domain]]\nname = "far2.test"\nrecipients = "any"\nmta_sts = "enforce"\nmx = ["mx.far.test"]\n',
+                    local_test=False, dns=f"127.0.0.1:{dns.port}", start=False)
+    s.config.write_text(s.config.read_text().replace("[http]\n", f'[http]\nmta_sts_bind = "{OUR_POLICY_HOST}:443"\n', 1))
+    return s.start()
+
+
+def fetch(pki, host: str) -> tuple[int, str, str]:
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    conn = http.client.HTTPSConnection(OUR_POLICY_HOST, 443, context=ctx, timeout=10)
+    # SNI and certificate checks are for `host`, the connection goes to our address.
+    conn.sock = ctx.wrap_socket(socket.create_connection((OUR_POLICY_HOST, 443), timeout=10), server_hostname=host)
+    conn.request("GET", "/.well-known/mta-sts.txt", headers={"Host": host})
+    r = conn.getresponse()
+    return r.status, r.getheader("Content-Type") or "", r.read().decode()
+
+
+def test_our_policy_host_serves_each_domains_policy_over_https(make_server, dns, pki):
+    policy_host(make_server, dns, pki)
+    status, ctype, body = fetch(pki, "mta-sts.far2.test")
+    assert status == 200 and ctype.startswith("text/plain"), (status, ctype)
+    assert body.startswith("version: STSv1\r\n") and "mode: enforce\r\n" in body and "mx: mx.far.test\r\n" in body
+    assert "max_age: 604800" in body
+
+
+def test_our_policy_host_answers_404_for_a_foreign_domain(make_server, dns, pki):
+    policy_host(make_server, dns, pki)
+    assert fetch(pki, "mta-sts.far.test")[0] == 404
+
+
+def test_dns_records_prints_the_mta_sts_tls_rpt_and_tlsa_records(make_server, dns, pki):
+    s = policy_host(make_server, dns, pki)
+    out = s.cli("dns-records", "far2.test").stdout
+    assert re.search(r'^_mta-sts\.far2\.test\. IN TXT "v=STSv1; id=[0-9a-f]{16}"$', out, re.M), out
+    assert "mta-sts.far2.test. IN CNAME mx.portcullis.test." in out
+    assert '_smtp._tls.far2.test. IN TXT "v=TLSRPTv1; rua=mailto:' in out
+    spki = subprocess.run(f"openssl x509 -in {pki / 'leaf.pem'} -pubkey -noout | openssl pkey -pubin -outform der",
+                          shell=True, capture_output=True, check=True).stdout
+    assert f"_25._tcp.mx.portcullis.test. IN TLSA 3 1 1 {hashlib.sha256(spki).hexdigest()}" in out, out
+
+
+def test_a_portcullis_sender_follows_a_portcullis_policy(make_server, dns, pki):
+    far2 = policy_host(make_server, dns, pki)
+    s = sender(make_server, dns, pki, far2)
+    send_to(s, "bob@far2.test", "policy from portcullis")
+    msg = far2.wait_message("bob", b"Subject: policy from portcullis", domain="far2.test")
+    assert b"with ESMTPS" in msg
+    cached = json.loads((s.data / "mta-sts" / "far2.test.json").read_text())
+    assert cached["policy"]["mode"] == "enforce" and cached["policy"]["mx"] == ["mx.far.test"]

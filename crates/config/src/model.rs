@@ -136,6 +136,12 @@ pub struct Config {
     /// Local domains delivered over LMTP (RFC 2033, e.g. to Dovecot)
     /// instead of into Maildirs.
     pub lmtp: BTreeMap<String, SocketAddr>,
+    /// Local domains' own MTA-STS policies (`[[domain]] mta_sts`), served
+    /// at https://mta-sts.DOMAIN/.well-known/mta-sts.txt.
+    pub mta_sts: BTreeMap<String, portcullis_mtasts::Policy>,
+    /// Where that HTTPS host listens (`[http] mta_sts_bind`, port 443 in
+    /// production); None: not served.
+    pub mta_sts_bind: Option<SocketAddr>,
     /// How long one DNS query may take before it is a temporary error.
     pub dns_timeout: Duration,
     /// DNS block and reputation lists (RFC 5782), in the order given.
@@ -227,6 +233,8 @@ impl Config {
             inbound_policy: BTreeMap::new(),
             recipient_policy: BTreeMap::new(),
             lmtp: BTreeMap::new(),
+            mta_sts: BTreeMap::new(),
+            mta_sts_bind: None,
             dns_lists: Vec::new(),
             dns_timeout: Duration::from_secs(5),
             state_backend: StateBackend::Embedded,

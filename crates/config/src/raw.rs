@@ -94,6 +94,8 @@ struct RawListener {
 struct RawHttp {
     bind: SocketAddr,
     admin_token: Option<String>,
+    /// HTTPS for the MTA-STS policy host (`mta-sts.DOMAIN`, port 443).
+    mta_sts_bind: Option<SocketAddr>,
 }
 
 #[derive(Deserialize)]
@@ -106,6 +108,11 @@ struct RawDomain {
     recipients: RecipientPolicy,
     /// `host:port` of an LMTP server for this domain's mailboxes.
     lmtp: Option<SocketAddr>,
+    /// This domain's own MTA-STS policy, served on `[http] mta_sts_bind`.
+    mta_sts: Option<portcullis_mtasts::Mode>,
+    /// The MX host names the policy lists (default: `hostname`).
+    mx: Option<Vec<String>>,
+    mta_sts_max_age: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -197,6 +204,10 @@ fn redis_url(url: Spanned<String>) -> Result<RedisTarget, Invalid> {
 }
 
 type Invalid = (usize, String);
+
+/// How long senders cache our own MTA-STS policy: a week, as RFC 8461's
+/// examples suggest (long enough to outlast an attack on DNS).
+const DEFAULT_STS_MAX_AGE: u64 = 604_800;
 
 impl RawConfig {
     /// Check what serde cannot: names are names, files exist, limits make
@@ -309,9 +320,35 @@ impl RawConfig {
                 })
             })
             .collect();
+        let mta_sts = self
+            .domain
+            .iter()
+            .filter_map(|d| {
+                let policy = portcullis_mtasts::Policy {
+                    mode: d.mta_sts?,
+                    mx: d
+                        .mx
+                        .clone()
+                        .unwrap_or_else(|| vec![defaults.hostname.clone()]),
+                    max_age: d.mta_sts_max_age.unwrap_or(DEFAULT_STS_MAX_AGE),
+                };
+                // What we serve must be what a sender can parse (§3.2).
+                let served = portcullis_mtasts::parse_policy(&policy.to_text())
+                    .map(|_| policy)
+                    .map_err(|e| (d.name.span().start, format!("domain.mx: {e}")));
+                Some(served.map(|p| {
+                    (
+                        d.name.get_ref().trim_end_matches('.').to_ascii_lowercase(),
+                        p,
+                    )
+                }))
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Config {
             user: self.user,
             lmtp,
+            mta_sts,
+            mta_sts_bind: self.http.as_ref().and_then(|h| h.mta_sts_bind),
             dns_lists: self.dnsbl,
             inbound_policy,
             recipient_policy,

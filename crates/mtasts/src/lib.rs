@@ -152,6 +152,29 @@ fn valid_pattern(value: &str) -> Option<String> {
 }
 
 impl Policy {
+    /// The policy file as served (§3.2), CRLF line endings; what
+    /// [`parse_policy`] reads back.
+    pub fn to_text(&self) -> String {
+        let mut out = format!("version: STSv1\r\nmode: {}\r\n", self.mode.name());
+        for mx in &self.mx {
+            out.push_str(&format!("mx: {mx}\r\n"));
+        }
+        out.push_str(&format!("max_age: {}\r\n", self.max_age));
+        out
+    }
+
+    /// An id for the `_mta-sts` TXT record that changes whenever the
+    /// policy text does (§3.1: 1 to 32 letters and digits): FNV-1a.
+    pub fn id(&self) -> String {
+        let hash = self
+            .to_text()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+        format!("{hash:016x}")
+    }
+
     /// §4.1: an MX host is allowed if it equals a pattern, or if a
     /// `*.`-pattern's rest equals the host minus its leftmost label (the
     /// wildcard stands for exactly one label).

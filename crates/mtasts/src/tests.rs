@@ -133,3 +133,15 @@ fn a_cached_policy_survives_serialization() {
     let back: Cached = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
     assert_eq!(back, c);
 }
+
+#[test]
+fn a_served_policy_parses_back_and_its_id_follows_its_text() {
+    let p = parse_policy(POLICY).unwrap();
+    assert_eq!(parse_policy(&p.to_text()).unwrap(), p);
+    assert!(parse_record(&format!("v=STSv1; id={}", p.id())).is_ok());
+    let testing = Policy {
+        mode: Mode::Testing,
+        ..p.clone()
+    };
+    assert_ne!(testing.id(), p.id());
+}

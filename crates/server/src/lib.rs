@@ -10,6 +10,7 @@ mod driver;
 mod http;
 mod kernel;
 mod listen;
+mod mta_sts_host;
 mod privileges;
 mod proxied;
 mod refusals;
@@ -167,6 +168,16 @@ pub async fn serve(config: Config, path: Option<std::path::PathBuf>) -> anyhow::
             .with_context(|| format!("cannot listen on {addr} (http)"))?;
         banner.push(format!("  http         http://{}/", sock.local_addr()?));
         background.spawn(http::serve(ctx.clone(), sock));
+    }
+    if let Some(addr) = config.mta_sts_bind {
+        let sock = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (MTA-STS policy host)"))?;
+        banner.push(format!(
+            "  mta-sts      https://{}/.well-known/mta-sts.txt",
+            sock.local_addr()?
+        ));
+        background.spawn(mta_sts_host::serve(ctx.clone(), sock));
     }
     // Every port is bound: root is no longer needed.
     privileges::drop_to(config.user.as_deref(), &config.data_dir)?;

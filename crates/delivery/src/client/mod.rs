@@ -12,7 +12,7 @@ mod lmtp;
 mod tls;
 
 pub use lmtp::deliver_lmtp;
-pub use tls::{opportunistic_tls, parse_pin, pinned_tls, verified_tls};
+pub use tls::{opportunistic_tls, parse_pin, pinned_tls, tlsa_spki_sha256, verified_tls};
 
 use crate::outcome::{Answer, FailureKind, HostFailure, RcptOutcome, Status};
 use std::net::SocketAddr;

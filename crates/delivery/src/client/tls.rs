@@ -77,6 +77,66 @@ pub fn verified_tls(
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
+/// The DANE-EE `3 1 1` association of a certificate (RFC 7671 §5.1,
+/// RFC 6698 §2.1): the SHA-256 of its SubjectPublicKeyInfo, in hex; None
+/// when the DER does not hold a certificate.
+pub fn tlsa_spki_sha256(cert_der: &[u8]) -> Option<String> {
+    let spki = subject_public_key_info(cert_der)?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, spki);
+    Some(digest.as_ref().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version
+/// OPTIONAL, serial, signature, issuer, validity, subject,
+/// subjectPublicKeyInfo, ... }, ... } (RFC 5280 §4.1): the whole SPKI
+/// element, tag and length included.
+fn subject_public_key_info(der: &[u8]) -> Option<&[u8]> {
+    let (cert, _) = der_element(der, 0x30)?;
+    let (mut tbs, _) = der_element(content(cert)?, 0x30)?;
+    tbs = content(tbs)?;
+    if tbs.first() == Some(&0xa0) {
+        tbs = der_element(tbs, 0xa0)?.1;
+    }
+    for tag in [0x02, 0x30, 0x30, 0x30, 0x30] {
+        tbs = der_element(tbs, tag)?.1;
+    }
+    Some(der_element(tbs, 0x30)?.0)
+}
+
+/// The first DER element of `input` if it has `tag`: (the element, the rest).
+fn der_element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    if *input.first()? != tag {
+        return None;
+    }
+    let first = *input.get(1)?;
+    let (len, header) = if first < 0x80 {
+        (usize::from(first), 2)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let len = input
+            .get(2..2 + n)?
+            .iter()
+            .fold(0usize, |l, b| (l << 8) | usize::from(*b));
+        (len, 2 + n)
+    };
+    let end = header.checked_add(len)?;
+    Some((input.get(..end)?, input.get(end..)?))
+}
+
+/// The content of one DER element (after its tag and length).
+fn content(element: &[u8]) -> Option<&[u8]> {
+    let first = *element.get(1)?;
+    let header = if first < 0x80 {
+        2
+    } else {
+        2 + usize::from(first & 0x7f)
+    };
+    element.get(header..)
+}
+
 /// Which server certificates a connector accepts: any (opportunistic TLS
 /// between MTAs, RFC 7435), or exactly a pinned one.
 #[derive(Debug)]
@@ -138,5 +198,31 @@ impl rustls::client::danger::ServerCertVerifier for CertificatePolicy {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tlsa_association_is_the_sha256_of_the_public_key_info() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["mx.example.test".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let want: String = ring::digest::digest(&ring::digest::SHA256, &key.public_key_der())
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(tlsa_spki_sha256(cert.der()).as_deref(), Some(want.as_str()));
+    }
+
+    #[test]
+    fn garbage_is_no_certificate() {
+        assert_eq!(tlsa_spki_sha256(b"\x30\x82\xff"), None);
+        assert_eq!(tlsa_spki_sha256(b""), None);
     }
 }
