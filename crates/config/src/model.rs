@@ -118,6 +118,9 @@ pub struct Config {
     pub user: Option<String>,
     pub data_dir: PathBuf,
     pub dns_nameservers: Vec<SocketAddr>,
+    /// `[dns] trust_ad`: the (first) resolver validates DNSSEC and sits on
+    /// loopback, so its AD bit can be believed (DANE, RFC 7672).
+    pub dns_trust_ad: bool,
     /// Certificate and key files; `None` means a self-signed pair in
     /// `data_dir/tls`, generated on first start.
     pub tls: Option<TlsFiles>,
@@ -221,6 +224,7 @@ impl Config {
             user: None,
             data_dir,
             dns_nameservers: Vec::new(),
+            dns_trust_ad: false,
             tls: None,
             listeners: vec![
                 listener(ListenerRole::Mx, 2525),

@@ -65,6 +65,7 @@ struct RawDns {
     #[serde(default)]
     nameservers: Vec<SocketAddr>,
     timeout_ms: Option<u64>,
+    trust_ad: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -308,6 +309,18 @@ impl RawConfig {
             .as_ref()
             .and_then(|d| d.timeout_ms)
             .map_or(defaults.dns_timeout, Duration::from_millis);
+        if let Some(d) = &self.dns
+            && let Some(trust) = d.trust_ad.as_ref().filter(|t| *t.get_ref())
+        {
+            // An AD bit is only as good as the path it came over (RFC 6698
+            // §A.3): the validating resolver must be this machine.
+            if d.nameservers.is_empty() || !d.nameservers.iter().all(|a| a.ip().is_loopback()) {
+                return Err((
+                    trust.span().start,
+                    "dns.trust_ad: needs nameservers on loopback (a validating resolver such as unbound on 127.0.0.1)".into(),
+                ));
+            }
+        }
         let lmtp = self
             .domain
             .iter()
@@ -353,6 +366,11 @@ impl RawConfig {
             inbound_policy,
             recipient_policy,
             dns_timeout,
+            dns_trust_ad: self
+                .dns
+                .as_ref()
+                .and_then(|d| d.trust_ad.as_ref())
+                .is_some_and(|t| *t.get_ref()),
             dns_nameservers: self.dns.map(|d| d.nameservers).unwrap_or_default(),
             tls,
             admin_token: self.http.as_ref().and_then(|h| h.admin_token.clone()),

@@ -235,3 +235,23 @@ fn domain_policy_is_read_per_domain() {
     let (at, _) = error_of("[[domain]]\nname = \"a.test\"\npolicy = \"reject-all\"\n");
     assert_eq!(at.key, "domain.policy");
 }
+
+#[test]
+fn trust_ad_needs_a_resolver_on_loopback() {
+    let (at, msg) = error_of("[dns]\nnameservers = [\"192.0.2.53:53\"]\ntrust_ad = true\n");
+    assert_eq!(at.line, 3);
+    assert!(
+        msg.contains("dns.trust_ad") && msg.contains("loopback"),
+        "{msg}"
+    );
+    let ok = parse_str("[dns]\nnameservers = [\"127.0.0.1:53\"]\ntrust_ad = true\n").unwrap();
+    assert!(ok.dns_trust_ad);
+}
+
+#[test]
+fn a_domain_policy_for_mta_sts_lists_the_hostname_by_default() {
+    let c = parse_str("hostname = \"mx.example.test\"\n[[domain]]\nname = \"example.test\"\nmta_sts = \"enforce\"\n").unwrap();
+    let p = &c.mta_sts["example.test"];
+    assert_eq!(p.mx, ["mx.example.test"]);
+    assert_eq!(p.max_age, 604_800);
+}

@@ -10,6 +10,7 @@
 //! with a courier made of scripted outcomes.
 
 pub mod client;
+pub mod dane;
 mod mailboxes;
 mod maildir;
 mod mta_sts;

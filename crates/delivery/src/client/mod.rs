@@ -12,6 +12,7 @@ mod lmtp;
 mod tls;
 
 pub use lmtp::deliver_lmtp;
+pub(crate) use tls::subject_public_key_info;
 pub use tls::{opportunistic_tls, parse_pin, pinned_tls, tlsa_spki_sha256, verified_tls};
 
 use crate::outcome::{Answer, FailureKind, HostFailure, RcptOutcome, Status};
@@ -22,6 +23,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 /// A message to hand over.
+#[derive(Clone)]
 pub struct Outgoing<'a> {
     pub helo: &'a str,
     pub sender: &'a str,

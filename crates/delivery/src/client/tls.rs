@@ -90,7 +90,7 @@ pub fn tlsa_spki_sha256(cert_der: &[u8]) -> Option<String> {
 /// OPTIONAL, serial, signature, issuer, validity, subject,
 /// subjectPublicKeyInfo, ... }, ... } (RFC 5280 §4.1): the whole SPKI
 /// element, tag and length included.
-fn subject_public_key_info(der: &[u8]) -> Option<&[u8]> {
+pub(crate) fn subject_public_key_info(der: &[u8]) -> Option<&[u8]> {
     let (cert, _) = der_element(der, 0x30)?;
     let (mut tbs, _) = der_element(content(cert)?, 0x30)?;
     tbs = content(tbs)?;

@@ -6,6 +6,7 @@
 //! transactions start.
 
 use crate::client::{self, Outgoing};
+use crate::dane;
 use crate::mailboxes::{MailboxDrop, Mailboxes};
 use crate::mta_sts::StsSource;
 use crate::outcome::{Answer, FailureKind, HostFailure, RcptOutcome, Status};
@@ -97,6 +98,31 @@ impl Router {
             per_domain: Mutex::default(),
             next_start: Mutex::default(),
         })
+    }
+
+    /// The DANE connector for an MX host with authentic, usable TLSA
+    /// records (`[dns] trust_ad`); None where DANE does not apply; a
+    /// failed lookup means this host is not used now (RFC 7672 §2.2).
+    async fn dane(&self, host: &str) -> Result<Option<tokio_rustls::TlsConnector>, HostFailure> {
+        let Some(resolver) = self
+            .config
+            .dns_nameservers
+            .first()
+            .filter(|_| self.config.dns_trust_ad)
+        else {
+            return Ok(None);
+        };
+        let fail =
+            |why: String| HostFailure::temporary(Status(4, 7, 5), why).with_kind(FailureKind::Tls);
+        match dane::lookup(*resolver, host, self.config.dns_timeout).await {
+            dane::TlsaAnswer::Usable(records) => dane::connector(records)
+                .map(Some)
+                .map_err(|e| fail(format!("DANE for {host}: {e}"))),
+            dane::TlsaAnswer::Insecure => Ok(None),
+            dane::TlsaAnswer::Failed(why) => {
+                Err(fail(format!("{why} (DNSSEC): not delivering to {host}")))
+            }
+        }
     }
 
     /// Honour destinations' MTA-STS policies from `sts`.
@@ -277,12 +303,30 @@ impl Router {
         // RFC 3463 X.4.4: unable to route.
         let mut last = HostFailure::temporary(Status(4, 4, 4), "no address to try");
         for (addr, name) in &hosts {
-            let (tls, name) = match login {
-                Some(l) => (&l.tls, l.name.as_str()),
-                None if sts_enforced => (&self.verified, name.as_str()),
-                None => (&self.tls, name.as_str()),
+            // DANE, where the MX host has authentic TLSA records, comes
+            // before MTA-STS (RFC 8461 §2) and makes TLS mandatory.
+            let dane = match login {
+                Some(_) => None,
+                None => match self.dane(name).await {
+                    Ok(d) => d,
+                    Err(f) => {
+                        warn!(event = "remote_attempt_failed", id = %parcel.id, host = %addr, reason = %f.reason);
+                        last = f;
+                        continue;
+                    }
+                },
             };
-            match client::deliver(*addr, &msg, tls, name).await {
+            let dane_msg = dane.as_ref().map(|_| Outgoing {
+                require_tls: true,
+                ..msg.clone()
+            });
+            let (tls, name) = match (login, &dane) {
+                (Some(l), _) => (&l.tls, l.name.as_str()),
+                (None, Some(d)) => (d, name.as_str()),
+                (None, None) if sts_enforced => (&self.verified, name.as_str()),
+                (None, None) => (&self.tls, name.as_str()),
+            };
+            match client::deliver(*addr, dane_msg.as_ref().unwrap_or(&msg), tls, name).await {
                 Ok(outcomes) => {
                     log_outcomes(parcel, addresses, &outcomes, &addr.to_string());
                     return outcomes;
