@@ -42,7 +42,9 @@ class DnsServer:
             "  control-enable: no",
         ]
         for zone, records in self.zones.items():
-            body = f"$ORIGIN {zone}.\n$TTL 60\n" + SOA.format(zone=zone) + records + "\n"
+            # A whole zone file (a signed one, say) is served as it is.
+            body = records if records.startswith("$ORIGIN") else (
+                f"$ORIGIN {zone}.\n$TTL 60\n" + SOA.format(zone=zone) + records + "\n")
             (self.dir / f"{zone}.zone").write_text(body)
             conf += ["zone:", f"  name: {zone}", f"  zonefile: {zone}.zone"]
         (self.dir / "nsd.conf").write_text("\n".join(conf) + "\n")
