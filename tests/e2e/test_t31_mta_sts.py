@@ -11,6 +11,7 @@ import http.client
 import http.server
 import json
 import re
+import smtplib
 import socket
 import ssl
 import subprocess
@@ -18,7 +19,7 @@ import threading
 
 import pytest
 
-from conftest import add_user, submit, wait_until
+from conftest import add_user, login, submit, wait_until
 from dnsserver import DnsServer
 
 POLICY_HOST = "127.0.0.44"
@@ -32,6 +33,7 @@ ZONES = {
     # A domain whose policy host is a portcullis (our receiving side).
     "far2.test": ('@ IN MX 10 mx.far.test.\n'
                   f'mta-sts IN A {OUR_POLICY_HOST}\n_mta-sts IN TXT "v=STSv1; id=2"\n'),
+    "nopolicy.test": "@ IN MX 10 mx.far.test.\n",
     "hang.test": ('@ IN MX 10 mx.hang.test.\nmx IN A 127.0.0.1\n'
                   f'mta-sts IN A {HANGING_HOST}\n_mta-sts IN TXT "v=STSv1; id=1"\n'),
 }
@@ -113,7 +115,7 @@ def receiver(make_server, dns, pki=None):
     """The far.test (and hang.test) MX: with the test CA's certificate,
     or with its own self-signed one."""
     tls = f'[tls]\ncert = "{pki / "leaf.pem"}"\nkey = "{pki / "leaf.key"}"\n\n' if pki else ""
-    domains = '[[domain]]\nname = "far.test"\nrecipients = "any"\n\n[[domain]]\nname = "hang.test"\nrecipients = "any"\n'
+    domains = "".join(f'[[domain]]\nname = "{d}"\nrecipients = "any"\n\n' for d in ["far.test", "hang.test", "nopolicy.test"])
     return make_server(tls + domains, local_test=False, dns=f"127.0.0.1:{dns.port}")
 
 
@@ -263,3 +265,41 @@ def test_a_portcullis_sender_follows_a_portcullis_policy(make_server, dns, pki):
     assert b"with ESMTPS" in msg
     cached = json.loads((s.data / "mta-sts" / "far2.test.json").read_text())
     assert cached["policy"]["mode"] == "enforce" and cached["policy"]["mx"] == ["mx.far.test"]
+
+
+# --- REQUIRETLS (RFC 8689) -------------------------------------------------
+
+
+def submit_requiretls(s, rcpt: str, subject: str, options=()):
+    with login(s.sub) as c:
+        assert "requiretls" in c.esmtp_features, c.esmtp_features
+        body = f"From: alice@local.test\r\nTo: {rcpt}\r\nSubject: {subject}\r\n\r\nthe confidential body\r\n"
+        c.sendmail("alice@local.test", [rcpt], body, mail_options=["REQUIRETLS", *options])
+
+
+def test_requiretls_is_relayed_where_mta_sts_validates_the_mx(make_server, dns, pki, policy_server):
+    policy_server.policy = enforce().replace("mode: enforce", "mode: testing")
+    far = receiver(make_server, dns, pki)
+    s = sender(make_server, dns, pki, far)
+    submit_requiretls(s, "bob@far.test", "requiretls via sts")
+    msg = far.wait_message("bob", b"Subject: requiretls via sts", domain="far.test")
+    assert b"with ESMTPS" in msg
+
+
+def test_requiretls_without_a_validated_mx_bounces_with_5_7_30(make_server, dns, pki):
+    far = receiver(make_server, dns, pki)
+    s = sender(make_server, dns, pki, far)
+    submit_requiretls(s, "bob@nopolicy.test", "requiretls nowhere", ["RET=FULL"])
+    bounce = s.wait_message("alice", b"5.7.30", domain="local.test")
+    # RFC 8689 §5: the report returns headers only, whatever RET asked.
+    assert b"text/rfc822-headers" in bounce and b"the confidential body" not in bounce, bounce.decode()[-1500:]
+    assert far.messages("bob", domain="nopolicy.test") == []
+
+
+def test_requiretls_over_plain_smtp_is_refused(make_server, dns, pki):
+    far = receiver(make_server, dns, pki)
+    with smtplib.SMTP("127.0.0.1", far.mx, timeout=10) as c:
+        c.ehlo("client.test")
+        assert "requiretls" not in c.esmtp_features
+        code, text = c.mail("a@remote.test", ["REQUIRETLS"])
+    assert code == 530 and b"5.7.10" in text

@@ -43,6 +43,9 @@ pub struct Parcel {
     pub data: Arc<Vec<u8>>,
     pub smtputf8: bool,
     pub eight_bit: bool,
+    /// REQUIRETLS (RFC 8689): only over validated TLS, to a next hop
+    /// that offers REQUIRETLS.
+    pub require_tls: bool,
 }
 
 /// One recipient of a parcel.

@@ -279,6 +279,7 @@ fn envelope(txn: &Transaction, id: &str, now: SystemTime, folder: Option<String>
             portcullis_smtp::Ret::Hdrs => "HDRS".to_owned(),
         }),
         envid: p.envid.clone(),
+        require_tls: p.requiretls,
     }
 }
 

@@ -105,6 +105,7 @@ async fn carry(a: &Attempts, job: &Job) -> Results {
         data: job.message.data.clone(),
         smtputf8: env.smtputf8,
         eight_bit: env.eight_bit,
+        require_tls: env.require_tls,
     };
     let mut results = Results::default();
     for leg in a.courier.legs(&to) {

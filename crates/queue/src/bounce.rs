@@ -59,7 +59,9 @@ impl Queue {
             message_id: &format!("<{id}.dsn@{hostname}>"),
             recipients: &recipients,
             original: &original.data,
-            ret_full: env.ret.as_deref() == Some("FULL"),
+            // RFC 8689 §5: a REQUIRETLS message's content does not go
+            // back in a report that may travel without TLS.
+            ret_full: env.ret.as_deref() == Some("FULL") && !env.require_tls,
             kind,
         });
         let envelope = Envelope {

@@ -31,6 +31,10 @@ pub struct Envelope {
     pub ret: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub envid: Option<String>,
+    /// REQUIRETLS (RFC 8689): relayed only over TLS validated by MTA-STS
+    /// or DANE to a next hop that offers REQUIRETLS, else bounced.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_tls: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]

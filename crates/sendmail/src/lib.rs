@@ -259,6 +259,7 @@ async fn submit(cfg: &ClientConfig, env: &outbox::Envelope, data: &[u8]) -> Resu
             .any(|a| !a.is_ascii()),
         eight_bit: !data.is_ascii(),
         require_tls: true,
+        requiretls: false,
         auth: Some((&user, &password)),
     };
     let limit = Duration::from_secs(cfg.timeout_secs.max(1));

@@ -60,6 +60,8 @@ pub struct MailParams {
     pub envid: Option<String>,
     /// AUTH= as sent (xtext), RFC 4954 5.
     pub auth: Option<String>,
+    /// REQUIRETLS (RFC 8689): relay only over validated TLS.
+    pub requiretls: bool,
 }
 
 /// NOTIFY= (RFC 3461 4.1): `NEVER` or any of the three conditions.
@@ -231,6 +233,7 @@ fn mail_params(s: &str) -> Result<MailParams, Reply> {
                 ));
             }
             ("SMTPUTF8", None) => p.smtputf8 = true,
+            ("REQUIRETLS", None) => p.requiretls = true,
             ("RET", Some(v)) if v.eq_ignore_ascii_case("FULL") => p.ret = Some(Ret::Full),
             ("RET", Some(v)) if v.eq_ignore_ascii_case("HDRS") => p.ret = Some(Ret::Hdrs),
             ("RET", Some(_)) => return Err(canned::syntax("RET must be FULL or HDRS")),
@@ -347,7 +350,7 @@ mod tests {
     #[test]
     fn mail_with_all_parameters() {
         let c =
-            parse("MAIL FROM:<a@b.test> SIZE=1000 BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=QQ+2Bx")
+            parse("MAIL FROM:<a@b.test> SIZE=1000 BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=QQ+2Bx REQUIRETLS")
                 .unwrap();
         let Command::Mail(Path::Mailbox(m), p) = c else {
             panic!()
@@ -364,6 +367,7 @@ mod tests {
         assert!(p.smtputf8);
         assert_eq!(p.ret, Some(Ret::Hdrs));
         assert_eq!(p.envid.as_deref(), Some("QQ+2Bx"));
+        assert!(p.requiretls);
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct Outgoing<'a> {
     pub smtputf8: bool,
     pub eight_bit: bool,
     pub require_tls: bool,
+    /// Pass REQUIRETLS on (RFC 8689 §4.2.1): the next hop must offer it.
+    pub requiretls: bool,
     /// Log in with AUTH PLAIN (a smarthost); only ever over TLS.
     pub auth: Option<(&'a str, &'a str)>,
 }
@@ -364,6 +366,16 @@ async fn transaction(
             ));
         }
         mail.push_str(" SMTPUTF8");
+    }
+    if msg.requiretls {
+        if !has_extension(ehlo, "REQUIRETLS") {
+            // RFC 8689 §4.2.1, §5: X.7.30, "REQUIRETLS support required".
+            return Err(HostFailure::permanent(
+                Status(5, 7, 30),
+                "the message requires REQUIRETLS, which the server does not offer",
+            ));
+        }
+        mail.push_str(" REQUIRETLS");
     }
     let rcpt_lines: Vec<String> = msg
         .recipients

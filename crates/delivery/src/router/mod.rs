@@ -139,6 +139,7 @@ impl Router {
         &self,
         domain: &str,
         hosts: &[(SocketAddr, String)],
+        requiretls: bool,
     ) -> (Vec<(SocketAddr, String)>, bool) {
         let policy = match (&self.sts, self.config.delivery.smarthost) {
             (Some(sts), None) => sts.policy(domain, now_secs()).await,
@@ -156,6 +157,9 @@ impl Router {
         }
         match policy.mode {
             Mode::Enforce => (allowed, true),
+            // A REQUIRETLS message takes a testing policy as enforced
+            // (RFC 8689 §4.2.1).
+            Mode::Testing if requiretls => (allowed, true),
             Mode::Testing | Mode::None => (hosts.to_vec(), false),
         }
     }
@@ -197,7 +201,8 @@ impl Router {
             data: &parcel.data,
             smtputf8: parcel.smtputf8,
             eight_bit: parcel.eight_bit,
-            require_tls: false,
+            require_tls: parcel.require_tls,
+            requiretls: parcel.require_tls,
             auth: None,
         }
     }
@@ -278,7 +283,13 @@ impl Router {
     ) -> Vec<RcptOutcome> {
         let smarthost = self.config.delivery.smarthost.is_some();
         let login = self.login.as_ref().filter(|_| smarthost);
-        let (hosts, sts_enforced) = self.sts_hosts(domain, hosts).await;
+        let (hosts, sts_enforced) = self.sts_hosts(domain, hosts, parcel.require_tls).await;
+        if parcel.require_tls && smarthost && login.is_none() {
+            return vec![
+                RcptOutcome::of_failure(&requiretls_failure("the smarthost"));
+                addresses.len()
+            ];
+        }
         if sts_enforced && hosts.is_empty() {
             // Deferred, never sent elsewhere or in clear (RFC 8461 §4.2).
             let f = HostFailure::temporary(
@@ -316,6 +327,12 @@ impl Router {
                     }
                 },
             };
+            // RFC 8689 §4.2.1: a REQUIRETLS message goes only to a host
+            // MTA-STS or DANE validates (or the verified smarthost).
+            if parcel.require_tls && login.is_none() && dane.is_none() && !sts_enforced {
+                last = requiretls_failure(name);
+                continue;
+            }
             let dane_msg = dane.as_ref().map(|_| Outgoing {
                 require_tls: true,
                 ..msg.clone()
@@ -466,3 +483,15 @@ fn smarthost_login(d: &portcullis_config::Delivery) -> Result<Option<Login>, Rou
 
 #[cfg(test)]
 mod tests;
+
+/// A REQUIRETLS message with no validated way to `next_hop`: bounced
+/// with X.7.30, "REQUIRETLS support required" (RFC 8689 §5).
+fn requiretls_failure(next_hop: &str) -> HostFailure {
+    HostFailure::permanent(
+        Status(5, 7, 30),
+        format!(
+            "the message requires REQUIRETLS and neither MTA-STS nor DANE validates {next_hop}"
+        ),
+    )
+    .with_kind(FailureKind::Tls)
+}

@@ -51,6 +51,7 @@ fn parcel() -> Parcel {
         data: Arc::new(b"Subject: x\r\n\r\nhi\r\n".to_vec()),
         smtputf8: false,
         eight_bit: false,
+        require_tls: false,
     }
 }
 

@@ -48,6 +48,10 @@ impl Session {
         if self.auth_offered() {
             r = r.with_line("AUTH PLAIN LOGIN");
         }
+        // RFC 8689 §4.1: a message can only ask for REQUIRETLS over TLS.
+        if self.tls.is_some() {
+            r = r.with_line("REQUIRETLS");
+        }
         self.reply(r.with_line("HELP"));
     }
 

@@ -25,6 +25,15 @@ impl Session {
         if self.cfg.role.is_submission() && self.auth.is_none() {
             return self.fail(Reply::new(530, Status(5, 7, 0), "Authentication required"));
         }
+        if params.requiretls && self.tls.is_none() {
+            // RFC 8689 §4.1: REQUIRETLS is only accepted over TLS; X.7.10
+            // is "encryption needed" (RFC 5248).
+            return self.fail(Reply::new(
+                530,
+                Status(5, 7, 10),
+                "REQUIRETLS needs a TLS session: STARTTLS first",
+            ));
+        }
         let limit = self.cfg.limits.max_message_size;
         if params.size.is_some_and(|s| s > limit) {
             return self.fail(canned::size_exceeded(limit));

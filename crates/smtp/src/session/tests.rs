@@ -505,3 +505,26 @@ fn credentials_debug_hides_the_password() {
     };
     assert!(!format!("{c:?}").contains("hunter2"));
 }
+
+#[test]
+fn requiretls_is_offered_only_over_tls() {
+    let mut h = Harness::new(Role::Mx);
+    assert!(!h.send(b"EHLO c.test\r\n").contains("REQUIRETLS"));
+    h.send(b"STARTTLS\r\n");
+    h.s.tls_established(TlsInfo {
+        version: "TLSv1.3".into(),
+        cipher: "X".into(),
+    });
+    assert!(h.send(b"EHLO c.test\r\n").contains("250-REQUIRETLS\r\n"));
+}
+
+#[test]
+fn requiretls_without_tls_is_refused() {
+    let mut h = Harness::new(Role::Mx);
+    h.send(b"EHLO c.test\r\n");
+    let r = h.send(b"MAIL FROM:<a@remote.test> REQUIRETLS\r\n");
+    assert!(
+        r.starts_with("530 5.7.10 REQUIRETLS needs a TLS session"),
+        "{r}"
+    );
+}
