@@ -1,6 +1,7 @@
 //! The `portcullis` command line: wiring only. Each subcommand parses its
 //! arguments, loads the config and calls into the crate that does the work.
 
+mod config_file;
 mod dns_cli;
 mod forwarding_cli;
 mod op25b_cli;
@@ -12,7 +13,7 @@ mod user_cli;
 
 use anyhow::bail;
 use clap::{Parser, Subcommand};
-use portcullis_config::{Config, DEFAULT_DATA_DIR};
+use portcullis_config::Config;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -29,20 +30,27 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server (with no --config: the embedded default on loopback).
+    /// Run the server (with no config file found: the embedded default on
+    /// loopback).
     Serve {
+        /// The config file (default: PORTCULLIS_CONFIG, then
+        /// /etc/portcullis/portcullis.toml, then the embedded default).
         #[arg(long)]
         config: Option<PathBuf>,
     },
     /// Validate a config file; errors name the file, line and key.
     CheckConfig {
+        /// The config file (default: PORTCULLIS_CONFIG, then
+        /// /etc/portcullis/portcullis.toml, then the embedded default).
         #[arg(long)]
-        config: PathBuf,
+        config: Option<PathBuf>,
     },
     /// Manage submission accounts.
     User {
         #[command(subcommand)]
         action: UserAction,
+        /// The config file (default: PORTCULLIS_CONFIG, then
+        /// /etc/portcullis/portcullis.toml, then the embedded default).
         #[arg(long, global = true)]
         config: Option<PathBuf>,
     },
@@ -50,6 +58,8 @@ enum Command {
     /// Message-ID or account.
     Trace {
         query: String,
+        /// The config file (default: PORTCULLIS_CONFIG, then
+        /// /etc/portcullis/portcullis.toml, then the embedded default).
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -57,6 +67,8 @@ enum Command {
     Dkim {
         #[command(subcommand)]
         action: DkimAction,
+        /// The config file (default: PORTCULLIS_CONFIG, then
+        /// /etc/portcullis/portcullis.toml, then the embedded default).
         #[arg(long, global = true)]
         config: Option<PathBuf>,
     },
@@ -64,6 +76,8 @@ enum Command {
     /// and the RFC 6186 SRV records for submission.
     DnsRecords {
         domain: String,
+        /// The config file (default: PORTCULLIS_CONFIG, then
+        /// /etc/portcullis/portcullis.toml, then the embedded default).
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -108,6 +122,8 @@ enum Command {
     /// helps with maps). Budgets are counted in memory only: the live
     /// state is not charged.
     PolicyTest {
+        /// The config file (default: PORTCULLIS_CONFIG, then
+        /// /etc/portcullis/portcullis.toml, then the embedded default).
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -128,6 +144,8 @@ enum Command {
     Alias {
         #[command(subcommand)]
         action: AliasAction,
+        /// The config file (default: PORTCULLIS_CONFIG, then
+        /// /etc/portcullis/portcullis.toml, then the embedded default).
         #[arg(long, global = true)]
         config: Option<PathBuf>,
     },
@@ -135,6 +153,8 @@ enum Command {
     Srs {
         #[command(subcommand)]
         action: SrsAction,
+        /// The config file (default: PORTCULLIS_CONFIG, then
+        /// /etc/portcullis/portcullis.toml, then the embedded default).
         #[arg(long, global = true)]
         config: Option<PathBuf>,
     },
@@ -142,6 +162,8 @@ enum Command {
     Reputation {
         #[command(subcommand)]
         action: state_cli::ReputationAction,
+        /// The config file (default: PORTCULLIS_CONFIG, then
+        /// /etc/portcullis/portcullis.toml, then the embedded default).
         #[arg(long, global = true)]
         config: Option<PathBuf>,
     },
@@ -149,6 +171,8 @@ enum Command {
     Blocklist {
         #[command(subcommand)]
         action: state_cli::BlocklistAction,
+        /// The config file (default: PORTCULLIS_CONFIG, then
+        /// /etc/portcullis/portcullis.toml, then the embedded default).
         #[arg(long, global = true)]
         config: Option<PathBuf>,
     },
@@ -156,6 +180,8 @@ enum Command {
     KnownSenders {
         #[command(subcommand)]
         action: state_cli::KnownSendersAction,
+        /// The config file (default: PORTCULLIS_CONFIG, then
+        /// /etc/portcullis/portcullis.toml, then the embedded default).
         #[arg(long, global = true)]
         config: Option<PathBuf>,
     },
@@ -171,6 +197,8 @@ enum Command {
     Queue {
         #[command(subcommand)]
         action: QueueAction,
+        /// The config file (default: PORTCULLIS_CONFIG, then
+        /// /etc/portcullis/portcullis.toml, then the embedded default).
         #[arg(long, global = true)]
         config: Option<PathBuf>,
     },
@@ -184,6 +212,8 @@ struct ResolverArgs {
     dns: Vec<std::net::SocketAddr>,
     #[arg(long, default_value_t = 5000)]
     dns_timeout_ms: u64,
+    /// The config file (default: PORTCULLIS_CONFIG, then
+    /// /etc/portcullis/portcullis.toml, then the embedded default).
     #[arg(long)]
     config: Option<PathBuf>,
 }
@@ -316,8 +346,15 @@ fn main() -> ExitCode {
 }
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { config } => serve_cli::serve(load(config.as_deref())?, config),
-        Command::CheckConfig { config } => serve_cli::check_config(&config),
+        Command::Serve { config } => {
+            // The banner says where the data is: no notice on stderr.
+            let source = config_file::locate(config.as_deref());
+            let c = config_file::load(&source, true)?;
+            serve_cli::serve(c, source.path().map(Path::to_owned))
+        }
+        Command::CheckConfig { config } => {
+            serve_cli::check_config(&config_file::locate(config.as_deref()))
+        }
         Command::Queue { action, config } => queue_cli::queue(action, &load(config.as_deref())?),
         Command::Alias { action, config } => {
             forwarding_cli::alias(action, &load(config.as_deref())?)
@@ -378,18 +415,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// The config file, or the embedded default (data in `$PORTCULLIS_DATA` or
-/// `./portcullis-data`).
-fn load(path: Option<&Path>) -> anyhow::Result<Config> {
-    match path {
-        Some(p) => Ok(portcullis_config::load(p)?),
-        None => {
-            let data = std::env::var_os("PORTCULLIS_DATA")
-                .map_or_else(|| PathBuf::from(DEFAULT_DATA_DIR), PathBuf::from);
-            Ok(Config::embedded_default(
-                data,
-                portcullis_config::system_hostname(),
-            ))
-        }
-    }
+/// The configuration a command works on (see `config_file`): `--config`,
+/// `PORTCULLIS_CONFIG`, `/etc/portcullis/portcullis.toml`, or the
+/// embedded default, which is then announced on stderr.
+fn load(flag: Option<&Path>) -> anyhow::Result<Config> {
+    config_file::load(&config_file::locate(flag), false)
 }

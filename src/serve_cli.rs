@@ -4,13 +4,16 @@
 
 use anyhow::Context as _;
 use portcullis_config::Config;
-use std::path::{Path, PathBuf};
+use crate::config_file::Source;
+use std::path::PathBuf;
 
-pub fn check_config(config: &Path) -> anyhow::Result<()> {
-    let c = portcullis_config::load(config)?;
+pub fn check_config(source: &Source) -> anyhow::Result<()> {
+    let c = crate::config_file::load(source, false)?;
+    let name = source
+        .path()
+        .map_or_else(|| "embedded default".to_owned(), |p| p.display().to_string());
     println!(
-        "{}: ok ({} listeners, local domains: {})",
-        config.display(),
+        "{name}: ok ({} listeners, local domains: {})",
         c.listeners.len(),
         c.local_domains.join(", ")
     );

@@ -235,3 +235,16 @@ fn domain_policy_is_read_per_domain() {
     let (at, _) = error_of("[[domain]]\nname = \"a.test\"\npolicy = \"reject-all\"\n");
     assert_eq!(at.key, "domain.policy");
 }
+
+#[test]
+fn a_missing_file_is_named_with_its_reason_once() {
+    let e = load(Path::new("/nonexistent/portcullis.toml")).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.starts_with("/nonexistent/portcullis.toml: cannot read: "),
+        "{text}"
+    );
+    // The reason is in the message; a chain printer (anyhow's `{:#}`)
+    // finds no source to print it a second time.
+    assert!(std::error::Error::source(&e).is_none());
+}

@@ -1,0 +1,67 @@
+"""In an operator's hands (issue 22): every command finds the same config
+(`--config`, `PORTCULLIS_CONFIG`, `/etc/portcullis/portcullis.toml`, the
+embedded default, which says so)."""
+
+import os
+import signal
+import smtplib
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import PASSWORD, binary, insecure_tls, port_open, send, wait_until
+
+SYSTEM_CONFIG = Path("/etc/portcullis/portcullis.toml")
+
+
+def run(*args, env=None, cwd=None, stdin=None):
+    """The CLI with PORTCULLIS_CONFIG and PORTCULLIS_DATA as given (unset
+    otherwise), so the test decides where the config comes from."""
+    base = {k: v for k, v in os.environ.items() if k not in ("PORTCULLIS_CONFIG", "PORTCULLIS_DATA")}
+    return subprocess.run([binary(), *args], capture_output=True, text=True, timeout=30,
+                          env={**base, **(env or {})}, cwd=cwd, input=stdin)
+
+
+def test_portcullis_config_is_used_by_serve_and_every_command(make_server, workdir):
+    s = make_server(start=False)
+    env = {"PORTCULLIS_CONFIG": str(s.config)}
+    # serve with no --config: the file of PORTCULLIS_CONFIG, its ports.
+    logf = open(s.log, "ab")
+    s.proc = subprocess.Popen([binary(), "serve"], stdout=logf, stderr=logf, cwd=workdir,
+                              env={**os.environ, **env, "PORTCULLIS_LOG_FORMAT": "json"})
+    wait_until(lambda: port_open(s.mx), 30, "serve to listen on the configured port")
+    # A command with no --config works on the same data: the account is
+    # the running server's, and nothing is made in the working directory.
+    r = run("user", "add", "carol@local.test", "--password-stdin", env=env, cwd=workdir, stdin=PASSWORD + "\n")
+    assert r.returncode == 0, r.stderr
+    assert "embedded default" not in r.stderr
+    assert not (workdir / "portcullis-data").exists()
+    send(s.mx, "a@remote.test", ["u@local.test"], "Subject: x\r\n\r\nhi\r\n")
+    s.wait_messages("u", 1)
+    with smtplib.SMTP("127.0.0.1", s.sub, timeout=10) as c:
+        c.starttls(context=insecure_tls())
+        c.ehlo()
+        c.login("carol@local.test", PASSWORD)
+    r = run("check-config", env=env, cwd=workdir)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"{s.config}: ok"), r.stdout
+    # SIGHUP reads the file serve found, though no --config named it.
+    s.proc.send_signal(signal.SIGHUP)
+    [reloaded] = s.wait_event("reloaded")
+    assert reloaded["path"] == str(s.config)
+
+
+@pytest.mark.skipif(SYSTEM_CONFIG.exists(), reason="this machine has a system-wide config")
+def test_the_embedded_default_says_so_on_stderr(workdir):
+    r = run("queue", "list", cwd=workdir, env={"PORTCULLIS_DATA": str(workdir / "d")})
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("\n") == 1, r.stderr
+    assert "no config file (--config, PORTCULLIS_CONFIG, /etc/portcullis/portcullis.toml)" in r.stderr
+    assert f"using the embedded default, data in {workdir / 'd'}" in r.stderr
+
+
+def test_a_missing_config_file_is_reported_once(workdir):
+    r = run("queue", "list", "--config", str(workdir / "nope.toml"))
+    assert r.returncode != 0
+    assert r.stderr.count("No such file") == 1, r.stderr
