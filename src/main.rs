@@ -38,7 +38,9 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Validate a config file; errors name the file, line and key.
+    /// Validate a config file (errors name the file, line and key) and
+    /// check what `serve` would refuse: the certificate and key, the data
+    /// directory.
     CheckConfig {
         /// The config file (default: PORTCULLIS_CONFIG, then
         /// /etc/portcullis/portcullis.toml, then the embedded default).

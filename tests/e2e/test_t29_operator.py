@@ -1,6 +1,7 @@
 """In an operator's hands (issue 22): every command finds the same config
 (`--config`, `PORTCULLIS_CONFIG`, `/etc/portcullis/portcullis.toml`, the
-embedded default, which says so)."""
+embedded default, which says so); `check-config` refuses what `serve`
+would."""
 
 import os
 import signal
@@ -65,3 +66,31 @@ def test_a_missing_config_file_is_reported_once(workdir):
     r = run("queue", "list", "--config", str(workdir / "nope.toml"))
     assert r.returncode != 0
     assert r.stderr.count("No such file") == 1, r.stderr
+
+
+def openssl_pair(dir: Path, cn: str) -> tuple[Path, Path]:
+    dir.mkdir(parents=True, exist_ok=True)
+    cert, key = dir / "cert.pem", dir / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={cn}"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def test_check_config_refuses_a_mismatched_or_swapped_pair_and_an_unusable_data_dir(workdir):
+    a_cert, a_key = openssl_pair(workdir / "a", "a.test")
+    _, b_key = openssl_pair(workdir / "b", "b.test")
+
+    def check(cert, key, data_dir=workdir / "data"):
+        path = workdir / "c.toml"
+        path.write_text(f'data_dir = "{data_dir}"\n[tls]\ncert = "{cert}"\nkey = "{key}"\n')
+        return run("check-config", "--config", str(path))
+
+    assert check(a_cert, a_key).returncode == 0
+    mismatched = check(a_cert, b_key)
+    assert mismatched.returncode != 0 and "do not match" in mismatched.stderr, mismatched.stderr
+    swapped = check(a_key, a_cert)
+    assert swapped.returncode != 0 and "no certificate" in swapped.stderr, swapped.stderr
+    (workdir / "plain").write_text("a file")
+    unusable = check(a_cert, a_key, data_dir=workdir / "plain" / "data")
+    assert unusable.returncode != 0 and "not a directory" in unusable.stderr, unusable.stderr

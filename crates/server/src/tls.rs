@@ -25,21 +25,45 @@ pub(crate) fn acceptor(config: &Config) -> anyhow::Result<tokio_rustls::TlsAccep
     if config.tls.is_none() && !cert.exists() {
         generate_self_signed(&config.hostname, &cert, &key)?;
     }
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
+    load(&cert, &key)
+}
+
+/// Whether the certificate and key `serve` would use load and belong
+/// together, without generating anything: a self-signed pair not made yet
+/// is made at start, in the data directory (whose usability is checked
+/// apart).
+pub(crate) fn check(config: &Config) -> anyhow::Result<()> {
+    let (cert, key) = certificate_paths(config);
+    if config.tls.is_none() && !cert.exists() {
+        return Ok(());
+    }
+    load(&cert, &key).map(|_| ())
+}
+
+/// The acceptor for this certificate chain and key; fails when either does
+/// not load or the key is not the certificate's.
+fn load(cert: &Path, key: &Path) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .with_context(|| format!("cannot read certificate {}", cert.display()))?
         .collect::<Result<_, _>>()
         .with_context(|| format!("{} is not a PEM certificate chain", cert.display()))?;
     if certs.is_empty() {
         bail!("{} holds no certificate", cert.display());
     }
-    let key = PrivateKeyDer::from_pem_file(&key)
+    let key_der = PrivateKeyDer::from_pem_file(key)
         .with_context(|| format!("cannot read private key {}", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let server = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .context("certificate and key do not match")?;
+        .with_single_cert(certs, key_der)
+        .with_context(|| {
+            format!(
+                "certificate {} and key {} do not match",
+                cert.display(),
+                key.display()
+            )
+        })?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
 }
 
@@ -88,4 +112,30 @@ pub(crate) fn describe(conn: &rustls::ServerConnection) -> portcullis_smtp::TlsI
         .negotiated_cipher_suite()
         .map_or_else(|| "unknown".to_owned(), |s| format!("{:?}", s.suite()));
     portcullis_smtp::TlsInfo { version, cipher }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_that_is_not_the_certificates_is_refused() {
+        let dir = std::env::temp_dir().join(format!("portcullis-tls-{}", std::process::id()));
+        let (c1, k1) = (dir.join("a/cert.pem"), dir.join("a/key.pem"));
+        let (c2, k2) = (dir.join("b/cert.pem"), dir.join("b/key.pem"));
+        generate_self_signed("a.test", &c1, &k1).unwrap();
+        generate_self_signed("b.test", &c2, &k2).unwrap();
+        assert!(load(&c1, &k1).is_ok());
+        let mismatched = load(&c1, &k2).err().unwrap();
+        assert!(
+            format!("{mismatched:#}").contains("do not match"),
+            "{mismatched:#}"
+        );
+        let swapped = load(&k1, &c1).err().unwrap();
+        assert!(
+            format!("{swapped:#}").contains("no certificate"),
+            "{swapped:#}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
