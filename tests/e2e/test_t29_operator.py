@@ -1,15 +1,19 @@
 """In an operator's hands (issue 22): every command finds the same config
 (`--config`, `PORTCULLIS_CONFIG`, `/etc/portcullis/portcullis.toml`, the
 embedded default, which says so); `check-config` refuses what `serve`
-would."""
+would; the generated certificate is named for the host."""
 
 import os
 import signal
 import smtplib
+import socket
 import subprocess
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from conftest import PASSWORD, binary, insecure_tls, port_open, send, wait_until
 
@@ -94,3 +98,23 @@ def test_check_config_refuses_a_mismatched_or_swapped_pair_and_an_unusable_data_
     (workdir / "plain").write_text("a file")
     unusable = check(a_cert, a_key, data_dir=workdir / "plain" / "data")
     assert unusable.returncode != 0 and "not a directory" in unusable.stderr, unusable.stderr
+
+
+def served_certificate(port: int) -> x509.Certificate:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        with insecure_tls().wrap_socket(sock) as tls:
+            return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+
+
+def common_name(cert: x509.Certificate) -> str:
+    return cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+
+
+def test_the_generated_certificate_is_named_for_the_host_and_valid_for_a_year(server):
+    cert = served_certificate(server.subs)
+    assert common_name(cert) == "mx.portcullis.test"
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "mx.portcullis.test" in sans.get_values_for_type(x509.DNSName)
+    now = datetime.now(timezone.utc)
+    assert now - timedelta(days=2) < cert.not_valid_before_utc < now
+    assert now + timedelta(days=300) < cert.not_valid_after_utc < now + timedelta(days=400)

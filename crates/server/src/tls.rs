@@ -67,20 +67,42 @@ fn load(cert: &Path, key: &Path) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
 }
 
-fn generate_self_signed(hostname: &str, cert: &Path, key: &Path) -> anyhow::Result<()> {
+/// A self-signed certificate as an operator expects to find it: named
+/// after the host (subject CN and the first SAN), valid from a day ago (a
+/// client's clock may lag) for a year.
+fn self_signed_params(
+    hostname: &str,
+    now: time::OffsetDateTime,
+) -> Result<rcgen::CertificateParams, rcgen::Error> {
     let mut names = vec![hostname.to_owned()];
     for extra in ["localhost", "127.0.0.1", "::1"] {
         if !names.iter().any(|n| n == extra) {
             names.push(extra.to_owned());
         }
     }
-    let generated = rcgen::generate_simple_self_signed(names)
+    let mut params = rcgen::CertificateParams::new(names)?;
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::CommonName, hostname);
+    params.distinguished_name = dn;
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(SELF_SIGNED_DAYS);
+    Ok(params)
+}
+
+/// How long a generated certificate is valid: a year, as public CAs
+/// allowed until recently; a new one is made by deleting the old.
+const SELF_SIGNED_DAYS: i64 = 365;
+
+fn generate_self_signed(hostname: &str, cert: &Path, key: &Path) -> anyhow::Result<()> {
+    let key_pair = rcgen::KeyPair::generate().context("cannot generate a key pair")?;
+    let generated = self_signed_params(hostname, time::OffsetDateTime::now_utc())
+        .and_then(|p| p.self_signed(&key_pair))
         .context("cannot generate a self-signed certificate")?;
     if let Some(dir) = cert.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    write_private(key, generated.key_pair.serialize_pem().as_bytes())?;
-    std::fs::write(cert, generated.cert.pem())
+    write_private(key, key_pair.serialize_pem().as_bytes())?;
+    std::fs::write(cert, generated.pem())
         .with_context(|| format!("cannot write {}", cert.display()))?;
     tracing::info!(event = "tls_generated", cert = %cert.display(), "generated a self-signed certificate");
     Ok(())
@@ -117,6 +139,25 @@ pub(crate) fn describe(conn: &rustls::ServerConnection) -> portcullis_smtp::TlsI
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_self_signed_certificate_is_named_after_the_host_and_valid_for_a_year() {
+        let now = time::OffsetDateTime::from_unix_timestamp(1_795_520_211).unwrap();
+        let p = self_signed_params("mx.example.test", now).unwrap();
+        let cn = p.distinguished_name.get(&rcgen::DnType::CommonName);
+        assert_eq!(
+            cn,
+            Some(&rcgen::DnValue::Utf8String("mx.example.test".into()))
+        );
+        assert_eq!(
+            p.subject_alt_names.first(),
+            Some(&rcgen::SanType::DnsName(
+                "mx.example.test".try_into().unwrap()
+            ))
+        );
+        assert_eq!(p.not_before, now - time::Duration::days(1));
+        assert_eq!(p.not_after, now + time::Duration::days(365));
+    }
 
     #[test]
     fn a_key_that_is_not_the_certificates_is_refused() {
