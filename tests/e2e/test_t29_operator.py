@@ -1,7 +1,8 @@
 """In an operator's hands (issue 22): every command finds the same config
 (`--config`, `PORTCULLIS_CONFIG`, `/etc/portcullis/portcullis.toml`, the
 embedded default, which says so); `check-config` refuses what `serve`
-would; the generated certificate is named for the host."""
+would; the generated certificate is named for the host; SIGHUP on the
+embedded default reloads the certificate."""
 
 import os
 import signal
@@ -118,3 +119,26 @@ def test_the_generated_certificate_is_named_for_the_host_and_valid_for_a_year(se
     now = datetime.now(timezone.utc)
     assert now - timedelta(days=2) < cert.not_valid_before_utc < now
     assert now + timedelta(days=300) < cert.not_valid_after_utc < now + timedelta(days=400)
+
+
+EMBEDDED_PORTS = (2525, 2587, 2465, 8025)
+
+
+@pytest.mark.skipif(any(port_open(p) for p in EMBEDDED_PORTS), reason="the embedded default's ports are in use")
+def test_sighup_on_the_embedded_default_reloads_the_certificate(workdir):
+    data = workdir / "data"
+    log = workdir / "server.log"
+    base = {k: v for k, v in os.environ.items() if k not in ("PORTCULLIS_CONFIG",)}
+    proc = subprocess.Popen([binary(), "serve"], stdout=open(log, "ab"), stderr=subprocess.STDOUT, cwd=workdir,
+                            env={**base, "PORTCULLIS_DATA": str(data), "PORTCULLIS_LOG_FORMAT": "json"})
+    try:
+        wait_until(lambda: port_open(2465), 30, "the embedded default's 465")
+        generated = common_name(served_certificate(2465))
+        # The operator puts a real certificate where the generated one was.
+        openssl_pair(data / "tls", "replaced.portcullis.test")
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: common_name(served_certificate(2465)) == "replaced.portcullis.test", 10,
+                   lambda: f"the new certificate (was {generated}):\n{log.read_text()[-1500:]}")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
