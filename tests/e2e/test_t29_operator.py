@@ -2,7 +2,8 @@
 (`--config`, `PORTCULLIS_CONFIG`, `/etc/portcullis/portcullis.toml`, the
 embedded default, which says so); `check-config` refuses what `serve`
 would; the generated certificate is named for the host; SIGHUP on the
-embedded default reloads the certificate."""
+embedded default reloads the certificate; 587 asks for STARTTLS before
+MAIL, and HELP offers STARTTLS only where it can be used."""
 
 import os
 import signal
@@ -142,3 +143,17 @@ def test_sighup_on_the_embedded_default_reloads_the_certificate(workdir):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_mail_before_starttls_on_587_asks_for_starttls(server):
+    with smtplib.SMTP("127.0.0.1", server.sub, timeout=10) as c:
+        c.ehlo("client.test")
+        assert c.mail("alice@local.test") == (530, b"5.7.0 Must issue a STARTTLS command first")
+        code, text = c.docmd("HELP")
+        assert code == 214 and b"STARTTLS" in text
+    # On 465 TLS is already on: HELP does not offer it.
+    with smtplib.SMTP_SSL("127.0.0.1", server.subs, timeout=10, context=insecure_tls()) as c:
+        c.ehlo("client.test")
+        assert "starttls" not in c.esmtp_features
+        code, text = c.docmd("HELP")
+        assert code == 214 and b"STARTTLS" not in text
