@@ -6,6 +6,7 @@
 //! who may send what to whom, the queue when mail goes out.
 
 mod admin;
+mod autoconfig;
 mod driver;
 mod http;
 mod kernel;
@@ -29,6 +30,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{error, info};
 
+pub use autoconfig::srv_records;
 pub use preflight::preflight;
 pub use tls::certificate_paths;
 
