@@ -15,30 +15,45 @@ use std::time::{Duration, UNIX_EPOCH};
 pub enum ReputationAction {
     /// Volume, quality and class of one identity (a domain, `known:NAME`,
     /// `alloc:HOLDER` or `range:CIDR`).
-    Show { identity: String },
+    Show {
+        /// e.g. `example.org`, `known:corp`, `range:192.0.2.7/32`.
+        identity: String,
+    },
     /// Every identity with a reputation.
     List,
     /// Count a verdict for an identity (operators, feedback loops).
-    Report { identity: String, verdict: String },
+    Report {
+        /// The identity, as for `show`.
+        identity: String,
+        /// `ham` or `spam`.
+        verdict: String,
+    },
 }
 
 #[derive(Subcommand)]
 pub enum BlocklistAction {
     /// Block a range (or address) before the greeting, for a time.
     Add {
+        /// ADDR/PREFIX, or a bare address.
         range: Cidr,
+        /// How long the block lasts, in seconds.
         #[arg(long, default_value_t = 3600)]
         secs: u64,
+        /// Shown to the client in the refusal, and in `blocklist list`.
         #[arg(long, default_value = "blocked by the operator")]
         reason: String,
     },
+    /// Lift a block before it expires.
     Del {
+        /// The range as it was added.
         range: Cidr,
     },
+    /// Every block and the seconds it has left.
     List,
     /// The blocklist as an nftables set, so the kernel drops these ranges
     /// before accept(): `portcullis blocklist export | nft -f -`.
     Export {
+        /// The nftables table to write.
         #[arg(long, default_value = "portcullis")]
         table: String,
     },
@@ -48,12 +63,17 @@ pub enum BlocklistAction {
 pub enum KnownSendersAction {
     /// List a range as a known sender: it leaves the default pool.
     Add {
+        /// ADDR/PREFIX, or a bare address.
         range: Cidr,
+        /// One word naming the sender (its reputation is `known:NAME`).
         name: String,
     },
+    /// Take a range off the known-sender list.
     Del {
+        /// The range as it was added.
         range: Cidr,
     },
+    /// Every known-sender range and its name.
     List,
 }
 

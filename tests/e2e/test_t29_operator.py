@@ -3,7 +3,8 @@
 embedded default, which says so); `check-config` refuses what `serve`
 would; the generated certificate is named for the host; SIGHUP on the
 embedded default reloads the certificate; 587 asks for STARTTLS before
-MAIL, and HELP offers STARTTLS only where it can be used."""
+MAIL, and HELP offers STARTTLS only where it can be used; the CLI has
+help for every option, `sendmail --help` included."""
 
 import os
 import signal
@@ -144,6 +145,11 @@ def test_sighup_on_the_embedded_default_reloads_the_certificate(workdir):
         proc.terminate()
         proc.wait(timeout=10)
 
+
+def test_sendmail_help_works():
+    r = run("sendmail", "--help")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("Usage: portcullis sendmail")
 
 def test_mail_before_starttls_on_587_asks_for_starttls(server):
     with smtplib.SMTP("127.0.0.1", server.sub, timeout=10) as c:
