@@ -24,10 +24,12 @@ pub fn alias(action: AliasAction, config: &Config) -> anyhow::Result<()> {
         AliasAction::Add { alias, targets } => {
             aliases.add(&alias, &targets)?;
             aliases.save()?;
+            println!("{alias} -> {}", targets.join(", "));
         }
         AliasAction::Del { alias } => {
             aliases.remove(&alias)?;
             aliases.save()?;
+            println!("{alias} removed");
         }
         AliasAction::List => {
             for (a, targets) in aliases.list() {

@@ -214,15 +214,21 @@ pub fn blocklist(action: BlocklistAction, config: &Config) -> anyhow::Result<()>
             range,
             secs,
             reason,
-        } => change(
-            config,
-            StateCommand::Block {
+        } => {
+            let cmd = StateCommand::Block {
                 range,
                 secs,
                 reason,
-            },
-        ),
-        BlocklistAction::Del { range } => change(config, StateCommand::Unblock { range }),
+            };
+            change(config, cmd)?;
+            println!("{range} blocked for {secs}s");
+            Ok(())
+        }
+        BlocklistAction::Del { range } => {
+            change(config, StateCommand::Unblock { range })?;
+            println!("{range} unblocked");
+            Ok(())
+        }
         BlocklistAction::List => {
             let now = portcullis_config::clock::now_secs();
             for (range, e) in View::open(config)?.blocklist()? {
@@ -278,9 +284,16 @@ pub fn known_senders(action: KnownSendersAction, config: &Config) -> anyhow::Res
             if name.is_empty() || name.contains(char::is_whitespace) {
                 anyhow::bail!("the name {name:?} must be one word");
             }
-            change(config, StateCommand::KnownAdd { range, name })
+            let line = format!("{range} is known sender {name}");
+            change(config, StateCommand::KnownAdd { range, name })?;
+            println!("{line}");
+            Ok(())
         }
-        KnownSendersAction::Del { range } => change(config, StateCommand::KnownDel { range }),
+        KnownSendersAction::Del { range } => {
+            change(config, StateCommand::KnownDel { range })?;
+            println!("{range} is no longer a known sender");
+            Ok(())
+        }
         KnownSendersAction::List => {
             for (range, name) in View::open(config)?.known()? {
                 println!("{range:<43} {name}");

@@ -4,7 +4,7 @@ embedded default, which says so); `check-config` refuses what `serve`
 would; the generated certificate is named for the host; SIGHUP on the
 embedded default reloads the certificate; 587 asks for STARTTLS before
 MAIL, and HELP offers STARTTLS only where it can be used; the CLI has
-help for every option, `sendmail --help` included."""
+help for every option, `sendmail --help` included, and says what it did."""
 
 import os
 import signal
@@ -163,3 +163,18 @@ def test_mail_before_starttls_on_587_asks_for_starttls(server):
         assert "starttls" not in c.esmtp_features
         code, text = c.docmd("HELP")
         assert code == 214 and b"STARTTLS" not in text
+
+
+def test_state_commands_say_what_they_did(server):
+    r = server.cli("blocklist", "add", "192.0.2.0/24", "--secs", "60")
+    assert (r.returncode, r.stdout) == (0, "192.0.2.0/24 blocked for 60s\n"), r.stderr
+    r = server.cli("blocklist", "del", "192.0.2.0/24")
+    assert (r.returncode, r.stdout) == (0, "192.0.2.0/24 unblocked\n"), r.stderr
+    r = server.cli("known-senders", "add", "198.51.100.0/24", "partner")
+    assert (r.returncode, r.stdout) == (0, "198.51.100.0/24 is known sender partner\n"), r.stderr
+    r = server.cli("known-senders", "del", "198.51.100.0/24")
+    assert (r.returncode, r.stdout) == (0, "198.51.100.0/24 is no longer a known sender\n"), r.stderr
+    r = server.cli("alias", "add", "team@local.test", "u@local.test", "v@local.test")
+    assert (r.returncode, r.stdout) == (0, "team@local.test -> u@local.test, v@local.test\n"), r.stderr
+    r = server.cli("alias", "del", "team@local.test")
+    assert (r.returncode, r.stdout) == (0, "team@local.test removed\n"), r.stderr
