@@ -5,7 +5,7 @@
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use portcullis_admission::{BlockEntry, Identity, Policy, Reputation, StateCommand};
+use portcullis_admission::{BlockEntry, Policy, Reputation, StateCommand};
 use portcullis_config::{Cidr, Config, StateBackend};
 use portcullis_control::Request;
 use portcullis_state::Store as AdmissionState;
@@ -13,10 +13,11 @@ use std::time::{Duration, UNIX_EPOCH};
 
 #[derive(Subcommand)]
 pub enum ReputationAction {
-    /// Volume, quality and class of one identity (a domain, `known:NAME`,
-    /// `alloc:HOLDER` or `range:CIDR`).
+    /// Volume, quality and class of one identity: a domain, `known:NAME`,
+    /// `alloc:HOLDER`, or an address or range (the identity range holding
+    /// it, as the server keys it).
     Show {
-        /// e.g. `example.org`, `known:corp`, `range:192.0.2.7/32`.
+        /// e.g. `example.org`, `known:corp`, `192.0.2.7`, `2001:db8::/64`.
         identity: String,
     },
     /// Every identity with a reputation.
@@ -174,9 +175,10 @@ pub fn reputation(action: ReputationAction, config: &Config) -> anyhow::Result<(
             change(config, StateCommand::Report { identity, verdict })
         }
         ReputationAction::Show { identity } => {
-            let key = Identity::key_of(&identity);
+            let policy = Policy::from_config(config);
+            let key = policy.key_of(&identity);
             let rep = View::open(config)?.reputation(&key)?;
-            let level = Policy::from_config(config).class_name(&key, &rep);
+            let level = policy.class_name(&key, &rep);
             println!("identity      {key}");
             println!("class         {level} (level {})", rep.level);
             println!("messages      {}", rep.messages);

@@ -4,7 +4,8 @@ embedded default, which says so); `check-config` refuses what `serve`
 would; the generated certificate is named for the host; SIGHUP on the
 embedded default reloads the certificate; 587 asks for STARTTLS before
 MAIL, and HELP offers STARTTLS only where it can be used; the CLI has
-help for every option, `sendmail --help` included, and says what it did."""
+help for every option, `sendmail --help` included, says what it did, and
+finds a reputation by the address."""
 
 import os
 import signal
@@ -151,6 +152,7 @@ def test_sendmail_help_works():
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("Usage: portcullis sendmail")
 
+
 def test_mail_before_starttls_on_587_asks_for_starttls(server):
     with smtplib.SMTP("127.0.0.1", server.sub, timeout=10) as c:
         c.ehlo("client.test")
@@ -165,7 +167,7 @@ def test_mail_before_starttls_on_587_asks_for_starttls(server):
         assert code == 214 and b"STARTTLS" not in text
 
 
-def test_state_commands_say_what_they_did(server):
+def test_state_commands_say_what_they_did_and_reputation_takes_an_address(server):
     r = server.cli("blocklist", "add", "192.0.2.0/24", "--secs", "60")
     assert (r.returncode, r.stdout) == (0, "192.0.2.0/24 blocked for 60s\n"), r.stderr
     r = server.cli("blocklist", "del", "192.0.2.0/24")
@@ -178,3 +180,14 @@ def test_state_commands_say_what_they_did(server):
     assert (r.returncode, r.stdout) == (0, "team@local.test -> u@local.test, v@local.test\n"), r.stderr
     r = server.cli("alias", "del", "team@local.test")
     assert (r.returncode, r.stdout) == (0, "team@local.test removed\n"), r.stderr
+    # A message from 127.0.0.1 gives its range a reputation, found by the
+    # address as the operator types it.
+    send(server.mx, "a@remote.test", ["u@local.test"], "Subject: x\r\n\r\nhi\r\n")
+    server.wait_messages("u", 1)
+
+    def shown():
+        r = server.cli("reputation", "show", "127.0.0.1")
+        return r if r.returncode == 0 else None
+
+    r = wait_until(shown, 10, "a reputation for 127.0.0.1")
+    assert "range:127.0.0.1/32" in r.stdout, r.stdout
