@@ -42,6 +42,10 @@ pub fn dns_records(config: &Config, domain: &str) -> anyhow::Result<()> {
     if let Some(p) = port(ListenerRole::Submission) {
         println!("_submission._tcp.{domain}. IN SRV 10 1 {p} {host}.");
     }
+    // And the mailbox server of [autoconfig] (IMAP, POP3), by the same RFC.
+    for r in portcullis_server::srv_records(config, domain) {
+        println!("{r}");
+    }
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The `portcullis` command line: wiring only. Each subcommand parses its
 //! arguments, loads the config and calls into the crate that does the work.
 
+mod config_file;
 mod dns_cli;
 mod docs_cli;
 mod forwarding_cli;
@@ -14,7 +15,7 @@ mod user_cli;
 
 use anyhow::bail;
 use clap::{Parser, Subcommand};
-use portcullis_config::{Config, DEFAULT_DATA_DIR};
+use portcullis_config::Config;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -39,27 +40,39 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Run the server (with no --config: the embedded default on loopback).
+    /// Run the server (with no config file found: the embedded default on
+    /// loopback).
     Serve {
+        /// The config file (default: PORTCULLIS_CONFIG, then
+        /// /etc/portcullis/portcullis.toml, then the embedded default).
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Validate a config file; errors name the file, line and key.
+    /// Validate a config file (errors name the file, line and key) and
+    /// check what `serve` would refuse: the certificate and key, the data
+    /// directory.
     CheckConfig {
+        /// The config file (default: PORTCULLIS_CONFIG, then
+        /// /etc/portcullis/portcullis.toml, then the embedded default).
         #[arg(long)]
-        config: PathBuf,
+        config: Option<PathBuf>,
     },
     /// Manage submission accounts.
     User {
         #[command(subcommand)]
         action: UserAction,
+        /// The config file (default: PORTCULLIS_CONFIG, then
+        /// /etc/portcullis/portcullis.toml, then the embedded default).
         #[arg(long, global = true)]
         config: Option<PathBuf>,
     },
     /// Find submitted messages in the submission log by queue id,
     /// Message-ID or account.
     Trace {
+        /// A queue id, a Message-ID or an account.
         query: String,
+        /// The config file (default: PORTCULLIS_CONFIG, then
+        /// /etc/portcullis/portcullis.toml, then the embedded default).
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -67,21 +80,28 @@ enum Command {
     Dkim {
         #[command(subcommand)]
         action: DkimAction,
+        /// The config file (default: PORTCULLIS_CONFIG, then
+        /// /etc/portcullis/portcullis.toml, then the embedded default).
         #[arg(long, global = true)]
         config: Option<PathBuf>,
     },
     /// Print the DNS records to publish for a domain: MX, SPF, DKIM, DMARC
     /// and the RFC 6186 SRV records for submission.
     DnsRecords {
+        /// The domain to publish records for.
         domain: String,
+        /// The config file (default: PORTCULLIS_CONFIG, then
+        /// /etc/portcullis/portcullis.toml, then the embedded default).
         #[arg(long)]
         config: Option<PathBuf>,
     },
     /// Evaluate SPF (RFC 7208) for a client address, HELO and MAIL FROM,
     /// with the server's own resolver and code: why did this get softfail?
     Spf {
+        /// The client's address.
         #[arg(long)]
         ip: std::net::IpAddr,
+        /// The name the client gave in HELO/EHLO.
         #[arg(long)]
         helo: String,
         /// The envelope sender; omit for the null sender (HELO is checked).
@@ -118,14 +138,18 @@ enum Command {
     /// helps with maps). Budgets are counted in memory only: the live
     /// state is not charged.
     PolicyTest {
+        /// The config file (default: PORTCULLIS_CONFIG, then
+        /// /etc/portcullis/portcullis.toml, then the embedded default).
         #[arg(long)]
         config: Option<PathBuf>,
     },
     /// Print OP25B access-list rules (draft-akagiri-op25b-dynamicip) for a
     /// network described in a TOML file.
     Op25b {
+        /// The network description (see examples/op25b-network.toml).
         #[arg(long)]
         input: PathBuf,
+        /// Whose syntax to write the rules in.
         #[arg(long, value_enum)]
         format: Op25bFormat,
         /// Also print (to stderr) the draft's predicted rule count beside
@@ -138,6 +162,8 @@ enum Command {
     Alias {
         #[command(subcommand)]
         action: AliasAction,
+        /// The config file (default: PORTCULLIS_CONFIG, then
+        /// /etc/portcullis/portcullis.toml, then the embedded default).
         #[arg(long, global = true)]
         config: Option<PathBuf>,
     },
@@ -145,6 +171,8 @@ enum Command {
     Srs {
         #[command(subcommand)]
         action: SrsAction,
+        /// The config file (default: PORTCULLIS_CONFIG, then
+        /// /etc/portcullis/portcullis.toml, then the embedded default).
         #[arg(long, global = true)]
         config: Option<PathBuf>,
     },
@@ -152,6 +180,8 @@ enum Command {
     Reputation {
         #[command(subcommand)]
         action: state_cli::ReputationAction,
+        /// The config file (default: PORTCULLIS_CONFIG, then
+        /// /etc/portcullis/portcullis.toml, then the embedded default).
         #[arg(long, global = true)]
         config: Option<PathBuf>,
     },
@@ -159,6 +189,8 @@ enum Command {
     Blocklist {
         #[command(subcommand)]
         action: state_cli::BlocklistAction,
+        /// The config file (default: PORTCULLIS_CONFIG, then
+        /// /etc/portcullis/portcullis.toml, then the embedded default).
         #[arg(long, global = true)]
         config: Option<PathBuf>,
     },
@@ -166,6 +198,8 @@ enum Command {
     KnownSenders {
         #[command(subcommand)]
         action: state_cli::KnownSendersAction,
+        /// The config file (default: PORTCULLIS_CONFIG, then
+        /// /etc/portcullis/portcullis.toml, then the embedded default).
         #[arg(long, global = true)]
         config: Option<PathBuf>,
     },
@@ -174,6 +208,8 @@ enum Command {
     /// 465 then 587, always AUTH over verified TLS. Also runs when the
     /// binary is called as `sendmail`.
     Sendmail {
+        /// sendmail's flags and the recipients (`portcullis sendmail
+        /// --help` lists them).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -181,6 +217,8 @@ enum Command {
     Queue {
         #[command(subcommand)]
         action: QueueAction,
+        /// The config file (default: PORTCULLIS_CONFIG, then
+        /// /etc/portcullis/portcullis.toml, then the embedded default).
         #[arg(long, global = true)]
         config: Option<PathBuf>,
     },
@@ -189,11 +227,15 @@ enum Command {
 /// Which resolver the diagnostic commands (`spf`, `dmarc`) use.
 #[derive(clap::Args)]
 struct ResolverArgs {
-    /// DNS server to ask instead of the configured ones (repeatable).
+    /// DNS server (ADDR:PORT) to ask instead of the configured ones
+    /// (repeatable).
     #[arg(long)]
     dns: Vec<std::net::SocketAddr>,
+    /// How long one DNS query may take, in milliseconds.
     #[arg(long, default_value_t = 5000)]
     dns_timeout_ms: u64,
+    /// The config file (default: PORTCULLIS_CONFIG, then
+    /// /etc/portcullis/portcullis.toml, then the embedded default).
     #[arg(long)]
     config: Option<PathBuf>,
 }
@@ -202,10 +244,14 @@ struct ResolverArgs {
 enum DkimAction {
     /// Generate a signing key and print the TXT record to publish.
     Keygen {
+        /// The signing domain (`d=`).
         #[arg(long)]
         domain: String,
+        /// The selector (`s=`): the record is published at
+        /// SELECTOR._domainkey.DOMAIN.
         #[arg(long)]
         selector: String,
+        /// The key type (RSA 2048 for reach; Ed25519 beside it, RFC 8463).
         #[arg(long, value_enum, default_value = "rsa")]
         algorithm: KeyAlgorithm,
     },
@@ -213,16 +259,23 @@ enum DkimAction {
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Op25bFormat {
+    /// An nftables table (IPv4 and IPv6).
     Nftables,
+    /// iptables rules (IPv4).
     Iptables,
+    /// ip6tables rules (IPv6).
     Ip6tables,
+    /// Cisco IOS access lists.
     Cisco,
+    /// Junos firewall filters.
     Juniper,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum KeyAlgorithm {
+    /// Ed25519 (RFC 8463).
     Ed25519,
+    /// RSA, 2048 bits.
     Rsa,
 }
 
@@ -230,28 +283,45 @@ enum KeyAlgorithm {
 enum UserAction {
     /// Create an account (password from a prompt, or --password-stdin).
     Add {
+        /// The account's address (its login name).
         address: String,
+        /// Read the password from the first line of stdin (scripts).
         #[arg(long)]
         password_stdin: bool,
     },
     /// Remove an account.
-    Del { address: String },
+    Del {
+        /// The account's address.
+        address: String,
+    },
     /// List accounts and the addresses they may send as.
     List,
     /// Change an account's password.
     Passwd {
+        /// The account's address.
         address: String,
+        /// Read the password from the first line of stdin (scripts).
         #[arg(long)]
         password_stdin: bool,
     },
     /// Import a Dovecot passwd-file ({ARGON2ID}, {BLF-CRYPT},
     /// {SHA512-CRYPT}, {SHA256-CRYPT} hashes).
-    Import { file: PathBuf },
+    Import {
+        /// The passwd-file (`user:{SCHEME}hash:...` lines).
+        file: PathBuf,
+    },
     /// Let an account send as another address, or as `@domain`.
-    Grant { address: String, owned: String },
+    Grant {
+        /// The account's address.
+        address: String,
+        /// The address (or `@domain`) it may now send as.
+        owned: String,
+    },
     /// Allow or forbid an account any sender address.
     AnySender {
+        /// The account's address.
         address: String,
+        /// `true` or `false`.
         #[arg(action = clap::ArgAction::Set)]
         allowed: bool,
     },
@@ -261,12 +331,17 @@ enum UserAction {
 enum AliasAction {
     /// Add targets (local mailboxes or external addresses) to an alias.
     Add {
+        /// The alias address (of a local domain).
         alias: String,
+        /// Where its mail goes: local mailboxes or external addresses.
         #[arg(required = true)]
         targets: Vec<String>,
     },
     /// Remove an alias.
-    Del { alias: String },
+    Del {
+        /// The alias address.
+        alias: String,
+    },
     /// Every alias and its targets.
     List,
 }
@@ -282,16 +357,28 @@ enum SrsAction {
 enum QueueAction {
     /// One line per queued message.
     List,
-    /// Envelope and content of one message.
-    Show { id: String },
+    /// Envelope, delivery status and content of one message.
+    Show {
+        /// The queue id (as `queue list` shows it).
+        id: String,
+    },
     /// Remove a message from the queue for good.
-    Delete { id: String },
+    Delete {
+        /// The queue id.
+        id: String,
+    },
     /// Retry every deferred message now.
     Flush,
     /// Keep a message from being delivered until released.
-    Hold { id: String },
+    Hold {
+        /// The queue id.
+        id: String,
+    },
     /// Let a held message go.
-    Release { id: String },
+    Release {
+        /// The queue id.
+        id: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -326,8 +413,15 @@ fn main() -> ExitCode {
 }
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { config } => serve_cli::serve(load(config.as_deref())?, config),
-        Command::CheckConfig { config } => serve_cli::check_config(&config),
+        Command::Serve { config } => {
+            // The banner says where the data is: no notice on stderr.
+            let source = config_file::locate(config.as_deref());
+            let c = config_file::load(&source, true)?;
+            serve_cli::serve(c, source.path().map(Path::to_owned))
+        }
+        Command::CheckConfig { config } => {
+            serve_cli::check_config(&config_file::locate(config.as_deref()))
+        }
         Command::GenerateDocs { out } => docs_cli::generate(&out),
         Command::Queue { action, config } => queue_cli::queue(action, &load(config.as_deref())?),
         Command::Alias { action, config } => {
@@ -389,18 +483,45 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// The config file, or the embedded default (data in `$PORTCULLIS_DATA` or
-/// `./portcullis-data`).
-fn load(path: Option<&Path>) -> anyhow::Result<Config> {
-    match path {
-        Some(p) => Ok(portcullis_config::load(p)?),
-        None => {
-            let data = std::env::var_os("PORTCULLIS_DATA")
-                .map_or_else(|| PathBuf::from(DEFAULT_DATA_DIR), PathBuf::from);
-            Ok(Config::embedded_default(
-                data,
-                portcullis_config::system_hostname(),
-            ))
+/// The configuration a command works on (see `config_file`): `--config`,
+/// `PORTCULLIS_CONFIG`, `/etc/portcullis/portcullis.toml`, or the
+/// embedded default, which is then announced on stderr.
+fn load(flag: Option<&Path>) -> anyhow::Result<Config> {
+    config_file::load(&config_file::locate(flag), false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory as _;
+
+    /// Every subcommand and every option or argument of every subcommand,
+    /// with the path to it, that has no help text.
+    fn undocumented(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for a in cmd.get_arguments() {
+            let builtin = matches!(a.get_id().as_str(), "help" | "version");
+            if !builtin && a.get_help().is_none() {
+                out.push(format!("{path} {}", a.get_id()));
+            }
         }
+        for sub in cmd.get_subcommands() {
+            let here = format!("{path} {}", sub.get_name());
+            if sub.get_about().is_none() && sub.get_name() != "help" {
+                out.push(here.clone());
+            }
+            undocumented(sub, &here, out);
+        }
+    }
+
+    #[test]
+    fn every_subcommand_and_option_has_help_text() {
+        let mut missing = Vec::new();
+        undocumented(&Cli::command(), "portcullis", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
     }
 }

@@ -36,12 +36,13 @@ pub fn queue(action: QueueAction, config: &Config) -> anyhow::Result<()> {
             let Some(m) = messages.iter().find(|m| m.envelope.id == id) else {
                 bail!("no message {id} in the queue");
             };
-            println!("{}", serde_json::to_string_pretty(&m.envelope)?);
+            println!("{}", serde_json::to_string_pretty(&shown(&m.envelope)?)?);
             match portcullis_queue::read_status(&dir, &id) {
                 Some(s) => {
                     println!(
-                        "attempts: {}, next attempt at {} (epoch seconds)",
-                        s.attempts, s.next_attempt
+                        "attempts: {}, next attempt at {}",
+                        s.attempts,
+                        portcullis_pipeline::trace::iso8601(s.next_attempt)
                     );
                     for (rcpt, reply) in &s.waiting {
                         println!("  waiting  <{rcpt}>  last reply: {reply}");
@@ -100,4 +101,29 @@ fn queue_change(config: &Config, r: Request, done: &str) -> anyhow::Result<()> {
     }
     println!("{id} {done}");
     Ok(())
+}
+
+/// The envelope as `queue show` prints it: JSON, with its time in RFC 3339
+/// UTC as people read it rather than the epoch seconds the spool keeps.
+fn shown(envelope: &portcullis_queue::Envelope) -> serde_json::Result<serde_json::Value> {
+    let mut v = serde_json::to_value(envelope)?;
+    if let Some(t) = v.get_mut("received_at") {
+        *t = portcullis_pipeline::trace::iso8601(envelope.received_at).into();
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn queue_show_prints_the_arrival_in_rfc_3339_utc() {
+        let e = portcullis_queue::Envelope {
+            id: "Q1".into(),
+            received_at: 1_795_520_211,
+            ..Default::default()
+        };
+        let v = super::shown(&e).unwrap();
+        assert_eq!(v["received_at"], "2026-11-24T11:36:51Z");
+        assert_eq!(v["id"], "Q1");
+    }
 }

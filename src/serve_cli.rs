@@ -2,15 +2,22 @@
 //! limits set up, or only check that a config file is valid. The server
 //! itself lives in crates/server; this file only prepares the process.
 
+use crate::config_file::Source;
 use anyhow::Context as _;
 use portcullis_config::Config;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-pub fn check_config(config: &Path) -> anyhow::Result<()> {
-    let c = portcullis_config::load(config)?;
+/// The config is valid and `serve` would start on it: its certificate
+/// and key load and match, its data directory is usable.
+pub fn check_config(source: &Source) -> anyhow::Result<()> {
+    let c = crate::config_file::load(source, false)?;
+    portcullis_server::preflight(&c)?;
+    let name = source.path().map_or_else(
+        || "embedded default".to_owned(),
+        |p| p.display().to_string(),
+    );
     println!(
-        "{}: ok ({} listeners, local domains: {})",
-        config.display(),
+        "{name}: ok ({} listeners, local domains: {})",
         c.listeners.len(),
         c.local_domains.join(", ")
     );

@@ -5,7 +5,7 @@
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use portcullis_admission::{BlockEntry, Identity, Policy, Reputation, StateCommand};
+use portcullis_admission::{BlockEntry, Policy, Reputation, StateCommand};
 use portcullis_config::{Cidr, Config, StateBackend};
 use portcullis_control::Request;
 use portcullis_state::Store as AdmissionState;
@@ -13,32 +13,48 @@ use std::time::{Duration, UNIX_EPOCH};
 
 #[derive(Subcommand)]
 pub enum ReputationAction {
-    /// Volume, quality and class of one identity (a domain, `known:NAME`,
-    /// `alloc:HOLDER` or `range:CIDR`).
-    Show { identity: String },
+    /// Volume, quality and class of one identity: a domain, `known:NAME`,
+    /// `alloc:HOLDER`, or an address or range (the identity range holding
+    /// it, as the server keys it).
+    Show {
+        /// e.g. `example.org`, `known:corp`, `192.0.2.7`, `2001:db8::/64`.
+        identity: String,
+    },
     /// Every identity with a reputation.
     List,
     /// Count a verdict for an identity (operators, feedback loops).
-    Report { identity: String, verdict: String },
+    Report {
+        /// The identity, as for `show`.
+        identity: String,
+        /// `ham` or `spam`.
+        verdict: String,
+    },
 }
 
 #[derive(Subcommand)]
 pub enum BlocklistAction {
     /// Block a range (or address) before the greeting, for a time.
     Add {
+        /// ADDR/PREFIX, or a bare address.
         range: Cidr,
+        /// How long the block lasts, in seconds.
         #[arg(long, default_value_t = 3600)]
         secs: u64,
+        /// Shown to the client in the refusal, and in `blocklist list`.
         #[arg(long, default_value = "blocked by the operator")]
         reason: String,
     },
+    /// Lift a block before it expires.
     Del {
+        /// The range as it was added.
         range: Cidr,
     },
+    /// Every block and the seconds it has left.
     List,
     /// The blocklist as an nftables set, so the kernel drops these ranges
     /// before accept(): `portcullis blocklist export | nft -f -`.
     Export {
+        /// The nftables table to write.
         #[arg(long, default_value = "portcullis")]
         table: String,
     },
@@ -48,12 +64,17 @@ pub enum BlocklistAction {
 pub enum KnownSendersAction {
     /// List a range as a known sender: it leaves the default pool.
     Add {
+        /// ADDR/PREFIX, or a bare address.
         range: Cidr,
+        /// One word naming the sender (its reputation is `known:NAME`).
         name: String,
     },
+    /// Take a range off the known-sender list.
     Del {
+        /// The range as it was added.
         range: Cidr,
     },
+    /// Every known-sender range and its name.
     List,
 }
 
@@ -154,9 +175,10 @@ pub fn reputation(action: ReputationAction, config: &Config) -> anyhow::Result<(
             change(config, StateCommand::Report { identity, verdict })
         }
         ReputationAction::Show { identity } => {
-            let key = Identity::key_of(&identity);
+            let policy = Policy::from_config(config);
+            let key = policy.key_of(&identity);
             let rep = View::open(config)?.reputation(&key)?;
-            let level = Policy::from_config(config).class_name(&key, &rep);
+            let level = policy.class_name(&key, &rep);
             println!("identity      {key}");
             println!("class         {level} (level {})", rep.level);
             println!("messages      {}", rep.messages);
@@ -194,15 +216,21 @@ pub fn blocklist(action: BlocklistAction, config: &Config) -> anyhow::Result<()>
             range,
             secs,
             reason,
-        } => change(
-            config,
-            StateCommand::Block {
+        } => {
+            let cmd = StateCommand::Block {
                 range,
                 secs,
                 reason,
-            },
-        ),
-        BlocklistAction::Del { range } => change(config, StateCommand::Unblock { range }),
+            };
+            change(config, cmd)?;
+            println!("{range} blocked for {secs}s");
+            Ok(())
+        }
+        BlocklistAction::Del { range } => {
+            change(config, StateCommand::Unblock { range })?;
+            println!("{range} unblocked");
+            Ok(())
+        }
         BlocklistAction::List => {
             let now = portcullis_config::clock::now_secs();
             for (range, e) in View::open(config)?.blocklist()? {
@@ -258,9 +286,16 @@ pub fn known_senders(action: KnownSendersAction, config: &Config) -> anyhow::Res
             if name.is_empty() || name.contains(char::is_whitespace) {
                 anyhow::bail!("the name {name:?} must be one word");
             }
-            change(config, StateCommand::KnownAdd { range, name })
+            let line = format!("{range} is known sender {name}");
+            change(config, StateCommand::KnownAdd { range, name })?;
+            println!("{line}");
+            Ok(())
         }
-        KnownSendersAction::Del { range } => change(config, StateCommand::KnownDel { range }),
+        KnownSendersAction::Del { range } => {
+            change(config, StateCommand::KnownDel { range })?;
+            println!("{range} is no longer a known sender");
+            Ok(())
+        }
         KnownSendersAction::List => {
             for (range, name) in View::open(config)?.known()? {
                 println!("{range:<43} {name}");

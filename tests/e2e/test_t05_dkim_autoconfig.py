@@ -2,6 +2,7 @@
 verifies with dkimpy against the records `dkim keygen` printed, served by a
 real DNS server; mail clients find the right ports by autoconfig."""
 
+import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
 
@@ -74,19 +75,43 @@ def test_dns_records_prints_srv_spf_dkim_and_dmarc(signed):
         assert r in out
 
 
-def fetch(url, data=None):
-    with urllib.request.urlopen(url, data=data, timeout=5) as r:
+def fetch(url, data=None, headers=None):
+    req = urllib.request.Request(url, data=data, headers=headers or {})
+    with urllib.request.urlopen(req, timeout=5) as r:
         return r.read()
 
 
+def status_of(url, data=None, headers=None):
+    try:
+        fetch(url, data, headers)
+        return 200
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+# The mailbox server clients are told about (portcullis serves no IMAP).
+AUTOCONFIG = '[autoconfig]\nimap = "imap.portcullis.test:993"\n'
+
+
+@pytest.fixture
+def provider(make_server):
+    return make_server(AUTOCONFIG)
+
+
 @pytest.mark.parametrize("path", ["/mail/config-v1.1.xml", "/.well-known/autoconfig/mail/config-v1.1.xml"])
-def test_thunderbird_autoconfig_points_at_465_ssl_and_587_starttls(server, path):
+def test_thunderbird_autoconfig_names_imap_and_both_submission_ports(provider, path):
+    server = provider
     xml = fetch(f"http://127.0.0.1:{server.http}{path}?emailaddress=alice@local.test")
     root = ET.fromstring(xml)
     assert root.tag == "clientConfig" and root.get("version") == "1.1"
     provider = root.find("emailProvider")
     assert provider.get("id") == "local.test"
     assert provider.findtext("domain") == "local.test"
+    [imap] = provider.findall("incomingServer")
+    assert imap.get("type") == "imap"
+    assert (imap.findtext("hostname"), imap.findtext("port"), imap.findtext("socketType")) == (
+        "imap.portcullis.test", "993", "SSL")
+    assert imap.findtext("username") == "%EMAILADDRESS%"
     servers = {
         (o.findtext("port"), o.findtext("socketType")): o for o in provider.findall("outgoingServer")
     }
@@ -98,16 +123,52 @@ def test_thunderbird_autoconfig_points_at_465_ssl_and_587_starttls(server, path)
         assert o.findtext("username") == "%EMAILADDRESS%"
 
 
-def test_outlook_autodiscover(server):
-    req = (
+def test_thunderbird_autoconfig_follows_the_host_header(provider):
+    url = f"http://127.0.0.1:{provider.http}/mail/config-v1.1.xml"
+    root = ET.fromstring(fetch(url, headers={"Host": "autoconfig.local.test"}))
+    assert root.find("emailProvider").get("id") == "local.test"
+
+
+def outlook_request(address: str) -> bytes:
+    return (
         b'<?xml version="1.0"?><Autodiscover xmlns="http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006">'
-        b"<Request><EMailAddress>alice@local.test</EMailAddress>"
+        b"<Request><EMailAddress>" + address.encode() + b"</EMailAddress>"
         b"<AcceptableResponseSchema>http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a</AcceptableResponseSchema>"
         b"</Request></Autodiscover>"
     )
-    root = ET.fromstring(fetch(f"http://127.0.0.1:{server.http}/autodiscover/autodiscover.xml", req))
+
+
+def test_outlook_autodiscover_names_imap_and_smtp(provider):
+    server = provider
+    root = ET.fromstring(fetch(f"http://127.0.0.1:{server.http}/autodiscover/autodiscover.xml",
+                               outlook_request("alice@local.test")))
     ns = {"a": "http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a"}
     protos = root.findall(".//a:Protocol", ns)
-    got = {(p.findtext("a:Port", namespaces=ns), p.findtext("a:Encryption", namespaces=ns)) for p in protos}
-    assert got == {(str(server.subs), "SSL"), (str(server.sub), "TLS")}
+    got = {
+        (p.findtext("a:Type", namespaces=ns), p.findtext("a:Port", namespaces=ns),
+         p.findtext("a:Encryption", namespaces=ns))
+        for p in protos
+    }
+    assert got == {("IMAP", "993", "SSL"), ("SMTP", str(server.subs), "SSL"), ("SMTP", str(server.sub), "TLS")}
     assert all(p.findtext("a:LoginName", namespaces=ns) == "alice@local.test" for p in protos)
+
+
+def test_a_foreign_domain_gets_404_from_both(provider):
+    base = f"http://127.0.0.1:{provider.http}"
+    assert status_of(f"{base}/mail/config-v1.1.xml?emailaddress=someone@gmail.com") == 404
+    assert status_of(f"{base}/mail/config-v1.1.xml", headers={"Host": "autoconfig.gmail.com"}) == 404
+    assert status_of(f"{base}/autodiscover/autodiscover.xml", outlook_request("someone@gmail.com")) == 404
+
+
+def test_without_a_mailbox_server_the_file_still_names_the_submission_servers(server):
+    # Thunderbird needs [autoconfig] imap; submission clients (portcullis
+    # sendmail) only read the outgoing servers.
+    url = f"http://127.0.0.1:{server.http}/mail/config-v1.1.xml?emailaddress=alice@local.test"
+    provider = ET.fromstring(fetch(url)).find("emailProvider")
+    assert provider.findall("incomingServer") == []
+    assert len(provider.findall("outgoingServer")) == 2
+
+
+def test_dns_records_prints_the_mailbox_server_srv_record(provider):
+    out = provider.cli("dns-records", "local.test").stdout
+    assert "_imaps._tcp.local.test. IN SRV 0 1 993 imap.portcullis.test." in out

@@ -6,6 +6,7 @@ down is retried until it answers."""
 
 import email
 import email.policy
+import re
 import subprocess
 
 import pytest
@@ -179,6 +180,9 @@ def test_queue_flush_retries_a_deferred_message_now(slow_pair):
     [qid] = [l.split()[0] for l in ours.queued()]
     shown = ours.cli("queue", "show", qid).stdout
     assert "attempts: 1" in shown and "waiting  <bob@remote.test>  last reply: connect to" in shown, shown
+    # Times in RFC 3339 UTC, not epoch seconds.
+    assert re.search(r"next attempt at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", shown), shown
+    assert re.search(r'"received_at": "\d{4}-\d\d-\d\dT[\d:]{8}Z"', shown), shown
     remote.start()
     assert remote.messages("bob", "remote.test") == []
     assert ours.cli("queue", "flush").returncode == 0

@@ -120,6 +120,27 @@ impl Policy {
             .unwrap_or_default()
     }
 
+    /// The state key an operator means, as the server stores it: an
+    /// address or range (`127.0.0.1`, `2001:db8::/48`) is the reputation of
+    /// the identity range that holds it (`range:127.0.0.1/32` with the
+    /// default /32 for IPv4, the /64 for IPv6); anything else as
+    /// [`Identity::key_of`] reads it.
+    pub fn key_of(&self, s: &str) -> String {
+        let bare = s.strip_prefix("range:").unwrap_or(s);
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return format!("range:{}", self.range_of(ip));
+        }
+        if let Ok(cidr) = bare.parse::<Cidr>() {
+            let p = if cidr.is_ipv4() {
+                self.identity.ipv4_prefix
+            } else {
+                self.identity.ipv6_prefix
+            };
+            return format!("range:{}", cidr.widened(p));
+        }
+        Identity::key_of(s)
+    }
+
     /// The range address-based state aggregates by (/64, /32 by default).
     pub fn range_of(&self, ip: IpAddr) -> Cidr {
         Cidr::enclosing(ip, self.identity.ipv4_prefix, self.identity.ipv6_prefix)

@@ -383,3 +383,15 @@ fn user_unknown_answers_slow_the_range_for_a_while() {
         "counting starts afresh"
     );
 }
+
+#[test]
+fn an_address_names_the_reputation_of_its_identity_range() {
+    let p = policy();
+    assert_eq!(p.key_of("127.0.0.1"), "range:127.0.0.1/32");
+    assert_eq!(p.key_of("range:127.0.0.1/32"), "range:127.0.0.1/32");
+    assert_eq!(p.key_of("2001:db8::7"), "range:2001:db8::/64");
+    assert_eq!(p.key_of("2001:db8::7/128"), "range:2001:db8::/64");
+    assert_eq!(p.key_of("192.0.2.0/24"), "range:192.0.2.0/24");
+    assert_eq!(p.key_of("example.org"), "domain:example.org");
+    assert_eq!(p.key_of("known:corp"), "known:corp");
+}

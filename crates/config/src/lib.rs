@@ -26,10 +26,12 @@ use std::path::{Path, PathBuf};
 /// reads: `FILE:LINE:COL: key `KEY`: MESSAGE`.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: cannot read: {source}")]
+    /// The reason is part of the message and deliberately not a
+    /// `source`: a caller printing the chain would say it twice.
+    #[error("{}: cannot read: {error}", .path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{}:{}:{}: key `{}`: {}", .path.display(), .at.line, .at.column, .at.key, .message)]
     Invalid {
@@ -51,9 +53,9 @@ impl ConfigError {
 
 /// Read and validate the file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
         path: path.to_owned(),
-        source,
+        error,
     })?;
     parse(&text, path)
 }

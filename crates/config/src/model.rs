@@ -6,9 +6,9 @@
 
 use crate::screening::builtin_classes;
 use crate::{
-    Admission, AuthPolicy, Cidr, ClassLimits, Delivery, DmarcSettings, DnsList, Forwarding,
-    Greylist, IdentityPolicy, Limits, PolicyService, ReputationRules, ReverseDns, Rspamd,
-    Submission,
+    Admission, AuthPolicy, Autoconfig, Cidr, ClassLimits, Delivery, DmarcSettings, DnsList,
+    Forwarding, Greylist, IdentityPolicy, Limits, PolicyService, ReputationRules, ReverseDns,
+    Rspamd, Submission,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -169,6 +169,8 @@ pub struct Config {
     pub delivery: Delivery,
     pub greylist: Greylist,
     pub policy: PolicyService,
+    /// The IMAP/POP3 servers mail clients are told about.
+    pub autoconfig: Autoconfig,
 }
 
 #[derive(Clone, Debug)]
@@ -257,6 +259,7 @@ impl Config {
             delivery: Delivery::default(),
             greylist: Greylist::default(),
             policy: PolicyService::default(),
+            autoconfig: Autoconfig::default(),
         }
     }
 }

@@ -7,10 +7,11 @@
 
 use crate::screening::builtin_classes;
 use crate::{
-    Admission, AuthPolicy, Cidr, ClassLimits, Config, DEFAULT_DATA_DIR, Delivery, DmarcSettings,
-    DnsList, Forwarding, Greylist, IdentityPolicy, InboundPolicy, Limits, Listener, ListenerRole,
-    PolicyService, RecipientPolicy, RedisSettings, RedisTarget, ReputationRules, ReverseDns,
-    Rspamd, StateBackend, Submission, TlsFiles, system_hostname,
+    Admission, AuthPolicy, Autoconfig, Cidr, ClassLimits, Config, DEFAULT_DATA_DIR, Delivery,
+    DmarcSettings, DnsList, Forwarding, Greylist, IdentityPolicy, InboundPolicy, Limits, Listener,
+    ListenerRole, MailboxServer, PolicyService, RecipientPolicy, RedisSettings, RedisTarget,
+    ReputationRules, ReverseDns, Rspamd, StateBackend, Submission, TlsFiles, TlsMode,
+    system_hostname,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -57,6 +58,59 @@ pub(crate) struct RawConfig {
     greylist: Option<Spanned<Greylist>>,
     #[serde(default)]
     policy: PolicyService,
+    autoconfig: Option<RawAutoconfig>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAutoconfig {
+    imap: Option<Spanned<String>>,
+    imap_tls: Option<TlsMode>,
+    pop3: Option<Spanned<String>>,
+    pop3_tls: Option<TlsMode>,
+}
+
+impl RawAutoconfig {
+    fn validate(self) -> Result<Autoconfig, Invalid> {
+        let server = |at: Option<Spanned<String>>, tls: Option<TlsMode>| {
+            at.map(|a| {
+                let (host, port) = host_port(&a)?;
+                Ok(MailboxServer {
+                    host,
+                    port,
+                    tls: tls.unwrap_or(TlsMode::for_port(port)),
+                })
+            })
+            .transpose()
+        };
+        Ok(Autoconfig {
+            imap: server(self.imap, self.imap_tls)?,
+            pop3: server(self.pop3, self.pop3_tls)?,
+        })
+    }
+}
+
+/// `host:port` with a host name (as clients will connect to it, so it must
+/// be a name or an address they can reach) and a port above 0.
+fn host_port(value: &Spanned<String>) -> Result<(String, u16), Invalid> {
+    let at = value.span().start;
+    let bad = || {
+        (
+            at,
+            format!(
+                "{:?} is not host:port (e.g. \"imap.example.com:993\")",
+                value.get_ref()
+            ),
+        )
+    };
+    let (host, port) = value.get_ref().rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().ok().filter(|p| *p > 0).ok_or_else(bad)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok((host.to_owned(), port));
+    }
+    let name = checked_domain(&Spanned::new(value.span(), host.to_owned()))?;
+    Ok((name, port))
 }
 
 #[derive(Deserialize)]
@@ -405,6 +459,11 @@ impl RawConfig {
                 .transpose()?
                 .unwrap_or_default(),
             policy: self.policy,
+            autoconfig: self
+                .autoconfig
+                .map(RawAutoconfig::validate)
+                .transpose()?
+                .unwrap_or_default(),
             ..defaults
         })
     }

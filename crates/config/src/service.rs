@@ -221,3 +221,42 @@ impl Default for Limits {
         }
     }
 }
+
+/// `[autoconfig]`: the mailbox servers mail clients are told about
+/// (Thunderbird's autoconfig, Outlook's autodiscover, RFC 6186 SRV records
+/// from `dns-records`). portcullis serves no IMAP or POP3 itself; these
+/// name the server that does (e.g. Dovecot).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Autoconfig {
+    pub imap: Option<MailboxServer>,
+    pub pop3: Option<MailboxServer>,
+}
+
+/// One IMAP or POP3 server as clients reach it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MailboxServer {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+}
+
+/// How a client secures its connection to a mailbox server.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// TLS from the first byte (993, 995; RFC 8314 prefers it).
+    Tls,
+    /// Plain connection, then STARTTLS/STLS (143, 110).
+    Starttls,
+}
+
+impl TlsMode {
+    /// The mode a port is usually run with: implicit TLS on 993 and 995,
+    /// STARTTLS elsewhere.
+    pub fn for_port(port: u16) -> TlsMode {
+        match port {
+            993 | 995 => TlsMode::Tls,
+            _ => TlsMode::Starttls,
+        }
+    }
+}

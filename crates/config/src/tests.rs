@@ -255,3 +255,49 @@ fn a_domain_policy_for_mta_sts_lists_the_hostname_by_default() {
     assert_eq!(p.mx, ["mx.example.test"]);
     assert_eq!(p.max_age, 604_800);
 }
+
+#[test]
+fn a_missing_file_is_named_with_its_reason_once() {
+    let e = load(Path::new("/nonexistent/portcullis.toml")).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.starts_with("/nonexistent/portcullis.toml: cannot read: "),
+        "{text}"
+    );
+    // The reason is in the message; a chain printer (anyhow's `{:#}`)
+    // finds no source to print it a second time.
+    assert!(std::error::Error::source(&e).is_none());
+}
+
+#[test]
+fn autoconfig_names_the_mailbox_servers_with_their_tls_mode() {
+    let c = parse_str(
+        "[autoconfig]\nimap = \"imap.example.test:993\"\npop3 = \"pop.example.test:110\"\npop3_tls = \"starttls\"\n",
+    )
+    .unwrap();
+    let imap = c.autoconfig.imap.unwrap();
+    assert_eq!(
+        (imap.host.as_str(), imap.port, imap.tls),
+        ("imap.example.test", 993, TlsMode::Tls)
+    );
+    let pop3 = c.autoconfig.pop3.unwrap();
+    assert_eq!((pop3.port, pop3.tls), (110, TlsMode::Starttls));
+    // Without [autoconfig], no mailbox server is advertised.
+    assert_eq!(parse_str("").unwrap().autoconfig, Autoconfig::default());
+}
+
+#[test]
+fn autoconfig_errors_name_line_and_key() {
+    let (at, msg) = error_of("hostname = \"a.test\"\n[autoconfig]\nimap = \"imap.example.test\"\n");
+    assert_eq!((at.line, at.key.as_str()), (3, "autoconfig.imap"));
+    assert!(msg.contains("host:port"), "{msg}");
+    let (at, _) = error_of("[autoconfig]\nimap = \"bad_name!:993\"\n");
+    assert_eq!((at.line, at.key.as_str()), (2, "autoconfig.imap"));
+    let (at, msg) =
+        error_of("[autoconfig]\nimap = \"imap.example.test:143\"\nimap_tls = \"ssl\"\n");
+    assert_eq!((at.line, at.key.as_str()), (3, "autoconfig.imap_tls"));
+    assert!(msg.contains("unknown variant"), "{msg}");
+    let (at, msg) = error_of("[autoconfig]\nsmtp = \"x.test:587\"\n");
+    assert_eq!((at.line, at.key.as_str()), (2, "autoconfig.smtp"));
+    assert!(msg.contains("unknown field"), "{msg}");
+}

@@ -65,7 +65,7 @@ impl DnsRoutes {
                 .collect(),
             Err(e) if e.is_nx_domain() => return Route::NoSuchDomain,
             Err(e) if e.is_no_records_found() => Vec::new(),
-            Err(e) => return Route::TempFail(e.to_string()),
+            Err(e) => return Route::TempFail(dns_failure(&format!("MX for {domain}"), &e)),
         };
         if mx.len() == 1 && mx[0].1.is_empty() {
             return Route::NullMx;
@@ -102,6 +102,17 @@ impl MxResolver for DnsRoutes {
     }
 }
 
+/// A lookup that failed for now, in words that say it was DNS (the queue
+/// shows this as the reason a message waits).
+fn dns_failure(what: &str, e: &portcullis_dns::hickory_resolver::net::NetError) -> String {
+    match e {
+        portcullis_dns::hickory_resolver::net::NetError::Timeout => {
+            format!("DNS lookup of {what} timed out")
+        }
+        e => format!("DNS lookup of {what} failed: {e}"),
+    }
+}
+
 /// Sort by preference; within one preference, a rotation picked from the
 /// clock, which spreads load across equal MX hosts (RFC 5321 §5.1).
 fn shuffle_equal_preferences(mx: &mut [(u16, String)]) {
@@ -123,6 +134,15 @@ fn shuffle_equal_preferences(mx: &mut [(u16, String)]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dns_timeout_says_it_was_dns() {
+        use portcullis_dns::hickory_resolver::net::NetError;
+        assert_eq!(
+            dns_failure("MX for example.test", &NetError::Timeout),
+            "DNS lookup of MX for example.test timed out"
+        );
+    }
 
     #[test]
     fn equal_preferences_stay_together_in_order_of_preference() {

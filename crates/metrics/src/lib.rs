@@ -105,8 +105,8 @@ pub struct Metrics {
     auth_failures: Mutex<std::collections::VecDeque<AuthFailure>>,
 }
 
-/// What one minute's replies were: messages accepted, commands deferred
-/// (4xx) and refused (5xx).
+/// What one minute brought: messages accepted, deliveries deferred (to be
+/// retried), and replies refusing a command or message (4xx and 5xx).
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct Minute {
     pub at: u64,

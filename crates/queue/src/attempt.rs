@@ -206,6 +206,9 @@ async fn defer(a: &Attempts, mut job: Job, r: Results) -> Ended {
     warn!(event = "deferred", id = %id, attempts = job.attempts, delay_s = after.as_secs(), reason = %why);
     a.metrics
         .inc(Counter::DeliveryAttempts, &[("result", "deferred")]);
+    // The dashboard's "deferred": a delivery that must wait and retry.
+    a.metrics
+        .outcome(portcullis_metrics::Outcome::Deferred, a.clock.now_secs());
     job.message.envelope.recipients = r.retry.into_iter().map(|(rcpt, _, _)| rcpt).collect();
     Ended::Retry {
         job: Box::new(job),

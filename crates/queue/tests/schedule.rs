@@ -150,6 +150,7 @@ struct World {
     queue: Queue,
     courier: Arc<Scripted>,
     dir: PathBuf,
+    metrics: Arc<Metrics>,
 }
 
 fn dir(name: &str) -> PathBuf {
@@ -166,17 +167,13 @@ fn world(name: &str, courier: Arc<Scripted>, schedule: Schedule) -> World {
         schedule,
         max_active: 8,
     };
-    let (queue, _task) = Queue::start(
-        spool,
-        pending,
-        courier.clone(),
-        settings,
-        Arc::new(Metrics::default()),
-    );
+    let metrics = Arc::new(Metrics::default());
+    let (queue, _task) = Queue::start(spool, pending, courier.clone(), settings, metrics.clone());
     World {
         queue,
         courier,
         dir,
+        metrics,
     }
 }
 
@@ -234,6 +231,23 @@ async fn a_deferred_message_is_retried_at_doubling_intervals() {
     let gaps: Vec<u128> = at.windows(2).map(|p| (p[1] - p[0]).as_millis()).collect();
     assert_eq!(gaps, vec![1000, 2000, 4000]);
     until(|| w.queue.spool().live_count() == 0).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_dashboard_counts_each_deferred_delivery() {
+    // The queue's clock: the wall clock at start plus virtual time.
+    let (wall, start) = (now(), Instant::now());
+    let w = world(
+        "dashboard",
+        Scripted::new(|_, n| if n < 2 { later() } else { delivered() }),
+        schedule(),
+    );
+    send(&w, &["a@far.test"]).await;
+    w.courier.carried(3).await;
+    until(|| w.queue.spool().live_count() == 0).await;
+    let minutes = w.metrics.minutes(wall + start.elapsed().as_secs());
+    let deferred: u64 = minutes.iter().map(|m| m.deferred).sum();
+    assert_eq!(deferred, 2);
 }
 
 #[tokio::test(start_paused = true)]

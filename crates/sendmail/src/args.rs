@@ -16,7 +16,35 @@ pub struct Invocation {
     pub recipients: Vec<String>,
     /// `--config FILE` (also `PORTCULLIS_SENDMAIL_CONFIG`).
     pub config: Option<String>,
+    /// `--help`: print [`USAGE`] and send nothing (not `-h`: that is
+    /// sendmail's hop count).
+    pub help: bool,
 }
+
+/// What `--help` prints.
+pub const USAGE: &str = "\
+Usage: portcullis sendmail [OPTIONS] [RECIPIENT...] < MESSAGE
+       (or as `sendmail`, through a link)
+
+Submit the message on stdin to the submission server of the sender's
+domain (RFC 6186 SRV records, then its autoconfig file, then `server` from
+the config), over verified TLS with AUTH; 465 first, then 587.
+
+Options (sendmail's):
+  -t              take recipients from To:, Cc: and Bcc: (Bcc: is removed)
+  -i, -oi         a line with a single dot does not end the message
+  -f ADDR, -r ADDR  the envelope sender (default: `sender` in the config)
+  -F NAME         the sender's full name, for a From: header that is added
+  -q              only send what waits in the outbox
+  -bm, -o...      accepted and ignored
+  --config FILE   the client config (default: PORTCULLIS_SENDMAIL_CONFIG,
+                  then /etc/portcullis/sendmail.toml)
+  --help          print this help
+
+Exit codes: 0 sent (or kept in the outbox), 64 usage, 65 bad message,
+67 recipient refused, 69 TLS not available or not trusted, 75 try again
+later, 77 credentials refused, 78 config.
+";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{0}")]
@@ -41,6 +69,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, UsageError> {
                 break;
             }
             "--config" => inv.config = Some(value("--config", "")?),
+            "--help" => inv.help = true,
             "-t" => inv.recipients_from_headers = true,
             "-i" | "-oi" => inv.ignore_dots = true,
             "-bm" | "-om" | "-v" => {}
@@ -73,6 +102,13 @@ mod tests {
 
     fn p(a: &[&str]) -> Invocation {
         parse(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn help_is_asked_with_dash_dash_help() {
+        assert!(p(&["--help"]).help);
+        assert!(p(&["-t", "--help"]).help);
+        assert!(!p(&["-t"]).help);
     }
 
     #[test]

@@ -71,6 +71,10 @@ pub fn run(args: &[String]) -> i32 {
 
 fn run_inner(args: &[String]) -> Result<(), Failure> {
     let inv = args::parse(args).map_err(|e| Failure::new(exit::USAGE, e.0))?;
+    if inv.help {
+        print!("{}", args::USAGE);
+        return Ok(());
+    }
     let path = inv
         .config
         .clone()

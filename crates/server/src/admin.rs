@@ -488,6 +488,25 @@ async fn trace(
     Ok(Json(json!(found)))
 }
 
+/// One message in the dashboard's queue table: who it is for, and why it
+/// waits (the last reply or error of its last attempt, if it had one).
+fn queue_row(dir: &std::path::Path, m: &portcullis_queue::StoredMessage) -> serde_json::Value {
+    let e = &m.envelope;
+    let status = portcullis_queue::read_status(dir, &e.id);
+    let reason = status
+        .as_ref()
+        .and_then(|s| s.waiting.first())
+        .map(|(_, why)| why.clone());
+    json!({
+        "id": e.id,
+        "sender": e.sender,
+        "recipients": e.recipients.iter().map(|r| r.address.as_str()).collect::<Vec<_>>(),
+        "size": m.data.len(),
+        "attempts": status.as_ref().map_or(0, |s| s.attempts),
+        "reason": reason,
+    })
+}
+
 /// What the dashboard draws.
 async fn stats(_: Admin, State(ctx): State<Arc<Context>>) -> ApiResult {
     let now = portcullis_config::clock::now_secs();
@@ -514,7 +533,7 @@ async fn stats(_: Admin, State(ctx): State<Arc<Context>>) -> ApiResult {
         "queue": {
             "messages": queued.len(),
             "oldest_age_secs": oldest.map(|o| now.saturating_sub(o)),
-            "first": queued.iter().take(20).map(|m| json!({ "id": m.envelope.id, "sender": m.envelope.sender, "recipients": m.envelope.recipients.len(), "size": m.data.len() })).collect::<Vec<_>>(),
+            "first": queued.iter().take(20).map(|m| queue_row(&dir, m)).collect::<Vec<_>>(),
         },
         "auth_failures": ctx.metrics.auth_failures(),
     })))

@@ -1,14 +1,14 @@
-//! The HTTP listener: health, and mail-client auto-configuration so users
-//! do not mistype ports (Thunderbird's autoconfig, Outlook's autodiscover
-//! POX), both pointing at 587/STARTTLS and 465/SSL with password auth.
+//! The HTTP listener: health, metrics, the dashboard, and mail-client
+//! auto-configuration so users do not mistype servers and ports
+//! (Thunderbird's autoconfig, Outlook's autodiscover POX; the answers are
+//! `autoconfig.rs`'s).
 
 use crate::Context;
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use portcullis_config::ListenerRole;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -133,92 +133,56 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
-fn port(ctx: &Context, role: ListenerRole) -> Option<u16> {
-    ctx.config()
-        .listeners
-        .iter()
-        .find(|l| l.role == role)
-        .and_then(|l| l.bind.first())
-        .map(|a| a.port())
-}
-
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&apos;")
-}
-
-/// Thunderbird's format: https://wiki.mozilla.org/Thunderbird:Autoconfiguration:ConfigFileFormat
+/// Thunderbird's autoconfig file, for our own domains only (404 for
+/// others).
 async fn autoconfig(
     State(ctx): State<Arc<Context>>,
     Query(q): Query<HashMap<String, String>>,
-) -> impl IntoResponse {
-    let email = q.get("emailaddress").map(String::as_str).unwrap_or("");
-    let domain = email
-        .rsplit_once('@')
-        .map(|(_, d)| d.to_ascii_lowercase())
-        .or_else(|| ctx.config().local_domains.first().cloned())
-        .unwrap_or_default();
-    let host = xml_escape(&ctx.config().hostname);
-    let mut servers = String::new();
-    // Implicit TLS first (RFC 8314 §3.3 prefers it), then STARTTLS.
-    for (role, socket) in [
-        (ListenerRole::Submissions, "SSL"),
-        (ListenerRole::Submission, "STARTTLS"),
-    ] {
-        if let Some(p) = port(&ctx, role) {
-            servers.push_str(&format!(
-                "    <outgoingServer type=\"smtp\">\n      <hostname>{host}</hostname>\n      <port>{p}</port>\n      <socketType>{socket}</socketType>\n      <authentication>password-cleartext</authentication>\n      <username>%EMAILADDRESS%</username>\n    </outgoingServer>\n"
-            ));
-        }
-    }
-    let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<clientConfig version=\"1.1\">\n  <emailProvider id=\"{d}\">\n    <domain>{d}</domain>\n    <displayName>{d} mail</displayName>\n    <displayShortName>{d}</displayShortName>\n{servers}  </emailProvider>\n</clientConfig>\n",
-        d = xml_escape(&domain)
-    );
-    (
-        [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
-        body,
-    )
+    headers: HeaderMap,
+) -> Response {
+    let config = ctx.config();
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let email = q.get("emailaddress").map(String::as_str);
+    crate::autoconfig::requested_domain(&config, email, host)
+        .and_then(|domain| crate::autoconfig::thunderbird(&config, &domain))
+        .map_or_else(
+            || not_found("not a domain this server provides mail for\n"),
+            |body| xml(StatusCode::OK, body),
+        )
 }
 
 /// Outlook's POX autodiscover: the request names the address; the answer
-/// lists the SMTP endpoints.
-async fn autodiscover(State(ctx): State<Arc<Context>>, body: String) -> impl IntoResponse {
-    let email = body
-        .split("<EMailAddress>")
-        .nth(1)
-        .and_then(|r| r.split("</EMailAddress>").next())
-        .map(str::trim)
-        .unwrap_or("");
-    if email.len() > 320 || !email.contains('@') {
+/// lists its mailbox server and our submission listeners, for addresses
+/// of our own domains only.
+async fn autodiscover(State(ctx): State<Arc<Context>>, body: String) -> Response {
+    let Some(email) = crate::autoconfig::outlook_address(&body) else {
         return (
             StatusCode::BAD_REQUEST,
             [(header::CONTENT_TYPE, "text/plain")],
-            "EMailAddress missing\n".to_owned(),
-        );
+            "EMailAddress missing\n",
+        )
+            .into_response();
+    };
+    match crate::autoconfig::outlook(&ctx.config(), email) {
+        Some(answer) => xml(StatusCode::OK, answer),
+        None => not_found("not a domain this server provides mail for\n"),
     }
-    let host = xml_escape(&ctx.config().hostname);
-    let mut protocols = String::new();
-    for (role, ssl, enc) in [
-        (ListenerRole::Submissions, "on", "SSL"),
-        (ListenerRole::Submission, "on", "TLS"),
-    ] {
-        if let Some(p) = port(&ctx, role) {
-            protocols.push_str(&format!(
-                "      <Protocol>\n        <Type>SMTP</Type>\n        <Server>{host}</Server>\n        <Port>{p}</Port>\n        <SSL>{ssl}</SSL>\n        <Encryption>{enc}</Encryption>\n        <SPA>off</SPA>\n        <AuthRequired>on</AuthRequired>\n        <LoginName>{}</LoginName>\n      </Protocol>\n",
-                xml_escape(email)
-            ));
-        }
-    }
-    let body = format!(
-        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<Autodiscover xmlns=\"http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006\">\n  <Response xmlns=\"http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a\">\n    <Account>\n      <AccountType>email</AccountType>\n      <Action>settings</Action>\n{protocols}    </Account>\n  </Response>\n</Autodiscover>\n"
-    );
+}
+
+fn xml(status: StatusCode, body: String) -> Response {
     (
-        StatusCode::OK,
+        status,
         [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
         body,
     )
+        .into_response()
+}
+
+fn not_found(why: &'static str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, "text/plain")],
+        why,
+    )
+        .into_response()
 }

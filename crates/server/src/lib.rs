@@ -6,11 +6,13 @@
 //! who may send what to whom, the queue when mail goes out.
 
 mod admin;
+mod autoconfig;
 mod driver;
 mod http;
 mod kernel;
 mod listen;
 mod mta_sts_host;
+mod preflight;
 mod privileges;
 mod proxied;
 mod refusals;
@@ -29,6 +31,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{error, info};
 
+pub use autoconfig::srv_records;
+pub use preflight::preflight;
 pub use tls::certificate_paths;
 
 /// What every connection task shares.
@@ -125,6 +129,7 @@ pub fn verifier(
 
 /// Run the server until SIGINT or SIGTERM; SIGHUP reloads `path`.
 pub async fn serve(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    preflight::data_dir_usable(&config.data_dir)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     // First, before anything in the data directory is read or changed: a

@@ -134,17 +134,15 @@ pub(crate) fn count_connection(ctx: &Context, role: ListenerRole, outcome: &str)
     ctx.metrics.inc(Counter::Connections, &labels);
 }
 
-/// A 4xx/5xx reply: counted by code, and in the dashboard's minute.
+/// A 4xx/5xx reply: counted by code, and in the dashboard's minute as a
+/// refusal (its "deferred" is deliveries the queue must retry, which the
+/// queue counts).
 pub(crate) fn count_refusal(ctx: &Context, role: ListenerRole, r: &Reply) {
     let code = r
         .status
         .map_or_else(|| r.code.to_string(), |s| s.to_string());
     let labels = [("listener", role.name()), ("code", code.as_str())];
     ctx.metrics.inc(Counter::MessagesRejected, &labels);
-    let o = if r.code < 500 {
-        Outcome::Deferred
-    } else {
-        Outcome::Rejected
-    };
-    ctx.metrics.outcome(o, portcullis_config::clock::now_secs());
+    ctx.metrics
+        .outcome(Outcome::Rejected, portcullis_config::clock::now_secs());
 }

@@ -38,9 +38,14 @@ pub(crate) async fn run(ctx: &Context) {
 
 fn reload(ctx: &Context) {
     let Some(path) = &ctx.config_path else {
+        // No file to read again, but the certificate is a file: an
+        // operator who put a real one in DATA/tls in place of the
+        // generated one gets it without a restart.
+        let config = ctx.config();
+        reload_tls(ctx, &config);
         info!(
-            event = "reload",
-            "running on the embedded default: nothing to reload"
+            event = "reloaded",
+            "running on the embedded default: certificates reloaded"
         );
         return;
     };
@@ -53,17 +58,27 @@ fn reload(ctx: &Context) {
     };
     let old = ctx.config();
     let new = keep_what_needs_a_restart(&old, new);
-    match crate::tls::acceptor(&new) {
-        Ok(tls) => *ctx.tls.write().unwrap_or_else(|e| e.into_inner()) = tls,
-        Err(e) => {
-            warn!(event = "reload_tls_failed", error = %e, "keeping the running certificates")
-        }
-    }
+    reload_tls(ctx, &new);
     ctx.inbound
         .admission
         .set_policy(portcullis_admission::Policy::from_config(&new));
     *ctx.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
     info!(event = "reloaded", path = %path.display(), "new connections use the new configuration");
+}
+
+/// New connections get the certificate and key `config` names; a pair
+/// that does not load leaves the running one in place.
+fn reload_tls(ctx: &Context, config: &Config) {
+    match crate::tls::acceptor(config) {
+        Ok(tls) => *ctx.tls.write().unwrap_or_else(|e| e.into_inner()) = tls,
+        Err(e) => {
+            warn!(
+                event = "reload_tls_failed",
+                error = format!("{e:#}"),
+                "keeping the running certificates"
+            )
+        }
+    }
 }
 
 /// The new config, with the parts a running server cannot change taken

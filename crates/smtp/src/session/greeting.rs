@@ -55,6 +55,21 @@ impl Session {
         self.reply(r.with_line("HELP"));
     }
 
+    /// HELP lists what EHLO would: STARTTLS only while it can be used
+    /// (not on 465, not once TLS is active).
+    pub(super) fn help(&mut self) {
+        let mut text = String::from(
+            "See RFC 5321; commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP",
+        );
+        if self.starttls_offered() {
+            text.push_str(" STARTTLS");
+        }
+        if self.auth_offered() {
+            text.push_str(" AUTH");
+        }
+        self.reply(Reply::new(214, Status(2, 0, 0), text));
+    }
+
     fn starttls_offered(&self) -> bool {
         self.cfg.tls_available && self.tls.is_none()
     }

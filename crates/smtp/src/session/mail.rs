@@ -23,7 +23,15 @@ impl Session {
         // RFC 6409 4.3 and spamops 3.1: every submitted message is
         // authenticated; there is no address-based trust on these ports.
         if self.cfg.role.is_submission() && self.auth.is_none() {
-            return self.fail(Reply::new(530, Status(5, 7, 0), "Authentication required"));
+            // Before STARTTLS, AUTH is not even offered: asking for it
+            // would send the client looking for a mechanism it cannot see.
+            // RFC 3207 4 names the reply for a server that needs TLS first.
+            let why = if self.tls.is_none() && self.cfg.tls_available {
+                "Must issue a STARTTLS command first"
+            } else {
+                "Authentication required"
+            };
+            return self.fail(Reply::new(530, Status(5, 7, 0), why));
         }
         if params.requiretls && self.tls.is_none() {
             // RFC 8689 §4.1: REQUIRETLS is only accepted over TLS; X.7.10

@@ -421,7 +421,11 @@ impl Session {
             }
             Command::Noop => self.reply(canned::ok()),
             Command::Quit => {
-                let bye = Reply::new(221, Status(2, 0, 0), format!("{} closing connection", self.cfg.hostname));
+                let bye = Reply::new(
+                    221,
+                    Status(2, 0, 0),
+                    format!("{} closing connection", self.cfg.hostname),
+                );
                 self.close_with(bye);
             }
             // RFC 5321 3.5.3: 252 when we will not verify but would accept.
@@ -432,11 +436,7 @@ impl Session {
             )),
             // Mailing list expansion discloses addresses; refuse it (3.5.2).
             Command::Expn => self.fail(Reply::new(502, Status(5, 5, 1), "EXPN not available")),
-            Command::Help => self.reply(Reply::new(
-                214,
-                Status(2, 0, 0),
-                "See RFC 5321; commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS",
-            )),
+            Command::Help => self.help(),
             Command::Auth { mechanism, initial } => self.auth(mechanism, initial),
             Command::Foreign => self.close_with(Reply::new(
                 500,

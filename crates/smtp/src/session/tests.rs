@@ -329,12 +329,54 @@ fn data_without_recipients_is_refused() {
 
 #[test]
 fn submission_requires_authentication_even_for_local_recipients() {
+    let mut h = tls_submission();
+    h.send(b"EHLO c.test\r\n");
+    assert_eq!(
+        h.send(b"MAIL FROM:<a@local.test>\r\n"),
+        "530 5.7.0 Authentication required\r\n"
+    );
+}
+
+#[test]
+fn mail_before_starttls_on_submission_asks_for_starttls() {
+    // RFC 3207 4: AUTH is not offered yet, so the client is told the step
+    // it can take.
     let mut h = Harness::new(Role::Submission);
     h.send(b"EHLO c.test\r\n");
-    assert!(
-        h.send(b"MAIL FROM:<a@local.test>\r\n")
-            .starts_with("530 5.7.0")
+    assert_eq!(
+        h.send(b"MAIL FROM:<a@local.test>\r\n"),
+        "530 5.7.0 Must issue a STARTTLS command first\r\n"
     );
+}
+
+#[test]
+fn help_lists_starttls_only_while_it_can_be_used() {
+    let mut h = Harness::new(Role::Submission);
+    assert!(h.send(b"HELP\r\n").contains("STARTTLS"));
+    // After STARTTLS, and on 465 where TLS came first, it is gone.
+    let mut h = tls_submission();
+    let r = h.send(b"HELP\r\n");
+    assert!(r.starts_with("214 2.0.0"), "{r}");
+    assert!(!r.contains("STARTTLS"), "{r}");
+    let mut s = Session::new(
+        config(Role::Submissions),
+        peer(),
+        Some(TlsInfo {
+            version: "TLSv1.3".into(),
+            cipher: "X".into(),
+        }),
+    );
+    s.start();
+    s.feed(b"EHLO c.test\r\nHELP\r\n");
+    let mut out = Vec::new();
+    while let Some(a) = s.poll() {
+        if let Action::Reply(r) = a {
+            r.write_to(&mut out);
+        }
+    }
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("214 2.0.0"), "{out}");
+    assert!(!out.contains("STARTTLS"), "{out}");
 }
 
 #[test]
