@@ -6,6 +6,8 @@ in clear, never bounced); `testing` delivers as before; the policy is
 cached across a restart; a policy host that never answers holds nothing
 up for longer than the fetch timeout."""
 
+import email
+import gzip
 import hashlib
 import http.client
 import http.server
@@ -17,6 +19,8 @@ import ssl
 import subprocess
 import threading
 
+import dkim
+import jsonschema
 import pytest
 
 from conftest import add_user, login, submit, wait_until
@@ -29,7 +33,8 @@ OUR_POLICY_HOST = "127.0.0.47"
 ZONES = {
     "test": "",
     "far.test": ('@ IN MX 10 mx.far.test.\nmx IN A 127.0.0.1\n'
-                 f'mta-sts IN A {POLICY_HOST}\n_mta-sts IN TXT "v=STSv1; id=20261130"\n'),
+                 f'mta-sts IN A {POLICY_HOST}\n_mta-sts IN TXT "v=STSv1; id=20261130"\n'
+                 '_smtp._tls IN TXT "v=TLSRPTv1; rua=mailto:tlsrpt@far.test"\n'),
     # A domain whose policy host is a portcullis (our receiving side).
     "far2.test": ('@ IN MX 10 mx.far.test.\n'
                   f'mta-sts IN A {OUR_POLICY_HOST}\n_mta-sts IN TXT "v=STSv1; id=2"\n'),
@@ -119,9 +124,9 @@ def receiver(make_server, dns, pki=None):
     return make_server(tls + domains, local_test=False, dns=f"127.0.0.1:{dns.port}")
 
 
-def sender(make_server, dns, pki, to):
+def sender(make_server, dns, pki, to, delivery: str = ""):
     s = make_server(f'[delivery]\nport = {to.mx}\nretry_base_secs = 300\nmta_sts_ca = "{pki / "ca.pem"}"\n'
-                    f'mta_sts_timeout_secs = 3\n', dns=f"127.0.0.1:{dns.port}", start=False)
+                    f'mta_sts_timeout_secs = 3\n{delivery}', dns=f"127.0.0.1:{dns.port}", start=False)
     add_user(s, "alice@local.test")
     return s.start()
 
@@ -303,3 +308,77 @@ def test_requiretls_over_plain_smtp_is_refused(make_server, dns, pki):
         assert "requiretls" not in c.esmtp_features
         code, text = c.mail("a@remote.test", ["REQUIRETLS"])
     assert code == 530 and b"5.7.10" in text
+
+
+# --- TLS-RPT (RFC 8460) ----------------------------------------------------
+
+# RFC 8460 §4.4, the fields a report must carry, as JSON Schema.
+TLSRPT_SCHEMA = {
+    "type": "object",
+    "required": ["organization-name", "date-range", "contact-info", "report-id", "policies"],
+    "properties": {
+        "organization-name": {"type": "string"},
+        "contact-info": {"type": "string"},
+        "report-id": {"type": "string"},
+        "date-range": {
+            "type": "object", "required": ["start-datetime", "end-datetime"],
+            "properties": {"start-datetime": {"type": "string", "format": "date-time"},
+                           "end-datetime": {"type": "string", "format": "date-time"}},
+        },
+        "policies": {"type": "array", "minItems": 1, "items": {
+            "type": "object", "required": ["policy", "summary"],
+            "properties": {
+                "policy": {"type": "object", "required": ["policy-type", "policy-domain"], "properties": {
+                    "policy-type": {"enum": ["tlsa", "sts", "no-policy-found"]},
+                    "policy-string": {"type": "array", "items": {"type": "string"}},
+                    "policy-domain": {"type": "string"},
+                    "mx-host": {"type": "array", "items": {"type": "string"}}}},
+                "summary": {"type": "object",
+                            "required": ["total-successful-session-count", "total-failure-session-count"],
+                            "properties": {"total-successful-session-count": {"type": "integer", "minimum": 0},
+                                           "total-failure-session-count": {"type": "integer", "minimum": 0}}},
+                "failure-details": {"type": "array", "items": {
+                    "type": "object", "required": ["result-type", "failed-session-count"],
+                    "properties": {"result-type": {"type": "string"},
+                                   "failed-session-count": {"type": "integer", "minimum": 0}}}},
+            }}},
+    },
+}
+
+
+def test_a_tls_report_reaches_the_policy_domains_rua_signed(make_server, dns, pki, policy_server):
+    policy_server.policy = enforce()
+    far = receiver(make_server, dns, pki)
+    s = make_server(f'[delivery]\nport = {far.mx}\nretry_base_secs = 300\nmta_sts_ca = "{pki / "ca.pem"}"\n'
+                    'tls_rpt_interval_secs = 3\n', dns=f"127.0.0.1:{dns.port}", start=False)
+    add_user(s, "alice@local.test")
+    record = s.cli("dkim", "keygen", "--domain", "local.test", "--selector", "s1").stdout
+    s.start()
+    send_to(s, "bob@far.test", "counted")
+    far.wait_message("bob", b"Subject: counted", domain="far.test")
+    wait_until(lambda: s.metric("portcullis_tls_sessions_total", policy_domain="far.test", result="success") >= 1,
+               10, "the session counted")
+    raw = far.wait_message("tlsrpt", b"TLS-Report-Domain: far.test", domain="far.test", timeout=30)
+    msg = email.message_from_bytes(raw)
+    assert msg.get_content_type() == "multipart/report" and msg.get_param("report-type") == "tlsrpt"
+    [part] = [p for p in msg.walk() if p.get_content_type() == "application/tlsrpt+gzip"]
+    report = json.loads(gzip.decompress(part.get_payload(decode=True)))
+    jsonschema.validate(report, TLSRPT_SCHEMA, format_checker=jsonschema.FormatChecker())
+    [policy] = report["policies"]
+    assert policy["policy"]["policy-type"] == "sts" and policy["policy"]["policy-domain"] == "far.test"
+    assert "mode: enforce" in policy["policy"]["policy-string"]
+    assert policy["policy"]["mx-host"] == ["mx.far.test"]
+    assert policy["summary"]["total-successful-session-count"] >= 1
+    # Signed by the reporting domain, verified by dkimpy against the key
+    # `dkim keygen` printed.
+    txt = "".join(re.findall(r'"([^"]*)"', record)).encode()
+    assert dkim.verify(raw, dnsfunc=lambda name, timeout=5: txt), "DKIM"
+
+
+def test_testing_mode_counts_an_mx_outside_the_policy_as_a_failure(make_server, dns, pki, policy_server):
+    policy_server.policy = enforce("*.elsewhere.test").replace("mode: enforce", "mode: testing")
+    far = receiver(make_server, dns, pki)
+    s = sender(make_server, dns, pki, far)
+    send_to(s, "bob@far.test", "testing counted")
+    far.wait_message("bob", b"Subject: testing counted", domain="far.test")
+    assert s.metric("portcullis_tls_sessions_total", policy_domain="far.test", result="validation-failure") >= 1

@@ -55,6 +55,12 @@ pub struct Delivery {
     pub mta_sts_ca: Option<PathBuf>,
     /// The whole policy fetch (connect, TLS, answer) takes at most this.
     pub mta_sts_timeout_secs: u64,
+    /// How often TLS reports (RFC 8460) go to the policy domains we
+    /// delivered to (a day; 0: never).
+    pub tls_rpt_interval_secs: u64,
+    /// Their From: (default postmaster@ the first local domain); its
+    /// domain's DKIM key signs them.
+    pub tls_rpt_from: Option<String>,
 }
 
 impl Default for Delivery {
@@ -77,6 +83,8 @@ impl Default for Delivery {
             mta_sts: true,
             mta_sts_ca: None,
             mta_sts_timeout_secs: 15,
+            tls_rpt_interval_secs: 86_400,
+            tls_rpt_from: None,
         }
     }
 }

@@ -145,6 +145,20 @@ fn rand_id() -> u16 {
     u16::from_be_bytes(b)
 }
 
+impl std::fmt::Display for Tlsa {
+    /// Presentation format, `3 1 1 <hex>` (TLS-RPT's policy-string).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let matching = match self.matching {
+            Matching::Raw => 0,
+            Matching::Sha256 => 1,
+            _ => 2,
+        };
+        let hex: String = self.data.iter().map(|b| format!("{b:02x}")).collect();
+        let usage = if self.trust_anchor { 2 } else { 3 };
+        write!(f, "{usage} {} {matching} {hex}", u8::from(self.spki))
+    }
+}
+
 impl Tlsa {
     /// Whether this record names `cert`.
     pub fn matches(&self, cert: &[u8]) -> bool {

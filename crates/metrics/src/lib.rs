@@ -31,6 +31,7 @@ pub enum Counter {
     Escalations,
     Greylisted,
     PolicyRequests,
+    TlsSessions,
 }
 
 impl Counter {
@@ -52,6 +53,7 @@ impl Counter {
             Counter::Escalations => "portcullis_blocklist_escalations_total",
             Counter::Greylisted => "portcullis_greylisted_total",
             Counter::PolicyRequests => "portcullis_policy_requests_total",
+            Counter::TlsSessions => "portcullis_tls_sessions_total",
         }
     }
 
@@ -83,6 +85,9 @@ impl Counter {
                 "Time spent in DNS-backed checks, microseconds; divide by the count for the mean."
             }
             Counter::Greylisted => "Recipients deferred by greylisting (the default pool only).",
+            Counter::TlsSessions => {
+                "Outbound sessions held to an MTA-STS or DANE policy, by policy domain and result (RFC 8460 result types; success)."
+            }
             Counter::PolicyRequests => {
                 "Postfix policy requests by protocol state and answer (dunno, defer, reject, prepend, malformed, timeout)."
             }

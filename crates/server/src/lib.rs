@@ -18,6 +18,7 @@ mod proxied;
 mod refusals;
 mod signals;
 mod tls;
+mod tls_reports;
 
 use anyhow::Context as _;
 use portcullis_config::{Config, ListenerRole};
@@ -50,6 +51,8 @@ pub(crate) struct Context {
     pub policy: Arc<portcullis_policyd::PolicyService>,
     pub admin_token: String,
     pub metrics: Arc<portcullis_metrics::Metrics>,
+    /// Sessions held to MTA-STS or DANE, for TLS-RPT (RFC 8460).
+    pub tls_reports: Arc<tls_reports::TlsReports>,
     tls: std::sync::RwLock<tokio_rustls::TlsAcceptor>,
     pub sessions: Arc<Semaphore>,
     /// Refused connections, summed up in the log.
@@ -144,6 +147,7 @@ pub async fn serve(config: Config, path: Option<std::path::PathBuf>) -> anyhow::
         ctx.inbound.admission.state.clone(),
     ));
     background.spawn(ctx.control.clone().serve(control_socket));
+    background.spawn(tls_reports::run(ctx.clone()));
     let every = Duration::from_secs(config.admission.refusal_log_secs);
     background.spawn(ctx.refusals.clone().run(every));
     let kernel = kernel_blocklist(&config)?;
@@ -242,7 +246,8 @@ async fn stop(
 fn context(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<Context> {
     let tls = tls::acceptor(&config)?;
     let metrics = Arc::new(portcullis_metrics::Metrics::default());
-    let queue = open_queue(&config, metrics.clone())?;
+    let tls_reports = Arc::new(tls_reports::TlsReports::new(metrics.clone()));
+    let queue = open_queue(&config, metrics.clone(), tls_reports.clone())?;
     let inbound = Arc::new(inbound(&config, queue.clone(), metrics.clone())?);
     info!(
         event = "state",
@@ -260,6 +265,7 @@ fn context(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<C
         inbound,
         queue,
         control,
+        tls_reports,
         metrics,
         sessions: Arc::new(Semaphore::new(config.limits.max_sessions)),
         refusals: Arc::new(refusals::RefusalLog::new(&config.admission)),
@@ -308,7 +314,11 @@ fn inbound(
 }
 
 /// The spool, with what it recovered handed to the queue.
-fn open_queue(config: &Config, metrics: Arc<portcullis_metrics::Metrics>) -> anyhow::Result<Queue> {
+fn open_queue(
+    config: &Config,
+    metrics: Arc<portcullis_metrics::Metrics>,
+    tls_reports: Arc<tls_reports::TlsReports>,
+) -> anyhow::Result<Queue> {
     let spool_dir = config.data_dir.join("spool");
     let (spool, pending) = Spool::open(&spool_dir, SpoolOptions::default())
         .with_context(|| format!("cannot open spool {}", spool_dir.display()))?;
@@ -319,7 +329,7 @@ fn open_queue(config: &Config, metrics: Arc<portcullis_metrics::Metrics>) -> any
             "re-queueing messages accepted before the last stop"
         );
     }
-    start_queue(config, spool, pending, metrics)
+    start_queue(config, spool, pending, metrics, tls_reports)
 }
 
 /// The way out: the router over our mailboxes and DNS, and the queue
@@ -329,6 +339,7 @@ fn start_queue(
     spool: Spool,
     pending: Vec<portcullis_queue::StoredMessage>,
     metrics: Arc<portcullis_metrics::Metrics>,
+    tls_reports: Arc<tls_reports::TlsReports>,
 ) -> anyhow::Result<portcullis_queue::Queue> {
     use portcullis_delivery::{DnsRoutes, Mailboxes, MaildirStore, Router};
     let store = MaildirStore::new(config.data_dir.join("mail"), &config.hostname);
@@ -347,6 +358,7 @@ fn start_queue(
         .map_err(|e| anyhow::anyhow!("[delivery] mta_sts_ca: {e}"))?;
         router = router.with_sts(Arc::new(sts));
     }
+    let router = router.with_tls_outcomes(tls_reports);
     let settings = portcullis_queue::QueueSettings {
         hostname: config.hostname.clone(),
         schedule: portcullis_queue::Schedule::from_config(&config.delivery),

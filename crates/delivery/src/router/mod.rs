@@ -15,6 +15,7 @@ use crate::{Addressee, BoxFuture, Courier, Leg, Parcel};
 use portcullis_config::Config;
 use portcullis_config::clock::now_secs;
 use portcullis_mtasts::Mode;
+use portcullis_tlsrpt::{Failure, PolicyKey};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -62,6 +63,8 @@ pub struct Router {
     tls: tokio_rustls::TlsConnector,
     /// The destination's MTA-STS policy, when `[delivery] mta_sts`.
     sts: Option<Arc<dyn StsSource>>,
+    /// Where sessions held to a policy are counted (TLS-RPT, RFC 8460).
+    tls_outcomes: Option<Arc<dyn TlsOutcomes>>,
     /// STARTTLS verified for the MX host's name (system CAs plus
     /// `mta_sts_ca`): what an enforced MTA-STS policy demands.
     verified: tokio_rustls::TlsConnector,
@@ -94,6 +97,7 @@ impl Router {
             routes,
             tls,
             sts: None,
+            tls_outcomes: None,
             verified,
             per_domain: Mutex::default(),
             next_start: Mutex::default(),
@@ -103,7 +107,12 @@ impl Router {
     /// The DANE connector for an MX host with authentic, usable TLSA
     /// records (`[dns] trust_ad`); None where DANE does not apply; a
     /// failed lookup means this host is not used now (RFC 7672 §2.2).
-    async fn dane(&self, host: &str) -> Result<Option<tokio_rustls::TlsConnector>, HostFailure> {
+    async fn dane(
+        &self,
+        domain: &str,
+        host: &str,
+    ) -> Result<Option<(tokio_rustls::TlsConnector, PolicyKey)>, (HostFailure, Option<PolicyKey>)>
+    {
         let Some(resolver) = self
             .config
             .dns_nameservers
@@ -114,14 +123,23 @@ impl Router {
         };
         let fail =
             |why: String| HostFailure::temporary(Status(4, 7, 5), why).with_kind(FailureKind::Tls);
+        let key = |strings: Vec<String>| PolicyKey {
+            policy_type: "tlsa",
+            policy_domain: domain.to_owned(),
+            policy_string: strings,
+        };
         match dane::lookup(*resolver, host, self.config.dns_timeout).await {
-            dane::TlsaAnswer::Usable(records) => dane::connector(records)
-                .map(Some)
-                .map_err(|e| fail(format!("DANE for {host}: {e}"))),
-            dane::TlsaAnswer::Insecure => Ok(None),
-            dane::TlsaAnswer::Failed(why) => {
-                Err(fail(format!("{why} (DNSSEC): not delivering to {host}")))
+            dane::TlsaAnswer::Usable(records) => {
+                let k = key(records.iter().map(dane::Tlsa::to_string).collect());
+                dane::connector(records)
+                    .map(|c| Some((c, k.clone())))
+                    .map_err(|e| (fail(format!("DANE for {host}: {e}")), Some(k)))
             }
+            dane::TlsaAnswer::Insecure => Ok(None),
+            dane::TlsaAnswer::Failed(why) => Err((
+                fail(format!("{why} (DNSSEC): not delivering to {host}")),
+                Some(key(Vec::new())),
+            )),
         }
     }
 
@@ -129,6 +147,18 @@ impl Router {
     pub fn with_sts(mut self, sts: Arc<dyn StsSource>) -> Router {
         self.sts = Some(sts);
         self
+    }
+
+    /// Count sessions held to an MTA-STS or DANE policy in `outcomes`.
+    pub fn with_tls_outcomes(mut self, outcomes: Arc<dyn TlsOutcomes>) -> Router {
+        self.tls_outcomes = Some(outcomes);
+        self
+    }
+
+    fn count_tls(&self, policy: Option<&PolicyKey>, mx: &str, outcome: Result<(), Failure>) {
+        if let (Some(o), Some(p)) = (&self.tls_outcomes, policy) {
+            o.record(p.clone(), mx, outcome);
+        }
     }
 
     /// The MX hosts a destination's MTA-STS policy lets us use, and
@@ -140,27 +170,33 @@ impl Router {
         domain: &str,
         hosts: &[(SocketAddr, String)],
         requiretls: bool,
-    ) -> (Vec<(SocketAddr, String)>, bool) {
+    ) -> (Vec<(SocketAddr, String)>, bool, Option<PolicyKey>) {
         let policy = match (&self.sts, self.config.delivery.smarthost) {
             (Some(sts), None) => sts.policy(domain, now_secs()).await,
             _ => None,
         };
         let Some(policy) = policy else {
-            return (hosts.to_vec(), false);
+            return (hosts.to_vec(), false, None);
         };
+        let key = (policy.mode != Mode::None).then(|| PolicyKey {
+            policy_type: "sts",
+            policy_domain: domain.to_owned(),
+            policy_string: policy.to_text().lines().map(str::to_owned).collect(),
+        });
         let (allowed, refused): (Vec<_>, Vec<_>) = hosts
             .iter()
             .cloned()
             .partition(|(_, name)| policy.allows(name));
         for (_, name) in &refused {
             warn!(event = "mta_sts_mx_mismatch", domain = %domain, mx = %name, mode = policy.mode.name());
+            self.count_tls(key.as_ref(), name, Err(Failure::ValidationFailure));
         }
         match policy.mode {
-            Mode::Enforce => (allowed, true),
+            Mode::Enforce => (allowed, true, key),
             // A REQUIRETLS message takes a testing policy as enforced
             // (RFC 8689 §4.2.1).
-            Mode::Testing if requiretls => (allowed, true),
-            Mode::Testing | Mode::None => (hosts.to_vec(), false),
+            Mode::Testing if requiretls => (allowed, true, key),
+            Mode::Testing | Mode::None => (hosts.to_vec(), false, key),
         }
     }
 
@@ -283,7 +319,8 @@ impl Router {
     ) -> Vec<RcptOutcome> {
         let smarthost = self.config.delivery.smarthost.is_some();
         let login = self.login.as_ref().filter(|_| smarthost);
-        let (hosts, sts_enforced) = self.sts_hosts(domain, hosts, parcel.require_tls).await;
+        let (hosts, sts_enforced, sts_key) =
+            self.sts_hosts(domain, hosts, parcel.require_tls).await;
         if parcel.require_tls && smarthost && login.is_none() {
             return vec![
                 RcptOutcome::of_failure(&requiretls_failure("the smarthost"));
@@ -316,17 +353,24 @@ impl Router {
         for (addr, name) in &hosts {
             // DANE, where the MX host has authentic TLSA records, comes
             // before MTA-STS (RFC 8461 §2) and makes TLS mandatory.
-            let dane = match login {
-                Some(_) => None,
-                None => match self.dane(name).await {
-                    Ok(d) => d,
-                    Err(f) => {
+            let (dane, dane_key) = match login {
+                Some(_) => (None, None),
+                None => match self.dane(domain, name).await {
+                    Ok(Some((c, key))) => (Some(c), Some(key)),
+                    Ok(None) => (None, None),
+                    Err((f, key)) => {
                         warn!(event = "remote_attempt_failed", id = %parcel.id, host = %addr, reason = %f.reason);
+                        self.count_tls(key.as_ref(), name, Err(Failure::DnssecInvalid));
                         last = f;
                         continue;
                     }
                 },
             };
+            // The policy this session is held to, for TLS-RPT.
+            let held_to = dane_key
+                .as_ref()
+                .or(sts_key.as_ref())
+                .filter(|_| login.is_none());
             // RFC 8689 §4.2.1: a REQUIRETLS message goes only to a host
             // MTA-STS or DANE validates (or the verified smarthost).
             if parcel.require_tls && login.is_none() && dane.is_none() && !sts_enforced {
@@ -345,10 +389,20 @@ impl Router {
             };
             match client::deliver(*addr, dane_msg.as_ref().unwrap_or(&msg), tls, name).await {
                 Ok(outcomes) => {
+                    self.count_tls(held_to, name, Ok(()));
                     log_outcomes(parcel, addresses, &outcomes, &addr.to_string());
                     return outcomes;
                 }
                 Err(f) => {
+                    match f.kind {
+                        FailureKind::Tls => {
+                            self.count_tls(held_to, name, Err(tls_failure(&f.reason)))
+                        }
+                        // No session at all: nothing to report.
+                        FailureKind::Connect => {}
+                        // TLS held; the server refused the transaction.
+                        _ => self.count_tls(held_to, name, Ok(())),
+                    }
                     warn!(event = "remote_attempt_failed", id = %parcel.id, host = %addr, reason = %f.reason);
                     let permanent = f.permanent;
                     last = f;
@@ -494,4 +548,19 @@ fn requiretls_failure(next_hop: &str) -> HostFailure {
         ),
     )
     .with_kind(FailureKind::Tls)
+}
+
+/// Where the router reports sessions held to an MTA-STS or DANE policy
+/// (RFC 8460); the server counts them for `/metrics` and the daily report.
+pub trait TlsOutcomes: Send + Sync {
+    fn record(&self, policy: PolicyKey, mx: &str, outcome: Result<(), Failure>);
+}
+
+/// The RFC 8460 result type of a failed TLS step, by its reason.
+fn tls_failure(reason: &str) -> Failure {
+    if reason.contains("does not offer STARTTLS") {
+        Failure::StarttlsNotSupported
+    } else {
+        Failure::of_handshake(reason)
+    }
 }
