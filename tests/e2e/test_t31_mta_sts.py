@@ -382,3 +382,8 @@ def test_testing_mode_counts_an_mx_outside_the_policy_as_a_failure(make_server, 
     send_to(s, "bob@far.test", "testing counted")
     far.wait_message("bob", b"Subject: testing counted", domain="far.test")
     assert s.metric("portcullis_tls_sessions_total", policy_domain="far.test", result="validation-failure") >= 1
+    # The dashboard's table reads the same counts from /api/stats.
+    status, stats = s.api("GET", "/api/stats")
+    [row] = [p for p in stats["tls_sessions"]["policies"] if p["policy_domain"] == "far.test"]
+    assert row["policy_type"] == "sts" and row["failed"] >= 1
+    assert row["failures"][0]["result_type"] == "validation-failure"

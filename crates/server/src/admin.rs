@@ -536,5 +536,6 @@ async fn stats(_: Admin, State(ctx): State<Arc<Context>>) -> ApiResult {
             "first": queued.iter().take(20).map(|m| queue_row(&dir, m)).collect::<Vec<_>>(),
         },
         "auth_failures": ctx.metrics.auth_failures(),
+        "tls_sessions": ctx.tls_reports.snapshot(),
     })))
 }

@@ -31,6 +31,27 @@ impl TlsReports {
         }
     }
 
+    /// This period's sessions per policy, for the dashboard.
+    pub(crate) fn snapshot(&self) -> serde_json::Value {
+        let g = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let rows: Vec<serde_json::Value> =
+            g.1.by_policy
+                .iter()
+                .map(|(k, c)| {
+                    serde_json::json!({
+                        "policy_domain": k.policy_domain,
+                        "policy_type": k.policy_type,
+                        "successful": c.successful,
+                        "failed": c.failed,
+                        "failures": c.failures.iter().map(|((why, mx), n)| serde_json::json!({
+                            "result_type": why.name(), "mx": mx, "sessions": n,
+                        })).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+        serde_json::json!({ "since": g.0, "policies": rows })
+    }
+
     /// The period so far, and a fresh one begun.
     fn take(&self) -> (u64, Counts) {
         let mut g = self.counts.lock().unwrap_or_else(|e| e.into_inner());
