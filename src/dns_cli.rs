@@ -199,3 +199,39 @@ fn diagnostic_verifier(r: ResolverArgs) -> anyhow::Result<portcullis_authn::Veri
     let timeout = std::time::Duration::from_millis(r.dns_timeout_ms);
     portcullis_server::verifier(&c, &servers, timeout)
 }
+
+/// `portcullis mta-sts DOMAIN`: the policy delivery would use, fetched now.
+pub fn mta_sts(c: &Config, domain: &str) -> anyhow::Result<()> {
+    let extra: Vec<_> = c.delivery.mta_sts_ca.iter().cloned().collect();
+    let scratch = std::env::temp_dir().join(format!("portcullis-mta-sts-{}", std::process::id()));
+    let sts = portcullis_delivery::MtaSts::new(
+        &c.dns_nameservers,
+        c.dns_timeout,
+        &extra,
+        scratch,
+        std::time::Duration::from_secs(c.delivery.mta_sts_timeout_secs),
+    )
+    .map_err(|e| anyhow::anyhow!("[delivery] mta_sts_ca: {e}"))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match rt.block_on(sts.query(domain)) {
+        Ok(Some((id, p))) => {
+            println!(
+                "valid id={id} mode={} max_age={} mx={}",
+                p.mode.name(),
+                p.max_age,
+                p.mx.join(",")
+            );
+            Ok(())
+        }
+        Ok(None) => {
+            println!("none");
+            Ok(())
+        }
+        Err(e) => {
+            println!("fetch-error {e}");
+            anyhow::bail!("no usable MTA-STS policy for {domain}: {e}")
+        }
+    }
+}

@@ -133,6 +133,17 @@ enum Command {
         #[command(flatten)]
         resolver: ResolverArgs,
     },
+    /// Fetch a domain's MTA-STS policy (RFC 8461) now, as delivery would
+    /// (the config's resolvers and `[delivery] mta_sts_ca`, no cache):
+    /// prints `valid`, `none`, or `fetch-error` and why.
+    MtaSts {
+        /// The destination domain.
+        domain: String,
+        /// The config file (default: PORTCULLIS_CONFIG, then
+        /// /etc/portcullis/portcullis.toml, then the embedded default).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Answer one Postfix policy request read on stdin (`name=value`
     /// lines) as the policy listener would, and say why (as `postmap -q`
     /// helps with maps). Budgets are counted in memory only: the live
@@ -476,6 +487,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             stats,
         } => op25b_cli::op25b(input, format, stats),
         Command::PolicyTest { config } => policy_cli::policy_test(&load(config.as_deref())?),
+        Command::MtaSts { domain, config } => dns_cli::mta_sts(&load(config.as_deref())?, &domain),
         Command::DnsRecords { domain, config } => {
             dns_cli::dns_records(&load(config.as_deref())?, &domain)
         }

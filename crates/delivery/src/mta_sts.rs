@@ -89,6 +89,20 @@ impl MtaSts {
         }
     }
 
+    /// What a domain publishes now, ignoring the cache (the CLI's
+    /// `portcullis mta-sts`): its record's id and policy, None without a
+    /// record, or why the policy could not be had.
+    pub async fn query(&self, domain: &str) -> Result<Option<(String, Policy)>, String> {
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        let Some(record) = self.record(&domain).await else {
+            return Ok(None);
+        };
+        let policy = tokio::time::timeout(self.timeout, self.fetch(&domain))
+            .await
+            .unwrap_or_else(|_| Err("the fetch timed out".into()))?;
+        Ok(Some((record.id, policy)))
+    }
+
     /// The one MTA-STS TXT record; None when there is none or DNS fails
     /// (a cached policy then still holds, §5.1).
     async fn record(&self, domain: &str) -> Option<StsRecord> {

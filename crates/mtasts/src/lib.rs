@@ -121,7 +121,12 @@ pub fn parse_policy(text: &str) -> Result<Policy, StsError> {
                 let secs: u64 = value
                     .parse()
                     .map_err(|_| bad(format!("max_age {value:?} is not a number")))?;
-                max_age = Some(secs.min(MAX_AGE_LIMIT));
+                // §3.2: "maximum value of 31557600"; beyond it the policy
+                // is invalid (as postfix-mta-sts-resolver reads it too).
+                if secs > MAX_AGE_LIMIT {
+                    return Err(bad(format!("max_age {secs} is more than {MAX_AGE_LIMIT}")));
+                }
+                max_age = Some(secs);
             }
             "mx" => mx.push(
                 valid_pattern(value)

@@ -39,9 +39,13 @@ fn refuses_an_unknown_mode_and_a_missing_max_age() {
 }
 
 #[test]
-fn caps_max_age_at_a_year() {
-    let p = parse_policy("version: STSv1\nmode: enforce\nmx: a.example\nmax_age: 99999999999\n")
-        .unwrap();
+fn refuses_a_max_age_beyond_a_year() {
+    assert!(
+        parse_policy("version: STSv1\nmode: enforce\nmx: a.example\nmax_age: 99999999999\n")
+            .is_err()
+    );
+    let p =
+        parse_policy("version: STSv1\nmode: enforce\nmx: a.example\nmax_age: 31557600\n").unwrap();
     assert_eq!(p.max_age, MAX_AGE_LIMIT);
 }
 
