@@ -235,3 +235,100 @@ pub fn mta_sts(c: &Config, domain: &str) -> anyhow::Result<()> {
         }
     }
 }
+
+fn dkim_algorithm(a: KeyAlgorithm) -> portcullis_authn::DkimAlgorithm {
+    match a {
+        KeyAlgorithm::Ed25519 => portcullis_authn::DkimAlgorithm::Ed25519,
+        KeyAlgorithm::Rsa => portcullis_authn::DkimAlgorithm::Rsa,
+    }
+}
+
+/// `dkim rotate`: a pending key and the record to publish for it.
+pub fn dkim_rotate(
+    c: &Config,
+    domain: &str,
+    selector: &str,
+    algorithm: KeyAlgorithm,
+) -> anyhow::Result<()> {
+    let dir = c.data_dir.join("dkim");
+    let record = portcullis_authn::rotate_key(&dir, domain, selector, dkim_algorithm(algorithm))?;
+    crate::settle::settle(c, portcullis_control::LiveFile::DkimKeys, &[dir])?;
+    println!("{record}");
+    println!(
+        "; publish this record, then: portcullis dkim activate --domain {domain} --selector {selector}"
+    );
+    Ok(())
+}
+
+/// `dkim activate`: DNS must serve the pending key's record (through the
+/// config's resolvers) before signing switches to it.
+pub fn dkim_activate(c: &Config, domain: &str, selector: &str) -> anyhow::Result<()> {
+    let dir = c.data_dir.join("dkim");
+    let want = portcullis_authn::pending_public_key(&dir, domain, selector)?;
+    let name = format!("{selector}._domainkey.{domain}.");
+    let served = served_txt(c, &name)?;
+    let published = served.iter().any(|txt| {
+        txt.split(';')
+            .filter_map(|f| f.trim().strip_prefix("p="))
+            .any(|p| p.split_whitespace().collect::<String>() == want)
+    });
+    if !published {
+        anyhow::bail!(
+            "DNS does not serve the new key at {name} yet (found {} TXT record(s)): signing stays with the current key",
+            served.len()
+        );
+    }
+    let retired = portcullis_authn::activate(&dir, domain, selector)?;
+    crate::settle::settle(c, portcullis_control::LiveFile::DkimKeys, &[dir])?;
+    println!(
+        "{domain} now signs with {selector}; retired: {}",
+        if retired.is_empty() {
+            "none".into()
+        } else {
+            retired.join(", ")
+        }
+    );
+    Ok(())
+}
+
+/// `dkim retire`: retired keys past their grace period are deleted.
+pub fn dkim_retire(c: &Config, domain: &str, grace_days: u64) -> anyhow::Result<()> {
+    let dir = c.data_dir.join("dkim");
+    let grace = std::time::Duration::from_secs(grace_days.saturating_mul(86_400));
+    let removed = portcullis_authn::retire(&dir, domain, grace)?;
+    crate::settle::settle(c, portcullis_control::LiveFile::DkimKeys, &[dir])?;
+    if removed.is_empty() {
+        println!("no key of {domain} was retired {grace_days} day(s) ago or more");
+    } else {
+        println!(
+            "removed {}: take their records out of DNS",
+            removed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The TXT strings at `name`, each record's strings joined.
+fn served_txt(c: &Config, name: &str) -> anyhow::Result<Vec<String>> {
+    use portcullis_dns::hickory_resolver::proto::rr::{RData, RecordType};
+    let resolver = portcullis_dns::resolver(&c.dns_nameservers, c.dns_timeout)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let Ok(lookup) = rt.block_on(resolver.lookup(name, RecordType::TXT)) else {
+        return Ok(Vec::new());
+    };
+    Ok(lookup
+        .answers()
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::TXT(t) => Some(
+                t.txt_data
+                    .iter()
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect())
+}

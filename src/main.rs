@@ -266,6 +266,40 @@ enum DkimAction {
         #[arg(long, value_enum, default_value = "rsa")]
         algorithm: KeyAlgorithm,
     },
+    /// Make a new key beside the signing ones and print its record: it
+    /// signs only after `dkim activate` has seen DNS serve the record.
+    Rotate {
+        /// The signing domain (`d=`).
+        #[arg(long)]
+        domain: String,
+        /// The new selector.
+        #[arg(long)]
+        selector: String,
+        /// The key type.
+        #[arg(long, value_enum, default_value = "rsa")]
+        algorithm: KeyAlgorithm,
+    },
+    /// Check that DNS serves the pending key's record, then sign with it;
+    /// the keys that signed so far are retired (still listed by
+    /// dns-records until `dkim retire`).
+    Activate {
+        /// The signing domain (`d=`).
+        #[arg(long)]
+        domain: String,
+        /// The pending selector.
+        #[arg(long)]
+        selector: String,
+    },
+    /// Delete the domain's keys retired at least this long ago.
+    Retire {
+        /// The signing domain (`d=`).
+        #[arg(long)]
+        domain: String,
+        /// Days a retired key's record stays published (mail signed with
+        /// it may still be verified).
+        #[arg(long, default_value_t = 7)]
+        grace_days: u64,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -467,6 +501,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 },
             config,
         } => dns_cli::dkim_keygen(&load(config.as_deref())?, &domain, &selector, algorithm),
+        Command::Dkim {
+            action:
+                DkimAction::Rotate {
+                    domain,
+                    selector,
+                    algorithm,
+                },
+            config,
+        } => dns_cli::dkim_rotate(&load(config.as_deref())?, &domain, &selector, algorithm),
+        Command::Dkim {
+            action: DkimAction::Activate { domain, selector },
+            config,
+        } => dns_cli::dkim_activate(&load(config.as_deref())?, &domain, &selector),
+        Command::Dkim {
+            action: DkimAction::Retire { domain, grace_days },
+            config,
+        } => dns_cli::dkim_retire(&load(config.as_deref())?, &domain, grace_days),
         Command::Spf {
             ip,
             helo,

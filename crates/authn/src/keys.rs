@@ -27,6 +27,8 @@ pub enum KeyError {
     },
     #[error("key generation failed: {0}")]
     Generate(String),
+    #[error("{0}")]
+    Rotation(String),
     #[error("{0:?} is not a valid domain or selector")]
     BadName(String),
     #[error("signing failed: {0}")]
@@ -102,7 +104,19 @@ pub fn generate_key(
     selector: &str,
     algorithm: DkimAlgorithm,
 ) -> Result<String, KeyError> {
-    let (domain, selector) = (checked_label(domain)?, checked_label(selector)?);
+    let domain = checked_label(domain)?;
+    generate_into(&dkim_dir.join(&domain), &domain, selector, algorithm)
+}
+
+/// A new key for `domain` written into `dir` (the domain's directory, or
+/// its `pending/` one); the TXT record to publish.
+fn generate_into(
+    dir: &Path,
+    domain: &str,
+    selector: &str,
+    algorithm: DkimAlgorithm,
+) -> Result<String, KeyError> {
+    let selector = checked_label(selector)?;
     let (pem, public_b64, k) = match algorithm {
         DkimAlgorithm::Ed25519 => {
             let rng = ring::rand::SystemRandom::new();
@@ -137,11 +151,10 @@ pub fn generate_key(
             (pem, B64.encode(spki.as_bytes()), "rsa")
         }
     };
-    let dir = dkim_dir.join(&domain);
-    std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
     let path = dir.join(format!("{selector}.{}.pem", algorithm.suffix()));
     write_private(&path, pem.as_bytes())?;
-    Ok(txt_record(&domain, &selector, k, &public_b64))
+    Ok(txt_record(domain, &selector, k, &public_b64))
 }
 
 /// The zone-file line: `SELECTOR._domainkey.DOMAIN. IN TXT "v=DKIM1; ..."`,
@@ -385,7 +398,30 @@ fn load_arc_sealer(path: &Path, domain: &str) -> Result<Option<ArcKey>, KeyError
 pub fn published_records(dkim_dir: &Path, domain: &str) -> Result<Vec<String>, KeyError> {
     let domain = checked_label(domain)?;
     let dir = dkim_dir.join(&domain);
-    let Ok(entries) = std::fs::read_dir(&dir) else {
+    let mut out: Vec<String> = public_keys(&dir)?
+        .into_iter()
+        .map(|(selector, k, p)| txt_record(&domain, &selector, &k, &p))
+        .collect();
+    let pending = public_keys(&dir.join(PENDING))?.into_iter().map(|(selector, k, p)| {
+        format!(
+            "{} ; pending: publish it, then portcullis dkim activate --domain {domain} --selector {selector}",
+            txt_record(&domain, &selector, &k, &p)
+        )
+    });
+    let retired = public_keys(&dir.join(RETIRED))?.into_iter().map(|(selector, k, p)| {
+        format!(
+            "{} ; retired: keep it published while mail signed with it may still be checked, then portcullis dkim retire --domain {domain}",
+            txt_record(&domain, &selector, &k, &p)
+        )
+    });
+    out.extend(pending);
+    out.extend(retired);
+    Ok(out)
+}
+
+/// (selector, k=, p=) of every key file in `dir`, by file name.
+fn public_keys(dir: &Path) -> Result<Vec<(String, String, String)>, KeyError> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(Vec::new());
     };
     let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
@@ -411,9 +447,120 @@ pub fn published_records(dkim_dir: &Path, domain: &str) -> Result<Vec<String>, K
                 .map_err(|e| f.bad("rsa", e))?;
             B64.encode(spki.as_bytes())
         };
-        out.push(txt_record(&domain, &f.selector, &f.algorithm, &p));
+        out.push((f.selector.clone(), f.algorithm.clone(), p));
     }
     Ok(out)
+}
+
+/// Keys made by `dkim rotate`, not signing until DNS serves their record.
+const PENDING: &str = "pending";
+/// Keys that signed before a rotation, still listed by `dns-records`.
+const RETIRED: &str = "retired";
+
+/// `dkim rotate`: a new key for `domain` under `pending/`; the domain's
+/// current keys keep signing until [`activate`].
+pub fn rotate_key(
+    dkim_dir: &Path,
+    domain: &str,
+    selector: &str,
+    algorithm: DkimAlgorithm,
+) -> Result<String, KeyError> {
+    let domain = checked_label(domain)?;
+    let dir = dkim_dir.join(&domain);
+    let taken = |d: &Path| public_keys(d).map(|v| v.iter().any(|(s, _, _)| s == selector));
+    if taken(&dir)? || taken(&dir.join(PENDING))? || taken(&dir.join(RETIRED))? {
+        return Err(KeyError::Rotation(format!(
+            "selector {selector} of {domain} exists already"
+        )));
+    }
+    generate_into(&dir.join(PENDING), &domain, selector, algorithm)
+}
+
+/// The `p=` a pending key's record must carry for [`activate`].
+pub fn pending_public_key(
+    dkim_dir: &Path,
+    domain: &str,
+    selector: &str,
+) -> Result<String, KeyError> {
+    let domain = checked_label(domain)?;
+    public_keys(&dkim_dir.join(&domain).join(PENDING))?
+        .into_iter()
+        .find(|(s, _, _)| s == selector)
+        .map(|(_, _, p)| p)
+        .ok_or_else(|| {
+            KeyError::Rotation(format!(
+                "no pending key {selector} for {domain} (dkim rotate first)"
+            ))
+        })
+}
+
+/// Switch `domain`'s signing to its pending `selector` (the caller has
+/// checked that DNS serves its record): the key moves in, the keys that
+/// signed so far move to `retired/` (dated now). Returns their selectors.
+pub fn activate(dkim_dir: &Path, domain: &str, selector: &str) -> Result<Vec<String>, KeyError> {
+    let domain = checked_label(domain)?;
+    let dir = dkim_dir.join(&domain);
+    pending_public_key(dkim_dir, &domain, selector)?;
+    let retired_dir = dir.join(RETIRED);
+    std::fs::create_dir_all(&retired_dir).map_err(|e| io(&retired_dir, e))?;
+    let mut retired = Vec::new();
+    for path in key_files(&dir)? {
+        let Some(f) = KeyFile::read(&path)? else {
+            continue;
+        };
+        let to = retired_dir.join(path.file_name().unwrap_or_default());
+        std::fs::rename(&path, &to).map_err(|e| io(&path, e))?;
+        // The retirement date is the file's modification time.
+        let touched = std::fs::File::options()
+            .write(true)
+            .open(&to)
+            .and_then(|h| h.set_modified(std::time::SystemTime::now()));
+        touched.map_err(|e| io(&to, e))?;
+        retired.push(f.selector);
+    }
+    for path in key_files(&dir.join(PENDING))? {
+        if KeyFile::read(&path)?.is_some_and(|f| f.selector == selector) {
+            let to = dir.join(path.file_name().unwrap_or_default());
+            std::fs::rename(&path, &to).map_err(|e| io(&path, e))?;
+        }
+    }
+    Ok(retired)
+}
+
+/// `dkim retire`: delete the retired keys of `domain` retired at least
+/// `grace` ago; the selectors removed.
+pub fn retire(
+    dkim_dir: &Path,
+    domain: &str,
+    grace: std::time::Duration,
+) -> Result<Vec<String>, KeyError> {
+    let domain = checked_label(domain)?;
+    let mut removed = Vec::new();
+    for path in key_files(&dkim_dir.join(&domain).join(RETIRED))? {
+        let Some(f) = KeyFile::read(&path)? else {
+            continue;
+        };
+        let age = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .unwrap_or_default();
+        if age >= grace {
+            std::fs::remove_file(&path).map_err(|e| io(&path, e))?;
+            removed.push(f.selector);
+        }
+    }
+    Ok(removed)
+}
+
+fn key_files(dir: &Path) -> Result<Vec<PathBuf>, KeyError> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(Vec::new());
+    };
+    Ok(entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect())
 }
 
 /// A cheap fingerprint of the key directory (modification times of it and
@@ -431,6 +578,57 @@ pub fn key_dir_fingerprint(dkim_dir: &Path) -> Vec<std::time::SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn signing_selectors(dir: &Path) -> Vec<String> {
+        public_keys(&dir.join("example.test"))
+            .unwrap()
+            .into_iter()
+            .map(|(s, _, _)| s)
+            .collect()
+    }
+
+    #[test]
+    fn a_rotated_key_signs_only_once_activated_and_the_old_one_is_retired() {
+        let dir = std::env::temp_dir().join(format!("pc-dkim-rotate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        generate_key(&dir, "example.test", "s1", DkimAlgorithm::Ed25519).unwrap();
+        let record = rotate_key(&dir, "example.test", "s2", DkimAlgorithm::Ed25519).unwrap();
+        assert!(
+            record.starts_with("s2._domainkey.example.test."),
+            "{record}"
+        );
+        assert_eq!(signing_selectors(&dir), ["s1"]);
+        let listed = published_records(&dir, "example.test").unwrap();
+        assert!(
+            listed
+                .iter()
+                .any(|r| r.starts_with("s2._") && r.contains("; pending")),
+            "{listed:?}"
+        );
+        assert!(
+            rotate_key(&dir, "example.test", "s1", DkimAlgorithm::Ed25519).is_err(),
+            "s1 is taken"
+        );
+        assert_eq!(activate(&dir, "example.test", "s2").unwrap(), ["s1"]);
+        assert_eq!(signing_selectors(&dir), ["s2"]);
+        let listed = published_records(&dir, "example.test").unwrap();
+        assert!(
+            listed
+                .iter()
+                .any(|r| r.starts_with("s1._") && r.contains("; retired")),
+            "{listed:?}"
+        );
+        assert!(
+            retire(&dir, "example.test", std::time::Duration::from_secs(3600))
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            retire(&dir, "example.test", std::time::Duration::ZERO).unwrap(),
+            ["s1"]
+        );
+        assert_eq!(published_records(&dir, "example.test").unwrap().len(), 1);
+    }
 
     #[test]
     fn keygen_prints_a_record_and_the_key_signs() {

@@ -27,5 +27,6 @@ pub use inbound::{
 };
 
 pub use keys::{
-    DkimAlgorithm, DkimKeys, KeyError, generate_key, key_dir_fingerprint, published_records,
+    DkimAlgorithm, DkimKeys, KeyError, activate, generate_key, key_dir_fingerprint,
+    pending_public_key, published_records, retire, rotate_key,
 };

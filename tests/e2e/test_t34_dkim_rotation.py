@@ -1,0 +1,48 @@
+"""DKIM key rotation (issue 20): `dkim rotate` makes a new selector and
+prints its record; signing switches to it only once DNS serves the record
+(`dkim activate` checks, through the config's resolver); the old
+selector stays listed by dns-records until `dkim retire`."""
+
+from conftest import add_user, free_port, submit
+from dnsserver import DnsServer
+
+
+def signed_with(s, subject: str) -> bytes:
+    submit(s, "u@local.test", f"From: alice@local.test\r\nTo: u@local.test\r\nSubject: {subject}\r\n\r\nhi\r\n")
+    msg = s.wait_message("u", f"Subject: {subject}".encode())
+    return msg
+
+
+def test_a_rotated_key_signs_once_dns_serves_it_and_the_old_one_retires(make_server, tmp_path):
+    port = free_port()
+    dns = DnsServer(tmp_path / "before", {"test": "", "local.test": ""}, port=port).start()
+    s = make_server(dns=f"127.0.0.1:{port}", start=False)
+    add_user(s, "alice@local.test")
+    assert s.cli("dkim", "keygen", "--domain", "local.test", "--selector", "s1").returncode == 0
+    s.start()
+    try:
+        r = s.cli("dkim", "rotate", "--domain", "local.test", "--selector", "s2", "--algorithm", "ed25519")
+        assert r.returncode == 0, r.stderr
+        record = r.stdout.splitlines()[0]
+        assert record.startswith("s2._domainkey.local.test. IN TXT")
+        assert "; pending" in s.cli("dns-records", "local.test").stdout
+        msg = signed_with(s, "before the switch")
+        assert b"s=s1" in msg and b"s=s2" not in msg
+
+        # DNS does not serve the new record yet: signing stays with s1.
+        r = s.cli("dkim", "activate", "--domain", "local.test", "--selector", "s2")
+        assert r.returncode != 0 and "does not serve the new key" in r.stderr, r.stderr
+        dns.stop()
+        dns = DnsServer(tmp_path / "after", {"test": "", "local.test": record + "\n"}, port=port).start()
+        r = s.cli("dkim", "activate", "--domain", "local.test", "--selector", "s2")
+        assert r.returncode == 0 and "retired: s1" in r.stdout, r.stdout + r.stderr
+        msg = signed_with(s, "after the switch")
+        assert b"s=s2" in msg and b"s=s1" not in msg
+
+        listed = s.cli("dns-records", "local.test").stdout
+        assert "s1._domainkey.local.test." in listed and "; retired" in listed
+        r = s.cli("dkim", "retire", "--domain", "local.test", "--grace-days", "0")
+        assert r.returncode == 0 and "removed s1" in r.stdout, r.stdout + r.stderr
+        assert "s1._domainkey" not in s.cli("dns-records", "local.test").stdout
+    finally:
+        dns.stop()
