@@ -267,11 +267,7 @@ pub fn dkim_activate(c: &Config, domain: &str, selector: &str) -> anyhow::Result
     let want = portcullis_authn::pending_public_key(&dir, domain, selector)?;
     let name = format!("{selector}._domainkey.{domain}.");
     let served = served_txt(c, &name)?;
-    let published = served.iter().any(|txt| {
-        txt.split(';')
-            .filter_map(|f| f.trim().strip_prefix("p="))
-            .any(|p| p.split_whitespace().collect::<String>() == want)
-    });
+    let published = portcullis_authn::record_carries_key(&served, &want);
     if !published {
         anyhow::bail!(
             "DNS does not serve the new key at {name} yet (found {} TXT record(s)): signing stays with the current key",
@@ -310,25 +306,9 @@ pub fn dkim_retire(c: &Config, domain: &str, grace_days: u64) -> anyhow::Result<
 
 /// The TXT strings at `name`, each record's strings joined.
 fn served_txt(c: &Config, name: &str) -> anyhow::Result<Vec<String>> {
-    use portcullis_dns::hickory_resolver::proto::rr::{RData, RecordType};
     let resolver = portcullis_dns::resolver(&c.dns_nameservers, c.dns_timeout)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let Ok(lookup) = rt.block_on(resolver.lookup(name, RecordType::TXT)) else {
-        return Ok(Vec::new());
-    };
-    Ok(lookup
-        .answers()
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::TXT(t) => Some(
-                t.txt_data
-                    .iter()
-                    .map(|s| String::from_utf8_lossy(s).into_owned())
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .collect())
+    Ok(rt.block_on(portcullis_dns::txt_records(&resolver, name)))
 }

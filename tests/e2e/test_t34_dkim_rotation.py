@@ -3,7 +3,7 @@ prints its record; signing switches to it only once DNS serves the record
 (`dkim activate` checks, through the config's resolver); the old
 selector stays listed by dns-records until `dkim retire`."""
 
-from conftest import add_user, free_port, submit
+from conftest import add_user, free_port, submit, wait_until
 from dnsserver import DnsServer
 
 
@@ -44,5 +44,25 @@ def test_a_rotated_key_signs_once_dns_serves_it_and_the_old_one_retires(make_ser
         r = s.cli("dkim", "retire", "--domain", "local.test", "--grace-days", "0")
         assert r.returncode == 0 and "removed s1" in r.stdout, r.stdout + r.stderr
         assert "s1._domainkey" not in s.cli("dns-records", "local.test").stdout
+    finally:
+        dns.stop()
+
+
+def test_the_server_switches_to_a_pending_key_once_dns_serves_it(make_server, tmp_path):
+    port = free_port()
+    dns = DnsServer(tmp_path / "before", {"test": "", "local.test": ""}, port=port).start()
+    s = make_server("[submission]\ndkim_activate_check_secs = 1\n", dns=f"127.0.0.1:{port}", start=False)
+    add_user(s, "alice@local.test")
+    assert s.cli("dkim", "keygen", "--domain", "local.test", "--selector", "s1").returncode == 0
+    s.start()
+    try:
+        record = s.cli("dkim", "rotate", "--domain", "local.test", "--selector", "s2").stdout.splitlines()[0]
+        assert b"s=s1" in signed_with(s, "still s1")
+        dns.stop()
+        dns = DnsServer(tmp_path / "after", {"test": "", "local.test": record + "\n"}, port=port).start()
+        # No `dkim activate`: the server's own check switches.
+        wait_until(lambda: "; retired" in s.cli("dns-records", "local.test").stdout, 15, "the server to switch")
+        msg = signed_with(s, "switched by the server")
+        assert b"s=s2" in msg and b"s=s1" not in msg
     finally:
         dns.stop()

@@ -527,6 +527,25 @@ pub fn activate(dkim_dir: &Path, domain: &str, selector: &str) -> Result<Vec<Str
     Ok(retired)
 }
 
+/// The selectors of `domain`'s pending keys.
+pub fn pending_selectors(dkim_dir: &Path, domain: &str) -> Result<Vec<String>, KeyError> {
+    let domain = checked_label(domain)?;
+    Ok(public_keys(&dkim_dir.join(&domain).join(PENDING))?
+        .into_iter()
+        .map(|(s, _, _)| s)
+        .collect())
+}
+
+/// Whether one of the TXT records at a selector carries public key `p`
+/// (spaces inside `p=` ignored, as RFC 6376 §3.6.1 allows).
+pub fn record_carries_key(txts: &[String], p: &str) -> bool {
+    txts.iter().any(|txt| {
+        txt.split(';')
+            .filter_map(|f| f.trim().strip_prefix("p="))
+            .any(|v| v.split_whitespace().collect::<String>() == p)
+    })
+}
+
 /// `dkim retire`: delete the retired keys of `domain` retired at least
 /// `grace` ago; the selectors removed.
 pub fn retire(

@@ -28,5 +28,6 @@ pub use inbound::{
 
 pub use keys::{
     DkimAlgorithm, DkimKeys, KeyError, activate, generate_key, key_dir_fingerprint,
-    pending_public_key, published_records, retire, rotate_key,
+    pending_public_key, pending_selectors, published_records, record_carries_key, retire,
+    rotate_key,
 };

@@ -109,6 +109,10 @@ pub struct Submission {
     /// recipients only, since port 25 never relays. Empty by default:
     /// everyone else must submit on 587/465 with AUTH.
     pub port25_networks: Vec<crate::Cidr>,
+    /// How often the server looks for a pending DKIM key (`dkim rotate`)
+    /// whose record DNS now serves, and signs with it (0: only `dkim
+    /// activate` switches).
+    pub dkim_activate_check_secs: u64,
 }
 
 impl Default for Submission {
@@ -120,6 +124,7 @@ impl Default for Submission {
             max_sessions_per_account: 10,
             log_retention_days: 14,
             port25_networks: Vec::new(),
+            dkim_activate_check_secs: 3600,
         }
     }
 }

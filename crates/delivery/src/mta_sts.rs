@@ -7,7 +7,6 @@
 
 use crate::BoxFuture;
 use portcullis_dns::hickory_resolver::TokioResolver;
-use portcullis_dns::hickory_resolver::proto::rr::{RData, RecordType};
 use portcullis_mtasts::{Cached, MAX_POLICY_BYTES, Policy, Refresh, StsRecord};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -106,25 +105,8 @@ impl MtaSts {
     /// The one MTA-STS TXT record; None when there is none or DNS fails
     /// (a cached policy then still holds, §5.1).
     async fn record(&self, domain: &str) -> Option<StsRecord> {
-        let name = format!("_mta-sts.{domain}.");
-        let lookup = self
-            .resolver
-            .lookup(name.as_str(), RecordType::TXT)
-            .await
-            .ok()?;
-        let texts: Vec<String> = lookup
-            .answers()
-            .iter()
-            .filter_map(|r| match &r.data {
-                RData::TXT(t) => Some(
-                    t.txt_data
-                        .iter()
-                        .map(|s| String::from_utf8_lossy(s).into_owned())
-                        .collect::<String>(),
-                ),
-                _ => None,
-            })
-            .collect();
+        let texts =
+            portcullis_dns::txt_records(&self.resolver, &format!("_mta-sts.{domain}.")).await;
         portcullis_mtasts::pick_record(texts.iter().map(String::as_str))
     }
 

@@ -63,3 +63,26 @@ pub fn resolver(
         .build()
         .map_err(|e| ResolverError(e.to_string()))
 }
+
+/// The TXT records at `name` (a fully qualified name, trailing dot), each
+/// record's strings joined; empty when there are none or the lookup
+/// fails (callers that must tell the two apart ask hickory themselves).
+pub async fn txt_records(resolver: &TokioResolver, name: &str) -> Vec<String> {
+    use hickory_resolver::proto::rr::{RData, RecordType};
+    let Ok(lookup) = resolver.lookup(name, RecordType::TXT).await else {
+        return Vec::new();
+    };
+    lookup
+        .answers()
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::TXT(t) => Some(
+                t.txt_data
+                    .iter()
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}

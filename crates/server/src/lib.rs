@@ -7,6 +7,7 @@
 
 mod admin;
 mod autoconfig;
+mod dkim_rotation;
 mod driver;
 mod http;
 mod kernel;
@@ -148,6 +149,7 @@ pub async fn serve(config: Config, path: Option<std::path::PathBuf>) -> anyhow::
     ));
     background.spawn(ctx.control.clone().serve(control_socket));
     background.spawn(tls_reports::run(ctx.clone()));
+    background.spawn(dkim_rotation::run(ctx.clone()));
     let every = Duration::from_secs(config.admission.refusal_log_secs);
     background.spawn(ctx.refusals.clone().run(every));
     let kernel = kernel_blocklist(&config)?;
@@ -439,5 +441,25 @@ fn print_banner(config: &Config, lines: &[String]) {
             "It lands in:           {}/mail/{domain}/postmaster/new/",
             config.data_dir.display()
         );
+    }
+}
+
+/// The config's resolver for a periodic task, or None (said in the log)
+/// when the task is off (`every` 0) or no resolver can be made.
+pub(crate) fn periodic_resolver(
+    ctx: &Context,
+    every: u64,
+    task: &'static str,
+) -> Option<portcullis_dns::hickory_resolver::TokioResolver> {
+    if every == 0 {
+        return None;
+    }
+    let c = ctx.config();
+    match portcullis_dns::resolver(&c.dns_nameservers, c.dns_timeout) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(event = "periodic_task_off", task, error = %e);
+            None
+        }
     }
 }

@@ -83,15 +83,7 @@ impl portcullis_delivery::TlsOutcomes for TlsReports {
 /// Send the period's reports every `tls_rpt_interval_secs` (0: never).
 pub(crate) async fn run(ctx: Arc<Context>) {
     let every = ctx.config().delivery.tls_rpt_interval_secs;
-    if every == 0 {
-        return;
-    }
-    let resolver = {
-        let c = ctx.config();
-        portcullis_dns::resolver(&c.dns_nameservers, c.dns_timeout)
-    };
-    let Ok(resolver) = resolver else {
-        warn!(event = "tls_report_failed", error = "no resolver");
+    let Some(resolver) = crate::periodic_resolver(&ctx, every, "tls reports") else {
         return;
     };
     loop {
@@ -189,20 +181,10 @@ async fn rua(
     resolver: &portcullis_dns::hickory_resolver::TokioResolver,
     domain: &str,
 ) -> Option<Vec<String>> {
-    use portcullis_dns::hickory_resolver::proto::rr::{RData, RecordType};
-    let name = format!("_smtp._tls.{domain}.");
-    let lookup = resolver.lookup(name.as_str(), RecordType::TXT).await.ok()?;
-    lookup.answers().iter().find_map(|r| match &r.data {
-        RData::TXT(txt) => {
-            let text: String = txt
-                .txt_data
-                .iter()
-                .map(|s| String::from_utf8_lossy(s).into_owned())
-                .collect();
-            portcullis_tlsrpt::mailto_rua(&text).filter(|r| !r.is_empty())
-        }
-        _ => None,
-    })
+    let texts = portcullis_dns::txt_records(resolver, &format!("_smtp._tls.{domain}.")).await;
+    texts
+        .iter()
+        .find_map(|t| portcullis_tlsrpt::mailto_rua(t).filter(|r| !r.is_empty()))
 }
 
 /// §5.3: multipart/report; report-type="tlsrpt", the JSON gzip'd in an
