@@ -4,6 +4,7 @@
 //! RSA signature side by side, as RFC 8463 §4 recommends while verifiers
 //! catch up.
 
+use crate::rotation::{PENDING, RETIRED};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
@@ -78,7 +79,7 @@ const SIGNED_HEADERS: &[&str] = &[
     "Content-Transfer-Encoding",
 ];
 
-fn checked_label(s: &str) -> Result<String, KeyError> {
+pub(crate) fn checked_label(s: &str) -> Result<String, KeyError> {
     let s = s.trim_end_matches('.').to_ascii_lowercase();
     let ok = !s.is_empty()
         && s.split('.').all(|l| {
@@ -89,7 +90,7 @@ fn checked_label(s: &str) -> Result<String, KeyError> {
     if ok { Ok(s) } else { Err(KeyError::BadName(s)) }
 }
 
-fn io(path: &Path, source: std::io::Error) -> KeyError {
+pub(crate) fn io(path: &Path, source: std::io::Error) -> KeyError {
     KeyError::Io {
         path: path.to_owned(),
         source,
@@ -110,7 +111,7 @@ pub fn generate_key(
 
 /// A new key for `domain` written into `dir` (the domain's directory, or
 /// its `pending/` one); the TXT record to publish.
-fn generate_into(
+pub(crate) fn generate_into(
     dir: &Path,
     domain: &str,
     selector: &str,
@@ -320,16 +321,16 @@ fn signer<T: mail_auth::common::crypto::SigningKey>(
 }
 
 /// A key file `SELECTOR.ALGORITHM.pem`, read.
-struct KeyFile {
+pub(crate) struct KeyFile {
     path: PathBuf,
-    selector: String,
+    pub(crate) selector: String,
     algorithm: String,
     pem: String,
 }
 
 impl KeyFile {
     /// `None` for files that are not named like a key.
-    fn read(path: &Path) -> Result<Option<KeyFile>, KeyError> {
+    pub(crate) fn read(path: &Path) -> Result<Option<KeyFile>, KeyError> {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let Some((selector, algorithm)) =
             name.strip_suffix(".pem").and_then(|s| s.rsplit_once('.'))
@@ -420,7 +421,7 @@ pub fn published_records(dkim_dir: &Path, domain: &str) -> Result<Vec<String>, K
 }
 
 /// (selector, k=, p=) of every key file in `dir`, by file name.
-fn public_keys(dir: &Path) -> Result<Vec<(String, String, String)>, KeyError> {
+pub(crate) fn public_keys(dir: &Path) -> Result<Vec<(String, String, String)>, KeyError> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(Vec::new());
     };
@@ -452,136 +453,6 @@ fn public_keys(dir: &Path) -> Result<Vec<(String, String, String)>, KeyError> {
     Ok(out)
 }
 
-/// Keys made by `dkim rotate`, not signing until DNS serves their record.
-const PENDING: &str = "pending";
-/// Keys that signed before a rotation, still listed by `dns-records`.
-const RETIRED: &str = "retired";
-
-/// `dkim rotate`: a new key for `domain` under `pending/`; the domain's
-/// current keys keep signing until [`activate`].
-pub fn rotate_key(
-    dkim_dir: &Path,
-    domain: &str,
-    selector: &str,
-    algorithm: DkimAlgorithm,
-) -> Result<String, KeyError> {
-    let domain = checked_label(domain)?;
-    let dir = dkim_dir.join(&domain);
-    let taken = |d: &Path| public_keys(d).map(|v| v.iter().any(|(s, _, _)| s == selector));
-    if taken(&dir)? || taken(&dir.join(PENDING))? || taken(&dir.join(RETIRED))? {
-        return Err(KeyError::Rotation(format!(
-            "selector {selector} of {domain} exists already"
-        )));
-    }
-    generate_into(&dir.join(PENDING), &domain, selector, algorithm)
-}
-
-/// The `p=` a pending key's record must carry for [`activate`].
-pub fn pending_public_key(
-    dkim_dir: &Path,
-    domain: &str,
-    selector: &str,
-) -> Result<String, KeyError> {
-    let domain = checked_label(domain)?;
-    public_keys(&dkim_dir.join(&domain).join(PENDING))?
-        .into_iter()
-        .find(|(s, _, _)| s == selector)
-        .map(|(_, _, p)| p)
-        .ok_or_else(|| {
-            KeyError::Rotation(format!(
-                "no pending key {selector} for {domain} (dkim rotate first)"
-            ))
-        })
-}
-
-/// Switch `domain`'s signing to its pending `selector` (the caller has
-/// checked that DNS serves its record): the key moves in, the keys that
-/// signed so far move to `retired/` (dated now). Returns their selectors.
-pub fn activate(dkim_dir: &Path, domain: &str, selector: &str) -> Result<Vec<String>, KeyError> {
-    let domain = checked_label(domain)?;
-    let dir = dkim_dir.join(&domain);
-    pending_public_key(dkim_dir, &domain, selector)?;
-    let retired_dir = dir.join(RETIRED);
-    std::fs::create_dir_all(&retired_dir).map_err(|e| io(&retired_dir, e))?;
-    let mut retired = Vec::new();
-    for path in key_files(&dir)? {
-        let Some(f) = KeyFile::read(&path)? else {
-            continue;
-        };
-        let to = retired_dir.join(path.file_name().unwrap_or_default());
-        std::fs::rename(&path, &to).map_err(|e| io(&path, e))?;
-        // The retirement date is the file's modification time.
-        let touched = std::fs::File::options()
-            .write(true)
-            .open(&to)
-            .and_then(|h| h.set_modified(std::time::SystemTime::now()));
-        touched.map_err(|e| io(&to, e))?;
-        retired.push(f.selector);
-    }
-    for path in key_files(&dir.join(PENDING))? {
-        if KeyFile::read(&path)?.is_some_and(|f| f.selector == selector) {
-            let to = dir.join(path.file_name().unwrap_or_default());
-            std::fs::rename(&path, &to).map_err(|e| io(&path, e))?;
-        }
-    }
-    Ok(retired)
-}
-
-/// The selectors of `domain`'s pending keys.
-pub fn pending_selectors(dkim_dir: &Path, domain: &str) -> Result<Vec<String>, KeyError> {
-    let domain = checked_label(domain)?;
-    Ok(public_keys(&dkim_dir.join(&domain).join(PENDING))?
-        .into_iter()
-        .map(|(s, _, _)| s)
-        .collect())
-}
-
-/// Whether one of the TXT records at a selector carries public key `p`
-/// (spaces inside `p=` ignored, as RFC 6376 §3.6.1 allows).
-pub fn record_carries_key(txts: &[String], p: &str) -> bool {
-    txts.iter().any(|txt| {
-        txt.split(';')
-            .filter_map(|f| f.trim().strip_prefix("p="))
-            .any(|v| v.split_whitespace().collect::<String>() == p)
-    })
-}
-
-/// `dkim retire`: delete the retired keys of `domain` retired at least
-/// `grace` ago; the selectors removed.
-pub fn retire(
-    dkim_dir: &Path,
-    domain: &str,
-    grace: std::time::Duration,
-) -> Result<Vec<String>, KeyError> {
-    let domain = checked_label(domain)?;
-    let mut removed = Vec::new();
-    for path in key_files(&dkim_dir.join(&domain).join(RETIRED))? {
-        let Some(f) = KeyFile::read(&path)? else {
-            continue;
-        };
-        let age = std::fs::metadata(&path)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .unwrap_or_default();
-        if age >= grace {
-            std::fs::remove_file(&path).map_err(|e| io(&path, e))?;
-            removed.push(f.selector);
-        }
-    }
-    Ok(removed)
-}
-
-fn key_files(dir: &Path) -> Result<Vec<PathBuf>, KeyError> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(Vec::new());
-    };
-    Ok(entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file())
-        .collect())
-}
-
 /// A cheap fingerprint of the key directory (modification times of it and
 /// its domain directories), so a running server notices new keys.
 pub fn key_dir_fingerprint(dkim_dir: &Path) -> Vec<std::time::SystemTime> {
@@ -597,57 +468,6 @@ pub fn key_dir_fingerprint(dkim_dir: &Path) -> Vec<std::time::SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn signing_selectors(dir: &Path) -> Vec<String> {
-        public_keys(&dir.join("example.test"))
-            .unwrap()
-            .into_iter()
-            .map(|(s, _, _)| s)
-            .collect()
-    }
-
-    #[test]
-    fn a_rotated_key_signs_only_once_activated_and_the_old_one_is_retired() {
-        let dir = std::env::temp_dir().join(format!("pc-dkim-rotate-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        generate_key(&dir, "example.test", "s1", DkimAlgorithm::Ed25519).unwrap();
-        let record = rotate_key(&dir, "example.test", "s2", DkimAlgorithm::Ed25519).unwrap();
-        assert!(
-            record.starts_with("s2._domainkey.example.test."),
-            "{record}"
-        );
-        assert_eq!(signing_selectors(&dir), ["s1"]);
-        let listed = published_records(&dir, "example.test").unwrap();
-        assert!(
-            listed
-                .iter()
-                .any(|r| r.starts_with("s2._") && r.contains("; pending")),
-            "{listed:?}"
-        );
-        assert!(
-            rotate_key(&dir, "example.test", "s1", DkimAlgorithm::Ed25519).is_err(),
-            "s1 is taken"
-        );
-        assert_eq!(activate(&dir, "example.test", "s2").unwrap(), ["s1"]);
-        assert_eq!(signing_selectors(&dir), ["s2"]);
-        let listed = published_records(&dir, "example.test").unwrap();
-        assert!(
-            listed
-                .iter()
-                .any(|r| r.starts_with("s1._") && r.contains("; retired")),
-            "{listed:?}"
-        );
-        assert!(
-            retire(&dir, "example.test", std::time::Duration::from_secs(3600))
-                .unwrap()
-                .is_empty()
-        );
-        assert_eq!(
-            retire(&dir, "example.test", std::time::Duration::ZERO).unwrap(),
-            ["s1"]
-        );
-        assert_eq!(published_records(&dir, "example.test").unwrap().len(), 1);
-    }
 
     #[test]
     fn keygen_prints_a_record_and_the_key_signs() {

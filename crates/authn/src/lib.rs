@@ -12,6 +12,7 @@ mod lists;
 mod offline;
 mod psl;
 mod result;
+mod rotation;
 pub mod spf;
 
 pub use dmarc::{DmarcEvaluation, DmarcRecord, Mechanism, parse_record as parse_dmarc_record};
@@ -27,7 +28,8 @@ pub use inbound::{
 };
 
 pub use keys::{
-    DkimAlgorithm, DkimKeys, KeyError, activate, generate_key, key_dir_fingerprint,
-    pending_public_key, pending_selectors, published_records, record_carries_key, retire,
-    rotate_key,
+    DkimAlgorithm, DkimKeys, KeyError, generate_key, key_dir_fingerprint, published_records,
+};
+pub use rotation::{
+    activate, pending_public_key, pending_selectors, record_carries_key, retire, rotate_key,
 };

@@ -9,9 +9,8 @@ use crate::screening::builtin_classes;
 use crate::{
     Admission, AuthPolicy, Autoconfig, Cidr, ClassLimits, Config, DEFAULT_DATA_DIR, Delivery,
     DmarcSettings, DnsList, Forwarding, Greylist, IdentityPolicy, InboundPolicy, Limits, Listener,
-    ListenerRole, MailboxServer, PolicyService, RecipientPolicy, RedisSettings, RedisTarget,
-    ReputationRules, ReverseDns, Rspamd, StateBackend, Submission, TlsFiles, TlsMode,
-    system_hostname,
+    ListenerRole, MailboxServer, PolicyService, RecipientPolicy, ReputationRules, ReverseDns,
+    Rspamd, StateBackend, Submission, TlsFiles, TlsMode, system_hostname,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -19,6 +18,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
+
+mod state;
+use state::RawState;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -170,95 +172,7 @@ struct RawDomain {
     mta_sts_max_age: Option<u64>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawState {
-    backend: Option<Spanned<StateBackend>>,
-    redis_url: Option<Spanned<String>>,
-    sentinels: Option<Spanned<Vec<String>>>,
-    sentinel_master: Option<String>,
-    cluster_nodes: Option<Spanned<Vec<String>>>,
-    #[serde(default = "default_node_timeout")]
-    node_timeout_secs: u64,
-}
-
-fn default_node_timeout() -> u64 {
-    20
-}
-
-impl RawState {
-    /// The Redis the section names, if any: exactly one of `redis_url`,
-    /// `sentinels` and `cluster_nodes`.
-    fn redis(self) -> Result<Option<RedisSettings>, Invalid> {
-        let node_timeout = Duration::from_secs(self.node_timeout_secs.max(1));
-        let target = match (self.redis_url, self.sentinels, self.cluster_nodes) {
-            (None, None, None) => return Ok(None),
-            (Some(url), None, None) => redis_url(url)?,
-            (None, Some(s), None) => {
-                let at = s.span().start;
-                let master = self.sentinel_master.ok_or((
-                    at,
-                    "sentinels needs sentinel_master (the master's name)".into(),
-                ))?;
-                let sentinels = s.into_inner();
-                if sentinels.is_empty() {
-                    return Err((at, "sentinels must name at least one sentinel".into()));
-                }
-                RedisTarget::Sentinel { sentinels, master }
-            }
-            (None, None, Some(nodes)) => {
-                if nodes.get_ref().is_empty() {
-                    let at = nodes.span().start;
-                    return Err((at, "cluster_nodes must name at least one seed node".into()));
-                }
-                RedisTarget::Cluster(nodes.into_inner())
-            }
-            (Some(url), _, _) => {
-                let at = url.span().start;
-                return Err((
-                    at,
-                    "give one of redis_url, sentinels and cluster_nodes".into(),
-                ));
-            }
-            (None, Some(s), Some(_)) => {
-                let at = s.span().start;
-                return Err((at, "give one of sentinels and cluster_nodes".into()));
-            }
-        };
-        Ok(Some(RedisSettings {
-            target,
-            node_timeout,
-        }))
-    }
-}
-
-/// `redis://…` (one Redis) or `redis+sentinel://h:p,h:p/master`.
-fn redis_url(url: Spanned<String>) -> Result<RedisTarget, Invalid> {
-    let at = url.span().start;
-    let url = url.into_inner();
-    let Some(rest) = url.strip_prefix("redis+sentinel://") else {
-        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-            return Err((
-                at,
-                format!("{url:?} is not a redis:// or redis+sentinel:// URL"),
-            ));
-        }
-        return Ok(RedisTarget::Single(url));
-    };
-    let (hosts, master) = rest
-        .split_once('/')
-        .filter(|(h, m)| !h.is_empty() && !m.is_empty())
-        .ok_or((
-            at,
-            "redis+sentinel:// needs host:port[,host:port...]/master_name".into(),
-        ))?;
-    Ok(RedisTarget::Sentinel {
-        sentinels: hosts.split(',').map(|h| format!("redis://{h}")).collect(),
-        master: master.to_owned(),
-    })
-}
-
-type Invalid = (usize, String);
+pub(crate) type Invalid = (usize, String);
 
 /// How long senders cache our own MTA-STS policy: a week, as RFC 8461's
 /// examples suggest (long enough to outlast an attack on DNS).
