@@ -11,14 +11,7 @@ use portcullis_config::Config;
 pub fn dns_records(config: &Config, domain: &str) -> anyhow::Result<()> {
     use portcullis_config::ListenerRole;
     let host = &config.hostname;
-    let port = |role| {
-        config
-            .listeners
-            .iter()
-            .find(|l| l.role == role)
-            .and_then(|l| l.bind.first())
-            .map(|a| a.port())
-    };
+    let port = |role| config.listener_addr(role).map(|a| a.port());
     println!("; DNS records for {domain} served by {host}");
     println!("{domain}. IN MX 10 {host}.");
     // The slides' advice: start with ~all (softfail), so that forwarded
@@ -87,10 +80,7 @@ pub fn dkim_keygen(
     selector: &str,
     algorithm: KeyAlgorithm,
 ) -> anyhow::Result<()> {
-    let alg = match algorithm {
-        KeyAlgorithm::Ed25519 => portcullis_authn::DkimAlgorithm::Ed25519,
-        KeyAlgorithm::Rsa => portcullis_authn::DkimAlgorithm::Rsa,
-    };
+    let alg = dkim_algorithm(algorithm);
     let dir = c.data_dir.join("dkim");
     let record = portcullis_authn::generate_key(&dir, domain, selector, alg)?;
     crate::settle::settle(c, portcullis_control::LiveFile::DkimKeys, &[dir])?;

@@ -255,29 +255,14 @@ struct ResolverArgs {
 enum DkimAction {
     /// Generate a signing key and print the TXT record to publish.
     Keygen {
-        /// The signing domain (`d=`).
-        #[arg(long)]
-        domain: String,
-        /// The selector (`s=`): the record is published at
-        /// SELECTOR._domainkey.DOMAIN.
-        #[arg(long)]
-        selector: String,
-        /// The key type (RSA 2048 for reach; Ed25519 beside it, RFC 8463).
-        #[arg(long, value_enum, default_value = "rsa")]
-        algorithm: KeyAlgorithm,
+        #[command(flatten)]
+        key: NewKey,
     },
     /// Make a new key beside the signing ones and print its record: it
     /// signs only after `dkim activate` has seen DNS serve the record.
     Rotate {
-        /// The signing domain (`d=`).
-        #[arg(long)]
-        domain: String,
-        /// The new selector.
-        #[arg(long)]
-        selector: String,
-        /// The key type.
-        #[arg(long, value_enum, default_value = "rsa")]
-        algorithm: KeyAlgorithm,
+        #[command(flatten)]
+        key: NewKey,
     },
     /// Check that DNS serves the pending key's record, then sign with it;
     /// the keys that signed so far are retired (still listed by
@@ -300,6 +285,21 @@ enum DkimAction {
         #[arg(long, default_value_t = 7)]
         grace_days: u64,
     },
+}
+
+/// A key to make: `dkim keygen` and `dkim rotate`.
+#[derive(clap::Args)]
+struct NewKey {
+    /// The signing domain (`d=`).
+    #[arg(long)]
+    domain: String,
+    /// The selector (`s=`): the record is published at
+    /// SELECTOR._domainkey.DOMAIN.
+    #[arg(long)]
+    selector: String,
+    /// The key type (RSA 2048 for reach; Ed25519 beside it, RFC 8463).
+    #[arg(long, value_enum, default_value = "rsa")]
+    algorithm: KeyAlgorithm,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -493,23 +493,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::User { action, config } => user_cli::user(action, &load(config.as_deref())?),
         Command::Dkim {
-            action:
-                DkimAction::Keygen {
-                    domain,
-                    selector,
-                    algorithm,
-                },
+            action: DkimAction::Keygen { key },
             config,
-        } => dns_cli::dkim_keygen(&load(config.as_deref())?, &domain, &selector, algorithm),
+        } => dns_cli::dkim_keygen(
+            &load(config.as_deref())?,
+            &key.domain,
+            &key.selector,
+            key.algorithm,
+        ),
         Command::Dkim {
-            action:
-                DkimAction::Rotate {
-                    domain,
-                    selector,
-                    algorithm,
-                },
+            action: DkimAction::Rotate { key },
             config,
-        } => dns_cli::dkim_rotate(&load(config.as_deref())?, &domain, &selector, algorithm),
+        } => dns_cli::dkim_rotate(
+            &load(config.as_deref())?,
+            &key.domain,
+            &key.selector,
+            key.algorithm,
+        ),
         Command::Dkim {
             action: DkimAction::Activate { domain, selector },
             config,

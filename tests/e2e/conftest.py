@@ -105,15 +105,21 @@ def send(port: int, sender: str, rcpts, body, *, source: str | None = None, helo
 def try_send(port: int, sender: str, rcpts="u@local.test", body="Subject: x\r\n\r\nhello\r\n", **kw) -> tuple[int, str]:
     """`send`, answering (250, "") or the first refusal's code and text."""
     try:
-        send(port, sender, rcpts, body, **kw)
+        return answer(lambda: send(port, sender, rcpts, body, **kw))
+    except (smtplib.SMTPServerDisconnected, OSError):
+        return 421, "disconnected"
+
+
+def answer(exchange) -> tuple[int, str]:
+    """Run an smtplib exchange: (250, "") or the first refusal's code and text."""
+    try:
+        exchange()
         return 250, ""
     except (smtplib.SMTPConnectError, smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as e:
         return e.smtp_code, e.smtp_error.decode(errors="replace")
     except smtplib.SMTPRecipientsRefused as e:
         code, text = next(iter(e.recipients.values()))
         return code, text.decode(errors="replace")
-    except (smtplib.SMTPServerDisconnected, OSError):
-        return 421, "disconnected"
 
 
 def login(port: int, user: str = "alice@local.test", password: str = PASSWORD, source: str = "127.0.0.1",
@@ -132,6 +138,36 @@ def submit(server, rcpts, body, *, user: str = "alice@local.test", password: str
     rcpts = [rcpts] if isinstance(rcpts, str) else list(rcpts)
     with login(server.sub, user, password) as c:
         return c.sendmail(user, rcpts, body, rcpt_options=list(rcpt_options))
+
+
+def from_alice(server, rcpt: str, subject: str) -> dict:
+    """A short message from alice@local.test, submitted on 587."""
+    return submit(server, rcpt, f"From: alice@local.test\r\nTo: {rcpt}\r\nSubject: {subject}\r\n\r\nhi\r\n")
+
+
+# --- a test PKI (openssl) ---------------------------------------------------
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_ca(d: Path, name: str = "ca") -> None:
+    """A test CA: d/NAME.pem and d/NAME.key."""
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.pem",
+            "-days", "2", "-subj", f"/CN=portcullis test CA {name}", "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+
+
+def make_leaf(d: Path, stem: str, names: list[str], ca: str = "ca") -> None:
+    """A server certificate for `names` signed by the CA in d: d/STEM.pem, d/STEM.key."""
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{stem}.key", "-out", f"{stem}.csr",
+            "-subj", f"/CN={names[0]}", cwd=d)
+    (d / f"{stem}.ext").write_text("subjectAltName=" + ",".join(f"DNS:{n}" for n in names) + "\n"
+                                   "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
+                                   "extendedKeyUsage=serverAuth\n")
+    openssl("x509", "-req", "-in", f"{stem}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
+            "-out", f"{stem}.pem", "-days", "2", "-extfile", f"{stem}.ext", cwd=d)
 
 
 def add_user(server, address: str, password: str = PASSWORD) -> None:

@@ -296,6 +296,17 @@ def alice_on_two_nodes(make_server, dns_server, config: str) -> list:
     return nodes
 
 
+def alice_rcpts(nodes, order) -> list:
+    """One RCPT per session of alice's, on nodes[i] for each i of `order`:
+    the (code, text) answers."""
+    codes = []
+    for i in order:
+        with login(nodes[i].sub) as s:
+            s.mail("alice@local.test")
+            codes.append(s.rcpt(f"r{len(codes)}@remote.test"))
+    return codes
+
+
 def test_a_submission_quota_spent_on_one_node_counts_on_the_other(make_server, dns_server, redis_server):
     """A stolen password used on every node of a cluster still gets one
     account's quota: the recipient counters live in Redis."""
@@ -303,11 +314,7 @@ def test_a_submission_quota_spent_on_one_node_counts_on_the_other(make_server, d
         f'[submission]\nrecipients_per_hour = 3\n\n[state]\nbackend = "redis"\nredis_url = "{redis_server.url}"\n'
     )
     nodes = alice_on_two_nodes(make_server, dns_server, config)
-    codes = []
-    for node in [nodes[0], nodes[0], nodes[1], nodes[1]]:
-        with login(node.sub) as s:
-            s.mail("alice@local.test")
-            codes.append(s.rcpt(f"r{len(codes)}@remote.test"))
+    codes = alice_rcpts(nodes, [0, 0, 1, 1])
     assert [c for c, _ in codes[:3]] == [250, 250, 250]
     code, text = codes[3]
     assert code == 451 and b"4.7.1" in text and b"per hour" in text

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port, wait_port, wait_until
+from conftest import ROOT, answer, free_port, wait_port, wait_until
 from dnsserver import DnsServer
 
 ZONES = {"test": "", "good.test": '@ IN TXT "v=spf1 ip4:192.0.2.50 -all"\n'}
@@ -93,16 +93,11 @@ virtual_mailbox_domains = local.test bench.test
 
     def send(self, addr: str, sender: str, rcpts=("u@local.test",), login=None) -> tuple[int, str]:
         """(250, "") or the first refusal."""
-        try:
+        def exchange():
             s = self.session(addr, login)
             s.sendmail(sender, list(rcpts), f"From: <{sender}>\r\nSubject: t\r\n\r\nhello\r\n")
             s.quit()
-            return 250, ""
-        except (smtplib.SMTPConnectError, smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as e:
-            return e.smtp_code, e.smtp_error.decode(errors="replace")
-        except smtplib.SMTPRecipientsRefused as e:
-            code, text = next(iter(e.recipients.values()))
-            return code, text.decode(errors="replace")
+        return answer(exchange)
 
     def delivered(self) -> int:
         return sum(len(files) for _, _, files in os.walk(self.dir / "mail"))

@@ -10,8 +10,8 @@ import threading
 
 import pytest
 
-from conftest import free_port, login, try_send, wait_port, wait_until
-from test_t15_class_of_service import alice_on_two_nodes, cos_config, dns_server, server  # noqa: F401
+from conftest import free_port, try_send, wait_port, wait_until
+from test_t15_class_of_service import alice_on_two_nodes, alice_rcpts, cos_config, dns_server, server  # noqa: F401
 
 
 def refused_within_a_second(node, source: str) -> tuple:
@@ -131,11 +131,7 @@ def test_a_block_through_one_node_is_refused_on_the_other_within_a_second(make_s
 def test_a_quota_spent_on_one_node_counts_on_the_other(make_server, dns_server, cluster):
     config = f"[submission]\nrecipients_per_hour = 3\n{cluster_state(cluster)}"
     nodes = alice_on_two_nodes(make_server, dns_server, config)
-    codes = []
-    for node in [nodes[0], nodes[0], nodes[1], nodes[1]]:
-        with login(node.sub) as s:
-            s.mail("alice@local.test")
-            codes.append(s.rcpt(f"r{len(codes)}@remote.test"))
+    codes = alice_rcpts(nodes, [0, 0, 1, 1])
     assert [c for c, _ in codes[:3]] == [250, 250, 250]
     code, text = codes[3]
     assert code == 451 and b"per hour" in text

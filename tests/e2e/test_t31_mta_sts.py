@@ -23,7 +23,7 @@ import dkim
 import jsonschema
 import pytest
 
-from conftest import add_user, login, submit, wait_until
+from conftest import add_user, from_alice, login, make_ca, make_leaf, wait_until
 from dnsserver import DnsServer
 
 POLICY_HOST = "127.0.0.44"
@@ -44,24 +44,12 @@ ZONES = {
 }
 
 
-def openssl(*args, cwd):
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     """A test CA and one certificate it signed for the MX and policy hosts."""
     d = tmp_path_factory.mktemp("pki")
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-            "-subj", "/CN=portcullis test CA", "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "leaf.key", "-out", "leaf.csr",
-            "-subj", "/CN=mx.far.test", cwd=d)
-    (d / "leaf.ext").write_text("subjectAltName=DNS:mx.far.test,DNS:mta-sts.far.test,DNS:mx.hang.test,DNS:mta-sts.far2.test\n"
-                                "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
-                                "extendedKeyUsage=serverAuth\n")
-    openssl("x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", "leaf.pem", "-days", "2", "-extfile", "leaf.ext", cwd=d)
+    make_ca(d)
+    make_leaf(d, "leaf", ["mx.far.test", "mta-sts.far.test", "mx.hang.test", "mta-sts.far2.test"])
     return d
 
 
@@ -131,8 +119,7 @@ def sender(make_server, dns, pki, to, delivery: str = ""):
     return s.start()
 
 
-def send_to(s, rcpt: str, subject: str):
-    submit(s, rcpt, f"From: alice@local.test\r\nTo: {rcpt}\r\nSubject: {subject}\r\n\r\nhi\r\n")
+send_to = from_alice
 
 
 def deferred_for_sts(s) -> bool:

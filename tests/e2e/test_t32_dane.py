@@ -15,7 +15,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from conftest import add_user, free_port, submit, wait_until
+from conftest import add_user, free_port, from_alice, make_ca, make_leaf, openssl, wait_until
 from dnsserver import DnsServer
 
 SIGNED = ["dane.test", "mismatch.test", "bogus.test", "ta.test"]
@@ -25,10 +25,6 @@ def run(*cmd, cwd):
     return subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def openssl(*args, cwd):
-    run("openssl", *args, cwd=cwd)
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     """A self-signed MX certificate (DANE-EE), and a CA with a leaf it
@@ -36,15 +32,8 @@ def pki(tmp_path_factory):
     d = tmp_path_factory.mktemp("dane-pki")
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ee.key", "-out", "ee.pem", "-days", "2",
             "-subj", "/CN=mx.dane.test", cwd=d)
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-            "-subj", "/CN=DANE test CA", "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "ta-leaf.key", "-out", "ta-leaf.csr",
-            "-subj", "/CN=mx.ta.test", cwd=d)
-    (d / "ext").write_text("subjectAltName=DNS:mx.ta.test\nbasicConstraints=CA:FALSE\n"
-                           "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")
-    openssl("x509", "-req", "-in", "ta-leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", "ta-leaf.pem", "-days", "2", "-extfile", "ext", cwd=d)
+    make_ca(d)
+    make_leaf(d, "ta-leaf", ["mx.ta.test"])
     (d / "ta-chain.pem").write_text((d / "ta-leaf.pem").read_text() + (d / "ca.pem").read_text())
     return d
 
@@ -165,8 +154,7 @@ def pair(make_server, resolver, cert, key):
     return s.start(), mx
 
 
-def send_to(s, rcpt: str, subject: str):
-    submit(s, rcpt, f"From: alice@local.test\r\nTo: {rcpt}\r\nSubject: {subject}\r\n\r\nhi\r\n")
+send_to = from_alice
 
 
 def test_a_matching_dane_ee_record_delivers_over_tls(make_server, resolver, pki):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import binary, wait_until
+from conftest import binary, make_ca, make_leaf
 from dnsserver import DnsServer
 
 NS = "pcsts"
@@ -62,10 +62,6 @@ pytestmark = pytest.mark.skipif(shutil.which("mta-sts-query") is None,
                                 reason="postfix-mta-sts-resolver is not installed (.ci/run installs it)")
 
 
-def openssl(*args, cwd):
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
 @pytest.fixture(scope="module")
 def namespace(tmp_path_factory):
     work = tmp_path_factory.mktemp("sts-cross")
@@ -76,16 +72,8 @@ def namespace(tmp_path_factory):
     etc = Path("/etc/netns") / NS
     etc.mkdir(parents=True, exist_ok=True)
     (etc / "resolv.conf").write_text("nameserver 127.0.0.1\n")
-    names = [d for d in CASES] + ["test"]
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-            "-subj", "/CN=cross-check CA", "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=work)
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=mta-sts",
-            cwd=work)
-    san = ",".join(f"DNS:mta-sts.{d}" for d in CASES)
-    (work / "ext").write_text(f"subjectAltName={san}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
-    openssl("x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", "leaf.pem", "-days", "2", "-extfile", "ext", cwd=work)
+    make_ca(work)
+    make_leaf(work, "leaf", [f"mta-sts.{d}" for d in CASES])
     zones = {"test": ""}
     for d, case in CASES.items():
         zones[d] = f"mta-sts IN A {HOST}\n" + ("" if case is None else '_mta-sts IN TXT "v=STSv1; id=7"\n')

@@ -199,6 +199,15 @@ pub struct Listener {
 pub const DEFAULT_DATA_DIR: &str = "./portcullis-data";
 
 impl Config {
+    /// The first address the listener with `role` binds (what clients
+    /// are told: DNS records, autoconfig, the banner).
+    pub fn listener_addr(&self, role: ListenerRole) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|l| l.role == role)
+            .and_then(|l| l.bind.first().copied())
+    }
+
     /// Whether mail for `domain` stays here: a configured domain, or our
     /// own hostname (`<postmaster>` is addressed to it, RFC 5321 4.1.1.3).
     /// The mx listener's relay check and the delivery router both ask this.

@@ -11,11 +11,11 @@
 //!
 //! PKIX usages (0, 1) are unusable for SMTP (§3.1.3) and ignored.
 
-use crate::client::subject_public_key_info;
+use crate::client::{CertificateCheck, subject_public_key_info};
 use portcullis_dns::hickory_resolver::proto::op::{Edns, Message, MessageType, OpCode, Query};
 use portcullis_dns::hickory_resolver::proto::rr::rdata::tlsa::{CertUsage, Matching, Selector};
 use portcullis_dns::hickory_resolver::proto::rr::{Name, RData, RecordType};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::ServerCertVerifier as _;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -185,26 +185,13 @@ impl Tlsa {
 
 /// A connector whose certificate check is the host's TLSA records.
 pub fn connector(records: Vec<Tlsa>) -> Result<tokio_rustls::TlsConnector, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = DaneVerifier {
-        records,
-        provider: provider.clone(),
-    };
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+    crate::client::checked_tls(DaneRecords(records))
 }
 
 #[derive(Debug)]
-struct DaneVerifier {
-    records: Vec<Tlsa>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
+struct DaneRecords(Vec<Tlsa>);
 
-impl DaneVerifier {
+impl DaneRecords {
     /// DANE-TA: a chain certificate the records name anchors a PKIX path
     /// to the end entity, for the MX host's name.
     fn by_trust_anchor(
@@ -213,10 +200,11 @@ impl DaneVerifier {
         intermediates: &[CertificateDer<'_>],
         server_name: &ServerName<'_>,
         now: UnixTime,
+        provider: &Arc<rustls::crypto::CryptoProvider>,
     ) -> bool {
         let anchors = intermediates
             .iter()
-            .filter(|c| self.records.iter().any(|r| r.trust_anchor && r.matches(c)));
+            .filter(|c| self.0.iter().any(|r| r.trust_anchor && r.matches(c)));
         anchors.into_iter().any(|anchor| {
             let mut roots = rustls::RootCertStore::empty();
             if roots.add(anchor.clone().into_owned()).is_err() {
@@ -224,7 +212,7 @@ impl DaneVerifier {
             }
             rustls::client::WebPkiServerVerifier::builder_with_provider(
                 Arc::new(roots),
-                self.provider.clone(),
+                provider.clone(),
             )
             .build()
             .is_ok_and(|v| {
@@ -235,59 +223,25 @@ impl DaneVerifier {
     }
 }
 
-impl ServerCertVerifier for DaneVerifier {
-    fn verify_server_cert(
+impl CertificateCheck for DaneRecords {
+    fn check(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         server_name: &ServerName<'_>,
-        _ocsp: &[u8],
         now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
+        provider: &Arc<rustls::crypto::CryptoProvider>,
+    ) -> Result<(), rustls::Error> {
         let by_ee = self
-            .records
+            .0
             .iter()
             .any(|r| !r.trust_anchor && r.matches(end_entity));
-        if by_ee || self.by_trust_anchor(end_entity, intermediates, server_name, now) {
-            return Ok(ServerCertVerified::assertion());
+        if by_ee || self.by_trust_anchor(end_entity, intermediates, server_name, now, provider) {
+            return Ok(());
         }
         Err(rustls::Error::General(
             "no TLSA record of the MX host matches its certificate (DANE)".into(),
         ))
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
     }
 }
 

@@ -55,12 +55,7 @@ pub(crate) fn local_domain_of(config: &Config, email: &str) -> Option<String> {
 
 /// The first port of the listener with `role`.
 fn port(config: &Config, role: ListenerRole) -> Option<u16> {
-    config
-        .listeners
-        .iter()
-        .find(|l| l.role == role)
-        .and_then(|l| l.bind.first())
-        .map(|a| a.port())
+    config.listener_addr(role).map(|a| a.port())
 }
 
 /// Our submission endpoints, implicit TLS first (RFC 8314 §3.3 prefers

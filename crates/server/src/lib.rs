@@ -418,11 +418,7 @@ fn print_banner(config: &Config, lines: &[String]) {
         .local_domains
         .first()
         .map_or("localhost", String::as_str);
-    let mx = config
-        .listeners
-        .iter()
-        .find(|l| l.role == ListenerRole::Mx)
-        .and_then(|l| l.bind.first());
+    let mx = config.listener_addr(ListenerRole::Mx);
     println!(
         "portcullis is running as {}; data in {}",
         config.hostname,

@@ -18,19 +18,9 @@ use tracing::{error, info};
 
 pub(crate) async fn accept_loop(ctx: Arc<Context>, sock: TcpListener, listener: Listener) {
     loop {
-        let (stream, peer) = match sock.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                error!(event = "accept_error", error = %e);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        if !allowed(&ctx, &listener, peer) {
+        let Some((stream, peer)) = accept(&ctx, &sock, &listener).await else {
             continue;
-        }
+        };
         let Ok(permit) = ctx.sessions.clone().try_acquire_owned() else {
             let r = Reply::new(
                 421,
@@ -52,21 +42,32 @@ pub(crate) async fn accept_loop(ctx: Arc<Context>, sock: TcpListener, listener: 
 /// service's idle timeout).
 pub(crate) async fn policy_loop(ctx: Arc<Context>, sock: TcpListener, listener: Listener) {
     loop {
-        let (stream, peer) = match sock.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                error!(event = "accept_error", error = %e);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        if !allowed(&ctx, &listener, peer) {
+        let Some((stream, _)) = accept(&ctx, &sock, &listener).await else {
             continue;
-        }
+        };
         let policy = ctx.policy.clone();
         tokio::spawn(async move { policy.serve(stream).await });
     }
+}
+
+/// The next connection a listener may serve, or None to go round again:
+/// an accept error (EMFILE and friends: back off instead of spinning), or
+/// a client outside `allow_from`.
+async fn accept(
+    ctx: &Context,
+    sock: &TcpListener,
+    l: &Listener,
+) -> Option<(TcpStream, SocketAddr)> {
+    let (stream, peer) = match sock.accept().await {
+        Ok(x) => x,
+        Err(e) => {
+            error!(event = "accept_error", error = %e);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            return None;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    allowed(ctx, l, peer).then_some((stream, peer))
 }
 
 /// `allow_from`: a client outside it is closed at once, logged and

@@ -9,12 +9,12 @@
 
 use portcullis_admission::{Charge, LevelChange, RangeFacts, StateCommand, Verdict};
 use portcullis_config::{Cidr, Config, RedisSettings, RedisTarget, ReputationRules, StateBackend};
-use portcullis_state::{Claim, Outcome, SlotClaim, Store};
+use portcullis_state::{Claim, Outcome, Store};
 use std::net::{IpAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{RedisCluster, RedisServer, TempDir};
+use common::{RedisCluster, RedisServer, TempDir, strangers_claim};
 
 fn rules() -> ReputationRules {
     ReputationRules {
@@ -293,35 +293,11 @@ async fn a_full_slot_is_refused_until_its_holder_gives_it_back() {
 
 /// A stranger's connect: the range's slot, the default class's, and
 /// both connection rates.
-fn strangers_claim(range: Cidr, class: &str, per_minute: u64) -> Claim {
-    let rate = |budget: String| Charge {
-        key: format!("rl:connections_per_minute:{budget}"),
-        budget,
-        per_minute,
-        cost: 1,
-        limit: "connections_per_minute",
-        class: "default".into(),
-    };
-    Claim {
-        slots: vec![
-            SlotClaim {
-                budget: format!("range:{range}"),
-                max: 2,
-            },
-            SlotClaim {
-                budget: class.into(),
-                max: 100,
-            },
-        ],
-        charges: vec![rate(format!("range:{range}")), rate(class.into())],
-    }
-}
-
 #[tokio::test]
 async fn a_connect_decision_takes_every_slot_and_charge_or_none() {
     on_every_backend(|s, backend| async move {
         let range = cidr("2001:db8:7::/64");
-        let claim = strangers_claim(range, "class:default", 60);
+        let claim = strangers_claim(range, "class:default", 60, 2);
         let Outcome::Granted(first) = s.admit(range, &claim, true).await.outcome else {
             panic!("{backend}: the first connect is granted");
         };
@@ -339,7 +315,7 @@ async fn a_connect_decision_takes_every_slot_and_charge_or_none() {
             "{backend}: the refused took nothing"
         );
         drop((first, second));
-        let tight = strangers_claim(cidr("2001:db8:8::/64"), "class:tight", 1);
+        let tight = strangers_claim(cidr("2001:db8:8::/64"), "class:tight", 1, 2);
         assert!(matches!(
             s.admit(cidr("2001:db8:8::/64"), &tight, true).await.outcome,
             Outcome::Granted(_)
@@ -357,7 +333,7 @@ async fn a_vouched_range_takes_nothing_when_asked_to_stop() {
     on_every_backend(|s, backend| async move {
         let range = cidr("198.51.100.0/24");
         s.remember_range(range, "example.org").await;
-        let claim = strangers_claim(range, "class:default", 60);
+        let claim = strangers_claim(range, "class:default", 60, 2);
         let admitted = s.admit(range, &claim, true).await;
         assert!(matches!(admitted.outcome, Outcome::Vouched), "{backend}");
         assert_eq!(admitted.facts.domains, vec!["example.org".to_owned()]);

@@ -6,10 +6,10 @@
 
 mod common;
 
-use common::{RedisCluster, RedisServer, TempDir};
-use portcullis_admission::{Charge, StateCommand};
+use common::{RedisCluster, RedisServer, TempDir, strangers_claim};
+use portcullis_admission::StateCommand;
 use portcullis_config::{Config, RedisSettings, RedisTarget, StateBackend};
-use portcullis_state::{Claim, Outcome, SlotClaim, Store};
+use portcullis_state::{Claim, Outcome, Store};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -81,30 +81,6 @@ impl Monitor {
     }
 }
 
-fn strangers_claim() -> Claim {
-    let rate = |budget: &str| Charge {
-        key: format!("rl:connections_per_minute:{budget}"),
-        budget: budget.into(),
-        per_minute: 600,
-        cost: 1,
-        limit: "connections_per_minute",
-        class: "default".into(),
-    };
-    Claim {
-        slots: vec![
-            SlotClaim {
-                budget: "range:2001:db8:5::/64".into(),
-                max: 4,
-            },
-            SlotClaim {
-                budget: "class:default".into(),
-                max: 100,
-            },
-        ],
-        charges: vec![rate("range:2001:db8:5::/64"), rate("class:default")],
-    }
-}
-
 #[tokio::test]
 async fn a_strangers_connect_is_one_round_trip() {
     let redis = RedisServer::start();
@@ -118,7 +94,13 @@ async fn a_strangers_connect_is_one_round_trip() {
     // Warm up: the connection, and the script loaded once.
     let _ = s.admit(range, &Claim::default(), true).await;
     let monitor = Monitor::start(redis.port);
-    let admitted = s.admit(range, &strangers_claim(), true).await;
+    let admitted = s
+        .admit(
+            range,
+            &strangers_claim("2001:db8:5::/64".parse().unwrap(), "class:default", 600, 4),
+            true,
+        )
+        .await;
     let sent = monitor.client_commands();
     assert!(matches!(admitted.outcome, Outcome::Granted(ref s) if s.len() == 2));
     assert_eq!(sent.len(), 1, "lookup, two leases, two charges: {sent:#?}");

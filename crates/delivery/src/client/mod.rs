@@ -12,7 +12,7 @@ mod lmtp;
 mod tls;
 
 pub use lmtp::deliver_lmtp;
-pub(crate) use tls::subject_public_key_info;
+pub(crate) use tls::{CertificateCheck, checked_tls, subject_public_key_info};
 pub use tls::{opportunistic_tls, parse_pin, pinned_tls, tlsa_spki_sha256, verified_tls};
 
 use crate::outcome::{Answer, FailureKind, HostFailure, RcptOutcome, Status};

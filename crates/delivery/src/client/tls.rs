@@ -31,10 +31,32 @@ pub fn pinned_tls(sha256: [u8; 32]) -> Result<tokio_rustls::TlsConnector, rustls
 }
 
 fn custom_tls(pin: Option<[u8; 32]>) -> Result<tokio_rustls::TlsConnector, rustls::Error> {
+    checked_tls(Pin(pin))
+}
+
+/// What a connector of ours accepts as the server's certificate. The
+/// handshake's signatures are verified the same way whatever the check
+/// (see [`Checked`]).
+pub(crate) trait CertificateCheck: std::fmt::Debug + Send + Sync {
+    fn check(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        now: rustls::pki_types::UnixTime,
+        provider: &Arc<rustls::crypto::CryptoProvider>,
+    ) -> Result<(), rustls::Error>;
+}
+
+/// A connector whose certificate decision is `check` (opportunistic,
+/// pinned, DANE).
+pub(crate) fn checked_tls(
+    check: impl CertificateCheck + 'static,
+) -> Result<tokio_rustls::TlsConnector, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = CertificatePolicy {
+    let verifier = Checked {
         provider: provider.clone(),
-        pin,
+        check,
     };
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -137,24 +159,21 @@ fn content(element: &[u8]) -> Option<&[u8]> {
     element.get(header..)
 }
 
-/// Which server certificates a connector accepts: any (opportunistic TLS
-/// between MTAs, RFC 7435), or exactly a pinned one.
+/// Any certificate (opportunistic TLS between MTAs, RFC 7435), or
+/// exactly a pinned one.
 #[derive(Debug)]
-struct CertificatePolicy {
-    provider: Arc<rustls::crypto::CryptoProvider>,
-    pin: Option<[u8; 32]>,
-}
+struct Pin(Option<[u8; 32]>);
 
-impl rustls::client::danger::ServerCertVerifier for CertificatePolicy {
-    fn verify_server_cert(
+impl CertificateCheck for Pin {
+    fn check(
         &self,
         end_entity: &rustls::pki_types::CertificateDer<'_>,
         _intermediates: &[rustls::pki_types::CertificateDer<'_>],
         _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
         _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        match self.pin {
+        _provider: &Arc<rustls::crypto::CryptoProvider>,
+    ) -> Result<(), rustls::Error> {
+        match self.0 {
             Some(pin)
                 if ring::digest::digest(&ring::digest::SHA256, end_entity).as_ref() != pin =>
             {
@@ -162,8 +181,30 @@ impl rustls::client::danger::ServerCertVerifier for CertificatePolicy {
                     "the certificate is not the pinned one (SHA-256 differs)".into(),
                 ))
             }
-            _ => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            _ => Ok(()),
         }
+    }
+}
+
+/// A certificate check, and the provider's signature verification.
+#[derive(Debug)]
+struct Checked<C> {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    check: C,
+}
+
+impl<C: CertificateCheck> rustls::client::danger::ServerCertVerifier for Checked<C> {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        self.check
+            .check(end_entity, intermediates, server_name, now, &self.provider)
+            .map(|()| rustls::client::danger::ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(

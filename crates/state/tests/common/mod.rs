@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+use portcullis_admission::Charge;
+use portcullis_config::Cidr;
+use portcullis_state::{Claim, SlotClaim};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -139,5 +142,31 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A stranger's connect: the range's and the class's slots (the range
+/// holding `range_max`) and both connection-rate charges.
+pub fn strangers_claim(range: Cidr, class: &str, per_minute: u64, range_max: u32) -> Claim {
+    let rate = |budget: String| Charge {
+        key: format!("rl:connections_per_minute:{budget}"),
+        budget,
+        per_minute,
+        cost: 1,
+        limit: "connections_per_minute",
+        class: "default".into(),
+    };
+    Claim {
+        slots: vec![
+            SlotClaim {
+                budget: format!("range:{range}"),
+                max: range_max,
+            },
+            SlotClaim {
+                budget: class.into(),
+                max: 100,
+            },
+        ],
+        charges: vec![rate(format!("range:{range}")), rate(class.into())],
     }
 }
