@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
 
+mod dmarc;
 mod state;
 use state::RawState;
 
@@ -45,8 +46,7 @@ pub(crate) struct RawConfig {
     rspamd: Option<Rspamd>,
     #[serde(default)]
     forwarding: Forwarding,
-    #[serde(default)]
-    dmarc: DmarcSettings,
+    dmarc: Option<Spanned<DmarcSettings>>,
     #[serde(default)]
     reverse_dns: ReverseDns,
     limits: Option<Spanned<Limits>>,
@@ -359,10 +359,11 @@ impl RawConfig {
             rspamd: self.rspamd,
             forwarding: self.forwarding,
             reverse_dns: self.reverse_dns,
-            dmarc: DmarcSettings {
-                public_suffix_list: self.dmarc.public_suffix_list.map(|p| base.join(p)),
-                ..self.dmarc
-            },
+            dmarc: self
+                .dmarc
+                .map(|d| dmarc::checked_dmarc(d, base))
+                .transpose()?
+                .unwrap_or_default(),
             limits,
             submission,
             auth: self.auth,

@@ -21,8 +21,9 @@ pub struct ReverseDns {
     pub require_confirmed: bool,
 }
 
-/// `[dmarc]`: how the organizational domain of RFC 7489 §3.2 is found.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+/// `[dmarc]`: how the organizational domain of RFC 7489 §3.2 is found,
+/// the aggregate reports we send (§7.2), and the reports we receive.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct DmarcSettings {
     #[serde(default)]
@@ -30,6 +31,73 @@ pub struct DmarcSettings {
     /// A Public Suffix List file to use instead of the built-in copy.
     #[serde(default)]
     pub public_suffix_list: Option<PathBuf>,
+    /// Send aggregate reports to the `rua` of domains whose mail we
+    /// identified (SPF or DKIM pass) and did not refuse.
+    #[serde(default = "yes")]
+    pub send_reports: bool,
+    /// How often the reports go out (RFC 7489 §7.2: a day by default).
+    #[serde(default = "day")]
+    pub report_interval_secs: u64,
+    /// Domains (and their subdomains) never sent a report.
+    #[serde(default)]
+    pub report_exclude: Vec<String>,
+    /// At most this many reports leave per period, whatever the traffic:
+    /// a flood of spam domains publishing `rua` must not make us a
+    /// report cannon.
+    #[serde(default = "daily_cap")]
+    pub report_daily_cap: u32,
+    /// The `org_name` of our reports; the hostname when absent.
+    #[serde(default)]
+    pub report_org_name: Option<String>,
+    /// The From: (and envelope sender) of our reports;
+    /// `noreply-dmarc@<hostname>` when absent.
+    #[serde(default)]
+    pub report_from: Option<String>,
+    /// The address that receives DMARC aggregate and TLS-RPT reports:
+    /// mail to it is parsed and stored, not put in a mailbox.
+    #[serde(default)]
+    pub report_mailbox: Option<String>,
+    /// The most a received report may be, unpacked.
+    #[serde(default = "report_max_bytes")]
+    pub report_max_bytes: usize,
+    /// The most a compressed report may grow when unpacked (a zip bomb
+    /// grows by thousands).
+    #[serde(default = "report_max_ratio")]
+    pub report_max_ratio: u32,
+}
+
+fn yes() -> bool {
+    true
+}
+fn day() -> u64 {
+    86_400
+}
+fn daily_cap() -> u32 {
+    100
+}
+fn report_max_bytes() -> usize {
+    10 << 20
+}
+fn report_max_ratio() -> u32 {
+    100
+}
+
+impl Default for DmarcSettings {
+    fn default() -> DmarcSettings {
+        DmarcSettings {
+            discovery: DmarcDiscovery::default(),
+            public_suffix_list: None,
+            send_reports: yes(),
+            report_interval_secs: day(),
+            report_exclude: Vec::new(),
+            report_daily_cap: daily_cap(),
+            report_org_name: None,
+            report_from: None,
+            report_mailbox: None,
+            report_max_bytes: report_max_bytes(),
+            report_max_ratio: report_max_ratio(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]

@@ -301,3 +301,21 @@ fn autoconfig_errors_name_line_and_key() {
     assert_eq!((at.line, at.key.as_str()), (2, "autoconfig.smtp"));
     assert!(msg.contains("unknown field"), "{msg}");
 }
+
+#[test]
+fn dmarc_report_mailbox_must_be_an_address() {
+    let (at, msg) =
+        error_of("hostname = \"mx.example.test\"\n[dmarc]\nreport_mailbox = \"reports\"\n");
+    assert_eq!(at.line, 2, "{msg}");
+    assert!(msg.contains("report_mailbox"), "{msg}");
+}
+
+#[test]
+fn dmarc_reports_are_sent_by_default_with_a_daily_cap() {
+    let c =
+        parse_str("hostname = \"mx.example.test\"\n[dmarc]\nreport_exclude = [\"Spam.Example\"]\n")
+            .unwrap();
+    assert!(c.dmarc.send_reports);
+    assert_eq!(c.dmarc.report_daily_cap, 100);
+    assert_eq!(c.dmarc.report_exclude, ["spam.example"]);
+}
