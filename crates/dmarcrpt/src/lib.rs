@@ -1,6 +1,6 @@
 //! DMARC aggregate reports (RFC 7489 §7.2) as plain logic: what one
 //! accepted message contributes ([`Observation`]), the period's rows per
-//! policy domain ([`Period`]), which domains get a report and where
+//! policy domain, bounded in size ([`Period`]), which domains get a report and where
 //! ([`plan`], [`Destination`]), and the XML of Appendix C ([`xml`]).
 //!
 //! It must not do I/O: the server records observations, asks DNS for the
@@ -96,7 +96,7 @@ impl Observation {
 }
 
 /// A report row: messages alike in everything the report shows.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct RowKey {
     pub source_ip: String,
     pub header_from: String,
@@ -111,11 +111,12 @@ pub struct RowKey {
 }
 
 /// One policy domain's part of the period.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DomainPeriod {
     /// The policy as last seen (a record changed mid-period is reported
     /// as it stood at the end).
     pub published: Option<Published>,
+    #[serde(with = "pairs")]
     pub rows: BTreeMap<RowKey, u64>,
     /// Some message was identified as the domain's own.
     pub identified: bool,
@@ -127,35 +128,66 @@ impl DomainPeriod {
     }
 }
 
-/// The observations of one period, per policy domain.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The observations of one period, per policy domain, held in memory
+/// with bounds: a flood of spoofed domains or rotating addresses must not
+/// grow it without end.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Period {
     pub domains: BTreeMap<String, DomainPeriod>,
+    /// Observations left out because a bound was reached.
+    pub dropped: u64,
 }
 
+/// At most this many policy domains per period.
+pub const MAX_DOMAINS: usize = 10_000;
+/// At most this many distinct rows per domain and period.
+pub const MAX_ROWS: usize = 1_000;
+
 impl Period {
-    pub fn add(&mut self, o: &Observation) {
-        let d = self
-            .domains
-            .entry(o.published.domain.to_ascii_lowercase())
-            .or_default();
+    /// Count the observation in; false (and counted as dropped) when a
+    /// bound leaves no room for it.
+    pub fn add(&mut self, o: &Observation) -> bool {
+        let domain = o.published.domain.to_ascii_lowercase();
+        if !self.domains.contains_key(&domain) && self.domains.len() >= MAX_DOMAINS {
+            self.dropped += 1;
+            return false;
+        }
+        let d = self.domains.entry(domain).or_default();
+        let key = o.row_key();
+        if !d.rows.contains_key(&key) && d.rows.len() >= MAX_ROWS {
+            self.dropped += 1;
+            return false;
+        }
         d.identified |= o.identified();
-        *d.rows.entry(o.row_key()).or_insert(0) += 1;
+        *d.rows.entry(key).or_insert(0) += 1;
         d.published = Some(o.published.clone());
+        true
     }
 
-    /// A period read back from observation lines (JSON, one per line);
-    /// a line that does not parse is skipped and counted.
-    pub fn from_lines(text: &str) -> (Period, usize) {
-        let mut period = Period::default();
-        let mut bad = 0;
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            match serde_json::from_str::<Observation>(line) {
-                Ok(o) => period.add(&o),
-                Err(_) => bad += 1,
-            }
-        }
-        (period, bad)
+    pub fn is_empty(&self) -> bool {
+        self.domains.is_empty()
+    }
+}
+
+/// A map with structured keys as a JSON list of pairs.
+mod pairs {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        map: &BTreeMap<K, V>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, K, V, D>(d: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
     }
 }
 

@@ -148,8 +148,22 @@ fn xml_follows_appendix_c_order_and_escapes_values() {
 }
 
 #[test]
-fn unparsable_observation_lines_are_skipped_and_counted() {
-    let good = serde_json::to_string(&observation("a.test", "192.0.2.1", true)).unwrap();
-    let (p, bad) = Period::from_lines(&format!("{good}\n{{not json\n{good}\n"));
-    assert_eq!((bad, p.domains["a.test"].messages()), (1, 2));
+fn a_period_survives_a_round_trip_through_json() {
+    let p = period(&[observation("a.test", "192.0.2.1", true)]);
+    let back: Period = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+    assert_eq!(back, p);
+}
+
+#[test]
+fn rotating_addresses_cannot_grow_a_domains_rows_without_bound() {
+    let mut p = Period::default();
+    for i in 0..(MAX_ROWS + 50) {
+        p.add(&observation("a.test", &format!("2001:db8::{i:x}"), true));
+    }
+    assert_eq!(p.domains["a.test"].rows.len(), MAX_ROWS);
+    assert_eq!(p.dropped, 50);
+    assert!(
+        p.add(&observation("a.test", "2001:db8::1", true)),
+        "a known row still counts"
+    );
 }

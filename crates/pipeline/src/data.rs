@@ -121,10 +121,7 @@ impl Connection {
     /// DKIM, ARC and DMARC over the message, the domain policy applied:
     /// the header lines, the folder, the SPF check and the domains the
     /// message authenticated for; or the refusal.
-    async fn authenticate_message(
-        &mut self,
-        txn: &Transaction,
-    ) -> Result<Authenticated, Reply> {
+    async fn authenticate_message(&mut self, txn: &Transaction) -> Result<Authenticated, Reply> {
         // The transaction's state ends here, whatever happens next.
         let txn_state = self.txn.take().unwrap_or_default();
         let ip = self.peer.ip();

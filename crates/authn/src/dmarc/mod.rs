@@ -13,9 +13,9 @@ mod treewalk;
 
 use crate::spf::{Answer, SpfDns};
 use crate::{AuthResult, DmarcPolicy, SuffixList};
+pub(crate) use observe::{Signatures, observation};
 pub use record::{Alignment, DmarcRecord, RecordError, parse as parse_record};
 pub use treewalk::Mechanism;
-pub(crate) use observe::{Signatures, observation};
 pub(crate) use treewalk::from_output;
 
 /// A record as discovered: where it was found decides between p and sp.

@@ -153,7 +153,10 @@ async fn mail_filed_as_junk_is_reported_as_quarantined() {
     );
     let mut conn = w.mx().await;
     send(&mut conn, Some("a@sender.test"), &["u@local.test"], BODY).await;
-    assert_eq!(w.intake.observed.lock().unwrap()[0].disposition, "quarantine");
+    assert_eq!(
+        w.intake.observed.lock().unwrap()[0].disposition,
+        "quarantine"
+    );
 }
 
 #[tokio::test]
