@@ -89,7 +89,7 @@ def test_one_report_goes_out_for_the_identified_domain_only(make_server, dns):
     assert "identified" in ran["skipped"][0]["reason"]
 
     raw = far.wait_message("dmarc", b"Report Domain: good.test", domain="far.test")
-    wait_until(lambda: not s.cli("queue", "list").stdout.strip(), 20, "the report delivered")
+    wait_until(lambda: not s.queued(), 20, "the report delivered")
     reports = [m for m in far.messages("dmarc", domain="far.test") if b"Report Domain:" in m]
     assert len(reports) == 1, "exactly one report"
     assert far.messages("dmarc", domain="unconfirmed.test") == []
