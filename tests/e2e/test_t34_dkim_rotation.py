@@ -1,7 +1,14 @@
 """DKIM key rotation (issue 20): `dkim rotate` makes a new selector and
 prints its record; signing switches to it only once DNS serves the record
 (`dkim activate` checks, through the config's resolver); the old
-selector stays listed by dns-records until `dkim retire`."""
+selector stays listed by dns-records until `dkim retire`. With
+`dkim_rotate_days` the server starts the rotation itself."""
+
+import os
+import re
+import time
+
+import dkim
 
 from conftest import add_user, free_port, submit, wait_until
 from dnsserver import DnsServer
@@ -64,5 +71,36 @@ def test_the_server_switches_to_a_pending_key_once_dns_serves_it(make_server, tm
         wait_until(lambda: "; retired" in s.cli("dns-records", "local.test").stdout, 15, "the server to switch")
         msg = signed_with(s, "switched by the server")
         assert b"s=s2" in msg and b"s=s1" not in msg
+    finally:
+        dns.stop()
+
+
+def test_automatic_rotation_makes_a_dated_key_that_signs_once_published(make_server, tmp_path):
+    port = free_port()
+    dns = DnsServer(tmp_path / "before", {"test": "", "local.test": ""}, port=port).start()
+    s = make_server("[submission]\ndkim_activate_check_secs = 1\ndkim_rotate_days = 30\n",
+                    dns=f"127.0.0.1:{port}", start=False)
+    add_user(s, "alice@local.test")
+    assert s.cli("dkim", "keygen", "--domain", "local.test", "--selector", "s1").returncode == 0
+    # The signing key is 40 days old.
+    aged = time.time() - 40 * 86400
+    for key in (s.data / "dkim" / "local.test").glob("s1.*"):
+        os.utime(key, (aged, aged))
+    s.start()
+    try:
+        [event] = wait_until(lambda: s.events("dkim_rotation_started"), 15, "the server to start a rotation")
+        selector = "p" + time.strftime("%Y%m%d", time.gmtime())
+        assert event["publish"].startswith(f"{selector}._domainkey.local.test.")
+        pending = [l for l in s.cli("dns-records", "local.test").stdout.splitlines() if "; pending" in l]
+        assert len(pending) == 1 and pending[0].startswith(selector)
+        assert b"s=s1" in signed_with(s, "still s1")
+        record = event["publish"]
+        dns.stop()
+        dns = DnsServer(tmp_path / "after", {"test": "", "local.test": record + "\n"}, port=port).start()
+        wait_until(lambda: "; retired" in s.cli("dns-records", "local.test").stdout, 15, "the server to switch")
+        msg = signed_with(s, "signed by the dated key")
+        assert f"s={selector}".encode() in msg
+        txt = "".join(re.findall(r'"([^"]*)"', record)).encode()
+        assert dkim.verify(msg, dnsfunc=lambda name, timeout=5: txt), "dkimpy verifies the new selector"
     finally:
         dns.stop()

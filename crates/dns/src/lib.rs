@@ -52,12 +52,34 @@ pub fn resolver(
     nameservers: &[SocketAddr],
     timeout: Duration,
 ) -> Result<TokioResolver, ResolverError> {
-    let (config, opts) = if nameservers.is_empty() {
+    build(nameservers, timeout, |_| {})
+}
+
+/// A resolver that keeps no negative answer: for the periodic checks
+/// (is the new DKIM record published yet? does a report destination
+/// confirm?), where "not yet" must not be remembered for the zone's
+/// negative TTL after the record appears.
+pub fn resolver_without_negative_cache(
+    nameservers: &[SocketAddr],
+    timeout: Duration,
+) -> Result<TokioResolver, ResolverError> {
+    build(nameservers, timeout, |o| {
+        o.negative_max_ttl = Some(Duration::ZERO)
+    })
+}
+
+fn build(
+    nameservers: &[SocketAddr],
+    timeout: Duration,
+    adjust: impl FnOnce(&mut ResolverOpts),
+) -> Result<TokioResolver, ResolverError> {
+    let (config, mut opts) = if nameservers.is_empty() {
         hickory_resolver::system_conf::read_system_conf()
             .map_err(|e| ResolverError(e.to_string()))?
     } else {
         (resolver_config(nameservers), resolver_opts(timeout))
     };
+    adjust(&mut opts);
     TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
         .with_options(opts)
         .build()

@@ -477,7 +477,7 @@ pub(crate) fn periodic_resolver(
         return None;
     }
     let c = ctx.config();
-    match portcullis_dns::resolver(&c.dns_nameservers, c.dns_timeout) {
+    match portcullis_dns::resolver_without_negative_cache(&c.dns_nameservers, c.dns_timeout) {
         Ok(r) => Some(r),
         Err(e) => {
             tracing::warn!(event = "periodic_task_off", task, error = %e);
