@@ -50,6 +50,21 @@ pub struct DkimAuth {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Observation {
     pub published: Published,
+    #[serde(flatten)]
+    pub row: Row,
+}
+
+impl Observation {
+    /// Identified: the mail authenticated as its From: domain (an aligned
+    /// pass), so a report about it goes to the domain's real owner.
+    pub fn identified(&self) -> bool {
+        self.row.dkim_aligned || self.row.spf_aligned
+    }
+}
+
+/// A report row: messages alike in everything the report shows.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Row {
     pub source_ip: String,
     pub header_from: String,
     pub envelope_from: String,
@@ -68,48 +83,6 @@ pub struct Observation {
     pub spf_result: String,
 }
 
-impl Observation {
-    /// Identified: the mail authenticated as its From: domain (an aligned
-    /// pass), so a report about it goes to the domain's real owner.
-    pub fn identified(&self) -> bool {
-        self.dkim_aligned || self.spf_aligned
-    }
-
-    /// The fields a row is counted by: everything but the count.
-    fn row_key(&self) -> RowKey {
-        RowKey {
-            source_ip: self.source_ip.clone(),
-            header_from: self.header_from.clone(),
-            envelope_from: self.envelope_from.clone(),
-            disposition: self.disposition.clone(),
-            dkim_aligned: self.dkim_aligned,
-            spf_aligned: self.spf_aligned,
-            sampled_out: self.sampled_out,
-            dkim: self.dkim.clone(),
-            spf: (
-                self.spf_domain.clone(),
-                self.spf_scope.clone(),
-                self.spf_result.clone(),
-            ),
-        }
-    }
-}
-
-/// A report row: messages alike in everything the report shows.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct RowKey {
-    pub source_ip: String,
-    pub header_from: String,
-    pub envelope_from: String,
-    pub disposition: String,
-    pub dkim_aligned: bool,
-    pub spf_aligned: bool,
-    pub sampled_out: bool,
-    pub dkim: Vec<DkimAuth>,
-    /// (domain, scope, result)
-    pub spf: (String, String, String),
-}
-
 /// One policy domain's part of the period.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DomainPeriod {
@@ -117,7 +90,7 @@ pub struct DomainPeriod {
     /// as it stood at the end).
     pub published: Option<Published>,
     #[serde(with = "pairs")]
-    pub rows: BTreeMap<RowKey, u64>,
+    pub rows: BTreeMap<Row, u64>,
     /// Some message was identified as the domain's own.
     pub identified: bool,
 }
@@ -153,7 +126,7 @@ impl Period {
             return false;
         }
         let d = self.domains.entry(domain).or_default();
-        let key = o.row_key();
+        let key = o.row.clone();
         if !d.rows.contains_key(&key) && d.rows.len() >= MAX_ROWS {
             self.dropped += 1;
             return false;

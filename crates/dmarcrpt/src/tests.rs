@@ -14,17 +14,19 @@ fn observation(domain: &str, ip: &str, spf_aligned: bool) -> Observation {
             fo: "0".into(),
             rua: vec![format!("mailto:dmarc@{domain}")],
         },
-        source_ip: ip.into(),
-        header_from: domain.into(),
-        envelope_from: domain.into(),
-        disposition: "none".into(),
-        dkim_aligned: false,
-        spf_aligned,
-        sampled_out: false,
-        dkim: vec![],
-        spf_domain: domain.into(),
-        spf_scope: "mfrom".into(),
-        spf_result: if spf_aligned { "pass" } else { "fail" }.into(),
+        row: Row {
+            source_ip: ip.into(),
+            header_from: domain.into(),
+            envelope_from: domain.into(),
+            disposition: "none".into(),
+            dkim_aligned: false,
+            spf_aligned,
+            sampled_out: false,
+            dkim: vec![],
+            spf_domain: domain.into(),
+            spf_scope: "mfrom".into(),
+            spf_result: if spf_aligned { "pass" } else { "fail" }.into(),
+        },
     }
 }
 
@@ -123,7 +125,7 @@ fn destination_outside_the_organizational_domain_needs_confirmation() {
 #[test]
 fn xml_follows_appendix_c_order_and_escapes_values() {
     let mut o = observation("a.test", "2001:db8::1", true);
-    o.header_from = "a.test<&>".into();
+    o.row.header_from = "a.test<&>".into();
     let p = period(&[o]);
     let who = Reporter {
         org_name: "mx.example.test",

@@ -4,7 +4,7 @@
 //! large receivers send it, and as Appendix C's schema validates once
 //! its unusable targetNamespace is dropped).
 
-use crate::{DomainPeriod, RowKey};
+use crate::{DomainPeriod, Row};
 use std::fmt::Write as _;
 
 /// Who reports, and the period.
@@ -71,7 +71,7 @@ const SPF_RESULTS: &[&str] = &[
     "permerror",
 ];
 
-fn record(x: &mut String, row: &RowKey, count: u64) {
+fn record(x: &mut String, row: &Row, count: u64) {
     let verdict = |pass: bool| if pass { "pass" } else { "fail" };
     x.push_str("  <record>\n    <row>\n");
     element(x, 6, "source_ip", &full_ip(&row.source_ip));
@@ -94,11 +94,10 @@ fn record(x: &mut String, row: &RowKey, count: u64) {
         element(x, 8, "result", one_of(&d.result, DKIM_RESULTS));
         x.push_str("      </dkim>\n");
     }
-    let (domain, scope, result) = &row.spf;
     x.push_str("      <spf>\n");
-    element(x, 8, "domain", domain);
-    element(x, 8, "scope", one_of(scope, &["mfrom", "helo"]));
-    element(x, 8, "result", one_of(result, SPF_RESULTS));
+    element(x, 8, "domain", &row.spf_domain);
+    element(x, 8, "scope", one_of(&row.spf_scope, &["mfrom", "helo"]));
+    element(x, 8, "result", one_of(&row.spf_result, SPF_RESULTS));
     x.push_str("      </spf>\n    </auth_results>\n  </record>\n");
 }
 

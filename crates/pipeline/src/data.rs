@@ -180,7 +180,7 @@ impl Connection {
         // RFC 7489 §7.2: the report says what we did with the message.
         let dmarc_observation = r.dmarc_observation.take().map(|mut o| {
             if folder.is_some() {
-                o.disposition = "quarantine".to_owned();
+                o.row.disposition = "quarantine".to_owned();
             }
             Box::new(o)
         });

@@ -38,7 +38,10 @@ pub(crate) async fn run(ctx: Arc<Context>) {
 fn rotate_and_retire(dir: &std::path::Path, domain: &str, s: &portcullis_config::Submission) {
     let day = |n: u32| Duration::from_secs(u64::from(n) * 86_400);
     let now = std::time::SystemTime::now();
-    match portcullis_authn::rotate_if_due(dir, domain, day(s.dkim_rotate_days), now) {
+    // A dated selector: p20261130 (from 2026-11-30T...).
+    let date = portcullis_pipeline::trace::iso8601(portcullis_config::clock::now_secs());
+    let selector = format!("p{}", date.get(..10).unwrap_or_default().replace('-', ""));
+    match portcullis_authn::rotate_if_due(dir, domain, day(s.dkim_rotate_days), now, &selector) {
         Ok(Some(record)) => {
             info!(event = "dkim_rotation_started", domain = %domain, publish = %record)
         }

@@ -4,7 +4,7 @@
 
 use super::DmarcEvaluation;
 use crate::{AuthResult, SpfCheck};
-use portcullis_dmarcrpt::{DkimAuth, Observation};
+use portcullis_dmarcrpt::{DkimAuth, Observation, Row};
 
 /// Each DKIM signature as (d=, s=, result).
 pub(crate) type Signatures = Vec<(String, String, AuthResult)>;
@@ -24,23 +24,25 @@ pub(crate) fn observation(
     let envelope_domain = spf.identity.rsplit_once('@').map_or("", |(_, d)| d);
     Some(Observation {
         published,
-        source_ip: spf.ip.to_string(),
-        header_from: from_domain.to_ascii_lowercase(),
-        envelope_from: envelope_domain.to_ascii_lowercase(),
-        disposition: "none".to_owned(),
-        dkim_aligned: eval.dkim_aligned == AuthResult::Pass,
-        spf_aligned: eval.spf_aligned == AuthResult::Pass,
-        sampled_out: eval.disposition != eval.policy,
-        dkim: signatures
-            .iter()
-            .map(|(d, s, r)| DkimAuth {
-                domain: d.to_ascii_lowercase(),
-                selector: s.clone(),
-                result: r.as_str().to_owned(),
-            })
-            .collect(),
-        spf_domain: envelope_domain.to_ascii_lowercase(),
-        spf_scope: if null_sender { "helo" } else { "mfrom" }.to_owned(),
-        spf_result: spf.result().as_str().to_owned(),
+        row: Row {
+            source_ip: spf.ip.to_string(),
+            header_from: from_domain.to_ascii_lowercase(),
+            envelope_from: envelope_domain.to_ascii_lowercase(),
+            disposition: "none".to_owned(),
+            dkim_aligned: eval.dkim_aligned == AuthResult::Pass,
+            spf_aligned: eval.spf_aligned == AuthResult::Pass,
+            sampled_out: eval.disposition != eval.policy,
+            dkim: signatures
+                .iter()
+                .map(|(d, s, r)| DkimAuth {
+                    domain: d.to_ascii_lowercase(),
+                    selector: s.clone(),
+                    result: r.as_str().to_owned(),
+                })
+                .collect(),
+            spf_domain: envelope_domain.to_ascii_lowercase(),
+            spf_scope: if null_sender { "helo" } else { "mfrom" }.to_owned(),
+            spf_result: spf.result().as_str().to_owned(),
+        },
     })
 }

@@ -127,8 +127,10 @@ fn reporting_domain(policy: DmarcPolicy) -> TableChecks {
                 rua: vec!["mailto:dmarc@sender.test".into()],
                 ..Default::default()
             },
-            disposition: "none".into(),
-            ..Default::default()
+            row: portcullis_dmarcrpt::Row {
+                disposition: "none".into(),
+                ..Default::default()
+            },
         });
     }
     checks
@@ -141,7 +143,7 @@ async fn accepted_mail_is_observed_for_the_dmarc_report_as_delivered() {
     send(&mut conn, Some("a@sender.test"), &["u@local.test"], BODY).await;
     let observed = w.intake.observed.lock().unwrap();
     assert_eq!(observed.len(), 1);
-    assert_eq!(observed[0].disposition, "none");
+    assert_eq!(observed[0].row.disposition, "none");
 }
 
 #[tokio::test]
@@ -154,7 +156,7 @@ async fn mail_filed_as_junk_is_reported_as_quarantined() {
     let mut conn = w.mx().await;
     send(&mut conn, Some("a@sender.test"), &["u@local.test"], BODY).await;
     assert_eq!(
-        w.intake.observed.lock().unwrap()[0].disposition,
+        w.intake.observed.lock().unwrap()[0].row.disposition,
         "quarantine"
     );
 }
