@@ -237,7 +237,7 @@ fn newest(dir: &Path, ext: &str) -> std::io::Result<Vec<PathBuf>> {
         .filter(|p| p.extension().is_some_and(|e| e == ext))
         .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
         .collect();
-    files.sort_by(|a, b| b.0.cmp(&a.0));
+    files.sort_by_key(|f| std::cmp::Reverse(f.0));
     Ok(files.into_iter().take(MAX_LISTED).map(|(_, p)| p).collect())
 }
 
