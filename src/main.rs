@@ -8,6 +8,7 @@ mod forwarding_cli;
 mod op25b_cli;
 mod policy_cli;
 mod queue_cli;
+mod reports_cli;
 mod serve_cli;
 mod settle;
 mod state_cli;
@@ -227,9 +228,17 @@ enum Command {
     /// Look at and manage the mail queue.
     Queue {
         #[command(subcommand)]
-        action: QueueAction,
+        action: queue_cli::QueueAction,
         /// The config file (default: PORTCULLIS_CONFIG, then
         /// /etc/portcullis/portcullis.toml, then the embedded default).
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
+    /// DMARC aggregate reports (RFC 7489 §7.2) of the running server.
+    DmarcReports {
+        #[command(subcommand)]
+        action: reports_cli::ReportsAction,
+        /// The config file (default: as for `queue`).
         #[arg(long, global = true)]
         config: Option<PathBuf>,
     },
@@ -398,34 +407,6 @@ enum SrsAction {
     Rotate,
 }
 
-#[derive(Subcommand)]
-enum QueueAction {
-    /// One line per queued message.
-    List,
-    /// Envelope, delivery status and content of one message.
-    Show {
-        /// The queue id (as `queue list` shows it).
-        id: String,
-    },
-    /// Remove a message from the queue for good.
-    Delete {
-        /// The queue id.
-        id: String,
-    },
-    /// Retry every deferred message now.
-    Flush,
-    /// Keep a message from being delivered until released.
-    Hold {
-        /// The queue id.
-        id: String,
-    },
-    /// Let a held message go.
-    Release {
-        /// The queue id.
-        id: String,
-    },
-}
-
 fn main() -> ExitCode {
     // Programs call sendmail with sendmail's own flags (-t, -oi, -fADDR),
     // which are not this CLI's: as `sendmail` (a link) or `portcullis
@@ -469,6 +450,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::GenerateDocs { out } => docs_cli::generate(&out),
         Command::Queue { action, config } => queue_cli::queue(action, &load(config.as_deref())?),
+        Command::DmarcReports { action, config } => {
+            reports_cli::dmarc_reports(action, &load(config.as_deref())?)
+        }
         Command::Alias { action, config } => {
             forwarding_cli::alias(action, &load(config.as_deref())?)
         }

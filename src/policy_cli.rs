@@ -54,6 +54,8 @@ fn service(config: &Config) -> anyhow::Result<PolicyService> {
         submission: Submission::new(config, metrics.clone())?,
         forwarding: Forwarding::new(config)?,
         metrics,
+        // The policy service never sees message content: no DMARC rows.
+        dmarc_observations: None,
     };
     Ok(PolicyService::new(
         Arc::new(inbound),

@@ -89,6 +89,9 @@ pub struct MessageResults {
     pub dmarc: AuthResult,
     pub dmarc_policy: DmarcPolicy,
     pub from_domain: String,
+    /// The message's row for the From: domain's aggregate report, when
+    /// the domain asks for reports (RFC 7489 §7.2).
+    pub dmarc_observation: Option<portcullis_dmarcrpt::Observation>,
     /// `Authentication-Results: ...\r\n`.
     pub header: String,
 }
@@ -260,6 +263,12 @@ impl Verifier {
         let dmarc = self
             .dmarc_for(&parsed, &dkim, &results, spf, &from_domain)
             .await;
+        let signatures: dmarc::Signatures = dkim
+            .iter()
+            .zip(&results)
+            .filter_map(|(d, r)| d.signature().map(|s| (s.d.clone(), s.s.clone(), *r)))
+            .collect();
+        let dmarc_observation = dmarc::observation(&dmarc, spf, &from_domain, &signatures);
         let ar = AuthenticationResults::new(&self.authserv_id)
             .with_dkim_results(&dkim, &from)
             .with_spf_mailfrom_result(&spf.output, spf.ip, &spf.identity, &spf.helo);
@@ -310,6 +319,7 @@ impl Verifier {
             dmarc: dmarc.dmarc,
             dmarc_policy: dmarc.disposition,
             from_domain,
+            dmarc_observation,
             header,
         }
     }
@@ -393,6 +403,7 @@ impl Verifier {
             dmarc: AuthResult::PermError,
             dmarc_policy: DmarcPolicy::None,
             from_domain: String::new(),
+            dmarc_observation: None,
             header: format!(
                 "Authentication-Results: {}; spf={} smtp.mailfrom={}; dkim=permerror (unparsable message)\r\n",
                 self.authserv_id,

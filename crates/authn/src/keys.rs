@@ -329,6 +329,13 @@ pub(crate) struct KeyFile {
 }
 
 impl KeyFile {
+    pub(crate) fn algorithm(&self) -> DkimAlgorithm {
+        match self.algorithm.as_str() {
+            "rsa" => DkimAlgorithm::Rsa,
+            _ => DkimAlgorithm::Ed25519,
+        }
+    }
+
     /// `None` for files that are not named like a key.
     pub(crate) fn read(path: &Path) -> Result<Option<KeyFile>, KeyError> {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");

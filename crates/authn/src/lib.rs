@@ -31,5 +31,6 @@ pub use keys::{
     DkimAlgorithm, DkimKeys, KeyError, generate_key, key_dir_fingerprint, published_records,
 };
 pub use rotation::{
-    activate, pending_public_key, pending_selectors, record_carries_key, retire, rotate_key,
+    activate, pending_public_key, pending_selectors, record_carries_key, retire, rotate_if_due,
+    rotate_key,
 };

@@ -129,6 +129,78 @@ pub fn retire(
     Ok(removed)
 }
 
+/// Automatic rotation (`[submission] dkim_rotate_days`): when `domain`
+/// has no key waiting and its newest signing key is at least `every`
+/// old at `now`, a new key is made under `pending/` with a dated
+/// selector (`pYYYYMMDD`), in the same algorithm; the record to
+/// publish, or None when no rotation is due. Signing switches only once
+/// DNS serves it, as after `dkim rotate`.
+pub fn rotate_if_due(
+    dkim_dir: &Path,
+    domain: &str,
+    every: std::time::Duration,
+    now: std::time::SystemTime,
+) -> Result<Option<String>, KeyError> {
+    if !pending_selectors(dkim_dir, domain)?.is_empty() {
+        return Ok(None);
+    }
+    let mut newest: Option<(std::time::SystemTime, DkimAlgorithm)> = None;
+    for path in key_files(&dkim_dir.join(checked_label(domain)?))? {
+        let Some(f) = KeyFile::read(&path)? else {
+            continue;
+        };
+        let made = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .map_err(|e| io(&path, e))?;
+        if newest.is_none_or(|(t, _)| made > t) {
+            newest = Some((made, f.algorithm()));
+        }
+    }
+    let Some((made, algorithm)) = newest else {
+        return Ok(None);
+    };
+    if now.duration_since(made).unwrap_or_default() < every {
+        return Ok(None);
+    }
+    let days = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+        / 86_400;
+    let (y, m, d) = civil_from_days(days as i64);
+    let base = format!("p{y:04}{m:02}{d:02}");
+    let taken = |sel: &str| {
+        [Path::new(""), Path::new(PENDING), Path::new(RETIRED)]
+            .iter()
+            .any(|sub| {
+                public_keys(&dkim_dir.join(domain).join(sub))
+                    .is_ok_and(|v| v.iter().any(|(s, _, _)| s == sel))
+            })
+    };
+    let selector = (0..26u8)
+        .map(|i| match i {
+            0 => base.clone(),
+            i => format!("{base}{}", (b'a' + i) as char),
+        })
+        .find(|s| !taken(s))
+        .ok_or_else(|| KeyError::Rotation(format!("no free selector for {domain} today")))?;
+    rotate_key(dkim_dir, domain, &selector, algorithm).map(Some)
+}
+
+/// Days since 1970-01-01 as (year, month, day): H. Hinnant's
+/// `civil_from_days`.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
 fn key_files(dir: &Path) -> Result<Vec<PathBuf>, KeyError> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(Vec::new());
@@ -193,5 +265,49 @@ mod tests {
             ["s1"]
         );
         assert_eq!(published_records(&dir, "example.test").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn automatic_rotation_waits_for_the_key_to_age_and_for_the_pending_one() {
+        let dir = std::env::temp_dir().join(format!("pc-dkim-auto-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        generate_key(&dir, "example.test", "s1", DkimAlgorithm::Ed25519).unwrap();
+        let week = std::time::Duration::from_secs(7 * 86_400);
+        let now = std::time::SystemTime::now();
+        assert_eq!(
+            rotate_if_due(&dir, "example.test", week, now).unwrap(),
+            None
+        );
+        let later = now + week;
+        let record = rotate_if_due(&dir, "example.test", week, later)
+            .unwrap()
+            .unwrap();
+        let days = later
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            / 86_400;
+        let (y, m, d) = civil_from_days(days as i64);
+        assert!(
+            record.starts_with(&format!("p{y:04}{m:02}{d:02}._domainkey.example.test.")),
+            "{record}"
+        );
+        assert_eq!(
+            signing_selectors(&dir),
+            ["s1"],
+            "signs with s1 until DNS serves the new record"
+        );
+        assert_eq!(
+            rotate_if_due(&dir, "example.test", week, later).unwrap(),
+            None,
+            "one pending at a time"
+        );
+    }
+
+    #[test]
+    fn civil_dates_from_days() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_787), (2026, 11, 30));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
     }
 }

@@ -113,6 +113,13 @@ pub struct Submission {
     /// whose record DNS now serves, and signs with it (0: only `dkim
     /// activate` switches).
     pub dkim_activate_check_secs: u64,
+    /// Make a new DKIM key (pending, as `dkim rotate` does) for each
+    /// domain whose newest key is this many days old (0: never). Signing
+    /// switches to it once DNS serves its record.
+    pub dkim_rotate_days: u32,
+    /// With `dkim_rotate_days`, delete keys retired this many days ago
+    /// (their records may then leave DNS).
+    pub dkim_retire_days: u32,
 }
 
 impl Default for Submission {
@@ -125,6 +132,8 @@ impl Default for Submission {
             log_retention_days: 14,
             port25_networks: Vec::new(),
             dkim_activate_check_secs: 3600,
+            dkim_rotate_days: 0,
+            dkim_retire_days: 7,
         }
     }
 }

@@ -50,6 +50,26 @@ pub enum Request {
     FileCheck {
         file: LiveFile,
     },
+    /// Run one of the server's periodic jobs now.
+    Run {
+        job: Job,
+    },
+}
+
+/// The server's periodic jobs an operator may run at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Job {
+    /// End the DMARC aggregate report period and send its reports.
+    DmarcReports,
+}
+
+/// The server's side of a [`Request::Run`].
+pub trait Jobs: Send + Sync {
+    fn run(
+        &self,
+        job: Job,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<serde_json::Value, String>> + Send + '_>>;
 }
 
 /// Files the CLI writes and the running server reads (again whenever
@@ -101,6 +121,8 @@ pub struct Control {
     pub state: Store,
     /// None where no file-reading rooms run (the tests of this crate).
     pub files: Option<std::sync::Arc<dyn FileLoader>>,
+    /// None where no periodic jobs run.
+    pub jobs: Option<std::sync::Arc<dyn Jobs>>,
 }
 
 impl Control {
@@ -136,6 +158,10 @@ impl Control {
                     loaded.map_err(|e| ControlError::CannotLoad(file.name().to_owned(), e))?;
                 json!({ "loaded": held })
             }
+            Request::Run { job } => match &self.jobs {
+                Some(j) => j.run(job).await.map_err(ControlError::Refused)?,
+                None => return Err(ControlError::Refused("this server runs no jobs".into())),
+            },
         })
     }
 

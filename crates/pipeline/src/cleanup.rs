@@ -69,10 +69,16 @@ impl Connection {
             }
         }
         if let Origin::Received {
-            domains, verdict, ..
+            domains,
+            verdict,
+            dmarc_observation,
+            ..
         } = &a.origin
         {
             self.count_message(domains, *verdict).await;
+            if let (Some(o), Some(sink)) = (dmarc_observation, &self.inbound.dmarc_observations) {
+                sink.observe(o);
+            }
         }
         let m = &self.inbound.metrics;
         m.inc(Counter::MessagesAccepted, &[("listener", self.role.name())]);

@@ -39,7 +39,21 @@ pub(crate) enum Origin {
         /// and every passing DKIM `d=`.
         domains: Vec<String>,
         verdict: Option<Verdict>,
+        /// The message's row for its From: domain's DMARC aggregate
+        /// report, recorded once the message is queued.
+        dmarc_observation: Option<Box<portcullis_dmarcrpt::Observation>>,
     },
+}
+
+/// What authenticating a received message found, once it is not refused.
+struct Authenticated {
+    header: String,
+    /// Maildir++ folder (`Junk`) where the domain policy files it there.
+    folder: Option<String>,
+    spf: SpfCheck,
+    /// Domains it authenticated for.
+    domains: Vec<String>,
+    dmarc_observation: Option<Box<portcullis_dmarcrpt::Observation>>,
 }
 
 impl Connection {
@@ -75,7 +89,13 @@ impl Connection {
         txn: &'a Transaction,
         id: &str,
     ) -> Result<Accepted<'a>, Reply> {
-        let (mut headers, folder, spf, domains) = self.authenticate_message(txn).await?;
+        let Authenticated {
+            header: mut headers,
+            folder,
+            spf,
+            domains,
+            dmarc_observation,
+        } = self.authenticate_message(txn).await?;
         let body = portcullis_authn::strip_forged_results(&txn.body, &self.config.hostname);
         if let Some(label) = self.admit_data(txn, &domains).await? {
             headers.push_str(&label);
@@ -93,6 +113,7 @@ impl Connection {
                 spf: Box::new(spf),
                 domains,
                 verdict,
+                dmarc_observation,
             },
         })
     }
@@ -100,10 +121,7 @@ impl Connection {
     /// DKIM, ARC and DMARC over the message, the domain policy applied:
     /// the header lines, the folder, the SPF check and the domains the
     /// message authenticated for; or the refusal.
-    async fn authenticate_message(
-        &mut self,
-        txn: &Transaction,
-    ) -> Result<(String, Option<String>, SpfCheck, Vec<String>), Reply> {
+    async fn authenticate_message(&mut self, txn: &Transaction) -> Result<Authenticated, Reply> {
         // The transaction's state ends here, whatever happens next.
         let txn_state = self.txn.take().unwrap_or_default();
         let ip = self.peer.ip();
@@ -159,7 +177,20 @@ impl Connection {
                 domains.push(d);
             }
         }
-        Ok((header, folder, spf, domains))
+        // RFC 7489 §7.2: the report says what we did with the message.
+        let dmarc_observation = r.dmarc_observation.take().map(|mut o| {
+            if folder.is_some() {
+                o.disposition = "quarantine".to_owned();
+            }
+            Box::new(o)
+        });
+        Ok(Authenticated {
+            header,
+            folder,
+            spf,
+            domains,
+            dmarc_observation,
+        })
     }
 
     /// Bytes, and the domain-range rule, which refuses only where a

@@ -116,6 +116,7 @@ pub fn results(spf: AuthResult, dkim: AuthResult, dmarc: AuthResult) -> MessageR
         dmarc,
         dmarc_policy: DmarcPolicy::None,
         from_domain: "sender.test".into(),
+        dmarc_observation: None,
         header: format!("Authentication-Results: mx.test; spf={}\r\n", spf.as_str()),
     }
 }
@@ -128,6 +129,17 @@ pub struct MemoryIntake {
     pub next: Mutex<u64>,
     /// Answer every enqueue with "disk full".
     pub full: bool,
+    /// What was observed for DMARC aggregate reports.
+    pub observed: Mutex<Vec<portcullis_dmarcrpt::Observation>>,
+}
+
+impl crate::DmarcObservations for MemoryIntake {
+    fn observe(&self, o: &portcullis_dmarcrpt::Observation) {
+        self.observed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(o.clone());
+    }
 }
 
 impl Intake for MemoryIntake {

@@ -40,7 +40,7 @@ pub mod trace;
 
 pub use class_of_service::{ClassOfService, Gate, Refusal, RefusalCause};
 pub use forwarding::Forwarding;
-pub use services::{Checks, Intake};
+pub use services::{Checks, DmarcObservations, Intake};
 pub use submission::{AccountSession, Submission};
 
 use portcullis_authn::{AuthResult, SpfCheck, SpfOutput};
@@ -58,6 +58,8 @@ pub struct Inbound {
     pub submission: Submission,
     pub forwarding: Forwarding,
     pub metrics: Arc<Metrics>,
+    /// The DMARC aggregate reports' store; None where none are sent.
+    pub dmarc_observations: Option<Arc<dyn DmarcObservations>>,
 }
 
 /// One connection's way in.

@@ -103,6 +103,12 @@ impl Checks for Verifier {
     }
 }
 
+/// Where accepted mail's rows for DMARC aggregate reports go (RFC 7489
+/// §7.2). Only mail we queued is observed: never mail we refused.
+pub trait DmarcObservations: Send + Sync {
+    fn observe(&self, observation: &portcullis_dmarcrpt::Observation);
+}
+
 /// The queue as the way in sees it: new ids, the one way in, bounces.
 pub trait Intake: Send + Sync {
     fn new_id(&self) -> String;

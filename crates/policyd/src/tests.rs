@@ -29,6 +29,7 @@ fn service(c: Config, checks: TableChecks) -> PolicyService {
         submission: Submission::new(&c, metrics.clone()).unwrap(),
         forwarding: Forwarding::new(&c).unwrap(),
         metrics,
+        dmarc_observations: None,
     };
     PolicyService::new(Arc::new(inbound), Arc::new(c))
 }

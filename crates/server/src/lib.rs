@@ -8,6 +8,7 @@
 mod admin;
 mod autoconfig;
 mod dkim_rotation;
+mod dmarc_reports;
 mod driver;
 mod http;
 mod kernel;
@@ -17,6 +18,7 @@ mod preflight;
 mod privileges;
 mod proxied;
 mod refusals;
+mod report_mail;
 mod report_store;
 mod signals;
 mod tls;
@@ -55,6 +57,10 @@ pub(crate) struct Context {
     pub metrics: Arc<portcullis_metrics::Metrics>,
     /// Sessions held to MTA-STS or DANE, for TLS-RPT (RFC 8460).
     pub tls_reports: Arc<tls_reports::TlsReports>,
+    /// Accepted mail's rows for DMARC aggregate reports (RFC 7489 §7.2).
+    pub dmarc: Arc<dmarc_reports::DmarcStore>,
+    /// "Send the DMARC reports now", taken by the report task.
+    dmarc_runs: std::sync::Mutex<Option<dmarc_reports::RunRequests>>,
     tls: std::sync::RwLock<tokio_rustls::TlsAcceptor>,
     pub sessions: Arc<Semaphore>,
     /// Refused connections, summed up in the log.
@@ -113,23 +119,25 @@ pub fn verifier(
     nameservers: &[std::net::SocketAddr],
     timeout: std::time::Duration,
 ) -> anyhow::Result<portcullis_authn::Verifier> {
-    use anyhow::Context;
-    let psl = match &config.dmarc.public_suffix_list {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| {
-                format!("[dmarc] public_suffix_list: cannot read {}", path.display())
-            })?;
-            let list = portcullis_authn::SuffixList::parse(&text)
-                .with_context(|| format!("[dmarc] public_suffix_list: {}", path.display()))?;
-            std::sync::Arc::new(list)
-        }
-        None => portcullis_authn::SuffixList::built_in(),
-    };
+    let psl = suffix_list(config)?;
     let tree_walk = config.dmarc.discovery == portcullis_config::DmarcDiscovery::TreeWalk;
     Ok(
         portcullis_authn::Verifier::new(&config.hostname, nameservers, timeout)?
             .with_dmarc(tree_walk, psl),
     )
+}
+
+/// The Public Suffix List `[dmarc] public_suffix_list` names, or the
+/// built-in copy.
+pub(crate) fn suffix_list(config: &Config) -> anyhow::Result<Arc<portcullis_authn::SuffixList>> {
+    let Some(path) = &config.dmarc.public_suffix_list else {
+        return Ok(portcullis_authn::SuffixList::built_in());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("[dmarc] public_suffix_list: cannot read {}", path.display()))?;
+    let list = portcullis_authn::SuffixList::parse(&text)
+        .with_context(|| format!("[dmarc] public_suffix_list: {}", path.display()))?;
+    Ok(Arc::new(list))
 }
 
 /// Run the server until SIGINT or SIGTERM; SIGHUP reloads `path`.
@@ -150,6 +158,10 @@ pub async fn serve(config: Config, path: Option<std::path::PathBuf>) -> anyhow::
     ));
     background.spawn(ctx.control.clone().serve(control_socket));
     background.spawn(tls_reports::run(ctx.clone()));
+    let dmarc_runs = ctx.dmarc_runs.lock().ok().and_then(|mut r| r.take());
+    if let Some(runs) = dmarc_runs {
+        background.spawn(dmarc_reports::run(ctx.clone(), runs));
+    }
     background.spawn(dkim_rotation::run(ctx.clone()));
     let every = Duration::from_secs(config.admission.refusal_log_secs);
     background.spawn(ctx.refusals.clone().run(every));
@@ -242,6 +254,9 @@ async fn stop(
     if let Err(e) = ctx.inbound.admission.state.maintain() {
         error!(event = "state_snapshot_failed", error = %e);
     }
+    if let Err(e) = ctx.dmarc.save() {
+        error!(event = "dmarc_period_save_failed", error = %e);
+    }
     info!(event = "stopped", "accepted mail is safe in the spool");
 }
 
@@ -251,7 +266,14 @@ fn context(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<C
     let metrics = Arc::new(portcullis_metrics::Metrics::default());
     let tls_reports = Arc::new(tls_reports::TlsReports::new(metrics.clone()));
     let queue = open_queue(&config, metrics.clone(), tls_reports.clone())?;
-    let inbound = Arc::new(inbound(&config, queue.clone(), metrics.clone())?);
+    let (dmarc, dmarc_runs) = dmarc_reports::DmarcStore::open(&config.data_dir)
+        .with_context(|| format!("cannot open {}", config.data_dir.join("dmarc").display()))?;
+    let dmarc = Arc::new(dmarc);
+    let mut inbound = inbound(&config, queue.clone(), metrics.clone())?;
+    if config.dmarc.send_reports {
+        inbound.dmarc_observations = Some(dmarc.clone());
+    }
+    let inbound = Arc::new(inbound);
     info!(
         event = "state",
         backend = inbound.admission.state.backend_name()
@@ -260,6 +282,7 @@ fn context(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<C
         queue: queue.clone(),
         state: inbound.admission.state.clone(),
         files: Some(Arc::new(LiveFiles(inbound.clone()))),
+        jobs: Some(dmarc.clone()),
     };
     let policy = portcullis_policyd::PolicyService::new(inbound.clone(), Arc::new(config.clone()));
     Ok(Context {
@@ -269,6 +292,8 @@ fn context(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<C
         queue,
         control,
         tls_reports,
+        dmarc,
+        dmarc_runs: std::sync::Mutex::new(Some(dmarc_runs)),
         metrics,
         sessions: Arc::new(Semaphore::new(config.limits.max_sessions)),
         refusals: Arc::new(refusals::RefusalLog::new(&config.admission)),
@@ -313,6 +338,7 @@ fn inbound(
         submission,
         forwarding: portcullis_pipeline::Forwarding::new(config)?,
         metrics,
+        dmarc_observations: None,
     })
 }
 

@@ -8,12 +8,10 @@
 //! gets nothing.
 
 use crate::Context;
-use base64::Engine as _;
+use crate::report_mail::ReportMail;
 use portcullis_config::clock::now_secs;
 use portcullis_metrics::{Counter, Metrics};
-use portcullis_queue::{Envelope, QueuedRecipient};
 use portcullis_tlsrpt::{Counts, Failure, PolicyKey, Reporter};
-use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::{info, warn};
@@ -117,7 +115,6 @@ async fn send(
                 .map_or("localhost", String::as_str)
         )
     });
-    let from_domain = from.rsplit_once('@').map_or("", |(_, d)| d).to_owned();
     let id = ctx.queue.new_id();
     let (begin, end) = (
         portcullis_pipeline::trace::iso8601(start),
@@ -131,47 +128,30 @@ async fn send(
         end: &end,
     };
     let json = portcullis_tlsrpt::report_json(&who, counts, domain);
-    let message = compose(
-        &config.hostname,
-        &from,
-        &rua,
-        domain,
-        &id,
-        &begin,
-        &end,
-        &json,
-    )?;
-    // §5.3: the report is DKIM-signed by the reporting domain.
-    let keys = ctx.inbound.submission.dkim_keys();
-    let signature = keys
-        .sign(&from_domain, &message)
-        .map_err(|e| e.to_string())?;
-    if signature.is_empty() {
-        return Err(format!(
-            "no DKIM key for {from_domain} to sign the report with (dkim keygen --domain {from_domain})"
-        ));
+    let submitter = &config.hostname;
+    // §5.3: multipart/report; report-type="tlsrpt", the JSON gzip'd in an
+    // application/tlsrpt+gzip part named submitter!domain!begin!end!id,
+    // DKIM-signed by the reporting domain.
+    ReportMail {
+        id: &id,
+        from: &from,
+        to: &rua,
+        subject: format!(
+            "Report Domain: {domain} Submitter: {submitter} Report-ID: <{id}@{submitter}>"
+        ),
+        extra_headers: format!(
+            "TLS-Report-Domain: {domain}\r\nTLS-Report-Submitter: {submitter}\r\n"
+        ),
+        content_type: "multipart/report; report-type=\"tlsrpt\"",
+        text: format!(
+            "SMTP TLS report (RFC 8460) for {domain} from {submitter}, {begin} to {end}."
+        ),
+        attachment_type: "application/tlsrpt+gzip",
+        filename: format!("{submitter}!{domain}!{begin}!{end}!{id}.json.gz"),
+        payload: json.as_bytes(),
     }
-    let mut data = signature.into_bytes();
-    data.extend_from_slice(&message);
-    let envelope = Envelope {
-        id: id.clone(),
-        sender: from.clone(),
-        recipients: rua
-            .iter()
-            .map(|a| QueuedRecipient {
-                address: a.clone(),
-                ..Default::default()
-            })
-            .collect(),
-        received_at: now_secs(),
-        client_ip: "127.0.0.1".into(),
-        helo: config.hostname.clone(),
-        ..Default::default()
-    };
-    ctx.queue
-        .enqueue(envelope, Arc::new(data))
-        .await
-        .map_err(|e| e.to_string())?;
+    .send(ctx)
+    .await?;
     info!(event = "tls_report_queued", id = %id, domain = %domain, to = %rua.join(","));
     Ok(())
 }
@@ -185,48 +165,4 @@ async fn rua(
     texts
         .iter()
         .find_map(|t| portcullis_tlsrpt::mailto_rua(t).filter(|r| !r.is_empty()))
-}
-
-/// §5.3: multipart/report; report-type="tlsrpt", the JSON gzip'd in an
-/// application/tlsrpt+gzip part named submitter!domain!begin!end!id.
-#[allow(clippy::too_many_arguments)]
-fn compose(
-    submitter: &str,
-    from: &str,
-    rua: &[String],
-    domain: &str,
-    id: &str,
-    begin: &str,
-    end: &str,
-    json: &str,
-) -> Result<Vec<u8>, String> {
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(json.as_bytes()).map_err(|e| e.to_string())?;
-    let gz = gz.finish().map_err(|e| e.to_string())?;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(gz);
-    let body: Vec<&str> = b64
-        .as_bytes()
-        .chunks(76)
-        .filter_map(|c| std::str::from_utf8(c).ok())
-        .collect();
-    let boundary = format!("tlsrpt-{id}");
-    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
-    let text = format!(
-        "From: <{from}>\r\nTo: {to}\r\nSubject: Report Domain: {domain} Submitter: {submitter} Report-ID: <{id}@{submitter}>\r\n\
-         Date: {date}\r\nMessage-ID: <{id}.tlsrpt@{submitter}>\r\nTLS-Report-Domain: {domain}\r\n\
-         TLS-Report-Submitter: {submitter}\r\nMIME-Version: 1.0\r\n\
-         Content-Type: multipart/report; report-type=\"tlsrpt\"; boundary=\"{boundary}\"\r\n\r\n\
-         --{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
-         SMTP TLS report (RFC 8460) for {domain} from {submitter}, {begin} to {end}.\r\n\r\n\
-         --{boundary}\r\nContent-Type: application/tlsrpt+gzip\r\nContent-Transfer-Encoding: base64\r\n\
-         Content-Disposition: attachment; filename=\"{submitter}!{domain}!{begin}!{end}!{id}.json.gz\"\r\n\r\n\
-         {body}\r\n--{boundary}--\r\n",
-        to = rua
-            .iter()
-            .map(|a| format!("<{a}>"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        body = body.join("\r\n"),
-    );
-    Ok(text.into_bytes())
 }

@@ -7,11 +7,13 @@
 //! Under `[dmarc] discovery = "tree-walk"` mail-auth's DMARCbis code
 //! answers instead ([`treewalk`]).
 
+mod observe;
 pub mod record;
 mod treewalk;
 
 use crate::spf::{Answer, SpfDns};
 use crate::{AuthResult, DmarcPolicy, SuffixList};
+pub(crate) use observe::{Signatures, observation};
 pub use record::{Alignment, DmarcRecord, RecordError, parse as parse_record};
 pub use treewalk::Mechanism;
 pub(crate) use treewalk::from_output;
@@ -20,6 +22,8 @@ pub(crate) use treewalk::from_output;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Discovered {
     pub record: DmarcRecord,
+    /// The domain the record was found at.
+    pub domain: String,
     /// Found at the organizational domain, not at the From: domain.
     pub at_organizational_domain: bool,
 }
@@ -45,6 +49,8 @@ pub struct DmarcEvaluation {
     /// milder when the message fell outside `pct`.
     pub disposition: DmarcPolicy,
     pub record_found: bool,
+    /// The record as the aggregate report repeats it (§7.2).
+    pub published: Option<portcullis_dmarcrpt::Published>,
 }
 
 impl DmarcEvaluation {
@@ -57,6 +63,7 @@ impl DmarcEvaluation {
             policy: DmarcPolicy::None,
             disposition: DmarcPolicy::None,
             record_found: false,
+            published: None,
         }
     }
 
@@ -75,13 +82,14 @@ pub async fn discover<D: SpfDns>(
     from_domain: &str,
     psl: &SuffixList,
 ) -> Result<Option<Discovered>, String> {
-    if let Some(found) = records_at(dns, from_domain).await? {
-        return Ok(single(found, false));
+    let from_domain = from_domain.trim_end_matches('.').to_ascii_lowercase();
+    if let Some(found) = records_at(dns, &from_domain).await? {
+        return Ok(single(found, &from_domain, false));
     }
-    match psl.organizational_domain(from_domain) {
-        Some(org) if !org.eq_ignore_ascii_case(from_domain.trim_end_matches('.')) => {
-            Ok(records_at(dns, &org).await?.and_then(|r| single(r, true)))
-        }
+    match psl.organizational_domain(&from_domain) {
+        Some(org) if !org.eq_ignore_ascii_case(&from_domain) => Ok(records_at(dns, &org)
+            .await?
+            .and_then(|r| single(r, &org, true))),
         _ => Ok(None),
     }
 }
@@ -104,12 +112,13 @@ async fn records_at<D: SpfDns>(dns: &D, domain: &str) -> Result<Option<Vec<Strin
 
 /// Step 5: more than one record, or one that does not parse, and DMARC
 /// does not apply.
-fn single(records: Vec<String>, at_org: bool) -> Option<Discovered> {
+fn single(records: Vec<String>, domain: &str, at_org: bool) -> Option<Discovered> {
     let [text] = records.as_slice() else {
         return None;
     };
     record::parse(text).ok().map(|record| Discovered {
         record,
+        domain: domain.to_ascii_lowercase(),
         at_organizational_domain: at_org,
     })
 }
@@ -165,6 +174,22 @@ pub fn evaluate(
             milder(policy)
         },
         record_found: true,
+        published: Some(published(found)),
+    }
+}
+
+/// The record as Appendix C's `policy_published` shows it.
+fn published(found: &Discovered) -> portcullis_dmarcrpt::Published {
+    let r = &found.record;
+    portcullis_dmarcrpt::Published {
+        domain: found.domain.clone(),
+        adkim: r.adkim.as_str().to_owned(),
+        aspf: r.aspf.as_str().to_owned(),
+        p: r.p.as_str().to_owned(),
+        sp: r.sp.as_str().to_owned(),
+        pct: r.pct,
+        fo: r.fo.clone(),
+        rua: r.rua.clone(),
     }
 }
 
@@ -217,6 +242,7 @@ mod tests {
     fn found(text: &str, at_org: bool) -> Discovered {
         Discovered {
             record: record::parse(text).unwrap(),
+            domain: "example.co.uk".into(),
             at_organizational_domain: at_org,
         }
     }

@@ -28,7 +28,10 @@ pub struct DmarcRecord {
     pub aspf: Alignment,
     /// Percentage of failing mail the policy applies to (§6.6.4).
     pub pct: u8,
+    /// The `rua` URIs as published, `!size` suffix included (§6.2).
     pub rua: Vec<String>,
+    /// Failure reporting options (`fo`, §6.3), repeated in reports.
+    pub fo: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -74,11 +77,11 @@ fn alignment(value: &str) -> Option<Alignment> {
     }
 }
 
-/// `mailto:` URIs of rua=, each without its `!size` suffix.
+/// `mailto:` URIs of rua=, each with its `!size` suffix.
 fn report_uris(value: &str) -> Vec<String> {
     value
         .split(',')
-        .map(|u| u.split('!').next().unwrap_or("").trim())
+        .map(str::trim)
         .filter(|u| u.len() > 7 && u[..7].eq_ignore_ascii_case("mailto:"))
         .map(str::to_owned)
         .collect()
@@ -97,6 +100,7 @@ pub fn parse(text: &str) -> Result<DmarcRecord, RecordError> {
         aspf: Alignment::Relaxed,
         pct: 100,
         rua: Vec::new(),
+        fo: "0".to_owned(),
     };
     // Unknown tags, and unknown values of optional tags, are ignored
     // (§6.3: "unknown tags MUST be ignored").
@@ -108,6 +112,7 @@ pub fn parse(text: &str) -> Result<DmarcRecord, RecordError> {
             "aspf" => record.aspf = alignment(value).unwrap_or(record.aspf),
             "pct" => record.pct = value.parse().ok().filter(|n| *n <= 100).unwrap_or(100),
             "rua" => record.rua = report_uris(value),
+            "fo" if !value.is_empty() => record.fo = value.to_owned(),
             _ => {}
         }
     }
@@ -154,5 +159,13 @@ mod tests {
     fn pct_out_of_range_is_ignored() {
         assert_eq!(parse("v=DMARC1; p=reject; pct=25").unwrap().pct, 25);
         assert_eq!(parse("v=DMARC1; p=reject; pct=250").unwrap().pct, 100);
+    }
+
+    #[test]
+    fn rua_keeps_its_size_limit_and_fo_is_kept_for_reports() {
+        let r = parse("v=DMARC1; p=none; rua=mailto:a@b.test!10m, mailto:c@d.test; fo=1").unwrap();
+        assert_eq!(r.rua, ["mailto:a@b.test!10m", "mailto:c@d.test"]);
+        assert_eq!(r.fo, "1");
+        assert_eq!(parse("v=DMARC1; p=none").unwrap().fo, "0");
     }
 }

@@ -50,6 +50,37 @@ pub(crate) fn from_output(out: &DmarcOutput) -> DmarcEvaluation {
         policy: policy_of(&out.policy()),
         disposition: policy_of(&out.policy()),
         record_found: out.dmarc_record().is_some(),
+        published: out.dmarc_record().map(|r| published(out.domain(), r)),
+    }
+}
+
+/// mail-auth's record as the aggregate report repeats it (DMARCbis has
+/// no pct: all of it applies).
+fn published(domain: &str, r: &mail_auth::dmarc::Dmarc) -> portcullis_dmarcrpt::Published {
+    let align = |a: &mail_auth::dmarc::Alignment| match a {
+        mail_auth::dmarc::Alignment::Strict => "s",
+        mail_auth::dmarc::Alignment::Relaxed => "r",
+    };
+    let sp = match r.sp {
+        Policy::Unspecified => &r.p,
+        ref sp => sp,
+    };
+    portcullis_dmarcrpt::Published {
+        domain: domain.to_ascii_lowercase(),
+        adkim: align(&r.adkim).to_owned(),
+        aspf: align(&r.aspf).to_owned(),
+        p: policy_of(&r.p).as_str().to_owned(),
+        sp: policy_of(sp).as_str().to_owned(),
+        pct: 100,
+        fo: "0".to_owned(),
+        rua: r
+            .rua
+            .iter()
+            .map(|u| match u.max_size {
+                0 => format!("mailto:{}", u.uri),
+                n => format!("mailto:{}!{n}", u.uri),
+            })
+            .collect(),
     }
 }
 

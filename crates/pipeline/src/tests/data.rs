@@ -117,6 +117,61 @@ async fn label_mode_accepts_what_dmarc_would_reject() {
     assert_eq!(r.code, 250);
 }
 
+/// DMARC failed for a domain that asks for aggregate reports.
+fn reporting_domain(policy: DmarcPolicy) -> TableChecks {
+    let mut checks = dmarc_fail(policy);
+    if let Some(r) = checks.message.as_mut() {
+        r.dmarc_observation = Some(portcullis_dmarcrpt::Observation {
+            published: portcullis_dmarcrpt::Published {
+                domain: "sender.test".into(),
+                rua: vec!["mailto:dmarc@sender.test".into()],
+                ..Default::default()
+            },
+            disposition: "none".into(),
+            ..Default::default()
+        });
+    }
+    checks
+}
+
+#[tokio::test]
+async fn accepted_mail_is_observed_for_the_dmarc_report_as_delivered() {
+    let w = world(reporting_domain(DmarcPolicy::Reject));
+    let mut conn = w.mx().await;
+    send(&mut conn, Some("a@sender.test"), &["u@local.test"], BODY).await;
+    let observed = w.intake.observed.lock().unwrap();
+    assert_eq!(observed.len(), 1);
+    assert_eq!(observed[0].disposition, "none");
+}
+
+#[tokio::test]
+async fn mail_filed_as_junk_is_reported_as_quarantined() {
+    let w = world_with(
+        dmarc_config(),
+        reporting_domain(DmarcPolicy::Quarantine),
+        MemoryIntake::default(),
+    );
+    let mut conn = w.mx().await;
+    send(&mut conn, Some("a@sender.test"), &["u@local.test"], BODY).await;
+    assert_eq!(
+        w.intake.observed.lock().unwrap()[0].disposition,
+        "quarantine"
+    );
+}
+
+#[tokio::test]
+async fn refused_mail_is_never_observed_for_dmarc_reports() {
+    let w = world_with(
+        dmarc_config(),
+        reporting_domain(DmarcPolicy::Reject),
+        MemoryIntake::default(),
+    );
+    let mut conn = w.mx().await;
+    let r = send(&mut conn, Some("a@sender.test"), &["u@local.test"], BODY).await;
+    assert_eq!(r.code, 550);
+    assert!(w.intake.observed.lock().unwrap().is_empty());
+}
+
 fn accept_all() -> Config {
     let mut c = config();
     c.recipient_policy

@@ -60,6 +60,7 @@ pub(crate) fn world_with(config: Config, checks: TableChecks, intake: MemoryInta
         submission: Submission::new(&config, metrics.clone()).unwrap(),
         forwarding: Forwarding::new(&config).unwrap(),
         metrics,
+        dmarc_observations: Some(intake.clone()),
     };
     World {
         dir: config.data_dir.clone(),

@@ -1,0 +1,32 @@
+//! `dmarc-reports send`: end the DMARC aggregate report period of the
+//! running server now and print what was sent, to whom, and what was
+//! not and why.
+
+use clap::Subcommand;
+use portcullis_config::Config;
+use portcullis_control::{Job, Request};
+
+#[derive(Subcommand)]
+pub enum ReportsAction {
+    /// Send this period's reports now (the server otherwise does so every
+    /// `[dmarc] report_interval_secs`).
+    Send,
+}
+
+pub fn dmarc_reports(action: ReportsAction, config: &Config) -> anyhow::Result<()> {
+    match action {
+        ReportsAction::Send => {
+            let Some(mut server) = portcullis_control::Client::connect(&config.data_dir) else {
+                anyhow::bail!(
+                    "no server is running on {}: the reports are sent by the server",
+                    config.data_dir.display()
+                );
+            };
+            let answer = server.request(&Request::Run {
+                job: Job::DmarcReports,
+            })?;
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            Ok(())
+        }
+    }
+}
