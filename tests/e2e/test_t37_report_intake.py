@@ -19,11 +19,13 @@ from pathlib import Path
 
 import parsedmarc
 import pytest
+import xmlschema
 
 from conftest import send, wait_until
 
 HERE = Path(__file__).resolve().parent
 ARTIFACTS = HERE / "artifacts"
+SCHEMA = HERE / "data" / "rfc7489-appendix-c.xsd"
 MAILBOX = "dmarc-rua@example.test"
 MAX_BYTES = 10 * 1024 * 1024  # the default report_max_bytes
 
@@ -91,7 +93,7 @@ def aggregate(org: str, report_id: str, rows: list[tuple[str, int, str, str, str
     <date_range><begin>1700000000</begin><end>1700086399</end></date_range>
   </report_metadata>
   <policy_published>
-    <domain>example.test</domain><adkim>r</adkim><aspf>r</aspf><p>quarantine</p><sp>none</sp><pct>100</pct>
+    <domain>example.test</domain><adkim>r</adkim><aspf>r</aspf><p>quarantine</p><sp>none</sp><pct>100</pct><fo>1</fo>
   </policy_published>{records}
 </feedback>
 """.encode()
@@ -173,6 +175,12 @@ def reports_server(make_server):
     return s
 
 
+def test_the_reports_sent_here_follow_rfc7489_appendix_c():
+    schema = xmlschema.XMLSchema(SCHEMA)
+    for rows in GOOD_ROWS.values():
+        schema.validate(aggregate(*rows).decode())
+
+
 def test_good_reports_are_stored_with_correct_figures(reports_server):
     s = reports_server
     code, api = s.api("GET", "/api/reports")
@@ -181,7 +189,7 @@ def test_good_reports_are_stored_with_correct_figures(reports_server):
     assert set(by_org) == {"mail.google.example", "yahoo.example", "outlook.example"}
     g = by_org["mail.google.example"]
     assert (g["report_id"], g["begin"], g["end"]) == ("g-1", 1700000000, 1700086399)
-    assert g["policy"] == {"domain": "example.test", "adkim": "r", "aspf": "r", "p": "quarantine", "sp": "none", "fo": None}
+    assert g["policy"] == {"domain": "example.test", "adkim": "r", "aspf": "r", "p": "quarantine", "sp": "none", "fo": "1"}
     assert (g["messages"], g["pass"], g["fail"]) == (43, 40, 3)
     assert (by_org["yahoo.example"]["messages"], by_org["yahoo.example"]["pass"]) == (32, 25)
     assert (by_org["outlook.example"]["pass"], by_org["outlook.example"]["fail"]) == (9, 0)
