@@ -219,6 +219,16 @@ impl Config {
                 .any(|d| d.eq_ignore_ascii_case(domain))
     }
 
+    /// Whether `address` is `[dmarc] report_mailbox`: mail to it is a
+    /// report to read and store, not a mailbox's (RCPT accepts it, the
+    /// router hands it to the report intake).
+    pub fn is_report_mailbox(&self, address: &str) -> bool {
+        self.dmarc
+            .report_mailbox
+            .as_deref()
+            .is_some_and(|m| m.eq_ignore_ascii_case(address))
+    }
+
     /// The embedded default of `portcullis serve` without `--config`.
     pub fn embedded_default(data_dir: PathBuf, hostname: String) -> Config {
         let at = |port| vec![SocketAddr::from(([127, 0, 0, 1], port))];

@@ -23,7 +23,7 @@ pub use maildir::{DeliveryError, LocalDelivery, MaildirStore};
 pub use mta_sts::{MtaSts, StsSource};
 pub use outcome::{Answer, FailureKind, HostFailure, RcptOutcome, Status};
 pub use route::{DnsRoutes, MxHost, MxResolver, Route};
-pub use router::{Destination, Router, RouterError, TlsOutcomes};
+pub use router::{Destination, ReportIntake, Router, RouterError, TlsOutcomes};
 
 use std::future::Future;
 use std::pin::Pin;

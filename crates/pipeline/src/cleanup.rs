@@ -167,6 +167,7 @@ impl Connection {
                 };
                 checks::recipient_policy(&self.config, domain) == RecipientPolicy::AcceptAll
                     && !self.inbound.submission.recipient_exists(&m)
+                    && !self.config.is_report_mailbox(&r.address)
             });
         envelope.recipients = known;
         unknown

@@ -32,6 +32,12 @@ impl Connection {
 
     async fn mx_recipient(&self, to: &Mailbox, so_far: usize) -> Verdict {
         let inbound = &self.inbound;
+        // The address reporters were told to use (RFC 7489 §7.2 `rua`,
+        // RFC 8460 §3 `rua`): ours to consume whatever its domain, never
+        // a relay, never "user unknown".
+        if self.config.is_report_mailbox(&to.to_string()) {
+            return self.admit_recipient(to, so_far).await;
+        }
         let known = match inbound.forwarding.srs_reverse(to) {
             Some(Ok(_)) => return self.admit_recipient(to, so_far).await,
             Some(Err(why)) => {

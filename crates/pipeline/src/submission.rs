@@ -311,8 +311,9 @@ impl Submission {
         account: &str,
         to: &Mailbox,
     ) -> Verdict {
+        let exists = self.recipient_exists(to) || config.is_report_mailbox(&to.to_string());
         if config.is_local_domain(&to.domain)
-            && let v @ Verdict::Reject(_) = checks::recipient(config, to, self.recipient_exists(to))
+            && let v @ Verdict::Reject(_) = checks::recipient(config, to, exists)
         {
             return v;
         }

@@ -48,6 +48,7 @@ pub(crate) fn routes() -> Router<Arc<Context>> {
             get(known_list).post(known_add).delete(known_del),
         )
         .route("/api/trace", get(trace))
+        .route("/api/reports", get(reports))
 }
 
 /// The token, from config or from the data dir (made on first start).
@@ -505,6 +506,16 @@ fn queue_row(dir: &std::path::Path, m: &portcullis_queue::StoredMessage) -> serd
         "attempts": status.as_ref().map_or(0, |s| s.attempts),
         "reason": reason,
     })
+}
+
+/// DMARC aggregate and TLS-RPT reports received at `[dmarc]
+/// report_mailbox`, and the messages set aside with their reasons.
+async fn reports(_: Admin, State(ctx): State<Arc<Context>>) -> ApiResult {
+    let dir = ctx.config().data_dir.clone();
+    let listed = tokio::task::spawn_blocking(move || crate::report_store::list(&dir))
+        .await
+        .map_err(internal)?;
+    listed.map(Json).map_err(internal)
 }
 
 /// What the dashboard draws.

@@ -19,6 +19,7 @@ mod privileges;
 mod proxied;
 mod refusals;
 mod report_mail;
+mod report_store;
 mod signals;
 mod tls;
 mod tls_reports;
@@ -386,7 +387,13 @@ fn start_queue(
         .map_err(|e| anyhow::anyhow!("[delivery] mta_sts_ca: {e}"))?;
         router = router.with_sts(Arc::new(sts));
     }
-    let router = router.with_tls_outcomes(tls_reports);
+    let mut router = router.with_tls_outcomes(tls_reports);
+    if config.dmarc.report_mailbox.is_some() {
+        let store =
+            report_store::ReportStore::open(&config.data_dir, &config.dmarc, metrics.clone())
+                .context("cannot open the report store (DATA/reports)")?;
+        router = router.with_reports(Arc::new(store));
+    }
     let settings = portcullis_queue::QueueSettings {
         hostname: config.hostname.clone(),
         schedule: portcullis_queue::Schedule::from_config(&config.delivery),

@@ -97,6 +97,13 @@ fn keep_what_needs_a_restart(old: &Config, new: Config) -> Config {
             old.limits.max_sessions != new.limits.max_sessions,
         ),
         ("user", old.user != new.user),
+        // The router and the report store are made at start with these.
+        (
+            "dmarc.report_mailbox",
+            old.dmarc.report_mailbox != new.dmarc.report_mailbox
+                || old.dmarc.report_max_bytes != new.dmarc.report_max_bytes
+                || old.dmarc.report_max_ratio != new.dmarc.report_max_ratio,
+        ),
     ];
     for (key, changed) in differs {
         if changed {
@@ -117,6 +124,28 @@ fn keep_what_needs_a_restart(old: &Config, new: Config) -> Config {
             max_sessions: old.limits.max_sessions,
             ..new.limits.clone()
         },
+        dmarc: portcullis_config::DmarcSettings {
+            report_mailbox: old.dmarc.report_mailbox.clone(),
+            report_max_bytes: old.dmarc.report_max_bytes,
+            report_max_ratio: old.dmarc.report_max_ratio,
+            ..new.dmarc.clone()
+        },
         ..new
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_mailbox_changes_only_with_a_restart() {
+        let old = Config::embedded_default(std::env::temp_dir(), "mx.test".into());
+        let mut new = old.clone();
+        new.dmarc.report_mailbox = Some("rua@mx.test".into());
+        new.dmarc.send_reports = !old.dmarc.send_reports;
+        let kept = keep_what_needs_a_restart(&old, new);
+        assert_eq!(kept.dmarc.report_mailbox, None);
+        assert_eq!(kept.dmarc.send_reports, !old.dmarc.send_reports);
     }
 }

@@ -28,6 +28,8 @@ use tracing::{info, warn};
 pub enum Destination {
     /// Our own Maildirs.
     Mailboxes,
+    /// `[dmarc] report_mailbox`: read and stored by the report intake.
+    Reports,
     /// A local domain's mail store behind LMTP.
     Lmtp(String, SocketAddr),
     /// Another domain: its MX hosts, or the smarthost.
@@ -65,6 +67,8 @@ pub struct Router {
     sts: Option<Arc<dyn StsSource>>,
     /// Where sessions held to a policy are counted (TLS-RPT, RFC 8460).
     tls_outcomes: Option<Arc<dyn TlsOutcomes>>,
+    /// Where mail to `[dmarc] report_mailbox` goes.
+    reports: Option<Arc<dyn ReportIntake>>,
     /// STARTTLS verified for the MX host's name (system CAs plus
     /// `mta_sts_ca`): what an enforced MTA-STS policy demands.
     verified: tokio_rustls::TlsConnector,
@@ -98,6 +102,7 @@ impl Router {
             tls,
             sts: None,
             tls_outcomes: None,
+            reports: None,
             verified,
             per_domain: Mutex::default(),
             next_start: Mutex::default(),
@@ -155,6 +160,12 @@ impl Router {
         self
     }
 
+    /// Hand mail for `[dmarc] report_mailbox` to `intake`.
+    pub fn with_reports(mut self, intake: Arc<dyn ReportIntake>) -> Router {
+        self.reports = Some(intake);
+        self
+    }
+
     fn count_tls(&self, policy: Option<&PolicyKey>, mx: &str, outcome: Result<(), Failure>) {
         if let (Some(o), Some(p)) = (&self.tls_outcomes, policy) {
             o.record(p.clone(), mx, outcome);
@@ -205,6 +216,9 @@ impl Router {
             .rsplit_once('@')
             .map_or("", |(_, d)| d)
             .to_ascii_lowercase();
+        if self.reports.is_some() && self.config.is_report_mailbox(address) {
+            return Destination::Reports;
+        }
         match self.config.lmtp.get(&domain) {
             Some(addr) => Destination::Lmtp(domain, *addr),
             None if self.config.is_local_domain(&domain) => Destination::Mailboxes,
@@ -466,6 +480,7 @@ impl Courier for Router {
             .map(|(destination, members)| Leg {
                 name: match &destination {
                     Destination::Mailboxes => "mailboxes".to_owned(),
+                    Destination::Reports => "reports".to_owned(),
                     Destination::Lmtp(d, _) | Destination::Remote(d) => d.clone(),
                 },
                 destination,
@@ -484,6 +499,7 @@ impl Courier for Router {
             let members: Vec<&Addressee> = leg.members.iter().filter_map(|&i| to.get(i)).collect();
             match &leg.destination {
                 Destination::Mailboxes => self.to_mailboxes(parcel, &members).await,
+                Destination::Reports => self.to_reports(parcel, members.len()).await,
                 Destination::Lmtp(_, addr) => self.to_lmtp(parcel, *addr, &members).await,
                 Destination::Remote(domain) => self.to_domain(parcel, domain, &members).await,
             }
@@ -535,8 +551,11 @@ fn smarthost_login(d: &portcullis_config::Delivery) -> Result<Option<Login>, Rou
     }))
 }
 
+mod reports;
 #[cfg(test)]
 mod tests;
+
+pub use reports::ReportIntake;
 
 /// A REQUIRETLS message with no validated way to `next_hop`: bounced
 /// with X.7.30, "REQUIRETLS support required" (RFC 8689 §5).

@@ -184,3 +184,17 @@ async fn a_strangers_first_recipient_is_greylisted_by_range_sender_domain_and_re
         Verdict::Accept
     );
 }
+
+#[tokio::test]
+async fn the_report_mailbox_is_accepted_on_port_25_though_no_user_has_it() {
+    let mut c = config();
+    c.recipient_policy.clear();
+    c.dmarc.report_mailbox = Some("dmarc-reports@local.test".into());
+    let w = world_with(c, TableChecks::default(), MemoryIntake::default());
+    let mut conn = w.mx().await;
+    let _ = conn.mail(None, "h", Some(&mailbox("a@remote.test"))).await;
+    let to = mailbox("dmarc-reports@local.test");
+    assert_eq!(conn.rcpt(None, &to, 0).await, Verdict::Accept);
+    let r = refused(conn.rcpt(None, &mailbox("other@local.test"), 1).await);
+    assert_eq!(r.status, Some(Status(5, 1, 1)));
+}
