@@ -1,6 +1,7 @@
 //! The `portcullis` command line: wiring only. Each subcommand parses its
 //! arguments, loads the config and calls into the crate that does the work.
 
+mod acme_cli;
 mod config_file;
 mod dns_cli;
 mod docs_cli;
@@ -224,10 +225,18 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Certificates from the ACME CA of `[acme]`.
+    Acme {
+        #[command(subcommand)]
+        action: acme_cli::AcmeAction,
+        /// The config file (default: as for `serve`).
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
     /// Look at and manage the mail queue.
     Queue {
         #[command(subcommand)]
-        action: QueueAction,
+        action: queue_cli::QueueAction,
         /// The config file (default: PORTCULLIS_CONFIG, then
         /// /etc/portcullis/portcullis.toml, then the embedded default).
         #[arg(long, global = true)]
@@ -398,34 +407,6 @@ enum SrsAction {
     Rotate,
 }
 
-#[derive(Subcommand)]
-enum QueueAction {
-    /// One line per queued message.
-    List,
-    /// Envelope, delivery status and content of one message.
-    Show {
-        /// The queue id (as `queue list` shows it).
-        id: String,
-    },
-    /// Remove a message from the queue for good.
-    Delete {
-        /// The queue id.
-        id: String,
-    },
-    /// Retry every deferred message now.
-    Flush,
-    /// Keep a message from being delivered until released.
-    Hold {
-        /// The queue id.
-        id: String,
-    },
-    /// Let a held message go.
-    Release {
-        /// The queue id.
-        id: String,
-    },
-}
-
 fn main() -> ExitCode {
     // Programs call sendmail with sendmail's own flags (-t, -oi, -fADDR),
     // which are not this CLI's: as `sendmail` (a link) or `portcullis
@@ -469,6 +450,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::GenerateDocs { out } => docs_cli::generate(&out),
         Command::Queue { action, config } => queue_cli::queue(action, &load(config.as_deref())?),
+        Command::Acme { action, config } => acme_cli::acme(action, &load(config.as_deref())?),
         Command::Alias { action, config } => {
             forwarding_cli::alias(action, &load(config.as_deref())?)
         }

@@ -2,10 +2,37 @@
 //! A running server is asked through its control socket (it holds the
 //! messages); with no server, the spool on disk is read and changed.
 
-use crate::QueueAction;
 use anyhow::bail;
 use portcullis_config::Config;
 use portcullis_control::Request;
+
+#[derive(clap::Subcommand)]
+pub enum QueueAction {
+    /// One line per queued message.
+    List,
+    /// Envelope, delivery status and content of one message.
+    Show {
+        /// The queue id (as `queue list` shows it).
+        id: String,
+    },
+    /// Remove a message from the queue for good.
+    Delete {
+        /// The queue id.
+        id: String,
+    },
+    /// Retry every deferred message now.
+    Flush,
+    /// Keep a message from being delivered until released.
+    Hold {
+        /// The queue id.
+        id: String,
+    },
+    /// Let a held message go.
+    Release {
+        /// The queue id.
+        id: String,
+    },
+}
 
 pub fn queue(action: QueueAction, config: &Config) -> anyhow::Result<()> {
     let dir = config.data_dir.join("spool");

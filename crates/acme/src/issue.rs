@@ -64,9 +64,18 @@ pub async fn obtain(
                 status: format!("{status:?} before finalizing"),
             });
         }
-        // A fresh key for every certificate: a renewal also replaces a
-        // key that may have leaked.
-        let key_pem = order.finalize().await?;
+        // The key of the certificate it replaces, when there is one: a
+        // DANE-EE 3 1 1 record (RFC 7671 §8.1) names the key, and would
+        // break at every renewal if the key changed with the certificate.
+        let key = certificate_key(store)?;
+        let mut params = rcgen::CertificateParams::new(issuer.domains.clone())
+            .map_err(|e| AcmeError::Key(e.to_string()))?;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        let csr = params
+            .serialize_request(&key)
+            .map_err(|e| AcmeError::Key(e.to_string()))?;
+        order.finalize_csr(csr.der()).await?;
+        let key_pem = key.serialize_pem();
         let chain_pem = order.poll_certificate(&retry).await?;
         Ok(Issued { chain_pem, key_pem })
     }
@@ -75,6 +84,17 @@ pub async fn obtain(
         challenges.remove(name);
     }
     outcome
+}
+
+/// The key of the stored certificate, or a new one (ECDSA P-256) for a
+/// first certificate or a stored key that does not load.
+fn certificate_key(store: &Store) -> Result<rcgen::KeyPair, AcmeError> {
+    if let Ok(Some(stored)) = store.load()
+        && let Ok(key) = rcgen::KeyPair::from_pem(&stored.key_pem)
+    {
+        return Ok(key);
+    }
+    rcgen::KeyPair::generate().map_err(|e| AcmeError::Key(e.to_string()))
 }
 
 /// The account of the stored key. newAccount with an existing key

@@ -50,7 +50,15 @@ pub enum Request {
     FileCheck {
         file: LiveFile,
     },
+    /// Order a certificate from the ACME CA now (`portcullis acme
+    /// renew`), answered once the order has succeeded or failed.
+    AcmeRenew,
 }
+
+/// The ACME task's door: each request carries where its outcome goes
+/// (the validity of the new certificate, or why there is none).
+pub type AcmeRenewal =
+    tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<String, String>>>;
 
 /// Files the CLI writes and the running server reads (again whenever
 /// they change): a change the server cannot load must fail loudly, not
@@ -92,6 +100,8 @@ pub enum ControlError {
     Spool(String),
     #[error("the running server cannot load {0}: {1}")]
     CannotLoad(String, String),
+    #[error("no new certificate (the one in use stays): {0}")]
+    NotRenewed(String),
 }
 
 /// The operations, on the live queue and state.
@@ -101,6 +111,8 @@ pub struct Control {
     pub state: Store,
     /// None where no file-reading rooms run (the tests of this crate).
     pub files: Option<std::sync::Arc<dyn FileLoader>>,
+    /// None when the server has no `[acme]`.
+    pub acme: Option<AcmeRenewal>,
 }
 
 impl Control {
@@ -136,7 +148,23 @@ impl Control {
                     loaded.map_err(|e| ControlError::CannotLoad(file.name().to_owned(), e))?;
                 json!({ "loaded": held })
             }
+            Request::AcmeRenew => json!({ "renewed": self.acme_renew().await? }),
         })
+    }
+
+    async fn acme_renew(&self) -> Result<String, ControlError> {
+        let Some(door) = &self.acme else {
+            return Err(ControlError::Refused(
+                "this server has no [acme] section: its certificate is not from ACME".into(),
+            ));
+        };
+        let gone = || ControlError::Refused("the ACME task has stopped".into());
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        door.send(reply).await.map_err(|_| gone())?;
+        outcome
+            .await
+            .map_err(|_| gone())?
+            .map_err(ControlError::NotRenewed)
     }
 
     pub async fn hold(&self, id: &str, held: bool) -> Result<serde_json::Value, ControlError> {

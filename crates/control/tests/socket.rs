@@ -58,6 +58,7 @@ async fn serving(name: &str) -> (PathBuf, Queue) {
         queue: queue.clone(),
         state,
         files: None,
+        acme: None,
     };
     let listener = portcullis_control::bind(&dir).unwrap();
     tokio::spawn(control.serve(listener));

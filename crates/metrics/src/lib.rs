@@ -32,6 +32,7 @@ pub enum Counter {
     Greylisted,
     PolicyRequests,
     TlsSessions,
+    AcmeOrders,
 }
 
 impl Counter {
@@ -54,6 +55,7 @@ impl Counter {
             Counter::Greylisted => "portcullis_greylisted_total",
             Counter::PolicyRequests => "portcullis_policy_requests_total",
             Counter::TlsSessions => "portcullis_tls_sessions_total",
+            Counter::AcmeOrders => "portcullis_acme_orders_total",
         }
     }
 
@@ -87,6 +89,9 @@ impl Counter {
             Counter::Greylisted => "Recipients deferred by greylisting (the default pool only).",
             Counter::TlsSessions => {
                 "Outbound sessions held to an MTA-STS or DANE policy, by policy domain and result (RFC 8460 result types; success)."
+            }
+            Counter::AcmeOrders => {
+                "ACME certificate orders by result (issued, failed); a failed one keeps the certificate in use."
             }
             Counter::PolicyRequests => {
                 "Postfix policy requests by protocol state and answer (dunno, defer, reject, prepend, malformed, timeout)."

@@ -5,6 +5,7 @@
 //! `smtp` session decides what to say, the way in (`portcullis-pipeline`)
 //! who may send what to whom, the queue when mail goes out.
 
+mod acme;
 mod admin;
 mod autoconfig;
 mod dkim_rotation;
@@ -54,7 +55,14 @@ pub(crate) struct Context {
     pub metrics: Arc<portcullis_metrics::Metrics>,
     /// Sessions held to MTA-STS or DANE, for TLS-RPT (RFC 8460).
     pub tls_reports: Arc<tls_reports::TlsReports>,
-    tls: std::sync::RwLock<tokio_rustls::TlsAcceptor>,
+    /// The SMTP listeners' TLS (STARTTLS and implicit) ...
+    tls: tokio_rustls::TlsAcceptor,
+    /// ... and the HTTPS host's, which also answers ACME's TLS-ALPN-01;
+    /// both serve the certificate `certs` holds.
+    https: tokio_rustls::TlsAcceptor,
+    pub(crate) certs: Arc<tls::Certificates>,
+    /// The ACME certificate's expiry and failed orders, for /metrics.
+    pub(crate) acme: acme::Status,
     pub sessions: Arc<Semaphore>,
     /// Refused connections, summed up in the log.
     pub refusals: Arc<refusals::RefusalLog>,
@@ -73,7 +81,11 @@ impl Context {
     }
 
     pub(crate) fn tls(&self) -> tokio_rustls::TlsAcceptor {
-        self.tls.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.tls.clone()
+    }
+
+    pub(crate) fn https(&self) -> tokio_rustls::TlsAcceptor {
+        self.https.clone()
     }
 
     fn session_config(config: &Config, role: ListenerRole) -> Arc<SessionConfig> {
@@ -141,7 +153,8 @@ pub async fn serve(config: Config, path: Option<std::path::PathBuf>) -> anyhow::
     // backend, and never touches the spool the first one is writing.
     let _ownership = portcullis_control::claim(&config.data_dir)?;
     let control_socket = portcullis_control::bind(&config.data_dir)?;
-    let ctx = Arc::new(context(config, path)?);
+    let (acme_door, acme_asks) = acme::door();
+    let ctx = Arc::new(context(config, path, acme_door)?);
     let config = ctx.config();
     let mut background = tokio::task::JoinSet::new();
     background.spawn(portcullis_state::maintain(
@@ -192,6 +205,9 @@ pub async fn serve(config: Config, path: Option<std::path::PathBuf>) -> anyhow::
     }
     // Every port is bound: root is no longer needed.
     privileges::drop_to(config.user.as_deref(), &config.data_dir)?;
+    // After the HTTPS host is bound (the CA validates there) and as the
+    // user who owns DATA/acme.
+    background.spawn(acme::run(ctx.clone(), acme_asks));
     print_banner(&config, &banner);
     signals::run(&ctx).await;
     stop(&ctx, listeners, background, config.limits.max_sessions).await;
@@ -245,8 +261,12 @@ async fn stop(
 }
 
 /// Open every room the config names and wire them together.
-fn context(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<Context> {
-    let tls = tls::acceptor(&config)?;
+fn context(
+    config: Config,
+    path: Option<std::path::PathBuf>,
+    acme_door: portcullis_control::AcmeRenewal,
+) -> anyhow::Result<Context> {
+    let (certs, tls, https) = tls::acceptors(&config)?;
     let metrics = Arc::new(portcullis_metrics::Metrics::default());
     let tls_reports = Arc::new(tls_reports::TlsReports::new(metrics.clone()));
     let queue = open_queue(&config, metrics.clone(), tls_reports.clone())?;
@@ -259,6 +279,7 @@ fn context(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<C
         queue: queue.clone(),
         state: inbound.admission.state.clone(),
         files: Some(Arc::new(LiveFiles(inbound.clone()))),
+        acme: config.acme.is_some().then_some(acme_door),
     };
     let policy = portcullis_policyd::PolicyService::new(inbound.clone(), Arc::new(config.clone()));
     Ok(Context {
@@ -273,7 +294,10 @@ fn context(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<C
         refusals: Arc::new(refusals::RefusalLog::new(&config.admission)),
         config: std::sync::RwLock::new(Arc::new(config)),
         config_path: path,
-        tls: std::sync::RwLock::new(tls),
+        tls,
+        https,
+        certs,
+        acme: acme::Status::default(),
         shutdown: tokio::sync::watch::Sender::new(false),
         next_session: AtomicU64::new(1),
     })

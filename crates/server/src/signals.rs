@@ -69,8 +69,8 @@ fn reload(ctx: &Context) {
 /// New connections get the certificate and key `config` names; a pair
 /// that does not load leaves the running one in place.
 fn reload_tls(ctx: &Context, config: &Config) {
-    match crate::tls::acceptor(config) {
-        Ok(tls) => *ctx.tls.write().unwrap_or_else(|e| e.into_inner()) = tls,
+    match crate::tls::reload(config) {
+        Ok(cert) => ctx.certs.set(cert),
         Err(e) => {
             warn!(
                 event = "reload_tls_failed",
