@@ -208,7 +208,9 @@ def test_a_failed_renewal_keeps_the_certificate_and_the_next_attempt_succeeds(ac
     assert renew.returncode != 0 and "the one in use stays" in renew.stderr, renew.stderr
     assert s.metric("portcullis_acme_orders_total", result="failed") >= 1
     assert s.metric("portcullis_acme_failures_in_a_row") >= 1
-    assert s.events("acme_failed")[0]["error"]
+    why = s.events("acme_failed")[0]["error"]
+    print(f"failed renewal logged as: {why}")
+    assert why
     assert served(s.subs, root) == first
     assert served(s.sub, root, starttls=True) == first
     # Pebble back (a new CA: new root, no memory of our account): the

@@ -90,7 +90,8 @@ pub(crate) async fn run(ctx: Arc<Context>, mut asks: mpsc::Receiver<Reply>) {
                 }
                 None
             }
-            ask = asks.recv() => ask,
+            // A closed door (None) disables this branch: the timer goes on.
+            Some(ask) = asks.recv() => Some(ask),
         };
         let started = std::time::Instant::now();
         let outcome = attempt(&ctx, &issuer, &store).await;
@@ -146,7 +147,7 @@ async fn attempt(ctx: &Context, issuer: &Issuer, store: &Store) -> Result<Validi
             ATTEMPT_TIMEOUT.as_secs()
         )
     })?
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| causes(&e))?;
     // Checked before it is stored: a chain that does not load must not
     // replace one that does.
     let served = crate::tls::from_pem(obtained.chain_pem.as_bytes(), obtained.key_pem.as_bytes())
@@ -159,6 +160,22 @@ async fn attempt(ctx: &Context, issuer: &Issuer, store: &Store) -> Result<Validi
     store.save(&obtained).map_err(|e| e.to_string())?;
     ctx.certs.set(served);
     Ok(validity)
+}
+
+/// An error and its causes, each said once ("client error (Connect):
+/// tcp connect error: Connection refused"): the first line alone rarely
+/// tells an operator what to fix.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut said = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !said.contains(&text) {
+            said = format!("{said}: {text}");
+        }
+        next = cause.source();
+    }
+    said
 }
 
 /// The validity of the certificate kept from before, if any.

@@ -3,10 +3,10 @@
 //!
 //! A reload changes what new connections get: limits, classes, policies,
 //! DNS lists, certificates. Listeners, the data directory, the state
-//! backend and the HTTP address stay as they were started (a restart
-//! changes those; the log says so). A file with a mistake is refused as a
-//! whole, named with file, line and key, and the running configuration
-//! stays.
+//! backend, `[acme]` and the HTTP address stay as they were started (a
+//! restart changes those; the log says so). A file with a mistake is
+//! refused as a whole, named with file, line and key, and the running
+//! configuration stays.
 
 use crate::Context;
 use portcullis_config::Config;
@@ -97,6 +97,8 @@ fn keep_what_needs_a_restart(old: &Config, new: Config) -> Config {
             old.limits.max_sessions != new.limits.max_sessions,
         ),
         ("user", old.user != new.user),
+        // The ACME task is started (or not) with the server.
+        ("acme", old.acme != new.acme),
     ];
     for (key, changed) in differs {
         if changed {
@@ -113,6 +115,7 @@ fn keep_what_needs_a_restart(old: &Config, new: Config) -> Config {
         state_backend: old.state_backend,
         redis: old.redis.clone(),
         user: old.user.clone(),
+        acme: old.acme.clone(),
         limits: portcullis_config::Limits {
             max_sessions: old.limits.max_sessions,
             ..new.limits.clone()
