@@ -1,7 +1,7 @@
 """t35: certificates from an ACME CA (RFC 8555), against Debian's pebble
 started on loopback with its own test CA: the first certificate is
 obtained with TLS-ALPN-01 (RFC 8737, answered on the MTA-STS HTTPS host)
-and served on 465 and on 587 after STARTTLS; with pebble's short
+and served on 465, on 587 and 25 after STARTTLS and on the HTTPS host; with pebble's short
 validity it is renewed and swapped in while an open session keeps going;
 with pebble stopped a renewal fails, the old certificate stays, the
 metrics say so, and the next attempt (pebble back) succeeds.
@@ -133,6 +133,7 @@ contact = ["mailto:postmaster@local.test"]
         # The default names: the hostname and the MTA-STS host's name.
         text = text.replace('recipients = "any"\n', 'recipients = "any"\nmta_sts = "testing"\n', 1)
         s.config.write_text(text)
+        s.https = https
         return s, pebble
 
     yield start
@@ -153,6 +154,14 @@ def test_the_first_certificate_is_obtained_and_served_on_465_and_587(acme):
     took = time.monotonic() - began
     print(f"first certificate served {took:.1f} s after start")
     assert served(s.sub, root, starttls=True) == serial
+    assert served(s.mx, root, starttls=True) == serial
+    assert served(s.https, root) == serial  # the MTA-STS host
+    # acme-tls/1 is for a validating CA, on the HTTPS host, while an order
+    # is pending (RFC 8737 §3): at no other time does it get a certificate.
+    for port in (s.subs, s.https):
+        offered = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", HOST,
+                                  "-alpn", "acme-tls/1"], input=b"", capture_output=True, timeout=15)
+        assert b"BEGIN CERTIFICATE" not in offered.stdout, port
     (event,) = s.events("acme_issued")
     assert event["names"] == "mx.portcullis.test,mta-sts.local.test"
     # Kept in DATA/acme, readable by the server alone.
@@ -185,6 +194,7 @@ def test_a_renewal_is_served_to_new_connections_while_an_open_session_keeps_goin
                         lambda: "a renewal: " + s.log_tail())
     assert second != first
     assert served(s.sub, root, starttls=True) == second
+    assert served(s.https, root) == second
     renewals = len(s.events("acme_issued"))
     print(f"certificates issued: {renewals}")
     assert renewals >= 2
