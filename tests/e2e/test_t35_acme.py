@@ -1,10 +1,11 @@
 """t35: certificates from an ACME CA (RFC 8555), against Debian's pebble
 started on loopback with its own test CA: the first certificate is
 obtained with TLS-ALPN-01 (RFC 8737, answered on the MTA-STS HTTPS host)
-and served on 465, on 587 and 25 after STARTTLS and on the HTTPS host; with pebble's short
-validity it is renewed and swapped in while an open session keeps going;
-with pebble stopped a renewal fails, the old certificate stays, the
-metrics say so, and the next attempt (pebble back) succeeds.
+and served on 465, on 587 and 25 after STARTTLS and on the HTTPS host;
+with pebble's short validity it is renewed and swapped in while an open
+session keeps going; with pebble stopped a renewal fails, the old
+certificate stays, the metrics say so, and the next attempt (pebble
+back) succeeds.
 
 Every check of what is served goes through `openssl s_client` verifying
 against pebble's issuing root."""
@@ -174,6 +175,12 @@ def test_the_first_certificate_is_obtained_and_served_on_465_and_587(acme):
     s.start()
     assert served(s.subs, root) == serial
     assert issued(s) == 0
+    # Other names in the config: ordered at start, not at renewal time.
+    s.stop()
+    s.config.write_text(s.config.read_text().replace("[acme]\n", '[acme]\ndomains = ["mx.portcullis.test"]\n', 1))
+    s.start()
+    wait_until(lambda: issued(s) == 1, 30, lambda: "an order for the new names: " + s.log_tail())
+    assert served(s.subs, root) not in (None, serial)
 
 
 def test_a_renewal_is_served_to_new_connections_while_an_open_session_keeps_going(acme):

@@ -1,5 +1,6 @@
 //! `DATA/acme/`: the account key (`account.key`), the certificate chain
-//! (`cert.pem`) and its key (`key.pem`). Every file is written whole to a
+//! (`cert.pem`), its key (`key.pem`) and the names it was ordered for
+//! (`names`, one a line). Every file is written whole to a
 //! temporary name with mode 0600 and renamed into place, so a crash
 //! leaves the old file or the new one, never half of one, and no other
 //! user can read a key even for a moment.
@@ -45,6 +46,17 @@ impl Store {
         self.dir.join("key.pem")
     }
 
+    fn names_path(&self) -> PathBuf {
+        self.dir.join("names")
+    }
+
+    /// The names the stored certificate was ordered for (None: unknown,
+    /// e.g. no certificate yet).
+    pub fn names(&self) -> Option<Vec<String>> {
+        let text = std::fs::read_to_string(self.names_path()).ok()?;
+        Some(text.lines().map(str::to_owned).collect())
+    }
+
     fn account_key_path(&self) -> PathBuf {
         self.dir.join("account.key")
     }
@@ -65,10 +77,11 @@ impl Store {
     /// two writes leaves a key without its certificate (refused at load,
     /// then obtained again) rather than a certificate served with the
     /// wrong key.
-    pub fn save(&self, issued: &Issued) -> Result<(), AcmeError> {
+    pub fn save(&self, issued: &Issued, names: &[String]) -> Result<(), AcmeError> {
         self.make_dir()?;
         write_private(&self.key_path(), issued.key_pem.as_bytes())?;
-        write_private(&self.cert_path(), issued.chain_pem.as_bytes())
+        write_private(&self.cert_path(), issued.chain_pem.as_bytes())?;
+        write_private(&self.names_path(), names.join("\n").as_bytes())
     }
 
     /// The account key (PKCS#8), made on first use: RFC 8555 §7.3 names
@@ -165,13 +178,19 @@ mod tests {
             chain_pem: "CHAIN".into(),
             key_pem: "KEY".into(),
         };
-        store.save(&issued).unwrap();
+        let names = [
+            "mx.example.test".to_owned(),
+            "mta-sts.example.test".to_owned(),
+        ];
+        assert_eq!(store.names(), None);
+        store.save(&issued, &names).unwrap();
+        assert_eq!(store.names().as_deref(), Some(&names[..]));
         let back = store.load().unwrap().unwrap();
         assert_eq!(
             (back.chain_pem.as_str(), back.key_pem.as_str()),
             ("CHAIN", "KEY")
         );
-        for f in ["cert.pem", "key.pem"] {
+        for f in ["cert.pem", "key.pem", "names"] {
             let meta = std::fs::metadata(d.join("acme").join(f)).unwrap();
             let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions());
             assert_eq!(mode & 0o777, 0o600, "{f}");

@@ -75,7 +75,10 @@ pub(crate) async fn run(ctx: Arc<Context>, mut asks: mpsc::Receiver<Reply>) {
         first: Duration::from_secs(settings.retry_secs),
         cap: Duration::from_secs(settings.retry_max_secs),
     };
-    let mut current = stored_validity(&store);
+    // A certificate ordered for other names (the config changed) is due
+    // at once, not in two months.
+    let mut current =
+        stored_validity(&store).filter(|_| store.names() == Some(issuer.domains.clone()));
     let mut failures = 0;
     ctx.acme.set(current.map(|v| v.not_after), failures);
     loop {
@@ -157,7 +160,9 @@ async fn attempt(ctx: &Context, issuer: &Issuer, store: &Store) -> Result<Validi
         .first()
         .and_then(|leaf| portcullis_acme::validity(leaf))
         .ok_or("the CA's certificate has no readable validity")?;
-    store.save(&obtained).map_err(|e| e.to_string())?;
+    store
+        .save(&obtained, &issuer.domains)
+        .map_err(|e| e.to_string())?;
     ctx.certs.set(served);
     Ok(validity)
 }
