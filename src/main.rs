@@ -1,6 +1,7 @@
 //! The `portcullis` command line: wiring only. Each subcommand parses its
 //! arguments, loads the config and calls into the crate that does the work.
 
+mod acme_cli;
 mod config_file;
 mod dns_cli;
 mod docs_cli;
@@ -224,6 +225,14 @@ enum Command {
         /// --help` lists them).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Certificates from the ACME CA of `[acme]`.
+    Acme {
+        #[command(subcommand)]
+        action: acme_cli::AcmeAction,
+        /// The config file (default: as for `serve`).
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
     },
     /// Look at and manage the mail queue.
     Queue {
@@ -453,6 +462,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::DmarcReports { action, config } => {
             reports_cli::dmarc_reports(action, &load(config.as_deref())?)
         }
+        Command::Acme { action, config } => acme_cli::acme(action, &load(config.as_deref())?),
         Command::Alias { action, config } => {
             forwarding_cli::alias(action, &load(config.as_deref())?)
         }

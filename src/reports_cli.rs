@@ -16,15 +16,18 @@ pub enum ReportsAction {
 pub fn dmarc_reports(action: ReportsAction, config: &Config) -> anyhow::Result<()> {
     match action {
         ReportsAction::Send => {
-            let Some(mut server) = portcullis_control::Client::connect(&config.data_dir) else {
+            let Some(server) = portcullis_control::Client::connect(&config.data_dir) else {
                 anyhow::bail!(
                     "no server is running on {}: the reports are sent by the server",
                     config.data_dir.display()
                 );
             };
-            let answer = server.request(&Request::Run {
-                job: Job::DmarcReports,
-            })?;
+            // DNS checks of each destination: give it time.
+            let answer = server
+                .patient(std::time::Duration::from_secs(120))
+                .request(&Request::Run {
+                    job: Job::DmarcReports,
+                })?;
             println!("{}", serde_json::to_string_pretty(&answer)?);
             Ok(())
         }

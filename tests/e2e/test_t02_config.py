@@ -5,10 +5,19 @@ import subprocess
 
 from conftest import binary
 
+# [acme] needs the HTTPS host the CA validates on.
+ACME_HTTPS = '[http]\nbind = "127.0.0.1:8025"\nmta_sts_bind = "127.0.0.1:8443"\n\n'
+
 CASES = {
     "unknown_key": ('hostname = "mx.test"\nlistner = 1\n', 2, "listner", "unknown field"),
     "bad_address": ('[[listener]]\nrole = "mx"\nbind = ["127.0.0.1:99999"]\n', 3, "listener.bind", "address"),
     "missing_cert": ('[tls]\ncert = "/nonexistent/cert.pem"\nkey = "/nonexistent/key.pem"\n', 2, "tls.cert", "/nonexistent/cert.pem"),
+    "acme_plain_http": (ACME_HTTPS + '[acme]\ndirectory = "http://ca.test/dir"\n', 6, "acme.directory", "https://"),
+    "acme_http_01": (ACME_HTTPS + '[acme]\ndirectory = "https://ca.test/dir"\nchallenge = "http-01"\n', 7,
+                     "acme.challenge", "tls-alpn-01"),
+    "acme_contact": (ACME_HTTPS + '[acme]\ndirectory = "https://ca.test/dir"\ncontact = ["me@example.test"]\n', 7,
+                     "acme.contact", "mailto:"),
+    "acme_no_https_host": ('[acme]\ndirectory = "https://ca.test/dir"\n', 2, "acme.directory", "mta_sts_bind"),
 }
 
 

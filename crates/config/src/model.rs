@@ -6,9 +6,9 @@
 
 use crate::screening::builtin_classes;
 use crate::{
-    Admission, AuthPolicy, Autoconfig, Cidr, ClassLimits, Delivery, DmarcSettings, DnsList,
-    Forwarding, Greylist, IdentityPolicy, Limits, PolicyService, ReputationRules, ReverseDns,
-    Rspamd, Submission,
+    AcmeSettings, Admission, AuthPolicy, Autoconfig, Cidr, ClassLimits, Delivery, DmarcSettings,
+    DnsList, Forwarding, Greylist, IdentityPolicy, Limits, PolicyService, ReputationRules,
+    ReverseDns, Rspamd, Submission,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -124,6 +124,8 @@ pub struct Config {
     /// Certificate and key files; `None` means a self-signed pair in
     /// `data_dir/tls`, generated on first start.
     pub tls: Option<TlsFiles>,
+    /// `[acme]`: certificates from an ACME CA, kept in `data_dir/acme`.
+    pub acme: Option<AcmeSettings>,
     pub listeners: Vec<Listener>,
     pub http_bind: Option<SocketAddr>,
     /// Bearer token of the admin API; `None`: generated into
@@ -247,6 +249,7 @@ impl Config {
             dns_nameservers: Vec::new(),
             dns_trust_ad: false,
             tls: None,
+            acme: None,
             listeners: vec![
                 listener(ListenerRole::Mx, 2525),
                 listener(ListenerRole::Submission, 2587),

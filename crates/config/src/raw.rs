@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
 
+mod acme;
 mod dmarc;
 mod state;
 use state::RawState;
@@ -61,6 +62,7 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     policy: PolicyService,
     autoconfig: Option<RawAutoconfig>,
+    acme: Option<acme::RawAcme>,
 }
 
 #[derive(Deserialize)]
@@ -190,6 +192,7 @@ impl RawConfig {
             .data_dir
             .map(|d| base.join(d))
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let tls_at = self.tls.as_ref().map(|t| t.cert.span().start);
         let tls = self.tls.map(|t| tls_files(t, base)).transpose()?;
         let listeners = listeners(self.listener)?;
         let local_domains = self
@@ -301,7 +304,7 @@ impl RawConfig {
                 })
             })
             .collect();
-        let mta_sts = self
+        let mta_sts: BTreeMap<String, portcullis_mtasts::Policy> = self
             .domain
             .iter()
             .filter_map(|d| {
@@ -325,11 +328,26 @@ impl RawConfig {
                 }))
             })
             .collect::<Result<_, _>>()?;
+        let mta_sts_bind = self.http.as_ref().and_then(|h| h.mta_sts_bind);
+        let acme = self
+            .acme
+            .map(|a| {
+                let mta_sts_names = mta_sts.keys().map(|d| format!("mta-sts.{d}")).collect();
+                let around = acme::Around {
+                    hostname: &defaults.hostname,
+                    mta_sts_names,
+                    mta_sts_bind: mta_sts_bind.is_some(),
+                    tls_at,
+                };
+                a.validate(base, around)
+            })
+            .transpose()?;
         Ok(Config {
+            acme,
             user: self.user,
             lmtp,
             mta_sts,
-            mta_sts_bind: self.http.as_ref().and_then(|h| h.mta_sts_bind),
+            mta_sts_bind,
             dns_lists: self.dnsbl,
             inbound_policy,
             recipient_policy,

@@ -282,3 +282,24 @@ impl TlsMode {
         }
     }
 }
+
+/// `[acme]`: certificates from an ACME CA (RFC 8555) instead of `[tls]`
+/// files or the self-signed default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AcmeSettings {
+    /// The CA's directory URL (https).
+    pub directory: String,
+    /// `mailto:` URLs the CA may write to about the account.
+    pub contact: Vec<String>,
+    /// A CA file trusted for the ACME server's own HTTPS (a private ACME
+    /// server, tests); None: the system's roots.
+    pub directory_ca: Option<PathBuf>,
+    /// The names on the certificate; the hostname first by default, then
+    /// `mta-sts.DOMAIN` of each `[[domain]]` that publishes `mta_sts`.
+    pub domains: Vec<String>,
+    /// First retry after a failure; each further one waits twice as long
+    /// ...
+    pub retry_secs: u64,
+    /// ... up to this.
+    pub retry_max_secs: u64,
+}

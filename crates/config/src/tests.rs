@@ -319,3 +319,92 @@ fn dmarc_reports_are_sent_by_default_with_a_daily_cap() {
     assert_eq!(c.dmarc.report_daily_cap, 100);
     assert_eq!(c.dmarc.report_exclude, ["spam.example"]);
 }
+
+const ACME_BASE: &str = "hostname = \"mx.example.test\"\n[http]\nbind = \"127.0.0.1:8025\"\nmta_sts_bind = \"127.0.0.1:8443\"\n[[domain]]\nname = \"example.test\"\nmta_sts = \"enforce\"\n";
+
+#[test]
+fn acme_defaults_to_the_hostname_and_the_mta_sts_names() {
+    let text = format!(
+        "{ACME_BASE}[acme]\ndirectory = \"https://ca.test/dir\"\ncontact = [\"mailto:hostmaster@Example.test\"]\n"
+    );
+    let a = parse_str(&text).unwrap().acme.unwrap();
+    assert_eq!(a.domains, ["mx.example.test", "mta-sts.example.test"]);
+    assert_eq!(a.contact, ["mailto:hostmaster@example.test"]);
+    assert_eq!((a.retry_secs, a.retry_max_secs), (300, 21_600));
+}
+
+#[test]
+fn bad_acme_values_name_line_and_key() {
+    let cases: [(&str, usize, &str, &str); 7] = [
+        (
+            "directory = \"http://ca.test/dir\"\n",
+            9,
+            "acme.directory",
+            "https://",
+        ),
+        (
+            "directory = \"https://ca.test/\"\ncontact = [\"hostmaster@example.test\"]\n",
+            10,
+            "acme.contact",
+            "mailto:",
+        ),
+        (
+            "directory = \"https://ca.test/\"\nchallenge = \"http-01\"\n",
+            10,
+            "acme.challenge",
+            "tls-alpn-01",
+        ),
+        (
+            "directory = \"https://ca.test/\"\ndomains = [\"*.example.test\"]\n",
+            10,
+            "acme.domains",
+            "wildcard",
+        ),
+        (
+            "directory = \"https://ca.test/\"\ndomains = [\"bad name\"]\n",
+            10,
+            "acme.domains",
+            "not a valid domain",
+        ),
+        (
+            "directory = \"https://ca.test/\"\ndirectory_ca = \"/nonexistent/ca.pem\"\n",
+            10,
+            "acme.directory_ca",
+            "/nonexistent/ca.pem",
+        ),
+        (
+            "directory = \"https://ca.test/\"\nretry_secs = 60\nretry_max_secs = 10\n",
+            11,
+            "acme.retry_max_secs",
+            "at least retry_secs",
+        ),
+    ];
+    for (acme, line, key, words) in cases {
+        let (at, msg) = error_of(&format!("{ACME_BASE}[acme]\n{acme}"));
+        assert_eq!((at.line, at.key.as_str()), (line, key), "{acme}: {msg}");
+        assert!(msg.contains(words), "{acme}: {msg}");
+    }
+}
+
+#[test]
+fn acme_without_the_https_listener_is_refused() {
+    let (at, msg) = error_of("[acme]\ndirectory = \"https://ca.test/dir\"\n");
+    assert_eq!((at.line, at.key.as_str()), (2, "acme.directory"));
+    assert!(msg.contains("mta_sts_bind"), "{msg}");
+}
+
+#[test]
+fn acme_and_tls_files_together_are_refused() {
+    let dir = std::env::temp_dir().join(format!("portcullis-acme-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = dir.join("c.pem");
+    std::fs::write(&cert, "x").unwrap();
+    let text = format!(
+        "{ACME_BASE}[tls]\ncert = \"{0}\"\nkey = \"{0}\"\n[acme]\ndirectory = \"https://ca.test/dir\"\n",
+        cert.display()
+    );
+    let (at, msg) = error_of(&text);
+    assert_eq!((at.line, at.key.as_str()), (9, "tls.cert"));
+    assert!(msg.contains("remove one"), "{msg}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -38,6 +38,13 @@ impl Client {
         })
     }
 
+    /// Wait up to `limit` for answers (an ACME order takes longer than
+    /// the usual request).
+    pub fn patient(self, limit: Duration) -> Client {
+        let _ = self.stream.get_ref().set_read_timeout(Some(limit));
+        self
+    }
+
     pub fn request(&mut self, r: &Request) -> Result<serde_json::Value, ClientError> {
         let mut line = serde_json::to_vec(r)?;
         line.push(b'\n');

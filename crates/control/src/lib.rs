@@ -57,19 +57,39 @@ pub enum Request {
 }
 
 /// The server's periodic jobs an operator may run at once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Job {
     /// End the DMARC aggregate report period and send its reports.
     DmarcReports,
+    /// Order a certificate from the ACME CA now (`portcullis acme
+    /// renew`), answered once the order has succeeded or failed.
+    AcmeRenew,
 }
 
-/// The server's side of a [`Request::Run`].
-pub trait Jobs: Send + Sync {
-    fn run(
-        &self,
-        job: Job,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<serde_json::Value, String>> + Send + '_>>;
+impl Job {
+    /// Why a server without this job's task refuses it.
+    fn not_running(self) -> &'static str {
+        match self {
+            Job::DmarcReports => {
+                "this server sends no DMARC reports ([dmarc] send_reports = false)"
+            }
+            Job::AcmeRenew => "this server has no [acme] section: its certificate is not from ACME",
+        }
+    }
+}
+
+/// How a [`Request::Run`] reaches the task that does the job: it sends
+/// where the answer goes, and the task answers when the job is done.
+pub type JobDoor =
+    tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<serde_json::Value, String>>>;
+
+/// A door and the task's end of it.
+pub fn job_door() -> (
+    JobDoor,
+    tokio::sync::mpsc::Receiver<tokio::sync::oneshot::Sender<Result<serde_json::Value, String>>>,
+) {
+    tokio::sync::mpsc::channel(4)
 }
 
 /// Files the CLI writes and the running server reads (again whenever
@@ -112,6 +132,8 @@ pub enum ControlError {
     Spool(String),
     #[error("the running server cannot load {0}: {1}")]
     CannotLoad(String, String),
+    #[error("no new certificate (the one in use stays): {0}")]
+    NotRenewed(String),
 }
 
 /// The operations, on the live queue and state.
@@ -121,8 +143,9 @@ pub struct Control {
     pub state: Store,
     /// None where no file-reading rooms run (the tests of this crate).
     pub files: Option<std::sync::Arc<dyn FileLoader>>,
-    /// None where no periodic jobs run.
-    pub jobs: Option<std::sync::Arc<dyn Jobs>>,
+    /// The doors of the tasks that run [`Job`]s; a job without one is
+    /// refused.
+    pub jobs: std::collections::HashMap<Job, JobDoor>,
 }
 
 impl Control {
@@ -158,10 +181,21 @@ impl Control {
                     loaded.map_err(|e| ControlError::CannotLoad(file.name().to_owned(), e))?;
                 json!({ "loaded": held })
             }
-            Request::Run { job } => match &self.jobs {
-                Some(j) => j.run(job).await.map_err(ControlError::Refused)?,
-                None => return Err(ControlError::Refused("this server runs no jobs".into())),
-            },
+            Request::Run { job } => self.run(job).await?,
+        })
+    }
+
+    /// Hand the job to its task and wait for the task's answer.
+    async fn run(&self, job: Job) -> Result<serde_json::Value, ControlError> {
+        let Some(door) = self.jobs.get(&job) else {
+            return Err(ControlError::Refused(job.not_running().into()));
+        };
+        let gone = || ControlError::Refused(format!("the task for {job:?} has stopped"));
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        door.send(reply).await.map_err(|_| gone())?;
+        outcome.await.map_err(|_| gone())?.map_err(|e| match job {
+            Job::AcmeRenew => ControlError::NotRenewed(e),
+            Job::DmarcReports => ControlError::Refused(e),
         })
     }
 

@@ -58,7 +58,7 @@ async fn serving(name: &str) -> (PathBuf, Queue) {
         queue: queue.clone(),
         state,
         files: None,
-        jobs: None,
+        jobs: Default::default(),
     };
     let listener = portcullis_control::bind(&dir).unwrap();
     tokio::spawn(control.serve(listener));

@@ -33,6 +33,7 @@ pub enum Counter {
     PolicyRequests,
     TlsSessions,
     ReportsReceived,
+    AcmeOrders,
 }
 
 impl Counter {
@@ -56,6 +57,7 @@ impl Counter {
             Counter::PolicyRequests => "portcullis_policy_requests_total",
             Counter::TlsSessions => "portcullis_tls_sessions_total",
             Counter::ReportsReceived => "portcullis_reports_received_total",
+            Counter::AcmeOrders => "portcullis_acme_orders_total",
         }
     }
 
@@ -92,6 +94,9 @@ impl Counter {
             }
             Counter::ReportsReceived => {
                 "Messages to [dmarc] report_mailbox, by kind (dmarc, tls, unknown) and result (stored, malformed)."
+            }
+            Counter::AcmeOrders => {
+                "ACME certificate orders by result (issued, failed); a failed one keeps the certificate in use."
             }
             Counter::PolicyRequests => {
                 "Postfix policy requests by protocol state and answer (dunno, defer, reject, prepend, malformed, timeout)."

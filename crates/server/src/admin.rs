@@ -219,6 +219,7 @@ fn refused(e: portcullis_control::ControlError) -> ApiError {
         E::NoSuchMessage(_) | E::NoReputation(_) => StatusCode::NOT_FOUND,
         E::Refused(_) => StatusCode::BAD_REQUEST,
         E::Spool(_) | E::CannotLoad(..) => StatusCode::INTERNAL_SERVER_ERROR,
+        E::NotRenewed(_) => StatusCode::BAD_GATEWAY,
     };
     error(code, e.to_string())
 }

@@ -22,7 +22,8 @@ use tracing::{info, warn};
 
 type Answer = Result<serde_json::Value, String>;
 
-/// Requests to end the period now, each with where to send the answer.
+/// Requests to end the period now (`Job::DmarcReports`), each with where
+/// to send the answer.
 pub(crate) type RunRequests = mpsc::Receiver<oneshot::Sender<Answer>>;
 
 /// The period so far, as saved: when it began and its rows.
@@ -36,13 +37,11 @@ struct Saved {
 pub(crate) struct DmarcStore {
     dir: PathBuf,
     current: Mutex<Saved>,
-    runs: mpsc::Sender<oneshot::Sender<Answer>>,
 }
 
 impl DmarcStore {
-    /// The store with the period saved last, and the receiving end of
-    /// "run now" for [`run`].
-    pub(crate) fn open(data_dir: &Path) -> std::io::Result<(DmarcStore, RunRequests)> {
+    /// The store with the period saved last.
+    pub(crate) fn open(data_dir: &Path) -> std::io::Result<DmarcStore> {
         let dir = data_dir.join("dmarc");
         std::fs::create_dir_all(&dir)?;
         let saved = std::fs::read(dir.join("period.json"))
@@ -52,13 +51,10 @@ impl DmarcStore {
                 since: now_secs(),
                 period: Period::default(),
             });
-        let (runs, rx) = mpsc::channel(4);
-        let store = DmarcStore {
+        Ok(DmarcStore {
             dir,
             current: Mutex::new(saved),
-            runs,
-        };
-        Ok((store, rx))
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Saved> {
@@ -105,25 +101,6 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 impl portcullis_pipeline::DmarcObservations for DmarcStore {
     fn observe(&self, o: &portcullis_dmarcrpt::Observation) {
         self.lock().period.add(o);
-    }
-}
-
-impl portcullis_control::Jobs for DmarcStore {
-    fn run(
-        &self,
-        job: portcullis_control::Job,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Answer> + Send + '_>> {
-        Box::pin(async move {
-            match job {
-                portcullis_control::Job::DmarcReports => {
-                    let (tx, rx) = oneshot::channel();
-                    self.runs.send(tx).await.map_err(
-                        |_| "the report task is not running ([dmarc] send_reports = false?)",
-                    )?;
-                    rx.await.map_err(|_| "the report task stopped".to_owned())?
-                }
-            }
-        })
     }
 }
 

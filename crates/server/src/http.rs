@@ -129,6 +129,18 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
             adm.state.live_nodes().unwrap_or(0),
         ));
     }
+    if let Some((left, failing)) = ctx.acme.gauges(std::time::SystemTime::now()) {
+        gauges.push((
+            "portcullis_acme_certificate_expiry_seconds",
+            "Seconds until the ACME certificate in use expires.",
+            left,
+        ));
+        gauges.push((
+            "portcullis_acme_failures_in_a_row",
+            "ACME orders failed since the last success (0: the last one succeeded).",
+            failing,
+        ));
+    }
     let body = ctx.metrics.render(&gauges);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

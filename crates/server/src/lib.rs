@@ -5,6 +5,7 @@
 //! `smtp` session decides what to say, the way in (`portcullis-pipeline`)
 //! who may send what to whom, the queue when mail goes out.
 
+mod acme;
 mod admin;
 mod autoconfig;
 mod dkim_rotation;
@@ -59,9 +60,14 @@ pub(crate) struct Context {
     pub tls_reports: Arc<tls_reports::TlsReports>,
     /// Accepted mail's rows for DMARC aggregate reports (RFC 7489 §7.2).
     pub dmarc: Arc<dmarc_reports::DmarcStore>,
-    /// "Send the DMARC reports now", taken by the report task.
-    dmarc_runs: std::sync::Mutex<Option<dmarc_reports::RunRequests>>,
-    tls: std::sync::RwLock<tokio_rustls::TlsAcceptor>,
+    /// The SMTP listeners' TLS (STARTTLS and implicit) ...
+    tls: tokio_rustls::TlsAcceptor,
+    /// ... and the HTTPS host's, which also answers ACME's TLS-ALPN-01;
+    /// both serve the certificate `certs` holds.
+    https: tokio_rustls::TlsAcceptor,
+    pub(crate) certs: Arc<tls::Certificates>,
+    /// The ACME certificate's expiry and failed orders, for /metrics.
+    pub(crate) acme: acme::Status,
     pub sessions: Arc<Semaphore>,
     /// Refused connections, summed up in the log.
     pub refusals: Arc<refusals::RefusalLog>,
@@ -80,7 +86,11 @@ impl Context {
     }
 
     pub(crate) fn tls(&self) -> tokio_rustls::TlsAcceptor {
-        self.tls.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.tls.clone()
+    }
+
+    pub(crate) fn https(&self) -> tokio_rustls::TlsAcceptor {
+        self.https.clone()
     }
 
     fn session_config(config: &Config, role: ListenerRole) -> Arc<SessionConfig> {
@@ -150,7 +160,17 @@ pub async fn serve(config: Config, path: Option<std::path::PathBuf>) -> anyhow::
     // backend, and never touches the spool the first one is writing.
     let _ownership = portcullis_control::claim(&config.data_dir)?;
     let control_socket = portcullis_control::bind(&config.data_dir)?;
-    let ctx = Arc::new(context(config, path)?);
+    use portcullis_control::Job;
+    let (acme_door, acme_asks) = portcullis_control::job_door();
+    let (dmarc_door, dmarc_asks) = portcullis_control::job_door();
+    let mut jobs = std::collections::HashMap::from([(Job::DmarcReports, dmarc_door)]);
+    if config.acme.is_some() {
+        jobs.insert(Job::AcmeRenew, acme_door);
+    }
+    if !config.dmarc.send_reports {
+        jobs.remove(&Job::DmarcReports);
+    }
+    let ctx = Arc::new(context(config, path, jobs)?);
     let config = ctx.config();
     let mut background = tokio::task::JoinSet::new();
     background.spawn(portcullis_state::maintain(
@@ -158,10 +178,7 @@ pub async fn serve(config: Config, path: Option<std::path::PathBuf>) -> anyhow::
     ));
     background.spawn(ctx.control.clone().serve(control_socket));
     background.spawn(tls_reports::run(ctx.clone()));
-    let dmarc_runs = ctx.dmarc_runs.lock().ok().and_then(|mut r| r.take());
-    if let Some(runs) = dmarc_runs {
-        background.spawn(dmarc_reports::run(ctx.clone(), runs));
-    }
+    background.spawn(dmarc_reports::run(ctx.clone(), dmarc_asks));
     background.spawn(dkim_rotation::run(ctx.clone()));
     let every = Duration::from_secs(config.admission.refusal_log_secs);
     background.spawn(ctx.refusals.clone().run(every));
@@ -205,6 +222,9 @@ pub async fn serve(config: Config, path: Option<std::path::PathBuf>) -> anyhow::
     }
     // Every port is bound: root is no longer needed.
     privileges::drop_to(config.user.as_deref(), &config.data_dir)?;
+    // After the HTTPS host is bound (the CA validates there) and as the
+    // user who owns DATA/acme.
+    background.spawn(acme::run(ctx.clone(), acme_asks));
     print_banner(&config, &banner);
     signals::run(&ctx).await;
     stop(&ctx, listeners, background, config.limits.max_sessions).await;
@@ -261,12 +281,16 @@ async fn stop(
 }
 
 /// Open every room the config names and wire them together.
-fn context(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<Context> {
-    let tls = tls::acceptor(&config)?;
+fn context(
+    config: Config,
+    path: Option<std::path::PathBuf>,
+    jobs: std::collections::HashMap<portcullis_control::Job, portcullis_control::JobDoor>,
+) -> anyhow::Result<Context> {
+    let (certs, tls, https) = tls::acceptors(&config)?;
     let metrics = Arc::new(portcullis_metrics::Metrics::default());
     let tls_reports = Arc::new(tls_reports::TlsReports::new(metrics.clone()));
     let queue = open_queue(&config, metrics.clone(), tls_reports.clone())?;
-    let (dmarc, dmarc_runs) = dmarc_reports::DmarcStore::open(&config.data_dir)
+    let dmarc = dmarc_reports::DmarcStore::open(&config.data_dir)
         .with_context(|| format!("cannot open {}", config.data_dir.join("dmarc").display()))?;
     let dmarc = Arc::new(dmarc);
     let mut inbound = inbound(&config, queue.clone(), metrics.clone())?;
@@ -282,7 +306,7 @@ fn context(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<C
         queue: queue.clone(),
         state: inbound.admission.state.clone(),
         files: Some(Arc::new(LiveFiles(inbound.clone()))),
-        jobs: Some(dmarc.clone()),
+        jobs,
     };
     let policy = portcullis_policyd::PolicyService::new(inbound.clone(), Arc::new(config.clone()));
     Ok(Context {
@@ -293,13 +317,15 @@ fn context(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<C
         control,
         tls_reports,
         dmarc,
-        dmarc_runs: std::sync::Mutex::new(Some(dmarc_runs)),
         metrics,
         sessions: Arc::new(Semaphore::new(config.limits.max_sessions)),
         refusals: Arc::new(refusals::RefusalLog::new(&config.admission)),
         config: std::sync::RwLock::new(Arc::new(config)),
         config_path: path,
-        tls: std::sync::RwLock::new(tls),
+        tls,
+        https,
+        certs,
+        acme: acme::Status::default(),
         shutdown: tokio::sync::watch::Sender::new(false),
         next_session: AtomicU64::new(1),
     })

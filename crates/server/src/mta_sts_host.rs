@@ -1,5 +1,6 @@
 //! The MTA-STS policy host (RFC 8461 §3.3): HTTPS on `[http]
-//! mta_sts_bind` with the server's certificate, answering `GET
+//! mta_sts_bind` with the server's certificate (with `[acme]`, also the
+//! TLS-ALPN-01 answers of RFC 8737 while an order is validated), answering `GET
 //! /.well-known/mta-sts.txt` for `mta-sts.DOMAIN` of each local domain
 //! that has `[[domain]] mta_sts`, 404 for anything else. Only that: the
 //! dashboard and the admin API never listen on this public port.
@@ -70,7 +71,7 @@ impl TlsListener {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 };
-                let (acceptor, tx) = (ctx.tls(), tx.clone());
+                let (acceptor, tx) = (ctx.https(), tx.clone());
                 tokio::spawn(async move {
                     if let Ok(Ok(tls)) =
                         tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await

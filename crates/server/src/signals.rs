@@ -3,10 +3,10 @@
 //!
 //! A reload changes what new connections get: limits, classes, policies,
 //! DNS lists, certificates. Listeners, the data directory, the state
-//! backend and the HTTP address stay as they were started (a restart
-//! changes those; the log says so). A file with a mistake is refused as a
-//! whole, named with file, line and key, and the running configuration
-//! stays.
+//! backend, `[acme]` and the HTTP address stay as they were started (a
+//! restart changes those; the log says so). A file with a mistake is
+//! refused as a whole, named with file, line and key, and the running
+//! configuration stays.
 
 use crate::Context;
 use portcullis_config::Config;
@@ -69,8 +69,8 @@ fn reload(ctx: &Context) {
 /// New connections get the certificate and key `config` names; a pair
 /// that does not load leaves the running one in place.
 fn reload_tls(ctx: &Context, config: &Config) {
-    match crate::tls::acceptor(config) {
-        Ok(tls) => *ctx.tls.write().unwrap_or_else(|e| e.into_inner()) = tls,
+    match crate::tls::reload(config) {
+        Ok(cert) => ctx.certs.set(cert),
         Err(e) => {
             warn!(
                 event = "reload_tls_failed",
@@ -104,6 +104,8 @@ fn keep_what_needs_a_restart(old: &Config, new: Config) -> Config {
                 || old.dmarc.report_max_bytes != new.dmarc.report_max_bytes
                 || old.dmarc.report_max_ratio != new.dmarc.report_max_ratio,
         ),
+        // The ACME task is started (or not) with the server.
+        ("acme", old.acme != new.acme),
     ];
     for (key, changed) in differs {
         if changed {
@@ -120,6 +122,7 @@ fn keep_what_needs_a_restart(old: &Config, new: Config) -> Config {
         state_backend: old.state_backend,
         redis: old.redis.clone(),
         user: old.user.clone(),
+        acme: old.acme.clone(),
         limits: portcullis_config::Limits {
             max_sessions: old.limits.max_sessions,
             ..new.limits.clone()

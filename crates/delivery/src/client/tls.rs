@@ -253,11 +253,14 @@ mod tests {
             .unwrap()
             .self_signed(&key)
             .unwrap();
-        let want: String = ring::digest::digest(&ring::digest::SHA256, &key.public_key_der())
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let want: String = ring::digest::digest(
+            &ring::digest::SHA256,
+            &rcgen::PublicKeyData::subject_public_key_info(&key),
+        )
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
         assert_eq!(tlsa_spki_sha256(cert.der()).as_deref(), Some(want.as_str()));
     }
 
