@@ -35,8 +35,9 @@ impl Router {
 
 #[cfg(test)]
 mod tests {
-    use crate::{Addressee, Courier, Destination, Mailboxes, MaildirStore, Parcel, RcptOutcome};
+    use crate::router::tests::{parcel, to};
     use crate::{BoxFuture, MxResolver, Route, Router};
+    use crate::{Courier, Destination, Mailboxes, MaildirStore, Parcel, RcptOutcome};
     use std::sync::{Arc, Mutex};
 
     struct NoDns;
@@ -68,26 +69,6 @@ mod tests {
             .with_reports(intake)
     }
 
-    fn to(a: &[&str]) -> Vec<Addressee> {
-        a.iter()
-            .map(|a| Addressee {
-                address: (*a).into(),
-                folder: None,
-            })
-            .collect()
-    }
-
-    fn parcel() -> Parcel {
-        Parcel {
-            id: "Q1".into(),
-            sender: "noreply@reporter.test".into(),
-            data: Arc::new(b"Subject: report\r\n\r\nx\r\n".to_vec()),
-            smtputf8: false,
-            eight_bit: false,
-            require_tls: false,
-        }
-    }
-
     #[tokio::test]
     async fn report_mailbox_goes_to_the_intake_once_even_in_another_domain() {
         let intake = Arc::new(Intake(Mutex::default(), true));
@@ -108,7 +89,7 @@ mod tests {
             out.iter().all(|o| matches!(o, RcptOutcome::Delivered(_))),
             "{out:?}"
         );
-        assert_eq!(*intake.0.lock().unwrap(), vec!["Q1".to_owned()]);
+        assert_eq!(*intake.0.lock().unwrap(), vec!["ID1".to_owned()]);
     }
 
     #[tokio::test]

@@ -34,7 +34,7 @@ fn router(name: &str, table: Table) -> (Router, PathBuf) {
     (Router::new(&c, boxes, Arc::new(table)).unwrap(), root)
 }
 
-fn to(addresses: &[&str]) -> Vec<Addressee> {
+pub(super) fn to(addresses: &[&str]) -> Vec<Addressee> {
     addresses
         .iter()
         .map(|a| Addressee {
@@ -44,7 +44,7 @@ fn to(addresses: &[&str]) -> Vec<Addressee> {
         .collect()
 }
 
-fn parcel() -> Parcel {
+pub(super) fn parcel() -> Parcel {
     Parcel {
         id: "ID1".into(),
         sender: "a@remote.test".into(),
