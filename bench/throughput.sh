@@ -7,6 +7,11 @@
 #   ROUNDS=3 MESSAGES=5000 bash bench/throughput.sh
 #   BASELINE_BIN=/path/to/older/portcullis bash bench/throughput.sh
 #                                       # an older build too, in the same rounds
+#   RECORDS='remote IN TXT "v=spf1 ip4:127.0.0.1 -all"' bash bench/throughput.sh
+#                                       # zone lines for the sender's domain
+#   BASELINE_BIN=... BASELINE_EXTRA=$'[dmarc]\nsend_reports = false' ...
+#                                       # config lines for the baseline rounds
+#                                       # (the same build with a feature off)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
@@ -31,6 +36,7 @@ start_portcullis() {
   rm -rf "$work/pc"
   # recipients = "any", like Postfix's static virtual_mailbox_maps below.
   speed_config "$work/pc" "$PC_PORT" "127.0.0.1:$DNS_PORT"
+  [ -n "${1:-}" ] && printf '%s\n' "${BASELINE_EXTRA:-}" >> "$work/pc/portcullis.toml"
   "${1:-$BIN}" serve --config "$work/pc/portcullis.toml" >"$work/pc/log" 2>&1 &
   pc_pid=$!
   wait_port "$PC_PORT" || exit 1
@@ -52,7 +58,7 @@ blast() {
 }
 
 
-bash bench/nsd_instance.sh start "$work/dns" "$DNS_PORT"
+bash bench/nsd_instance.sh start "$work/dns" "$DNS_PORT" "${RECORDS:-}"
 bash bench/postfix_instance.sh start "$work/postfix" "$PF_PORT" >/dev/null
 sleep 1
 pc_rates=() pf_rates=() base_rates=() pc_done=() pf_done=() base_done=()
