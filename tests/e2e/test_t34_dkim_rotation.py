@@ -45,6 +45,8 @@ def test_a_rotated_key_signs_once_dns_serves_it_and_the_old_one_retires(make_ser
         assert r.returncode == 0 and "retired: s1" in r.stdout, r.stdout + r.stderr
         msg = signed_with(s, "after the switch")
         assert b"s=s2" in msg and b"s=s1" not in msg
+        txt = "".join(re.findall(r'"([^"]*)"', record)).encode()
+        assert dkim.verify(msg, dnsfunc=lambda name, timeout=5: txt), "dkimpy verifies s2's signature"
 
         listed = s.cli("dns-records", "local.test").stdout
         assert "s1._domainkey.local.test." in listed and "; retired" in listed
