@@ -116,9 +116,13 @@ pub(crate) async fn run(ctx: Arc<Context>, mut asked: RunRequests) {
         Ok(p) => p,
         Err(e) => return warn!(event = "periodic_task_off", task = "dmarc reports", error = %e),
     };
-    let mut tick = tokio::time::interval(Duration::from_secs(every));
+    // §7.2: "Report generators SHOULD ... adhere to hour boundaries":
+    // periods end on multiples of the interval since the epoch (a daily
+    // report at 00:00 UTC).
+    let to_boundary = every - now_secs() % every;
+    let first = tokio::time::Instant::now() + Duration::from_secs(to_boundary);
+    let mut tick = tokio::time::interval_at(first, Duration::from_secs(every));
     let mut save = tokio::time::interval(Duration::from_secs(60));
-    tick.tick().await;
     loop {
         let reply = tokio::select! {
             _ = tick.tick() => None,
