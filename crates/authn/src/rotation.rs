@@ -23,14 +23,28 @@ pub fn rotate_key(
     algorithm: DkimAlgorithm,
 ) -> Result<String, KeyError> {
     let domain = checked_label(domain)?;
-    let dir = dkim_dir.join(&domain);
-    let taken = |d: &Path| public_keys(d).map(|v| v.iter().any(|(s, _, _)| s == selector));
-    if taken(&dir)? || taken(&dir.join(PENDING))? || taken(&dir.join(RETIRED))? {
+    if selector_taken(&dkim_dir.join(&domain), selector)? {
         return Err(KeyError::Rotation(format!(
             "selector {selector} of {domain} exists already"
         )));
     }
-    generate_into(&dir.join(PENDING), &domain, selector, algorithm)
+    generate_into(
+        &dkim_dir.join(&domain).join(PENDING),
+        &domain,
+        selector,
+        algorithm,
+    )
+}
+
+/// Whether a key of the domain directory `dir` signs, waits or is
+/// retired under `selector`: a selector is never used twice.
+fn selector_taken(dir: &Path, selector: &str) -> Result<bool, KeyError> {
+    for d in [dir.to_path_buf(), dir.join(PENDING), dir.join(RETIRED)] {
+        if public_keys(&d)?.iter().any(|(s, _, _)| s == selector) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The `p=` a pending key's record must carry for [`activate`].
@@ -164,20 +178,12 @@ pub fn rotate_if_due(
     if now.duration_since(made).unwrap_or_default() < every {
         return Ok(None);
     }
-    let taken = |sel: &str| {
-        [Path::new(""), Path::new(PENDING), Path::new(RETIRED)]
-            .iter()
-            .any(|sub| {
-                public_keys(&dkim_dir.join(domain).join(sub))
-                    .is_ok_and(|v| v.iter().any(|(s, _, _)| s == sel))
-            })
-    };
     let selector = (0..26u8)
         .map(|i| match i {
             0 => base.to_owned(),
             i => format!("{base}{}", (b'a' + i) as char),
         })
-        .find(|s| !taken(s))
+        .find(|s| !selector_taken(&dkim_dir.join(domain), s).unwrap_or(true))
         .ok_or_else(|| KeyError::Rotation(format!("no free selector for {domain} today")))?;
     rotate_key(dkim_dir, domain, &selector, algorithm).map(Some)
 }

@@ -67,11 +67,8 @@ pub(crate) fn admin_token(config: &Config) -> anyhow::Result<String> {
     use std::io::Read as _;
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    // 0600 from the start: the token is a secret.
     portcullis_state::write_atomically(&path, format!("{token}\n").as_bytes())?;
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    }
     tracing::info!(event = "admin_token_generated", path = %path.display());
     Ok(token)
 }

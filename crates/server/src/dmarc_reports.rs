@@ -65,7 +65,7 @@ impl DmarcStore {
     /// the new file, never half of one).
     pub(crate) fn save(&self) -> std::io::Result<()> {
         let bytes = serde_json::to_vec(&*self.lock()).map_err(std::io::Error::other)?;
-        write_atomically(&self.dir.join("period.json"), &bytes)
+        portcullis_state::write_atomically(&self.dir.join("period.json"), &bytes)
     }
 
     /// End the period: its start and its rows; a new one begins.
@@ -88,14 +88,8 @@ impl DmarcStore {
 
     fn save_ledger(&self, ledger: &Ledger) -> std::io::Result<()> {
         let bytes = serde_json::to_vec(ledger).map_err(std::io::Error::other)?;
-        write_atomically(&self.dir.join("ledger.json"), &bytes)
+        portcullis_state::write_atomically(&self.dir.join("ledger.json"), &bytes)
     }
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(tmp, path)
 }
 
 impl portcullis_pipeline::DmarcObservations for DmarcStore {

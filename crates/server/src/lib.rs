@@ -163,12 +163,13 @@ pub async fn serve(config: Config, path: Option<std::path::PathBuf>) -> anyhow::
     use portcullis_control::Job;
     let (acme_door, acme_asks) = portcullis_control::job_door();
     let (dmarc_door, dmarc_asks) = portcullis_control::job_door();
-    let mut jobs = std::collections::HashMap::from([(Job::DmarcReports, dmarc_door)]);
+    // A job whose task is off has no door: the CLI is told why.
+    let mut jobs = std::collections::HashMap::new();
+    if config.dmarc.send_reports {
+        jobs.insert(Job::DmarcReports, dmarc_door);
+    }
     if config.acme.is_some() {
         jobs.insert(Job::AcmeRenew, acme_door);
-    }
-    if !config.dmarc.send_reports {
-        jobs.remove(&Job::DmarcReports);
     }
     let ctx = Arc::new(context(config, path, jobs)?);
     let config = ctx.config();

@@ -20,7 +20,6 @@ use portcullis_delivery::{BoxFuture, Parcel, ReportIntake};
 use portcullis_metrics::{Counter, Metrics};
 use portcullis_reportbox::{Limits, Summary};
 use serde_json::{Value, json};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tracing::{info, warn};
@@ -164,17 +163,10 @@ fn private_dir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Write, fsync, rename into place: a reader sees the whole file or none.
+/// Write, fsync, rename into place (0600): a reader sees the whole file
+/// or none.
 fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(name))
+    portcullis_state::write_atomically(&dir.join(name), bytes)
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {

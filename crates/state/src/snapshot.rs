@@ -18,6 +18,9 @@ pub fn load_snapshot(path: &Path) -> anyhow::Result<EmbeddedState> {
     }
 }
 
+/// Write `data` to `path` whole or not at all (temporary file, fsync,
+/// rename), readable by the server's user only (0600): state snapshots,
+/// the admin token, report files.
 pub fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -25,7 +28,10 @@ pub fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     {
         use std::io::Write as _;
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts.open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
     }
