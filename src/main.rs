@@ -251,6 +251,14 @@ enum Command {
         #[arg(long, global = true)]
         config: Option<PathBuf>,
     },
+    /// SMTP TLS reports (RFC 8460) of the running server.
+    TlsReports {
+        #[command(subcommand)]
+        action: reports_cli::ReportsAction,
+        /// The config file (default: as for `queue`).
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
 }
 
 /// Which resolver the diagnostic commands (`spf`, `dmarc`) use.
@@ -460,7 +468,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::GenerateDocs { out } => docs_cli::generate(&out),
         Command::Queue { action, config } => queue_cli::queue(action, &load(config.as_deref())?),
         Command::DmarcReports { action, config } => {
-            reports_cli::dmarc_reports(action, &load(config.as_deref())?)
+            let job = portcullis_control::Job::DmarcReports;
+            reports_cli::reports(job, action, &load(config.as_deref())?)
+        }
+        Command::TlsReports { action, config } => {
+            let job = portcullis_control::Job::TlsReports;
+            reports_cli::reports(job, action, &load(config.as_deref())?)
         }
         Command::Acme { action, config } => acme_cli::acme(action, &load(config.as_deref())?),
         Command::Alias { action, config } => {

@@ -49,7 +49,36 @@ pub fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    rt.block_on(portcullis_server::serve(config, path))
+    rt.block_on(async {
+        let server = portcullis_server::Server::start(config, path).await?;
+        server.print_banner();
+        until_stopped(&server).await;
+        server.stop().await;
+        Ok(())
+    })
+}
+
+/// Wait for SIGTERM or SIGINT, reloading on every SIGHUP meanwhile.
+async fn until_stopped(server: &portcullis_server::Server) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut hup), Ok(mut term)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::error!(
+            event = "signals_unavailable",
+            "cannot install signal handlers; stopping on Ctrl-C only"
+        );
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => server.reload(),
+            _ = term.recv() => return,
+            _ = tokio::signal::ctrl_c() => return,
+        }
+    }
 }
 
 /// glibc serves large blocks (argon2id's memory, big messages) from

@@ -14,11 +14,13 @@ mod challenges;
 mod issue;
 pub mod schedule;
 mod store;
+mod task;
 mod validity;
 
 pub use challenges::{ACME_TLS_ALPN, Challenges};
 pub use issue::{Issuer, obtain};
 pub use store::{Issued, Store};
+pub use task::{AcmeTask, ServedCertificate, Status as AcmeStatus, run as run_acme};
 pub use validity::{Validity, validity};
 
 /// Why a certificate could not be had: what the log and the operator read.

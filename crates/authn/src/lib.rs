@@ -13,6 +13,7 @@ mod offline;
 mod psl;
 mod result;
 mod rotation;
+mod rotation_task;
 pub mod spf;
 
 pub use dmarc::{DmarcEvaluation, DmarcRecord, Mechanism, parse_record as parse_dmarc_record};
@@ -34,3 +35,4 @@ pub use rotation::{
     activate, pending_public_key, pending_selectors, record_carries_key, retire, rotate_if_due,
     rotate_key,
 };
+pub use rotation_task::{RotationSettings, run_rotation};

@@ -22,6 +22,20 @@ static BUILT_IN: LazyLock<Arc<SuffixList>> = LazyLock::new(|| {
 });
 
 impl SuffixList {
+    /// The list `[dmarc] public_suffix_list` names, or the built-in copy;
+    /// the error names the key and the file.
+    pub fn for_config(config: &portcullis_config::Config) -> Result<Arc<SuffixList>, String> {
+        let Some(path) = &config.dmarc.public_suffix_list else {
+            return Ok(SuffixList::built_in());
+        };
+        let key = "[dmarc] public_suffix_list";
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{key}: cannot read {}: {e}", path.display()))?;
+        let list =
+            SuffixList::parse(&text).map_err(|e| format!("{key}: {}: {e}", path.display()))?;
+        Ok(Arc::new(list))
+    }
+
     pub fn built_in() -> Arc<SuffixList> {
         BUILT_IN.clone()
     }

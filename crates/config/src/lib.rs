@@ -8,6 +8,7 @@
 
 mod cidr;
 pub mod clock;
+mod live;
 mod locate;
 mod model;
 mod raw;
@@ -15,6 +16,7 @@ mod screening;
 mod service;
 
 pub use cidr::Cidr;
+pub use live::LiveConfig;
 pub use locate::{Location, locate};
 pub use model::*;
 pub use screening::*;

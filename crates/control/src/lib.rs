@@ -62,6 +62,8 @@ pub enum Request {
 pub enum Job {
     /// End the DMARC aggregate report period and send its reports.
     DmarcReports,
+    /// End the TLS-RPT period (RFC 8460) and send its reports.
+    TlsReports,
     /// Order a certificate from the ACME CA now (`portcullis acme
     /// renew`), answered once the order has succeeded or failed.
     AcmeRenew,
@@ -75,6 +77,9 @@ impl Job {
                 "this server sends no DMARC reports ([dmarc] send_reports = false)"
             }
             Job::AcmeRenew => "this server has no [acme] section: its certificate is not from ACME",
+            Job::TlsReports => {
+                "this server sends no TLS reports ([delivery] tls_rpt_interval_secs = 0)"
+            }
         }
     }
 }
@@ -195,7 +200,7 @@ impl Control {
         door.send(reply).await.map_err(|_| gone())?;
         outcome.await.map_err(|_| gone())?.map_err(|e| match job {
             Job::AcmeRenew => ControlError::NotRenewed(e),
-            Job::DmarcReports => ControlError::Refused(e),
+            Job::DmarcReports | Job::TlsReports => ControlError::Refused(e),
         })
     }
 

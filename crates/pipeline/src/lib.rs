@@ -38,7 +38,7 @@ mod services;
 mod submission;
 pub mod trace;
 
-pub use class_of_service::{ClassOfService, Gate, Refusal, RefusalCause};
+pub use class_of_service::{ClassOfService, Gate, Refusal, RefusalCause, RefusalLog};
 pub use forwarding::Forwarding;
 pub use services::{Checks, DmarcObservations, Intake};
 pub use submission::{AccountSession, Submission};

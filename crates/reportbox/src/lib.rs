@@ -1,8 +1,9 @@
 //! The mailbox for reports: a message sent to `[dmarc] report_mailbox`
 //! goes in, a summary of the DMARC aggregate report (RFC 7489 §7.2,
 //! Appendix C) or TLS-RPT report (RFC 8460 §4) it carries comes out, or
-//! the reason it is not one. Plain logic, no sockets, no files: the
-//! server stores what this returns (`crates/server/src/report_store.rs`).
+//! the reason it is not one. Plain logic with no sockets; the one room
+//! that writes files is `store.rs`, which keeps what the logic returns
+//! under `DATA/reports/` and is the router's `ReportIntake`.
 //!
 //! Reports come from strangers, so everything here is bounded: the
 //! attachment is unpacked (gzip, zip, or as it is) by us rather than by
@@ -12,8 +13,11 @@
 //! at; the summary keeps at most `MAX_ROWS` rows and clips every string.
 //! The XML and JSON themselves are read by mail-auth's parsers.
 
+mod store;
 mod summary;
 mod unpack;
+
+pub use store::{ReportStore, list as list_stored, reports_dir};
 
 pub use summary::{
     DmarcRow, DmarcSummary, PublishedPolicy, Summary, TlsFailure, TlsPolicy, TlsSummary,

@@ -1,35 +1,32 @@
-//! The edge where sockets, files and tokio live: listeners and the accept
-//! path (`listen.rs`), the mechanical session driver (`driver.rs`), TLS,
-//! signals, the HTTP listener (admin API, dashboard, autoconfig) and the
-//! privilege drop. It wires the rooms together and decides nothing: the
-//! `smtp` session decides what to say, the way in (`portcullis-pipeline`)
-//! who may send what to whom, the queue when mail goes out.
+//! Wiring only: open every room the config names, bind the listeners,
+//! start the tasks, drop privileges, and stop in order. The accept path
+//! (`listen.rs`), the mechanical session driver (`driver.rs`), TLS, the
+//! reload on SIGHUP (`signals.rs`) and the privilege drop live here; every
+//! feature lives in its own room (reports in `portcullis-reports`, HTTP in
+//! `portcullis-http`, ACME in `portcullis-acme`, the kernel's blocklist in
+//! `portcullis-firewall`, DKIM rotation in `portcullis-authn`).
+//!
+//! What this crate must not do: decide anything. The `smtp` session
+//! decides what to say, the way in (`portcullis-pipeline`) who may send
+//! what to whom, the queue when mail goes out. [`Server::start`] is what a
+//! test calls; the binary adds the signals.
 
-mod acme;
-mod admin;
-mod autoconfig;
-mod dkim_rotation;
-mod dmarc_reports;
 mod driver;
-mod http;
-mod kernel;
 mod listen;
-mod mta_sts_host;
 mod preflight;
 mod privileges;
 mod proxied;
-mod refusals;
-mod report_mail;
-mod report_store;
 mod signals;
 mod tls;
-mod tls_reports;
 
 use anyhow::Context as _;
-use portcullis_config::{Config, ListenerRole};
+use portcullis_config::{Config, ListenerRole, LiveConfig};
+use portcullis_control::{Job, JobDoor};
 use portcullis_pipeline::Inbound;
 use portcullis_queue::{Queue, Spool, SpoolOptions};
+use portcullis_reports::{DmarcReports, TlsReports};
 use portcullis_smtp::{Limits, Role, SessionConfig};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -37,7 +34,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{error, info};
 
-pub use autoconfig::srv_records;
+pub use portcullis_http::srv_records;
 pub use preflight::preflight;
 pub use tls::certificate_paths;
 
@@ -45,7 +42,7 @@ pub use tls::certificate_paths;
 pub(crate) struct Context {
     /// The configuration in force; SIGHUP swaps it. A connection keeps the
     /// one it started with.
-    config: std::sync::RwLock<Arc<Config>>,
+    config: LiveConfig,
     config_path: Option<std::path::PathBuf>,
     /// The way in: the services every stage consults.
     pub inbound: Arc<Inbound>,
@@ -54,12 +51,11 @@ pub(crate) struct Context {
     pub control: portcullis_control::Control,
     /// Postfix's policy delegation protocol, for policy listeners.
     pub policy: Arc<portcullis_policyd::PolicyService>,
-    pub admin_token: String,
     pub metrics: Arc<portcullis_metrics::Metrics>,
     /// Sessions held to MTA-STS or DANE, for TLS-RPT (RFC 8460).
-    pub tls_reports: Arc<tls_reports::TlsReports>,
+    pub tls_reports: Arc<TlsReports>,
     /// Accepted mail's rows for DMARC aggregate reports (RFC 7489 §7.2).
-    pub dmarc: Arc<dmarc_reports::DmarcStore>,
+    pub dmarc: Arc<DmarcReports>,
     /// The SMTP listeners' TLS (STARTTLS and implicit) ...
     tls: tokio_rustls::TlsAcceptor,
     /// ... and the HTTPS host's, which also answers ACME's TLS-ALPN-01;
@@ -67,11 +63,11 @@ pub(crate) struct Context {
     https: tokio_rustls::TlsAcceptor,
     pub(crate) certs: Arc<tls::Certificates>,
     /// The ACME certificate's expiry and failed orders, for /metrics.
-    pub(crate) acme: acme::Status,
+    pub(crate) acme: Arc<portcullis_acme::AcmeStatus>,
     pub sessions: Arc<Semaphore>,
     /// Refused connections, summed up in the log.
-    pub refusals: Arc<refusals::RefusalLog>,
-    /// Set on SIGTERM: sessions finish the message they are sending, then
+    pub refusals: Arc<portcullis_pipeline::RefusalLog>,
+    /// Set on stop: sessions finish the message they are sending, then
     /// are told 421 and closed.
     pub shutdown: tokio::sync::watch::Sender<bool>,
     next_session: AtomicU64,
@@ -79,18 +75,11 @@ pub(crate) struct Context {
 
 impl Context {
     pub(crate) fn config(&self) -> Arc<Config> {
-        self.config
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.config.get()
     }
 
     pub(crate) fn tls(&self) -> tokio_rustls::TlsAcceptor {
         self.tls.clone()
-    }
-
-    pub(crate) fn https(&self) -> tokio_rustls::TlsAcceptor {
-        self.https.clone()
     }
 
     fn session_config(config: &Config, role: ListenerRole) -> Arc<SessionConfig> {
@@ -140,158 +129,311 @@ pub fn verifier(
 /// The Public Suffix List `[dmarc] public_suffix_list` names, or the
 /// built-in copy.
 pub(crate) fn suffix_list(config: &Config) -> anyhow::Result<Arc<portcullis_authn::SuffixList>> {
-    let Some(path) = &config.dmarc.public_suffix_list else {
-        return Ok(portcullis_authn::SuffixList::built_in());
-    };
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("[dmarc] public_suffix_list: cannot read {}", path.display()))?;
-    let list = portcullis_authn::SuffixList::parse(&text)
-        .with_context(|| format!("[dmarc] public_suffix_list: {}", path.display()))?;
-    Ok(Arc::new(list))
+    portcullis_authn::SuffixList::for_config(config).map_err(anyhow::Error::msg)
 }
 
-/// Run the server until SIGINT or SIGTERM; SIGHUP reloads `path`.
-pub async fn serve(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
-    preflight::data_dir_usable(&config.data_dir)?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    // First, before anything in the data directory is read or changed: a
-    // second server on the same directory stops here, whatever its state
-    // backend, and never touches the spool the first one is writing.
-    let _ownership = portcullis_control::claim(&config.data_dir)?;
-    let control_socket = portcullis_control::bind(&config.data_dir)?;
-    use portcullis_control::Job;
-    let (acme_door, acme_asks) = portcullis_control::job_door();
-    let (dmarc_door, dmarc_asks) = portcullis_control::job_door();
-    // A job whose task is off has no door: the CLI is told why.
-    let mut jobs = std::collections::HashMap::new();
-    if config.dmarc.send_reports {
-        jobs.insert(Job::DmarcReports, dmarc_door);
-    }
-    if config.acme.is_some() {
-        jobs.insert(Job::AcmeRenew, acme_door);
-    }
-    let ctx = Arc::new(context(config, path, jobs)?);
-    let config = ctx.config();
-    let mut background = tokio::task::JoinSet::new();
-    background.spawn(portcullis_state::maintain(
-        ctx.inbound.admission.state.clone(),
-    ));
-    background.spawn(ctx.control.clone().serve(control_socket));
-    background.spawn(tls_reports::run(ctx.clone()));
-    background.spawn(dmarc_reports::run(ctx.clone(), dmarc_asks));
-    background.spawn(dkim_rotation::run(ctx.clone()));
-    let every = Duration::from_secs(config.admission.refusal_log_secs);
-    background.spawn(ctx.refusals.clone().run(every));
-    let kernel = kernel_blocklist(&config)?;
-    if let Some(k) = kernel {
-        background.spawn(k.run(ctx.inbound.admission.state.clone()));
-    }
-    background.spawn(ctx.inbound.admission.state.clone().follow_cluster());
-    let mut listeners = tokio::task::JoinSet::new();
-    let mut banner = Vec::new();
-    for l in &config.listeners {
-        for addr in &l.bind {
-            let sock = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} ({} listener)", l.role.name()))?;
-            banner.push(listener_line(l.role, sock.local_addr()?));
-            match l.role {
-                ListenerRole::Policy => {
-                    listeners.spawn(listen::policy_loop(ctx.clone(), sock, l.clone()))
-                }
-                _ => listeners.spawn(listen::accept_loop(ctx.clone(), sock, l.clone())),
-            };
-        }
-    }
-    if let Some(addr) = config.http_bind {
-        let sock = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr} (http)"))?;
-        banner.push(format!("  http         http://{}/", sock.local_addr()?));
-        background.spawn(http::serve(ctx.clone(), sock));
-    }
-    if let Some(addr) = config.mta_sts_bind {
-        let sock = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr} (MTA-STS policy host)"))?;
-        banner.push(format!(
-            "  mta-sts      https://{}/.well-known/mta-sts.txt",
-            sock.local_addr()?
-        ));
-        background.spawn(mta_sts_host::serve(ctx.clone(), sock));
-    }
-    // Every port is bound: root is no longer needed.
-    privileges::drop_to(config.user.as_deref(), &config.data_dir)?;
-    // After the HTTPS host is bound (the CA validates there) and as the
-    // user who owns DATA/acme.
-    background.spawn(acme::run(ctx.clone(), acme_asks));
-    print_banner(&config, &banner);
-    signals::run(&ctx).await;
-    stop(&ctx, listeners, background, config.limits.max_sessions).await;
-    if config.admission.kernel_blocklist {
-        kernel::KernelBlocklist::remove();
-    }
+/// A running server: its listeners and tasks, and the addresses it bound
+/// (a test binds port 0 and reads them here).
+pub struct Server {
+    ctx: Arc<Context>,
+    listeners: tokio::task::JoinSet<()>,
+    background: tokio::task::JoinSet<()>,
+    bound: Vec<(Bound, std::net::SocketAddr)>,
+    /// Held for the server's life: a second server on the same data
+    /// directory stops at start.
+    _ownership: portcullis_control::Ownership,
+}
+
+/// What a bound address serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bound {
+    Smtp(ListenerRole),
+    Http,
+    MtaSts,
+}
+
+/// Run the server until `shutdown` completes, then stop in order. The
+/// binary passes its signals; SIGHUP is [`Server::reload`].
+pub async fn serve(
+    config: Config,
+    path: Option<std::path::PathBuf>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let server = Server::start(config, path).await?;
+    server.print_banner();
+    shutdown.await;
+    server.stop().await;
     Ok(())
 }
 
-/// The kernel's copy of the blocklist, for the mx listeners' ports.
-fn kernel_blocklist(config: &Config) -> anyhow::Result<Option<kernel::KernelBlocklist>> {
-    if !config.admission.kernel_blocklist {
-        return Ok(None);
+impl Server {
+    /// Open every room, bind every listener, start every task, and drop
+    /// to `user`.
+    pub async fn start(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<Server> {
+        preflight::data_dir_usable(&config.data_dir)?;
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("cannot create data directory {}", config.data_dir.display())
+        })?;
+        // First, before anything in the data directory is read or changed:
+        // a second server on the same directory stops here, whatever its
+        // state backend, and never touches the spool the first one writes.
+        let ownership = portcullis_control::claim(&config.data_dir)?;
+        let control_socket = portcullis_control::bind(&config.data_dir)?;
+        let (doors, asks) = job_doors(&config);
+        let ctx = Arc::new(context(config, path, doors)?);
+        let config = ctx.config();
+        let mut server = Server {
+            ctx: ctx.clone(),
+            listeners: tokio::task::JoinSet::new(),
+            background: tokio::task::JoinSet::new(),
+            bound: Vec::new(),
+            _ownership: ownership,
+        };
+        server.start_tasks(&config, control_socket, asks.dmarc, asks.tls)?;
+        server.bind_smtp(&config).await?;
+        server.bind_http(&config).await?;
+        // Every port is bound: root is no longer needed.
+        privileges::drop_to(config.user.as_deref(), &config.data_dir)?;
+        // After the HTTPS host is bound (the CA validates there) and as
+        // the user who owns DATA/acme.
+        if let Some(settings) = config.acme.clone() {
+            let task = portcullis_acme::AcmeTask {
+                settings,
+                data_dir: config.data_dir.clone(),
+                certificate: ctx.certs.clone(),
+                status: ctx.acme.clone(),
+                metrics: ctx.metrics.clone(),
+            };
+            server
+                .background
+                .spawn(portcullis_acme::run_acme(task, asks.acme));
+        }
+        Ok(server)
     }
-    if config.user.is_some() {
-        // After the drop to `user` nft would no longer be allowed.
-        anyhow::bail!(
-            "[admission] kernel_blocklist keeps CAP_NET_ADMIN, which dropping to `user` gives up: run as that user with the capability instead (systemd: User= and AmbientCapabilities=CAP_NET_ADMIN)"
+
+    /// The addresses bound, each with what it serves.
+    pub fn bound(&self) -> &[(Bound, std::net::SocketAddr)] {
+        &self.bound
+    }
+
+    /// The first address serving `what`.
+    pub fn address(&self, what: Bound) -> Option<std::net::SocketAddr> {
+        self.bound.iter().find(|(b, _)| *b == what).map(|(_, a)| *a)
+    }
+
+    /// SIGHUP: read the config file again (or, on the embedded default,
+    /// the certificate files).
+    pub fn reload(&self) {
+        signals::reload(&self.ctx)
+    }
+
+    fn start_tasks(
+        &mut self,
+        config: &Config,
+        control_socket: tokio::net::UnixListener,
+        dmarc_asks: portcullis_reports::RunRequests,
+        tls_asks: portcullis_reports::RunRequests,
+    ) -> anyhow::Result<()> {
+        let ctx = &self.ctx;
+        let bg = &mut self.background;
+        let state = ctx.inbound.admission.state.clone();
+        bg.spawn(portcullis_state::maintain(state.clone()));
+        bg.spawn(ctx.control.clone().serve(control_socket));
+        let outbox = portcullis_reports::Outbox {
+            config: ctx.config.clone(),
+            queue: ctx.queue.clone(),
+            signer: Arc::new(InboundSigner(ctx.inbound.clone())),
+        };
+        bg.spawn(ctx.tls_reports.clone().run(outbox.clone(), tls_asks));
+        bg.spawn(ctx.dmarc.clone().run(outbox, dmarc_asks));
+        bg.spawn(dkim_rotation(ctx.config.clone()));
+        let every = Duration::from_secs(config.admission.refusal_log_secs);
+        bg.spawn(ctx.refusals.clone().run(every));
+        if let Some(k) = portcullis_firewall::KernelBlocklist::from_config(config)? {
+            bg.spawn(k.run(state.clone()));
+        }
+        bg.spawn(state.follow_cluster());
+        Ok(())
+    }
+
+    async fn bind_smtp(&mut self, config: &Config) -> anyhow::Result<()> {
+        for l in &config.listeners {
+            for addr in &l.bind {
+                let sock = TcpListener::bind(addr).await.with_context(|| {
+                    format!("cannot listen on {addr} ({} listener)", l.role.name())
+                })?;
+                self.bound.push((Bound::Smtp(l.role), sock.local_addr()?));
+                let ctx = self.ctx.clone();
+                match l.role {
+                    ListenerRole::Policy => {
+                        self.listeners
+                            .spawn(listen::policy_loop(ctx, sock, l.clone()))
+                    }
+                    _ => self
+                        .listeners
+                        .spawn(listen::accept_loop(ctx, sock, l.clone())),
+                };
+            }
+        }
+        Ok(())
+    }
+
+    async fn bind_http(&mut self, config: &Config) -> anyhow::Result<()> {
+        let http = Arc::new(http_context(&self.ctx, config)?);
+        if let Some(addr) = config.http_bind {
+            let sock = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (http)"))?;
+            self.bound.push((Bound::Http, sock.local_addr()?));
+            self.background
+                .spawn(portcullis_http::serve_site(http.clone(), sock));
+        }
+        if let Some(addr) = config.mta_sts_bind {
+            let sock = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (MTA-STS policy host)"))?;
+            self.bound.push((Bound::MtaSts, sock.local_addr()?));
+            self.background
+                .spawn(portcullis_http::serve_mta_sts(http, sock));
+        }
+        Ok(())
+    }
+
+    /// Stop: no new connections, sessions finish the message they are
+    /// sending, deliveries under way finish, the state and the report
+    /// periods are saved.
+    pub async fn stop(mut self) {
+        let ctx = &self.ctx;
+        info!(
+            event = "shutdown",
+            "stopping: no new connections; sessions finish the message they are sending"
         );
+        self.listeners.shutdown().await;
+        ctx.shutdown.send_replace(true);
+        let config = ctx.config();
+        drain(ctx, config.limits.max_sessions).await;
+        ctx.queue.settle(Duration::from_secs(10)).await;
+        self.background.shutdown().await;
+        if let Err(e) = ctx.inbound.admission.state.maintain() {
+            error!(event = "state_snapshot_failed", error = %e);
+        }
+        if let Err(e) = ctx.dmarc.save() {
+            error!(event = "dmarc_period_save_failed", error = %e);
+        }
+        if let Err(e) = ctx.tls_reports.save() {
+            error!(event = "tls_period_save_failed", error = %e);
+        }
+        if config.admission.kernel_blocklist {
+            portcullis_firewall::KernelBlocklist::remove();
+        }
+        info!(event = "stopped", "accepted mail is safe in the spool");
     }
-    let ports = config
-        .listeners
-        .iter()
-        .filter(|l| l.role == ListenerRole::Mx)
-        .flat_map(|l| l.bind.iter().map(|a| a.port()))
-        .collect();
-    kernel::KernelBlocklist::start(ports).map(Some)
+
+    /// One line per listener, and how to send a first message.
+    pub fn print_banner(&self) {
+        let lines: Vec<String> = self
+            .bound
+            .iter()
+            .map(|(what, addr)| match what {
+                Bound::Smtp(role) => listener_line(*role, *addr),
+                Bound::Http => format!("  http         http://{addr}/"),
+                Bound::MtaSts => {
+                    format!("  mta-sts      https://{addr}/.well-known/mta-sts.txt")
+                }
+            })
+            .collect();
+        print_banner(&self.ctx.config(), &lines);
+    }
 }
 
-/// SIGTERM: no new connections, sessions finish the message they are
-/// sending, deliveries under way finish, the state is saved.
-async fn stop(
-    ctx: &Context,
-    mut listeners: tokio::task::JoinSet<()>,
-    mut background: tokio::task::JoinSet<()>,
-    max_sessions: usize,
-) {
-    info!(
-        event = "shutdown",
-        "stopping: no new connections; sessions finish the message they are sending"
-    );
-    listeners.shutdown().await;
-    ctx.shutdown.send_replace(true);
-    drain(ctx, max_sessions).await;
-    ctx.queue.settle(Duration::from_secs(10)).await;
-    background.shutdown().await;
-    if let Err(e) = ctx.inbound.admission.state.maintain() {
-        error!(event = "state_snapshot_failed", error = %e);
+/// The run-now doors of the jobs whose tasks run (a job whose task is
+/// off has no door: the CLI is told why), and the tasks' ends.
+fn job_doors(config: &Config) -> (HashMap<Job, JobDoor>, JobAsks) {
+    let (acme_door, acme) = portcullis_control::job_door();
+    let (dmarc_door, dmarc) = portcullis_control::job_door();
+    let (tls_door, tls) = portcullis_control::job_door();
+    let mut doors = HashMap::new();
+    if config.dmarc.send_reports {
+        doors.insert(Job::DmarcReports, dmarc_door);
     }
-    if let Err(e) = ctx.dmarc.save() {
-        error!(event = "dmarc_period_save_failed", error = %e);
+    if config.delivery.tls_rpt_interval_secs > 0 {
+        doors.insert(Job::TlsReports, tls_door);
     }
-    info!(event = "stopped", "accepted mail is safe in the spool");
+    if config.acme.is_some() {
+        doors.insert(Job::AcmeRenew, acme_door);
+    }
+    (doors, JobAsks { acme, dmarc, tls })
+}
+
+struct JobAsks {
+    acme: portcullis_reports::RunRequests,
+    dmarc: portcullis_reports::RunRequests,
+    tls: portcullis_reports::RunRequests,
+}
+
+/// Reports are signed with the submission side's DKIM keys.
+struct InboundSigner(Arc<Inbound>);
+
+impl portcullis_reports::ReportSigner for InboundSigner {
+    fn sign(&self, domain: &str, message: &[u8]) -> Result<String, String> {
+        self.0
+            .submission
+            .dkim_keys()
+            .sign(domain, message)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// DKIM rotation every `[submission] dkim_activate_check_secs`, with the
+/// settings in force at each round.
+async fn dkim_rotation(config: LiveConfig) {
+    let c = config.get();
+    let every = c.submission.dkim_activate_check_secs;
+    let Some(resolver) = portcullis_reports::periodic_resolver(&c, every, "dkim activation") else {
+        return;
+    };
+    let day = |n: u32| Duration::from_secs(u64::from(n) * 86_400);
+    let settings = move || {
+        let c = config.get();
+        let s = &c.submission;
+        portcullis_authn::RotationSettings {
+            dir: c.data_dir.join("dkim"),
+            rotate_after: (s.dkim_rotate_days > 0).then(|| day(s.dkim_rotate_days)),
+            retire_after: day(s.dkim_retire_days),
+        }
+    };
+    portcullis_authn::run_rotation(resolver, Duration::from_secs(every), settings).await
+}
+
+/// The HTTP room's handles.
+fn http_context(ctx: &Context, config: &Config) -> anyhow::Result<portcullis_http::HttpContext> {
+    Ok(portcullis_http::HttpContext {
+        config: ctx.config.clone(),
+        queue: ctx.queue.clone(),
+        control: ctx.control.clone(),
+        inbound: ctx.inbound.clone(),
+        metrics: ctx.metrics.clone(),
+        tls_reports: ctx.tls_reports.clone(),
+        acme: ctx.acme.clone(),
+        sessions: ctx.sessions.clone(),
+        admin_token: portcullis_http::admin_token(config)?,
+        https: ctx.https.clone(),
+    })
 }
 
 /// Open every room the config names and wire them together.
 fn context(
     config: Config,
     path: Option<std::path::PathBuf>,
-    jobs: std::collections::HashMap<portcullis_control::Job, portcullis_control::JobDoor>,
+    jobs: HashMap<Job, JobDoor>,
 ) -> anyhow::Result<Context> {
     let (certs, tls, https) = tls::acceptors(&config)?;
     let metrics = Arc::new(portcullis_metrics::Metrics::default());
-    let tls_reports = Arc::new(tls_reports::TlsReports::new(metrics.clone()));
+    let tls_reports = TlsReports::open(&config.data_dir, metrics.clone())
+        .with_context(|| format!("cannot open {}", config.data_dir.join("tlsrpt").display()))?;
+    let tls_reports = Arc::new(tls_reports);
     let queue = open_queue(&config, metrics.clone(), tls_reports.clone())?;
-    let dmarc = dmarc_reports::DmarcStore::open(&config.data_dir)
+    let dmarc = DmarcReports::open(&config.data_dir)
         .with_context(|| format!("cannot open {}", config.data_dir.join("dmarc").display()))?;
     let dmarc = Arc::new(dmarc);
     let mut inbound = inbound(&config, queue.clone(), metrics.clone())?;
@@ -312,7 +454,6 @@ fn context(
     let policy = portcullis_policyd::PolicyService::new(inbound.clone(), Arc::new(config.clone()));
     Ok(Context {
         policy: Arc::new(policy),
-        admin_token: admin::admin_token(&config)?,
         inbound,
         queue,
         control,
@@ -320,13 +461,13 @@ fn context(
         dmarc,
         metrics,
         sessions: Arc::new(Semaphore::new(config.limits.max_sessions)),
-        refusals: Arc::new(refusals::RefusalLog::new(&config.admission)),
-        config: std::sync::RwLock::new(Arc::new(config)),
+        refusals: Arc::new(portcullis_pipeline::RefusalLog::new(&config.admission)),
+        config: LiveConfig::new(config),
         config_path: path,
         tls,
         https,
         certs,
-        acme: acme::Status::default(),
+        acme: Arc::default(),
         shutdown: tokio::sync::watch::Sender::new(false),
         next_session: AtomicU64::new(1),
     })
@@ -373,7 +514,7 @@ fn inbound(
 fn open_queue(
     config: &Config,
     metrics: Arc<portcullis_metrics::Metrics>,
-    tls_reports: Arc<tls_reports::TlsReports>,
+    tls_reports: Arc<TlsReports>,
 ) -> anyhow::Result<Queue> {
     let spool_dir = config.data_dir.join("spool");
     let (spool, pending) = Spool::open(&spool_dir, SpoolOptions::default())
@@ -395,7 +536,7 @@ fn start_queue(
     spool: Spool,
     pending: Vec<portcullis_queue::StoredMessage>,
     metrics: Arc<portcullis_metrics::Metrics>,
-    tls_reports: Arc<tls_reports::TlsReports>,
+    tls_reports: Arc<TlsReports>,
 ) -> anyhow::Result<portcullis_queue::Queue> {
     use portcullis_delivery::{DnsRoutes, Mailboxes, MaildirStore, Router};
     let store = MaildirStore::new(config.data_dir.join("mail"), &config.hostname);
@@ -416,9 +557,12 @@ fn start_queue(
     }
     let mut router = router.with_tls_outcomes(tls_reports);
     if config.dmarc.report_mailbox.is_some() {
-        let store =
-            report_store::ReportStore::open(&config.data_dir, &config.dmarc, metrics.clone())
-                .context("cannot open the report store (DATA/reports)")?;
+        let store = portcullis_reportbox::ReportStore::open(
+            &config.data_dir,
+            &config.dmarc,
+            metrics.clone(),
+        )
+        .context("cannot open the report store (DATA/reports)")?;
         router = router.with_reports(Arc::new(store));
     }
     let settings = portcullis_queue::QueueSettings {
@@ -497,25 +641,5 @@ fn print_banner(config: &Config, lines: &[String]) {
             "It lands in:           {}/mail/{domain}/postmaster/new/",
             config.data_dir.display()
         );
-    }
-}
-
-/// The config's resolver for a periodic task, or None (said in the log)
-/// when the task is off (`every` 0) or no resolver can be made.
-pub(crate) fn periodic_resolver(
-    ctx: &Context,
-    every: u64,
-    task: &'static str,
-) -> Option<portcullis_dns::hickory_resolver::TokioResolver> {
-    if every == 0 {
-        return None;
-    }
-    let c = ctx.config();
-    match portcullis_dns::resolver_without_negative_cache(&c.dns_nameservers, c.dns_timeout) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            tracing::warn!(event = "periodic_task_off", task, error = %e);
-            None
-        }
     }
 }

@@ -1,5 +1,6 @@
-//! Signals: SIGHUP reloads the configuration and the certificates,
-//! SIGTERM and SIGINT stop the server gracefully (the caller drains).
+//! The reload SIGHUP asks for (the binary listens for the signals; a
+//! test calls [`crate::Server::reload`]): the configuration and the
+//! certificates.
 //!
 //! A reload changes what new connections get: limits, classes, policies,
 //! DNS lists, certificates. Listeners, the data directory, the state
@@ -10,33 +11,11 @@
 
 use crate::Context;
 use portcullis_config::Config;
-use std::sync::Arc;
-use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
-/// Wait for a stop signal, reloading on every SIGHUP meanwhile.
-pub(crate) async fn run(ctx: &Context) {
-    let (Ok(mut hup), Ok(mut term)) = (
-        signal(SignalKind::hangup()),
-        signal(SignalKind::terminate()),
-    ) else {
-        error!(
-            event = "signals_unavailable",
-            "cannot install signal handlers; stopping on Ctrl-C only"
-        );
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = hup.recv() => reload(ctx),
-            _ = term.recv() => return,
-            _ = tokio::signal::ctrl_c() => return,
-        }
-    }
-}
-
-fn reload(ctx: &Context) {
+/// SIGHUP's action: read the config file again and put it in force for
+/// new connections (the binary listens for the signal).
+pub(crate) fn reload(ctx: &Context) {
     let Some(path) = &ctx.config_path else {
         // No file to read again, but the certificate is a file: an
         // operator who put a real one in DATA/tls in place of the
@@ -62,7 +41,7 @@ fn reload(ctx: &Context) {
     ctx.inbound
         .admission
         .set_policy(portcullis_admission::Policy::from_config(&new));
-    *ctx.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+    ctx.config.set(new);
     info!(event = "reloaded", path = %path.display(), "new connections use the new configuration");
 }
 

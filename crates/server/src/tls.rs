@@ -57,6 +57,20 @@ impl Certificates {
     }
 }
 
+impl portcullis_acme::ServedCertificate for Certificates {
+    fn challenges(&self) -> Arc<Challenges> {
+        self.challenges.clone()
+    }
+
+    fn load(&self, chain_pem: &[u8], key_pem: &[u8]) -> Result<Arc<CertifiedKey>, String> {
+        from_pem(chain_pem, key_pem).map_err(|e| format!("{e:#}"))
+    }
+
+    fn serve(&self, cert: Arc<CertifiedKey>) {
+        self.set(cert)
+    }
+}
+
 /// One listener's view of the cell: the HTTPS host (port 443) also
 /// answers the ACME validation, the SMTP listeners never do.
 #[derive(Debug)]

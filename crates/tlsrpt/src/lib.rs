@@ -5,7 +5,10 @@
 //! of a `_smtp._tls` TXT record (§3). Recording at delivery, sending the
 //! daily report and `/metrics` live at the edge (`crates/server`).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+mod saved;
+pub use saved::SavedPolicy;
 use std::collections::BTreeMap;
 
 /// §4.3: why a session failed (the subset a sender can tell).
@@ -33,6 +36,23 @@ impl Failure {
             Failure::DnssecInvalid => "dnssec-invalid",
             Failure::StsPolicyFetchError => "sts-policy-fetch-error",
         }
+    }
+
+    /// The failure `name` spells, as [`Failure::name`] gives it.
+    pub fn from_name(name: &str) -> Option<Failure> {
+        use Failure::*;
+        [
+            StarttlsNotSupported,
+            CertificateHostMismatch,
+            CertificateExpired,
+            CertificateNotTrusted,
+            ValidationFailure,
+            TlsaInvalid,
+            DnssecInvalid,
+            StsPolicyFetchError,
+        ]
+        .into_iter()
+        .find(|f| f.name() == name)
     }
 
     /// What a TLS handshake error says, by rustls' wording.
@@ -73,7 +93,8 @@ pub struct PolicyCounts {
 }
 
 /// One reporting period's counts.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "Vec<SavedPolicy>", from = "Vec<SavedPolicy>")]
 pub struct Counts {
     pub by_policy: BTreeMap<PolicyKey, PolicyCounts>,
 }

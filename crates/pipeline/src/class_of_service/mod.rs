@@ -19,8 +19,10 @@ use tracing::{info, warn};
 mod connect;
 mod escalate;
 mod greylist;
+mod refusals;
 
 pub use connect::{Refusal, RefusalCause};
+pub use refusals::RefusalLog;
 
 /// What all connections share.
 pub struct ClassOfService {

@@ -1,39 +1,49 @@
-//! SMTP TLS Reporting (RFC 8460) at the edge: the router tells us each
-//! session held to an MTA-STS or DANE policy; we count it for `/metrics`
+//! SMTP TLS Reporting (RFC 8460): the router tells us each session held
+//! to an MTA-STS or DANE policy; we count it for `/metrics`
 //! (`portcullis_tls_sessions_total{policy_domain,result}`) and for the
-//! period's report, and every `[delivery] tls_rpt_interval_secs` (a day)
-//! send each policy domain we delivered to its report: JSON, gzip,
-//! DKIM-signed, to the `mailto:` of its `_smtp._tls` record (§5.3).
+//! period's report (`period.rs`, saved in `DATA/tlsrpt/`), and every
+//! `[delivery] tls_rpt_interval_secs` (a day, ending at 00:00 UTC) or on
+//! `portcullis tls-reports send`, each policy domain we delivered to gets
+//! its report: JSON, gzip, DKIM-signed, to the `mailto:` of its `_smtp._tls` record (§5.3).
 //! Domains we never delivered to get nothing; a domain without a record
 //! gets nothing.
 
-use crate::Context;
-use crate::report_mail::ReportMail;
-use portcullis_config::clock::now_secs;
+use crate::mail::ReportMail;
+use crate::period::{Answer, RunRequests, SavedPeriod, run_periods};
+use crate::{Outbox, periodic_resolver};
+use portcullis_config::clock::{iso8601, now_secs};
+use portcullis_dns::hickory_resolver::TokioResolver;
 use portcullis_metrics::{Counter, Metrics};
 use portcullis_tlsrpt::{Counts, Failure, PolicyKey, Reporter};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::path::Path;
+use std::sync::Arc;
 use tracing::{info, warn};
 
-pub(crate) struct TlsReports {
-    counts: Mutex<(u64, Counts)>,
+/// Sessions held to MTA-STS or DANE this period, saved in `DATA/tlsrpt`.
+pub struct TlsReports {
+    period: SavedPeriod<Counts>,
     metrics: Arc<Metrics>,
 }
 
 impl TlsReports {
-    pub(crate) fn new(metrics: Arc<Metrics>) -> TlsReports {
-        TlsReports {
-            counts: Mutex::new((now_secs(), Counts::default())),
+    /// The store with the period saved last in `DATA/tlsrpt`.
+    pub fn open(data_dir: &Path, metrics: Arc<Metrics>) -> std::io::Result<TlsReports> {
+        Ok(TlsReports {
+            period: SavedPeriod::open(&data_dir.join("tlsrpt"))?,
             metrics,
-        }
+        })
+    }
+
+    /// Write the period so far (at stop, and every minute).
+    pub fn save(&self) -> std::io::Result<()> {
+        self.period.save()
     }
 
     /// This period's sessions per policy, for the dashboard.
-    pub(crate) fn snapshot(&self) -> serde_json::Value {
-        let g = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        let rows: Vec<serde_json::Value> =
-            g.1.by_policy
+    pub fn snapshot(&self) -> serde_json::Value {
+        self.period.read(|since, counts| {
+            let rows: Vec<serde_json::Value> = counts
+                .by_policy
                 .iter()
                 .map(|(k, c)| {
                     serde_json::json!({
@@ -47,13 +57,23 @@ impl TlsReports {
                     })
                 })
                 .collect();
-        serde_json::json!({ "since": g.0, "policies": rows })
+            serde_json::json!({ "since": since, "policies": rows })
+        })
     }
 
-    /// The period so far, and a fresh one begun.
-    fn take(&self) -> (u64, Counts) {
-        let mut g = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        std::mem::replace(&mut *g, (now_secs(), Counts::default()))
+    /// End a period every `[delivery] tls_rpt_interval_secs` on the
+    /// boundary (0: never), or when asked (`Job::TlsReports`).
+    pub async fn run(self: Arc<Self>, outbox: Outbox, asked: RunRequests) {
+        let config = outbox.config.get();
+        let every = config.delivery.tls_rpt_interval_secs;
+        let Some(resolver) = periodic_resolver(&config, every, "tls reports") else {
+            return;
+        };
+        let save = || self.save();
+        run_periods(every, asked, save, "tlsrpt", || {
+            send_period(&self, &outbox, &resolver)
+        })
+        .await;
     }
 }
 
@@ -70,42 +90,42 @@ impl portcullis_delivery::TlsOutcomes for TlsReports {
                 ("result", result),
             ],
         );
-        let mut g = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        match outcome {
-            Ok(()) => g.1.success(policy, mx),
-            Err(f) => g.1.failure(policy, mx, f),
-        }
+        self.period.update(|c| match outcome {
+            Ok(()) => c.success(policy, mx),
+            Err(f) => c.failure(policy, mx, f),
+        });
     }
 }
 
-/// Send the period's reports every `tls_rpt_interval_secs` (0: never).
-pub(crate) async fn run(ctx: Arc<Context>) {
-    let every = ctx.config().delivery.tls_rpt_interval_secs;
-    let Some(resolver) = crate::periodic_resolver(&ctx, every, "tls reports") else {
-        return;
-    };
-    loop {
-        tokio::time::sleep(Duration::from_secs(every)).await;
-        let (start, counts) = ctx.tls_reports.take();
-        for domain in counts.domains() {
-            if let Err(e) = send(&ctx, &resolver, &counts, &domain, start).await {
-                warn!(event = "tls_report_failed", domain = %domain, error = %e);
+/// End the period and send each policy domain its report; the answer
+/// lists what was sent and what was not, and why.
+async fn send_period(store: &TlsReports, outbox: &Outbox, resolver: &TokioResolver) -> Answer {
+    let (start, counts) = store.period.take().map_err(|e| e.to_string())?;
+    let mut sent = Vec::new();
+    let mut skipped = Vec::new();
+    for domain in counts.domains() {
+        match send(outbox, resolver, &counts, &domain, start).await {
+            Ok(to) => sent.push(serde_json::json!({ "domain": domain, "to": to })),
+            Err(why) => {
+                warn!(event = "tls_report_failed", domain = %domain, error = %why);
+                skipped.push(serde_json::json!({ "domain": domain, "reason": why }));
             }
         }
     }
+    Ok(serde_json::json!({ "begin": start, "sent": sent, "skipped": skipped }))
 }
 
 async fn send(
-    ctx: &Context,
-    resolver: &portcullis_dns::hickory_resolver::TokioResolver,
+    outbox: &Outbox,
+    resolver: &TokioResolver,
     counts: &Counts,
     domain: &str,
     start: u64,
-) -> Result<(), String> {
+) -> Result<Vec<String>, String> {
     let rua = rua(resolver, domain)
         .await
         .ok_or("no TLS-RPT record with a mailto: rua")?;
-    let config = ctx.config();
+    let config = outbox.config.get();
     let from = config.delivery.tls_rpt_from.clone().unwrap_or_else(|| {
         format!(
             "postmaster@{}",
@@ -115,11 +135,8 @@ async fn send(
                 .map_or("localhost", String::as_str)
         )
     });
-    let id = ctx.queue.new_id();
-    let (begin, end) = (
-        portcullis_pipeline::trace::iso8601(start),
-        portcullis_pipeline::trace::iso8601(now_secs()),
-    );
+    let id = outbox.queue.new_id();
+    let (begin, end) = (iso8601(start), iso8601(now_secs()));
     let who = Reporter {
         organization: &config.hostname,
         contact: &from,
@@ -150,17 +167,14 @@ async fn send(
         filename: format!("{submitter}!{domain}!{begin}!{end}!{id}.json.gz"),
         payload: json.as_bytes(),
     }
-    .send(ctx)
+    .send(outbox)
     .await?;
     info!(event = "tls_report_queued", id = %id, domain = %domain, to = %rua.join(","));
-    Ok(())
+    Ok(rua)
 }
 
 /// The `mailto:` addresses of `_smtp._tls.DOMAIN`.
-async fn rua(
-    resolver: &portcullis_dns::hickory_resolver::TokioResolver,
-    domain: &str,
-) -> Option<Vec<String>> {
+async fn rua(resolver: &TokioResolver, domain: &str) -> Option<Vec<String>> {
     let texts = portcullis_dns::txt_records(resolver, &format!("_smtp._tls.{domain}.")).await;
     texts
         .iter()

@@ -1,6 +1,7 @@
-//! The report mailbox's store: the router hands over each message for
-//! `[dmarc] report_mailbox` once it is durable in the spool; it is read
-//! by `portcullis-reportbox` (off the async threads) and kept under
+//! The report mailbox's store, the one part of this crate that writes
+//! files: the router hands over each message for `[dmarc]
+//! report_mailbox` once it is durable in the spool; it is read by the
+//! plain logic beside this file (off the async threads) and kept under
 //! `DATA/reports/`:
 //!
 //! * a report: `<id>.eml` (the message as received, for the operator or
@@ -15,10 +16,10 @@
 //! this copy must survive a crash. `<id>` is the queue id, so a message
 //! delivered again after a crash overwrites its own files.
 
+use crate::{Limits, Summary};
 use portcullis_config::clock::now_secs;
 use portcullis_delivery::{BoxFuture, Parcel, ReportIntake};
 use portcullis_metrics::{Counter, Metrics};
-use portcullis_reportbox::{Limits, Summary};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,18 +32,18 @@ const MAX_LISTED: usize = 200;
 const MAX_SUMMARY_BYTES: u64 = 8 * 1024 * 1024;
 
 #[derive(Clone)]
-pub(crate) struct ReportStore {
+pub struct ReportStore {
     dir: PathBuf,
     limits: Limits,
     metrics: Arc<Metrics>,
 }
 
-pub(crate) fn reports_dir(data_dir: &Path) -> PathBuf {
+pub fn reports_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("reports")
 }
 
 impl ReportStore {
-    pub(crate) fn open(
+    pub fn open(
         data_dir: &Path,
         d: &portcullis_config::DmarcSettings,
         metrics: Arc<Metrics>,
@@ -68,15 +69,14 @@ impl ReportStore {
         // stranger's bytes: should it ever panic, the message is still
         // set aside and the server carries on.
         let limits = self.limits;
-        let read =
-            match std::panic::catch_unwind(|| portcullis_reportbox::read_message(data, limits)) {
-                Ok(r) => r.map_err(|e| (e.to_string(), e.code(), e.kind())),
-                Err(_) => Err((
-                    "the report reader failed on this message".into(),
-                    "reader_failed",
-                    "unknown",
-                )),
-            };
+        let read = match std::panic::catch_unwind(|| crate::read_message(data, limits)) {
+            Ok(r) => r.map_err(|e| (e.to_string(), e.code(), e.kind())),
+            Err(_) => Err((
+                "the report reader failed on this message".into(),
+                "reader_failed",
+                "unknown",
+            )),
+        };
         match read {
             Ok(summary) => {
                 let record = json!({
@@ -175,7 +175,7 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 /// What `GET /api/reports` answers: the newest reports, DMARC and TLS
 /// apart, and the messages set aside with their reasons.
-pub(crate) fn list(data_dir: &Path) -> std::io::Result<Value> {
+pub fn list(data_dir: &Path) -> std::io::Result<Value> {
     let dir = reports_dir(data_dir);
     let (mut dmarc, mut tls) = (Vec::new(), Vec::new());
     for path in newest(&dir, "json")? {

@@ -1,7 +1,6 @@
-//! DMARC aggregate reports (RFC 7489 §7.2) at the edge: each accepted
-//! message's observation is counted into the period in memory, saved to
-//! `DATA/dmarc/period.json` every minute (a crash loses at most that
-//! minute of report rows, never mail); every `[dmarc]
+//! DMARC aggregate reports (RFC 7489 §7.2): each accepted message's
+//! observation is counted into the period (`period.rs`, saved in
+//! `DATA/dmarc/`); every `[dmarc]
 //! report_interval_secs` (a day), or when the operator runs `portcullis
 //! dmarc-reports send`, the period ends and each domain
 //! `portcullis_dmarcrpt::plan` allows gets its report: XML, gzip'd,
@@ -9,78 +8,36 @@
 //! Which domains get one, and how often, is the plain logic's decision.
 //! The ledger of reports sent (`ledger.json`) outlives restarts.
 
-use crate::Context;
-use crate::report_mail::ReportMail;
+use crate::mail::ReportMail;
+use crate::period::{Answer, RunRequests, SavedPeriod, run_periods};
+use crate::{Outbox, periodic_resolver};
 use portcullis_config::clock::now_secs;
 use portcullis_dmarcrpt::{Destination, DomainPeriod, Ledger, Period, Reporter};
-use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use portcullis_dns::hickory_resolver::TokioResolver;
+use std::path::Path;
+use std::sync::Arc;
 use tracing::{info, warn};
 
-type Answer = Result<serde_json::Value, String>;
-
-/// Requests to end the period now (`Job::DmarcReports`), each with where
-/// to send the answer.
-pub(crate) type RunRequests = mpsc::Receiver<oneshot::Sender<Answer>>;
-
-/// The period so far, as saved: when it began and its rows.
-#[derive(Default, Serialize, Deserialize)]
-struct Saved {
-    since: u64,
-    period: Period,
+/// The period's observations, and the ledger of reports sent.
+pub struct DmarcReports {
+    period: SavedPeriod<Period>,
 }
 
-/// The period's observations, and the way to end a period now.
-pub(crate) struct DmarcStore {
-    dir: PathBuf,
-    current: Mutex<Saved>,
-}
-
-impl DmarcStore {
-    /// The store with the period saved last.
-    pub(crate) fn open(data_dir: &Path) -> std::io::Result<DmarcStore> {
-        let dir = data_dir.join("dmarc");
-        std::fs::create_dir_all(&dir)?;
-        let saved = std::fs::read(dir.join("period.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Saved>(&b).ok())
-            .unwrap_or(Saved {
-                since: now_secs(),
-                period: Period::default(),
-            });
-        Ok(DmarcStore {
-            dir,
-            current: Mutex::new(saved),
+impl DmarcReports {
+    /// The store with the period saved last in `DATA/dmarc`.
+    pub fn open(data_dir: &Path) -> std::io::Result<DmarcReports> {
+        Ok(DmarcReports {
+            period: SavedPeriod::open(&data_dir.join("dmarc"))?,
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Saved> {
-        self.current.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Write the period so far (atomically: a crash leaves the old or
-    /// the new file, never half of one).
-    pub(crate) fn save(&self) -> std::io::Result<()> {
-        let bytes = serde_json::to_vec(&*self.lock()).map_err(std::io::Error::other)?;
-        portcullis_state::write_atomically(&self.dir.join("period.json"), &bytes)
-    }
-
-    /// End the period: its start and its rows; a new one begins.
-    fn take_period(&self) -> std::io::Result<(u64, Period)> {
-        let fresh = Saved {
-            since: now_secs(),
-            period: Period::default(),
-        };
-        let old = std::mem::replace(&mut *self.lock(), fresh);
-        self.save()?;
-        Ok((old.since, old.period))
+    /// Write the period so far (at stop, and every minute).
+    pub fn save(&self) -> std::io::Result<()> {
+        self.period.save()
     }
 
     fn ledger(&self) -> Ledger {
-        std::fs::read(self.dir.join("ledger.json"))
+        std::fs::read(self.period.dir().join("ledger.json"))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default()
@@ -88,66 +45,46 @@ impl DmarcStore {
 
     fn save_ledger(&self, ledger: &Ledger) -> std::io::Result<()> {
         let bytes = serde_json::to_vec(ledger).map_err(std::io::Error::other)?;
-        portcullis_state::write_atomically(&self.dir.join("ledger.json"), &bytes)
+        portcullis_state::write_atomically(&self.period.dir().join("ledger.json"), &bytes)
     }
-}
 
-impl portcullis_pipeline::DmarcObservations for DmarcStore {
-    fn observe(&self, o: &portcullis_dmarcrpt::Observation) {
-        self.lock().period.add(o);
-    }
-}
-
-/// End a period every `report_interval_secs`, or when asked.
-pub(crate) async fn run(ctx: Arc<Context>, mut asked: RunRequests) {
-    let every = ctx.config().dmarc.report_interval_secs;
-    let sending = ctx.config().dmarc.send_reports;
-    let resolver = crate::periodic_resolver(&ctx, every, "dmarc reports");
-    let (Some(resolver), true) = (resolver, sending) else {
-        return;
-    };
-    let psl = match crate::suffix_list(&ctx.config()) {
-        Ok(p) => p,
-        Err(e) => return warn!(event = "periodic_task_off", task = "dmarc reports", error = %e),
-    };
-    // §7.2: "Report generators SHOULD ... adhere to hour boundaries":
-    // periods end on multiples of the interval since the epoch (a daily
-    // report at 00:00 UTC).
-    let to_boundary = every - now_secs() % every;
-    let first = tokio::time::Instant::now() + Duration::from_secs(to_boundary);
-    let mut tick = tokio::time::interval_at(first, Duration::from_secs(every));
-    let mut save = tokio::time::interval(Duration::from_secs(60));
-    loop {
-        let reply = tokio::select! {
-            _ = tick.tick() => None,
-            Some(r) = asked.recv() => Some(r),
-            _ = save.tick() => {
-                if let Err(e) = ctx.dmarc.save() {
-                    warn!(event = "dmarc_period_save_failed", error = %e);
-                }
-                continue;
-            }
+    /// End a period every `report_interval_secs`, or when asked
+    /// (`Job::DmarcReports`).
+    pub async fn run(self: Arc<Self>, outbox: Outbox, asked: RunRequests) {
+        let config = outbox.config.get();
+        let every = config.dmarc.report_interval_secs;
+        let resolver = periodic_resolver(&config, every, "dmarc reports");
+        let (Some(resolver), true) = (resolver, config.dmarc.send_reports) else {
+            return;
         };
-        let answer = send_period(&ctx, &resolver, &psl).await;
-        if let Err(e) = &answer {
-            warn!(event = "dmarc_reports_failed", error = %e);
-        }
-        if let Some(r) = reply {
-            let _ = r.send(answer);
-        }
+        let psl = match portcullis_authn::SuffixList::for_config(&config) {
+            Ok(p) => p,
+            Err(e) => return warn!(event = "periodic_task_off", task = "dmarc reports", error = %e),
+        };
+        let save = || self.save();
+        run_periods(every, asked, save, "dmarc", || {
+            send_period(&self, &outbox, &resolver, &psl)
+        })
+        .await;
+    }
+}
+
+impl portcullis_pipeline::DmarcObservations for DmarcReports {
+    fn observe(&self, o: &portcullis_dmarcrpt::Observation) {
+        self.period.update(|p| p.add(o));
     }
 }
 
 /// End the period and send what the plan allows; the answer lists what
 /// was sent and what was not, and why.
 async fn send_period(
-    ctx: &Context,
-    resolver: &portcullis_dns::hickory_resolver::TokioResolver,
+    store: &DmarcReports,
+    outbox: &Outbox,
+    resolver: &TokioResolver,
     psl: &portcullis_authn::SuffixList,
 ) -> Answer {
-    let store = &ctx.dmarc;
-    let (begin, period) = store.take_period().map_err(|e| e.to_string())?;
-    let config = ctx.config();
+    let (begin, period) = store.period.take().map_err(|e| e.to_string())?;
+    let config = outbox.config.get();
     let day = now_secs() / 86_400;
     let mut ledger = store.ledger();
     let s = &config.dmarc;
@@ -161,7 +98,16 @@ async fn send_period(
     let mut sent = Vec::new();
     for domain in &plan.send {
         let org = |d: &str| psl.organizational_domain(d).unwrap_or_else(|| d.to_owned());
-        match send_one(ctx, resolver, domain, &period.domains[domain], begin, org).await {
+        match send_one(
+            outbox,
+            resolver,
+            domain,
+            &period.domains[domain],
+            begin,
+            org,
+        )
+        .await
+        {
             Ok(to) => {
                 info!(event = "dmarc_report_queued", domain = %domain, to = %to.join(","));
                 ledger.sent(domain, day);
@@ -185,21 +131,21 @@ async fn send_period(
 /// One domain's report to the destinations that take it; the addresses
 /// it went to.
 async fn send_one(
-    ctx: &Context,
-    resolver: &portcullis_dns::hickory_resolver::TokioResolver,
+    outbox: &Outbox,
+    resolver: &TokioResolver,
     domain: &str,
     period: &DomainPeriod,
     begin: u64,
     org: impl Fn(&str) -> String,
 ) -> Result<Vec<String>, String> {
-    let config = ctx.config();
+    let config = outbox.config.get();
     let from = report_from(&config);
     let org_name = config
         .dmarc
         .report_org_name
         .as_deref()
         .unwrap_or(&config.hostname);
-    let id = ctx.queue.new_id();
+    let id = outbox.queue.new_id();
     let end = now_secs();
     let who = Reporter {
         org_name,
@@ -239,7 +185,7 @@ async fn send_one(
         filename: format!("{receiver}!{domain}!{begin}!{end}.xml.gz"),
         payload: xml.as_bytes(),
     }
-    .send(ctx)
+    .send(outbox)
     .await?;
     Ok(to)
 }
@@ -248,7 +194,7 @@ async fn send_one(
 /// it; §6.2: a size limit the report exceeds (compressed, it is smaller
 /// still, so the XML length errs on the safe side) rules it out.
 async fn accepts(
-    resolver: &portcullis_dns::hickory_resolver::TokioResolver,
+    resolver: &TokioResolver,
     dest: &Destination,
     domain: &str,
     org: &impl Fn(&str) -> String,

@@ -4,8 +4,8 @@
 //! once, and the rest are summed up in one line per cause, class and
 //! wide range at the end of the period. The counts are in `/metrics`.
 
+use crate::Refusal;
 use portcullis_config::Cidr;
-use portcullis_pipeline::Refusal;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -23,7 +23,7 @@ struct Tally {
 
 type Key = (&'static str, String, Cidr);
 
-pub(crate) struct RefusalLog {
+pub struct RefusalLog {
     period: Mutex<HashMap<Key, Tally>>,
     /// Widest ranges a line speaks for (the escalation ceilings).
     v6_prefix: u8,
@@ -31,7 +31,7 @@ pub(crate) struct RefusalLog {
 }
 
 impl RefusalLog {
-    pub(crate) fn new(admission: &portcullis_config::Admission) -> RefusalLog {
+    pub fn new(admission: &portcullis_config::Admission) -> RefusalLog {
         RefusalLog {
             period: Mutex::default(),
             v6_prefix: admission.escalate_ipv6_ceiling,
@@ -39,7 +39,7 @@ impl RefusalLog {
         }
     }
 
-    pub(crate) fn note(&self, r: &Refusal, peer: IpAddr) {
+    pub fn note(&self, r: &Refusal, peer: IpAddr) {
         let wide_prefix = if r.range.is_ipv4() {
             self.v4_prefix
         } else {
@@ -70,7 +70,7 @@ impl RefusalLog {
     }
 
     /// Every `every`, one line per cause, class and wide range.
-    pub(crate) async fn run(self: std::sync::Arc<Self>, every: Duration) {
+    pub async fn run(self: std::sync::Arc<Self>, every: Duration) {
         let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
         tick.tick().await;
         loop {

@@ -52,7 +52,7 @@ pub(crate) fn routes() -> Router<Arc<Context>> {
 }
 
 /// The token, from config or from the data dir (made on first start).
-pub(crate) fn admin_token(config: &Config) -> anyhow::Result<String> {
+pub fn admin_token(config: &Config) -> anyhow::Result<String> {
     if let Some(t) = &config.admin_token {
         return Ok(t.clone());
     }
@@ -510,7 +510,7 @@ fn queue_row(dir: &std::path::Path, m: &portcullis_queue::StoredMessage) -> serd
 /// report_mailbox`, and the messages set aside with their reasons.
 async fn reports(_: Admin, State(ctx): State<Arc<Context>>) -> ApiResult {
     let dir = ctx.config().data_dir.clone();
-    let listed = tokio::task::spawn_blocking(move || crate::report_store::list(&dir))
+    let listed = tokio::task::spawn_blocking(move || portcullis_reportbox::list_stored(&dir))
         .await
         .map_err(internal)?;
     listed.map(Json).map_err(internal)

@@ -3,14 +3,16 @@
 //! the operator asks (`portcullis acme renew`, over the control socket),
 //! and swap it into every listener. A failed order keeps the certificate
 //! in use, is logged with its reason, counted, and retried with backoff.
-//! The protocol is `portcullis-acme`'s; this is only the clock and the
-//! wiring.
+//! The protocol is `issue.rs`'s and the timing `schedule.rs`'s; this is
+//! only the clock and the handles. The listeners' certificate cell is the
+//! caller's, reached through [`ServedCertificate`].
 
-use crate::Context;
-use portcullis_acme::schedule::{self, Backoff};
-use portcullis_acme::{Issuer, Store, Validity};
+use crate::schedule::{self, Backoff};
+use crate::{Challenges, Issuer, Store, Validity};
 use portcullis_config::AcmeSettings;
-use portcullis_metrics::Counter;
+use portcullis_metrics::{Counter, Metrics};
+use rustls::sign::CertifiedKey;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, oneshot};
@@ -26,9 +28,29 @@ const LONGEST_SLEEP: Duration = Duration::from_secs(3600);
 
 type Reply = oneshot::Sender<Result<serde_json::Value, String>>;
 
+/// The certificate the listeners serve, as the ACME task sees it.
+pub trait ServedCertificate: Send + Sync {
+    /// The TLS-ALPN-01 answers the HTTPS host gives while an order is
+    /// validated.
+    fn challenges(&self) -> Arc<Challenges>;
+    /// Load a PEM chain and key as the listeners would, or say why not.
+    fn load(&self, chain_pem: &[u8], key_pem: &[u8]) -> Result<Arc<CertifiedKey>, String>;
+    /// Serve `cert` to new handshakes from now on.
+    fn serve(&self, cert: Arc<CertifiedKey>);
+}
+
+/// What the task works with, made by the server at start.
+pub struct AcmeTask {
+    pub settings: AcmeSettings,
+    pub data_dir: PathBuf,
+    pub certificate: Arc<dyn ServedCertificate>,
+    pub status: Arc<Status>,
+    pub metrics: Arc<Metrics>,
+}
+
 /// What `/metrics` shows of the certificate.
 #[derive(Default)]
-pub(crate) struct Status {
+pub struct Status {
     inner: Mutex<StatusInner>,
 }
 
@@ -41,7 +63,7 @@ struct StatusInner {
 impl Status {
     /// (seconds until the served ACME certificate expires, failed orders
     /// in a row), or None before any ACME certificate.
-    pub(crate) fn gauges(&self, now: SystemTime) -> Option<(u64, u64)> {
+    pub fn gauges(&self, now: SystemTime) -> Option<(u64, u64)> {
         let s = *self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let left = s
             .not_after?
@@ -59,12 +81,10 @@ impl Status {
     }
 }
 
-pub(crate) async fn run(ctx: Arc<Context>, mut asks: mpsc::Receiver<Reply>) {
-    let config = ctx.config();
-    let Some(settings) = config.acme.clone() else {
-        return;
-    };
-    let store = Store::new(&config.data_dir);
+/// Order at start when due, then on schedule or when asked.
+pub async fn run(ctx: AcmeTask, mut asks: mpsc::Receiver<Reply>) {
+    let settings = ctx.settings.clone();
+    let store = Store::new(&ctx.data_dir);
     let issuer = issuer(&settings);
     let backoff = Backoff {
         first: Duration::from_secs(settings.retry_secs),
@@ -72,10 +92,10 @@ pub(crate) async fn run(ctx: Arc<Context>, mut asks: mpsc::Receiver<Reply>) {
     };
     // A certificate ordered for other names (the config changed) is due
     // at once, not in two months.
-    let mut current =
-        stored_validity(&store).filter(|_| store.names() == Some(issuer.domains.clone()));
+    let mut current = stored_validity(&store, &*ctx.certificate)
+        .filter(|_| store.names() == Some(issuer.domains.clone()));
     let mut failures = 0;
-    ctx.acme.set(current.map(|v| v.not_after), failures);
+    ctx.status.set(current.map(|v| v.not_after), failures);
     loop {
         let due = schedule::next_attempt(SystemTime::now(), current, failures, backoff);
         let wait = due
@@ -126,7 +146,7 @@ pub(crate) async fn run(ctx: Arc<Context>, mut asks: mpsc::Receiver<Reply>) {
                 Err(why)
             }
         };
-        ctx.acme.set(current.map(|v| v.not_after), failures);
+        ctx.status.set(current.map(|v| v.not_after), failures);
         if let Some(r) = reply {
             let _ = r.send(told);
         }
@@ -134,33 +154,32 @@ pub(crate) async fn run(ctx: Arc<Context>, mut asks: mpsc::Receiver<Reply>) {
 }
 
 /// One order; on success the certificate is stored and then served.
-async fn attempt(ctx: &Context, issuer: &Issuer, store: &Store) -> Result<Validity, String> {
-    let challenges = ctx.certs.challenges.clone();
-    let obtained = tokio::time::timeout(
-        ATTEMPT_TIMEOUT,
-        portcullis_acme::obtain(issuer, store, &challenges),
-    )
-    .await
-    .map_err(|_| {
-        format!(
-            "no certificate within {} seconds",
-            ATTEMPT_TIMEOUT.as_secs()
-        )
-    })?
-    .map_err(|e| causes(&e))?;
+async fn attempt(ctx: &AcmeTask, issuer: &Issuer, store: &Store) -> Result<Validity, String> {
+    let challenges = ctx.certificate.challenges();
+    let obtained = tokio::time::timeout(ATTEMPT_TIMEOUT, crate::obtain(issuer, store, &challenges))
+        .await
+        .map_err(|_| {
+            format!(
+                "no certificate within {} seconds",
+                ATTEMPT_TIMEOUT.as_secs()
+            )
+        })?
+        .map_err(|e| causes(&e))?;
     // Checked before it is stored: a chain that does not load must not
     // replace one that does.
-    let served = crate::tls::from_pem(obtained.chain_pem.as_bytes(), obtained.key_pem.as_bytes())
-        .map_err(|e| format!("the CA's certificate is not usable: {e:#}"))?;
+    let served = ctx
+        .certificate
+        .load(obtained.chain_pem.as_bytes(), obtained.key_pem.as_bytes())
+        .map_err(|e| format!("the CA's certificate is not usable: {e}"))?;
     let validity = served
         .cert
         .first()
-        .and_then(|leaf| portcullis_acme::validity(leaf))
+        .and_then(|leaf| crate::validity(leaf))
         .ok_or("the CA's certificate has no readable validity")?;
     store
         .save(&obtained, &issuer.domains)
         .map_err(|e| e.to_string())?;
-    ctx.certs.set(served);
+    ctx.certificate.serve(served);
     Ok(validity)
 }
 
@@ -181,11 +200,12 @@ fn causes(e: &dyn std::error::Error) -> String {
 }
 
 /// The validity of the certificate kept from before, if any.
-fn stored_validity(store: &Store) -> Option<Validity> {
+fn stored_validity(store: &Store, certificate: &dyn ServedCertificate) -> Option<Validity> {
     let stored = store.load().ok()??;
-    let served =
-        crate::tls::from_pem(stored.chain_pem.as_bytes(), stored.key_pem.as_bytes()).ok()?;
-    portcullis_acme::validity(served.cert.first()?)
+    let served = certificate
+        .load(stored.chain_pem.as_bytes(), stored.key_pem.as_bytes())
+        .ok()?;
+    crate::validity(served.cert.first()?)
 }
 
 fn issuer(s: &AcmeSettings) -> Issuer {

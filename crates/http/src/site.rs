@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
-pub(crate) async fn serve(ctx: Arc<Context>, sock: TcpListener) {
+pub async fn serve(ctx: Arc<Context>, sock: TcpListener) {
     let app = Router::new()
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))

@@ -7,10 +7,13 @@
 //! sync replaces the sets in one nft transaction, with each element's
 //! remaining time as its timeout. The table goes away when the server
 //! stops.
+//!
+//! This crate only mirrors the blocklist into the kernel: which ranges are
+//! blocked, and for how long, is the class of service's decision.
 
 use anyhow::{Context as _, bail};
 use portcullis_admission::BlockEntry;
-use portcullis_config::Cidr;
+use portcullis_config::{Cidr, Config, ListenerRole};
 use portcullis_state::Store;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
@@ -21,14 +24,35 @@ const TABLE: &str = "portcullis";
 /// A sync also runs this often, for changes a node may have missed.
 const RESYNC: Duration = Duration::from_secs(30);
 
-pub(crate) struct KernelBlocklist {
+pub struct KernelBlocklist {
     /// The mx listeners' ports: only they are filtered.
     ports: Vec<u16>,
 }
 
 impl KernelBlocklist {
+    /// The kernel's copy of the blocklist for the mx listeners' ports, when
+    /// `[admission] kernel_blocklist` asks for it.
+    pub fn from_config(config: &Config) -> anyhow::Result<Option<KernelBlocklist>> {
+        if !config.admission.kernel_blocklist {
+            return Ok(None);
+        }
+        if config.user.is_some() {
+            // After the drop to `user` nft would no longer be allowed.
+            bail!(
+                "[admission] kernel_blocklist keeps CAP_NET_ADMIN, which dropping to `user` gives up: run as that user with the capability instead (systemd: User= and AmbientCapabilities=CAP_NET_ADMIN)"
+            );
+        }
+        let ports = config
+            .listeners
+            .iter()
+            .filter(|l| l.role == ListenerRole::Mx)
+            .flat_map(|l| l.bind.iter().map(|a| a.port()))
+            .collect();
+        KernelBlocklist::start(ports).map(Some)
+    }
+
     /// Create the table, or refuse to start with the reason.
-    pub(crate) fn start(ports: Vec<u16>) -> anyhow::Result<KernelBlocklist> {
+    pub fn start(ports: Vec<u16>) -> anyhow::Result<KernelBlocklist> {
         let k = KernelBlocklist { ports };
         Command::new("nft").arg("--version").output().context(
             "[admission] kernel_blocklist needs the nft command (Debian package nftables)",
@@ -58,7 +82,7 @@ impl KernelBlocklist {
     }
 
     /// Follow the blocklist until the task is dropped.
-    pub(crate) async fn run(self, store: Store) {
+    pub async fn run(self, store: Store) {
         let mut changes = store.blocklist_changes();
         loop {
             let entries = store.blocklist().await;
@@ -73,7 +97,7 @@ impl KernelBlocklist {
     }
 
     /// Remove the table (the server is stopping).
-    pub(crate) fn remove() {
+    pub fn remove() {
         let _ = nft(&format!("delete table inet {TABLE}\n"));
     }
 }
@@ -81,7 +105,7 @@ impl KernelBlocklist {
 /// One nft transaction that replaces both sets: the ranges no other
 /// entry covers (interval sets refuse overlapping elements), each with
 /// the time its block has left.
-pub(crate) fn sync_script(entries: &[(Cidr, BlockEntry)], now: u64) -> String {
+pub fn sync_script(entries: &[(Cidr, BlockEntry)], now: u64) -> String {
     let mut live: Vec<(Cidr, u64)> = entries
         .iter()
         .filter(|(_, e)| e.until > now)

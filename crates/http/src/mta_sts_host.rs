@@ -20,7 +20,7 @@ use tokio_rustls::server::TlsStream;
 /// A client gets this long for its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(crate) async fn serve(ctx: Arc<Context>, sock: TcpListener) {
+pub async fn serve(ctx: Arc<Context>, sock: TcpListener) {
     let app = Router::new()
         .route("/.well-known/mta-sts.txt", get(policy))
         .with_state(ctx.clone());

@@ -4,7 +4,7 @@
 //! message. What differs (media types, names, extra header fields) is
 //! the caller's.
 
-use crate::Context;
+use crate::Outbox;
 use base64::Engine as _;
 use portcullis_config::clock::now_secs;
 use portcullis_queue::{Envelope, QueuedRecipient};
@@ -12,7 +12,7 @@ use std::io::Write as _;
 use std::sync::Arc;
 
 /// One report message.
-pub(crate) struct ReportMail<'a> {
+pub struct ReportMail<'a> {
     pub id: &'a str,
     pub from: &'a str,
     pub to: &'a [String],
@@ -32,7 +32,7 @@ pub(crate) struct ReportMail<'a> {
 impl ReportMail<'_> {
     /// The message as bytes: headers, text part, the gzip'd payload in
     /// base64.
-    pub(crate) fn compose(&self, submitter: &str) -> std::io::Result<Vec<u8>> {
+    pub fn compose(&self, submitter: &str) -> std::io::Result<Vec<u8>> {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(self.payload)?;
         let b64 = base64::engine::general_purpose::STANDARD.encode(gz.finish()?);
@@ -71,16 +71,11 @@ impl ReportMail<'_> {
     }
 
     /// Sign with the From: domain's DKIM key and queue it.
-    pub(crate) async fn send(&self, ctx: &Context) -> Result<(), String> {
-        let config = ctx.config();
+    pub async fn send(&self, outbox: &Outbox) -> Result<(), String> {
+        let config = outbox.config.get();
         let message = self.compose(&config.hostname).map_err(|e| e.to_string())?;
         let from_domain = self.from.rsplit_once('@').map_or("", |(_, d)| d);
-        let signature = ctx
-            .inbound
-            .submission
-            .dkim_keys()
-            .sign(from_domain, &message)
-            .map_err(|e| e.to_string())?;
+        let signature = outbox.signer.sign(from_domain, &message)?;
         if signature.is_empty() {
             return Err(format!(
                 "no DKIM key for {from_domain} to sign the report with (dkim keygen --domain {from_domain})"
@@ -104,7 +99,8 @@ impl ReportMail<'_> {
             helo: config.hostname.clone(),
             ..Default::default()
         };
-        ctx.queue
+        outbox
+            .queue
             .enqueue(envelope, Arc::new(data))
             .await
             .map_err(|e| e.to_string())
