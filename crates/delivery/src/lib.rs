@@ -17,6 +17,7 @@ mod mta_sts;
 mod outcome;
 mod route;
 mod router;
+mod validating;
 
 pub use mailboxes::{MailboxDrop, Mailboxes};
 pub use maildir::{DeliveryError, LocalDelivery, MaildirStore};

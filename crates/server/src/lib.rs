@@ -541,7 +541,8 @@ fn start_queue(
     use portcullis_delivery::{DnsRoutes, Mailboxes, MaildirStore, Router};
     let store = MaildirStore::new(config.data_dir.join("mail"), &config.hostname);
     let mailboxes = Mailboxes::start(store).context("cannot start the mailbox writer")?;
-    let routes = DnsRoutes::new(&config.dns_nameservers, config.dns_timeout)?;
+    let routes =
+        DnsRoutes::new(&config.dns_nameservers, config.dns_timeout)?.trust_ad(config.dns_trust_ad);
     let mut router = Router::new(config, mailboxes, Arc::new(routes))?;
     if config.delivery.mta_sts {
         let extra: Vec<_> = config.delivery.mta_sts_ca.iter().cloned().collect();

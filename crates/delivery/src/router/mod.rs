@@ -6,16 +6,15 @@
 //! transactions start.
 
 use crate::client::{self, Outgoing};
-use crate::dane;
+use crate::dane::{DnsTlsa, TlsaSource};
 use crate::mailboxes::{MailboxDrop, Mailboxes};
 use crate::mta_sts::StsSource;
 use crate::outcome::{Answer, FailureKind, HostFailure, RcptOutcome, Status};
 use crate::route::{MxResolver, Route};
 use crate::{Addressee, BoxFuture, Courier, Leg, Parcel};
 use portcullis_config::Config;
-use portcullis_config::clock::now_secs;
-use portcullis_mtasts::Mode;
 use portcullis_tlsrpt::{Failure, PolicyKey};
+use rules::{Session, Skip, Target, no_host_in_policy};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -65,6 +64,8 @@ pub struct Router {
     tls: tokio_rustls::TlsConnector,
     /// The destination's MTA-STS policy, when `[delivery] mta_sts`.
     sts: Option<Arc<dyn StsSource>>,
+    /// MX hosts' TLSA records, when `[dns] trust_ad` (DANE, RFC 7672).
+    tlsa: Option<Arc<dyn TlsaSource>>,
     /// Where sessions held to a policy are counted (TLS-RPT, RFC 8460).
     tls_outcomes: Option<Arc<dyn TlsOutcomes>>,
     /// Where mail to `[dmarc] report_mailbox` goes.
@@ -101,6 +102,7 @@ impl Router {
             routes,
             tls,
             sts: None,
+            tlsa: tlsa_source(config),
             tls_outcomes: None,
             reports: None,
             verified,
@@ -109,48 +111,16 @@ impl Router {
         })
     }
 
-    /// The DANE connector for an MX host with authentic, usable TLSA
-    /// records (`[dns] trust_ad`); None where DANE does not apply; a
-    /// failed lookup means this host is not used now (RFC 7672 §2.2).
-    async fn dane(
-        &self,
-        domain: &str,
-        host: &str,
-    ) -> Result<Option<(tokio_rustls::TlsConnector, PolicyKey)>, (HostFailure, Option<PolicyKey>)>
-    {
-        let Some(resolver) = self
-            .config
-            .dns_nameservers
-            .first()
-            .filter(|_| self.config.dns_trust_ad)
-        else {
-            return Ok(None);
-        };
-        let fail =
-            |why: String| HostFailure::temporary(Status(4, 7, 5), why).with_kind(FailureKind::Tls);
-        let key = |strings: Vec<String>| PolicyKey {
-            policy_type: "tlsa",
-            policy_domain: domain.to_owned(),
-            policy_string: strings,
-        };
-        match dane::lookup(*resolver, host, self.config.dns_timeout).await {
-            dane::TlsaAnswer::Usable(records) => {
-                let k = key(records.iter().map(dane::Tlsa::to_string).collect());
-                dane::connector(records)
-                    .map(|c| Some((c, k.clone())))
-                    .map_err(|e| (fail(format!("DANE for {host}: {e}")), Some(k)))
-            }
-            dane::TlsaAnswer::Insecure => Ok(None),
-            dane::TlsaAnswer::Failed(why) => Err((
-                fail(format!("{why} (DNSSEC): not delivering to {host}")),
-                Some(key(Vec::new())),
-            )),
-        }
-    }
-
     /// Honour destinations' MTA-STS policies from `sts`.
     pub fn with_sts(mut self, sts: Arc<dyn StsSource>) -> Router {
         self.sts = Some(sts);
+        self
+    }
+
+    /// Ask `tlsa` for MX hosts' TLSA records instead of the `[dns]
+    /// trust_ad` resolver.
+    pub fn with_tlsa(mut self, tlsa: Arc<dyn TlsaSource>) -> Router {
+        self.tlsa = Some(tlsa);
         self
     }
 
@@ -169,45 +139,6 @@ impl Router {
     fn count_tls(&self, policy: Option<&PolicyKey>, mx: &str, outcome: Result<(), Failure>) {
         if let (Some(o), Some(p)) = (&self.tls_outcomes, policy) {
             o.record(p.clone(), mx, outcome);
-        }
-    }
-
-    /// The MX hosts a destination's MTA-STS policy lets us use, and
-    /// whether it demands verified TLS: RFC 8461 §4.2, in `enforce` mode
-    /// only hosts matching its patterns, only over TLS valid for their
-    /// name; `testing` and `none` change nothing (a mismatch is logged).
-    async fn sts_hosts(
-        &self,
-        domain: &str,
-        hosts: &[(SocketAddr, String)],
-        requiretls: bool,
-    ) -> (Vec<(SocketAddr, String)>, bool, Option<PolicyKey>) {
-        let policy = match (&self.sts, self.config.delivery.smarthost) {
-            (Some(sts), None) => sts.policy(domain, now_secs()).await,
-            _ => None,
-        };
-        let Some(policy) = policy else {
-            return (hosts.to_vec(), false, None);
-        };
-        let key = (policy.mode != Mode::None).then(|| PolicyKey {
-            policy_type: "sts",
-            policy_domain: domain.to_owned(),
-            policy_string: policy.to_text().lines().map(str::to_owned).collect(),
-        });
-        let (allowed, refused): (Vec<_>, Vec<_>) = hosts
-            .iter()
-            .cloned()
-            .partition(|(_, name)| policy.allows(name));
-        for (_, name) in &refused {
-            warn!(event = "mta_sts_mx_mismatch", domain = %domain, mx = %name, mode = policy.mode.name());
-            self.count_tls(key.as_ref(), name, Err(Failure::ValidationFailure));
-        }
-        match policy.mode {
-            Mode::Enforce => (allowed, true, key),
-            // A REQUIRETLS message takes a testing policy as enforced
-            // (RFC 8689 §4.2.1).
-            Mode::Testing if requiretls => (allowed, true, key),
-            Mode::Testing | Mode::None => (hosts.to_vec(), false, key),
         }
     }
 
@@ -281,8 +212,13 @@ impl Router {
         let _slot = self.domain_slot(domain).await;
         let addresses: Vec<String> = to.iter().map(|a| a.address.clone()).collect();
         if let Some(host) = self.config.delivery.smarthost {
+            let smarthost = Target {
+                addr: host,
+                name: host.ip().to_string(),
+                secure_mx: false,
+            };
             return self
-                .to_hosts(parcel, &addresses, domain, &[(host, host.ip().to_string())])
+                .to_hosts(parcel, &addresses, domain, &[smarthost])
                 .await;
         }
         let every = |a: Answer, permanent: bool| {
@@ -310,49 +246,42 @@ impl Router {
             Route::TempFail(why) => every(Answer::new(Status(4, 4, 3), why), false),
             Route::Hosts(hosts) => {
                 let port = self.config.delivery.port;
-                let addrs: Vec<(SocketAddr, String)> = hosts
+                let targets: Vec<Target> = hosts
                     .iter()
                     .flat_map(|h| {
-                        h.addrs
-                            .iter()
-                            .map(|a| (SocketAddr::new(*a, port), h.name.clone()))
+                        h.addrs.iter().map(|a| Target {
+                            addr: SocketAddr::new(*a, port),
+                            name: h.name.clone(),
+                            secure_mx: h.secure,
+                        })
                     })
                     .collect();
-                self.to_hosts(parcel, &addresses, domain, &addrs).await
+                self.to_hosts(parcel, &addresses, domain, &targets).await
             }
         }
     }
 
-    /// Try each address in order until one answers the transaction.
+    /// Try each address in order until one answers the transaction, each
+    /// under its own rules: DANE where it applies, else the MTA-STS
+    /// policy (`rules.rs`).
     async fn to_hosts(
         &self,
         parcel: &Parcel,
         addresses: &[String],
         domain: &str,
-        hosts: &[(SocketAddr, String)],
+        hosts: &[Target],
     ) -> Vec<RcptOutcome> {
         let smarthost = self.config.delivery.smarthost.is_some();
         let login = self.login.as_ref().filter(|_| smarthost);
-        let (hosts, sts_enforced, sts_key) =
-            self.sts_hosts(domain, hosts, parcel.require_tls).await;
         if parcel.require_tls && smarthost && login.is_none() {
             return vec![
                 RcptOutcome::of_failure(&requiretls_failure("the smarthost"));
                 addresses.len()
             ];
         }
-        if sts_enforced && hosts.is_empty() {
-            // Deferred, never sent elsewhere or in clear (RFC 8461 §4.2).
-            let f = HostFailure::temporary(
-                Status(4, 7, 5),
-                format!("no MX host of {domain} matches its MTA-STS policy"),
-            )
-            .with_kind(FailureKind::Tls);
-            return vec![RcptOutcome::of_failure(&f); addresses.len()];
-        }
+        let sts = self.sts_policy(domain, parcel.require_tls).await;
         let msg = Outgoing {
-            require_tls: sts_enforced
-                || login.is_some()
+            require_tls: login.is_some()
                 || self
                     .config
                     .delivery
@@ -362,71 +291,74 @@ impl Router {
             auth: login.map(|l| (l.user.as_str(), l.password.as_str())),
             ..self.outgoing(parcel, addresses)
         };
-        // RFC 3463 X.4.4: unable to route.
-        let mut last = HostFailure::temporary(Status(4, 4, 4), "no address to try");
-        for (addr, name) in &hosts {
-            // DANE, where the MX host has authentic TLSA records, comes
-            // before MTA-STS (RFC 8461 §2) and makes TLS mandatory.
-            let (dane, dane_key) = match login {
-                Some(_) => (None, None),
-                None => match self.dane(domain, name).await {
-                    Ok(Some((c, key))) => (Some(c), Some(key)),
-                    Ok(None) => (None, None),
-                    Err((f, key)) => {
-                        warn!(event = "remote_attempt_failed", id = %parcel.id, host = %addr, reason = %f.reason);
-                        self.count_tls(key.as_ref(), name, Err(Failure::DnssecInvalid));
-                        last = f;
+        let (mut last, mut not_in_policy) = (None, false);
+        for target in hosts {
+            let (session, name) = match login {
+                Some(l) => (
+                    Session {
+                        tls: l.tls.clone(),
+                        require_tls: true,
+                        held_to: None,
+                    },
+                    l.name.as_str(),
+                ),
+                None => match self
+                    .session(domain, target, sts.as_ref(), parcel.require_tls)
+                    .await
+                {
+                    Ok(s) => (s, target.name.as_str()),
+                    Err(Skip::NotInPolicy) => {
+                        not_in_policy = true;
+                        continue;
+                    }
+                    Err(Skip::Failed(f)) => {
+                        warn!(event = "remote_attempt_failed", id = %parcel.id, host = %target.addr, reason = %f.reason);
+                        last = Some(f);
                         continue;
                     }
                 },
             };
-            // The policy this session is held to, for TLS-RPT.
-            let held_to = dane_key
-                .as_ref()
-                .or(sts_key.as_ref())
-                .filter(|_| login.is_none());
-            // RFC 8689 §4.2.1: a REQUIRETLS message goes only to a host
-            // MTA-STS or DANE validates (or the verified smarthost).
-            if parcel.require_tls && login.is_none() && dane.is_none() && !sts_enforced {
-                last = requiretls_failure(name);
-                continue;
-            }
-            let dane_msg = dane.as_ref().map(|_| Outgoing {
-                require_tls: true,
+            let msg = Outgoing {
+                require_tls: msg.require_tls || session.require_tls,
                 ..msg.clone()
-            });
-            let (tls, name) = match (login, &dane) {
-                (Some(l), _) => (&l.tls, l.name.as_str()),
-                (None, Some(d)) => (d, name.as_str()),
-                (None, None) if sts_enforced => (&self.verified, name.as_str()),
-                (None, None) => (&self.tls, name.as_str()),
             };
-            match client::deliver(*addr, dane_msg.as_ref().unwrap_or(&msg), tls, name).await {
+            match client::deliver(target.addr, &msg, &session.tls, name).await {
                 Ok(outcomes) => {
-                    self.count_tls(held_to, name, Ok(()));
-                    log_outcomes(parcel, addresses, &outcomes, &addr.to_string());
+                    self.count_tls(session.held_to.as_ref(), name, Ok(()));
+                    log_outcomes(parcel, addresses, &outcomes, &target.addr.to_string());
                     return outcomes;
                 }
                 Err(f) => {
-                    match f.kind {
-                        FailureKind::Tls => {
-                            self.count_tls(held_to, name, Err(tls_failure(&f.reason)))
-                        }
-                        // No session at all: nothing to report.
-                        FailureKind::Connect => {}
-                        // TLS held; the server refused the transaction.
-                        _ => self.count_tls(held_to, name, Ok(())),
-                    }
-                    warn!(event = "remote_attempt_failed", id = %parcel.id, host = %addr, reason = %f.reason);
+                    self.count_attempt(session.held_to.as_ref(), name, &f);
+                    warn!(event = "remote_attempt_failed", id = %parcel.id, host = %target.addr, reason = %f.reason);
                     let permanent = f.permanent;
-                    last = f;
+                    last = Some(f);
                     if permanent {
                         break;
                     }
                 }
             }
         }
+        let last = last.unwrap_or_else(|| {
+            if not_in_policy {
+                no_host_in_policy(domain)
+            } else {
+                // RFC 3463 X.4.4: unable to route.
+                HostFailure::temporary(Status(4, 4, 4), "no address to try")
+            }
+        });
         vec![RcptOutcome::of_failure(&last); addresses.len()]
+    }
+
+    /// Count a failed attempt for TLS-RPT by where it failed.
+    fn count_attempt(&self, held_to: Option<&PolicyKey>, name: &str, f: &HostFailure) {
+        match f.kind {
+            FailureKind::Tls => self.count_tls(held_to, name, Err(tls_failure(&f.reason))),
+            // No session at all: nothing to report.
+            FailureKind::Connect => {}
+            // TLS held; the server refused the transaction.
+            _ => self.count_tls(held_to, name, Ok(())),
+        }
     }
 
     /// Wait for a free delivery slot for `domain`, then for its pace.
@@ -507,6 +439,16 @@ impl Courier for Router {
     }
 }
 
+/// TLSA from the first name server when `[dns] trust_ad` says it is a
+/// validating resolver on loopback; no DANE otherwise.
+fn tlsa_source(config: &Config) -> Option<Arc<dyn TlsaSource>> {
+    let resolver = config
+        .dns_nameservers
+        .first()
+        .filter(|_| config.dns_trust_ad)?;
+    Some(Arc::new(DnsTlsa::new(*resolver, config.dns_timeout)))
+}
+
 /// The smarthost login from `[delivery]`: the password from its file, and
 /// TLS pinned (`smarthost_pin_sha256`) or verified against the system CAs
 /// and `smarthost_ca`, for `smarthost_name` or the smarthost's address.
@@ -552,6 +494,7 @@ fn smarthost_login(d: &portcullis_config::Delivery) -> Result<Option<Login>, Rou
 }
 
 mod reports;
+mod rules;
 #[cfg(test)]
 mod tests;
 

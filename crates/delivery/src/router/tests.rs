@@ -142,6 +142,7 @@ async fn an_mx_that_refuses_connections_defers_with_4_4_1() {
         name: "mx.down.example".into(),
         preference: 10,
         addrs: vec![addr.ip()],
+        secure: false,
     };
     let (mut r, _) = router(
         "down",
@@ -153,6 +154,191 @@ async fn an_mx_that_refuses_connections_defers_with_4_4_1() {
     let o = r.carry(&parcel(), &rcpts, &legs[0]).await.remove(0);
     assert!(
         matches!(&o, RcptOutcome::Temporary(a) if a.status == Status(4, 4, 1)),
+        "{o:?}"
+    );
+}
+
+// --- DANE before MTA-STS (RFC 8461 §2), DANE only from a validated MX
+// RRset (RFC 7672 §2.2) -----------------------------------------------
+
+/// An MX host that speaks SMTP without STARTTLS and takes any message;
+/// counts the connections it gets.
+async fn plain_mx() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut lines = BufReader::new(read).lines();
+                let _ = write.write_all(b"220 plain.example ESMTP\r\n").await;
+                let mut in_data = false;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let reply: &[u8] = match (in_data, line.as_str()) {
+                        (true, ".") => {
+                            in_data = false;
+                            b"250 2.0.0 taken\r\n"
+                        }
+                        (true, _) => continue,
+                        (false, "DATA") => {
+                            in_data = true;
+                            b"354 go on\r\n"
+                        }
+                        (false, "QUIT") => b"221 bye\r\n",
+                        (false, _) => b"250 ok\r\n",
+                    };
+                    if write.write_all(reply).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr, count)
+}
+
+/// Policies from a table.
+struct Policies(Vec<(&'static str, portcullis_mtasts::Policy)>);
+
+impl StsSource for Policies {
+    fn policy<'a>(
+        &'a self,
+        domain: &'a str,
+        _: u64,
+    ) -> BoxFuture<'a, Option<portcullis_mtasts::Policy>> {
+        let found = self
+            .0
+            .iter()
+            .find(|(d, _)| *d == domain)
+            .map(|(_, p)| p.clone());
+        Box::pin(async move { found })
+    }
+}
+
+fn enforce(mx: &str) -> portcullis_mtasts::Policy {
+    portcullis_mtasts::Policy {
+        mode: portcullis_mtasts::Mode::Enforce,
+        mx: vec![mx.into()],
+        max_age: 86400,
+    }
+}
+
+/// Usable TLSA records for every host asked about; keeps the names.
+#[derive(Default)]
+struct AuthenticTlsa(Mutex<Vec<String>>);
+
+impl TlsaSource for AuthenticTlsa {
+    fn tlsa<'a>(&'a self, host: &'a str) -> BoxFuture<'a, crate::dane::TlsaAnswer> {
+        self.0.lock().unwrap().push(host.to_owned());
+        let record = crate::dane::Tlsa {
+            trust_anchor: false,
+            spki: true,
+            matching: portcullis_dns::hickory_resolver::proto::rr::rdata::tlsa::Matching::Sha256,
+            data: vec![0; 32],
+        };
+        Box::pin(async move { crate::dane::TlsaAnswer::Usable(vec![record]) })
+    }
+}
+
+/// A router for `dane.example`, whose one MX host `mx.dane.example` is
+/// `mx` (secure or not) and whose enforced MTA-STS policy lists only
+/// `mx.other.example`.
+fn dane_router(name: &str, mx: SocketAddr, secure: bool, tlsa: Arc<AuthenticTlsa>) -> Router {
+    let host = crate::MxHost {
+        name: "mx.dane.example".into(),
+        preference: 10,
+        addrs: vec![mx.ip()],
+        secure,
+    };
+    let (mut r, _) = router(
+        name,
+        Table(vec![("dane.example", Route::Hosts(vec![host]))]),
+    );
+    r.config.delivery.port = mx.port();
+    r.with_tlsa(tlsa).with_sts(Arc::new(Policies(vec![(
+        "dane.example",
+        enforce("mx.other.example"),
+    )])))
+}
+
+async fn send(r: &Router, parcel: &Parcel) -> RcptOutcome {
+    let rcpts = to(&["x@dane.example"]);
+    let legs = r.legs(&rcpts);
+    r.carry(parcel, &rcpts, &legs[0]).await.remove(0)
+}
+
+#[tokio::test]
+async fn dane_host_not_in_sts_policy_is_tried() {
+    let (mx, connections) = plain_mx().await;
+    let tlsa = Arc::new(AuthenticTlsa::default());
+    let r = dane_router("dane-first", mx, true, tlsa.clone());
+    let o = send(&r, &parcel()).await;
+    // Tried, under DANE's rules: TLS is mandatory, and the host offers
+    // none, so the message waits (4.7.10) rather than going in clear.
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(
+        matches!(&o, RcptOutcome::Temporary(a) if a.status == Status(4, 7, 10)),
+        "{o:?}"
+    );
+    assert_eq!(*tlsa.0.lock().unwrap(), vec!["mx.dane.example".to_owned()]);
+}
+
+#[tokio::test]
+async fn a_host_from_an_insecure_mx_answer_gets_no_tlsa_lookup() {
+    let (mx, connections) = plain_mx().await;
+    let tlsa = Arc::new(AuthenticTlsa::default());
+    let r = dane_router("insecure-mx", mx, false, tlsa.clone());
+    let o = send(&r, &parcel()).await;
+    // No DANE: the enforced policy, which does not list the host, holds.
+    assert!(tlsa.0.lock().unwrap().is_empty());
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(
+        matches!(&o, RcptOutcome::Temporary(a) if a.status == Status(4, 7, 5)
+            && a.text.contains("matches its MTA-STS policy")),
+        "{o:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_insecure_mx_host_with_authentic_tlsa_is_not_held_to_them() {
+    let (mx, _) = plain_mx().await;
+    let tlsa = Arc::new(AuthenticTlsa::default());
+    // No MTA-STS policy: without DANE, opportunistic TLS, so the host
+    // that offers no STARTTLS takes the message in clear.
+    let host = crate::MxHost {
+        name: "mx.attacker.example".into(),
+        preference: 10,
+        addrs: vec![mx.ip()],
+        secure: false,
+    };
+    let (mut r, _) = router(
+        "insecure-mx-plain",
+        Table(vec![("dane.example", Route::Hosts(vec![host]))]),
+    );
+    r.config.delivery.port = mx.port();
+    let r = r.with_tlsa(tlsa.clone());
+    let o = send(&r, &parcel()).await;
+    assert!(matches!(&o, RcptOutcome::Delivered(_)), "{o:?}");
+    assert!(tlsa.0.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn requiretls_goes_to_a_dane_host_the_policy_does_not_list() {
+    let (mx, connections) = plain_mx().await;
+    let r = dane_router("dane-requiretls", mx, true, Arc::default());
+    let p = Parcel {
+        require_tls: true,
+        ..parcel()
+    };
+    let o = send(&r, &p).await;
+    // Not bounced for want of validation (5.7.30): tried under DANE.
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(
+        matches!(&o, RcptOutcome::Temporary(a) if a.status == Status(4, 7, 10)),
         "{o:?}"
     );
 }
