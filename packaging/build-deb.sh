@@ -3,7 +3,9 @@
 #   portcullis_VERSION-1_ARCH.deb         the stripped binary, the config
 #                                         (/etc/portcullis/portcullis.toml,
 #                                         a conffile), the systemd unit, man
-#                                         pages, shell completions, docs;
+#                                         pages (portcullis.toml(5) from
+#                                         docs/configuration.md), shell
+#                                         completions, docs;
 #                                         postinst makes the `portcullis`
 #                                         system user and /var/lib/portcullis
 #   portcullis-dbgsym_VERSION-1_ARCH.deb  its debug info, by build id
@@ -54,12 +56,14 @@ chmod 0755 "$root/usr/bin/portcullis"
 install -D -m 0644 portcullis.example.toml "$root/etc/portcullis/portcullis.toml"
 install -D -m 0644 packaging/portcullis.service "$root/lib/systemd/system/portcullis.service"
 
-# Man pages and completions, generated from the command line itself.
+# Man pages and completions, generated from the command line itself, and
+# portcullis.toml(5): docs/configuration.md (built into the binary) as roff.
 "$root/usr/bin/portcullis" generate-docs --out "$work/docs"
-install -d "$root/usr/share/man/man1"
+install -d "$root/usr/share/man/man1" "$root/usr/share/man/man5"
 for page in "$work"/docs/man/*.1; do
     gzip -9n < "$page" > "$root/usr/share/man/man1/$(basename "$page").gz"
 done
+gzip -9n < "$work/docs/man/portcullis.toml.5" > "$root/usr/share/man/man5/portcullis.toml.5.gz"
 install -D -m 0644 "$work/docs/completions/portcullis.bash" "$root/usr/share/bash-completion/completions/portcullis"
 install -D -m 0644 "$work/docs/completions/_portcullis" "$root/usr/share/zsh/vendor-completions/_portcullis"
 install -D -m 0644 "$work/docs/completions/portcullis.fish" "$root/usr/share/fish/vendor_completions.d/portcullis.fish"

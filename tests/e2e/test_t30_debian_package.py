@@ -4,6 +4,7 @@ accepts the unit, and the packaged binary, run from a scratch root with
 the packaged config moved to loopback ports, takes and delivers a
 message."""
 
+import gzip
 import re
 import subprocess
 from pathlib import Path
@@ -48,9 +49,14 @@ def test_the_package_holds_what_an_operator_expects(debs, scratch_root):
     assert conffiles.split() == ["/etc/portcullis/portcullis.toml"]
     for path in ["usr/bin/portcullis", "lib/systemd/system/portcullis.service",
                  "usr/share/man/man1/portcullis.1.gz", "usr/share/man/man1/portcullis-queue.1.gz",
+                 "usr/share/man/man5/portcullis.toml.5.gz",
                  "usr/share/bash-completion/completions/portcullis", "usr/share/zsh/vendor-completions/_portcullis",
                  "usr/share/doc/portcullis/copyright"]:
         assert (scratch_root / path).exists(), path
+    # portcullis.toml(5) is docs/configuration.md: every table, as roff.
+    man5 = gzip.decompress((scratch_root / "usr/share/man/man5/portcullis.toml.5.gz").read_bytes()).decode()
+    assert man5.startswith(".TH PORTCULLIS.TOML 5"), man5[:200]
+    assert "\\fB[[listener]]\\fR" in man5 and "\\fBtrust_ad\\fR" in man5, man5[:2000]
     # Stripped: the debug info lives in the -dbgsym package, by build id.
     sections = subprocess.run(["readelf", "-S", str(scratch_root / "usr/bin/portcullis")], capture_output=True,
                               text=True, check=True).stdout
