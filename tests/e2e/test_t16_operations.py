@@ -49,23 +49,10 @@ def test_metrics_counters_move_with_traffic(server):
     assert ("portcullis_queue_oldest_seconds", ()) in final
 
 
-def test_api_refuses_requests_without_the_token(server):
-    spec = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{server.http}/api/openapi.json").read())
-    for path, ops in spec["paths"].items():
-        for method, op in ops.items():
-            if op.get("security") == []:
-                continue
-            concrete = path.replace("{id}", "X").replace("{identity}", "a.test").replace("{address}", "a@b.test")
-            for token in (None, "wrong-token"):
-                code, body = server.api(method.upper(), concrete, token=token)
-                assert code == 401, (method, path, code)
-                assert "token" in body["error"]
-
-
 def test_openapi_document_is_valid():
     from openapi_spec_validator import validate
 
-    spec = json.loads((HERE.parents[1] / "crates/server/src/openapi.json").read_text())
+    spec = json.loads((HERE.parents[1] / "crates/http/src/openapi.json").read_text())
     validate(spec)
 
 

@@ -11,6 +11,8 @@
 mod admin;
 mod autoconfig;
 mod mta_sts_host;
+#[cfg(test)]
+mod openapi_check;
 mod site;
 
 pub use admin::admin_token;
