@@ -213,10 +213,26 @@ per_range_connections_per_minute = 0
 
 _HANDED_OUT: set[int] = set()
 
+# Under pytest-xdist each worker hands out ports from its own block below
+# the kernel's ephemeral range (32768 and up), so two workers never pick
+# the same port between one's probe and its server's bind.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+_NEXT_PORT = [10000 + 4000 * int(_WORKER[2:])] if _WORKER[2:].isdigit() else None
+
 
 def free_port() -> int:
     """A port nothing listens on, never handed out twice in one run (two
     servers of one test must not get the same port)."""
+    while _NEXT_PORT is not None:
+        port = _NEXT_PORT[0]
+        _NEXT_PORT[0] += 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
     while True:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

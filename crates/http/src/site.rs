@@ -66,14 +66,12 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
         .get("default")
         .and_then(|c| c.max_connections)
         .unwrap_or(0);
-    let now = portcullis_config::clock::now_secs();
-    let spool_dir = ctx.config().data_dir.join("spool");
-    let oldest = portcullis_queue::inspect(&spool_dir)
-        .unwrap_or_default()
-        .iter()
-        .map(|m| m.envelope.received_at)
-        .min()
-        .map_or(0, |t| now.saturating_sub(t));
+    let now = portcullis_config::clock::now_us();
+    let oldest = ctx
+        .queue
+        .spool()
+        .oldest_accepted_us()
+        .map_or(0, |t| now.saturating_sub(t) / 1_000_000);
     let mut gauges = vec![
         (
             "portcullis_queue_messages",

@@ -76,6 +76,11 @@ pub struct Spool {
     dir: PathBuf,
     committer: committer::Handle,
     last_id: Arc<AtomicU64>,
+    /// Ids of the messages accepted and not completed. Ids are the clock
+    /// in microseconds at acceptance, in hex of one width, so the first is
+    /// the oldest message: `/metrics` reads its age here instead of
+    /// scanning the spool on every scrape.
+    live_ids: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl Spool {
@@ -89,10 +94,12 @@ impl Spool {
         let recovered = recover::scan(dir)?;
         let pending = recovered.pending;
         let committer = committer::start(dir, options, recovered.live)?;
+        let live_ids = pending.iter().map(|m| m.envelope.id.clone()).collect();
         let spool = Spool {
             dir: dir.to_owned(),
             committer,
             last_id: Arc::new(AtomicU64::new(recovered.max_id)),
+            live_ids: Arc::new(std::sync::Mutex::new(live_ids)),
         };
         Ok((spool, pending))
     }
@@ -125,12 +132,15 @@ impl Spool {
     /// Store the message durably. Returns once it is on disk.
     pub async fn commit(&self, envelope: Envelope, data: Arc<Vec<u8>>) -> Result<(), SpoolError> {
         let bytes = record::encode(&envelope, &data);
+        let id = envelope.id;
         self.committer
             .request(committer::Op::Append {
-                id: envelope.id,
+                id: id.clone(),
                 bytes,
             })
-            .await
+            .await?;
+        self.live_ids().insert(id);
+        Ok(())
     }
 
     /// Record durably that the message needs no more work (delivered,
@@ -138,7 +148,9 @@ impl Spool {
     pub async fn complete(&self, id: &str) -> Result<(), SpoolError> {
         self.committer
             .request(committer::Op::Done { id: id.to_owned() })
-            .await
+            .await?;
+        self.live_ids().remove(id);
+        Ok(())
     }
 
     /// Record durably that these recipients of message `id` are finished
@@ -163,6 +175,17 @@ impl Spool {
     /// Number of messages accepted and not yet completed.
     pub fn live_count(&self) -> usize {
         self.committer.live_count()
+    }
+
+    /// When the oldest message still in the spool was accepted, in
+    /// microseconds since the epoch (its id), or None when it is empty.
+    pub fn oldest_accepted_us(&self) -> Option<u64> {
+        let ids = self.live_ids();
+        ids.first().and_then(|id| u64::from_str_radix(id, 16).ok())
+    }
+
+    fn live_ids(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+        self.live_ids.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

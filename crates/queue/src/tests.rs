@@ -72,6 +72,31 @@ fn completed_messages_do_not_come_back() {
 }
 
 #[test]
+fn the_oldest_live_message_is_known_without_reading_the_spool() {
+    let dir = temp_dir("oldest");
+    let ids = rt().block_on(async {
+        let (spool, _) = Spool::open(&dir, SpoolOptions::default()).unwrap();
+        assert_eq!(spool.oldest_accepted_us(), None);
+        let (a, b) = (spool.new_id(), spool.new_id());
+        for id in [&a, &b] {
+            let data = Arc::new(b"x".to_vec());
+            spool.commit(envelope(id), data).await.unwrap();
+        }
+        let us = |id: &str| u64::from_str_radix(id, 16).unwrap();
+        assert_eq!(spool.oldest_accepted_us(), Some(us(&a)));
+        spool.complete(&a).await.unwrap();
+        assert_eq!(spool.oldest_accepted_us(), Some(us(&b)));
+        (us(&a), us(&b))
+    });
+    let (spool, _) = Spool::open(&dir, SpoolOptions::default()).unwrap();
+    assert_eq!(
+        spool.oldest_accepted_us(),
+        Some(ids.1),
+        "after a restart too"
+    );
+}
+
+#[test]
 fn finished_recipients_are_not_tried_again_after_reopen() {
     let dir = temp_dir("rcpts");
     rt().block_on(async {

@@ -190,8 +190,10 @@ impl Server {
             _ownership: ownership,
         };
         server.start_tasks(&config, control_socket, asks.dmarc, asks.tls)?;
-        server.bind_smtp(&config).await?;
+        // HTTP first: a client (or a test) that sees an SMTP port open
+        // finds /metrics and the admin API answering too.
         server.bind_http(&config).await?;
+        server.bind_smtp(&config).await?;
         // Every port is bound: root is no longer needed.
         privileges::drop_to(config.user.as_deref(), &config.data_dir)?;
         // After the HTTPS host is bound (the CA validates there) and as
