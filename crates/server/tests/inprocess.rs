@@ -236,46 +236,60 @@ mod reload {
             .unwrap_or_default()
     }
 
+    /// A server started from a config file that a test rewrites.
+    struct FromFile {
+        server: Server,
+        path: std::path::PathBuf,
+        data: std::path::PathBuf,
+        dns: std::net::SocketAddr,
+        _dir: TempDir,
+    }
+
+    impl FromFile {
+        async fn start(size: &str) -> FromFile {
+            let dir = TempDir::new();
+            let (path, data) = (dir.0.join("p.toml"), dir.0.join("data"));
+            let dns = dns_nxdomain().await;
+            write_config(&path, &data, dns, size);
+            let config = portcullis_config::load(&path).unwrap();
+            let server = Server::start(config, Some(path.clone())).await.unwrap();
+            FromFile {
+                server,
+                path,
+                data,
+                dns,
+                _dir: dir,
+            }
+        }
+
+        fn reload_with(&self, size: &str) {
+            write_config(&self.path, &self.data, self.dns, size);
+            self.server.reload();
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_reload_changes_a_limit_for_new_sessions_and_keeps_old_ones() {
-        let dir = TempDir::new();
-        let (path, data, dns) = (
-            dir.0.join("p.toml"),
-            dir.0.join("data"),
-            dns_nxdomain().await,
-        );
-        write_config(&path, &data, dns, "1000000");
-        let config = portcullis_config::load(&path).unwrap();
-        let s = Server::start(config, Some(path.clone())).await.unwrap();
-        let (mut held, _) =
-            Smtp::connect(s.address(portcullis_server::Bound::Smtp(Mx)).unwrap()).await;
+        let f = FromFile::start("1000000").await;
+        let mx = f
+            .server
+            .address(portcullis_server::Bound::Smtp(Mx))
+            .unwrap();
+        let (mut held, _) = Smtp::connect(mx).await;
         held.cmd("EHLO client.test").await;
-        write_config(&path, &data, dns, "2000000");
-        s.reload();
-        assert_eq!(size_advertised(&s).await, "2000000");
+        f.reload_with("2000000");
+        assert_eq!(size_advertised(&f.server).await, "2000000");
         let r = held
             .mail("a@remote.test", &["postmaster@localhost"], MESSAGE)
             .await;
-        assert_eq!(
-            r.code, 250,
-            "the session from before the reload sends: {r:?}"
-        );
-        s.stop().await;
+        assert_eq!(r.code, 250, "the session from before the reload: {r:?}");
+        f.server.stop().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_broken_config_on_reload_keeps_the_running_one() {
-        let dir = TempDir::new();
-        let (path, data, dns) = (
-            dir.0.join("p.toml"),
-            dir.0.join("data"),
-            dns_nxdomain().await,
-        );
-        write_config(&path, &data, dns, "1000000");
-        let config = portcullis_config::load(&path).unwrap();
-        let s = Server::start(config, Some(path.clone())).await.unwrap();
-        write_config(&path, &data, dns, "\"big\"");
-        s.reload();
-        assert_eq!(size_advertised(&s).await, "1000000");
+        let f = FromFile::start("1000000").await;
+        f.reload_with("\"big\"");
+        assert_eq!(size_advertised(&f.server).await, "1000000");
     }
 }
