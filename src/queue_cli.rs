@@ -39,6 +39,9 @@ pub fn queue(action: QueueAction, config: &Config) -> anyhow::Result<()> {
     let dir = config.data_dir.join("spool");
     match action {
         QueueAction::List => {
+            if let Some(mut server) = portcullis_control::Client::connect(&config.data_dir) {
+                return list_live(&server.request(&Request::QueueList)?);
+            }
             let messages = portcullis_queue::inspect(&dir)?;
             for m in &messages {
                 let e = &m.envelope;
@@ -139,6 +142,35 @@ fn shown(envelope: &portcullis_queue::Envelope) -> serde_json::Result<serde_json
         *t = portcullis_pipeline::trace::iso8601(envelope.received_at).into();
     }
     Ok(v)
+}
+
+/// `queue list` from the running server's live queue: the lines the
+/// offline listing prints, with where each message stands.
+fn list_live(list: &serde_json::Value) -> anyhow::Result<()> {
+    let empty = Vec::new();
+    let list = list.as_array().unwrap_or(&empty);
+    for m in list {
+        let text = |k: &str| m[k].as_str().unwrap_or_default().to_owned();
+        let rcpts: Vec<&str> = m["recipients"]
+            .as_array()
+            .map(|r| r.iter().filter_map(|a| a.as_str()).collect())
+            .unwrap_or_default();
+        let held = if m["held"].as_bool() == Some(true) {
+            "  (held)"
+        } else {
+            ""
+        };
+        println!(
+            "{}  {:>8}  <{}>  {}{held}  [{}]",
+            text("id"),
+            m["size"].as_u64().unwrap_or(0),
+            text("sender"),
+            rcpts.join(" "),
+            text("state")
+        );
+    }
+    println!("{} message(s) queued", list.len());
+    Ok(())
 }
 
 #[cfg(test)]

@@ -27,6 +27,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
+    /// The live queue, one entry per message ([`queue_entry`]).
+    QueueList,
     QueueFlush,
     QueueHold {
         id: String,
@@ -82,6 +84,22 @@ impl Job {
             }
         }
     }
+}
+
+/// One message of the live queue as the admin API and the CLI show it.
+pub fn queue_entry(m: &portcullis_queue::QueuedMessage, now: u64) -> serde_json::Value {
+    let e = &m.message.envelope;
+    serde_json::json!({
+        "id": e.id,
+        "size": m.message.data.len(),
+        "sender": e.sender,
+        "recipients": e.recipients.iter().map(|r| r.address.clone()).collect::<Vec<_>>(),
+        "received_at": e.received_at,
+        "held": m.state == portcullis_queue::QueueState::Held,
+        "state": m.state,
+        "attempts": m.attempts,
+        "next_attempt": m.next_attempt_in.map(|d| now + d.as_secs()),
+    })
 }
 
 /// How a [`Request::Run`] reaches the task that does the job: it sends
@@ -158,6 +176,11 @@ impl Control {
     pub async fn handle(&self, r: Request) -> Result<serde_json::Value, ControlError> {
         use serde_json::{json, to_value};
         Ok(match r {
+            Request::QueueList => {
+                let now = portcullis_config::clock::now_secs();
+                let list = self.queue_list().await;
+                json!(list.iter().map(|m| queue_entry(m, now)).collect::<Vec<_>>())
+            }
             Request::QueueFlush => {
                 self.queue.flush();
                 json!({ "flush": "requested" })
@@ -202,6 +225,25 @@ impl Control {
             Job::AcmeRenew => ControlError::NotRenewed(e),
             Job::DmarcReports | Job::TlsReports => ControlError::Refused(e),
         })
+    }
+
+    /// The live queue, each message where it stands (the scheduler's
+    /// view, not the spool's files).
+    pub async fn queue_list(&self) -> Vec<portcullis_queue::QueuedMessage> {
+        self.queue.list().await
+    }
+
+    /// One message of the live queue.
+    pub async fn queue_show(
+        &self,
+        id: &str,
+    ) -> Result<portcullis_queue::QueuedMessage, ControlError> {
+        self.queue
+            .list()
+            .await
+            .into_iter()
+            .find(|m| m.message.envelope.id == id)
+            .ok_or_else(|| ControlError::NoSuchMessage(id.to_owned()))
     }
 
     pub async fn hold(&self, id: &str, held: bool) -> Result<serde_json::Value, ControlError> {

@@ -140,6 +140,30 @@ impl Period {
     pub fn is_empty(&self) -> bool {
         self.domains.is_empty()
     }
+
+    /// Count another node's period of the same interval in, under the
+    /// same bounds (what does not fit is counted as dropped).
+    pub fn merge(&mut self, other: Period) {
+        self.dropped += other.dropped;
+        for (domain, theirs) in other.domains {
+            if !self.domains.contains_key(&domain) && self.domains.len() >= MAX_DOMAINS {
+                self.dropped += theirs.messages();
+                continue;
+            }
+            let ours = self.domains.entry(domain).or_default();
+            ours.identified |= theirs.identified;
+            if theirs.published.is_some() {
+                ours.published = theirs.published;
+            }
+            for (row, n) in theirs.rows {
+                if !ours.rows.contains_key(&row) && ours.rows.len() >= MAX_ROWS {
+                    self.dropped += n;
+                    continue;
+                }
+                *ours.rows.entry(row).or_insert(0) += n;
+            }
+        }
+    }
 }
 
 /// A map with structured keys as a JSON list of pairs.

@@ -169,3 +169,38 @@ fn rotating_addresses_cannot_grow_a_domains_rows_without_bound() {
         "a known row still counts"
     );
 }
+
+#[test]
+fn merged_periods_add_up_rows_as_one_node_would_have() {
+    let a = observation("example.test", "192.0.2.1", true);
+    let b = observation("example.test", "192.0.2.2", false);
+    let mut one = period(&[a.clone(), b.clone()]);
+    one.merge(period(&[
+        a.clone(),
+        observation("other.test", "192.0.2.3", false),
+    ]));
+    assert_eq!(
+        one,
+        period(&[
+            a.clone(),
+            b,
+            a,
+            observation("other.test", "192.0.2.3", false)
+        ])
+    );
+}
+
+#[test]
+fn a_merge_past_the_row_bound_counts_the_excess_as_dropped() {
+    let mut full = Period::default();
+    for i in 0..MAX_ROWS {
+        full.add(&observation(
+            "example.test",
+            &format!("10.0.{}.{}", i / 256, i % 256),
+            false,
+        ));
+    }
+    full.merge(period(&[observation("example.test", "192.0.2.9", false)]));
+    assert_eq!(full.domains["example.test"].rows.len(), MAX_ROWS);
+    assert_eq!(full.dropped, 1);
+}

@@ -161,24 +161,13 @@ fn spool(ctx: &Context) -> std::path::PathBuf {
 }
 
 async fn queue_list(_: Admin, State(ctx): State<Arc<Context>>) -> ApiResult {
-    let dir = spool(&ctx);
-    let messages = portcullis_queue::inspect(&dir).map_err(internal)?;
-    let list: Vec<Value> = messages
+    let now = portcullis_config::clock::now_secs();
+    let list: Vec<Value> = ctx
+        .control
+        .queue_list()
+        .await
         .iter()
-        .map(|m| {
-            let e = &m.envelope;
-            let status = portcullis_queue::read_status(&dir, &e.id);
-            json!({
-                "id": e.id,
-                "size": m.data.len(),
-                "sender": e.sender,
-                "recipients": e.recipients.iter().map(|r| r.address.clone()).collect::<Vec<_>>(),
-                "received_at": e.received_at,
-                "held": portcullis_queue::is_held(&dir, &e.id),
-                "attempts": status.as_ref().map_or(0, |s| s.attempts),
-                "next_attempt": status.as_ref().map(|s| s.next_attempt),
-            })
-        })
+        .map(|m| portcullis_control::queue_entry(m, now))
         .collect();
     Ok(Json(json!(list)))
 }
@@ -188,24 +177,16 @@ async fn queue_show(
     State(ctx): State<Arc<Context>>,
     Path(id): Path<String>,
 ) -> ApiResult {
-    let dir = spool(&ctx);
-    let messages = portcullis_queue::inspect(&dir).map_err(internal)?;
-    let m = messages
-        .iter()
-        .find(|m| m.envelope.id == id)
-        .ok_or_else(|| {
-            error(
-                StatusCode::NOT_FOUND,
-                format!("no message {id} in the queue"),
-            )
-        })?;
-    let status = portcullis_queue::read_status(&dir, &id);
+    let m = ctx.control.queue_show(&id).await.map_err(refused)?;
+    // Why it waits is what its last attempt wrote beside the spool.
+    let status = portcullis_queue::read_status(&spool(&ctx), &id);
     Ok(Json(json!({
-        "envelope": m.envelope,
-        "held": portcullis_queue::is_held(&dir, &id),
-        "attempts": status.as_ref().map_or(0, |s| s.attempts),
+        "envelope": m.message.envelope,
+        "held": m.state == portcullis_queue::QueueState::Held,
+        "state": m.state,
+        "attempts": m.attempts,
         "waiting": status.map(|s| s.waiting).unwrap_or_default(),
-        "message": String::from_utf8_lossy(&m.data),
+        "message": String::from_utf8_lossy(&m.message.data),
     })))
 }
 
@@ -489,8 +470,8 @@ async fn trace(
 
 /// One message in the dashboard's queue table: who it is for, and why it
 /// waits (the last reply or error of its last attempt, if it had one).
-fn queue_row(dir: &std::path::Path, m: &portcullis_queue::StoredMessage) -> serde_json::Value {
-    let e = &m.envelope;
+fn queue_row(dir: &std::path::Path, m: &portcullis_queue::QueuedMessage) -> serde_json::Value {
+    let e = &m.message.envelope;
     let status = portcullis_queue::read_status(dir, &e.id);
     let reason = status
         .as_ref()
@@ -500,8 +481,8 @@ fn queue_row(dir: &std::path::Path, m: &portcullis_queue::StoredMessage) -> serd
         "id": e.id,
         "sender": e.sender,
         "recipients": e.recipients.iter().map(|r| r.address.as_str()).collect::<Vec<_>>(),
-        "size": m.data.len(),
-        "attempts": status.as_ref().map_or(0, |s| s.attempts),
+        "size": m.message.data.len(),
+        "attempts": m.attempts,
         "reason": reason,
     })
 }
@@ -524,8 +505,8 @@ async fn stats(_: Admin, State(ctx): State<Arc<Context>>) -> ApiResult {
     top.sort_by_key(|(_, r)| std::cmp::Reverse(r.messages));
     top.truncate(10);
     let dir = spool(&ctx);
-    let queued = portcullis_queue::inspect(&dir).unwrap_or_default();
-    let oldest = queued.iter().map(|m| m.envelope.received_at).min();
+    let queued = ctx.control.queue_list().await;
+    let oldest = queued.iter().map(|m| m.message.envelope.received_at).min();
     let default_limit = adm
         .policy()
         .classes

@@ -77,6 +77,14 @@ impl Queue {
         Ok(())
     }
 
+    /// Every message in the live queue and where it stands (empty once
+    /// the scheduler has stopped).
+    pub async fn list(&self) -> Vec<crate::QueuedMessage> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::List(reply));
+        rx.await.unwrap_or_default()
+    }
+
     /// Retry every deferred message now.
     pub fn flush(&self) {
         self.send(Command::Flush);

@@ -25,6 +25,7 @@ pub use bounce::Bounce;
 pub use handle::{Queue, QueueSettings};
 pub use record::{Envelope, QueuedRecipient};
 pub use schedule::Schedule;
+pub use scheduler::{QueueState, QueuedMessage};
 pub use spool::*;
 
 #[cfg(test)]

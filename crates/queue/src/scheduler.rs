@@ -4,7 +4,9 @@
 //! new mail; held ones until the operator releases them. At most
 //! `max_active` attempts run at once, each its own task (`attempt.rs`);
 //! their ends come back here, and commands (submit, flush, hold, delete,
-//! settle) arrive on one channel. Nothing is polled.
+//! list, settle) arrive on one channel. Nothing is polled. Because it
+//! owns every message, it is also where the operator's view of the live
+//! queue comes from (`List`), not the spool on disk.
 
 use crate::attempt::{self, Attempts, Ended};
 use crate::{Queue, QueueSettings, StoredMessage};
@@ -51,7 +53,34 @@ pub(crate) enum Command {
         id: String,
         reply: oneshot::Sender<bool>,
     },
+    /// Every message held now, where it stands.
+    List(oneshot::Sender<Vec<QueuedMessage>>),
     Settle(oneshot::Sender<()>),
+}
+
+/// Where a message stands in the live queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueState {
+    /// Its turn comes as soon as an attempt slot is free.
+    Ready,
+    /// Deferred until its next attempt.
+    Waiting,
+    /// Kept out of delivery by the operator.
+    Held,
+    /// An attempt is under way.
+    Sending,
+}
+
+/// One message of the live queue, as the operator sees it.
+#[derive(Clone, Debug)]
+pub struct QueuedMessage {
+    pub message: StoredMessage,
+    /// Attempts made before this moment.
+    pub attempts: u32,
+    pub state: QueueState,
+    /// Until the next attempt (`Waiting` only).
+    pub next_attempt_in: Option<std::time::Duration>,
 }
 
 /// What the operator asked about a message while it was being tried.
@@ -70,6 +99,8 @@ pub(crate) struct Scheduler {
     waiting: BTreeMap<(Instant, u64), Job>,
     held: HashMap<String, Job>,
     running: JoinSet<(String, Ended)>,
+    /// What each attempt under way is sending, for `List`.
+    sending: HashMap<String, (StoredMessage, u32)>,
     marks: HashMap<String, Marks>,
     next_seq: u64,
     /// Settling: no new attempt starts; these wait for the running ones.
@@ -101,6 +132,7 @@ impl Scheduler {
             waiting: BTreeMap::new(),
             held: HashMap::new(),
             running: JoinSet::new(),
+            sending: HashMap::new(),
             marks: HashMap::new(),
             next_seq: 0,
             settling: Vec::new(),
@@ -144,6 +176,8 @@ impl Scheduler {
             };
             let id = job.id().to_owned();
             self.marks.insert(id.clone(), Marks::default());
+            let view = (job.message.clone(), job.attempts);
+            self.sending.insert(id.clone(), view);
             let attempts = self.attempts.clone();
             self.running
                 .spawn(async move { (id, attempt::run(&attempts, job).await) });
@@ -163,6 +197,9 @@ impl Scheduler {
             }
             Command::Delete { id, reply } => {
                 let _ = reply.send(self.delete(&id));
+            }
+            Command::List(reply) => {
+                let _ = reply.send(self.list(Instant::now()));
             }
             Command::Settle(reply) => {
                 self.closed = true;
@@ -213,7 +250,37 @@ impl Scheduler {
         self.take(id).is_some()
     }
 
+    /// Every message, in the order it would be tried: under way, ready,
+    /// waiting by due time, held.
+    fn list(&self, now: Instant) -> Vec<QueuedMessage> {
+        let view = |job: &Job, state, due: Option<Instant>| QueuedMessage {
+            message: job.message.clone(),
+            attempts: job.attempts,
+            state,
+            next_attempt_in: due.map(|t| t.saturating_duration_since(now)),
+        };
+        let mut out: Vec<QueuedMessage> = self
+            .sending
+            .values()
+            .map(|(m, attempts)| QueuedMessage {
+                message: m.clone(),
+                attempts: *attempts,
+                state: QueueState::Sending,
+                next_attempt_in: None,
+            })
+            .collect();
+        out.extend(self.ready.iter().map(|j| view(j, QueueState::Ready, None)));
+        out.extend(
+            self.waiting
+                .iter()
+                .map(|((due, _), j)| view(j, QueueState::Waiting, Some(*due))),
+        );
+        out.extend(self.held.values().map(|j| view(j, QueueState::Held, None)));
+        out
+    }
+
     fn ended(&mut self, id: String, ended: Ended) {
+        self.sending.remove(&id);
         let marks = self.marks.remove(&id).unwrap_or_default();
         let Ended::Retry { job, after } = ended else {
             return;

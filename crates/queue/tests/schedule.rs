@@ -9,7 +9,7 @@ use portcullis_delivery::{
 };
 use portcullis_metrics::Metrics;
 use portcullis_queue::{
-    Envelope, Queue, QueueSettings, QueuedRecipient, Schedule, Spool, SpoolOptions,
+    Envelope, Queue, QueueSettings, QueueState, QueuedRecipient, Schedule, Spool, SpoolOptions,
 };
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -457,4 +457,30 @@ async fn a_recipient_another_server_accepted_is_not_tried_again_after_a_restart(
     .await;
     let pending = portcullis_queue::inspect(&w.dir).unwrap();
     assert_eq!(pending[0].envelope.recipients[0].address, "y@slow.test");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_live_queue_lists_each_message_where_it_stands() {
+    let w = world("list", Scripted::new(|_, _| later()), schedule());
+    let deferred = send(&w, &["a@far.test"]).await;
+    w.courier.carried(1).await;
+    until(|| w.courier.calls().len() == 1).await;
+    let kept = send(&w, &["b@far.test"]).await;
+    w.courier.carried(2).await;
+    assert!(w.queue.set_held(&kept, true).await.unwrap());
+    // The hold takes effect once the attempt under way has ended.
+    let mut list = w.queue.list().await;
+    for _ in 0..100 {
+        if list.iter().all(|m| m.state != QueueState::Sending) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        list = w.queue.list().await;
+    }
+    let of = |id: &str| list.iter().find(|m| m.message.envelope.id == id).unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(of(&deferred).state, QueueState::Waiting);
+    assert!(of(&deferred).attempts >= 1);
+    assert!(of(&deferred).next_attempt_in.is_some());
+    assert_eq!(of(&kept).state, QueueState::Held);
 }

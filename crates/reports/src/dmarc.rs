@@ -9,7 +9,7 @@
 //! The ledger of reports sent (`ledger.json`) outlives restarts.
 
 use crate::mail::ReportMail;
-use crate::period::{Answer, RunRequests, SavedPeriod, run_periods};
+use crate::period::{Answer, RunRequests, SavedPeriod, gather, run_periods};
 use crate::{Outbox, periodic_resolver};
 use portcullis_config::clock::now_secs;
 use portcullis_dmarcrpt::{Destination, DomainPeriod, Ledger, Period, Reporter};
@@ -62,8 +62,8 @@ impl DmarcReports {
             Err(e) => return warn!(event = "periodic_task_off", task = "dmarc reports", error = %e),
         };
         let save = || self.save();
-        run_periods(every, asked, save, "dmarc", || {
-            send_period(&self, &outbox, &resolver, &psl)
+        run_periods(every, asked, save, "dmarc", |boundary| {
+            send_period(&self, &outbox, &resolver, &psl, boundary)
         })
         .await;
     }
@@ -82,8 +82,13 @@ async fn send_period(
     outbox: &Outbox,
     resolver: &TokioResolver,
     psl: &portcullis_authn::SuffixList,
+    boundary: Option<u64>,
 ) -> Answer {
     let (begin, period) = store.period.take().map_err(|e| e.to_string())?;
+    let Some((begin, period)) = gather(&outbox.state, "dmarc", boundary, begin, period).await
+    else {
+        return Ok(serde_json::json!({ "begin": begin, "sent_by": "another node" }));
+    };
     let config = outbox.config.get();
     let day = now_secs() / 86_400;
     let mut ledger = store.ledger();

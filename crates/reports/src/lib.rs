@@ -6,7 +6,10 @@
 //! `DATA/<kind>/period.json` every minute and at stop; a period ends on a
 //! multiple of its interval since the epoch (00:00 UTC for a day) or when
 //! the operator runs the job now; each report is composed, DKIM-signed
-//! and queued like any message ([`ReportMail`]).
+//! and queued like any message ([`ReportMail`]). With Redis, every node
+//! hands its period in at a scheduled end and the node that claims the
+//! period merges them and sends: one report per domain and period for
+//! the whole cluster.
 //!
 //! What this crate must not do: decide which domains get a report or
 //! what a report says (the plain logic of `portcullis-dmarcrpt` and
@@ -33,12 +36,15 @@ pub trait ReportSigner: Send + Sync {
     fn sign(&self, domain: &str, message: &[u8]) -> Result<String, String>;
 }
 
-/// How a report leaves: the config in force, the queue, the signer.
+/// How a report leaves: the config in force, the queue, the signer, and
+/// the shared state through which the nodes of a cluster send one
+/// report per period between them.
 #[derive(Clone)]
 pub struct Outbox {
     pub config: LiveConfig,
     pub queue: Queue,
     pub signer: Arc<dyn ReportSigner>,
+    pub state: portcullis_state::Store,
 }
 
 /// The config's resolver for a periodic task, or None (said in the log)

@@ -91,6 +91,84 @@ impl<P: Serialize + DeserializeOwned + Default> SavedPeriod<P> {
     }
 }
 
+/// A period that another node's period of the same interval can be
+/// counted into.
+pub trait Mergeable {
+    fn merge(&mut self, other: Self);
+}
+
+impl Mergeable for portcullis_dmarcrpt::Period {
+    fn merge(&mut self, other: Self) {
+        portcullis_dmarcrpt::Period::merge(self, other)
+    }
+}
+
+impl Mergeable for portcullis_tlsrpt::Counts {
+    fn merge(&mut self, other: Self) {
+        portcullis_tlsrpt::Counts::merge(self, other)
+    }
+}
+
+/// How long the node that claimed a period waits for the other nodes to
+/// hand theirs in: they end the same period on the same boundary, give
+/// or take their clocks and timers.
+const GATHER_WAIT: Duration = Duration::from_secs(30);
+
+/// What a node sends at a period's end: its own period (alone, or when
+/// the operator asked this node), every node's merged (it claimed the
+/// period in the shared state), or nothing (another node claimed it and
+/// has this node's rows).
+pub(crate) async fn gather<P>(
+    state: &portcullis_state::Store,
+    kind: &str,
+    boundary: Option<u64>,
+    since: u64,
+    period: P,
+) -> Option<(u64, P)>
+where
+    P: Serialize + DeserializeOwned + Default + Mergeable,
+{
+    let Some(end) = boundary else {
+        return Some((since, period));
+    };
+    let saved = Saved { since, period };
+    let Ok(bytes) = serde_json::to_vec(&saved) else {
+        return Some((saved.since, saved.period));
+    };
+    use portcullis_state::PeriodRole;
+    match state.hand_in_period(kind, end, &bytes).await {
+        PeriodRole::Alone => Some((saved.since, saved.period)),
+        PeriodRole::Contributor => None,
+        PeriodRole::Sender => {
+            tokio::time::sleep(GATHER_WAIT).await;
+            let handed_in = state.handed_in_periods(kind, end).await;
+            Some(merged(handed_in, saved))
+        }
+    }
+}
+
+/// Every node's period counted into one, beginning at the earliest. A
+/// hand-in that does not read (another version's) is left out, and this
+/// node's own is always in.
+fn merged<P: DeserializeOwned + Default + Mergeable>(
+    handed_in: Vec<Vec<u8>>,
+    own: Saved<P>,
+) -> (u64, P) {
+    let (mut since, mut all) = (own.since, P::default());
+    let own_bytes_seen = !handed_in.is_empty();
+    for bytes in &handed_in {
+        if let Ok(s) = serde_json::from_slice::<Saved<P>>(bytes) {
+            since = since.min(s.since);
+            all.merge(s.period);
+        }
+    }
+    if !own_bytes_seen {
+        // Redis lost the list between the hand-in and now: at least ours.
+        all.merge(own.period);
+    }
+    (since, all)
+}
+
 /// Seconds from `now` to the next multiple of `every` since the epoch
 /// (RFC 7489 §7.2: "Report generators SHOULD ... adhere to hour
 /// boundaries"; a daily period ends at 00:00 UTC).
@@ -100,7 +178,8 @@ pub(crate) fn to_boundary(now: u64, every: u64) -> u64 {
 
 /// End a period every `every` seconds on the boundary, or when asked;
 /// save the period so far every minute. `end` ends one period and says
-/// what it sent.
+/// what it sent; it is given the boundary (seconds since the epoch) for
+/// a scheduled end, None for one the operator asked for.
 pub(crate) async fn run_periods<F, Fut>(
     every: u64,
     mut asked: RunRequests,
@@ -108,16 +187,16 @@ pub(crate) async fn run_periods<F, Fut>(
     kind: &'static str,
     mut end: F,
 ) where
-    F: FnMut() -> Fut,
+    F: FnMut(Option<u64>) -> Fut,
     Fut: Future<Output = Answer>,
 {
     let first = tokio::time::Instant::now() + Duration::from_secs(to_boundary(now_secs(), every));
     let mut tick = tokio::time::interval_at(first, Duration::from_secs(every));
     let mut saving = tokio::time::interval(SAVE_EVERY);
     loop {
-        let reply = tokio::select! {
-            _ = tick.tick() => None,
-            Some(r) = asked.recv() => Some(r),
+        let (boundary, reply) = tokio::select! {
+            _ = tick.tick() => (Some(now_secs() / every * every), None),
+            Some(r) = asked.recv() => (None, Some(r)),
             _ = saving.tick() => {
                 if let Err(e) = save() {
                     warn!(event = "report_period_save_failed", kind, error = %e);
@@ -125,7 +204,7 @@ pub(crate) async fn run_periods<F, Fut>(
                 continue;
             }
         };
-        let answer = end().await;
+        let answer = end(boundary).await;
         if let Err(e) = &answer {
             warn!(event = "reports_failed", kind, error = %e);
         }
@@ -138,6 +217,47 @@ pub(crate) async fn run_periods<F, Fut>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Default, Debug, PartialEq, Serialize, serde::Deserialize)]
+    struct Tally(u64);
+
+    impl Mergeable for Tally {
+        fn merge(&mut self, other: Self) {
+            self.0 += other.0;
+        }
+    }
+
+    fn handed(since: u64, n: u64) -> Vec<u8> {
+        serde_json::to_vec(&Saved {
+            since,
+            period: Tally(n),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn the_claiming_node_sends_every_nodes_rows_from_the_earliest_start() {
+        let own = Saved {
+            since: 200,
+            period: Tally(1),
+        };
+        let all = vec![
+            handed(200, 1),
+            handed(150, 2),
+            b"not ours".to_vec(),
+            handed(300, 4),
+        ];
+        assert_eq!(merged(all, own), (150, Tally(7)));
+    }
+
+    #[test]
+    fn a_lost_hand_in_list_still_sends_this_nodes_rows() {
+        let own = Saved {
+            since: 200,
+            period: Tally(3),
+        };
+        assert_eq!(merged(Vec::new(), own), (200, Tally(3)));
+    }
 
     #[test]
     fn a_daily_period_ends_at_midnight_utc() {

@@ -9,7 +9,7 @@
 //! gets nothing.
 
 use crate::mail::ReportMail;
-use crate::period::{Answer, RunRequests, SavedPeriod, run_periods};
+use crate::period::{Answer, RunRequests, SavedPeriod, gather, run_periods};
 use crate::{Outbox, periodic_resolver};
 use portcullis_config::clock::{iso8601, now_secs};
 use portcullis_dns::hickory_resolver::TokioResolver;
@@ -70,8 +70,8 @@ impl TlsReports {
             return;
         };
         let save = || self.save();
-        run_periods(every, asked, save, "tlsrpt", || {
-            send_period(&self, &outbox, &resolver)
+        run_periods(every, asked, save, "tlsrpt", |boundary| {
+            send_period(&self, &outbox, &resolver, boundary)
         })
         .await;
     }
@@ -99,8 +99,17 @@ impl portcullis_delivery::TlsOutcomes for TlsReports {
 
 /// End the period and send each policy domain its report; the answer
 /// lists what was sent and what was not, and why.
-async fn send_period(store: &TlsReports, outbox: &Outbox, resolver: &TokioResolver) -> Answer {
+async fn send_period(
+    store: &TlsReports,
+    outbox: &Outbox,
+    resolver: &TokioResolver,
+    boundary: Option<u64>,
+) -> Answer {
     let (start, counts) = store.period.take().map_err(|e| e.to_string())?;
+    let Some((start, counts)) = gather(&outbox.state, "tlsrpt", boundary, start, counts).await
+    else {
+        return Ok(serde_json::json!({ "begin": start, "sent_by": "another node" }));
+    };
     let mut sent = Vec::new();
     let mut skipped = Vec::new();
     for domain in counts.domains() {

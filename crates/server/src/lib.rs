@@ -225,6 +225,7 @@ impl Server {
             config: ctx.config.clone(),
             queue: ctx.queue.clone(),
             signer: Arc::new(InboundSigner(ctx.inbound.clone())),
+            state: state.clone(),
         };
         bg.spawn(ctx.tls_reports.clone().run(outbox.clone(), tls_asks));
         bg.spawn(ctx.dmarc.clone().run(outbox, dmarc_asks));

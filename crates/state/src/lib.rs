@@ -51,6 +51,17 @@ pub struct Listed {
     pub known: Option<String>,
 }
 
+/// How a node takes part in ending a report period.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeriodRole {
+    /// No shared state: the node reports what it saw.
+    Alone,
+    /// This node claimed the period: it merges every node's and sends.
+    Sender,
+    /// Another node claimed it; this node's rows went to it.
+    Contributor,
+}
+
 /// Admission and submission state, embedded or in Redis. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -367,6 +378,30 @@ impl Store {
             }
         }
         applied
+    }
+
+    /// At a report period's end: hand this node's period in (with Redis)
+    /// and learn whether it sends the merged reports, leaves them to the
+    /// node that claimed them, or (no Redis, or Redis not answering)
+    /// reports alone.
+    pub async fn hand_in_period(&self, kind: &str, end: u64, period: &[u8]) -> PeriodRole {
+        let Some(r) = &self.redis else {
+            return PeriodRole::Alone;
+        };
+        match r.hand_in_period(kind, end, period).await {
+            Some(true) => PeriodRole::Sender,
+            Some(false) => PeriodRole::Contributor,
+            None => PeriodRole::Alone,
+        }
+    }
+
+    /// The periods every node handed in for (`kind`, `end`) (empty
+    /// without Redis).
+    pub async fn handed_in_periods(&self, kind: &str, end: u64) -> Vec<Vec<u8>> {
+        match &self.redis {
+            Some(r) => r.handed_in_periods(kind, end).await.unwrap_or_default(),
+            None => Vec::new(),
+        }
     }
 
     pub async fn blocklist(&self) -> Vec<(Cidr, BlockEntry)> {

@@ -182,3 +182,58 @@ async fn a_dead_nodes_slots_lapse_within_the_node_timeout() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn one_node_of_many_sends_a_periods_reports_with_every_nodes_rows() {
+    let redis = RedisServer::start();
+    let (da, db, dc) = (
+        TempDir::new("rep-a"),
+        TempDir::new("rep-b"),
+        TempDir::new("rep-c"),
+    );
+    let timeout = Duration::from_secs(5);
+    let target = || RedisTarget::Single(redis.url());
+    let nodes = [
+        node(&da, target(), timeout),
+        node(&db, target(), timeout),
+        node(&dc, target(), timeout),
+    ];
+    let mut roles = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        roles.push(
+            n.hand_in_period("dmarc", 86_400, format!("rows of {i}").as_bytes())
+                .await,
+        );
+    }
+    use portcullis_state::PeriodRole::{Contributor, Sender};
+    assert_eq!(roles, [Sender, Contributor, Contributor]);
+    let mut all = nodes[0].handed_in_periods("dmarc", 86_400).await;
+    all.sort();
+    assert_eq!(
+        all,
+        [
+            b"rows of 0".to_vec(),
+            b"rows of 1".to_vec(),
+            b"rows of 2".to_vec()
+        ]
+    );
+    // The next period is claimed afresh; another kind is its own period.
+    assert_eq!(
+        nodes[2].hand_in_period("dmarc", 172_800, b"x").await,
+        Sender
+    );
+    assert_eq!(
+        nodes[1].hand_in_period("tlsrpt", 86_400, b"y").await,
+        Sender
+    );
+}
+
+#[tokio::test]
+async fn without_redis_a_node_reports_alone() {
+    let dir = TempDir::new("rep-alone");
+    let c = Config::embedded_default(dir.0.clone(), "mx.test".into());
+    let store = Store::open(&c).unwrap();
+    let role = store.hand_in_period("dmarc", 86_400, b"rows").await;
+    assert_eq!(role, portcullis_state::PeriodRole::Alone);
+    assert!(store.handed_in_periods("dmarc", 86_400).await.is_empty());
+}

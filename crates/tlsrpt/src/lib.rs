@@ -119,6 +119,23 @@ impl Counts {
         c
     }
 
+    /// Count another node's period of the same interval in.
+    pub fn merge(&mut self, other: Counts) {
+        for (key, theirs) in other.by_policy {
+            let ours = self.by_policy.entry(key).or_default();
+            ours.successful += theirs.successful;
+            ours.failed += theirs.failed;
+            for mx in theirs.mx_hosts {
+                if !ours.mx_hosts.contains(&mx) {
+                    ours.mx_hosts.push(mx);
+                }
+            }
+            for (why, n) in theirs.failures {
+                *ours.failures.entry(why).or_default() += n;
+            }
+        }
+    }
+
     /// The policy domains with sessions in this period: one report each.
     pub fn domains(&self) -> Vec<String> {
         let mut d: Vec<String> = self

@@ -103,4 +103,25 @@ mod tests {
         let back: Counts = serde_json::from_str(&text).unwrap();
         assert_eq!(back, c);
     }
+
+    #[test]
+    fn merged_counts_add_up_as_one_node_would_have() {
+        let key = PolicyKey {
+            policy_type: "tlsa",
+            policy_domain: "example.test".into(),
+            policy_string: vec!["3 1 1 ab".into()],
+        };
+        let (mut a, mut b, mut one) = (Counts::default(), Counts::default(), Counts::default());
+        for c in [&mut a, &mut one] {
+            c.success(key.clone(), "mx1.example.test");
+        }
+        for c in [&mut b, &mut one] {
+            c.failure(key.clone(), "mx2.example.test", Failure::TlsaInvalid);
+            c.success(key.clone(), "mx1.example.test");
+        }
+        a.merge(b);
+        assert_eq!(a.by_policy[&key].successful, 2);
+        assert_eq!(a.by_policy[&key].failed, 1);
+        assert_eq!(a.by_policy[&key].failures, one.by_policy[&key].failures);
+    }
 }

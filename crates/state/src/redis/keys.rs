@@ -69,6 +69,12 @@ pub(crate) fn greylist(triplet: &str) -> String {
     format!("{P}{{grey:{triplet}}}")
 }
 
+/// One report period's keys (`kind` dmarc or tlsrpt, the period's end):
+/// the periods the nodes handed in and who sends, in one slot.
+pub(crate) fn report(kind: &str, end: u64, name: &str) -> String {
+    format!("{P}{{report:{kind}:{end}}}:{name}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

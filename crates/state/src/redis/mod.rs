@@ -13,6 +13,7 @@ mod conn;
 pub(crate) mod keys;
 mod mirror;
 mod ops;
+mod reports;
 
 pub(crate) use admit::{Asked, Shared as SharedOutcome};
 pub use ops::AuthCounts;
