@@ -24,6 +24,7 @@ pub mod gcra;
 mod greylist;
 mod identity;
 mod policy;
+mod repeat;
 mod reputation;
 
 pub use embedded::{
@@ -34,6 +35,7 @@ pub use escalation::{Escalated, Escalation, EscalationRules};
 pub use greylist::{GREYLIST_LUA, Greyed, GreylistRules, Triplet, triplet_key};
 pub use identity::{Allocations, AllocationsError, Identity};
 pub use policy::{Charge, Concurrency, Deferral, Policy, SenderClass, Slot, Stage};
+pub use repeat::{RepeatOffenders, RepeatRules};
 pub use reputation::{LevelChange, Reputation, Verdict};
 
 #[cfg(test)]

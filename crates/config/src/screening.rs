@@ -311,6 +311,14 @@ pub struct Admission {
     /// wide range every this many seconds (the first refusal of a range
     /// in a period is logged at once).
     pub refusal_log_secs: u64,
+    /// A range refused this many times within `repeat_window_secs` (a
+    /// client that ignores 4xx) is blocked for `repeat_block_secs`,
+    /// doubling each time it comes back up to `repeat_block_max_secs`
+    /// (0: never).
+    pub repeat_refusals: u32,
+    pub repeat_window_secs: u64,
+    pub repeat_block_secs: u64,
+    pub repeat_block_max_secs: u64,
 }
 
 impl Default for Admission {
@@ -329,6 +337,12 @@ impl Default for Admission {
             escalate_ipv4_ceiling: 24,
             escalate_block_secs: 3600,
             refusal_log_secs: 10,
+            // RFC 5321 §4.5.4.1: a client waits at least 30 minutes before
+            // retrying; ten refusals in ten seconds is no MTA's retry.
+            repeat_refusals: 10,
+            repeat_window_secs: 10,
+            repeat_block_secs: 30,
+            repeat_block_max_secs: 600,
         }
     }
 }

@@ -34,6 +34,7 @@ pub enum Counter {
     TlsSessions,
     ReportsReceived,
     AcmeOrders,
+    RepeatBlocks,
 }
 
 impl Counter {
@@ -58,6 +59,7 @@ impl Counter {
             Counter::TlsSessions => "portcullis_tls_sessions_total",
             Counter::ReportsReceived => "portcullis_reports_received_total",
             Counter::AcmeOrders => "portcullis_acme_orders_total",
+            Counter::RepeatBlocks => "portcullis_repeat_blocks_total",
         }
     }
 
@@ -103,6 +105,9 @@ impl Counter {
             }
             Counter::Escalations => {
                 "Wider prefixes put on the blocklist because many ranges inside them were blocked or refused, by prefix length."
+            }
+            Counter::RepeatBlocks => {
+                "Ranges blocked briefly for coming back at once, again and again, while their pool was full."
             }
         }
     }

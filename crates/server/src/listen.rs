@@ -17,10 +17,16 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::{error, info};
 
 pub(crate) async fn accept_loop(ctx: Arc<Context>, sock: TcpListener, listener: Listener) {
+    // Port 25 without a PROXY header: the peer is the client, so a
+    // blocked one is answered here, before any task or permit exists.
+    let screen = listener.role == ListenerRole::Mx && !listener.proxy_protocol;
     loop {
         let Some((stream, peer)) = accept(&ctx, &sock, &listener).await else {
             continue;
         };
+        if screen && refused_at_once(&ctx, &stream, peer) {
+            continue;
+        }
         let Ok(permit) = ctx.sessions.clone().try_acquire_owned() else {
             let r = Reply::new(
                 421,
@@ -32,8 +38,22 @@ pub(crate) async fn accept_loop(ctx: Arc<Context>, sock: TcpListener, listener: 
             refuse(&ctx, &stream, listener.role, &r);
             continue;
         };
+        // Replies are small and each waits for the client: no Nagle delay.
+        let _ = stream.set_nodelay(true);
         tokio::spawn(admit(ctx.clone(), stream, peer, listener.clone(), permit));
     }
+}
+
+/// A blocked client: counted (not logged one by one: the refusal log sums
+/// them up), told why in one write, and closed as the stream drops.
+fn refused_at_once(ctx: &Context, stream: &TcpStream, peer: SocketAddr) -> bool {
+    let Some(r) = ctx.inbound.admission.refuse_listed(peer.ip()) else {
+        return false;
+    };
+    count_connection(ctx, ListenerRole::Mx, r.cause.outcome());
+    ctx.refusals.note(&r, peer.ip());
+    refuse(ctx, stream, ListenerRole::Mx, &r.reply);
+    true
 }
 
 /// A policy listener: each connection is one Postfix process asking its
@@ -45,6 +65,7 @@ pub(crate) async fn policy_loop(ctx: Arc<Context>, sock: TcpListener, listener: 
         let Some((stream, _)) = accept(&ctx, &sock, &listener).await else {
             continue;
         };
+        let _ = stream.set_nodelay(true);
         let policy = ctx.policy.clone();
         tokio::spawn(async move { policy.serve(stream).await });
     }
@@ -66,7 +87,6 @@ async fn accept(
             return None;
         }
     };
-    let _ = stream.set_nodelay(true);
     allowed(ctx, l, peer).then_some((stream, peer))
 }
 

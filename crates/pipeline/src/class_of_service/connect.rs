@@ -87,6 +87,14 @@ impl ClassOfService {
         self.admit(ip, true, true).await
     }
 
+    /// The blocklist alone, from memory and without waiting: what the
+    /// accept loop asks before it makes a task for a connection, so that
+    /// a blocked client costs one write and a close.
+    pub fn refuse_listed(&self, ip: IpAddr) -> Option<Refusal> {
+        let (at, entry) = self.state.listed(ip).blocked?;
+        Some(self.blocked(self.policy().range_of(ip), at, &entry))
+    }
+
     /// The connect stage for the policy service: the blocklist and the
     /// class, and (`charge_rate`) the class's connection rate, but no
     /// concurrency slot: Postfix never says when a connection ends, so
@@ -138,6 +146,7 @@ impl ClassOfService {
                         policy.busy(Stage::Connect, &class, true, max),
                     )
                 };
+                self.refused_again(&class, range).await;
                 return Err(refused(self.deferred(Stage::Connect, &d), cause));
             }
             Outcome::BucketFull(i, retry) => {
@@ -149,6 +158,7 @@ impl ClassOfService {
                     self.pool_exhausted(&class, range).await;
                     RefusalCause::Class
                 };
+                self.refused_again(&class, range).await;
                 return Err(refused(self.deferred(Stage::Connect, &d), cause));
             }
             // A second decision never stops for vouching domains.

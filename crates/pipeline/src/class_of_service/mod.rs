@@ -20,6 +20,7 @@ mod connect;
 mod escalate;
 mod greylist;
 mod refusals;
+mod repeat;
 
 pub use connect::{Refusal, RefusalCause};
 pub use refusals::RefusalLog;
@@ -35,6 +36,8 @@ pub struct ClassOfService {
     pub metrics: Arc<Metrics>,
     /// Child ranges counted toward blocking their wider prefix.
     escalation: std::sync::Mutex<portcullis_admission::Escalation>,
+    /// Ranges refused again and again, for a short block (`repeat.rs`).
+    repeat: std::sync::Mutex<portcullis_admission::RepeatOffenders>,
 }
 
 /// One connection's place in the class of service.
@@ -82,6 +85,7 @@ impl ClassOfService {
             allocations,
             metrics,
             escalation: Default::default(),
+            repeat: Default::default(),
         })
     }
 

@@ -188,3 +188,46 @@ async fn escalation_never_blocks_a_prefix_holding_a_known_sender() {
     }
     assert!(w.inbound.admission.state.blocklist().await.is_empty());
 }
+
+#[tokio::test]
+async fn a_stranger_reconnecting_at_once_after_refusals_is_blocked_briefly() {
+    let mut c = config();
+    c.classes.get_mut("default").unwrap().connections_per_minute = Some(1);
+    c.admission.repeat_refusals = 3;
+    c.admission.repeat_block_secs = 30;
+    let w = world_with(c, TableChecks::default(), MemoryIntake::default());
+    admit(&w, "2001:db8:7:7::1")
+        .await
+        .expect("the pool's one connection");
+    for _ in 0..3 {
+        let r = admit(&w, "2001:db8:7:7::2").await.expect_err("pool spent");
+        assert_eq!(r.cause, crate::RefusalCause::Class);
+    }
+    let blocked = w.inbound.admission.state.blocklist().await;
+    assert_eq!(blocked.len(), 1, "{blocked:?}");
+    assert_eq!(blocked[0].0.to_string(), "2001:db8:7:7::/64");
+    let left = blocked[0].1.until - portcullis_config::clock::now_secs();
+    assert!((29..=30).contains(&left), "{left}");
+    let ip = "2001:db8:7:7::9".parse().unwrap();
+    let at_once = w
+        .inbound
+        .admission
+        .refuse_listed(ip)
+        .expect("refused from memory");
+    assert_eq!(at_once.cause, crate::RefusalCause::Blocklist);
+}
+
+#[tokio::test]
+async fn strangers_refused_once_each_are_not_repeat_offenders() {
+    let mut c = config();
+    c.classes.get_mut("default").unwrap().connections_per_minute = Some(1);
+    c.admission.repeat_refusals = 3;
+    let w = world_with(c, TableChecks::default(), MemoryIntake::default());
+    admit(&w, "2001:db8:7:7::1")
+        .await
+        .expect("the pool's one connection");
+    for n in 1..=5 {
+        let _ = admit(&w, &format!("2001:db8:7:{n}0::1")).await;
+    }
+    assert!(w.inbound.admission.state.blocklist().await.is_empty());
+}
