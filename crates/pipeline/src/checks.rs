@@ -326,7 +326,7 @@ mod tests {
         let p = InboundPolicy::Dmarc;
         assert!(matches!(
             inbound_disposition(p, &results(Fail, Fail, Fail, DmarcPolicy::Reject), &[]),
-            Err(_)
+            Err(r) if r.code == 550
         ));
         assert_eq!(
             inbound_disposition(p, &results(Fail, Fail, Fail, DmarcPolicy::Quarantine), &[]),
@@ -342,8 +342,26 @@ mod tests {
         );
         assert!(matches!(
             inbound_disposition(p, &results(None, None, TempError, DmarcPolicy::None), &[]),
-            Err(_)
+            Err(r) if r.code == 451
         ));
+    }
+
+    #[test]
+    fn the_strictest_domain_policy_answers_for_the_message() {
+        use AuthResult::*;
+        let mut c = Config::embedded_default(PathBuf::from("/tmp/x"), "mx.local.test".into());
+        c.inbound_policy
+            .insert("junk.test".into(), InboundPolicy::Dmarc);
+        c.inbound_policy
+            .insert("strict.test".into(), InboundPolicy::RejectBothFail);
+        let r = results(Fail, Fail, Fail, DmarcPolicy::Quarantine);
+        let junk = message_disposition(&c, ["label.test", "junk.test"].into_iter(), &r);
+        assert_eq!(junk, Ok(Accept::junk()));
+        let refused = message_disposition(&c, ["junk.test", "strict.test"].into_iter(), &r);
+        assert!(matches!(refused, Err(r) if r.status == Some(Status(5, 7, 1))));
+        let temp = results(TempError, TempError, None, DmarcPolicy::None);
+        let deferred = message_disposition(&c, ["label.test", "strict.test"].into_iter(), &temp);
+        assert!(matches!(deferred, Err(r) if r.status == Some(Status(4, 4, 3))));
     }
 
     #[test]
@@ -383,8 +401,8 @@ mod tests {
         r.arc_sealer = Some("lists.example.test".into());
         let trusted = vec!["lists.example.test".to_string()];
         assert_eq!(inbound_disposition(p, &r, &trusted), Ok(Accept::default()));
-        assert!(matches!(inbound_disposition(p, &r, &[]), Err(_)));
+        assert!(inbound_disposition(p, &r, &[]).is_err());
         let other = vec!["elsewhere.test".to_string()];
-        assert!(matches!(inbound_disposition(p, &r, &other), Err(_)));
+        assert!(inbound_disposition(p, &r, &other).is_err());
     }
 }
