@@ -4,7 +4,7 @@
 //! BDAT messages queued. Every reply must be a well-formed 2xx-5xx.
 #![no_main]
 use portcullis_smtp::{
-    Action, AuthOutcome, Limits, Peer, Reply, Role, Session, SessionConfig, Status, TlsInfo, Verdict,
+    Action, Limits, Peer, Reply, Role, Session, SessionConfig, Status, TlsInfo,
 };
 use std::sync::Arc;
 
@@ -23,7 +23,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     });
     let peer = Peer { addr: "192.0.2.1:4000".parse().unwrap(), ptr: None };
     let tls = (role == Role::Submissions).then(|| TlsInfo { version: "TLSv1.3".into(), cipher: "x".into() });
-    let mut s = Session::new(cfg, peer, tls);
+    let mut s: Session = Session::new(cfg, peer, tls);
     s.start();
     let step = usize::from(knobs >> 2).max(1);
     let mut out = Vec::new();
@@ -37,12 +37,13 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
                 }
                 Action::StartTls => s.tls_established(TlsInfo { version: "TLSv1.3".into(), cipher: "x".into() }),
                 Action::Authenticate(c) => s.answer_auth(if c.password.len() % 2 == 0 {
-                    AuthOutcome::Success(c.username)
+                    Ok(c.username)
                 } else {
-                    AuthOutcome::Failure(Reply::new(535, Status(5, 7, 8), "no"))
+                    Err(Reply::new(535, Status(5, 7, 8), "no"))
                 }),
-                Action::CheckMail { .. } | Action::CheckRcpt { .. } => s.answer(Verdict::Accept),
-                Action::Deliver(_) => s.answer_data(Reply::new(250, Status(2, 0, 0), "queued")),
+                Action::CheckMail { .. } => s.answer_mail(Ok(())),
+                Action::CheckRcpt { .. } => s.answer_rcpt(Ok(())),
+                Action::Deliver(_) => s.answer_data(Ok("queued".into())),
                 Action::Close => return,
             }
         }

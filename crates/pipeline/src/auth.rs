@@ -2,11 +2,12 @@
 //! throttle), and on success a session slot held for the account until
 //! the connection ends.
 
-use crate::Connection;
-use portcullis_smtp::{AuthOutcome, Credentials};
+use crate::{Connection, StageResult};
+use portcullis_smtp::Credentials;
 
 impl Connection {
-    pub async fn authenticate(&mut self, c: Credentials) -> AuthOutcome {
+    /// Goes on with the identity authenticated as.
+    pub async fn authenticate(&mut self, c: Credentials) -> StageResult<String> {
         let inbound = &self.inbound;
         let state = &inbound.admission.state;
         let (outcome, slot) = inbound

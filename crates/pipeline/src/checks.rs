@@ -1,46 +1,26 @@
 //! The checks applied at each SMTP stage (maddy's model: a check returns a
 //! verdict, the session applies it). Decisions only; no I/O.
 
+use crate::{Accept, StageResult};
 use portcullis_authn::{AuthResult, DmarcPolicy, MessageResults};
 use portcullis_config::{Config, InboundPolicy, RecipientPolicy};
-use portcullis_smtp::{Mailbox, Reply, Status, Verdict};
+use portcullis_smtp::{Mailbox, Reply, Status};
 use std::net::IpAddr;
 
-/// What to do with an inbound message once its authentication results are
-/// known, ordered from mildest to strictest.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Disposition {
-    Accept,
-    /// Deliver into the recipient's Junk folder (DMARC quarantine).
-    Junk,
-    /// 4xx: a result the decision depends on was a temporary DNS error.
-    Defer(Reply),
-    Reject(Reply),
-}
-
-impl Disposition {
-    /// The word the log uses.
-    pub(crate) fn as_str(&self) -> &'static str {
-        match self {
-            Disposition::Accept => "accept",
-            Disposition::Junk => "junk",
-            Disposition::Defer(_) => "defer",
-            Disposition::Reject(_) => "reject",
-        }
-    }
-
-    fn severity(&self) -> u8 {
-        match self {
-            Disposition::Accept => 0,
-            Disposition::Junk => 1,
-            Disposition::Defer(_) => 2,
-            Disposition::Reject(_) => 3,
-        }
+/// How strict a result about a message is, mildest first: accept, file
+/// as junk, defer, refuse. The strictest over the recipient domains wins.
+fn severity(r: &StageResult) -> u8 {
+    match r {
+        Ok(a) if a.folder.is_none() => 0,
+        Ok(_) => 1,
+        Err(reply) if !reply.is_permanent_failure() => 2,
+        Err(_) => 3,
     }
 }
 
-fn dns_defer(what: &str) -> Disposition {
-    Disposition::Defer(Reply::new(
+/// 4xx: a result the decision depends on was a temporary DNS error.
+fn dns_defer(what: &str) -> StageResult {
+    Err(Reply::new(
         451,
         Status(4, 4, 3),
         format!("{what} could not be evaluated (temporary DNS failure); try again later"),
@@ -52,7 +32,7 @@ pub(crate) fn inbound_disposition(
     policy: InboundPolicy,
     r: &MessageResults,
     trusted_sealers: &[String],
-) -> Disposition {
+) -> StageResult {
     // RFC 8617 §7.2: a receiver may let a valid chain from a sealer it
     // trusts (a mailing list, a forwarder) outweigh a DMARC failure.
     let vouched = r
@@ -60,14 +40,14 @@ pub(crate) fn inbound_disposition(
         .as_ref()
         .is_some_and(|d| trusted_sealers.iter().any(|t| t.eq_ignore_ascii_case(d)));
     match policy {
-        InboundPolicy::Label => Disposition::Accept,
+        InboundPolicy::Label => Ok(Accept::default()),
         InboundPolicy::RejectBothFail => {
             if r.spf == AuthResult::Pass || r.dkim == AuthResult::Pass {
-                Disposition::Accept
+                Ok(Accept::default())
             } else if r.spf == AuthResult::TempError || r.dkim == AuthResult::TempError {
                 dns_defer("SPF or DKIM")
             } else {
-                Disposition::Reject(Reply::new(
+                Err(Reply::new(
                     550,
                     Status(5, 7, 1),
                     format!(
@@ -80,8 +60,8 @@ pub(crate) fn inbound_disposition(
         }
         InboundPolicy::Dmarc => match (r.dmarc, r.dmarc_policy) {
             (AuthResult::TempError, _) => dns_defer("DMARC"),
-            (AuthResult::Fail, _) if vouched => Disposition::Accept,
-            (AuthResult::Fail, DmarcPolicy::Reject) => Disposition::Reject(Reply::new(
+            (AuthResult::Fail, _) if vouched => Ok(Accept::default()),
+            (AuthResult::Fail, DmarcPolicy::Reject) => Err(Reply::new(
                 550,
                 Status(5, 7, 1),
                 format!(
@@ -91,8 +71,8 @@ pub(crate) fn inbound_disposition(
                     r.dkim.as_str()
                 ),
             )),
-            (AuthResult::Fail, DmarcPolicy::Quarantine) => Disposition::Junk,
-            _ => Disposition::Accept,
+            (AuthResult::Fail, DmarcPolicy::Quarantine) => Ok(Accept::junk()),
+            _ => Ok(Accept::default()),
         },
     }
 }
@@ -129,14 +109,14 @@ pub(crate) fn message_disposition<'a>(
     config: &Config,
     domains: impl Iterator<Item = &'a str>,
     r: &MessageResults,
-) -> Disposition {
+) -> StageResult {
     domains
         .map(|d| {
             let policy = config.inbound_policy.get(d).copied().unwrap_or_default();
             inbound_disposition(policy, r, &config.forwarding.arc_trusted_sealers)
         })
-        .max_by_key(Disposition::severity)
-        .unwrap_or(Disposition::Accept)
+        .max_by_key(severity)
+        .unwrap_or(Ok(Accept::default()))
 }
 
 /// Whether a recipient domain's policy stage refuses mail (anything but
@@ -154,9 +134,13 @@ pub(crate) fn policy_refuses<'a>(
 /// belongs on the submission port with AUTH (RFC 6409, spamops §3.1):
 /// refused here unless the client is in a network the operator listed
 /// for legacy port-25 devices.
-pub(crate) fn mx_sender(config: &Config, client: IpAddr, from: Option<&Mailbox>) -> Verdict {
+pub(crate) fn mx_sender(
+    config: &Config,
+    client: IpAddr,
+    from: Option<&Mailbox>,
+) -> StageResult<()> {
     let Some(from) = from else {
-        return Verdict::Accept;
+        return Ok(());
     };
     // Only the configured domains: mail from root@<hostname> is the
     // machine's own, not a user's.
@@ -167,9 +151,9 @@ pub(crate) fn mx_sender(config: &Config, client: IpAddr, from: Option<&Mailbox>)
             .iter()
             .any(|n| n.contains(client))
     {
-        return Verdict::Accept;
+        return Ok(());
     }
-    Verdict::Reject(Reply::new(
+    Err(Reply::new(
         553,
         Status(5, 7, 1),
         format!(
@@ -183,9 +167,9 @@ pub(crate) fn mx_sender(config: &Config, client: IpAddr, from: Option<&Mailbox>)
 /// whatever the client claims (the route of a source-routed path has
 /// already been dropped by the parser, so `<@local:u@remote>` is remote).
 /// `known` says whether the mailbox exists (an account, postmaster, abuse).
-pub(crate) fn recipient(config: &Config, to: &Mailbox, known: bool) -> Verdict {
+pub(crate) fn recipient(config: &Config, to: &Mailbox, known: bool) -> StageResult<()> {
     if to.is_literal() || !config.is_local_domain(&to.domain) {
-        return Verdict::Reject(Reply::new(
+        return Err(Reply::new(
             554,
             Status(5, 7, 1),
             format!(
@@ -195,19 +179,19 @@ pub(crate) fn recipient(config: &Config, to: &Mailbox, known: bool) -> Verdict {
         ));
     }
     if !is_mailbox_name(&to.local) {
-        return Verdict::Reject(Reply::new(
+        return Err(Reply::new(
             550,
             Status(5, 1, 3),
             format!("{to}: local part is not a valid mailbox name here"),
         ));
     }
     match recipient_policy(config, &to.domain) {
-        RecipientPolicy::RejectUnknown if !known => Verdict::Reject(Reply::new(
+        RecipientPolicy::RejectUnknown if !known => Err(Reply::new(
             550,
             Status(5, 1, 1),
             format!("<{to}>: user unknown"),
         )),
-        _ => Verdict::Accept,
+        _ => Ok(()),
     }
 }
 
@@ -222,8 +206,8 @@ pub(crate) fn recipient_policy(config: &Config, domain: &str) -> RecipientPolicy
 }
 
 /// Whether a reply is the "user unknown" that feeds the tarpit.
-pub(crate) fn is_user_unknown(v: &Verdict) -> bool {
-    matches!(v, Verdict::Reject(r) if r.status == Some(Status(5, 1, 1)))
+pub(crate) fn is_user_unknown(r: &StageResult<()>) -> bool {
+    matches!(r, Err(r) if r.status == Some(Status(5, 1, 1)))
 }
 
 /// Local mailboxes are plain dot-atoms without `/`, `%` or `!` (the
@@ -248,7 +232,7 @@ mod tests {
         c
     }
 
-    fn rcpt(s: &str) -> Verdict {
+    fn rcpt(s: &str) -> StageResult<()> {
         let (path, _) = portcullis_smtp::address::parse_path(s, false).unwrap();
         let portcullis_smtp::Path::Mailbox(m) = path else {
             panic!()
@@ -256,8 +240,8 @@ mod tests {
         recipient(&config(), &m, true)
     }
 
-    fn refused(v: Verdict) -> bool {
-        matches!(v, Verdict::Reject(_))
+    fn refused(r: StageResult<()>) -> bool {
+        r.is_err()
     }
 
     #[test]
@@ -271,16 +255,16 @@ mod tests {
         assert!(is_user_unknown(&v), "{v:?}");
         c.recipient_policy
             .insert("local.test".into(), RecipientPolicy::AcceptAll);
-        assert_eq!(recipient(&c, &m, false), Verdict::Accept);
+        assert_eq!(recipient(&c, &m, false), Ok(()));
         c.recipient_policy
             .insert("local.test".into(), RecipientPolicy::Any);
-        assert_eq!(recipient(&c, &m, false), Verdict::Accept);
+        assert_eq!(recipient(&c, &m, false), Ok(()));
     }
 
     #[test]
     fn local_domain_is_accepted_in_any_case() {
-        assert_eq!(rcpt("<user@LOCAL.test>"), Verdict::Accept);
-        assert_eq!(rcpt("<postmaster@mx.local.test>"), Verdict::Accept);
+        assert_eq!(rcpt("<user@LOCAL.test>"), Ok(()));
+        assert_eq!(rcpt("<postmaster@mx.local.test>"), Ok(()));
     }
 
     #[test]
@@ -294,14 +278,14 @@ mod tests {
         let inside: IpAddr = "192.0.2.7".parse().unwrap();
         assert!(refused(mx_sender(&c, outside, Some(&from))));
         c.submission.port25_networks = vec!["192.0.2.0/24".parse().unwrap()];
-        assert_eq!(mx_sender(&c, inside, Some(&from)), Verdict::Accept);
+        assert_eq!(mx_sender(&c, inside, Some(&from)), Ok(()));
         assert!(refused(mx_sender(&c, outside, Some(&from))));
         let remote = Mailbox {
             local: "x".into(),
             domain: "remote.test".into(),
         };
-        assert_eq!(mx_sender(&c, outside, Some(&remote)), Verdict::Accept);
-        assert_eq!(mx_sender(&c, outside, None), Verdict::Accept);
+        assert_eq!(mx_sender(&c, outside, Some(&remote)), Ok(()));
+        assert_eq!(mx_sender(&c, outside, None), Ok(()));
     }
 
     fn results(
@@ -322,17 +306,17 @@ mod tests {
         let p = InboundPolicy::RejectBothFail;
         assert_eq!(
             inbound_disposition(p, &results(Pass, Fail, Fail, DmarcPolicy::None), &[]),
-            Disposition::Accept
+            Ok(Accept::default())
         );
         assert_eq!(
             inbound_disposition(p, &results(Fail, Pass, Fail, DmarcPolicy::None), &[]),
-            Disposition::Accept
+            Ok(Accept::default())
         );
         assert!(
-            matches!(inbound_disposition(p, &results(Fail, None, Fail, DmarcPolicy::None), &[]), Disposition::Reject(r) if r.code == 550)
+            matches!(inbound_disposition(p, &results(Fail, None, Fail, DmarcPolicy::None), &[]), Err(r) if r.code == 550)
         );
         assert!(
-            matches!(inbound_disposition(p, &results(TempError, None, None, DmarcPolicy::None), &[]), Disposition::Defer(r) if r.code == 451)
+            matches!(inbound_disposition(p, &results(TempError, None, None, DmarcPolicy::None), &[]), Err(r) if r.code == 451)
         );
     }
 
@@ -342,24 +326,42 @@ mod tests {
         let p = InboundPolicy::Dmarc;
         assert!(matches!(
             inbound_disposition(p, &results(Fail, Fail, Fail, DmarcPolicy::Reject), &[]),
-            Disposition::Reject(_)
+            Err(r) if r.code == 550
         ));
         assert_eq!(
             inbound_disposition(p, &results(Fail, Fail, Fail, DmarcPolicy::Quarantine), &[]),
-            Disposition::Junk
+            Ok(Accept::junk())
         );
         assert_eq!(
             inbound_disposition(p, &results(Fail, Fail, Fail, DmarcPolicy::None), &[]),
-            Disposition::Accept
+            Ok(Accept::default())
         );
         assert_eq!(
             inbound_disposition(p, &results(Fail, Pass, Pass, DmarcPolicy::Reject), &[]),
-            Disposition::Accept
+            Ok(Accept::default())
         );
         assert!(matches!(
             inbound_disposition(p, &results(None, None, TempError, DmarcPolicy::None), &[]),
-            Disposition::Defer(_)
+            Err(r) if r.code == 451
         ));
+    }
+
+    #[test]
+    fn the_strictest_domain_policy_answers_for_the_message() {
+        use AuthResult::*;
+        let mut c = Config::embedded_default(PathBuf::from("/tmp/x"), "mx.local.test".into());
+        c.inbound_policy
+            .insert("junk.test".into(), InboundPolicy::Dmarc);
+        c.inbound_policy
+            .insert("strict.test".into(), InboundPolicy::RejectBothFail);
+        let r = results(Fail, Fail, Fail, DmarcPolicy::Quarantine);
+        let junk = message_disposition(&c, ["label.test", "junk.test"].into_iter(), &r);
+        assert_eq!(junk, Ok(Accept::junk()));
+        let refused = message_disposition(&c, ["junk.test", "strict.test"].into_iter(), &r);
+        assert!(matches!(refused, Err(r) if r.status == Some(Status(5, 7, 1))));
+        let temp = results(TempError, TempError, None, DmarcPolicy::None);
+        let deferred = message_disposition(&c, ["label.test", "strict.test"].into_iter(), &temp);
+        assert!(matches!(deferred, Err(r) if r.status == Some(Status(4, 4, 3))));
     }
 
     #[test]
@@ -371,7 +373,7 @@ mod tests {
                 &results(Fail, Fail, Fail, DmarcPolicy::Reject),
                 &[]
             ),
-            Disposition::Accept
+            Ok(Accept::default())
         );
     }
 
@@ -398,15 +400,9 @@ mod tests {
         r.arc = Pass;
         r.arc_sealer = Some("lists.example.test".into());
         let trusted = vec!["lists.example.test".to_string()];
-        assert_eq!(inbound_disposition(p, &r, &trusted), Disposition::Accept);
-        assert!(matches!(
-            inbound_disposition(p, &r, &[]),
-            Disposition::Reject(_)
-        ));
+        assert_eq!(inbound_disposition(p, &r, &trusted), Ok(Accept::default()));
+        assert!(inbound_disposition(p, &r, &[]).is_err());
         let other = vec!["elsewhere.test".to_string()];
-        assert!(matches!(
-            inbound_disposition(p, &r, &other),
-            Disposition::Reject(_)
-        ));
+        assert!(inbound_disposition(p, &r, &other).is_err());
     }
 }

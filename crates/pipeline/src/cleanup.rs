@@ -5,36 +5,40 @@
 //! dropped when SPF says the sender is forged). Then the queue (write and
 //! fsync before the 250), the submission log, and reputation.
 
-use crate::data::{Accepted, Origin};
+use crate::data::{Message, Origin};
 use crate::forwarding::Copy;
-use crate::{Connection, checks};
+use crate::{Connection, StageResult, Transaction, checks};
 use portcullis_authn::{AuthResult, SpfCheck};
 use portcullis_config::RecipientPolicy;
 use portcullis_metrics::{Counter, Outcome};
 use portcullis_queue::{Bounce, Envelope, QueuedRecipient, StoredMessage};
-use portcullis_smtp::{Reply, Status, Transaction};
+use portcullis_smtp::{Reply, Status};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::{info, warn};
 
-fn queued(id: &str) -> Reply {
-    Reply::new(250, Status(2, 0, 0), format!("Ok: queued as {id}"))
-}
-
 impl Connection {
-    pub(crate) async fn enqueue(&self, txn: &Transaction, id: &str, a: Accepted<'_>) -> Reply {
+    /// The message queued: goes on with its queue id.
+    pub(crate) async fn enqueue(
+        &self,
+        txn: &Transaction,
+        id: &str,
+        msg: Message<'_>,
+    ) -> StageResult<String> {
         let now = SystemTime::now();
         let received = portcullis_smtp::received_header(txn, &self.config.hostname, id, now);
-        let mut data = Vec::with_capacity(received.len() + a.headers.len() + a.body.len());
+        let headers = msg.accept.header_block();
+        let mut data = Vec::with_capacity(received.len() + headers.len() + msg.body.len());
         data.extend_from_slice(received.as_bytes());
-        data.extend_from_slice(a.headers.as_bytes());
-        data.extend_from_slice(&a.body);
-        let mut envelope = envelope(txn, id, now, a.folder);
+        data.extend_from_slice(headers.as_bytes());
+        data.extend_from_slice(&msg.body);
+        let mut envelope = envelope(txn, id, now, msg.accept.folder);
         let mut copies = Vec::new();
-        if let Origin::Received { spf, .. } = &a.origin {
+        if let Origin::Received(found) = &msg.origin {
+            let spf = &found.spf;
             if let Some(hops) = self.inbound.forwarding.too_many_hops(&data) {
                 let text = format!("Too many hops ({hops} Received: fields): a mail loop");
-                return Reply::new(554, Status(5, 4, 6), text);
+                return Err(Reply::new(554, Status(5, 4, 6), text));
             }
             let unknown = self.take_unknown_recipients(&mut envelope);
             if !unknown.is_empty() {
@@ -50,44 +54,35 @@ impl Connection {
                 // Accept-all and loops: the client learns nothing about
                 // which addresses exist.
                 info!(session = %self.id, event = "accepted_for_unknown_only", id = %id);
-                return queued(id);
+                return Ok(id.to_owned());
             }
         }
         let data = Arc::new(data);
         let size = data.len();
         if !envelope.recipients.is_empty() {
-            if let Err(r) = self.queue(envelope.clone(), data).await {
-                return r;
-            }
-            if let Origin::Submitted { message_id } = &a.origin {
+            self.queue(envelope.clone(), data).await?;
+            if let Origin::Submitted { message_id } = &msg.origin {
                 self.log_submission(txn, &envelope, message_id, size, now);
             }
         }
         for (copy, copy_data) in copies {
-            if let Err(r) = self.queue(copy, Arc::new(copy_data)).await {
-                return r;
-            }
+            self.queue(copy, Arc::new(copy_data)).await?;
         }
-        if let Origin::Received {
-            domains,
-            verdict,
-            dmarc_observation,
-            ..
-        } = &a.origin
-        {
-            self.count_message(domains, *verdict).await;
-            if let (Some(o), Some(sink)) = (dmarc_observation, &self.inbound.dmarc_observations) {
+        if let Origin::Received(found) = &msg.origin {
+            self.count_message(&found.domains, found.verdict).await;
+            let sink = &self.inbound.dmarc_observations;
+            if let (Some(o), Some(sink)) = (&found.dmarc_observation, sink) {
                 sink.observe(o);
             }
         }
         let m = &self.inbound.metrics;
         m.inc(Counter::MessagesAccepted, &[("listener", self.role.name())]);
         m.outcome(Outcome::Accepted, portcullis_config::clock::now_secs());
-        queued(id)
+        Ok(id.to_owned())
     }
 
     /// Commit one envelope durably through the queue.
-    async fn queue(&self, envelope: Envelope, data: Arc<Vec<u8>>) -> Result<(), Reply> {
+    async fn queue(&self, envelope: Envelope, data: Arc<Vec<u8>>) -> StageResult<()> {
         let (id, from, recipients, size) = (
             envelope.id.clone(),
             envelope.sender.clone(),

@@ -5,9 +5,8 @@
 //! then looked up ([`Connection::connect`]): its forward-confirmed reverse
 //! name (for Received and iprev) and the address lists.
 
-use crate::{Connection, Gate, Inbound, Refusal, checks, dnslists, tarpit_delay};
+use crate::{Connection, Gate, Inbound, Refusal, StageResult, checks, dnslists, tarpit_delay};
 use portcullis_config::ListenerRole;
-use portcullis_smtp::Reply;
 use std::net::IpAddr;
 use std::time::Duration;
 use tracing::info;
@@ -26,8 +25,9 @@ impl Inbound {
 
 impl Connection {
     /// Port 25, before the greeting: reverse DNS and the address lists.
-    /// Ok holds the client's confirmed name, for Received.
-    pub async fn connect(&mut self) -> Result<Option<String>, Reply> {
+    /// Goes on with the client's confirmed name, for Received; the lists'
+    /// header lines are kept for every message of the connection.
+    pub async fn connect(&mut self) -> StageResult<Option<String>> {
         if self.role != ListenerRole::Mx {
             return Ok(None);
         }

@@ -5,215 +5,182 @@
 //! MAIL FROM) and labelled in Authentication-Results; the recipient
 //! domains' policy may refuse it or file it as junk; the signing domains'
 //! lists, the class's byte budget and the domain-range rule apply; rspamd
-//! gives its verdict. Then `cleanup.rs` queues what was accepted.
+//! gives its verdict. Each of these answers with a [`StageResult`]: the
+//! first refusal ends the message, and what the others add (header lines,
+//! a folder) is joined in order. Then `cleanup.rs` queues what was
+//! accepted. Nothing here writes the spool.
 
-use crate::checks::{self, Disposition};
-use crate::{Connection, rspamd};
+use crate::outcome::disposition;
+use crate::{Accept, Connection, StageResult, Transaction, checks, dnslists, rspamd};
 use portcullis_admission::Verdict;
-use portcullis_authn::{AuthResult, SpfCheck};
+use portcullis_authn::{AuthResult, MessageResults, SpfCheck};
 use portcullis_config::clock::now_secs;
 use portcullis_metrics::Counter;
-use portcullis_smtp::{Reply, Status, Transaction};
+use portcullis_smtp::{Reply, Status};
 use std::borrow::Cow;
 use tracing::{info, warn};
 
-/// What the end of data decided about a message it accepts.
-pub(crate) struct Accepted<'a> {
-    /// Header lines to prepend.
-    pub headers: String,
+/// The message as the end of data lets it through, for cleanup.
+pub(crate) struct Message<'a> {
+    /// What every stage added: header lines to prepend, the folder.
+    pub accept: Accept,
     /// The content to queue after them.
     pub body: Cow<'a, [u8]>,
-    /// Maildir++ folder for local recipients (`Junk`).
-    pub folder: Option<String>,
     pub origin: Origin,
 }
 
 /// How the message came: submitted by an account, or received on port 25.
 pub(crate) enum Origin {
-    Submitted {
-        message_id: String,
-    },
-    Received {
-        spf: Box<SpfCheck>,
-        /// Domains it authenticated for: the SPF-passing MAIL FROM domain
-        /// and every passing DKIM `d=`.
-        domains: Vec<String>,
-        verdict: Option<Verdict>,
-        /// The message's row for its From: domain's DMARC aggregate
-        /// report, recorded once the message is queued.
-        dmarc_observation: Option<Box<portcullis_dmarcrpt::Observation>>,
-    },
+    Submitted { message_id: String },
+    Received(Box<Received>),
 }
 
-/// What authenticating a received message found, once it is not refused.
-struct Authenticated {
-    header: String,
-    /// Maildir++ folder (`Junk`) where the domain policy files it there.
-    folder: Option<String>,
-    spf: SpfCheck,
-    /// Domains it authenticated for.
-    domains: Vec<String>,
-    dmarc_observation: Option<Box<portcullis_dmarcrpt::Observation>>,
+/// What authenticating and scanning a received message found, which
+/// cleanup needs after queueing it.
+pub(crate) struct Received {
+    pub spf: SpfCheck,
+    /// Domains it authenticated for: the SPF-passing MAIL FROM domain
+    /// and every passing DKIM `d=`.
+    pub domains: Vec<String>,
+    pub verdict: Option<Verdict>,
+    /// The message's row for its From: domain's DMARC aggregate report,
+    /// recorded once the message is queued.
+    pub dmarc_observation: Option<portcullis_dmarcrpt::Observation>,
 }
 
 impl Connection {
-    /// The end of data: the reply to the message, after it is queued
-    /// (write, fsync) when accepted.
-    pub async fn data(&mut self, txn: Transaction) -> Reply {
+    /// The end of data: goes on with the queue id once the message is
+    /// queued (write, fsync).
+    pub async fn data(&mut self, txn: Transaction) -> StageResult<String> {
         let id = self.inbound.queue.new_id();
-        let decided = match txn.auth {
-            Some(_) => self.submitted(&txn, &id),
-            None => self.received(&txn, &id).await,
+        let message = match txn.auth {
+            Some(_) => self.submitted(&txn, &id)?,
+            None => self.received(&txn, &id).await?,
         };
-        match decided {
-            Ok(accepted) => self.enqueue(&txn, &id, accepted).await,
-            Err(reply) => reply,
-        }
+        self.enqueue(&txn, &id, message).await
     }
 
-    fn submitted<'a>(&self, txn: &'a Transaction, id: &str) -> Result<Accepted<'a>, Reply> {
-        let (headers, message_id) =
-            self.inbound
-                .submission
-                .prepare(txn, &self.config.hostname, id)?;
-        Ok(Accepted {
-            headers,
+    fn submitted<'a>(&self, txn: &'a Transaction, id: &str) -> StageResult<Message<'a>> {
+        let hostname = &self.config.hostname;
+        let (accept, message_id) = self.inbound.submission.prepare(txn, hostname, id)?;
+        Ok(Message {
+            accept,
             body: Cow::Borrowed(&txn.body),
-            folder: None,
             origin: Origin::Submitted { message_id },
         })
     }
 
-    async fn received<'a>(
-        &mut self,
-        txn: &'a Transaction,
-        id: &str,
-    ) -> Result<Accepted<'a>, Reply> {
-        let Authenticated {
-            header: mut headers,
-            folder,
-            spf,
-            domains,
-            dmarc_observation,
-        } = self.authenticate_message(txn).await?;
+    async fn received<'a>(&self, txn: &'a Transaction, id: &str) -> StageResult<Message<'a>> {
+        let (authenticated, mut found) = self.authenticate_message(txn).await?;
         let body = portcullis_authn::strip_forged_results(&txn.body, &self.config.hostname);
-        if let Some(label) = self.admit_data(txn, &domains).await? {
-            headers.push_str(&label);
-        }
-        let mut verdict = None;
-        if let Some(scan) = self.scan(txn, id, &domains).await? {
-            headers.push_str(&scan.headers());
-            verdict = scan.verdict();
-        }
-        Ok(Accepted {
-            headers,
+        let admitted = self.admit_data(txn, &found.domains).await?;
+        let (scanned, verdict) = self.scan(txn, id, &found.domains).await?;
+        found.verdict = verdict;
+        Ok(Message {
+            accept: authenticated.and(admitted).and(scanned),
             body: Cow::Owned(body),
-            folder,
-            origin: Origin::Received {
-                spf: Box::new(spf),
-                domains,
-                verdict,
-                dmarc_observation,
-            },
+            origin: Origin::Received(Box::new(found)),
         })
     }
 
-    /// DKIM, ARC and DMARC over the message, the domain policy applied:
-    /// the header lines, the folder, the SPF check and the domains the
-    /// message authenticated for; or the refusal.
-    async fn authenticate_message(&mut self, txn: &Transaction) -> Result<Authenticated, Reply> {
-        // The transaction's state ends here, whatever happens next.
-        let txn_state = self.txn.take().unwrap_or_default();
-        let ip = self.peer.ip();
-        let spf = match txn_state.spf {
-            Some(s) => s,
-            None => {
-                let sender = txn.mail_from.as_ref().map(|m| m.to_string());
-                let checks = &self.inbound.checks;
-                checks
-                    .spf(ip, &txn.helo, sender.as_deref(), now_secs())
-                    .await
-            }
-        };
+    /// DKIM, ARC and DMARC over the message, the domain policy and the
+    /// signing domains' lists applied: goes on with Authentication-Results
+    /// and the lists' lines (the client's, the sender's, the signers'),
+    /// and the folder; and what cleanup needs to know.
+    async fn authenticate_message(&self, txn: &Transaction) -> StageResult<(Accept, Received)> {
+        let spf = self.spf_of(txn).await;
         let t0 = std::time::Instant::now();
         let mut r = self.inbound.checks.check_message(&txn.body, &spf).await;
         self.inbound.metrics.dns_check("message", t0.elapsed());
+        self.count_results(&r);
+        if let Some(iprev) = self.iprev {
+            r.add_iprev(iprev, self.peer.ip());
+        }
         let rcpt_domains = txn.recipients.iter().map(|r| r.mailbox.domain.as_str());
-        let mut disposition = checks::message_disposition(&self.config, rcpt_domains, &r);
+        let policy = checks::message_disposition(&self.config, rcpt_domains, &r);
+        let lines = Accept::with_lines(vec![r.header.clone()])
+            .and(self.client_labels.clone())
+            .and(txn.findings.sender_labels.clone());
+        // A listed signing domain refuses whatever the policy said.
+        let decided = self
+            .signing_lists(&r.dkim_domains)
+            .await
+            .and_then(|signers| policy.map(|folder| lines.and(signers).and(folder)));
+        info!(
+            session = %self.id, event = "authentication", spf = r.spf.as_str(), dkim = r.dkim.as_str(),
+            dmarc = r.dmarc.as_str(), arc = r.arc.as_str(), from_domain = %r.from_domain, disposition = disposition(&decided)
+        );
+        let accept = decided?;
+        let domains = authenticated_domains(&spf, &r);
+        // RFC 7489 §7.2: the report says what we did with the message.
+        let dmarc_observation = r.dmarc_observation.take().map(|mut o| {
+            if accept.folder.is_some() {
+                o.row.disposition = "quarantine".to_owned();
+            }
+            o
+        });
+        let found = Received {
+            spf,
+            domains,
+            verdict: None,
+            dmarc_observation,
+        };
+        Ok((accept, found))
+    }
+
+    /// The SPF check kept since MAIL FROM; made now for a transaction
+    /// that came without one.
+    async fn spf_of(&self, txn: &Transaction) -> SpfCheck {
+        if let Some(spf) = &txn.findings.spf {
+            return spf.clone();
+        }
+        let sender = txn.mail_from.as_ref().map(|m| m.to_string());
+        let checks = &self.inbound.checks;
+        checks
+            .spf(self.peer.ip(), &txn.helo, sender.as_deref(), now_secs())
+            .await
+    }
+
+    fn count_results(&self, r: &MessageResults) {
         for (method, result) in [("spf", r.spf), ("dkim", r.dkim), ("dmarc", r.dmarc)] {
             let labels = [("method", method), ("result", result.as_str())];
             self.inbound.metrics.inc(Counter::AuthResults, &labels);
         }
-        if let Some(iprev) = self.iprev {
-            r.add_iprev(iprev, ip);
+    }
+
+    /// The domain lists about every DKIM signer: their lines, or the
+    /// refusal of the last listed signer.
+    async fn signing_lists(&self, signers: &[String]) -> StageResult {
+        let (checks, lists) = (self.inbound.checks.as_ref(), &self.config.dns_lists);
+        let mut out = Ok(Accept::default());
+        for d in signers {
+            let listed = dnslists::domain(checks, lists, d, "Signing").await;
+            out = match (out, listed) {
+                (_, Err(refused)) => Err(refused),
+                (Ok(so_far), Ok(more)) => Ok(so_far.and(more)),
+                (refused, Ok(_)) => refused,
+            };
         }
-        let mut header = r.header.clone();
-        let mut labels = txn_state.labels;
-        for d in &r.dkim_domains {
-            let lists = &self.config.dns_lists;
-            match crate::dnslists::domain(self.inbound.checks.as_ref(), lists, d, "Signing").await {
-                Ok(l) => labels.extend(l),
-                Err(reply) => disposition = Disposition::Reject(reply),
-            }
-        }
-        header.extend(self.client_labels.iter().cloned());
-        header.extend(labels);
-        info!(
-            session = %self.id, event = "authentication", spf = r.spf.as_str(), dkim = r.dkim.as_str(),
-            dmarc = r.dmarc.as_str(), arc = r.arc.as_str(), from_domain = %r.from_domain, disposition = disposition.as_str()
-        );
-        let folder = match disposition {
-            Disposition::Accept => None,
-            Disposition::Junk => Some("Junk".to_owned()),
-            Disposition::Defer(reply) | Disposition::Reject(reply) => return Err(reply),
-        };
-        let mut domains = Vec::new();
-        if r.spf == AuthResult::Pass && !spf.domain().is_empty() {
-            domains.push(spf.domain().to_ascii_lowercase());
-        }
-        for d in &r.dkim_domains {
-            let d = d.to_ascii_lowercase();
-            if !domains.contains(&d) {
-                domains.push(d);
-            }
-        }
-        // RFC 7489 §7.2: the report says what we did with the message.
-        let dmarc_observation = r.dmarc_observation.take().map(|mut o| {
-            if folder.is_some() {
-                o.row.disposition = "quarantine".to_owned();
-            }
-            Box::new(o)
-        });
-        Ok(Authenticated {
-            header,
-            folder,
-            spf,
-            domains,
-            dmarc_observation,
-        })
+        out
     }
 
     /// Bytes, and the domain-range rule, which refuses only where a
     /// recipient domain's policy stage refuses (otherwise it labels).
-    async fn admit_data(
-        &self,
-        txn: &Transaction,
-        domains: &[String],
-    ) -> Result<Option<String>, Reply> {
+    async fn admit_data(&self, txn: &Transaction, domains: &[String]) -> StageResult {
         let Some(g) = &self.gate else {
-            return Ok(None);
+            return Ok(Accept::default());
         };
         let null = txn.mail_from.is_none();
         let bytes = txn.body.len() as u64;
         let rcpt_domains = txn.recipients.iter().map(|r| r.mailbox.domain.as_str());
         let refusing = checks::policy_refuses(&self.config, rcpt_domains);
-        self.inbound
-            .admission
-            .data(g, bytes, domains, null, refusing)
-            .await
+        let admission = &self.inbound.admission;
+        let label = admission.data(g, bytes, domains, null, refusing).await?;
+        Ok(Accept::with_lines(label.into_iter().collect()))
     }
 
-    /// rspamd's verdict, when configured. A scanner that does not answer
+    /// rspamd's verdict, when configured: goes on with its header lines
+    /// and the verdict for reputation. A scanner that does not answer
     /// defers the message (451 4.7.1) rather than letting it through
     /// unscanned; a "reject" is refused when the config says so.
     async fn scan(
@@ -221,9 +188,9 @@ impl Connection {
         txn: &Transaction,
         id: &str,
         domains: &[String],
-    ) -> Result<Option<rspamd::Scan>, Reply> {
+    ) -> StageResult<(Accept, Option<Verdict>)> {
         let Some(cfg) = &self.config.rspamd else {
-            return Ok(None);
+            return Ok((Accept::default(), None));
         };
         let from = txn
             .mail_from
@@ -250,7 +217,7 @@ impl Connection {
                     let text = format!("Message refused as spam (score {:.1})", scan.score);
                     return Err(Reply::new(550, Status(5, 7, 1), text));
                 }
-                Ok(Some(scan))
+                Ok((Accept::with_lines(vec![scan.headers()]), scan.verdict()))
             }
             Err(e) => {
                 warn!(session = %self.id, event = "rspamd_failed", error = %e);
@@ -267,4 +234,20 @@ impl Connection {
             self.inbound.admission.judged(g, domains, verdict).await;
         }
     }
+}
+
+/// The domains a received message authenticated for: the SPF-passing
+/// MAIL FROM domain, then every DKIM signer, each once, in lower case.
+fn authenticated_domains(spf: &SpfCheck, r: &MessageResults) -> Vec<String> {
+    let mut domains = Vec::new();
+    if r.spf == AuthResult::Pass && !spf.domain().is_empty() {
+        domains.push(spf.domain().to_ascii_lowercase());
+    }
+    for d in &r.dkim_domains {
+        let d = d.to_ascii_lowercase();
+        if !domains.contains(&d) {
+            domains.push(d);
+        }
+    }
+    domains
 }

@@ -4,17 +4,12 @@
 //! domains at the end of data. A list that does not answer counts as not
 //! listed (and is logged), so a list outage stops no mail.
 
-use crate::Checks;
+use crate::{Accept, Checks, StageResult};
 use portcullis_authn::{DomainRating, Listing, RatingAnswer, dnsbl_query};
 use portcullis_config::{DnsList, ListAction, ListKind};
 use portcullis_smtp::{Reply, Status};
 use std::net::IpAddr;
 use tracing::warn;
-
-/// What the lists said about one name: the `X-DNSBL:` header lines of
-/// the label lists that have it, or the refusal of the first reject list
-/// that does.
-pub(crate) type ListOutcome = Result<Vec<String>, Reply>;
 
 /// One list's verdict on a name: listed (with a rating zone's rating and
 /// status), not listed, or no answer.
@@ -31,7 +26,7 @@ async fn check(
     subject: &str,
     query: impl Fn(&DnsList) -> String,
     refusal: impl Fn(&DnsList, &str) -> Reply,
-) -> ListOutcome {
+) -> StageResult {
     let mut labels = Vec::new();
     let mut refused = None;
     for list in lists.iter().filter(|l| kinds.contains(&l.kind)) {
@@ -63,9 +58,11 @@ async fn check(
             }
         }
     }
+    // The `X-DNSBL:` lines of the label lists that list the name, or the
+    // refusal of the first reject list that does.
     match refused {
         Some(r) => Err(r),
-        None => Ok(labels),
+        None => Ok(Accept::with_lines(labels)),
     }
 }
 
@@ -91,7 +88,7 @@ fn is_bad(r: &DomainRating, min_rating: Option<i64>) -> bool {
 }
 
 /// Address lists, at connect.
-pub(crate) async fn client(checks: &dyn Checks, lists: &[DnsList], ip: IpAddr) -> ListOutcome {
+pub(crate) async fn client(checks: &dyn Checks, lists: &[DnsList], ip: IpAddr) -> StageResult {
     check(checks, lists, &[ListKind::Address], &format!("[{ip}]"), |l| dnsbl_query(ip, &l.zone), |l, _| {
         if l.dynamic {
             // OP25B, receiving side: this address should not be sending on
@@ -117,7 +114,7 @@ pub(crate) async fn domain(
     lists: &[DnsList],
     domain: &str,
     role: &str,
-) -> ListOutcome {
+) -> StageResult {
     let domain = domain.trim_end_matches('.').to_ascii_lowercase();
     check(
         checks,

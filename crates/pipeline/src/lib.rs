@@ -13,11 +13,15 @@
 //!   bounces for unknown users, the queue, the submission log.
 //!
 //! Per-connection state is plain fields of [`Connection`], taken by
-//! `&mut self`; per-transaction state is a value made at MAIL and
-//! consumed at end of data. Every stage answers with the reply the
-//! session sends (a refusal or deferral carries its enhanced status
-//! code). The services the stages consult are [`Inbound`]'s; DNS and the
-//! queue are reached through the [`Checks`] and [`Intake`] traits.
+//! `&mut self`. Per-transaction state is one value, [`Txn`], made when
+//! MAIL FROM is accepted and carried by the session's own transaction
+//! ([`Transaction`]) to the end of data: there is no second copy to keep
+//! in step. Every stage answers with one [`StageResult`]: go on (with the
+//! header lines and folder it adds), or the reply that refuses or defers
+//! (its enhanced status code included), which the driver hands to the
+//! session unchanged. The services the stages consult are [`Inbound`]'s;
+//! DNS and the queue are reached through the [`Checks`] and [`Intake`]
+//! traits.
 //!
 //! This crate owns no socket and never writes the spool itself; the
 //! driver in `portcullis-server` feeds it and writes its answers.
@@ -31,6 +35,7 @@ mod data;
 mod dnslists;
 pub mod forwarding;
 mod mail;
+mod outcome;
 mod rcpt;
 mod reloading;
 mod rspamd;
@@ -40,6 +45,7 @@ pub mod trace;
 
 pub use class_of_service::{ClassOfService, Gate, Refusal, RefusalCause, RefusalLog};
 pub use forwarding::Forwarding;
+pub use outcome::{Accept, StageResult};
 pub use services::{Checks, DmarcObservations, Intake};
 pub use submission::{AccountSession, Submission};
 
@@ -75,9 +81,9 @@ pub struct Connection {
     gate: Option<Gate>,
     /// The client's reverse-DNS result (iprev), found at connect on port 25.
     iprev: Option<AuthResult>,
-    /// Header lines from label-only DNS lists about the client address,
-    /// for every message of the connection.
-    client_labels: Vec<String>,
+    /// What the label-only DNS lists about the client address add to
+    /// every message of the connection.
+    client_labels: Accept,
     /// The HELO name's own SPF result, kept for later transactions.
     helo_spf: Option<(String, Option<SpfOutput>)>,
     /// "User unknown" answers given so far: each makes every further reply
@@ -85,20 +91,22 @@ pub struct Connection {
     unknown_users: u32,
     /// The authenticated account's session slot, while authenticated.
     account: Option<AccountSession>,
-    /// The current transaction, from MAIL FROM to the end of its data.
-    txn: Option<Txn>,
 }
 
-/// What the way in learns during one transaction (port 25): made at
-/// MAIL FROM, consumed at the end of data, replaced by the next MAIL.
-#[derive(Default)]
-struct Txn {
-    /// MAIL FROM's address (None for `<>`).
-    sender: Option<String>,
+/// What the way in learns at MAIL FROM (port 25) for the end of data.
+/// The accepted MAIL FROM hands it to the session, whose transaction
+/// carries it ([`Transaction`]): it lives and dies with that transaction
+/// (RSET, a refused chunk) and comes back with the message.
+#[derive(Clone, Debug, Default)]
+pub struct Txn {
     spf: Option<SpfCheck>,
-    /// `X-DNSBL:` lines about the sender's domains.
-    labels: Vec<String>,
+    /// What the sender's domain lists add (`X-DNSBL:` lines).
+    sender_labels: Accept,
 }
+
+/// The session's transaction with the way in's [`Txn`] in it: the one
+/// transaction value, from MAIL FROM to the end of data.
+pub type Transaction = portcullis_smtp::Transaction<Txn>;
 
 impl Connection {
     pub fn new(
@@ -117,11 +125,10 @@ impl Connection {
             peer,
             gate,
             iprev: None,
-            client_labels: Vec::new(),
+            client_labels: Accept::default(),
             helo_spf: None,
             unknown_users: 0,
             account: None,
-            txn: None,
         }
     }
 

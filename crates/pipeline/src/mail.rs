@@ -5,67 +5,55 @@
 //! class's message budget, which an SPF pass may first move to the
 //! domain's own class.
 
-use crate::{Connection, Txn, checks, dnslists};
-use portcullis_authn::AuthResult;
+use crate::{Accept, Connection, StageResult, Txn, checks, dnslists};
+use portcullis_authn::{AuthResult, SpfCheck};
 use portcullis_config::clock::now_secs;
-use portcullis_smtp::{Mailbox, Verdict};
+use portcullis_smtp::Mailbox;
 use tracing::info;
 
 impl Connection {
-    /// A new transaction: whatever an abandoned one learned is gone.
+    /// Goes on with what the new transaction carries to the end of data.
     pub async fn mail(
         &mut self,
         account: Option<&str>,
         helo: &str,
         from: Option<&Mailbox>,
-    ) -> Verdict {
-        self.txn = Some(Txn {
-            sender: from.map(|m| m.to_string()),
-            ..Txn::default()
-        });
-        let verdict = match account {
+    ) -> StageResult<Txn> {
+        let result = match account {
             Some(account) => {
                 let state = &self.inbound.admission.state;
-                self.inbound
-                    .submission
-                    .check_sender(state, account, from)
-                    .await
+                let submission = &self.inbound.submission;
+                let owned = submission.check_sender(state, account, from).await;
+                owned.map(|()| Txn::default())
             }
-            None => match self.mx_mail(helo, from).await {
-                Ok(()) => Verdict::Accept,
-                Err(r) => Verdict::Reject(r),
-            },
+            None => self.mx_mail(helo, from).await,
         };
         let shown = from.map_or_else(|| "<>".to_owned(), |m| m.to_string());
-        info!(session = %self.id, event = "mail", from = %shown, account, accepted = verdict == Verdict::Accept);
-        verdict
+        info!(session = %self.id, event = "mail", from = %shown, account, accepted = result.is_ok());
+        result
     }
 
-    async fn mx_mail(
-        &mut self,
-        helo: &str,
-        from: Option<&Mailbox>,
-    ) -> Result<(), portcullis_smtp::Reply> {
-        if let Verdict::Reject(r) = checks::mx_sender(&self.config, self.peer.ip(), from) {
-            return Err(r);
-        }
-        if let Some(from) = from {
-            let lists = &self.config.dns_lists;
-            let checks = self.inbound.checks.as_ref();
-            let labels = dnslists::domain(checks, lists, &from.domain, "Sender").await?;
-            self.txn_mut().labels = labels;
-        }
-        self.check_spf(helo, from).await;
-        self.admit_message().await
-    }
-
-    pub(crate) fn txn_mut(&mut self) -> &mut Txn {
-        self.txn.get_or_insert_with(Txn::default)
+    async fn mx_mail(&mut self, helo: &str, from: Option<&Mailbox>) -> StageResult<Txn> {
+        checks::mx_sender(&self.config, self.peer.ip(), from)?;
+        let sender_labels = match from {
+            Some(from) => {
+                let lists = &self.config.dns_lists;
+                let checks = self.inbound.checks.as_ref();
+                dnslists::domain(checks, lists, &from.domain, "Sender").await?
+            }
+            None => Accept::default(),
+        };
+        let spf = self.check_spf(helo, from).await;
+        self.admit_message(&spf).await?;
+        Ok(Txn {
+            spf: Some(spf),
+            sender_labels,
+        })
     }
 
     /// SPF at MAIL FROM (RFC 7208 §2.4: the HELO identity for `<>`); the
     /// result waits for the end of data, where the policy uses it.
-    async fn check_spf(&mut self, helo: &str, from: Option<&Mailbox>) {
+    async fn check_spf(&mut self, helo: &str, from: Option<&Mailbox>) -> SpfCheck {
         let sender = from.map(|m| m.to_string());
         let t0 = std::time::Instant::now();
         let now = now_secs();
@@ -79,7 +67,7 @@ impl Connection {
         }
         self.inbound.metrics.dns_check("spf", t0.elapsed());
         info!(session = %self.id, event = "spf", result = spf.result().as_str(), domain = %spf.domain(), reason = %spf.reason);
-        self.txn_mut().spf = Some(spf);
+        spf
     }
 
     /// The HELO identity's SPF result, checked once per HELO name of the
@@ -101,15 +89,10 @@ impl Connection {
 
     /// The SPF-authenticated domain (if any) moves the client to its
     /// class; one message is drawn from the budget.
-    async fn admit_message(&mut self) -> Result<(), portcullis_smtp::Reply> {
-        let spf_pass = self
-            .txn
-            .as_ref()
-            .and_then(|t| t.spf.as_ref())
-            .filter(|c| c.result() == AuthResult::Pass)
-            .map(|c| c.domain().to_owned());
+    async fn admit_message(&mut self, spf: &SpfCheck) -> StageResult<()> {
+        let spf_pass = (spf.result() == AuthResult::Pass).then(|| spf.domain());
         match self.gate.as_mut() {
-            Some(g) => self.inbound.admission.mail(g, spf_pass.as_deref()).await,
+            Some(g) => self.inbound.admission.mail(g, spf_pass).await,
             None => Ok(()),
         }
     }

@@ -6,68 +6,62 @@
 //! and counts against its range. Strangers (the default pool) may be
 //! greylisted.
 
-use crate::{Connection, checks};
-use portcullis_smtp::{Mailbox, Reply, Status, Verdict};
+use crate::{Connection, StageResult, Transaction, checks};
+use portcullis_smtp::{Mailbox, Reply, Status};
 use tracing::info;
 
 impl Connection {
-    /// `so_far`: recipients already accepted in this transaction.
-    pub async fn rcpt(&mut self, account: Option<&str>, to: &Mailbox, so_far: usize) -> Verdict {
-        let verdict = match account {
+    /// One more recipient for the session's open transaction, whose
+    /// account, sender and recipients so far this stage reads.
+    pub async fn rcpt(&mut self, txn: &Transaction, to: &Mailbox) -> StageResult<()> {
+        let result = match txn.auth.as_deref() {
             Some(account) => {
                 let state = &self.inbound.admission.state;
                 let s = &self.inbound.submission;
                 s.check_recipient(state, &self.config, account, to).await
             }
-            None => self.mx_recipient(to, so_far).await,
+            None => self.mx_recipient(txn, to).await,
         };
-        if checks::is_user_unknown(&verdict) {
+        if checks::is_user_unknown(&result) {
             self.unknown_users += 1;
             let range = self.inbound.admission.policy().range_of(self.peer.ip());
             self.inbound.admission.state.penalize(range).await;
         }
-        info!(session = %self.id, event = "rcpt", to = %to, accepted = verdict == Verdict::Accept);
-        verdict
+        info!(session = %self.id, event = "rcpt", to = %to, accepted = result.is_ok());
+        result
     }
 
-    async fn mx_recipient(&self, to: &Mailbox, so_far: usize) -> Verdict {
+    async fn mx_recipient(&self, txn: &Transaction, to: &Mailbox) -> StageResult<()> {
         let inbound = &self.inbound;
         // The address reporters were told to use (RFC 7489 §7.2 `rua`,
         // RFC 8460 §3 `rua`): ours to consume whatever its domain, never
         // a relay, never "user unknown".
         if self.config.is_report_mailbox(&to.to_string()) {
-            return self.admit_recipient(to, so_far).await;
+            return self.admit_recipient(txn, to).await;
         }
         let known = match inbound.forwarding.srs_reverse(to) {
-            Some(Ok(_)) => return self.admit_recipient(to, so_far).await,
+            Some(Ok(_)) => return self.admit_recipient(txn, to).await,
             Some(Err(why)) => {
-                return Verdict::Reject(Reply::new(550, Status(5, 1, 1), format!("<{to}>: {why}")));
+                return Err(Reply::new(550, Status(5, 1, 1), format!("<{to}>: {why}")));
             }
             None => inbound.submission.recipient_exists(to) || inbound.forwarding.is_alias(to),
         };
-        match checks::recipient(&self.config, to, known) {
-            Verdict::Accept => self.admit_recipient(to, so_far).await,
-            refused => refused,
-        }
+        checks::recipient(&self.config, to, known)?;
+        self.admit_recipient(txn, to).await
     }
 
-    async fn admit_recipient(&self, to: &Mailbox, so_far: usize) -> Verdict {
+    /// The class's recipient budget, then the greylist.
+    async fn admit_recipient(&self, txn: &Transaction, to: &Mailbox) -> StageResult<()> {
         let Some(g) = &self.gate else {
-            return Verdict::Accept;
+            return Ok(());
         };
-        if let Err(r) = self.inbound.admission.rcpt(g, so_far).await {
-            return Verdict::Reject(r);
-        }
-        let sender = self.txn.as_ref().and_then(|t| t.sender.as_deref());
+        let admission = &self.inbound.admission;
+        admission.rcpt(g, txn.recipients.len()).await?;
+        let sender = txn.mail_from.as_ref().map(|m| m.to_string());
         let greylist = &self.config.greylist;
-        match self
-            .inbound
-            .admission
-            .greylist(greylist, g, self.peer.ip(), sender, &to.to_string())
+        let ip = self.peer.ip();
+        admission
+            .greylist(greylist, g, ip, sender.as_deref(), &to.to_string())
             .await
-        {
-            Ok(()) => Verdict::Accept,
-            Err(r) => Verdict::Reject(r),
-        }
     }
 }

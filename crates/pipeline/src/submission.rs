@@ -3,9 +3,9 @@
 //! may reach, and what a submitted message must carry. The SMTP session
 //! enforces "AUTH before MAIL"; this module answers the questions it asks.
 
-use crate::checks;
 use crate::reloading::Reloading;
 use crate::trace::{SubmissionLog, iso8601};
+use crate::{Accept, StageResult, Transaction, checks};
 use portcullis_accounts::{
     AccountStore, AuthGate, AuthThrottle, QuotaExceeded, QuotaLimits, RecipientQuota,
     ThrottleConfig, decide_auth_gate,
@@ -13,7 +13,7 @@ use portcullis_accounts::{
 use portcullis_config::Config;
 use portcullis_config::clock::now_secs;
 use portcullis_metrics::Counter;
-use portcullis_smtp::{AuthOutcome, Credentials, Mailbox, Reply, Status, Transaction, Verdict};
+use portcullis_smtp::{Credentials, Mailbox, Reply, Status};
 use portcullis_state::Store;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -183,7 +183,7 @@ impl Submission {
         state: &Store,
         ip: IpAddr,
         c: Credentials,
-    ) -> (AuthOutcome, Option<AccountSession>) {
+    ) -> (StageResult<String>, Option<AccountSession>) {
         let gate = self.auth_gate(state, ip, &c.username).await;
         let delay = match gate {
             Some(AuthGate::Check { delay_on_failure }) => delay_on_failure,
@@ -200,7 +200,7 @@ impl Submission {
                     Status(4, 7, 0),
                     format!("Too many failed logins; try again in {mins} minutes"),
                 );
-                return (AuthOutcome::Failure(r), None);
+                return (Err(r), None);
             }
             None => Duration::ZERO,
         };
@@ -229,14 +229,14 @@ impl Submission {
                 .inc(Counter::AuthAttempts, &[("result", "failed")]);
             tokio::time::sleep(delay).await;
             let r = Reply::new(535, Status(5, 7, 8), "Authentication credentials invalid");
-            return (AuthOutcome::Failure(r), None);
+            return (Err(r), None);
         };
         self.record_login(state, ip, &account, true).await;
         match self.open_session(state, &account).await {
             Some(guard) => {
                 info!(event = "auth", account = %account, client = %ip, result = "ok");
                 self.metrics.inc(Counter::AuthAttempts, &[("result", "ok")]);
-                (AuthOutcome::Success(account), Some(guard))
+                (Ok(account), Some(guard))
             }
             None => {
                 warn!(event = "auth", account = %account, client = %ip, result = "too_many_sessions");
@@ -247,7 +247,7 @@ impl Submission {
                     Status(4, 7, 0),
                     format!("Too many concurrent sessions for {account}; try again later"),
                 );
-                (AuthOutcome::Failure(r), None)
+                (Err(r), None)
             }
         }
     }
@@ -267,10 +267,10 @@ impl Submission {
         state: &Store,
         account: &str,
         from: Option<&Mailbox>,
-    ) -> Verdict {
+    ) -> StageResult<()> {
         let store = self.accounts();
         let Some(acct) = store.get(account) else {
-            return Verdict::Reject(Reply::new(451, Status(4, 7, 1), "Account no longer exists"));
+            return Err(Reply::new(451, Status(4, 7, 1), "Account no longer exists"));
         };
         let owned = match from {
             Some(m) => acct.owns(&m.to_string()),
@@ -278,7 +278,7 @@ impl Submission {
         };
         if !owned {
             let shown = from.map_or_else(|| "<>".to_owned(), |m| format!("<{m}>"));
-            return Verdict::Reject(Reply::new(
+            return Err(Reply::new(
                 553,
                 Status(5, 7, 1),
                 format!("Sender address {shown} is not owned by {account}"),
@@ -296,9 +296,9 @@ impl Submission {
                 warn!(event = "quota", account = %account, kind = "messages", limit = e.limit);
                 self.metrics
                     .inc(Counter::QuotaDeferrals, &[("kind", "messages")]);
-                Verdict::Reject(quota_reply("Message", account, e))
+                Err(quota_reply("Message", account, e))
             }
-            Ok(()) => Verdict::Accept,
+            Ok(()) => Ok(()),
         }
     }
 
@@ -310,12 +310,10 @@ impl Submission {
         config: &Config,
         account: &str,
         to: &Mailbox,
-    ) -> Verdict {
+    ) -> StageResult<()> {
         let exists = self.recipient_exists(to) || config.is_report_mailbox(&to.to_string());
-        if config.is_local_domain(&to.domain)
-            && let v @ Verdict::Reject(_) = checks::recipient(config, to, exists)
-        {
-            return v;
+        if config.is_local_domain(&to.domain) {
+            checks::recipient(config, to, exists)?;
         }
         self.charge_recipient(state, account).await
     }
@@ -323,7 +321,7 @@ impl Submission {
     /// One recipient counted against `account`'s quotas (OP25B §4.4.3):
     /// the quota part of RCPT, also what the policy service asks for a
     /// Postfix that authenticated the user itself.
-    pub async fn charge_recipient(&self, state: &Store, account: &str) -> Verdict {
+    pub async fn charge_recipient(&self, state: &Store, account: &str) -> StageResult<()> {
         let limits = QuotaLimits {
             per_hour: self.limits.recipients_per_hour,
             per_day: self.limits.recipients_per_day,
@@ -336,9 +334,9 @@ impl Submission {
                 warn!(event = "quota", account = %account, kind = "recipients", limit = e.limit, window = e.window.name());
                 self.metrics
                     .inc(Counter::QuotaDeferrals, &[("kind", "recipients")]);
-                Verdict::Reject(quota_reply("Recipient", account, e))
+                Err(quota_reply("Recipient", account, e))
             }
-            Ok(()) => Verdict::Accept,
+            Ok(()) => Ok(()),
         }
     }
 
@@ -367,14 +365,14 @@ impl Submission {
 
     /// End of data: every From: address must be owned, missing Date and
     /// Message-ID are added (RFC 6409 §8.3, §8.4), and the message is
-    /// DKIM-signed for the From: domain when it has keys. Returns the header
-    /// lines to prepend and the Message-ID.
+    /// DKIM-signed for the From: domain when it has keys. Goes on with the
+    /// header lines to prepend, and the Message-ID for the log.
     pub fn prepare(
         &self,
         txn: &Transaction,
         hostname: &str,
         queue_id: &str,
-    ) -> Result<(String, String), Reply> {
+    ) -> StageResult<(Accept, String)> {
         let account = txn.auth.as_deref().unwrap_or("");
         let headers = header_block(&txn.body);
         let parsed = mail_parser::MessageParser::new().parse_headers(headers);
@@ -426,7 +424,7 @@ impl Submission {
             Ok(sigs) => add.insert_str(0, &sigs),
             Err(e) => warn!(event = "dkim_sign_failed", domain = %domain, error = %e),
         }
-        Ok((add, message_id))
+        Ok((Accept::with_lines(vec![add]), message_id))
     }
 }
 

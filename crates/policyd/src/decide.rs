@@ -9,7 +9,7 @@ use crate::{Answer, PolicyService, Request};
 use portcullis_authn::AuthResult;
 use portcullis_config::clock::now_secs;
 use portcullis_pipeline::{Gate, RefusalCause};
-use portcullis_smtp::{Reply, Verdict};
+use portcullis_smtp::Reply;
 use std::net::IpAddr;
 
 /// What the service keeps of one message (Postfix's `instance`).
@@ -113,10 +113,8 @@ impl PolicyService {
                 .charge_recipient(&inbound.admission.state, account)
                 .await
             {
-                Verdict::Accept => Answer::dunno(format!("rcpt: quota of {account}")),
-                Verdict::Reject(reply) => {
-                    Answer::refusal(&reply).why(format!("rcpt: quota of {account}"))
-                }
+                Ok(()) => Answer::dunno(format!("rcpt: quota of {account}")),
+                Err(reply) => Answer::refusal(&reply).why(format!("rcpt: quota of {account}")),
             };
         }
         let Some(mut inst) = self.take_instance(key) else {

@@ -1,12 +1,14 @@
 //! The mechanical driver of one SMTP session (quinn's endpoint driver,
 //! chasquid's one loop that owns the I/O): feed the session what the
 //! socket gives, turn each action it asks for into one call of the way in
-//! (`portcullis-pipeline`), write its replies. No decision is made here.
+//! (`portcullis-pipeline`), hand the stage's result back to the session as
+//! it comes, write its replies. No decision is made here, and no state of
+//! a transaction is kept here: the session's transaction carries it.
 
 use crate::{Context, tls};
 use portcullis_config::ListenerRole;
-use portcullis_pipeline::Connection;
-use portcullis_smtp::{Action, Peer, Session, SessionConfig};
+use portcullis_pipeline::{Connection, Txn};
+use portcullis_smtp::{Action, Peer, SessionConfig};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -37,6 +39,9 @@ enum Exit {
 }
 
 type IoResult<T> = std::io::Result<T>;
+
+/// The session, carrying the way in's state of each transaction.
+type Session = portcullis_smtp::Session<Txn>;
 
 impl Driver {
     pub(crate) async fn run(mut self, stream: TcpStream) {
@@ -143,27 +148,29 @@ impl Driver {
                         return Ok(Exit::StartTls);
                     }
                     Action::Authenticate(c) => {
-                        let outcome = self.conn.authenticate(c).await;
-                        s.answer_auth(outcome);
+                        let identity = self.conn.authenticate(c).await;
+                        s.answer_auth(identity);
                     }
                     Action::CheckMail { from, .. } => {
                         let helo = s.helo_name().unwrap_or("");
-                        let v = self.conn.mail(s.authenticated(), helo, from.as_ref()).await;
-                        s.answer(v);
+                        let txn = self.conn.mail(s.authenticated(), helo, from.as_ref()).await;
+                        s.answer_mail(txn);
                     }
                     Action::CheckRcpt { to, .. } => {
-                        let v = self
-                            .conn
-                            .rcpt(s.authenticated(), &to, s.recipient_count())
-                            .await;
-                        s.answer(v);
+                        let checked = match s.transaction() {
+                            Some(txn) => self.conn.rcpt(txn, &to).await,
+                            // Never asked outside a transaction; were it, the
+                            // session refuses the RCPT itself (503).
+                            None => Ok(()),
+                        };
+                        s.answer_rcpt(checked);
                     }
                     Action::Deliver(txn) => {
                         // Replies before DATA's end go out now, so the client
                         // is not kept waiting for them behind the fsync.
                         self.write_out(io, &mut out, s).await?;
-                        let reply = self.conn.data(*txn).await;
-                        s.answer_data(reply);
+                        let queued = self.conn.data(*txn).await;
+                        s.answer_data(queued);
                     }
                     Action::Close => {
                         self.write_out(io, &mut out, s).await?;

@@ -7,8 +7,10 @@
 //! [`Session::feed`], then drains [`Session::poll`] until it returns `None`,
 //! carrying out each [`Action`]: write a reply, start TLS, ask policy about
 //! a sender or recipient, spool a finished message, close. Answers to
-//! questions come back through [`Session::answer`] and
-//! [`Session::answer_data`].
+//! questions come back as one shape, [`Answer`] (go on, or the reply that
+//! refuses), through `Session::answer_*`. What the driver's checks keep
+//! per transaction rides in the session's own [`Transaction`], so there is
+//! one transaction, not two kept in step.
 //!
 //! This crate must not know about listeners, the queue, DNS or accounts:
 //! those decisions arrive as answers.
@@ -25,6 +27,6 @@ pub use command::{Body, MailParams, Notify, RcptParams, Ret};
 pub use received::{received_header, rfc5322_date};
 pub use reply::{Reply, Status};
 pub use session::{
-    Action, AuthOutcome, Credentials, Limits, Peer, Recipient, Role, Session, SessionConfig,
-    TlsInfo, Transaction, Verdict,
+    Action, Answer, Credentials, Limits, Peer, Recipient, Role, Session, SessionConfig, TlsInfo,
+    Transaction,
 };

@@ -7,7 +7,12 @@ use std::time::SystemTime;
 /// Build the Received header for `txn`, accepted by `hostname` under queue
 /// id `id` at `now`. The `for` clause names the recipient only when there is
 /// exactly one, so a message to many does not disclose the others (4.4).
-pub fn received_header(txn: &Transaction, hostname: &str, id: &str, now: SystemTime) -> String {
+pub fn received_header<X>(
+    txn: &Transaction<X>,
+    hostname: &str,
+    id: &str,
+    now: SystemTime,
+) -> String {
     let peer = &txn.peer;
     let ip = peer.addr.ip();
     let literal = match ip {

@@ -103,6 +103,10 @@ pub mod canned {
     pub fn ok() -> Reply {
         Reply::new(250, Status(2, 0, 0), "Ok")
     }
+    /// The end of data, once the message is on disk.
+    pub fn queued(id: &str) -> Reply {
+        Reply::new(250, Status(2, 0, 0), format!("Ok: queued as {id}"))
+    }
     pub fn syntax(what: &str) -> Reply {
         Reply::new(501, Status(5, 5, 4), what)
     }

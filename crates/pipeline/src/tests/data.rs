@@ -258,7 +258,7 @@ async fn submitted(w: &World, from_field: &str) -> portcullis_smtp::Reply {
     let body = format!("From: <{from_field}>\n\nhi\n");
     let mut txn = transaction(Some("alice@local.test"), &["x@far.test"], &body);
     txn.auth = Some("alice@local.test".into());
-    w.submission().data(txn).await
+    reply(w.submission().data(txn).await)
 }
 
 #[tokio::test]

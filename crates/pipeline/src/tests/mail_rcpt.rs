@@ -1,24 +1,24 @@
 //! MAIL FROM and RCPT TO.
 
 use super::*;
-use portcullis_smtp::{Status, Verdict};
+use portcullis_smtp::Status;
 
-fn refused(v: Verdict) -> portcullis_smtp::Reply {
-    match v {
-        Verdict::Reject(r) => r,
-        Verdict::Accept => panic!("accepted"),
+fn refused<T>(r: StageResult<T>) -> portcullis_smtp::Reply {
+    match r {
+        Err(r) => r,
+        Ok(_) => panic!("accepted"),
     }
+}
+
+/// A port-25 transaction from `from`, its MAIL FROM accepted.
+async fn opened(conn: &mut Connection, from: &str) -> crate::Transaction {
+    open(conn, None, Some(from)).await.expect("MAIL FROM")
 }
 
 #[tokio::test]
 async fn our_own_domains_are_submitted_on_587_not_on_25() {
     let w = world(TableChecks::default());
-    let v = w
-        .mx()
-        .await
-        .mail(None, "h", Some(&mailbox("alice@local.test")))
-        .await;
-    let r = refused(v);
+    let r = refused(open(&mut w.mx().await, None, Some("alice@local.test")).await);
     assert_eq!((r.code, r.status), (553, Some(Status(5, 7, 1))));
 }
 
@@ -28,15 +28,8 @@ async fn the_message_budget_of_the_default_pool_defers_the_next_message() {
     c.classes.get_mut("default").unwrap().messages_per_minute = Some(1);
     let w = world_with(c, TableChecks::default(), MemoryIntake::default());
     let mut conn = w.mx().await;
-    assert_eq!(
-        conn.mail(None, "h", Some(&mailbox("a@stranger.test")))
-            .await,
-        Verdict::Accept
-    );
-    let r = refused(
-        conn.mail(None, "h", Some(&mailbox("b@stranger.test")))
-            .await,
-    );
+    assert!(open(&mut conn, None, Some("a@stranger.test")).await.is_ok());
+    let r = refused(open(&mut conn, None, Some("b@stranger.test")).await);
     assert_eq!(r.code, 451, "{r}");
     assert!(r.lines[0].contains("class default"), "{r}");
 }
@@ -52,19 +45,49 @@ async fn an_spf_pass_draws_on_the_domains_own_class_not_the_pool() {
     let w = world_with(c, checks, MemoryIntake::default());
     let mut conn = w.mx().await;
     for _ in 0..5 {
-        assert_eq!(
-            conn.mail(None, "h", Some(&mailbox("a@good.test"))).await,
-            Verdict::Accept
-        );
+        assert!(open(&mut conn, None, Some("a@good.test")).await.is_ok());
     }
+}
+
+#[tokio::test]
+async fn the_accepted_sender_carries_its_spf_result_and_list_lines_to_the_end_of_data() {
+    let mut c = config();
+    c.dns_lists = vec![portcullis_config::DnsList {
+        zone: "dbl.test".into(),
+        name: None,
+        kind: portcullis_config::ListKind::Domain,
+        action: portcullis_config::ListAction::Label,
+        dynamic: false,
+        min_rating: None,
+    }];
+    let checks = TableChecks {
+        spf: [("listed.test".to_owned(), AuthResult::Pass)].into(),
+        listed: ["listed.test.dbl.test".to_owned()].into(),
+        ..Default::default()
+    };
+    let w = world_with(c, checks, MemoryIntake::default());
+    let found = w
+        .mx()
+        .await
+        .mail(None, "h", Some(&mailbox("a@listed.test")))
+        .await
+        .expect("accepted");
+    assert_eq!(
+        found.spf.as_ref().map(|s| s.result()),
+        Some(AuthResult::Pass)
+    );
+    assert_eq!(
+        found.sender_labels.header_lines,
+        ["X-DNSBL: dbl.test listed listed.test\r\n"]
+    );
 }
 
 #[tokio::test]
 async fn a_remote_recipient_on_port_25_is_never_relayed() {
     let w = world(TableChecks::default());
     let mut conn = w.mx().await;
-    let _ = conn.mail(None, "h", Some(&mailbox("a@remote.test"))).await;
-    let r = refused(conn.rcpt(None, &mailbox("x@elsewhere.test"), 0).await);
+    let mut txn = opened(&mut conn, "a@remote.test").await;
+    let r = refused(add(&mut conn, &mut txn, "x@elsewhere.test").await);
     assert_eq!((r.code, r.status), (554, Some(Status(5, 7, 1))));
 }
 
@@ -76,12 +99,9 @@ async fn user_unknown_slows_every_later_reply_and_the_next_greeting() {
     let w = world_with(c, TableChecks::default(), MemoryIntake::default());
     let mut conn = w.mx().await;
     assert!(conn.reply_delay().is_zero());
-    let _ = conn.mail(None, "h", Some(&mailbox("a@remote.test"))).await;
+    let mut txn = opened(&mut conn, "a@remote.test").await;
     for (i, who) in ["nobody", "noone"].iter().enumerate() {
-        let r = refused(
-            conn.rcpt(None, &mailbox(&format!("{who}@local.test")), 0)
-                .await,
-        );
+        let r = refused(add(&mut conn, &mut txn, &format!("{who}@local.test")).await);
         assert_eq!(r.status, Some(Status(5, 1, 1)));
         assert_eq!(conn.reply_delay().as_millis(), 100 * (i as u128 + 1));
     }
@@ -97,17 +117,13 @@ async fn user_unknown_slows_every_later_reply_and_the_next_greeting() {
 async fn postmaster_and_abuse_exist_in_every_local_domain() {
     let w = world(TableChecks::default());
     let mut conn = w.mx().await;
-    let _ = conn.mail(None, "h", Some(&mailbox("a@remote.test"))).await;
+    let mut txn = opened(&mut conn, "a@remote.test").await;
     for role in [
         "postmaster@local.test",
         "abuse@local.test",
         "postmaster@mx.test",
     ] {
-        assert_eq!(
-            conn.rcpt(None, &mailbox(role), 0).await,
-            Verdict::Accept,
-            "{role}"
-        );
+        assert!(add(&mut conn, &mut txn, role).await.is_ok(), "{role}");
     }
 }
 
@@ -116,22 +132,9 @@ async fn an_account_may_only_send_as_addresses_it_owns() {
     let w = world(TableChecks::default());
     w.account("alice@local.test");
     let mut conn = w.submission();
-    let own = conn
-        .mail(
-            Some("alice@local.test"),
-            "h",
-            Some(&mailbox("alice@local.test")),
-        )
-        .await;
-    assert_eq!(own, Verdict::Accept);
-    let other = conn
-        .mail(
-            Some("alice@local.test"),
-            "h",
-            Some(&mailbox("bob@local.test")),
-        )
-        .await;
-    let r = refused(other);
+    let me = Some("alice@local.test");
+    assert!(open(&mut conn, me, Some("alice@local.test")).await.is_ok());
+    let r = refused(open(&mut conn, me, Some("bob@local.test")).await);
     assert_eq!((r.code, r.status), (553, Some(Status(5, 7, 1))));
 }
 
@@ -143,16 +146,10 @@ async fn submitted_recipients_are_counted_against_the_hourly_quota() {
     w.account("alice@local.test");
     let mut conn = w.submission();
     let me = Some("alice@local.test");
-    let _ = conn.mail(me, "h", Some(&mailbox("alice@local.test"))).await;
-    assert_eq!(
-        conn.rcpt(me, &mailbox("x@far.test"), 0).await,
-        Verdict::Accept
-    );
-    assert_eq!(
-        conn.rcpt(me, &mailbox("y@far.test"), 1).await,
-        Verdict::Accept
-    );
-    let r = refused(conn.rcpt(me, &mailbox("z@far.test"), 2).await);
+    let mut txn = open(&mut conn, me, me).await.expect("MAIL FROM");
+    assert!(add(&mut conn, &mut txn, "x@far.test").await.is_ok());
+    assert!(add(&mut conn, &mut txn, "y@far.test").await.is_ok());
+    let r = refused(add(&mut conn, &mut txn, "z@far.test").await);
     assert_eq!((r.code, r.status), (451, Some(Status(4, 7, 1))));
     assert!(r.lines[0].contains("Recipient quota of 2 per hour"), "{r}");
 }
@@ -164,10 +161,8 @@ async fn a_strangers_first_recipient_is_greylisted_by_range_sender_domain_and_re
     c.greylist.delay_secs = 0;
     let w = world_with(c, TableChecks::default(), MemoryIntake::default());
     let mut conn = w.mx().await;
-    let _ = conn
-        .mail(None, "h", Some(&mailbox("a@stranger.test")))
-        .await;
-    let r = refused(conn.rcpt(None, &mailbox("u@local.test"), 0).await);
+    let mut txn = opened(&mut conn, "a@stranger.test").await;
+    let r = refused(add(&mut conn, &mut txn, "u@local.test").await);
     assert_eq!((r.code, r.status), (451, Some(Status(4, 7, 1))));
     assert!(
         r.lines[0].starts_with("Greylisted: the first message from 192.0.2.0/24"),
@@ -176,13 +171,8 @@ async fn a_strangers_first_recipient_is_greylisted_by_range_sender_domain_and_re
     // Another sender of the same domain, from another address of the /24:
     // the same triplet, now past its (zero) delay.
     let mut again = w.mx_from("192.0.2.99:1").await;
-    let _ = again
-        .mail(None, "h", Some(&mailbox("b@stranger.test")))
-        .await;
-    assert_eq!(
-        again.rcpt(None, &mailbox("u@local.test"), 0).await,
-        Verdict::Accept
-    );
+    let mut txn = opened(&mut again, "b@stranger.test").await;
+    assert!(add(&mut again, &mut txn, "u@local.test").await.is_ok());
 }
 
 #[tokio::test]
@@ -192,9 +182,12 @@ async fn the_report_mailbox_is_accepted_on_port_25_though_no_user_has_it() {
     c.dmarc.report_mailbox = Some("dmarc-reports@local.test".into());
     let w = world_with(c, TableChecks::default(), MemoryIntake::default());
     let mut conn = w.mx().await;
-    let _ = conn.mail(None, "h", Some(&mailbox("a@remote.test"))).await;
-    let to = mailbox("dmarc-reports@local.test");
-    assert_eq!(conn.rcpt(None, &to, 0).await, Verdict::Accept);
-    let r = refused(conn.rcpt(None, &mailbox("other@local.test"), 1).await);
+    let mut txn = opened(&mut conn, "a@remote.test").await;
+    assert!(
+        add(&mut conn, &mut txn, "dmarc-reports@local.test")
+            .await
+            .is_ok()
+    );
+    let r = refused(add(&mut conn, &mut txn, "other@local.test").await);
     assert_eq!(r.status, Some(Status(5, 1, 1)));
 }

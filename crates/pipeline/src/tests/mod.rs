@@ -8,11 +8,12 @@ mod data;
 mod mail_rcpt;
 
 pub(crate) use crate::fakes::{MemoryIntake, TableChecks, results};
-use crate::{ClassOfService, Connection, Forwarding, Inbound, Submission};
+use crate::{ClassOfService, Connection, Forwarding, Inbound, StageResult, Submission};
 use portcullis_authn::{AuthResult, DmarcPolicy};
 use portcullis_config::{Config, ListenerRole};
 use portcullis_queue::Envelope;
-use portcullis_smtp::{Mailbox, Peer, Recipient, Transaction};
+use portcullis_smtp::reply::canned;
+use portcullis_smtp::{Mailbox, Peer, Recipient, Reply};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -136,8 +137,8 @@ pub(crate) fn mailbox(address: &str) -> Mailbox {
 }
 
 /// A finished transaction, as the session hands it over at end of data.
-pub(crate) fn transaction(from: Option<&str>, to: &[&str], body: &str) -> Transaction {
-    Transaction {
+pub(crate) fn transaction(from: Option<&str>, to: &[&str], body: &str) -> crate::Transaction {
+    crate::Transaction {
         peer: Peer {
             addr: CLIENT.parse().unwrap(),
             ptr: None,
@@ -156,29 +157,54 @@ pub(crate) fn transaction(from: Option<&str>, to: &[&str], body: &str) -> Transa
             })
             .collect(),
         body: body.replace('\n', "\r\n").into_bytes(),
+        findings: Default::default(),
     }
 }
 
-/// MAIL, each RCPT, then the end of data, as the driver calls them.
-pub(crate) async fn send(
+/// MAIL FROM, and the session's transaction it opens when accepted,
+/// carrying what the way in found.
+pub(crate) async fn open(
     c: &mut Connection,
+    account: Option<&str>,
     from: Option<&str>,
-    to: &[&str],
-    body: &str,
-) -> portcullis_smtp::Reply {
-    let verdict = c
-        .mail(None, "client.test", from.map(mailbox).as_ref())
-        .await;
-    assert_eq!(
-        verdict,
-        portcullis_smtp::Verdict::Accept,
-        "MAIL FROM {from:?}"
-    );
-    for (i, rcpt) in to.iter().enumerate() {
-        let v = c.rcpt(None, &mailbox(rcpt), i).await;
-        assert_eq!(v, portcullis_smtp::Verdict::Accept, "RCPT TO {rcpt}");
+) -> StageResult<crate::Transaction> {
+    let mut txn = transaction(from, &[], "");
+    txn.findings = c
+        .mail(account, &txn.helo, from.map(mailbox).as_ref())
+        .await?;
+    txn.auth = account.map(str::to_owned);
+    Ok(txn)
+}
+
+/// RCPT TO, the recipient added to the transaction when accepted.
+pub(crate) async fn add(
+    c: &mut Connection,
+    txn: &mut crate::Transaction,
+    to: &str,
+) -> StageResult<()> {
+    let to = mailbox(to);
+    c.rcpt(txn, &to).await?;
+    txn.recipients.push(Recipient {
+        mailbox: to,
+        params: Default::default(),
+    });
+    Ok(())
+}
+
+/// The reply the session gives for a stage's result at the end of data.
+pub(crate) fn reply(queued: StageResult<String>) -> Reply {
+    queued.map_or_else(|r| r, |id| canned::queued(&id))
+}
+
+/// MAIL, each RCPT, then the end of data, as the driver calls them; the
+/// reply the client gets.
+pub(crate) async fn send(c: &mut Connection, from: Option<&str>, to: &[&str], body: &str) -> Reply {
+    let mut txn = open(c, None, from).await.expect("MAIL FROM accepted");
+    for rcpt in to {
+        add(c, &mut txn, rcpt).await.expect("RCPT TO accepted");
     }
-    c.data(transaction(from, to, body)).await
+    txn.body = body.replace('\n', "\r\n").into_bytes();
+    reply(c.data(txn).await)
 }
 
 pub(crate) const BODY: &str = "From: <a@sender.test>\nSubject: hi\n\nhello\n";

@@ -3,7 +3,7 @@
 //! (RFC 8314, spamops §3.1): a password must never cross the network in
 //! clear. The session only decodes; the driver checks the password.
 
-use super::{Action, Mode, Pending, Session};
+use super::{Action, Answer, Mode, Pending, Session};
 use crate::reply::{Reply, Status, canned};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -27,14 +27,6 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// The driver's answer to `Action::Authenticate`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AuthOutcome {
-    /// Authenticated as this identity.
-    Success(String),
-    Failure(Reply),
-}
-
 #[derive(Debug)]
 pub(super) enum AuthStage {
     PlainResponse,
@@ -42,7 +34,7 @@ pub(super) enum AuthStage {
     LoginPassword(String),
 }
 
-impl Session {
+impl<X> Session<X> {
     pub(super) fn auth_offered(&self) -> bool {
         self.cfg.role.is_submission() && self.tls.is_some() && self.auth.is_none()
     }
@@ -142,13 +134,15 @@ impl Session {
     }
 
     /// The driver's verdict on the credentials.
-    pub fn answer_auth(&mut self, outcome: AuthOutcome) {
+    /// The answer to `Action::Authenticate`: the identity authenticated
+    /// as, or the refusal.
+    pub fn answer_auth(&mut self, answer: Answer<String>) {
         if !matches!(self.pending, Some(Pending::Auth)) {
             return;
         }
         self.pending = None;
-        match outcome {
-            AuthOutcome::Success(identity) => {
+        match answer {
+            Ok(identity) => {
                 self.auth = Some(identity);
                 self.reply(Reply::new(
                     235,
@@ -156,7 +150,7 @@ impl Session {
                     "Authentication successful",
                 ));
             }
-            AuthOutcome::Failure(r) => self.fail(r),
+            Err(r) => self.fail(r),
         }
     }
 

@@ -1,11 +1,11 @@
 //! DATA (RFC 5321 4.1.1.4) and BDAT (RFC 3030): reading the content and
 //! handing the finished transaction to the driver.
 
-use super::{Action, Mode, Pending, Session};
+use super::{Action, Answer, Mode, Pending, Session};
 use crate::framing::{ChunkCheck, ContentError, DataProgress, DataReader};
 use crate::reply::{Reply, Status, canned};
 
-impl Session {
+impl<X> Session<X> {
     /// Why a transaction cannot take content now, if it cannot.
     fn content_refusal(&self, verb: &str) -> Option<Reply> {
         match &self.txn {
@@ -163,15 +163,14 @@ impl Session {
         self.pending = Some(Pending::Data);
     }
 
-    /// The driver's reply to `Deliver`: 250 with the queue id once the
-    /// message is on disk, or the reason it is not.
-    pub fn answer_data(&mut self, reply: Reply) {
+    /// The driver's answer to `Deliver`: the queue id once the message is
+    /// on disk (250), or the reason it is not.
+    pub fn answer_data(&mut self, answer: Answer<String>) {
         if matches!(self.pending, Some(Pending::Data)) {
             self.pending = None;
-            if reply.is_success() {
-                self.reply(reply);
-            } else {
-                self.fail(reply);
+            match answer {
+                Ok(id) => self.reply(canned::queued(&id)),
+                Err(reply) => self.fail(reply),
             }
         }
     }

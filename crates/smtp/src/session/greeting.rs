@@ -3,7 +3,7 @@
 use super::{Action, Pending, Session, TlsInfo};
 use crate::reply::{Reply, Status, canned};
 
-impl Session {
+impl<X> Session<X> {
     /// Queue the 220 greeting. The driver calls this when it is ready to
     /// talk (after the pregreet wait, after the TLS handshake on 465).
     pub fn start(&mut self) {

@@ -1,11 +1,11 @@
 //! MAIL FROM (RFC 5321 4.1.1.2).
 
-use super::{Action, Pending, Session, Transaction, Verdict};
+use super::{Action, Answer, Pending, Session, Transaction};
 use crate::address::{Mailbox, Path};
 use crate::command::MailParams;
 use crate::reply::{Reply, Status, canned};
 
-impl Session {
+impl<X> Session<X> {
     pub(super) fn mail(&mut self, path: Path, params: MailParams) {
         let Some((_, esmtp)) = &self.helo else {
             return self.fail(canned::bad_sequence("Send EHLO or HELO first"));
@@ -58,10 +58,19 @@ impl Session {
         self.pending = Some(Pending::Mail { from, params });
     }
 
-    pub(super) fn mail_answered(&mut self, from: Option<Mailbox>, params: MailParams, v: Verdict) {
-        match v {
-            Verdict::Reject(r) => self.fail(r),
-            Verdict::Accept => {
+    /// The answer to the last `CheckMail`: on acceptance, the driver's
+    /// state for the transaction it opens.
+    pub fn answer_mail(&mut self, answer: Answer<X>) {
+        match self.pending.take() {
+            Some(Pending::Mail { from, params }) => self.mail_answered(from, params, answer),
+            other => self.pending = other,
+        }
+    }
+
+    fn mail_answered(&mut self, from: Option<Mailbox>, params: MailParams, answer: Answer<X>) {
+        match answer {
+            Err(r) => self.fail(r),
+            Ok(findings) => {
                 let (helo, esmtp) = self.helo.clone().unwrap_or_default();
                 self.txn = Some(Transaction {
                     peer: self.peer.clone(),
@@ -73,18 +82,10 @@ impl Session {
                     mail_params: params,
                     recipients: Vec::new(),
                     body: Vec::new(),
+                    findings,
                 });
                 self.reply(Reply::new(250, Status(2, 1, 0), "Sender ok"));
             }
-        }
-    }
-
-    /// The answer to the last `CheckMail` or `CheckRcpt`.
-    pub fn answer(&mut self, v: Verdict) {
-        match self.pending.take() {
-            Some(Pending::Mail { from, params }) => self.mail_answered(from, params, v),
-            Some(Pending::Rcpt(r)) => self.rcpt_answered(r, v),
-            other => self.pending = other,
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::address::Mailbox;
 use crate::command::{self, Command, MailParams, RcptParams};
 use crate::framing::DataReader;
 use crate::reply::{Reply, Status, canned};
-pub use auth::{AuthOutcome, Credentials};
+pub use auth::Credentials;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -97,9 +97,10 @@ pub struct Recipient {
     pub params: RcptParams,
 }
 
-/// One mail transaction: envelope, content and how it arrived.
+/// One mail transaction: envelope, content and how it arrived, and what
+/// the driver's checks found out about it at MAIL FROM (`X`, opaque here).
 #[derive(Clone, Debug)]
-pub struct Transaction {
+pub struct Transaction<X = ()> {
     pub peer: Peer,
     pub helo: String,
     pub esmtp: bool,
@@ -112,9 +113,14 @@ pub struct Transaction {
     pub recipients: Vec<Recipient>,
     /// The content as received: CRLF lines, dots unstuffed.
     pub body: Vec<u8>,
+    /// What the answer to MAIL FROM handed over ([`Session::answer_mail`]):
+    /// the one copy of the checks' own transaction state, carried here from
+    /// MAIL FROM to [`Action::Deliver`] and dropped with the transaction
+    /// (RSET, a failed chunk), so it can never outlive or miss it.
+    pub findings: X,
 }
 
-impl Transaction {
+impl<X> Transaction<X> {
     /// The "with" keyword of the Received header (RFC 3848, RFC 6531 3.7.3).
     pub fn protocol(&self) -> &'static str {
         match (
@@ -137,35 +143,33 @@ impl Transaction {
 
 /// What the driver must do next.
 #[derive(Debug)]
-pub enum Action {
+pub enum Action<X = ()> {
     /// Write this reply. Replies may be buffered until `poll` returns
     /// `None` (RFC 2920 pipelining).
     Reply(Reply),
     /// Flush, then run the TLS handshake and call
     /// [`Session::tls_established`].
     StartTls,
-    /// Decide on this sender; answer with [`Session::answer`].
+    /// Decide on this sender; answer with [`Session::answer_mail`].
     CheckMail {
         from: Option<Mailbox>,
         params: MailParams,
     },
-    /// Decide on this recipient; answer with [`Session::answer`].
+    /// Decide on this recipient of [`Session::transaction`]; answer with
+    /// [`Session::answer_rcpt`].
     CheckRcpt { to: Mailbox, params: RcptParams },
     /// Check these credentials; answer with [`Session::answer_auth`].
     Authenticate(Credentials),
     /// Spool this message (durably) and answer with
     /// [`Session::answer_data`].
-    Deliver(Box<Transaction>),
+    Deliver(Box<Transaction<X>>),
     /// Flush and close the connection.
     Close,
 }
 
-/// A policy answer to `CheckMail`/`CheckRcpt`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    Accept,
-    Reject(Reply),
-}
+/// The driver's answer to a question: go on with `T`, or this refusal
+/// (5xx) or deferral (4xx), which the session gives as the command's reply.
+pub type Answer<T> = Result<T, Reply>;
 
 #[derive(Debug)]
 enum Pending {
@@ -192,14 +196,15 @@ enum Mode {
     Auth(auth::AuthStage),
 }
 
-/// One SMTP server session.
-pub struct Session {
+/// One SMTP server session. `X` is what the driver's checks keep per
+/// transaction (see [`Transaction::findings`]).
+pub struct Session<X = ()> {
     cfg: Arc<SessionConfig>,
     peer: Peer,
     tls: Option<TlsInfo>,
     auth: Option<String>,
     helo: Option<(String, bool)>,
-    txn: Option<Transaction>,
+    txn: Option<Transaction<X>>,
     /// Set when a BDAT chunk failed: the rest of the chunk is read and
     /// dropped, then this reply is given.
     chunk_error: Option<Reply>,
@@ -211,7 +216,7 @@ pub struct Session {
     pos: usize,
     /// The rest of an over-long command line is being skipped.
     skipping_line: bool,
-    out: VecDeque<Action>,
+    out: VecDeque<Action<X>>,
     pending: Option<Pending>,
     errors: u32,
     closed: bool,
@@ -224,8 +229,8 @@ enum LineError {
     Fatal(Reply),
 }
 
-impl Session {
-    pub fn new(cfg: Arc<SessionConfig>, peer: Peer, tls: Option<TlsInfo>) -> Session {
+impl<X> Session<X> {
+    pub fn new(cfg: Arc<SessionConfig>, peer: Peer, tls: Option<TlsInfo>) -> Session<X> {
         Session {
             cfg,
             peer,
@@ -260,7 +265,7 @@ impl Session {
 
     /// The next thing to do, or `None` when the session needs more input
     /// or an answer.
-    pub fn poll(&mut self) -> Option<Action> {
+    pub fn poll(&mut self) -> Option<Action<X>> {
         loop {
             if let Some(a) = self.out.pop_front() {
                 return Some(a);
@@ -318,9 +323,9 @@ impl Session {
         self.out.push_back(Action::Reply(r));
     }
 
-    /// Recipients accepted so far in the current transaction.
-    pub fn recipient_count(&self) -> usize {
-        self.txn.as_ref().map_or(0, |t| t.recipients.len())
+    /// The transaction open since MAIL FROM was accepted, if one is.
+    pub fn transaction(&self) -> Option<&Transaction<X>> {
+        self.txn.as_ref()
     }
 
     fn reset_txn(&mut self) {

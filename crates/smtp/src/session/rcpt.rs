@@ -1,11 +1,11 @@
 //! RCPT TO (RFC 5321 4.1.1.3).
 
-use super::{Action, Pending, Recipient, Session, Verdict};
+use super::{Action, Answer, Pending, Recipient, Session};
 use crate::address::{Mailbox, Path};
 use crate::command::RcptParams;
 use crate::reply::{Reply, Status, canned};
 
-impl Session {
+impl<X> Session<X> {
     pub(super) fn rcpt(&mut self, path: Path, params: RcptParams) {
         let Some(txn) = &self.txn else {
             return self.fail(canned::bad_sequence("Need MAIL before RCPT"));
@@ -47,14 +47,22 @@ impl Session {
         self.pending = Some(Pending::Rcpt(Recipient { mailbox, params }));
     }
 
-    pub(super) fn rcpt_answered(&mut self, r: Recipient, v: Verdict) {
-        match (v, &mut self.txn) {
-            (Verdict::Reject(reply), _) => self.fail(reply),
-            (Verdict::Accept, Some(txn)) => {
+    /// The answer to the last `CheckRcpt`.
+    pub fn answer_rcpt(&mut self, answer: Answer<()>) {
+        match self.pending.take() {
+            Some(Pending::Rcpt(r)) => self.rcpt_answered(r, answer),
+            other => self.pending = other,
+        }
+    }
+
+    fn rcpt_answered(&mut self, r: Recipient, answer: Answer<()>) {
+        match (answer, &mut self.txn) {
+            (Err(reply), _) => self.fail(reply),
+            (Ok(()), Some(txn)) => {
                 txn.recipients.push(r);
                 self.reply(Reply::new(250, Status(2, 1, 5), "Recipient ok"));
             }
-            (Verdict::Accept, None) => self.fail(canned::bad_sequence("Need MAIL before RCPT")),
+            (Ok(()), None) => self.fail(canned::bad_sequence("Need MAIL before RCPT")),
         }
     }
 }

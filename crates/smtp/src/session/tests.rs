@@ -30,7 +30,7 @@ struct Harness {
 
 impl Harness {
     fn new(role: Role) -> Harness {
-        let mut s = Session::new(config(role), peer(), None);
+        let mut s: Session = Session::new(config(role), peer(), None);
         s.start();
         let mut h = Harness {
             s,
@@ -54,25 +54,21 @@ impl Harness {
             match a {
                 Action::Reply(r) => r.write_to(&mut out),
                 Action::StartTls => self.tls_started = true,
-                Action::CheckMail { .. } => self.s.answer(Verdict::Accept),
-                Action::CheckRcpt { to, .. } => self.s.answer(if to.domain == "local.test" {
-                    Verdict::Accept
+                Action::CheckMail { .. } => self.s.answer_mail(Ok(())),
+                Action::CheckRcpt { to, .. } => self.s.answer_rcpt(if to.domain == "local.test" {
+                    Ok(())
                 } else {
-                    Verdict::Reject(Reply::new(554, Status(5, 7, 1), "Relay access denied"))
+                    Err(Reply::new(554, Status(5, 7, 1), "Relay access denied"))
                 }),
                 Action::Deliver(t) => {
                     self.delivered.push(*t);
                     let id = self.delivered.len();
-                    self.s.answer_data(Reply::new(
-                        250,
-                        Status(2, 0, 0),
-                        format!("Ok: queued as Q{id}"),
-                    ));
+                    self.s.answer_data(Ok(format!("Q{id}")));
                 }
                 Action::Authenticate(c) => self.s.answer_auth(if c.password == "right" {
-                    AuthOutcome::Success(c.username)
+                    Ok(c.username)
                 } else {
-                    AuthOutcome::Failure(Reply::new(
+                    Err(Reply::new(
                         535,
                         Status(5, 7, 8),
                         "Authentication credentials invalid",
@@ -97,7 +93,7 @@ const ENVELOPE: &[u8] = b"EHLO c.test\r\nMAIL FROM:<a@remote.test>\r\nRCPT TO:<u
 
 #[test]
 fn greets_with_hostname() {
-    let mut s = Session::new(config(Role::Mx), peer(), None);
+    let mut s: Session = Session::new(config(Role::Mx), peer(), None);
     s.start();
     let Some(Action::Reply(r)) = s.poll() else {
         panic!()
@@ -358,7 +354,7 @@ fn help_lists_starttls_only_while_it_can_be_used() {
     let r = h.send(b"HELP\r\n");
     assert!(r.starts_with("214 2.0.0"), "{r}");
     assert!(!r.contains("STARTTLS"), "{r}");
-    let mut s = Session::new(
+    let mut s: Session = Session::new(
         config(Role::Submissions),
         peer(),
         Some(TlsInfo {
@@ -390,7 +386,7 @@ fn too_many_errors_close_the_session() {
 
 #[test]
 fn early_talker_is_refused() {
-    let mut s = Session::new(config(Role::Mx), peer(), None);
+    let mut s: Session = Session::new(config(Role::Mx), peer(), None);
     s.refuse_early_talker();
     let Some(Action::Reply(r)) = s.poll() else {
         panic!()
@@ -569,4 +565,56 @@ fn requiretls_without_tls_is_refused() {
         r.starts_with("530 5.7.10 REQUIRETLS needs a TLS session"),
         "{r}"
     );
+}
+
+/// Drives a session whose driver hands over a number with each accepted
+/// MAIL FROM, as the way in hands over its state of the transaction.
+fn numbered_senders(input: &[u8]) -> (String, Vec<u32>) {
+    let mut s: Session<u32> = Session::new(config(Role::Mx), peer(), None);
+    s.start();
+    s.feed(input);
+    let (mut out, mut delivered, mut next) = (Vec::new(), Vec::new(), 0);
+    while let Some(a) = s.poll() {
+        match a {
+            Action::Reply(r) => r.write_to(&mut out),
+            Action::CheckMail { .. } => {
+                next += 1;
+                s.answer_mail(Ok(next));
+            }
+            Action::CheckRcpt { .. } => {
+                let seen = s.transaction().map(|t| t.findings);
+                assert_eq!(seen, Some(next), "RCPT sees its own transaction's");
+                s.answer_rcpt(Ok(()));
+            }
+            Action::Deliver(t) => {
+                delivered.push(t.findings);
+                s.answer_data(Ok(format!("Q{}", t.findings)));
+            }
+            _ => {}
+        }
+    }
+    (String::from_utf8(out).unwrap(), delivered)
+}
+
+#[test]
+fn what_mail_from_hands_over_arrives_with_its_own_message_only() {
+    let (out, delivered) = numbered_senders(
+        b"EHLO c.test\r\nMAIL FROM:<a@remote.test>\r\nRSET\r\n\
+          MAIL FROM:<b@remote.test>\r\nRCPT TO:<u@local.test>\r\nDATA\r\nhi\r\n.\r\n",
+    );
+    assert_eq!(delivered, [2], "the abandoned transaction's value is gone");
+    assert!(out.contains("250 2.0.0 Ok: queued as Q2\r\n"), "{out}");
+}
+
+#[test]
+fn a_refused_sender_opens_no_transaction() {
+    let mut s: Session<u32> = Session::new(config(Role::Mx), peer(), None);
+    s.start();
+    s.feed(b"EHLO c.test\r\nMAIL FROM:<a@remote.test>\r\n");
+    while let Some(a) = s.poll() {
+        if let Action::CheckMail { .. } = a {
+            s.answer_mail(Err(Reply::new(550, Status(5, 7, 1), "no")));
+        }
+    }
+    assert!(s.transaction().is_none());
 }
