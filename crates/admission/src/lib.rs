@@ -27,8 +27,8 @@ mod policy;
 mod reputation;
 
 pub use embedded::{
-    AUTHENTICATED_RANGE_TTL_SECS, BlockEntry, DOMAIN_RANGE_TTL_SECS, EmbeddedState, Lookup, RangeFacts, StateCommand,
-    UNKNOWN_USER_MEMORY_SECS,
+    AUTHENTICATED_RANGE_TTL_SECS, BlockEntry, DOMAIN_RANGE_TTL_SECS, EmbeddedState, Lookup,
+    RangeFacts, StateCommand, UNKNOWN_USER_MEMORY_SECS,
 };
 pub use escalation::{Escalated, Escalation, EscalationRules, Exemption};
 pub use greylist::{GREYLIST_LUA, Greyed, GreylistRules, Triplet, triplet_key};

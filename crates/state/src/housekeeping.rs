@@ -26,7 +26,10 @@ pub async fn maintain(store: Store) {
             && let Some(removed) = store.sweep_shared().await
             && removed > 0
         {
-            info!(event = "blocklist_swept", removed, "ended blocks removed from the shared blocklist");
+            info!(
+                event = "blocklist_swept",
+                removed, "ended blocks removed from the shared blocklist"
+            );
         }
     }
 }
