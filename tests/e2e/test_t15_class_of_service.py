@@ -201,6 +201,41 @@ def test_a_known_sender_range_leaves_the_default_pool(make_server, dns_server):
     assert [try_send(s.mx, "x@nospf.test", source="127.0.0.7")[0] for _ in range(5)] == [250] * 5
 
 
+ESCALATING = """
+[class.default]
+connections_per_minute = 1
+
+[admission]
+per_range_max_connections = 0
+per_range_connections_per_minute = 0
+escalate_after = 3
+"""
+
+
+def test_escalation_blocks_a_24_and_shows_why_it_left_another_alone(make_server, dns_server):
+    s = server(make_server, dns_server, ESCALATING)
+    assert s.cli("known-senders", "add", "127.0.11.200/32", "partner").returncode == 0
+    # start() took the pool's one connection this minute: three addresses
+    # of each /24 then find it spent.
+    for net in (10, 11):
+        for host in (1, 2, 3):
+            code, text = try_send(s.mx, "x@nospf.test", source=f"127.0.{net}.{host}")
+            assert code == 421 and "class default" in text, text
+    code, text = try_send(s.mx, "x@nospf.test", source="127.0.10.9")
+    assert code == 421 and "127.0.10.0/24 is blocked" in text and "escalated: 3 ranges" in text, text
+    code, text = try_send(s.mx, "x@nospf.test", source="127.0.11.9")
+    assert code == 421 and "is blocked" not in text, "a known sender lives in 127.0.11.0/24"
+    s.wait_event("escalated", prefix="127.0.10.0/24")
+    [exempt] = s.wait_event("escalation_exempt", prefix="127.0.11.0/24")
+    assert exempt["reason"] == "known", exempt
+    assert s.metric("portcullis_escalations_total", result="blocked", prefix="24") == 1
+    assert s.metric("portcullis_escalations_total", result="exempt_known", prefix="24") == 1
+    status, stats = s.api("GET", "/api/stats")
+    assert status == 200
+    assert stats["escalations"]["counts"] == {"blocked": 1, "exempt_known": 1}, stats["escalations"]
+    assert [d["prefix"] for d in stats["escalations"]["recent"]] == ["127.0.11.0/24", "127.0.10.0/24"]
+
+
 def test_a_domain_range_must_then_authenticate_where_the_domain_policy_refuses(make_server, dns_server):
     refusing = cos_config() + '\n[[domain]]\nname = "local.test"\nrecipients = "any"\npolicy = "dmarc"\n'
     s = make_server(refusing, dns=f"127.0.0.1:{dns_server.port}", local_test=False)

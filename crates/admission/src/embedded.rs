@@ -72,6 +72,11 @@ pub const UNKNOWN_USER_MEMORY_SECS: u64 = 600;
 /// message.
 pub const DOMAIN_RANGE_TTL_SECS: u64 = 30 * 24 * 3600;
 
+/// How long a range is remembered after a client in it last logged in
+/// (SMTP AUTH): as long as a domain range, so a user who submits mail
+/// monthly keeps their provider's prefix out of escalation.
+pub const AUTHENTICATED_RANGE_TTL_SECS: u64 = DOMAIN_RANGE_TTL_SECS;
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct EmbeddedState {
     buckets: HashMap<String, u64>,
@@ -85,6 +90,10 @@ pub struct EmbeddedState {
     /// Greylisting triplets (issue 21); older snapshots have none.
     #[serde(default)]
     greylist: HashMap<String, crate::Triplet>,
+    /// Ranges whose clients logged in (SMTP AUTH), and when last; older
+    /// snapshots have none.
+    #[serde(default)]
+    authenticated: HashMap<Cidr, u64>,
     #[serde(skip)]
     dirty: bool,
 }
@@ -221,11 +230,34 @@ impl EmbeddedState {
         v
     }
 
-    /// Whether a known-sender range or a domain range (one that delivered
-    /// authenticated mail) lies inside `prefix`, or holds it.
-    pub fn identified_within(&self, prefix: &Cidr) -> bool {
+    /// A client in `range` logged in (SMTP AUTH) at `now`.
+    pub fn remember_authenticated(&mut self, range: Cidr, now: u64) {
+        // Into the snapshot when new, and then at most daily.
+        let before = self.authenticated.insert(range, now);
+        if before.is_none_or(|at| at + 24 * 3600 <= now) {
+            self.dirty = true;
+        }
+    }
+
+    /// Why escalation must leave `prefix` alone, if it must: a
+    /// known-sender range, a domain range (one that delivered mail
+    /// authenticated for a domain) or a range whose client logged in
+    /// lately lies inside it, or holds it. Checked in that order.
+    pub fn exemption_within(&self, prefix: &Cidr, now: u64) -> Option<crate::Exemption> {
         let near = |c: &Cidr| prefix.covers(c) || c.covers(prefix);
-        self.known.keys().any(near) || self.domain_ranges.keys().any(near)
+        if self.known.keys().any(near) {
+            Some(crate::Exemption::Known)
+        } else if self.domain_ranges.keys().any(near) {
+            Some(crate::Exemption::Domain)
+        } else if self
+            .authenticated
+            .iter()
+            .any(|(c, at)| near(c) && at + AUTHENTICATED_RANGE_TTL_SECS > now)
+        {
+            Some(crate::Exemption::Authenticated)
+        } else {
+            None
+        }
     }
 
     pub fn known(&self) -> Vec<(Cidr, String)> {
@@ -309,6 +341,8 @@ impl EmbeddedState {
             d.retain(|_, seen| *seen + DOMAIN_RANGE_TTL_SECS > now);
             !d.is_empty()
         });
+        self.authenticated
+            .retain(|_, at| *at + AUTHENTICATED_RANGE_TTL_SECS > now);
         if before != (self.buckets.len(), self.blocklist.len()) {
             self.dirty = true;
         }

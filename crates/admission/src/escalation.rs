@@ -4,9 +4,10 @@
 //! prefix are blocked, or are refused because the default pool is
 //! exhausted, within a window, the wider prefix is blocked: /64 → /56 →
 //! /48 for IPv6, /32 → /24 for IPv4, up to a configured ceiling. A prefix
-//! that holds a range some identity vouches for (a known sender, a domain
-//! range, an identified sender's recent range) is never blocked: those
-//! keep their class.
+//! that holds (or lies inside) a range some identity vouches for is never
+//! blocked: a known sender, an allocation, a domain range (SPF/DKIM
+//! identified mail for a domain came from it) or a range whose client
+//! logged in (SMTP AUTH). Those keep their class; see [`Exemption`].
 //!
 //! Plain logic: the caller says what happened and when; this module only
 //! counts and decides.
@@ -33,6 +34,41 @@ pub struct Escalated {
     pub reason: String,
 }
 
+/// Why escalation left a prefix alone (the `result` label of
+/// `portcullis_escalations_total` is `exempt_` and this).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exemption {
+    /// A known-sender range (`known-senders`) lies inside or around it.
+    Known,
+    /// An allocation (`[identity] allocations`) does.
+    Allocation,
+    /// A range that delivered mail authenticated for a domain (SPF/DKIM).
+    Domain,
+    /// A range whose client logged in (SMTP AUTH) lately.
+    Authenticated,
+}
+
+impl Exemption {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Exemption::Known => "known",
+            Exemption::Allocation => "allocation",
+            Exemption::Domain => "domain",
+            Exemption::Authenticated => "authenticated",
+        }
+    }
+
+    /// The `result` label of the escalation counter.
+    pub fn result(self) -> &'static str {
+        match self {
+            Exemption::Known => "exempt_known",
+            Exemption::Allocation => "exempt_allocation",
+            Exemption::Domain => "exempt_domain",
+            Exemption::Authenticated => "exempt_authenticated",
+        }
+    }
+}
+
 /// Most parents remembered at once: a flood spread over the whole address
 /// space costs memory per parent, so the oldest are forgotten first.
 const MAX_PARENTS: usize = 65_536;
@@ -41,6 +77,10 @@ const MAX_PARENTS: usize = 65_536;
 pub struct Escalation {
     /// Parent → (child, when it last counted).
     seen: HashMap<Cidr, Vec<(Cidr, u64)>>,
+    /// Parents found exempt, until when they are not counted again: a
+    /// flood inside an exempt prefix is one decision per window, not a
+    /// state lookup and a log line every `after` refusals.
+    quiet: HashMap<Cidr, u64>,
 }
 
 impl EscalationRules {
@@ -68,6 +108,9 @@ impl Escalation {
             return None;
         }
         let parent = rules.parent_of(child)?;
+        if self.quiet.get(&parent).is_some_and(|until| *until > now) {
+            return None;
+        }
         if self.seen.len() >= MAX_PARENTS && !self.seen.contains_key(&parent) {
             self.forget_before(now.saturating_sub(rules.window_secs));
             if self.seen.len() >= MAX_PARENTS {
@@ -92,13 +135,25 @@ impl Escalation {
         })
     }
 
+    /// The caller found `parent` exempt: count nothing toward it for a
+    /// window (the exemption is looked up again after that).
+    pub fn exempt(&mut self, rules: &EscalationRules, parent: Cidr, now: u64) {
+        if self.quiet.len() >= MAX_PARENTS {
+            self.quiet.retain(|_, until| *until > now);
+            if self.quiet.len() >= MAX_PARENTS {
+                return;
+            }
+        }
+        self.quiet.insert(parent, now + rules.window_secs);
+    }
+
     /// Parents remembered now (for the state-size gauge).
     pub fn len(&self) -> usize {
-        self.seen.len()
+        self.seen.len() + self.quiet.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.seen.is_empty()
+        self.seen.is_empty() && self.quiet.is_empty()
     }
 
     fn forget_before(&mut self, cutoff: u64) {
@@ -106,5 +161,6 @@ impl Escalation {
             v.retain(|(_, at)| *at >= cutoff);
             !v.is_empty()
         });
+        self.quiet.retain(|_, until| *until > cutoff);
     }
 }

@@ -109,7 +109,57 @@ fn a_blocked_slash_56_counts_toward_its_slash_48() {
 }
 
 #[test]
-fn escalation_is_off_by_default() {
+fn an_exempt_parent_counts_nothing_for_a_window() {
+    let mut e = Escalation::default();
+    let r = rules(2);
+    e.record(&r, slash64(1), 100);
+    let up = e.record(&r, slash64(2), 100).expect("two children");
+    e.exempt(&r, up.parent, 100);
+    for n in 3..50 {
+        assert_eq!(e.record(&r, slash64(n), 200), None, "quiet");
+    }
+    e.record(&r, slash64(60), 700);
+    assert!(
+        e.record(&r, slash64(61), 700).is_some(),
+        "the window passed: decided (and looked up) again"
+    );
+}
+
+#[test]
+fn exemptions_are_found_around_and_inside_the_prefix() {
+    let rules = portcullis_config::ReputationRules::default();
+    let now = 1_000_000;
+    let p = cidr("2001:db8:1::/56");
+    let mut st = EmbeddedState::default();
+    assert_eq!(st.exemption_within(&p, now), None);
+    st.remember_authenticated(cidr("2001:db8:1:7::/64"), now);
+    assert_eq!(st.exemption_within(&p, now), Some(Exemption::Authenticated));
+    assert_eq!(
+        st.exemption_within(&p, now + AUTHENTICATED_RANGE_TTL_SECS),
+        None,
+        "a login is remembered for a while, not for ever"
+    );
+    st.remember_range(cidr("2001:db8:1:8::/64"), "example.org", now);
+    assert_eq!(st.exemption_within(&p, now), Some(Exemption::Domain));
+    let known = StateCommand::KnownAdd {
+        range: cidr("2001:db8::/32"),
+        name: "isp".into(),
+    };
+    st.apply(&known, &rules, now).unwrap();
+    assert_eq!(
+        st.exemption_within(&p, now),
+        Some(Exemption::Known),
+        "a known range around the prefix counts too"
+    );
+    assert_eq!(
+        st.exemption_within(&cidr("2001:db9::/48"), now),
+        None,
+        "elsewhere"
+    );
+}
+
+#[test]
+fn escalation_is_off_when_after_is_zero() {
     let mut e = Escalation::default();
     for n in 0..100 {
         assert_eq!(e.record(&rules(0), slash64(n), 100), None);

@@ -28,10 +28,10 @@ mod repeat;
 mod reputation;
 
 pub use embedded::{
-    BlockEntry, DOMAIN_RANGE_TTL_SECS, EmbeddedState, Lookup, RangeFacts, StateCommand,
-    UNKNOWN_USER_MEMORY_SECS,
+    AUTHENTICATED_RANGE_TTL_SECS, BlockEntry, DOMAIN_RANGE_TTL_SECS, EmbeddedState, Lookup,
+    RangeFacts, StateCommand, UNKNOWN_USER_MEMORY_SECS,
 };
-pub use escalation::{Escalated, Escalation, EscalationRules};
+pub use escalation::{Escalated, Escalation, EscalationRules, Exemption};
 pub use greylist::{GREYLIST_LUA, Greyed, GreylistRules, Triplet, triplet_key};
 pub use identity::{Allocations, AllocationsError, Identity};
 pub use policy::{Charge, Concurrency, Deferral, Policy, SenderClass, Slot, Stage};

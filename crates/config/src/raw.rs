@@ -479,7 +479,7 @@ fn checked_limits(l: Spanned<Limits>) -> Result<Limits, Invalid> {
 fn checked_admission(a: Spanned<Admission>) -> Result<Admission, Invalid> {
     let at = a.span().start;
     let a = a.into_inner();
-    let rules: [(bool, &str); 3] = [
+    let rules: [(bool, &str); 4] = [
         (
             !(16..=64).contains(&a.escalate_ipv6_ceiling),
             "escalate_ipv6_ceiling must be between 16 and 64 (the identity prefix)",
@@ -491,6 +491,11 @@ fn checked_admission(a: Spanned<Admission>) -> Result<Admission, Invalid> {
         (
             a.escalate_after > 0 && a.escalate_window_secs == 0,
             "escalate_window_secs must be above 0 when escalate_after is set",
+        ),
+        (
+            // An escalated block always lifts itself: 0 would be no block.
+            a.escalate_after > 0 && a.escalate_block_secs == 0,
+            "escalate_block_secs must be above 0 when escalate_after is set (0 turns escalation off)",
         ),
     ];
     match rules.iter().find(|(bad, _)| *bad) {

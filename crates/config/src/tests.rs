@@ -408,3 +408,16 @@ fn acme_and_tls_files_together_are_refused() {
     assert!(msg.contains("remove one"), "{msg}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn escalation_is_on_by_default_within_a_48_and_a_24() {
+    let c = parse_str("").unwrap();
+    let a = &c.admission;
+    assert_eq!(a.escalate_after, 16);
+    assert_eq!((a.escalate_ipv6_ceiling, a.escalate_ipv4_ceiling), (48, 24));
+    assert!(a.escalate_block_secs > 0, "an escalated block lifts itself");
+    let (_, msg) = error_of("[admission]\nescalate_block_secs = 0\n");
+    assert!(msg.contains("escalate_block_secs"), "{msg}");
+    let off = parse_str("[admission]\nescalate_after = 0\nescalate_block_secs = 0\n").unwrap();
+    assert_eq!(off.admission.escalate_after, 0, "0 turns it off");
+}

@@ -526,6 +526,10 @@ async fn stats(_: Admin, State(ctx): State<Arc<Context>>) -> ApiResult {
             "first": queued.iter().take(20).map(|m| queue_row(&dir, m)).collect::<Vec<_>>(),
         },
         "auth_failures": ctx.metrics.auth_failures(),
+        "escalations": {
+            "counts": ctx.metrics.escalation_counts(),
+            "recent": ctx.metrics.escalations(),
+        },
         "tls_sessions": ctx.tls_reports.snapshot(),
     })))
 }

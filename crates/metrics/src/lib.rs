@@ -53,7 +53,7 @@ impl Counter {
             Counter::DnsChecks => "portcullis_dns_checks_total",
             Counter::DeliveryAttempts => "portcullis_delivery_attempts_total",
             Counter::DnsCheckMicros => "portcullis_dns_check_microseconds_total",
-            Counter::Escalations => "portcullis_blocklist_escalations_total",
+            Counter::Escalations => "portcullis_escalations_total",
             Counter::Greylisted => "portcullis_greylisted_total",
             Counter::PolicyRequests => "portcullis_policy_requests_total",
             Counter::TlsSessions => "portcullis_tls_sessions_total",
@@ -104,7 +104,7 @@ impl Counter {
                 "Postfix policy requests by protocol state and answer (dunno, defer, reject, prepend, malformed, timeout)."
             }
             Counter::Escalations => {
-                "Wider prefixes put on the blocklist because many ranges inside them were blocked or refused, by prefix length."
+                "Escalation decisions on a wider prefix whose ranges were blocked or refused, by result (blocked, exempt_known, exempt_allocation, exempt_domain, exempt_authenticated) and prefix length."
             }
             Counter::RepeatBlocks => {
                 "Ranges blocked briefly for coming back at once, again and again, while their pool was full."
@@ -123,6 +123,8 @@ pub struct Metrics {
     minutes: Mutex<std::collections::VecDeque<Minute>>,
     /// The latest failed AUTH attempts, for the dashboard.
     auth_failures: Mutex<std::collections::VecDeque<AuthFailure>>,
+    /// The latest escalation decisions, for the dashboard.
+    escalations: Mutex<std::collections::VecDeque<EscalationDecision>>,
 }
 
 /// What one minute brought: messages accepted, deliveries deferred (to be
@@ -142,6 +144,17 @@ pub struct AuthFailure {
     pub account: String,
 }
 
+/// One escalation decision: a prefix blocked, or left alone and why.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct EscalationDecision {
+    pub at: u64,
+    pub prefix: String,
+    /// `blocked` or `exempt_…` (the counter's `result` label).
+    pub result: &'static str,
+    /// Distinct ranges inside it that were blocked or refused.
+    pub children: usize,
+}
+
 #[derive(Clone, Copy)]
 pub enum Outcome {
     Accepted,
@@ -151,6 +164,7 @@ pub enum Outcome {
 
 const MINUTES_KEPT: usize = 60;
 const AUTH_FAILURES_KEPT: usize = 50;
+const ESCALATIONS_KEPT: usize = 50;
 
 impl Metrics {
     /// Count an outcome in the current minute (`now` in seconds).
@@ -217,6 +231,46 @@ impl Metrics {
             .unwrap_or_default()
     }
 
+    /// An escalation decision: counted by result and prefix length, and
+    /// kept among the latest for the dashboard.
+    pub fn escalation(&self, d: EscalationDecision) {
+        let len = d.prefix.rsplit('/').next().unwrap_or("").to_owned();
+        self.inc(
+            Counter::Escalations,
+            &[("prefix", &len), ("result", d.result)],
+        );
+        if let Ok(mut e) = self.escalations.lock() {
+            e.push_back(d);
+            while e.len() > ESCALATIONS_KEPT {
+                e.pop_front();
+            }
+        }
+    }
+
+    /// The latest escalation decisions, newest first.
+    pub fn escalations(&self) -> Vec<EscalationDecision> {
+        self.escalations
+            .lock()
+            .map(|e| e.iter().rev().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Escalation decisions since start, by result.
+    pub fn escalation_counts(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        if let Ok(m) = self.values.lock() {
+            for ((c, labels), v) in m.iter() {
+                if *c != Counter::Escalations {
+                    continue;
+                }
+                if let Some((_, r)) = labels.iter().find(|(k, _)| *k == "result") {
+                    *out.entry(r.clone()).or_insert(0) += v;
+                }
+            }
+        }
+        out
+    }
+
     pub fn inc(&self, c: Counter, labels: &[(&'static str, &str)]) {
         self.add(c, labels, 1);
     }
@@ -279,6 +333,31 @@ fn escape(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escalation_decisions_are_counted_by_result_and_kept_newest_first() {
+        let m = Metrics::default();
+        let d = |prefix: &str, result| EscalationDecision {
+            at: 100,
+            prefix: prefix.into(),
+            result,
+            children: 16,
+        };
+        m.escalation(d("2001:db8:1::/56", "blocked"));
+        m.escalation(d("2001:db8:2::/56", "exempt_known"));
+        m.escalation(d("192.0.2.0/24", "blocked"));
+        let text = m.render(&[]);
+        assert!(
+            text.contains("portcullis_escalations_total{prefix=\"56\",result=\"blocked\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("portcullis_escalations_total{prefix=\"24\",result=\"blocked\"} 1\n")
+        );
+        assert_eq!(m.escalation_counts()["blocked"], 2);
+        assert_eq!(m.escalation_counts()["exempt_known"], 1);
+        assert_eq!(m.escalations()[0].prefix, "192.0.2.0/24");
+    }
 
     #[test]
     fn renders_counters_with_labels_and_gauges() {

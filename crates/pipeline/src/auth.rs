@@ -1,6 +1,7 @@
 //! AUTH on the submission ports: the credentials checked (with the
 //! throttle), and on success a session slot held for the account until
-//! the connection ends.
+//! the connection ends; the client's range is remembered as one whose
+//! users log in, which escalation never blocks.
 
 use crate::{Connection, StageResult};
 use portcullis_smtp::Credentials;
@@ -14,6 +15,9 @@ impl Connection {
             .submission
             .authenticate(state, self.peer.ip(), c)
             .await;
+        if matches!(outcome, AuthOutcome::Success(_)) {
+            inbound.admission.logged_in(self.peer.ip()).await;
+        }
         self.account = slot;
         outcome
     }

@@ -35,7 +35,8 @@ pub use crate::redis::AuthCounts;
 use crate::redis::{Asked, RedisBackend, SharedOutcome};
 use portcullis_accounts::{QuotaExceeded, QuotaLimits};
 use portcullis_admission::{
-    BlockEntry, Charge, Concurrency, EmbeddedState, LevelChange, Reputation, StateCommand, Verdict,
+    BlockEntry, Charge, Concurrency, EmbeddedState, Exemption, LevelChange, Reputation,
+    StateCommand, Verdict,
 };
 use portcullis_config::clock::{now_secs, now_us};
 use portcullis_config::{Cidr, Config, ReputationRules, StateBackend};
@@ -427,15 +428,36 @@ impl Store {
         .await
     }
 
-    /// Whether a known-sender range or a range that delivered
-    /// authenticated mail lies inside `prefix` (escalation never blocks
-    /// those).
-    pub async fn identified_within(&self, prefix: Cidr) -> bool {
+    /// Why escalation must leave `prefix` alone, if it must: a
+    /// known-sender range, a domain range or a range whose client logged
+    /// in lies inside it or holds it (allocations are the caller's).
+    pub async fn exemption_within(&self, prefix: Cidr) -> Option<Exemption> {
+        let now = now_secs();
         self.decide(
-            |r| async move { r.identified_within(prefix).await },
-            |l| l.identified_within(&prefix),
+            |r| async move { r.exemption_within(prefix, now).await },
+            |l| l.exemption_within(&prefix, now),
         )
         .await
+    }
+
+    /// A client in `range` logged in (SMTP AUTH): escalation leaves
+    /// prefixes holding the range alone for
+    /// `AUTHENTICATED_RANGE_TTL_SECS`.
+    pub async fn remember_authenticated(&self, range: Cidr) {
+        let now = now_secs();
+        self.decide(
+            |r| async move { r.remember_authenticated(range, now).await },
+            |l| l.remember_authenticated(range, now),
+        )
+        .await
+    }
+
+    /// With Redis: drop the shared blocklist's ended entries (one script,
+    /// so a block renewed meanwhile stays) and the logins past their
+    /// memory. The number of blocklist entries removed; None without Redis
+    /// or when it did not answer.
+    pub async fn sweep_shared(&self) -> Option<u64> {
+        self.redis.as_ref()?.sweep(now_secs()).await
     }
 
     pub async fn known(&self) -> Vec<(Cidr, String)> {

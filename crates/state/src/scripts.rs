@@ -119,3 +119,31 @@ for i, key in ipairs(KEYS) do
 end
 return 0
 "#;
+
+/// One step of sweeping the shared blocklist: the entries one HSCAN step
+/// returns, those that ended removed in the same call (so a range blocked
+/// again meanwhile stays). Small steps keep Redis answering every node
+/// while a flood's worth is swept. KEYS[1]: the blocklist hash; ARGV:
+/// now (seconds), the cursor, the step. An entry that does not parse is
+/// left alone (nodes ignore it). Returns {next cursor, removed}.
+pub(crate) const SWEEP_LUA: &str = r#"
+local now = tonumber(ARGV[1])
+local step = redis.call('HSCAN', KEYS[1], ARGV[2], 'COUNT', ARGV[3])
+local kv = step[2]
+local batch, removed = {}, 0
+for i = 1, #kv, 2 do
+  local ok, e = pcall(cjson.decode, kv[i + 1])
+  local ends = ok and type(e) == 'table' and tonumber(e['until'])
+  if ends and ends <= now then
+    batch[#batch + 1] = kv[i]
+    if #batch == 1000 then
+      removed = removed + redis.call('HDEL', KEYS[1], unpack(batch))
+      batch = {}
+    end
+  end
+end
+if #batch > 0 then
+  removed = removed + redis.call('HDEL', KEYS[1], unpack(batch))
+end
+return {step[1], removed}
+"#;

@@ -456,3 +456,94 @@ async fn greylisting_defers_the_first_try_and_passes_a_retry_after_the_delay() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn escalation_exemptions_are_found_on_every_backend() {
+    use portcullis_admission::Exemption;
+    on_every_backend(|s, backend| async move {
+        let within = |p: &'static str| {
+            let s = s.clone();
+            async move { s.exemption_within(cidr(p)).await }
+        };
+        assert_eq!(within("2001:db8:1::/48").await, None, "{backend}");
+        let known = StateCommand::KnownAdd {
+            range: cidr("2001:db8:1:10::/64"),
+            name: "partner".into(),
+        };
+        s.apply(&known).await.expect("known");
+        s.remember_range(cidr("2001:db8:2:20::/64"), "example.org")
+            .await;
+        s.remember_authenticated(cidr("2001:db8:3:30::/64")).await;
+        assert_eq!(
+            within("2001:db8:1::/56").await,
+            Some(Exemption::Known),
+            "{backend}"
+        );
+        assert_eq!(
+            within("2001:db8:2::/48").await,
+            Some(Exemption::Domain),
+            "{backend}"
+        );
+        assert_eq!(
+            within("2001:db8:3::/56").await,
+            Some(Exemption::Authenticated),
+            "{backend}"
+        );
+        assert_eq!(within("2001:db8:4::/48").await, None, "{backend}");
+    })
+    .await;
+}
+
+/// Issue 28: the shared blocklist is one hash that every block adds to;
+/// without a sweep a long flood leaves every ended block in Redis for
+/// ever (and in every node's reload of the lists).
+#[tokio::test]
+async fn a_flood_of_ended_blocks_is_swept_from_the_shared_blocklist() {
+    const FLOOD: u32 = 100_000;
+    let redis = RedisServer::start();
+    let dir = TempDir::new("sweep");
+    let s = Store::open(&config(&dir, Some(RedisTarget::Single(redis.url())))).expect("store");
+    let live = StateCommand::Block {
+        range: cidr("198.51.100.0/24"),
+        secs: 600,
+        reason: "still on".into(),
+    };
+    s.apply(&live).await.expect("block");
+    let client = redis::Client::open(redis.url()).expect("client");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connection");
+    let hash = "pc:{global}:blocklist";
+    let ended = r#"{"until":1000,"reason":"escalated: a flood"}"#;
+    for chunk in (0..FLOOD).collect::<Vec<_>>().chunks(10_000) {
+        let mut hset = redis::cmd("HSET");
+        hset.arg(hash);
+        for n in chunk {
+            let (a, b) = (n >> 16, n & 0xffff);
+            hset.arg(format!("2001:db8:{a:x}:{b:x}::/64")).arg(ended);
+        }
+        let _: i64 = hset.query_async(&mut c).await.expect("HSET");
+    }
+    let len = || {
+        let mut c = c.clone();
+        async move {
+            redis::cmd("HLEN")
+                .arg(hash)
+                .query_async::<u64>(&mut c)
+                .await
+                .expect("HLEN")
+        }
+    };
+    assert_eq!(len().await, u64::from(FLOOD) + 1);
+    let started = Instant::now();
+    let removed = s.sweep_shared().await;
+    let took = started.elapsed();
+    assert_eq!(removed, Some(u64::from(FLOOD)), "took {took:?}");
+    assert_eq!(len().await, 1, "the live block stays");
+    let left = s.blocklist().await;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].1.reason, "still on");
+    assert_eq!(s.sweep_shared().await, Some(0), "nothing left to sweep");
+    eprintln!("swept {FLOOD} ended blocks in {took:?}");
+}

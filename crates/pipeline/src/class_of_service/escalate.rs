@@ -1,12 +1,14 @@
 //! Escalation at the edge: the admission crate's `Escalation` counts and
 //! decides; here a decision becomes a block in the shared state (and so
-//! in the kernel's set, where that is on), unless an identified range
-//! lies inside the prefix.
+//! in the kernel's set, where that is on), unless the prefix is exempt:
+//! it holds (or lies inside) a known sender, an allocation, a domain
+//! range or a range whose client logged in. Every decision is logged,
+//! counted in `/metrics` and kept for the dashboard.
 
 use super::ClassOfService;
-use portcullis_admission::{EscalationRules, StateCommand};
+use portcullis_admission::{Escalated, EscalationRules, Exemption, StateCommand};
 use portcullis_config::Cidr;
-use portcullis_metrics::Counter;
+use portcullis_metrics::EscalationDecision;
 use tracing::{info, warn};
 
 impl ClassOfService {
@@ -38,8 +40,18 @@ impl ClassOfService {
             let Some(up) = decided else {
                 return;
             };
-            if self.protected_within(up.parent).await {
-                info!(event = "escalation_skipped", range = %up.parent, reason = "an identified range lies inside");
+            if let Some(why) = self.exemption_within(up.parent).await {
+                if let Ok(mut e) = self.escalation.lock() {
+                    e.exempt(&rules, up.parent, now);
+                }
+                info!(
+                    event = "escalation_exempt",
+                    prefix = %up.parent,
+                    reason = why.as_str(),
+                    children = up.children,
+                    "not blocked: the prefix holds an identified range"
+                );
+                self.escalation_decided(&up, why.result(), now);
                 return;
             }
             let secs = self.policy().admission.escalate_block_secs;
@@ -52,18 +64,36 @@ impl ClassOfService {
                 warn!(event = "block_failed", range = %up.parent, error = %e);
                 return;
             }
-            info!(event = "blocked", range = %up.parent, secs, reason = %up.reason, children = up.children);
-            let prefix = up.parent.prefix.to_string();
-            self.metrics
-                .inc(Counter::Escalations, &[("prefix", &prefix)]);
+            info!(event = "escalated", prefix = %up.parent, secs, reason = %up.reason, children = up.children);
+            self.escalation_decided(&up, "blocked", now);
             child = up.parent;
         }
     }
 
-    /// Whether a known-sender range, a domain range or an allocation lies
-    /// inside `prefix`: those keep their class, so the prefix is not
-    /// blocked.
-    async fn protected_within(&self, prefix: Cidr) -> bool {
-        self.allocations.any_within(&prefix) || self.state.identified_within(prefix).await
+    fn escalation_decided(&self, up: &Escalated, result: &'static str, now: u64) {
+        self.metrics.escalation(EscalationDecision {
+            at: now,
+            prefix: up.parent.to_string(),
+            result,
+            children: up.children,
+        });
+    }
+
+    /// Why `prefix` must not be blocked, if it must not: an allocation
+    /// (from memory), else a known-sender range, a domain range or a
+    /// range whose client logged in (from the state).
+    async fn exemption_within(&self, prefix: Cidr) -> Option<Exemption> {
+        if self.allocations.any_within(&prefix) {
+            return Some(Exemption::Allocation);
+        }
+        self.state.exemption_within(prefix).await
+    }
+
+    /// A client logged in (SMTP AUTH): its range keeps every prefix that
+    /// holds it out of escalation (its users share their provider's
+    /// prefix with whoever else connects from there).
+    pub async fn logged_in(&self, ip: std::net::IpAddr) {
+        let range = self.policy().range_of(ip);
+        self.state.remember_authenticated(range).await;
     }
 }

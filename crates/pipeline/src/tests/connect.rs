@@ -171,22 +171,111 @@ async fn strangers_exhausting_the_pool_escalate_to_the_wider_prefix() {
     assert_eq!(next.cause, crate::RefusalCause::Blocklist);
 }
 
-#[tokio::test]
-async fn escalation_never_blocks_a_prefix_holding_a_known_sender() {
-    let mut c = config();
+/// A world where two strangers' ranges inside one /56 finding the
+/// default pool spent escalate to the /56.
+fn escalating(c: Option<portcullis_config::Config>) -> World {
+    let mut c = c.unwrap_or_else(config);
     c.classes.get_mut("default").unwrap().connections_per_minute = Some(1);
     c.admission.escalate_after = 2;
-    let w = world_with(c, TableChecks::default(), MemoryIntake::default());
+    world_with(c, TableChecks::default(), MemoryIntake::default())
+}
+
+/// Strangers from several /64s of 2001:db8:1::/56 meet a spent pool;
+/// whether the /56 ended up blocked, and what the decisions were.
+async fn flood_2001_db8_1(w: &World) -> (bool, Vec<(String, &'static str)>) {
+    admit(w, "2001:db8:1:1::1").await.unwrap();
+    for n in 2..=5 {
+        let _ = admit(w, &format!("2001:db8:1:{n}::1")).await;
+    }
+    let blocked = !w.inbound.admission.state.blocklist().await.is_empty();
+    let decisions = w
+        .inbound
+        .metrics
+        .escalations()
+        .into_iter()
+        .map(|d| (d.prefix, d.result))
+        .collect();
+    (blocked, decisions)
+}
+
+fn exempt(why: &'static str) -> (bool, Vec<(String, &'static str)>) {
+    (false, vec![("2001:db8:1::/56".to_owned(), why)])
+}
+
+#[tokio::test]
+async fn escalation_is_counted_and_shown_when_it_blocks() {
+    let w = escalating(None);
+    assert_eq!(
+        flood_2001_db8_1(&w).await,
+        (true, vec![("2001:db8:1::/56".to_owned(), "blocked")])
+    );
+    let text = w.inbound.metrics.render(&[]);
+    assert!(
+        text.contains("portcullis_escalations_total{prefix=\"56\",result=\"blocked\"} 1"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn escalation_never_blocks_a_prefix_holding_a_known_sender() {
+    let w = escalating(None);
     let known = StateCommand::KnownAdd {
         range: "2001:db8:1:ff::/64".parse().unwrap(),
         name: "partner".into(),
     };
     w.inbound.admission.state.apply(&known).await.unwrap();
-    admit(&w, "2001:db8:1:1::1").await.unwrap();
-    for n in 2..=5 {
-        let _ = admit(&w, &format!("2001:db8:1:{n}::1")).await;
-    }
-    assert!(w.inbound.admission.state.blocklist().await.is_empty());
+    assert_eq!(flood_2001_db8_1(&w).await, exempt("exempt_known"));
+}
+
+#[tokio::test]
+async fn escalation_never_blocks_a_prefix_holding_an_allocation() {
+    let mut c = config();
+    let path = c.data_dir.join("allocations.txt");
+    std::fs::write(&path, "2001:db8:1:f0::/60 small-isp\n").unwrap();
+    c.identity.allocations = Some(path);
+    let w = escalating(Some(c));
+    assert_eq!(flood_2001_db8_1(&w).await, exempt("exempt_allocation"));
+}
+
+#[tokio::test]
+async fn escalation_never_blocks_a_prefix_holding_a_domain_range() {
+    let w = escalating(None);
+    w.inbound
+        .admission
+        .state
+        .remember_range("2001:db8:1:ff::/64".parse().unwrap(), "example.org")
+        .await;
+    assert_eq!(flood_2001_db8_1(&w).await, exempt("exempt_domain"));
+}
+
+#[tokio::test]
+async fn escalation_never_blocks_a_prefix_where_a_user_logged_in() {
+    let w = escalating(None);
+    w.account("alice@local.test");
+    let mut msa = w.submission_from("[2001:db8:1:ff::9]:40000");
+    let login = portcullis_smtp::Credentials {
+        username: "alice@local.test".into(),
+        password: "a long password".into(),
+    };
+    let outcome = msa.authenticate(login).await;
+    assert!(
+        matches!(outcome, portcullis_smtp::AuthOutcome::Success(_)),
+        "logged in"
+    );
+    assert_eq!(flood_2001_db8_1(&w).await, exempt("exempt_authenticated"));
+}
+
+#[tokio::test]
+async fn a_failed_login_exempts_nothing() {
+    let w = escalating(None);
+    w.account("alice@local.test");
+    let mut msa = w.submission_from("[2001:db8:1:ff::9]:40000");
+    let login = portcullis_smtp::Credentials {
+        username: "alice@local.test".into(),
+        password: "a guess".into(),
+    };
+    let _ = msa.authenticate(login).await;
+    assert!(flood_2001_db8_1(&w).await.0, "blocked");
 }
 
 #[tokio::test]

@@ -101,7 +101,11 @@ impl World {
     }
 
     pub fn submission(&self) -> Connection {
-        let peer: SocketAddr = CLIENT.parse().unwrap();
+        self.submission_from(CLIENT)
+    }
+
+    pub fn submission_from(&self, peer: &str) -> Connection {
+        let peer: SocketAddr = peer.parse().unwrap();
         Connection::new(
             self.inbound.clone(),
             self.config.clone(),

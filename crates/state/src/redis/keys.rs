@@ -12,8 +12,9 @@ use portcullis_config::Cidr;
 /// Every key portcullis writes starts with this.
 pub(crate) const P: &str = "pc:";
 
-/// A key every node shares whole: `blocklist`, `known`, `drs`, `reps`,
-/// `version`, `nodes`.
+/// A key every node shares whole: `blocklist`, `known`, `drs`, `authd`
+/// (ranges whose clients logged in, scored by when), `reps`, `version`,
+/// `nodes`.
 pub(crate) fn global(name: &str) -> String {
     format!("{P}{{global}}:{name}")
 }

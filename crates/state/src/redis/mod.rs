@@ -66,6 +66,7 @@ struct Scripts {
     level: redis::Script,
     quota: redis::Script,
     greylist: redis::Script,
+    sweep: redis::Script,
 }
 
 impl RedisBackend {
@@ -86,6 +87,7 @@ impl RedisBackend {
                 level: redis::Script::new(LEVEL_LUA),
                 quota: redis::Script::new(QUOTA_LUA),
                 greylist: redis::Script::new(portcullis_admission::GREYLIST_LUA),
+                sweep: redis::Script::new(SWEEP_LUA),
             },
             node,
             node_timeout: settings.node_timeout,

@@ -6,9 +6,19 @@
 
 use super::{RedisBackend, keys};
 use portcullis_accounts::{QuotaExceeded, QuotaLimits, window_start};
-use portcullis_admission::{BlockEntry, LevelChange, Reputation, StateCommand, Verdict};
+use portcullis_admission::{
+    AUTHENTICATED_RANGE_TTL_SECS, BlockEntry, Exemption, LevelChange, Reputation, StateCommand,
+    Verdict,
+};
 use portcullis_config::{Cidr, ReputationRules};
 use std::net::IpAddr;
+
+/// Blocklist entries one sweep step looks at (a few milliseconds of
+/// Redis's time).
+const SWEEP_STEP: u32 = 2_000;
+/// Steps of one sweep at most (ten million entries); the next sweep
+/// takes what a bigger flood left.
+const MAX_SWEEP_STEPS: u32 = 5_000;
 
 /// Failures remembered by the cluster: (count, seconds left) for the
 /// address and the account, and whether the address is known.
@@ -146,19 +156,75 @@ impl RedisBackend {
         })
     }
 
-    pub(crate) async fn identified_within(&self, prefix: Cidr) -> Option<bool> {
+    /// The lists escalation's exemptions are read from, in one slot (one
+    /// pipeline): known senders, domain ranges, recent logins.
+    pub(crate) async fn exemption_within(
+        &self,
+        prefix: Cidr,
+        now: u64,
+    ) -> Option<Option<Exemption>> {
+        let since = now.saturating_sub(AUTHENTICATED_RANGE_TTL_SECS);
         let mut pipe = redis::pipe();
         pipe.hkeys(keys::global("known"))
-            .smembers(keys::global("drs"));
-        let (known, drs): (Vec<String>, Vec<String>) = self.pipeline(pipe).await?;
-        let near = |c: &Cidr| prefix.covers(c) || c.covers(&prefix);
-        Some(
-            known
-                .iter()
-                .chain(drs.iter())
+            .smembers(keys::global("drs"))
+            .zrangebyscore(keys::global("authd"), format!("({since}"), "+inf");
+        let (known, drs, authd): (Vec<String>, Vec<String>, Vec<String>) =
+            self.pipeline(pipe).await?;
+        let near = |list: &[String]| {
+            list.iter()
                 .filter_map(|k| k.parse::<Cidr>().ok())
-                .any(|c| near(&c)),
-        )
+                .any(|c| prefix.covers(&c) || c.covers(&prefix))
+        };
+        Some(if near(&known) {
+            Some(Exemption::Known)
+        } else if near(&drs) {
+            Some(Exemption::Domain)
+        } else if near(&authd) {
+            Some(Exemption::Authenticated)
+        } else {
+            None
+        })
+    }
+
+    /// A client in `range` logged in at `now`: a sorted set by time, so
+    /// the sweep trims what is past its memory.
+    pub(crate) async fn remember_authenticated(&self, range: Cidr, now: u64) -> Option<()> {
+        let cmd = redis::cmd("ZADD")
+            .arg(keys::global("authd"))
+            .arg(now)
+            .arg(range.to_string())
+            .to_owned();
+        self.command::<i64>(cmd).await.map(|_| ())
+    }
+
+    /// Remove the blocklist's ended entries and the logins past their
+    /// memory; the blocklist entries removed. The blocklist goes in steps
+    /// of `SWEEP_STEP` entries, each one script call (checked and removed
+    /// atomically, so a range blocked again meanwhile stays), so no call
+    /// holds Redis for long however big a flood left the hash.
+    pub(crate) async fn sweep(&self, now: u64) -> Option<u64> {
+        let since = now.saturating_sub(AUTHENTICATED_RANGE_TTL_SECS);
+        let trim = redis::cmd("ZREMRANGEBYSCORE")
+            .arg(keys::global("authd"))
+            .arg("-inf")
+            .arg(since)
+            .to_owned();
+        let _: Option<i64> = self.command(trim).await;
+        let (mut cursor, mut removed) = ("0".to_owned(), 0u64);
+        for _ in 0..MAX_SWEEP_STEPS {
+            let mut inv = self.scripts.sweep.prepare_invoke();
+            inv.key(keys::global("blocklist"))
+                .arg(now)
+                .arg(&cursor)
+                .arg(SWEEP_STEP);
+            let (next, n): (String, u64) = self.invoke(inv).await?;
+            removed += n;
+            if next == "0" {
+                break;
+            }
+            cursor = next;
+        }
+        Some(removed)
     }
 
     pub(crate) async fn known(&self) -> Option<Vec<(Cidr, String)>> {
