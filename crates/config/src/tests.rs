@@ -408,3 +408,32 @@ fn acme_and_tls_files_together_are_refused() {
     assert!(msg.contains("remove one"), "{msg}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn kernel_blocklist_is_auto_unless_set_true_or_false() {
+    let mode = |text: &str| parse_str(text).unwrap().admission.kernel_blocklist;
+    assert_eq!(mode(""), KernelBlocklistMode::Auto);
+    assert_eq!(
+        mode("[admission]\nkernel_blocklist = \"auto\"\n"),
+        KernelBlocklistMode::Auto
+    );
+    assert_eq!(
+        mode("[admission]\nkernel_blocklist = true\n"),
+        KernelBlocklistMode::On
+    );
+    assert_eq!(
+        mode("[admission]\nkernel_blocklist = false\n"),
+        KernelBlocklistMode::Off
+    );
+    for bad in ["\"yes\"", "1"] {
+        let (at, msg) = error_of(&format!(
+            "[admission]\nblock_secs = 60\nkernel_blocklist = {bad}\n"
+        ));
+        assert_eq!(
+            (at.line, at.key.as_str()),
+            (3, "admission.kernel_blocklist"),
+            "{msg}"
+        );
+        assert!(msg.contains(r#"true, false or "auto""#), "{msg}");
+    }
+}
