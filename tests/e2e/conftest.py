@@ -6,6 +6,7 @@ sleep, and asserts on what the server exposes: mailboxes, /metrics, the
 admin API and the JSON log events (`Server.events`)."""
 
 import json
+import re
 import os
 import signal
 import shutil
@@ -211,6 +212,18 @@ per_range_connections_per_minute = 0
 """
 
 
+def without_kernel_blocklist(config: str) -> str:
+    """The config with `[admission] kernel_blocklist = false` unless it
+    sets the key: run as root, the default ("auto") would give every server
+    of a run the one nftables table of the host's network namespace, each
+    making it its own (test_t23 tests it in namespaces of its own)."""
+    if "kernel_blocklist" in config:
+        return config
+    if re.search(r"^\[admission\][ \t]*$", config, re.M):
+        return re.sub(r"^\[admission\][ \t]*$", "[admission]\nkernel_blocklist = false", config, count=1, flags=re.M)
+    return config + "\n[admission]\nkernel_blocklist = false\n"
+
+
 _HANDED_OUT: set[int] = set()
 
 # Under pytest-xdist each worker hands out ports from its own block below
@@ -274,7 +287,7 @@ class Server:
         self.data = workdir / "data"
         self.mx, self.sub, self.subs, self.http = (free_port() for _ in range(4))
         self.config = workdir / "portcullis.toml"
-        self.config.write_text(
+        self.config.write_text(without_kernel_blocklist(
             f"""
 hostname = "mx.portcullis.test"
 data_dir = "{self.data}"
@@ -303,7 +316,7 @@ bind = "127.0.0.1:{self.http}"
 {"" if "[class." in extra or "[admission]" in extra else UNLIMITED}
 {extra}
 """
-        )
+        ))
         self.proc = None
         self.log = workdir / "server.log"
 

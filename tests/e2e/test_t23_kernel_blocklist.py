@@ -4,16 +4,25 @@ a blocked range's SYNs are dropped before accept. Everything runs in a
 network namespace the test makes, where every address of 2001:db8::/32
 is local (AnyIP), so a client can come from any /64 it likes.
 
+Issue 28: by default ("auto") it runs wherever nft and CAP_NET_ADMIN are
+there, also after the drop to `user` (the server keeps that capability
+alone, on the one thread that starts nft) and under the packaged unit's
+capability set; the log says which way it runs and why.
+
 Needs root (network namespaces, nftables), as CI runs."""
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from conftest import binary, free_port, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("nft"), reason="needs root and nft (CI has both)"
@@ -62,11 +71,11 @@ def netns():
 class NsServer:
     """One portcullis inside the namespace, its mx listener on [::1]."""
 
-    def __init__(self, workdir, extra: str = ""):
+    def __init__(self, workdir, extra: str = "", top: str = ""):
         self.mx, self.http = free_port(), free_port()
         self.data = workdir / "data"
         self.config = workdir / "portcullis.toml"
-        self.config.write_text(f"""
+        self.config.write_text(f"""{top}
 hostname = "mx.portcullis.test"
 data_dir = "{self.data}"
 [dns]
@@ -85,10 +94,13 @@ recipients = "any"
         self.log = workdir / "server.log"
         self.proc = None
 
-    def start(self, env=None) -> "NsServer":
+    def start(self, env=None, wrap=()) -> "NsServer":
+        """`wrap`: a command the server runs under inside the namespace
+        (setpriv with a capability set)."""
         self.proc = subprocess.Popen(
-            [IP, "netns", "exec", NS, binary(), "serve", "--config", str(self.config)],
-            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=env,
+            [IP, "netns", "exec", NS, *wrap, binary(), "serve", "--config", str(self.config)],
+            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
+            env={**(env or os.environ), "PORTCULLIS_LOG_FORMAT": "json"},
         )
         wait_until(lambda: self.probe("2001:db8:ffff::1") != "refused" or self.proc.poll() is not None, 20,
                    lambda: f"the server in {NS} did not listen: {self.log.read_text()[-2000:]}")
@@ -106,6 +118,10 @@ recipients = "any"
         # The control socket is a file: the CLI reaches the server from outside the namespace.
         return subprocess.run([binary(), *args, "--config", str(self.config)], capture_output=True, text=True, timeout=30)
 
+    def events(self, name: str) -> list[dict]:
+        lines = self.log.read_text().splitlines()
+        return [e for e in (json.loads(l) for l in lines if l.startswith("{")) if e.get("event") == name]
+
     def kernel_set(self) -> str:
         return ns("nft", "list", "set", "inet", "portcullis", "blocked6").stdout
 
@@ -119,10 +135,10 @@ recipients = "any"
 def server(netns, tmp_path):
     made = []
 
-    def make(extra: str = "") -> NsServer:
-        workdir = tmp_path / f"s{len(made)}"
+    def make(extra: str = "", top: str = "", base: Path | None = None) -> NsServer:
+        workdir = (base or tmp_path) / f"s{len(made)}"
         workdir.mkdir()
-        s = NsServer(workdir, extra)
+        s = NsServer(workdir, extra, top)
         made.append(s)
         return s
 
@@ -192,3 +208,129 @@ def test_without_nft_the_server_refuses_to_start(server, tmp_path):
     )
     assert proc.returncode != 0
     assert "kernel_blocklist needs the nft command" in proc.stderr, proc.stderr
+
+
+# The per-range limits off (the probes come fast), kernel_blocklist left
+# to its default.
+DEFAULT = "[admission]\nper_range_max_connections = 0\nper_range_connections_per_minute = 0\n"
+NET_ADMIN = 1 << 12
+
+
+def caps_by_thread(pid: int) -> dict[int, tuple[str, int]]:
+    """Each thread of `pid`: its name and effective capabilities."""
+    threads = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        status = (task / "status").read_text()
+        eff = next(l for l in status.splitlines() if l.startswith("CapEff:"))
+        threads[int(task.name)] = ((task / "comm").read_text().strip(), int(eff.split()[1], 16))
+    return threads
+
+
+def blocks_in_the_kernel(s: NsServer, prefix: str) -> None:
+    assert s.probe(f"{prefix}1") == "open"
+    out = s.cli("blocklist", "add", f"{prefix}/64", "--secs", "600", "--reason", "flooding")
+    assert out.returncode == 0, out.stderr
+    wait_until(lambda: f"{prefix}/64" in s.kernel_set(), 5, "the block reaches the kernel's set")
+    before = s.dropped_packets()
+    assert s.probe(f"{prefix}99") == "dropped", "no SYN-ACK for the blocked range"
+    assert s.dropped_packets() > before, "the SYNs were dropped by our rule"
+
+
+@pytest.fixture
+def open_workdir(workdir):
+    # Under pytest's own 0700 directory nobody could not reach its data.
+    os.chmod(workdir, 0o755)
+    return workdir
+
+
+def test_dropped_to_user_by_default_the_server_keeps_only_net_admin_and_blocks_in_the_kernel(server, open_workdir):
+    s = server(DEFAULT, top='user = "nobody"', base=open_workdir).start()
+    [decision] = s.events("kernel_blocklist")
+    assert (decision["mode"], decision["reason"]) == ("on", "nft and CAP_NET_ADMIN"), decision
+    [dropped] = s.events("privileges_dropped")
+    assert (dropped["user"], dropped["kept"]) == ("nobody", "CAP_NET_ADMIN"), dropped
+    # One thread, the one that starts nft, holds CAP_NET_ADMIN and nothing
+    # else; every other thread of the server holds no capability at all.
+    threads = caps_by_thread(s.proc.pid)
+    assert [(name, eff) for name, eff in threads.values() if eff] == [("nft", NET_ADMIN)], threads
+    status = Path(f"/proc/{s.proc.pid}/status").read_text()
+    assert f"\t{pwd_uid('nobody')}\t" in next(l for l in status.splitlines() if l.startswith("Uid:")), status
+    blocks_in_the_kernel(s, "2001:db8:28:1::")
+    # The table goes with the server, removed by nft as nobody.
+    s.stop()
+    assert "portcullis" not in ns("nft", "list", "tables").stdout, "a stopped server leaves no table"
+
+
+def pwd_uid(name: str) -> int:
+    import pwd
+
+    return pwd.getpwnam(name).pw_uid
+
+
+def unit_setting(key: str) -> list[str]:
+    """A setting of the packaged systemd unit, its words."""
+    unit = (REPO / "packaging" / "portcullis.service").read_text()
+    [line] = [l for l in unit.splitlines() if l.startswith(f"{key}=")]
+    return line.split("=", 1)[1].split()
+
+
+def setpriv(caps: list[str], no_new_privs: bool) -> list[str]:
+    """Run as nobody with `caps` (CAP_* names) inheritable, ambient and
+    bounding, as systemd starts a unit with User= and those settings."""
+    names = ",".join(["-all"] + [f"+{c.lower().removeprefix('cap_')}" for c in caps])
+    return [shutil.which("setpriv") or "/usr/bin/setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+            f"--inh-caps={names}", f"--ambient-caps={names}", f"--bounding-set={names}",
+            *(["--no-new-privs"] if no_new_privs else [])]
+
+
+def for_nobody(s: NsServer) -> None:
+    s.data.mkdir()
+    os.chown(s.data, pwd_uid("nobody"), -1)
+
+
+def test_with_the_packaged_units_capabilities_the_server_blocks_in_the_kernel(server, open_workdir):
+    ambient = unit_setting("AmbientCapabilities")
+    assert "CAP_NET_ADMIN" in ambient and "CAP_NET_ADMIN" in unit_setting("CapabilityBoundingSet")
+    assert "AF_NETLINK" in unit_setting("RestrictAddressFamilies"), "nft speaks netlink"
+    s = server(DEFAULT, base=open_workdir)
+    for_nobody(s)
+    s.start(wrap=setpriv(ambient, unit_setting("NoNewPrivileges") == ["yes"]))
+    [decision] = s.events("kernel_blocklist")
+    assert decision["mode"] == "on", decision
+    blocks_in_the_kernel(s, "2001:db8:28:2::")
+
+
+def test_without_the_capability_auto_runs_in_user_space_and_says_why(server, open_workdir):
+    s = server(DEFAULT, base=open_workdir)
+    for_nobody(s)
+    s.start(wrap=setpriv([], True))
+    [decision] = s.events("kernel_blocklist")
+    assert (decision["mode"], decision["reason"]) == ("off", "no CAP_NET_ADMIN"), decision
+    assert "portcullis" not in ns("nft", "list", "tables").stdout
+    # The block still holds, refused after accept.
+    assert s.cli("blocklist", "add", "2001:db8:28:3::/64", "--secs", "600").returncode == 0
+    assert s.probe("2001:db8:28:3::1") == "open"
+    # `true` insists: no start without the capability, saying what is missing.
+    s.stop()
+    t = server(ON, base=open_workdir)
+    for_nobody(t)
+    proc = subprocess.run(
+        [IP, "netns", "exec", NS, *setpriv([], True), binary(), "serve", "--config", str(t.config)],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert proc.returncode != 0
+    assert "kernel_blocklist needs CAP_NET_ADMIN" in proc.stderr, proc.stderr
+
+
+def test_without_nft_auto_runs_in_user_space_and_says_why(server, tmp_path):
+    s = server(DEFAULT)
+    s.start(env=dict(os.environ, PATH=str(tmp_path)))  # no nft on this PATH
+    [decision] = s.events("kernel_blocklist")
+    assert (decision["mode"], decision["reason"]) == ("off", "no nft"), decision
+
+
+def test_turned_off_it_stays_off_and_says_so(server):
+    s = server("[admission]\nkernel_blocklist = false\n").start()
+    [decision] = s.events("kernel_blocklist")
+    assert (decision["mode"], decision["reason"]) == ("off", "turned off"), decision
+    assert "portcullis" not in ns("nft", "list", "tables").stdout

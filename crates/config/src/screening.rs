@@ -296,7 +296,7 @@ pub struct Admission {
     /// Keep an nftables set (table `inet portcullis`) in step with the
     /// temporal blocklist, so blocked ranges' SYNs are dropped before
     /// accept (needs CAP_NET_ADMIN and `nft`).
-    pub kernel_blocklist: bool,
+    pub kernel_blocklist: KernelBlocklistMode,
     /// Block the wider prefix (/64 → /56 → /48, /32 → /24) once this many
     /// distinct ranges inside it were blocked or found the default pool
     /// exhausted within `escalate_window_secs` (0: never). Never a prefix
@@ -333,7 +333,7 @@ impl Default for Admission {
             enforce_domain_ranges: true,
             spam_strikes: 3,
             block_secs: 3600,
-            kernel_blocklist: false,
+            kernel_blocklist: KernelBlocklistMode::Auto,
             // On by default (issue 28): 16 distinct /64s of one /56 (of
             // 256), or 16 addresses of one /24, refused for a full pool or
             // blocked within ten minutes is a rotation, not an ISP's
@@ -355,6 +355,44 @@ impl Default for Admission {
             repeat_block_secs: 30,
             repeat_block_max_secs: 600,
         }
+    }
+}
+
+/// `[admission] kernel_blocklist`: `"auto"` (the default) keeps the
+/// kernel's copy of the blocklist wherever it can work (`nft` is there and
+/// the process holds CAP_NET_ADMIN), `true` insists on it (the server
+/// refuses to start without it), `false` never keeps it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KernelBlocklistMode {
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl<'de> Deserialize<'de> for KernelBlocklistMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = KernelBlocklistMode;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(r#"true, false or "auto""#)
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(if v {
+                    KernelBlocklistMode::On
+                } else {
+                    KernelBlocklistMode::Off
+                })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                match v {
+                    "auto" => Ok(KernelBlocklistMode::Auto),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+        }
+        d.deserialize_any(Visitor)
     }
 }
 

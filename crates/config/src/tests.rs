@@ -421,3 +421,32 @@ fn escalation_is_on_by_default_within_a_48_and_a_24() {
     let off = parse_str("[admission]\nescalate_after = 0\nescalate_block_secs = 0\n").unwrap();
     assert_eq!(off.admission.escalate_after, 0, "0 turns it off");
 }
+
+#[test]
+fn kernel_blocklist_is_auto_unless_set_true_or_false() {
+    let mode = |text: &str| parse_str(text).unwrap().admission.kernel_blocklist;
+    assert_eq!(mode(""), KernelBlocklistMode::Auto);
+    assert_eq!(
+        mode("[admission]\nkernel_blocklist = \"auto\"\n"),
+        KernelBlocklistMode::Auto
+    );
+    assert_eq!(
+        mode("[admission]\nkernel_blocklist = true\n"),
+        KernelBlocklistMode::On
+    );
+    assert_eq!(
+        mode("[admission]\nkernel_blocklist = false\n"),
+        KernelBlocklistMode::Off
+    );
+    for bad in ["\"yes\"", "1"] {
+        let (at, msg) = error_of(&format!(
+            "[admission]\nblock_secs = 60\nkernel_blocklist = {bad}\n"
+        ));
+        assert_eq!(
+            (at.line, at.key.as_str()),
+            (3, "admission.kernel_blocklist"),
+            "{msg}"
+        );
+        assert!(msg.contains(r#"true, false or "auto""#), "{msg}");
+    }
+}

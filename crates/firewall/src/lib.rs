@@ -1,19 +1,22 @@
 //! The blocklist in the kernel (the paper: "blocking before the IP socket
-//! acceptance stage"). With `[admission] kernel_blocklist = true`
-//! portcullis owns an nftables table, `inet portcullis`, whose two timed
-//! sets hold the blocked ranges; its input chain drops their SYNs to the
-//! mx ports before accept. The sets follow the temporal blocklist: at
-//! start, at every change (on any node, with Redis), and every 30 s; each
-//! sync replaces the sets in one nft transaction, with each element's
-//! remaining time as its timeout. The table goes away when the server
-//! stops.
+//! acceptance stage"). portcullis owns an nftables table, `inet
+//! portcullis`, whose two timed sets hold the blocked ranges; its input
+//! chain drops their SYNs to the mx ports before accept. The sets follow
+//! the temporal blocklist: at start, at every change (on any node, with
+//! Redis), and every 30 s; each sync replaces the sets in one nft
+//! transaction, with each element's remaining time as its timeout. The
+//! table goes away when the server stops.
+//!
+//! `[admission] kernel_blocklist` is `"auto"` by default: the table is kept
+//! wherever it can work (`nft` is installed and the process holds
+//! CAP_NET_ADMIN), and the log says at start which way it runs and why.
 //!
 //! This crate only mirrors the blocklist into the kernel: which ranges are
 //! blocked, and for how long, is the class of service's decision.
 
 use anyhow::{Context as _, bail};
 use portcullis_admission::BlockEntry;
-use portcullis_config::{Cidr, Config, ListenerRole};
+use portcullis_config::{Cidr, Config, KernelBlocklistMode, ListenerRole};
 use portcullis_state::Store;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
@@ -24,6 +27,37 @@ const TABLE: &str = "portcullis";
 /// A sync also runs this often, for changes a node may have missed.
 const RESYNC: Duration = Duration::from_secs(30);
 
+/// Whether the kernel keeps the blocklist on this host, and why: what the
+/// start's log line says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub on: bool,
+    pub reason: &'static str,
+}
+
+/// The setting against what the host offers. `true` insists (Err: the
+/// server refuses to start, saying what is missing); `"auto"` takes what
+/// it finds; `false` is off whatever the host has.
+pub fn decide(mode: KernelBlocklistMode, nft: bool, net_admin: bool) -> anyhow::Result<Decision> {
+    let (on, reason) = match (mode, nft, net_admin) {
+        (KernelBlocklistMode::Off, _, _) => (false, "turned off"),
+        (KernelBlocklistMode::On, false, _) => bail!(
+            "[admission] kernel_blocklist needs the nft command (Debian package nftables); \
+             set kernel_blocklist = \"auto\" to run without it"
+        ),
+        (KernelBlocklistMode::On, true, false) => bail!(
+            "[admission] kernel_blocklist needs CAP_NET_ADMIN: start as root (dropping to `user` \
+             keeps that capability alone) or grant it (systemd: AmbientCapabilities=CAP_NET_ADMIN); \
+             set kernel_blocklist = \"auto\" to run without it"
+        ),
+        (KernelBlocklistMode::On, true, true) => (true, "turned on"),
+        (KernelBlocklistMode::Auto, false, _) => (false, "no nft"),
+        (KernelBlocklistMode::Auto, true, false) => (false, "no CAP_NET_ADMIN"),
+        (KernelBlocklistMode::Auto, true, true) => (true, "nft and CAP_NET_ADMIN"),
+    };
+    Ok(Decision { on, reason })
+}
+
 pub struct KernelBlocklist {
     /// The mx listeners' ports: only they are filtered.
     ports: Vec<u16>,
@@ -31,37 +65,63 @@ pub struct KernelBlocklist {
 
 impl KernelBlocklist {
     /// The kernel's copy of the blocklist for the mx listeners' ports, when
-    /// `[admission] kernel_blocklist` asks for it.
-    pub fn from_config(config: &Config) -> anyhow::Result<Option<KernelBlocklist>> {
-        if !config.admission.kernel_blocklist {
-            return Ok(None);
-        }
-        if config.user.is_some() {
-            // After the drop to `user` nft would no longer be allowed.
-            bail!(
-                "[admission] kernel_blocklist keeps CAP_NET_ADMIN, which dropping to `user` gives up: run as that user with the capability instead (systemd: User= and AmbientCapabilities=CAP_NET_ADMIN)"
-            );
-        }
-        let ports = config
+    /// `[admission] kernel_blocklist` and the host allow it, its table
+    /// made; `net_admin`: the process holds CAP_NET_ADMIN. Logs which way
+    /// it runs and why.
+    pub fn from_config(
+        config: &Config,
+        net_admin: bool,
+    ) -> anyhow::Result<Option<KernelBlocklist>> {
+        let mode = config.admission.kernel_blocklist;
+        let ports: Vec<u16> = config
             .listeners
             .iter()
             .filter(|l| l.role == ListenerRole::Mx)
             .flat_map(|l| l.bind.iter().map(|a| a.port()))
             .collect();
-        KernelBlocklist::start(ports).map(Some)
+        let decision = match mode {
+            // Not even asking for nft: nothing to filter.
+            KernelBlocklistMode::Auto | KernelBlocklistMode::On if ports.is_empty() => Decision {
+                on: false,
+                reason: "no mx listener",
+            },
+            _ => decide(
+                mode,
+                mode != KernelBlocklistMode::Off && nft_present(),
+                net_admin,
+            )?,
+        };
+        if !decision.on {
+            info!(
+                event = "kernel_blocklist",
+                mode = "off",
+                reason = decision.reason
+            );
+            return Ok(None);
+        }
+        match KernelBlocklist::start(ports) {
+            Ok(k) => {
+                info!(event = "kernel_blocklist", mode = "on", reason = decision.reason, table = TABLE, ports = ?k.ports);
+                Ok(Some(k))
+            }
+            Err(e) if mode == KernelBlocklistMode::Auto => {
+                // nft is there and so is the capability, yet the kernel
+                // said no (no nf_tables, a sandbox without netlink): the
+                // server still runs, refusing in user space.
+                warn!(event = "kernel_blocklist", mode = "off", reason = "nft failed", error = %e);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
-    /// Create the table, or refuse to start with the reason.
+    /// Create the table, or say why not.
     pub fn start(ports: Vec<u16>) -> anyhow::Result<KernelBlocklist> {
         let k = KernelBlocklist { ports };
-        Command::new("nft").arg("--version").output().context(
-            "[admission] kernel_blocklist needs the nft command (Debian package nftables)",
-        )?;
         let _ = nft(&format!("delete table inet {TABLE}\n"));
         nft(&k.table()).map_err(|e| {
             anyhow::anyhow!("[admission] kernel_blocklist: cannot create the nftables table (it needs CAP_NET_ADMIN): {e}")
         })?;
-        info!(event = "kernel_blocklist", table = TABLE, ports = ?k.ports);
         Ok(k)
     }
 
@@ -81,12 +141,14 @@ impl KernelBlocklist {
         )
     }
 
-    /// Follow the blocklist until the task is dropped.
-    pub async fn run(self, store: Store) {
+    /// Follow the blocklist until the task is dropped, every change
+    /// applied by `nft`'s thread.
+    pub async fn run(self, store: Store, nft: Nft) {
         let mut changes = store.blocklist_changes();
         loop {
             let entries = store.blocklist().await;
-            if let Err(e) = nft(&sync_script(&entries, portcullis_config::clock::now_secs())) {
+            let script = sync_script(&entries, portcullis_config::clock::now_secs());
+            if let Err(e) = nft.apply(script).await {
                 warn!(event = "kernel_blocklist_failed", error = %e);
             }
             tokio::select! {
@@ -95,10 +157,69 @@ impl KernelBlocklist {
             }
         }
     }
+}
+
+/// `nft` is installed (on the PATH, and runs).
+fn nft_present() -> bool {
+    Command::new("nft")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The one thread that runs `nft` once the server has dropped to `user`.
+/// Capabilities belong to a thread, not to the process (capabilities(7),
+/// "Thread capability sets"), and a child started with fork/exec gets
+/// its parent thread's: so the drop to `user` runs on this thread
+/// (`prepare`), which alone keeps CAP_NET_ADMIN, while every other thread
+/// of the server loses all its capabilities; every `nft` is started here.
+#[derive(Clone)]
+pub struct Nft {
+    jobs: std::sync::mpsc::Sender<(String, tokio::sync::oneshot::Sender<anyhow::Result<()>>)>,
+}
+
+impl Nft {
+    /// Start the thread, run `prepare` on it, and return once `prepare`
+    /// is done (Err: what it said, and no thread is left).
+    pub fn spawn(
+        prepare: impl FnOnce() -> anyhow::Result<()> + Send + 'static,
+    ) -> anyhow::Result<Nft> {
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let (jobs, queue) = std::sync::mpsc::channel::<(String, tokio::sync::oneshot::Sender<_>)>();
+        std::thread::Builder::new()
+            .name("nft".into())
+            .spawn(move || {
+                let prepared = prepare();
+                let ok = prepared.is_ok();
+                let _ = ready_tx.send(prepared);
+                if ok {
+                    // Ends when the last `Nft` is dropped.
+                    for (script, reply) in queue {
+                        let _ = reply.send(nft(&script));
+                    }
+                }
+            })
+            .context("cannot start the nft thread")?;
+        ready.recv().context("the nft thread ended at start")??;
+        Ok(Nft { jobs })
+    }
+
+    /// Run an nft script on the thread (one transaction).
+    pub async fn apply(&self, script: String) -> anyhow::Result<()> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send((script, reply))
+            .map_err(|_| anyhow::anyhow!("the nft thread has ended"))?;
+        answer
+            .await
+            .map_err(|_| anyhow::anyhow!("the nft thread has ended"))?
+    }
 
     /// Remove the table (the server is stopping).
-    pub fn remove() {
-        let _ = nft(&format!("delete table inet {TABLE}\n"));
+    pub async fn remove_table(&self) {
+        let _ = self.apply(format!("delete table inet {TABLE}\n")).await;
     }
 }
 
@@ -157,6 +278,45 @@ fn nft(script: &str) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_runs_wherever_nft_and_the_capability_are_there() {
+        use KernelBlocklistMode::{Auto, Off, On};
+        let d = |mode, nft, cap| decide(mode, nft, cap).map_err(|e| e.to_string());
+        let on = |reason| Ok(Decision { on: true, reason });
+        let off = |reason| Ok(Decision { on: false, reason });
+        assert_eq!(d(Auto, true, true), on("nft and CAP_NET_ADMIN"));
+        assert_eq!(d(Auto, false, true), off("no nft"));
+        assert_eq!(d(Auto, false, false), off("no nft"));
+        assert_eq!(d(Auto, true, false), off("no CAP_NET_ADMIN"));
+        assert_eq!(d(On, true, true), on("turned on"));
+        for (nft, cap) in [(true, true), (true, false), (false, true), (false, false)] {
+            assert_eq!(d(Off, nft, cap), off("turned off"));
+        }
+        let no_nft = d(On, false, true).unwrap_err();
+        assert!(
+            no_nft.contains("kernel_blocklist needs the nft command"),
+            "{no_nft}"
+        );
+        let no_cap = d(On, true, false).unwrap_err();
+        assert!(no_cap.contains("needs CAP_NET_ADMIN"), "{no_cap}");
+    }
+
+    #[test]
+    fn the_nft_thread_runs_prepare_first_and_reports_its_failure() {
+        let err = Nft::spawn(|| bail!("cannot drop"))
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(err.as_deref(), Some("cannot drop"));
+        let on_thread = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let seen = on_thread.clone();
+        let nft = Nft::spawn(move || {
+            *seen.lock().unwrap() = std::thread::current().name().map(str::to_owned);
+            Ok(())
+        });
+        assert!(nft.is_ok());
+        assert_eq!(on_thread.lock().unwrap().as_deref(), Some("nft"));
+    }
 
     fn entry(until: u64) -> BlockEntry {
         BlockEntry {

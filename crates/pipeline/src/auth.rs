@@ -15,7 +15,7 @@ impl Connection {
             .submission
             .authenticate(state, self.peer.ip(), c)
             .await;
-        if matches!(outcome, AuthOutcome::Success(_)) {
+        if outcome.is_ok() {
             inbound.admission.logged_in(self.peer.ip()).await;
         }
         self.account = slot;

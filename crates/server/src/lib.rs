@@ -119,6 +119,8 @@ pub struct Server {
     listeners: tokio::task::JoinSet<()>,
     background: tokio::task::JoinSet<()>,
     bound: Vec<(Bound, std::net::SocketAddr)>,
+    /// The thread that runs `nft`, when the kernel keeps the blocklist.
+    nft: Option<portcullis_firewall::Nft>,
     /// Held for the server's life: a second server on the same data
     /// directory stops at start.
     _ownership: portcullis_control::Ownership,
@@ -167,15 +169,36 @@ impl Server {
             listeners: tokio::task::JoinSet::new(),
             background: tokio::task::JoinSet::new(),
             bound: Vec::new(),
+            nft: None,
             _ownership: ownership,
         };
         server.start_tasks(&config, control_socket, asks.dmarc, asks.tls)?;
+        // Its table is made while the server still has every privilege it
+        // started with; the log says whether it runs, and why.
+        let kernel = portcullis_firewall::KernelBlocklist::from_config(
+            &config,
+            privileges::holds_net_admin(),
+        )?;
         // HTTP first: a client (or a test) that sees an SMTP port open
         // finds /metrics and the admin API answering too.
         server.bind_http(&config).await?;
         server.bind_smtp(&config).await?;
-        // Every port is bound: root is no longer needed.
-        privileges::drop_to(config.user.as_deref(), &config.data_dir)?;
+        // Every port is bound: root is no longer needed. With the kernel's
+        // blocklist the drop runs on the thread that will run `nft`, the
+        // one thread that keeps CAP_NET_ADMIN.
+        let user = config.user.clone();
+        let data_dir = config.data_dir.clone();
+        match kernel {
+            Some(k) => {
+                let nft = portcullis_firewall::Nft::spawn(move || {
+                    privileges::drop_to(user.as_deref(), &data_dir, privileges::Keep::NetAdmin)
+                })?;
+                let state = ctx.inbound.admission.state.clone();
+                server.background.spawn(k.run(state, nft.clone()));
+                server.nft = Some(nft);
+            }
+            None => privileges::drop_to(user.as_deref(), &data_dir, privileges::Keep::Nothing)?,
+        }
         // After the HTTPS host is bound (the CA validates there) and as
         // the user who owns DATA/acme.
         if let Some(settings) = config.acme.clone() {
@@ -232,9 +255,6 @@ impl Server {
         bg.spawn(dkim_rotation(ctx.config.clone()));
         let every = Duration::from_secs(config.admission.refusal_log_secs);
         bg.spawn(ctx.refusals.clone().run(every));
-        if let Some(k) = portcullis_firewall::KernelBlocklist::from_config(config)? {
-            bg.spawn(k.run(state.clone()));
-        }
         bg.spawn(state.follow_cluster());
         Ok(())
     }
@@ -306,8 +326,8 @@ impl Server {
         if let Err(e) = ctx.tls_reports.save() {
             error!(event = "tls_period_save_failed", error = %e);
         }
-        if config.admission.kernel_blocklist {
-            portcullis_firewall::KernelBlocklist::remove();
+        if let Some(nft) = &self.nft {
+            nft.remove_table().await;
         }
         info!(event = "stopped", "accepted mail is safe in the spool");
     }

@@ -85,6 +85,12 @@ fn keep_what_needs_a_restart(old: &Config, new: Config) -> Config {
         ),
         // The ACME task is started (or not) with the server.
         ("acme", old.acme != new.acme),
+        // So is the kernel's table, and the capability it needs is kept
+        // (or given up) when the server drops to `user`.
+        (
+            "admission.kernel_blocklist",
+            old.admission.kernel_blocklist != new.admission.kernel_blocklist,
+        ),
     ];
     for (key, changed) in differs {
         if changed {
@@ -112,6 +118,10 @@ fn keep_what_needs_a_restart(old: &Config, new: Config) -> Config {
             report_max_ratio: old.dmarc.report_max_ratio,
             ..new.dmarc.clone()
         },
+        admission: portcullis_config::Admission {
+            kernel_blocklist: old.admission.kernel_blocklist,
+            ..new.admission.clone()
+        },
         ..new
     }
 }
@@ -129,5 +139,19 @@ mod tests {
         let kept = keep_what_needs_a_restart(&old, new);
         assert_eq!(kept.dmarc.report_mailbox, None);
         assert_eq!(kept.dmarc.send_reports, !old.dmarc.send_reports);
+    }
+
+    #[test]
+    fn kernel_blocklist_changes_only_with_a_restart() {
+        let old = Config::embedded_default(std::env::temp_dir(), "mx.test".into());
+        let mut new = old.clone();
+        new.admission.kernel_blocklist = portcullis_config::KernelBlocklistMode::Off;
+        new.admission.block_secs = old.admission.block_secs + 1;
+        let kept = keep_what_needs_a_restart(&old, new);
+        assert_eq!(
+            kept.admission.kernel_blocklist,
+            old.admission.kernel_blocklist
+        );
+        assert_eq!(kept.admission.block_secs, old.admission.block_secs + 1);
     }
 }
