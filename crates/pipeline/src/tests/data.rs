@@ -40,14 +40,7 @@ async fn forged_authentication_results_for_our_name_are_removed() {
 #[tokio::test]
 async fn a_new_transaction_forgets_the_sender_labels_of_the_last_one() {
     let mut c = config();
-    c.dns_lists = vec![portcullis_config::DnsList {
-        zone: "dbl.test".into(),
-        name: None,
-        kind: portcullis_config::ListKind::Domain,
-        action: portcullis_config::ListAction::Label,
-        dynamic: false,
-        min_rating: None,
-    }];
+    c.dns_lists = vec![labelling_domain_list()];
     let checks = TableChecks {
         listed: ["listed.test.dbl.test".to_owned()].into(),
         ..Default::default()

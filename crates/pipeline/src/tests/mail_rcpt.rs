@@ -52,14 +52,7 @@ async fn an_spf_pass_draws_on_the_domains_own_class_not_the_pool() {
 #[tokio::test]
 async fn the_accepted_sender_carries_its_spf_result_and_list_lines_to_the_end_of_data() {
     let mut c = config();
-    c.dns_lists = vec![portcullis_config::DnsList {
-        zone: "dbl.test".into(),
-        name: None,
-        kind: portcullis_config::ListKind::Domain,
-        action: portcullis_config::ListAction::Label,
-        dynamic: false,
-        min_rating: None,
-    }];
+    c.dns_lists = vec![labelling_domain_list()];
     let checks = TableChecks {
         spf: [("listed.test".to_owned(), AuthResult::Pass)].into(),
         listed: ["listed.test.dbl.test".to_owned()].into(),

@@ -37,6 +37,18 @@ fn temp_dir() -> PathBuf {
 
 /// A config for local.test, where every local part is a mailbox, with
 /// no rate limits unless a test sets them.
+/// A domain list (`dbl.test`) whose listings only label the message.
+pub(crate) fn labelling_domain_list() -> portcullis_config::DnsList {
+    portcullis_config::DnsList {
+        zone: "dbl.test".into(),
+        name: None,
+        kind: portcullis_config::ListKind::Domain,
+        action: portcullis_config::ListAction::Label,
+        dynamic: false,
+        min_rating: None,
+    }
+}
+
 pub(crate) fn config() -> Config {
     let mut c = Config::embedded_default(temp_dir(), "mx.test".into());
     c.local_domains = vec!["local.test".into()];
