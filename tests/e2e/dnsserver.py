@@ -34,6 +34,10 @@ class DnsServer:
             f"  zonesdir: {self.dir}",
             f"  pidfile: {self.dir}/nsd.pid",
             f"  xfrdfile: {self.dir}/xfrd.state",
+            # Its own database: NSD's default, /var/lib/nsd/nsd.db, is one
+            # file for every instance, and two pytest-xdist workers each
+            # start an NSD.
+            f"  database: {self.dir}/nsd.db",
             f"  zonelistfile: {self.dir}/zone.list",
             f"  logfile: {self.dir}/nsd.log",
             "  server-count: 1",

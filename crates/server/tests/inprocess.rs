@@ -293,3 +293,37 @@ mod reload {
         assert_eq!(size_advertised(&f.server).await, "1000000");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_client_is_refused_by_the_accept_loop_every_time() {
+    let s = start(|_| {}).await;
+    let mut client = portcullis_control::Client::connect(&s.data).expect("the control socket");
+    let block = portcullis_control::Request::StateApply {
+        command: portcullis_admission::StateCommand::Block {
+            range: "127.0.0.0/8".parse().unwrap(),
+            secs: 600,
+            reason: "in-process test".into(),
+        },
+    };
+    tokio::task::spawn_blocking(move || client.request(&block))
+        .await
+        .unwrap()
+        .expect("blocked");
+    // A burst at once: the accept loop takes them in batches, and each
+    // gets the reply, never a greeting.
+    let clients: Vec<_> = (0..100)
+        .map(|_| tokio::spawn(Smtp::connect(s.smtp(Mx))))
+        .collect();
+    for c in clients {
+        let (_, first) = c.await.unwrap();
+        assert_eq!(first.code, 421, "{first:?}");
+        assert!(first.text.contains("in-process test"), "{first:?}");
+    }
+    let (_, metrics) = http(s.http(), "GET", "/metrics", None).await;
+    let refused = metrics
+        .lines()
+        .find(|l| l.contains("outcome=\"refused_blocklist\""))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(refused.ends_with(" 100"), "{refused}");
+}
