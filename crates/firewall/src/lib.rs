@@ -14,6 +14,8 @@
 //! This crate only mirrors the blocklist into the kernel: which ranges are
 //! blocked, and for how long, is the class of service's decision.
 
+pub mod caps;
+
 use anyhow::{Context as _, bail};
 use portcullis_admission::BlockEntry;
 use portcullis_config::{Cidr, Config, KernelBlocklistMode, ListenerRole};

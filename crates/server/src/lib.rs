@@ -177,7 +177,7 @@ impl Server {
         // started with; the log says whether it runs, and why.
         let kernel = portcullis_firewall::KernelBlocklist::from_config(
             &config,
-            privileges::holds_net_admin(),
+            portcullis_firewall::caps::holds_net_admin(),
         )?;
         // HTTP first: a client (or a test) that sees an SMTP port open
         // finds /metrics and the admin API answering too.
