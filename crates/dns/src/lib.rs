@@ -68,6 +68,27 @@ pub fn resolver_without_negative_cache(
     })
 }
 
+/// The resolver of a periodic task that runs every `every` seconds, or
+/// None (said in the log) when the task is off (`every` 0) or no resolver
+/// can be made: the task then does not run.
+pub fn periodic_resolver(
+    nameservers: &[SocketAddr],
+    timeout: Duration,
+    every: u64,
+    task: &'static str,
+) -> Option<TokioResolver> {
+    if every == 0 {
+        return None;
+    }
+    match resolver_without_negative_cache(nameservers, timeout) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(event = "periodic_task_off", task, error = %e);
+            None
+        }
+    }
+}
+
 fn build(
     nameservers: &[SocketAddr],
     timeout: Duration,

@@ -47,24 +47,12 @@ pub struct Outbox {
     pub state: portcullis_state::Store,
 }
 
-/// The config's resolver for a periodic task, or None (said in the log)
-/// when the task is off (`every` 0) or no resolver can be made.
-pub fn periodic_resolver(
+/// The config's resolver for a periodic task (see
+/// [`portcullis_dns::periodic_resolver`]).
+pub(crate) fn periodic_resolver(
     config: &portcullis_config::Config,
     every: u64,
     task: &'static str,
 ) -> Option<portcullis_dns::hickory_resolver::TokioResolver> {
-    if every == 0 {
-        return None;
-    }
-    match portcullis_dns::resolver_without_negative_cache(
-        &config.dns_nameservers,
-        config.dns_timeout,
-    ) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            tracing::warn!(event = "periodic_task_off", task, error = %e);
-            None
-        }
-    }
+    portcullis_dns::periodic_resolver(&config.dns_nameservers, config.dns_timeout, every, task)
 }

@@ -79,7 +79,10 @@ impl portcullis_reports::ReportSigner for InboundSigner {
 pub(crate) async fn dkim_rotation(config: LiveConfig) {
     let c = config.get();
     let every = c.submission.dkim_activate_check_secs;
-    let Some(resolver) = portcullis_reports::periodic_resolver(&c, every, "dkim activation") else {
+    let task = "dkim activation";
+    let Some(resolver) =
+        portcullis_dns::periodic_resolver(&c.dns_nameservers, c.dns_timeout, every, task)
+    else {
         return;
     };
     let day = |n: u32| Duration::from_secs(u64::from(n) * 86_400);

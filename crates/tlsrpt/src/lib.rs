@@ -24,35 +24,32 @@ pub enum Failure {
     StsPolicyFetchError,
 }
 
+/// Each failure with its RFC 8460 §4.3 result-type name.
+const NAMES: [(Failure, &str); 8] = [
+    (Failure::StarttlsNotSupported, "starttls-not-supported"),
+    (
+        Failure::CertificateHostMismatch,
+        "certificate-host-mismatch",
+    ),
+    (Failure::CertificateExpired, "certificate-expired"),
+    (Failure::CertificateNotTrusted, "certificate-not-trusted"),
+    (Failure::ValidationFailure, "validation-failure"),
+    (Failure::TlsaInvalid, "tlsa-invalid"),
+    (Failure::DnssecInvalid, "dnssec-invalid"),
+    (Failure::StsPolicyFetchError, "sts-policy-fetch-error"),
+];
+
 impl Failure {
     pub fn name(self) -> &'static str {
-        match self {
-            Failure::StarttlsNotSupported => "starttls-not-supported",
-            Failure::CertificateHostMismatch => "certificate-host-mismatch",
-            Failure::CertificateExpired => "certificate-expired",
-            Failure::CertificateNotTrusted => "certificate-not-trusted",
-            Failure::ValidationFailure => "validation-failure",
-            Failure::TlsaInvalid => "tlsa-invalid",
-            Failure::DnssecInvalid => "dnssec-invalid",
-            Failure::StsPolicyFetchError => "sts-policy-fetch-error",
-        }
+        NAMES
+            .iter()
+            .find(|(f, _)| *f == self)
+            .map_or("validation-failure", |(_, n)| n)
     }
 
     /// The failure `name` spells, as [`Failure::name`] gives it.
     pub fn from_name(name: &str) -> Option<Failure> {
-        use Failure::*;
-        [
-            StarttlsNotSupported,
-            CertificateHostMismatch,
-            CertificateExpired,
-            CertificateNotTrusted,
-            ValidationFailure,
-            TlsaInvalid,
-            DnssecInvalid,
-            StsPolicyFetchError,
-        ]
-        .into_iter()
-        .find(|f| f.name() == name)
+        NAMES.iter().find(|(_, n)| *n == name).map(|(f, _)| *f)
     }
 
     /// What a TLS handshake error says, by rustls' wording.

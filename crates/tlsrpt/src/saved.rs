@@ -124,4 +124,15 @@ mod tests {
         assert_eq!(a.by_policy[&key].failed, 1);
         assert_eq!(a.by_policy[&key].failures, one.by_policy[&key].failures);
     }
+
+    #[test]
+    fn every_failure_has_one_name_and_comes_back_from_it() {
+        let mut seen = std::collections::BTreeSet::new();
+        for (failure, name) in crate::NAMES {
+            assert_eq!(failure.name(), name);
+            assert_eq!(Failure::from_name(name), Some(failure));
+            assert!(seen.insert(failure), "{failure:?} listed twice");
+        }
+        assert_eq!(Failure::from_name("no-such-result"), None);
+    }
 }
