@@ -173,6 +173,8 @@ pub struct Config {
     pub policy: PolicyService,
     /// The IMAP/POP3 servers mail clients are told about.
     pub autoconfig: Autoconfig,
+    /// Compromised accounts: signals and thresholds (issue 29).
+    pub containment: crate::Containment,
 }
 
 #[derive(Clone, Debug)]
@@ -282,6 +284,7 @@ impl Config {
             greylist: Greylist::default(),
             policy: PolicyService::default(),
             autoconfig: Autoconfig::default(),
+            containment: crate::Containment::default(),
         }
     }
 }
