@@ -157,9 +157,8 @@ pub(crate) fn p99(values: &[u64]) -> u64 {
 }
 
 /// Every signal of `t` against `rules` at `now`.
-pub fn assess(t: &Tally, rules: &Rules, now: u64) -> Assessment {
-    let days = rules.history_days;
-    let sum = |c| t.sum(c, now, days);
+pub fn assess(t: &Tally, rules: &Rules) -> Assessment {
+    let sum = |c| t.sum(c);
     let mut findings = Vec::new();
     let mut check = |signal, value: f64, limit: f64, action| {
         if limit > 0.0 && value >= limit {
@@ -171,8 +170,7 @@ pub fn assess(t: &Tally, rules: &Rules, now: u64) -> Assessment {
             });
         }
     };
-    let usual_messages = p99(&t.history(Counter::HistoryMessages, now, days));
-    let usual_recipients = p99(&t.history(Counter::HistoryRecipients, now, days));
+    let (usual_messages, usual_recipients) = (t.usual_messages, t.usual_recipients);
 
     // Unknown recipients: an absolute number a person never reaches,
     // or, for an account that writes to many every hour, its share.
@@ -211,7 +209,7 @@ pub fn assess(t: &Tally, rules: &Rules, now: u64) -> Assessment {
     );
     check(
         Signal::ClientNetworks,
-        t.networks_within_hour(now).len() as f64,
+        t.networks.len() as f64,
         f64::from(rules.client_networks_per_hour),
         Action::Hold,
     );
@@ -251,7 +249,7 @@ impl Tally {
             .as_ref()
             .filter(|c| c.in_force(now))
             .map(|c| c.action);
-        let a = assess(self, rules, now);
+        let a = assess(self, rules);
         let action = a.action()?;
         if current.is_some_and(|c| c >= action) {
             return None;
@@ -265,7 +263,7 @@ impl Tally {
             since: now,
             until: (action == Action::Throttle).then(|| now + rules.throttle_secs),
             findings,
-            networks: self.networks_within_hour(now),
+            networks: self.networks.clone(),
             samples: self.samples.clone(),
         })
     }
@@ -278,7 +276,7 @@ impl Tally {
         match c.action {
             Action::Hold => Err(refusal_text(c, rules, account)),
             Action::Throttle => {
-                let sent = self.sum(Counter::Messages, now, rules.history_days);
+                let sent = self.sum(Counter::Messages);
                 if sent >= u64::from(rules.throttle_messages_per_hour) {
                     Err(refusal_text(c, rules, account))
                 } else {

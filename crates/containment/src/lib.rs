@@ -22,6 +22,7 @@ pub use alert::{ALERT_TRIES, Alert, SIGNATURE_HEADER, retry_delay, sign};
 pub use assess::{Action, Assessment, Contained, Finding, Signal, assess, refusal_text};
 pub use record::{
     ALL_COUNTERS, Change, Counter, Record, SAMPLES, Tally, expired, history_window_secs,
+    parse_field,
 };
 
 use portcullis_config::Cidr;

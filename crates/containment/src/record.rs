@@ -121,73 +121,89 @@ pub enum Change {
 /// Sample queue ids kept per account.
 pub const SAMPLES: usize = 10;
 
-/// An account as read back: the counters' buckets within their windows,
-/// the networks of the last hour, the distinct recipients of the last
-/// hour, sample queue ids, and the containment in force.
+/// An account as read back at one moment (`at`): each counter's sum
+/// over its window, the usual hour from the history (its 99th
+/// percentile), the networks and distinct recipients of the last hour,
+/// sample queue ids, and the containment in force. A summary, so
+/// reading it costs the same whatever the account's history.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Tally {
-    /// Field (`NAME:BUCKET`) to count.
-    pub counts: BTreeMap<String, u64>,
-    /// Network to when it was last seen.
-    pub networks: BTreeMap<String, u64>,
+    pub at: u64,
+    pub sums: BTreeMap<String, u64>,
+    /// The 99th percentile of the history's messages and recipients per
+    /// hour (0 for an account with no past).
+    pub usual_messages: u64,
+    pub usual_recipients: u64,
+    pub networks: Vec<String>,
     pub distinct_recipients: u64,
     pub samples: Vec<String>,
     pub contained: Option<Contained>,
 }
 
 impl Tally {
-    /// The counter's sum over its window ending at `now`.
-    pub fn sum(&self, counter: Counter, now: u64, history_days: u32) -> u64 {
-        let (name, width) = (counter.name(), counter.bucket_secs());
-        let first = now.saturating_sub(counter.window_secs(history_days)) / width;
-        let last = now / width;
-        self.counts
-            .range(format!("{name}:")..format!("{name};"))
-            .filter_map(|(k, v)| {
-                let b: u64 = k.split_once(':')?.1.parse().ok()?;
-                (b > first && b <= last).then_some(*v)
-            })
-            .sum()
-    }
-
-    /// The history's hourly values, oldest first, for the completed
-    /// hours since the account's first recorded hour (at most
-    /// `history_days` of them); empty for an account with no past.
-    pub fn history(&self, counter: Counter, now: u64, history_days: u32) -> Vec<u64> {
-        let name = counter.name();
+    /// Summarise counter buckets `(counter, bucket, count)` at `now`.
+    pub fn summarise(
+        buckets: impl IntoIterator<Item = (Counter, u64, u64)>,
+        now: u64,
+        history_days: u32,
+    ) -> Tally {
+        let mut sums = BTreeMap::new();
         let this_hour = now / 3600;
-        let first_allowed = this_hour.saturating_sub(u64::from(history_days) * 24);
-        let hours: BTreeMap<u64, u64> = self
-            .counts
-            .range(format!("{name}:")..format!("{name};"))
-            .filter_map(|(k, v)| {
-                let b: u64 = k.split_once(':')?.1.parse().ok()?;
-                (b >= first_allowed && b < this_hour).then_some((b, *v))
-            })
-            .collect();
-        let Some(first) = hours.keys().next().copied() else {
-            return Vec::new();
+        let first_hour = this_hour.saturating_sub(u64::from(history_days) * 24);
+        let mut hours: [BTreeMap<u64, u64>; 2] = Default::default();
+        for (counter, bucket, n) in buckets {
+            match counter {
+                Counter::HistoryMessages | Counter::HistoryRecipients => {
+                    if bucket >= first_hour && bucket < this_hour {
+                        let i = usize::from(counter == Counter::HistoryRecipients);
+                        *hours[i].entry(bucket).or_default() += n;
+                    }
+                }
+                _ => {
+                    let width = counter.bucket_secs();
+                    let first = now.saturating_sub(counter.window_secs(history_days)) / width;
+                    if bucket > first && bucket <= now / width {
+                        *sums.entry(counter.name().to_owned()).or_default() += n;
+                    }
+                }
+            }
+        }
+        // Every completed hour since the account's first, quiet ones too.
+        let usual = |h: &BTreeMap<u64, u64>| {
+            let Some(first) = h.keys().next().copied() else {
+                return 0;
+            };
+            let all: Vec<u64> = (first..this_hour)
+                .map(|b| h.get(&b).copied().unwrap_or(0))
+                .collect();
+            crate::assess::p99(&all)
         };
-        (first..this_hour)
-            .map(|h| hours.get(&h).copied().unwrap_or(0))
-            .collect()
+        Tally {
+            at: now,
+            sums,
+            usual_messages: usual(&hours[0]),
+            usual_recipients: usual(&hours[1]),
+            ..Tally::default()
+        }
     }
 
-    /// Networks seen in the hour before `now`.
-    pub fn networks_within_hour(&self, now: u64) -> Vec<String> {
-        let since = now.saturating_sub(3600);
-        self.networks
-            .iter()
-            .filter(|(_, at)| **at > since)
-            .map(|(n, _)| n.clone())
-            .collect()
+    /// The counter's sum over its window.
+    pub fn sum(&self, counter: Counter) -> u64 {
+        self.sums.get(counter.name()).copied().unwrap_or(0)
     }
+}
+
+/// `NAME:BUCKET` back to its counter and bucket.
+pub fn parse_field(field: &str) -> Option<(Counter, u64)> {
+    let (name, bucket) = field.split_once(':')?;
+    Some((Counter::from_name(name)?, bucket.parse().ok()?))
 }
 
 /// The embedded backend's account: the same facts as Redis keeps, in
 /// memory (and in the state snapshot).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Record {
+    /// `NAME:BUCKET` to count, as Redis keeps them.
     counts: BTreeMap<String, u64>,
     networks: BTreeMap<String, u64>,
     recipients: BTreeMap<String, u64>,
@@ -233,11 +249,19 @@ impl Record {
             && self.contained.is_none()
     }
 
-    pub fn tally(&self, now: u64) -> Tally {
+    pub fn tally(&self, now: u64, history_days: u32) -> Tally {
         let hour_ago = now.saturating_sub(3600);
+        let buckets = self
+            .counts
+            .iter()
+            .filter_map(|(f, n)| parse_field(f).map(|(c, b)| (c, b, *n)));
         Tally {
-            counts: self.counts.clone(),
-            networks: self.networks.clone(),
+            networks: self
+                .networks
+                .iter()
+                .filter(|(_, at)| **at > hour_ago)
+                .map(|(n, _)| n.clone())
+                .collect(),
             distinct_recipients: self
                 .recipients
                 .values()
@@ -245,16 +269,14 @@ impl Record {
                 .count() as u64,
             samples: self.samples.iter().cloned().collect(),
             contained: self.contained.clone(),
+            ..Tally::summarise(buckets, now, history_days)
         }
     }
 }
 
 /// Whether a counter field (`NAME:BUCKET`) lies wholly outside its window.
 pub fn expired(field: &str, now: u64, history_days: u32) -> bool {
-    let Some((name, bucket)) = field.split_once(':') else {
-        return true;
-    };
-    let (Some(counter), Ok(bucket)) = (Counter::from_name(name), bucket.parse::<u64>()) else {
+    let Some((counter, bucket)) = parse_field(field) else {
         return true;
     };
     let first = now.saturating_sub(counter.window_secs(history_days)) / counter.bucket_secs();

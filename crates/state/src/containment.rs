@@ -47,14 +47,14 @@ impl Accounts {
         self.records.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn record(&self, account: &str, changes: &[Change], now: u64) -> Tally {
+    fn record(&self, account: &str, changes: &[Change], now: u64, history_days: u32) -> Tally {
         let mut all = self.records();
         let r = all.entry(account.to_owned()).or_default();
         r.apply(changes);
         if !changes.is_empty() {
             self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        r.tally(now)
+        r.tally(now, history_days)
     }
 
     fn set(&self, account: &str, contained: Option<&Contained>) -> std::io::Result<()> {
@@ -68,6 +68,10 @@ impl Accounts {
             }
         }
         self.save()
+    }
+
+    fn contained_one(&self, account: &str) -> Option<Contained> {
+        self.records().get(account)?.contained.clone()
     }
 
     fn contained(&self) -> Vec<(String, Contained)> {
@@ -121,7 +125,19 @@ impl Store {
         {
             return t;
         }
-        self.accounts.record(&account, changes, now)
+        self.accounts.record(&account, changes, now, history_days)
+    }
+
+    /// The containment in force for the account, if any (cheap: what
+    /// MAIL asks of every message).
+    pub async fn contained(&self, account: &str) -> Option<Contained> {
+        let account = account.to_ascii_lowercase();
+        if let Some(r) = &self.redis
+            && let Some(c) = r.contained(&account).await
+        {
+            return c;
+        }
+        self.accounts.contained_one(&account)
     }
 
     /// The account's facts as they stand.

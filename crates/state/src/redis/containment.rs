@@ -84,16 +84,28 @@ impl RedisBackend {
             }
             let _: Option<u64> = self.command(del).await;
         }
+        let buckets = counts
+            .iter()
+            .filter_map(|(f, v)| portcullis_containment::parse_field(f).map(|(c, b)| (c, b, *v)));
         Some(Tally {
-            counts: counts
-                .into_iter()
-                .filter(|(f, _)| !portcullis_containment::expired(f, now, history_days))
-                .collect(),
-            networks: networks.into_iter().collect(),
+            networks: networks.into_iter().map(|(n, _)| n).collect(),
             distinct_recipients: distinct,
             samples: samples_read,
             contained: held_json.and_then(|j| serde_json::from_str(&j).ok()),
+            ..Tally::summarise(buckets, now, history_days)
         })
+    }
+
+    /// The containment in force for the account, alone (one GET).
+    pub(crate) async fn contained(&self, account: &str) -> Option<Option<Contained>> {
+        let json: Option<String> = self
+            .command(
+                redis::cmd("GET")
+                    .arg(keys::containment(account, "contained"))
+                    .to_owned(),
+            )
+            .await?;
+        Some(json.and_then(|j| serde_json::from_str(&j).ok()))
     }
 
     /// Put a containment in force (Some) or lift it (None), for every
