@@ -35,6 +35,8 @@ pub enum Counter {
     ReportsReceived,
     AcmeOrders,
     RepeatBlocks,
+    ContainmentSignals,
+    ContainmentActions,
 }
 
 impl Counter {
@@ -60,6 +62,8 @@ impl Counter {
             Counter::ReportsReceived => "portcullis_reports_received_total",
             Counter::AcmeOrders => "portcullis_acme_orders_total",
             Counter::RepeatBlocks => "portcullis_repeat_blocks_total",
+            Counter::ContainmentSignals => "portcullis_containment_signals_total",
+            Counter::ContainmentActions => "portcullis_containment_actions_total",
         }
     }
 
@@ -108,6 +112,12 @@ impl Counter {
             }
             Counter::RepeatBlocks => {
                 "Ranges blocked briefly for coming back at once, again and again, while their pool was full."
+            }
+            Counter::ContainmentSignals => {
+                "Abuse signals observed for submitting accounts, by signal (unknown_recipient, unknown_remote, bounce, spam_strike, spam_trap, complaint)."
+            }
+            Counter::ContainmentActions => {
+                "Containment of accounts, by action (throttle, hold, release, deferred) and signal."
             }
         }
     }

@@ -148,6 +148,11 @@ pub(crate) fn context(
         jobs,
     };
     let policy = portcullis_policyd::PolicyService::new(inbound.clone(), Arc::new(config.clone()));
+    let live = LiveConfig::new(config.clone());
+    queue.listen_to_outcomes(Arc::new(portcullis_pipeline::OutcomeListener {
+        containment: inbound.containment.clone(),
+        config: live.clone(),
+    }));
     Ok(Context {
         policy: Arc::new(policy),
         inbound,
@@ -158,7 +163,7 @@ pub(crate) fn context(
         metrics,
         sessions: Arc::new(Semaphore::new(config.limits.max_sessions)),
         refusals: Arc::new(portcullis_pipeline::RefusalLog::new(&config.admission)),
-        config: LiveConfig::new(config),
+        config: live,
         config_path: path,
         tls,
         https,
@@ -195,9 +200,18 @@ fn inbound(
         tracing::warn!(event = "log_expire_failed", error = %e);
     }
     let state = portcullis_state::Store::open(config)?;
+    let queue: Arc<dyn portcullis_pipeline::Intake> = Arc::new(queue);
+    let mut containment =
+        portcullis_pipeline::Containment::new(state.clone(), queue.clone(), metrics.clone());
+    if let Some(settings) = portcullis_pipeline::containment::AlertSettings::from_config(config) {
+        containment = containment.with_alerts(
+            portcullis_pipeline::containment::Alerts::start(settings, queue.clone()).0,
+        );
+    }
     Ok(Inbound {
+        containment: Arc::new(containment),
         checks: Arc::new(verifier),
-        queue: Arc::new(queue),
+        queue,
         admission: portcullis_pipeline::ClassOfService::new(config, state, metrics.clone())?,
         submission,
         forwarding: portcullis_pipeline::Forwarding::new(config)?,
