@@ -141,14 +141,18 @@ pub(crate) fn context(
         event = "state",
         backend = inbound.admission.state.backend_name()
     );
+    let live = LiveConfig::new(config.clone());
     let control = portcullis_control::Control {
         queue: queue.clone(),
         state: inbound.admission.state.clone(),
         files: Some(Arc::new(LiveFiles(inbound.clone()))),
         jobs,
+        accounts: Some(Arc::new(portcullis_pipeline::containment::AccountDoor {
+            containment: inbound.containment.clone(),
+            config: live.clone(),
+        })),
     };
     let policy = portcullis_policyd::PolicyService::new(inbound.clone(), Arc::new(config.clone()));
-    let live = LiveConfig::new(config.clone());
     queue.listen_to_outcomes(Arc::new(portcullis_pipeline::OutcomeListener {
         containment: inbound.containment.clone(),
         config: live.clone(),

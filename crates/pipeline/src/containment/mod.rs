@@ -261,3 +261,50 @@ impl portcullis_queue::RecipientOutcomes for OutcomeListener {
         });
     }
 }
+
+/// The operator's door to containment (`portcullis account ...`, the
+/// admin API), through `portcullis_control`.
+pub struct AccountDoor {
+    pub containment: Arc<Containment>,
+    pub config: portcullis_config::LiveConfig,
+}
+
+impl portcullis_control::AccountDoor for AccountDoor {
+    fn account<'a>(
+        &'a self,
+        action: portcullis_control::AccountAction,
+        account: &'a str,
+    ) -> portcullis_control::Pending<'a, Result<serde_json::Value, String>> {
+        use portcullis_control::AccountAction as A;
+        Box::pin(async move {
+            let now = portcullis_config::clock::now_secs();
+            let account = account.to_ascii_lowercase();
+            let c = &self.containment;
+            Ok(match action {
+                A::Show => {
+                    let config = self.config.get();
+                    let view = c.show(&config.containment, &account, now).await;
+                    serde_json::to_value(view).unwrap_or_default()
+                }
+                A::Hold => {
+                    serde_json::json!({ "account": account, "held": c.hold(&account, now).await? })
+                }
+                A::Release => {
+                    serde_json::json!({ "account": account, "released": c.release(&account).await? })
+                }
+            })
+        })
+    }
+
+    fn contained(&self) -> portcullis_control::Pending<'_, serde_json::Value> {
+        Box::pin(async move {
+            let now = portcullis_config::clock::now_secs();
+            let all = self.containment.contained(now).await;
+            serde_json::Value::Array(
+                all.into_iter()
+                    .map(|(account, c)| serde_json::json!({ "account": account, "contained": c }))
+                    .collect(),
+            )
+        })
+    }
+}
