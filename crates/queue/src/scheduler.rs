@@ -253,7 +253,15 @@ impl Scheduler {
             m.deleted = true;
             return true;
         }
-        self.take(id).is_some()
+        let Some(job) = self.take(id) else {
+            return false;
+        };
+        // A held message deleted is the operator's decision on mail that
+        // never left: say whose it was.
+        let env = &job.message.envelope;
+        let account = env.auth.as_deref().unwrap_or_default();
+        info!(event = "deleted", id = %id, sender = %env.sender, account, recipients = env.recipients.len());
+        true
     }
 
     /// Every message, in the order it would be tried: under way, ready,
