@@ -128,7 +128,13 @@ pub(crate) fn context(
     let tls_reports = TlsReports::open(&config.data_dir, metrics.clone())
         .with_context(|| format!("cannot open {}", config.data_dir.join("tlsrpt").display()))?;
     let tls_reports = Arc::new(tls_reports);
-    let queue = open_queue(&config, metrics.clone(), tls_reports.clone())?;
+    let complaints = Arc::new(portcullis_pipeline::containment::ComplaintCounter::default());
+    let queue = open_queue(
+        &config,
+        metrics.clone(),
+        tls_reports.clone(),
+        complaints.clone(),
+    )?;
     let dmarc = DmarcReports::open(&config.data_dir)
         .with_context(|| format!("cannot open {}", config.data_dir.join("dmarc").display()))?;
     let dmarc = Arc::new(dmarc);
@@ -142,6 +148,8 @@ pub(crate) fn context(
         backend = inbound.admission.state.backend_name()
     );
     let live = LiveConfig::new(config.clone());
+    let log = inbound.submission.log.clone();
+    complaints.connect(inbound.containment.clone(), log, live.clone());
     let control = portcullis_control::Control {
         queue: queue.clone(),
         state: inbound.admission.state.clone(),
@@ -229,6 +237,7 @@ fn open_queue(
     config: &Config,
     metrics: Arc<portcullis_metrics::Metrics>,
     tls_reports: Arc<TlsReports>,
+    complaints: Arc<dyn portcullis_reportbox::ComplaintSink>,
 ) -> anyhow::Result<Queue> {
     let spool_dir = config.data_dir.join("spool");
     let (spool, pending) = Spool::open(&spool_dir, SpoolOptions::default())
@@ -240,7 +249,7 @@ fn open_queue(
             "re-queueing messages accepted before the last stop"
         );
     }
-    start_queue(config, spool, pending, metrics, tls_reports)
+    start_queue(config, spool, pending, metrics, tls_reports, complaints)
 }
 
 /// The way out: the router over our mailboxes and DNS, and the queue
@@ -251,6 +260,7 @@ fn start_queue(
     pending: Vec<portcullis_queue::StoredMessage>,
     metrics: Arc<portcullis_metrics::Metrics>,
     tls_reports: Arc<TlsReports>,
+    complaints: Arc<dyn portcullis_reportbox::ComplaintSink>,
 ) -> anyhow::Result<portcullis_queue::Queue> {
     use portcullis_delivery::{DnsRoutes, Mailboxes, MaildirStore, Router};
     let store = MaildirStore::new(config.data_dir.join("mail"), &config.hostname);
@@ -271,14 +281,14 @@ fn start_queue(
         router = router.with_sts(Arc::new(sts));
     }
     let mut router = router.with_tls_outcomes(tls_reports);
-    if config.dmarc.report_mailbox.is_some() {
+    if config.dmarc.report_mailbox.is_some() || config.containment.feedback_address.is_some() {
         let store = portcullis_reportbox::ReportStore::open(
             &config.data_dir,
             &config.dmarc,
             metrics.clone(),
         )
         .context("cannot open the report store (DATA/reports)")?;
-        router = router.with_reports(Arc::new(store));
+        router = router.with_reports(Arc::new(store.with_complaints(complaints)));
     }
     let settings = portcullis_queue::QueueSettings {
         hostname: config.hostname.clone(),

@@ -308,3 +308,77 @@ impl portcullis_control::AccountDoor for AccountDoor {
         })
     }
 }
+
+/// Feedback reports (ARF) kept by the report store, counted as
+/// complaints against the account whose message came back: found in
+/// the submission log by one of our queue ids in the returned Received
+/// fields, or by the returned Message-ID. Connected once the way in
+/// exists (the store is made with the queue, before it).
+#[derive(Default)]
+pub struct ComplaintCounter {
+    connected: std::sync::OnceLock<(
+        Arc<Containment>,
+        crate::trace::SubmissionLog,
+        portcullis_config::LiveConfig,
+    )>,
+}
+
+impl ComplaintCounter {
+    pub fn connect(
+        &self,
+        containment: Arc<Containment>,
+        log: crate::trace::SubmissionLog,
+        config: portcullis_config::LiveConfig,
+    ) {
+        let _ = self.connected.set((containment, log, config));
+    }
+}
+
+/// The account that submitted the message an ARF report returns.
+fn account_of(
+    log: &crate::trace::SubmissionLog,
+    arf: &portcullis_reportbox::ArfSummary,
+) -> Option<(String, String)> {
+    let keys = arf.queue_ids.iter().chain(arf.message_id.iter());
+    keys.filter(|k| !k.is_empty()).find_map(|k| {
+        let hits = log.search(k).ok()?;
+        let hit = hits.first()?;
+        let account = hit.get("account")?.as_str()?.to_owned();
+        let id = hit
+            .get("queue_id")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        Some((account, id))
+    })
+}
+
+impl portcullis_reportbox::ComplaintSink for ComplaintCounter {
+    fn complaint(&self, report_id: &str, arf: &portcullis_reportbox::ArfSummary) {
+        let Some((containment, log, config)) = self.connected.get().cloned() else {
+            warn!(event = "complaint_unmatched", report = %report_id, reason = "containment not running");
+            return;
+        };
+        let (report_id, arf) = (report_id.to_owned(), arf.clone());
+        tokio::spawn(async move {
+            let found = {
+                let arf = arf.clone();
+                tokio::task::spawn_blocking(move || account_of(&log, &arf))
+                    .await
+                    .ok()
+                    .flatten()
+            };
+            let Some((account, queue_id)) = found else {
+                info!(event = "complaint_unmatched", report = %report_id, message_id = ?arf.message_id, queue_ids = %arf.queue_ids.join(","));
+                return;
+            };
+            info!(event = "complaint", report = %report_id, account = %account, id = %queue_id, feedback_type = %arf.feedback_type);
+            let now = portcullis_config::clock::now_secs();
+            let config = config.get();
+            let changes = portcullis_containment::observe::complaint(now);
+            containment
+                .observe(&config.containment, &account, "complaint", &changes, now)
+                .await;
+        });
+    }
+}

@@ -116,3 +116,46 @@ async fn containment_switched_off_records_and_refuses_nothing() {
         .await
         .expect("never deferred");
 }
+
+#[tokio::test]
+async fn a_feedback_report_about_a_submitted_message_counts_against_its_account() {
+    use portcullis_reportbox::ComplaintSink as _;
+    let mut cfg = config();
+    cfg.containment.complaints_per_day = 1;
+    let w = world_with(cfg, TableChecks::default(), MemoryIntake::default());
+    w.account("alice@local.test");
+    let mut c = w.submission();
+    let mut txn = open(&mut c, ALICE, ALICE).await.expect("MAIL");
+    add(&mut c, &mut txn, "victim@far.test")
+        .await
+        .expect("RCPT");
+    txn.body = "From: <alice@local.test>\r\n\r\nbuy\r\n".into();
+    let id = c.data(txn).await.expect("queued");
+    let counter = crate::containment::ComplaintCounter::default();
+    counter.connect(
+        w.inbound.containment.clone(),
+        w.inbound.submission.log.clone(),
+        portcullis_config::LiveConfig::new((*w.config).clone()),
+    );
+    let arf = portcullis_reportbox::ArfSummary {
+        feedback_type: "abuse".into(),
+        queue_ids: vec!["elsewhere-1".into(), id.clone()],
+        ..Default::default()
+    };
+    counter.complaint("report-1", &arf);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let now = portcullis_config::clock::now_secs;
+    while w.inbound.containment.contained(now()).await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the complaint never counted"
+        );
+        tokio::task::yield_now().await;
+    }
+    let contained = w.inbound.containment.contained(now()).await;
+    assert_eq!(contained[0].0, "alice@local.test");
+    assert_eq!(
+        contained[0].1.reason(),
+        Some(portcullis_containment::Signal::Complaints)
+    );
+}
