@@ -221,7 +221,7 @@ fn bulk_account_with_history_is_never_contained_over_a_week() {
             let to = vec![format!("subscriber{}@list.test", next_rcpt % 50_000)];
             changes.extend(observe::queued(&format!("q{minute}-{m}"), &to, now));
             // One in two hundred recipients is gone (a stale list).
-            let failed = (next_rcpt % 200 == 0).then_some((5, 1, 1));
+            let failed = next_rcpt.is_multiple_of(200).then_some((5, 1, 1));
             changes.extend(observe::outcome(failed, now));
         }
         a.record(changes, now);
@@ -356,7 +356,7 @@ fn volume_beyond_the_floor_throttles_a_new_account() {
     let mut a = Account::new(r.clone());
     let office: IpAddr = "192.0.2.1".parse().unwrap();
     for m in 0..101u64 {
-        let to = vec![format!("r{m}@elsewhere.test")];
+        let to = [format!("r{m}@elsewhere.test")];
         a.submit(
             T0 + m,
             office,
