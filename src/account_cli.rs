@@ -13,9 +13,15 @@ pub enum AccountCommand {
         user: String,
     },
     /// Defer its new submissions and hold its queued messages.
-    Hold { user: String },
+    Hold {
+        /// The account.
+        user: String,
+    },
     /// Let its held mail leave and start its counts again.
-    Release { user: String },
+    Release {
+        /// The account.
+        user: String,
+    },
     /// Every account contained now, with the evidence.
     List,
 }
