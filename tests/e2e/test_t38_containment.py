@@ -17,12 +17,14 @@ import json
 import smtplib
 import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 
 from conftest import PASSWORD, add_user, free_port, insecure_tls, wait_until
 from test_t15_class_of_service import dns_server, rspamd  # noqa: F401  (the fixtures)
 
+HERE = Path(__file__).parent
 USER = "alice@local.test"
 SECRET = "webhook secret for the test"
 
@@ -229,3 +231,28 @@ def test_third_outbound_gtube_strike_holds_the_account(make_server, sink, rspamd
     assert [e["user"] for e in s.events("rspamd")][:3] == [USER] * 3
     status, contained = s.api("GET", "/api/containment")
     assert contained[0]["contained"]["findings"][0]["signal"] == "spam_strikes", contained
+
+
+def test_a_feedback_report_at_the_feedback_address_counts_against_the_account(make_server, sink):
+    s = server_with_alice(make_server, config(sink, extra='feedback_address = "fbl@local.test"\ncomplaints_per_day = 1\n'))
+    with smtplib.SMTP("127.0.0.1", s.sub, timeout=20) as c:
+        c.starttls(context=insecure_tls())
+        c.ehlo()
+        c.login(USER, PASSWORD)
+        c.sendmail(USER, ["victim@yahoo.test"], f"From: {USER}\r\nSubject: cheap watches\r\n\r\nbuy now\r\n")
+    queued = wait_until(lambda: s.events("queued"), what="the message queued")
+    qid = queued[0]["id"]
+    report = (HERE / "../../crates/reportbox/testdata/arf-yahoo.eml").read_bytes().replace(
+        b"0001765119480123456", qid.encode())
+    with smtplib.SMTP("127.0.0.1", s.mx, timeout=20) as c:
+        c.sendmail("feedbackloop@yahoo-inc.com", ["fbl@local.test"], report)
+    complaint = wait_until(lambda: s.events("complaint"), what="the complaint matched")
+    assert complaint[0]["account"] == USER and complaint[0]["id"] == qid
+    contained = s.api("GET", "/api/containment")[1]
+    assert contained[0]["contained"]["findings"][0]["signal"] == "complaints", contained
+    # A broken one is set aside with its reason, never bounced.
+    broken = report.replace(b"Feedback-Type: abuse\r\n", b"")
+    with smtplib.SMTP("127.0.0.1", s.mx, timeout=20) as c:
+        c.sendmail("feedbackloop@yahoo-inc.com", ["fbl@local.test"], broken)
+    wait_until(lambda: s.events("report_malformed", code="bad_arf"), what="the broken report set aside")
+    assert [m["code"] for m in s.api("GET", "/api/reports")[1]["malformed"]] == ["bad_arf"]
