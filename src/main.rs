@@ -1,6 +1,7 @@
 //! The `portcullis` command line: wiring only. Each subcommand parses its
 //! arguments, loads the config and calls into the crate that does the work.
 
+mod account_cli;
 mod acme_cli;
 mod config_file;
 mod dns_cli;
@@ -231,6 +232,15 @@ enum Command {
         #[command(subcommand)]
         action: acme_cli::AcmeAction,
         /// The config file (default: as for `serve`).
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
+    /// Containment of a submitting account: show, hold, release, list
+    /// (through the running server).
+    Account {
+        #[command(subcommand)]
+        command: account_cli::AccountCommand,
+        /// The config file (default: as for `queue`).
         #[arg(long, global = true)]
         config: Option<PathBuf>,
     },
@@ -467,6 +477,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::GenerateDocs { out } => docs_cli::generate(&out),
         Command::Queue { action, config } => queue_cli::queue(action, &load(config.as_deref())?),
+        Command::Account { command, config } => {
+            account_cli::account(command, &load(config.as_deref())?)
+        }
         Command::DmarcReports { action, config } => {
             let job = portcullis_control::Job::DmarcReports;
             reports_cli::reports(job, action, &load(config.as_deref())?)

@@ -47,7 +47,10 @@ fn service(config: &Config) -> anyhow::Result<PolicyService> {
     };
     let verifier =
         portcullis_server::verifier(config, &config.dns_nameservers, config.dns_timeout)?;
+    let containment =
+        portcullis_pipeline::Containment::new(state.clone(), Arc::new(NoQueue), metrics.clone());
     let inbound = Inbound {
+        containment: Arc::new(containment),
         checks: Arc::new(verifier),
         queue: Arc::new(NoQueue),
         admission: ClassOfService::new(config, state, metrics.clone())?,
@@ -79,11 +82,34 @@ impl portcullis_pipeline::Intake for NoQueue {
         Box::pin(async { Err(portcullis_queue::SpoolError::Stopped) })
     }
 
+    fn enqueue_held(
+        &self,
+        _: portcullis_queue::Envelope,
+        _: Arc<Vec<u8>>,
+    ) -> portcullis_delivery::BoxFuture<'_, Result<(), portcullis_queue::SpoolError>> {
+        Box::pin(async { Err(portcullis_queue::SpoolError::Stopped) })
+    }
+
     fn bounce<'a>(
         &'a self,
         _: &'a portcullis_queue::StoredMessage,
         _: &'a [portcullis_queue::Bounce],
     ) -> portcullis_delivery::BoxFuture<'a, ()> {
         Box::pin(async {})
+    }
+
+    fn hold_account<'a>(
+        &'a self,
+        _: &'a str,
+        _: bool,
+    ) -> portcullis_delivery::BoxFuture<'a, Result<Vec<String>, String>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    fn messages_of<'a>(
+        &'a self,
+        _: &'a str,
+    ) -> portcullis_delivery::BoxFuture<'a, (Vec<String>, Vec<String>)> {
+        Box::pin(async { (Vec::new(), Vec::new()) })
     }
 }

@@ -192,6 +192,13 @@ recipients = "any"
 # Functional tests are not about rate limits: with no class-of-service
 # section of their own they run with the limits switched off (0). The
 # class-of-service tests (test_t15) set their own.
+# Functional tests send from one account far beyond any history; the
+# containment tests set their own [containment].
+CONTAINMENT_OFF = """
+[containment]
+enabled = false
+"""
+
 UNLIMITED = "".join(
     f"""
 [class.{name}]
@@ -314,6 +321,7 @@ bind = "127.0.0.1:{self.http}"
 
 {LOCAL_TEST if local_test else ""}
 {"" if "[class." in extra or "[admission]" in extra else UNLIMITED}
+{"" if "[containment]" in extra else CONTAINMENT_OFF}
 {extra}
 """
         ))

@@ -8,6 +8,7 @@
 
 mod cidr;
 pub mod clock;
+mod containment;
 mod live;
 mod locate;
 mod model;
@@ -16,6 +17,7 @@ mod screening;
 mod service;
 
 pub use cidr::Cidr;
+pub use containment::Containment;
 pub use live::LiveConfig;
 pub use locate::{Location, locate};
 pub use model::*;

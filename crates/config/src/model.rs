@@ -173,6 +173,8 @@ pub struct Config {
     pub policy: PolicyService,
     /// The IMAP/POP3 servers mail clients are told about.
     pub autoconfig: Autoconfig,
+    /// Compromised accounts: signals and thresholds (issue 29).
+    pub containment: crate::Containment,
 }
 
 #[derive(Clone, Debug)]
@@ -224,11 +226,17 @@ impl Config {
     /// Whether `address` is `[dmarc] report_mailbox`: mail to it is a
     /// report to read and store, not a mailbox's (RCPT accepts it, the
     /// router hands it to the report intake).
+    /// Whether `address` is where reports arrive: DMARC and TLS-RPT
+    /// (`[dmarc] report_mailbox`) or ARF feedback
+    /// (`[containment] feedback_address`).
     pub fn is_report_mailbox(&self, address: &str) -> bool {
-        self.dmarc
-            .report_mailbox
-            .as_deref()
-            .is_some_and(|m| m.eq_ignore_ascii_case(address))
+        [
+            self.dmarc.report_mailbox.as_deref(),
+            self.containment.feedback_address.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .any(|m| m.eq_ignore_ascii_case(address))
     }
 
     /// The embedded default of `portcullis serve` without `--config`.
@@ -282,6 +290,7 @@ impl Config {
             greylist: Greylist::default(),
             policy: PolicyService::default(),
             autoconfig: Autoconfig::default(),
+            containment: crate::Containment::default(),
         }
     }
 }

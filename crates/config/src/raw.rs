@@ -63,6 +63,7 @@ pub(crate) struct RawConfig {
     policy: PolicyService,
     autoconfig: Option<RawAutoconfig>,
     acme: Option<acme::RawAcme>,
+    containment: Option<Spanned<crate::Containment>>,
 }
 
 #[derive(Deserialize)]
@@ -397,6 +398,11 @@ impl RawConfig {
                 .map(RawAutoconfig::validate)
                 .transpose()?
                 .unwrap_or_default(),
+            containment: self
+                .containment
+                .map(checked_containment)
+                .transpose()?
+                .unwrap_or_default(),
             ..defaults
         })
     }
@@ -501,6 +507,15 @@ fn checked_admission(a: Spanned<Admission>) -> Result<Admission, Invalid> {
     match rules.iter().find(|(bad, _)| *bad) {
         Some((_, why)) => Err((at, (*why).to_owned())),
         None => Ok(a),
+    }
+}
+
+fn checked_containment(c: Spanned<crate::Containment>) -> Result<crate::Containment, Invalid> {
+    let at = c.span().start;
+    let c = c.into_inner();
+    match c.problem() {
+        Some(why) => Err((at, why.to_owned())),
+        None => Ok(c),
     }
 }
 

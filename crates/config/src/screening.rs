@@ -407,6 +407,10 @@ pub struct Rspamd {
     /// Refuse messages rspamd's action says to reject (550 5.7.1).
     #[serde(default = "Rspamd::default_reject")]
     pub reject: bool,
+    /// Scan submitted mail too (with rspamd's `User` header): a spam
+    /// verdict is a strike against the account (`[containment]`).
+    #[serde(default = "Rspamd::default_reject")]
+    pub scan_submission: bool,
 }
 
 impl Rspamd {

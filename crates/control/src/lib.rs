@@ -56,6 +56,39 @@ pub enum Request {
     Run {
         job: Job,
     },
+    /// Containment of one submitting account (issue 29).
+    Account {
+        action: AccountAction,
+        account: String,
+    },
+    /// Every account contained now, with the evidence.
+    Contained,
+}
+
+/// What the operator does to a submitting account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountAction {
+    /// Its state, signals and queued messages.
+    Show,
+    /// New submissions deferred, queued messages held.
+    Hold,
+    /// Held mail leaves, counters start again.
+    Release,
+}
+
+/// A boxed future, as the doors below answer.
+pub type Pending<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// The containment room, as the operator reaches it (its decisions are
+/// its own; this crate only forwards).
+pub trait AccountDoor: Send + Sync {
+    fn account<'a>(
+        &'a self,
+        action: AccountAction,
+        account: &'a str,
+    ) -> Pending<'a, Result<serde_json::Value, String>>;
+    fn contained(&self) -> Pending<'_, serde_json::Value>;
 }
 
 /// The server's periodic jobs an operator may run at once.
@@ -169,6 +202,8 @@ pub struct Control {
     /// The doors of the tasks that run [`Job`]s; a job without one is
     /// refused.
     pub jobs: std::collections::HashMap<Job, JobDoor>,
+    /// Containment (None where it does not run: this crate's tests).
+    pub accounts: Option<std::sync::Arc<dyn AccountDoor>>,
 }
 
 impl Control {
@@ -210,7 +245,33 @@ impl Control {
                 json!({ "loaded": held })
             }
             Request::Run { job } => self.run(job).await?,
+            Request::Account { action, account } => self.account(action, &account).await?,
+            Request::Contained => self.contained().await?,
         })
+    }
+
+    fn account_door(&self) -> Result<&dyn AccountDoor, ControlError> {
+        self.accounts
+            .as_deref()
+            .ok_or_else(|| ControlError::Refused("containment does not run here".into()))
+    }
+
+    /// Show, hold or release one account.
+    pub async fn account(
+        &self,
+        action: AccountAction,
+        account: &str,
+    ) -> Result<serde_json::Value, ControlError> {
+        tracing::info!(event = "account_command", action = ?action, account = %account);
+        self.account_door()?
+            .account(action, account)
+            .await
+            .map_err(ControlError::Refused)
+    }
+
+    /// Every account contained now.
+    pub async fn contained(&self) -> Result<serde_json::Value, ControlError> {
+        Ok(self.account_door()?.contained().await)
     }
 
     /// Hand the job to its task and wait for the task's answer.

@@ -59,6 +59,7 @@ async fn serving(name: &str) -> (PathBuf, Queue) {
         state,
         files: None,
         jobs: Default::default(),
+        accounts: None,
     };
     let listener = portcullis_control::bind(&dir).unwrap();
     tokio::spawn(control.serve(listener));

@@ -49,6 +49,50 @@ pub(crate) fn routes() -> Router<Arc<Context>> {
         )
         .route("/api/trace", get(trace))
         .route("/api/reports", get(reports))
+        .route("/api/containment", get(containment_list))
+        .route("/api/containment/{account}", get(containment_show))
+        .route("/api/containment/{account}/hold", post(containment_hold))
+        .route(
+            "/api/containment/{account}/release",
+            post(containment_release),
+        )
+}
+
+async fn containment_list(_: Admin, State(ctx): State<Arc<Context>>) -> ApiResult {
+    Ok(Json(ctx.control.contained().await.map_err(refused)?))
+}
+
+async fn containment_do(
+    ctx: &Context,
+    action: portcullis_control::AccountAction,
+    account: &str,
+) -> ApiResult {
+    let answer = ctx.control.account(action, account).await;
+    Ok(Json(answer.map_err(refused)?))
+}
+
+async fn containment_show(
+    _: Admin,
+    State(ctx): State<Arc<Context>>,
+    Path(account): Path<String>,
+) -> ApiResult {
+    containment_do(&ctx, portcullis_control::AccountAction::Show, &account).await
+}
+
+async fn containment_hold(
+    _: Admin,
+    State(ctx): State<Arc<Context>>,
+    Path(account): Path<String>,
+) -> ApiResult {
+    containment_do(&ctx, portcullis_control::AccountAction::Hold, &account).await
+}
+
+async fn containment_release(
+    _: Admin,
+    State(ctx): State<Arc<Context>>,
+    Path(account): Path<String>,
+) -> ApiResult {
+    containment_do(&ctx, portcullis_control::AccountAction::Release, &account).await
 }
 
 /// The token, from config or from the data dir (made on first start).

@@ -36,6 +36,8 @@ pub enum Counter {
     AcmeOrders,
     RepeatBlocks,
     KernelDrops,
+    ContainmentSignals,
+    ContainmentActions,
 }
 
 impl Counter {
@@ -62,6 +64,8 @@ impl Counter {
             Counter::AcmeOrders => "portcullis_acme_orders_total",
             Counter::RepeatBlocks => "portcullis_repeat_blocks_total",
             Counter::KernelDrops => "portcullis_kernel_dropped_packets_total",
+            Counter::ContainmentSignals => "portcullis_containment_signals_total",
+            Counter::ContainmentActions => "portcullis_containment_actions_total",
         }
     }
 
@@ -113,6 +117,12 @@ impl Counter {
             }
             Counter::KernelDrops => {
                 "Packets from blocked ranges the kernel dropped before accept (the nftables table's counters, read every 10 s), by family."
+            }
+            Counter::ContainmentSignals => {
+                "Abuse signals observed for submitting accounts, by signal (unknown_recipient, unknown_remote, bounce, spam_strike, spam_trap, complaint)."
+            }
+            Counter::ContainmentActions => {
+                "Containment of accounts, by action (throttle, hold, release, deferred) and signal."
             }
         }
     }

@@ -15,8 +15,15 @@ impl Connection {
             .submission
             .authenticate(state, self.peer.ip(), c)
             .await;
-        if outcome.is_ok() {
+        if let Ok(account) = &outcome {
             inbound.admission.logged_in(self.peer.ip()).await;
+            let now = portcullis_config::clock::now_secs();
+            let login = portcullis_containment::observe::login(self.peer.ip(), now);
+            let rules = &self.config.containment;
+            inbound
+                .containment
+                .observe(rules, account, "", &login, now)
+                .await;
         }
         self.account = slot;
         outcome

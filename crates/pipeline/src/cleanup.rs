@@ -60,13 +60,15 @@ impl Connection {
         let data = Arc::new(data);
         let size = data.len();
         if !envelope.recipients.is_empty() {
-            self.queue(envelope.clone(), data).await?;
+            let held = self.account_held(txn).await;
+            self.queue(envelope.clone(), data, held).await?;
             if let Origin::Submitted { message_id } = &msg.origin {
                 self.log_submission(txn, &envelope, message_id, size, now);
+                self.count_submitted(txn, &envelope).await;
             }
         }
         for (copy, copy_data) in copies {
-            self.queue(copy, Arc::new(copy_data)).await?;
+            self.queue(copy, Arc::new(copy_data), false).await?;
         }
         if let Origin::Received(found) = &msg.origin {
             self.count_message(&found.domains, found.verdict).await;
@@ -81,17 +83,51 @@ impl Connection {
         Ok(id.to_owned())
     }
 
-    /// Commit one envelope durably through the queue.
-    async fn queue(&self, envelope: Envelope, data: Arc<Vec<u8>>) -> StageResult<()> {
+    /// Whether a submitted message's account is on hold (here, or on
+    /// any node): its message is queued held, never refused.
+    async fn account_held(&self, txn: &Transaction) -> bool {
+        match txn.auth.as_deref() {
+            Some(account) if self.config.containment.enabled => {
+                self.held || self.inbound.containment.is_held(account).await
+            }
+            _ => false,
+        }
+    }
+
+    /// A submitted message counts for its account's volume.
+    async fn count_submitted(&self, txn: &Transaction, envelope: &Envelope) {
+        let Some(account) = txn.auth.as_deref() else {
+            return;
+        };
+        let now = portcullis_config::clock::now_secs();
+        let to: Vec<String> = envelope
+            .recipients
+            .iter()
+            .map(|r| r.address.clone())
+            .collect();
+        let changes = portcullis_containment::observe::queued(&envelope.id, &to, now);
+        let rules = &self.config.containment;
+        let c = &self.inbound.containment;
+        c.observe(rules, account, "", &changes, now).await;
+    }
+
+    /// Commit one envelope durably through the queue (`held`: kept out
+    /// of delivery from the start).
+    async fn queue(&self, envelope: Envelope, data: Arc<Vec<u8>>, held: bool) -> StageResult<()> {
         let (id, from, recipients, size) = (
             envelope.id.clone(),
             envelope.sender.clone(),
             envelope.recipients.len(),
             data.len(),
         );
-        match self.inbound.queue.enqueue(envelope, data).await {
+        let queued = if held {
+            self.inbound.queue.enqueue_held(envelope, data).await
+        } else {
+            self.inbound.queue.enqueue(envelope, data).await
+        };
+        match queued {
             Ok(()) => {
-                info!(session = %self.id, event = "queued", id = %id, from = %from, recipients, size);
+                info!(session = %self.id, event = "queued", id = %id, from = %from, recipients, size, held);
                 Ok(())
             }
             Err(e) if e.is_storage_full() => {

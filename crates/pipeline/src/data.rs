@@ -54,20 +54,47 @@ impl Connection {
     pub async fn data(&mut self, txn: Transaction) -> StageResult<String> {
         let id = self.inbound.queue.new_id();
         let message = match txn.auth {
-            Some(_) => self.submitted(&txn, &id)?,
+            Some(_) => self.submitted(&txn, &id).await?,
             None => self.received(&txn, &id).await?,
         };
         self.enqueue(&txn, &id, message).await
     }
 
-    fn submitted<'a>(&self, txn: &'a Transaction, id: &str) -> StageResult<Message<'a>> {
+    async fn submitted<'a>(&self, txn: &'a Transaction, id: &str) -> StageResult<Message<'a>> {
         let hostname = &self.config.hostname;
         let (accept, message_id) = self.inbound.submission.prepare(txn, hostname, id)?;
+        let scanned = self.scan_submitted(txn, id).await?;
         Ok(Message {
-            accept,
+            accept: accept.and(scanned),
             body: Cow::Borrowed(&txn.body),
             origin: Origin::Submitted { message_id },
         })
+    }
+
+    /// Outbound scanning (`[rspamd] scan_submission`): rspamd applies its
+    /// rules for authenticated users (the `User` header); `reject` or
+    /// `add header` is a strike against the account (containment), and
+    /// a `reject` is refused as for received mail.
+    async fn scan_submitted(&self, txn: &Transaction, id: &str) -> StageResult<Accept> {
+        let (Some(cfg), Some(account)) = (&self.config.rspamd, txn.auth.as_deref()) else {
+            return Ok(Accept::default());
+        };
+        if !cfg.scan_submission {
+            return Ok(Accept::default());
+        }
+        let scan = self.rspamd(cfg, txn, id, Some(account)).await?;
+        if matches!(scan.action.as_str(), "reject" | "add header") {
+            let now = now_secs();
+            let strike = portcullis_containment::observe::spam_strike(id, now);
+            let rules = &self.config.containment;
+            let c = &self.inbound.containment;
+            c.observe(rules, account, "spam_strike", &strike, now).await;
+        }
+        if scan.rejects() && cfg.reject {
+            let text = format!("Message refused as spam (score {:.1})", scan.score);
+            return Err(Reply::new(550, Status(5, 7, 1), text));
+        }
+        Ok(Accept::with_lines(vec![scan.headers()]))
     }
 
     async fn received<'a>(&self, txn: &'a Transaction, id: &str) -> StageResult<Message<'a>> {
@@ -192,6 +219,23 @@ impl Connection {
         let Some(cfg) = &self.config.rspamd else {
             return Ok((Accept::default(), None));
         };
+        let scan = self.rspamd(cfg, txn, id, None).await?;
+        if scan.rejects() && cfg.reject {
+            self.count_message(domains, scan.verdict()).await;
+            let text = format!("Message refused as spam (score {:.1})", scan.score);
+            return Err(Reply::new(550, Status(5, 7, 1), text));
+        }
+        Ok((Accept::with_lines(vec![scan.headers()]), scan.verdict()))
+    }
+
+    /// One rspamd scan; a scanner that does not answer defers (451 4.7.1).
+    async fn rspamd(
+        &self,
+        cfg: &portcullis_config::Rspamd,
+        txn: &Transaction,
+        id: &str,
+        user: Option<&str>,
+    ) -> StageResult<rspamd::Scan> {
         let from = txn
             .mail_from
             .as_ref()
@@ -208,16 +252,12 @@ impl Connection {
             from: &from,
             rcpts: rcpts.iter().map(String::as_str).collect(),
             queue_id: id,
+            user,
         };
         match rspamd::check(cfg, &env, &txn.body).await {
             Ok(scan) => {
-                info!(session = %self.id, event = "rspamd", action = %scan.action, score = scan.score);
-                if scan.rejects() && cfg.reject {
-                    self.count_message(domains, scan.verdict()).await;
-                    let text = format!("Message refused as spam (score {:.1})", scan.score);
-                    return Err(Reply::new(550, Status(5, 7, 1), text));
-                }
-                Ok((Accept::with_lines(vec![scan.headers()]), scan.verdict()))
+                info!(session = %self.id, event = "rspamd", action = %scan.action, score = scan.score, user);
+                Ok(scan)
             }
             Err(e) => {
                 warn!(session = %self.id, event = "rspamd_failed", error = %e);

@@ -131,6 +131,8 @@ pub struct MemoryIntake {
     pub full: bool,
     /// What was observed for DMARC aggregate reports.
     pub observed: Mutex<Vec<portcullis_dmarcrpt::Observation>>,
+    /// Ids of queued messages held (their account is on hold).
+    pub held: Mutex<HashSet<String>>,
 }
 
 impl crate::DmarcObservations for MemoryIntake {
@@ -166,8 +168,63 @@ impl Intake for MemoryIntake {
         Box::pin(async move { out })
     }
 
+    fn enqueue_held(
+        &self,
+        envelope: Envelope,
+        data: Arc<Vec<u8>>,
+    ) -> BoxFuture<'_, Result<(), SpoolError>> {
+        self.held.lock().unwrap().insert(envelope.id.clone());
+        self.enqueue(envelope, data)
+    }
+
     fn bounce<'a>(&'a self, _: &'a StoredMessage, failed: &'a [Bounce]) -> BoxFuture<'a, ()> {
         self.bounced.lock().unwrap().extend(failed.iter().cloned());
         Box::pin(async {})
+    }
+
+    fn hold_account<'a>(
+        &'a self,
+        account: &'a str,
+        held: bool,
+    ) -> BoxFuture<'a, Result<Vec<String>, String>> {
+        let (ids, _) = self.of(account);
+        let mut h = self.held.lock().unwrap();
+        let changed: Vec<String> = ids
+            .into_iter()
+            .filter(|id| {
+                if held {
+                    h.insert(id.clone())
+                } else {
+                    h.remove(id)
+                }
+            })
+            .collect();
+        Box::pin(async move { Ok(changed) })
+    }
+
+    fn messages_of<'a>(&'a self, account: &'a str) -> BoxFuture<'a, (Vec<String>, Vec<String>)> {
+        let out = self.of(account);
+        Box::pin(async move { out })
+    }
+}
+
+impl MemoryIntake {
+    /// The account's queued ids, and those of them held.
+    fn of(&self, account: &str) -> (Vec<String>, Vec<String>) {
+        let ids: Vec<String> = self
+            .queued
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(e, _)| {
+                e.auth
+                    .as_deref()
+                    .is_some_and(|a| a.eq_ignore_ascii_case(account))
+            })
+            .map(|(e, _)| e.id.clone())
+            .collect();
+        let h = self.held.lock().unwrap();
+        let held = ids.iter().filter(|i| h.contains(*i)).cloned().collect();
+        (ids, held)
     }
 }

@@ -31,6 +31,7 @@ mod checks;
 mod class_of_service;
 mod cleanup;
 mod connect;
+pub mod containment;
 mod data;
 mod dnslists;
 pub mod forwarding;
@@ -44,6 +45,7 @@ mod submission;
 pub mod trace;
 
 pub use class_of_service::{ClassOfService, Gate, Refusal, RefusalCause, RefusalLog};
+pub use containment::{AccountView, Containment, OutcomeListener};
 pub use forwarding::Forwarding;
 pub use outcome::{Accept, StageResult};
 pub use services::{Checks, DmarcObservations, Intake};
@@ -66,6 +68,8 @@ pub struct Inbound {
     pub metrics: Arc<Metrics>,
     /// The DMARC aggregate reports' store; None where none are sent.
     pub dmarc_observations: Option<Arc<dyn DmarcObservations>>,
+    /// Compromised accounts: signals, throttles, holds (issue 29).
+    pub containment: Arc<Containment>,
 }
 
 /// One connection's way in.
@@ -91,6 +95,9 @@ pub struct Connection {
     unknown_users: u32,
     /// The authenticated account's session slot, while authenticated.
     account: Option<AccountSession>,
+    /// The account was put on hold during this connection: every
+    /// further RCPT is deferred, and what is queued is held.
+    held: bool,
 }
 
 /// What the way in learns at MAIL FROM (port 25) for the end of data.
@@ -129,6 +136,7 @@ impl Connection {
             helo_spf: None,
             unknown_users: 0,
             account: None,
+            held: false,
         }
     }
 

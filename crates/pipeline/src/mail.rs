@@ -23,6 +23,9 @@ impl Connection {
             Some(account) => {
                 let state = &self.inbound.admission.state;
                 let submission = &self.inbound.submission;
+                let rules = &self.config.containment;
+                let contained = self.inbound.containment.admit(rules, account, now_secs());
+                contained.await?;
                 let owned = submission.check_sender(state, account, from).await;
                 owned.map(|()| Txn::default())
             }

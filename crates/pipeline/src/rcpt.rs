@@ -7,6 +7,8 @@
 //! greylisted.
 
 use crate::{Connection, StageResult, Transaction, checks};
+use portcullis_config::clock::now_secs;
+use portcullis_containment::observe;
 use portcullis_smtp::{Mailbox, Reply, Status};
 use tracing::info;
 
@@ -15,11 +17,7 @@ impl Connection {
     /// account, sender and recipients so far this stage reads.
     pub async fn rcpt(&mut self, txn: &Transaction, to: &Mailbox) -> StageResult<()> {
         let result = match txn.auth.as_deref() {
-            Some(account) => {
-                let state = &self.inbound.admission.state;
-                let s = &self.inbound.submission;
-                s.check_recipient(state, &self.config, account, to).await
-            }
+            Some(account) => self.submitted_recipient(account, to).await,
             None => self.mx_recipient(txn, to).await,
         };
         if checks::is_user_unknown(&result) {
@@ -28,6 +26,47 @@ impl Connection {
             self.inbound.admission.state.penalize(range).await;
         }
         info!(session = %self.id, event = "rcpt", to = %to, accepted = result.is_ok());
+        result
+    }
+
+    /// A submitted recipient: deferred while the account is on hold;
+    /// an unknown local one or a spam trap counts against the account,
+    /// which may put it on hold at once.
+    async fn submitted_recipient(&mut self, account: &str, to: &Mailbox) -> StageResult<()> {
+        let rules = &self.config.containment;
+        if self.held {
+            let text = match self
+                .inbound
+                .containment
+                .admit(rules, account, now_secs())
+                .await
+            {
+                Err(reply) => return Err(reply),
+                Ok(()) => "Sending is on hold for this account",
+            };
+            return Err(Reply::new(451, Status(4, 7, 1), text));
+        }
+        let state = &self.inbound.admission.state;
+        let s = &self.inbound.submission;
+        let result = s.check_recipient(state, &self.config, account, to).await;
+        let now = now_secs();
+        let (signal, changes) = if checks::is_user_unknown(&result) {
+            ("unknown_recipient", observe::unknown_recipient(now))
+        } else if result.is_ok()
+            && portcullis_containment::is_spam_trap(&rules.spam_traps, &to.to_string())
+        {
+            ("spam_trap", observe::trap_hit(now))
+        } else {
+            return result;
+        };
+        let after = self
+            .inbound
+            .containment
+            .observe(rules, account, signal, &changes, now)
+            .await;
+        if after.is_some_and(|c| c.action == portcullis_containment::Action::Hold) {
+            self.held = true;
+        }
         result
     }
 

@@ -27,6 +27,9 @@ pub(crate) struct Envelope<'a> {
     pub from: &'a str,
     pub rcpts: Vec<&'a str>,
     pub queue_id: &'a str,
+    /// The authenticated account of a submitted message: rspamd applies
+    /// its rules for outbound mail to it.
+    pub user: Option<&'a str>,
 }
 
 impl Scan {
@@ -83,6 +86,9 @@ async fn exchange(cfg: &Rspamd, env: &Envelope<'_>, message: &[u8]) -> std::io::
     );
     for r in &env.rcpts {
         req.push_str(&format!("Rcpt: {}\r\n", clean(r)));
+    }
+    if let Some(user) = env.user {
+        req.push_str(&format!("User: {}\r\n", clean(user)));
     }
     req.push_str("\r\n");
     s.write_all(req.as_bytes()).await?;

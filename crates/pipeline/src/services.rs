@@ -118,9 +118,24 @@ pub trait Intake: Send + Sync {
         envelope: Envelope,
         data: Arc<Vec<u8>>,
     ) -> BoxFuture<'_, Result<(), SpoolError>>;
+    /// Durable when Ok, and held from the start: its account is on hold.
+    fn enqueue_held(
+        &self,
+        envelope: Envelope,
+        data: Arc<Vec<u8>>,
+    ) -> BoxFuture<'_, Result<(), SpoolError>>;
     /// A failure report to the sender of `original` (never to `<>`).
     fn bounce<'a>(&'a self, original: &'a StoredMessage, failed: &'a [Bounce])
     -> BoxFuture<'a, ()>;
+    /// Hold (or release) every queued message `account` submitted: the
+    /// ids changed.
+    fn hold_account<'a>(
+        &'a self,
+        account: &'a str,
+        held: bool,
+    ) -> BoxFuture<'a, Result<Vec<String>, String>>;
+    /// The ids of `account`'s queued messages, and of those held.
+    fn messages_of<'a>(&'a self, account: &'a str) -> BoxFuture<'a, (Vec<String>, Vec<String>)>;
 }
 
 impl Intake for Queue {
@@ -136,11 +151,51 @@ impl Intake for Queue {
         Box::pin(Queue::enqueue(self, envelope, data))
     }
 
+    fn enqueue_held(
+        &self,
+        envelope: Envelope,
+        data: Arc<Vec<u8>>,
+    ) -> BoxFuture<'_, Result<(), SpoolError>> {
+        Box::pin(Queue::enqueue_held(self, envelope, data))
+    }
+
     fn bounce<'a>(
         &'a self,
         original: &'a StoredMessage,
         failed: &'a [Bounce],
     ) -> BoxFuture<'a, ()> {
         Box::pin(Queue::bounce(self, original, failed, ReportKind::Failure))
+    }
+
+    fn hold_account<'a>(
+        &'a self,
+        account: &'a str,
+        held: bool,
+    ) -> BoxFuture<'a, Result<Vec<String>, String>> {
+        Box::pin(async move {
+            Queue::hold_account(self, account, held)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn messages_of<'a>(&'a self, account: &'a str) -> BoxFuture<'a, (Vec<String>, Vec<String>)> {
+        Box::pin(async move {
+            let mut all = (Vec::new(), Vec::new());
+            for m in self.list().await {
+                let env = &m.message.envelope;
+                if env
+                    .auth
+                    .as_deref()
+                    .is_some_and(|a| a.eq_ignore_ascii_case(account))
+                {
+                    all.0.push(env.id.clone());
+                    if m.state == portcullis_queue::QueueState::Held {
+                        all.1.push(env.id.clone());
+                    }
+                }
+            }
+            all
+        })
     }
 }

@@ -22,9 +22,13 @@ fn config() -> Config {
 fn service(c: Config, checks: TableChecks) -> PolicyService {
     let metrics = Arc::new(portcullis_metrics::Metrics::default());
     let state = portcullis_state::Store::in_memory(c.reputation.clone());
+    let queue = Arc::new(MemoryIntake::default());
+    let containment =
+        portcullis_pipeline::Containment::new(state.clone(), queue.clone(), metrics.clone());
     let inbound = Inbound {
+        containment: Arc::new(containment),
         checks: Arc::new(checks),
-        queue: Arc::new(MemoryIntake::default()),
+        queue,
         admission: ClassOfService::new(&c, state, metrics.clone()).unwrap(),
         submission: Submission::new(&c, metrics.clone()).unwrap(),
         forwarding: Forwarding::new(&c).unwrap(),

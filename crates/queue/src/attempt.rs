@@ -111,8 +111,12 @@ async fn carry(a: &Attempts, job: &Job) -> Results {
     for leg in a.courier.legs(&to) {
         let outcomes = a.courier.carry(&parcel, &to, &leg).await;
         let mut accepted = Vec::new();
+        let remote = matches!(leg.destination, Destination::Remote(_));
         for (&i, o) in leg.members.iter().zip(outcomes) {
             let r = env.recipients[i].clone();
+            if remote && let Some(listener) = a.queue.outcomes() {
+                listener.recipient_outcome(env, &r.address, &o);
+            }
             match o {
                 RcptOutcome::Delivered(_) => accepted.push(r.address),
                 RcptOutcome::Temporary(ans) => results.retry.push((r, ans.status, ans.text)),

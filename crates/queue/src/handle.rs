@@ -30,6 +30,9 @@ struct Inner {
     spool: Spool,
     hostname: String,
     tx: mpsc::UnboundedSender<Command>,
+    /// Told of every remote recipient's outcome (issue 29, containment;
+    /// set once, after start, by the room that listens).
+    outcomes: std::sync::OnceLock<Arc<dyn crate::RecipientOutcomes>>,
 }
 
 impl Queue {
@@ -48,6 +51,7 @@ impl Queue {
                 spool,
                 hostname: settings.hostname.clone(),
                 tx,
+                outcomes: std::sync::OnceLock::new(),
             }),
         };
         let scheduler = Scheduler::new(queue.clone(), courier, settings, metrics, rx, pending);
@@ -60,6 +64,16 @@ impl Queue {
 
     pub(crate) fn hostname(&self) -> &str {
         &self.inner.hostname
+    }
+
+    /// Who hears of each remote recipient's outcome (once; a second
+    /// call is ignored).
+    pub fn listen_to_outcomes(&self, listener: Arc<dyn crate::RecipientOutcomes>) {
+        let _ = self.inner.outcomes.set(listener);
+    }
+
+    pub(crate) fn outcomes(&self) -> Option<&Arc<dyn crate::RecipientOutcomes>> {
+        self.inner.outcomes.get()
     }
 
     pub fn new_id(&self) -> String {
@@ -75,6 +89,43 @@ impl Queue {
             .await?;
         self.send(Command::Submit(Job::new(StoredMessage { envelope, data })));
         Ok(())
+    }
+
+    /// Like [`Queue::enqueue`], but the message is held from the start
+    /// (its account is on hold): the mark is written before the
+    /// scheduler sees it, so no attempt can start first.
+    pub async fn enqueue_held(
+        &self,
+        envelope: Envelope,
+        data: Arc<Vec<u8>>,
+    ) -> Result<(), SpoolError> {
+        self.inner
+            .spool
+            .commit(envelope.clone(), data.clone())
+            .await?;
+        crate::spool::mark_held(self.inner.spool.dir(), &envelope.id, true)?;
+        self.send(Command::SubmitHeld(Job::new(StoredMessage {
+            envelope,
+            data,
+        })));
+        Ok(())
+    }
+
+    /// Hold (or release) every queued message submitted by `account`
+    /// (the envelope's authenticated user, compared without case): the
+    /// ids it changed.
+    pub async fn hold_account(&self, account: &str, held: bool) -> Result<Vec<String>, SpoolError> {
+        let mut changed = Vec::new();
+        for m in self.list().await {
+            let auth = m.message.envelope.auth.as_deref().unwrap_or_default();
+            if !auth.eq_ignore_ascii_case(account) || (m.state == crate::QueueState::Held) == held {
+                continue;
+            }
+            if self.set_held(&m.message.envelope.id, held).await? {
+                changed.push(m.message.envelope.id.clone());
+            }
+        }
+        Ok(changed)
     }
 
     /// Every message in the live queue and where it stands (empty once

@@ -28,5 +28,19 @@ pub use schedule::Schedule;
 pub use scheduler::{QueueState, QueuedMessage};
 pub use spool::*;
 
+/// Hears each remote recipient's outcome as an attempt learns it: the
+/// one place delivery outcomes leave the queue for the rooms that
+/// judge a sender by them (containment counts a submitting account's
+/// 5.1.x answers and bounces). Called on the attempt's task: it must
+/// return at once (hand the work to a task of its own).
+pub trait RecipientOutcomes: Send + Sync {
+    fn recipient_outcome(
+        &self,
+        envelope: &Envelope,
+        recipient: &str,
+        outcome: &portcullis_delivery::RcptOutcome,
+    );
+}
+
 #[cfg(test)]
 mod tests;

@@ -43,6 +43,8 @@ impl Job {
 
 pub(crate) enum Command {
     Submit(Job),
+    /// A new message that waits for the operator from the start.
+    SubmitHeld(Job),
     Flush,
     Hold {
         id: String,
@@ -187,6 +189,10 @@ impl Scheduler {
     fn command(&mut self, c: Command) {
         match c {
             Command::Submit(job) => self.ready.push_back(job),
+            Command::SubmitHeld(job) => {
+                info!(event = "held", id = %job.id());
+                self.held.insert(job.id().to_owned(), job);
+            }
             Command::Flush => {
                 info!(event = "queue_flush");
                 let due = std::mem::take(&mut self.waiting);
@@ -247,7 +253,15 @@ impl Scheduler {
             m.deleted = true;
             return true;
         }
-        self.take(id).is_some()
+        let Some(job) = self.take(id) else {
+            return false;
+        };
+        // A held message deleted is the operator's decision on mail that
+        // never left: say whose it was.
+        let env = &job.message.envelope;
+        let account = env.auth.as_deref().unwrap_or_default();
+        info!(event = "deleted", id = %id, sender = %env.sender, account, recipients = env.recipients.len());
+        true
     }
 
     /// Every message, in the order it would be tried: under way, ready,

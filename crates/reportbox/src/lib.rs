@@ -13,11 +13,13 @@
 //! at; the summary keeps at most `MAX_ROWS` rows and clips every string.
 //! The XML and JSON themselves are read by mail-auth's parsers.
 
+mod arf;
 mod store;
 mod summary;
 mod unpack;
 
-pub use store::{ReportStore, list as list_stored, reports_dir};
+pub use arf::ArfSummary;
+pub use store::{ComplaintSink, ReportStore, list as list_stored, reports_dir};
 
 pub use summary::{
     DmarcRow, DmarcSummary, PublishedPolicy, Summary, TlsFailure, TlsPolicy, TlsSummary,
@@ -64,6 +66,8 @@ pub enum Malformed {
     Dmarc(String),
     #[error("not a TLS-RPT report: {0}")]
     Tls(String),
+    #[error("not a usable ARF feedback report: {0}")]
+    Arf(String),
 }
 
 impl Malformed {
@@ -80,6 +84,7 @@ impl Malformed {
             Malformed::UnknownFormat => "unknown_format",
             Malformed::Dmarc(_) => "bad_dmarc",
             Malformed::Tls(_) => "bad_tlsrpt",
+            Malformed::Arf(_) => "bad_arf",
         }
     }
 
@@ -89,13 +94,25 @@ impl Malformed {
         match self {
             Malformed::Dmarc(_) => "dmarc",
             Malformed::Tls(_) => "tls",
+            Malformed::Arf(_) => "arf",
             _ => "unknown",
         }
     }
 }
 
 /// Read the report carried by `message` (RFC 5322, as it came in).
+/// A feedback report (RFC 5965, `multipart/report;
+/// report-type=feedback-report`) is read as ARF; anything else as a
+/// DMARC or TLS-RPT report.
 pub fn read_message(message: &[u8], limits: Limits) -> Result<Summary, Malformed> {
+    if arf::is_feedback_report(message) {
+        if message.len() > limits.max_bytes {
+            return Err(Malformed::TooLarge {
+                limit: limits.max_bytes,
+            });
+        }
+        return arf::read(message).map(Summary::Arf);
+    }
     unpack::first_report(message, limits)
 }
 

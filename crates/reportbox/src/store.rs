@@ -36,6 +36,14 @@ pub struct ReportStore {
     dir: PathBuf,
     limits: Limits,
     metrics: Arc<Metrics>,
+    complaints: Option<Arc<dyn ComplaintSink>>,
+}
+
+/// Who hears of each feedback report once it is kept (containment
+/// counts it against the account whose message it was). Must return at
+/// once.
+pub trait ComplaintSink: Send + Sync {
+    fn complaint(&self, report_id: &str, arf: &crate::ArfSummary);
 }
 
 pub fn reports_dir(data_dir: &Path) -> PathBuf {
@@ -58,11 +66,19 @@ impl ReportStore {
                 max_ratio: d.report_max_ratio,
             },
             metrics,
+            complaints: None,
         })
     }
 
+    /// Feedback reports are handed to `sink` once kept.
+    pub fn with_complaints(mut self, sink: Arc<dyn ComplaintSink>) -> ReportStore {
+        self.complaints = Some(sink);
+        self
+    }
+
     /// Read and keep one message; blocking (file writes, unpacking).
-    fn keep(&self, id: &str, sender: &str, data: &[u8]) -> std::io::Result<()> {
+    /// The report read, if it was one.
+    fn keep(&self, id: &str, sender: &str, data: &[u8]) -> std::io::Result<Option<Summary>> {
         let id = file_id(id);
         let now = now_secs();
         // The reader is bounded and returns errors, but it reads a
@@ -89,6 +105,7 @@ impl ReportStore {
                 sync_dir(&self.dir)?;
                 self.count(summary.kind(), "stored");
                 info!(event = "report_stored", id = %id, kind = summary.kind(), sender = %sender, reporter = %reporter(&summary));
+                return Ok(Some(summary));
             }
             Err((reason, code, kind)) => {
                 let dir = self.dir.join("malformed");
@@ -103,7 +120,7 @@ impl ReportStore {
                 warn!(event = "report_malformed", id = %id, sender = %sender, code, reason = %reason);
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     fn count(&self, kind: &str, result: &str) {
@@ -123,8 +140,18 @@ impl ReportIntake for ReportStore {
             parcel.data.clone(),
         );
         Box::pin(async move {
-            match tokio::task::spawn_blocking(move || store.keep(&id, &sender, &data)).await {
-                Ok(Ok(())) => Ok(()),
+            let kept = {
+                let (store, id) = (store.clone(), id.clone());
+                tokio::task::spawn_blocking(move || store.keep(&id, &sender, &data)).await
+            };
+            match kept {
+                Ok(Ok(Some(Summary::Arf(arf)))) => {
+                    if let Some(sink) = &store.complaints {
+                        sink.complaint(&file_id(&id), &arf);
+                    }
+                    Ok(())
+                }
+                Ok(Ok(_)) => Ok(()),
                 Ok(Err(e)) => Err(format!("cannot store the report: {e}")),
                 Err(e) => Err(format!("the report intake stopped: {e}")),
             }
@@ -136,6 +163,7 @@ fn reporter(s: &Summary) -> &str {
     match s {
         Summary::Dmarc(d) => &d.org_name,
         Summary::Tls(t) => &t.org_name,
+        Summary::Arf(a) => &a.reporter,
     }
 }
 
@@ -177,7 +205,7 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 /// apart, and the messages set aside with their reasons.
 pub fn list(data_dir: &Path) -> std::io::Result<Value> {
     let dir = reports_dir(data_dir);
-    let (mut dmarc, mut tls) = (Vec::new(), Vec::new());
+    let (mut dmarc, mut tls, mut arf) = (Vec::new(), Vec::new(), Vec::new());
     for path in newest(&dir, "json")? {
         let Some(record) = read_record(&path) else {
             continue;
@@ -189,6 +217,7 @@ pub fn list(data_dir: &Path) -> std::io::Result<Value> {
         {
             Some("dmarc") => dmarc.push(flatten(record)),
             Some("tls") => tls.push(flatten(record)),
+            Some("arf") => arf.push(flatten(record)),
             _ => {}
         }
     }
@@ -212,7 +241,7 @@ pub fn list(data_dir: &Path) -> std::io::Result<Value> {
             "received_at": field("received_at").parse::<u64>().unwrap_or(0),
         }));
     }
-    Ok(json!({ "dmarc": dmarc, "tls": tls, "malformed": malformed }))
+    Ok(json!({ "dmarc": dmarc, "tls": tls, "arf": arf, "malformed": malformed }))
 }
 
 /// The files of `dir` with extension `ext`, newest first, at most

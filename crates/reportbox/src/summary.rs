@@ -22,6 +22,8 @@ const MAX_TEXT: usize = 256;
 pub enum Summary {
     Dmarc(DmarcSummary),
     Tls(TlsSummary),
+    /// A complaint from a feedback loop (RFC 5965).
+    Arf(crate::ArfSummary),
 }
 
 impl Summary {
@@ -29,6 +31,7 @@ impl Summary {
         match self {
             Summary::Dmarc(_) => "dmarc",
             Summary::Tls(_) => "tls",
+            Summary::Arf(_) => "arf",
         }
     }
 }

@@ -269,3 +269,70 @@ fn summaries_round_trip_through_json() {
     assert!(text.starts_with("{\"kind\":\"dmarc\""), "{text}");
     assert_eq!(serde_json::from_str::<Summary>(&text).unwrap(), s);
 }
+
+// --- ARF feedback reports (RFC 5965) ----------------------------------------
+
+fn arf(message: &[u8]) -> ArfSummary {
+    match read_message(message, LIMITS) {
+        Ok(Summary::Arf(a)) => a,
+        other => panic!("not read as ARF: {other:?}"),
+    }
+}
+
+#[test]
+fn the_rfc_5965_example_is_read_with_its_returned_message_id() {
+    let a = arf(include_bytes!("../testdata/arf-rfc5965.eml"));
+    assert_eq!(a.feedback_type, "abuse");
+    assert_eq!(a.user_agent, "SomeGenerator/1.0");
+    assert_eq!(a.version, "1");
+    assert_eq!(a.reporter, "abusedesk@example.com");
+    assert_eq!(
+        a.message_id.as_deref(),
+        Some("8787KJKJ3K4J3K4J3K4J3.mail@example.net")
+    );
+    assert_eq!(a.queue_ids, ["M63d4137594e46"]);
+}
+
+#[test]
+fn a_yahoo_style_report_names_our_queue_id_and_message_id() {
+    let a = arf(include_bytes!("../testdata/arf-yahoo.eml"));
+    assert_eq!(a.user_agent, "Yahoo!-Mail-Feedback/2.0");
+    assert_eq!(a.original_mail_from.as_deref(), Some("alice@local.test"));
+    assert_eq!(a.original_rcpt_to, ["victim@yahoo.test"]);
+    assert_eq!(a.queue_ids, ["0001765119480123456"]);
+    assert_eq!(
+        a.message_id.as_deref(),
+        Some("0001765119480123456@mx.portcullis.test")
+    );
+}
+
+#[test]
+fn a_microsoft_style_report_with_headers_only_is_read() {
+    let a = arf(include_bytes!("../testdata/arf-microsoft.eml"));
+    assert_eq!(a.source_ip.as_deref(), Some("192.0.2.25"));
+    assert_eq!(a.reporting_mta.as_deref(), Some("dns; mail.hotmail.test"));
+    assert_eq!(a.queue_ids, ["0001765123260000001"]);
+    assert_eq!(
+        a.message_id.as_deref(),
+        Some("CAF=client-chosen-id@laptop.example")
+    );
+}
+
+#[test]
+fn a_feedback_report_without_feedback_type_is_set_aside_with_the_reason() {
+    let m = String::from_utf8_lossy(include_bytes!("../testdata/arf-rfc5965.eml"))
+        .replace("Feedback-Type: abuse\r\n", "");
+    let e = read_message(m.as_bytes(), LIMITS).unwrap_err();
+    assert_eq!(e.code(), "bad_arf");
+    assert!(e.to_string().contains("Feedback-Type"), "{e}");
+}
+
+#[test]
+fn a_feedback_report_without_its_machine_part_is_set_aside() {
+    let m = String::from_utf8_lossy(include_bytes!("../testdata/arf-rfc5965.eml"))
+        .replace("message/feedback-report", "text/plain");
+    assert_eq!(
+        read_message(m.as_bytes(), LIMITS).unwrap_err().code(),
+        "bad_arf"
+    );
+}

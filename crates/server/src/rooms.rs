@@ -128,7 +128,13 @@ pub(crate) fn context(
     let tls_reports = TlsReports::open(&config.data_dir, metrics.clone())
         .with_context(|| format!("cannot open {}", config.data_dir.join("tlsrpt").display()))?;
     let tls_reports = Arc::new(tls_reports);
-    let queue = open_queue(&config, metrics.clone(), tls_reports.clone())?;
+    let complaints = Arc::new(portcullis_pipeline::containment::ComplaintCounter::default());
+    let queue = open_queue(
+        &config,
+        metrics.clone(),
+        tls_reports.clone(),
+        complaints.clone(),
+    )?;
     let dmarc = DmarcReports::open(&config.data_dir)
         .with_context(|| format!("cannot open {}", config.data_dir.join("dmarc").display()))?;
     let dmarc = Arc::new(dmarc);
@@ -141,13 +147,24 @@ pub(crate) fn context(
         event = "state",
         backend = inbound.admission.state.backend_name()
     );
+    let live = LiveConfig::new(config.clone());
+    let log = inbound.submission.log.clone();
+    complaints.connect(inbound.containment.clone(), log, live.clone());
     let control = portcullis_control::Control {
         queue: queue.clone(),
         state: inbound.admission.state.clone(),
         files: Some(Arc::new(LiveFiles(inbound.clone()))),
         jobs,
+        accounts: Some(Arc::new(portcullis_pipeline::containment::AccountDoor {
+            containment: inbound.containment.clone(),
+            config: live.clone(),
+        })),
     };
     let policy = portcullis_policyd::PolicyService::new(inbound.clone(), Arc::new(config.clone()));
+    queue.listen_to_outcomes(Arc::new(portcullis_pipeline::OutcomeListener {
+        containment: inbound.containment.clone(),
+        config: live.clone(),
+    }));
     Ok(Context {
         policy: Arc::new(policy),
         inbound,
@@ -158,7 +175,7 @@ pub(crate) fn context(
         metrics,
         sessions: Arc::new(Semaphore::new(config.limits.max_sessions)),
         refusals: Arc::new(portcullis_pipeline::RefusalLog::new(&config.admission)),
-        config: LiveConfig::new(config),
+        config: live,
         config_path: path,
         tls,
         https,
@@ -195,9 +212,18 @@ fn inbound(
         tracing::warn!(event = "log_expire_failed", error = %e);
     }
     let state = portcullis_state::Store::open(config)?;
+    let queue: Arc<dyn portcullis_pipeline::Intake> = Arc::new(queue);
+    let mut containment =
+        portcullis_pipeline::Containment::new(state.clone(), queue.clone(), metrics.clone());
+    if let Some(settings) = portcullis_pipeline::containment::AlertSettings::from_config(config) {
+        containment = containment.with_alerts(
+            portcullis_pipeline::containment::Alerts::start(settings, queue.clone()).0,
+        );
+    }
     Ok(Inbound {
+        containment: Arc::new(containment),
         checks: Arc::new(verifier),
-        queue: Arc::new(queue),
+        queue,
         admission: portcullis_pipeline::ClassOfService::new(config, state, metrics.clone())?,
         submission,
         forwarding: portcullis_pipeline::Forwarding::new(config)?,
@@ -211,6 +237,7 @@ fn open_queue(
     config: &Config,
     metrics: Arc<portcullis_metrics::Metrics>,
     tls_reports: Arc<TlsReports>,
+    complaints: Arc<dyn portcullis_reportbox::ComplaintSink>,
 ) -> anyhow::Result<Queue> {
     let spool_dir = config.data_dir.join("spool");
     let (spool, pending) = Spool::open(&spool_dir, SpoolOptions::default())
@@ -222,7 +249,7 @@ fn open_queue(
             "re-queueing messages accepted before the last stop"
         );
     }
-    start_queue(config, spool, pending, metrics, tls_reports)
+    start_queue(config, spool, pending, metrics, tls_reports, complaints)
 }
 
 /// The way out: the router over our mailboxes and DNS, and the queue
@@ -233,6 +260,7 @@ fn start_queue(
     pending: Vec<portcullis_queue::StoredMessage>,
     metrics: Arc<portcullis_metrics::Metrics>,
     tls_reports: Arc<TlsReports>,
+    complaints: Arc<dyn portcullis_reportbox::ComplaintSink>,
 ) -> anyhow::Result<portcullis_queue::Queue> {
     use portcullis_delivery::{DnsRoutes, Mailboxes, MaildirStore, Router};
     let store = MaildirStore::new(config.data_dir.join("mail"), &config.hostname);
@@ -253,14 +281,14 @@ fn start_queue(
         router = router.with_sts(Arc::new(sts));
     }
     let mut router = router.with_tls_outcomes(tls_reports);
-    if config.dmarc.report_mailbox.is_some() {
+    if config.dmarc.report_mailbox.is_some() || config.containment.feedback_address.is_some() {
         let store = portcullis_reportbox::ReportStore::open(
             &config.data_dir,
             &config.dmarc,
             metrics.clone(),
         )
         .context("cannot open the report store (DATA/reports)")?;
-        router = router.with_reports(Arc::new(store));
+        router = router.with_reports(Arc::new(store.with_complaints(complaints)));
     }
     let settings = portcullis_queue::QueueSettings {
         hostname: config.hostname.clone(),

@@ -19,6 +19,7 @@
 //! range's facts, leases and charges are one script (`Store::admit`).
 
 mod changes;
+mod containment;
 mod decision;
 mod housekeeping;
 mod lease;
@@ -77,6 +78,8 @@ pub struct Store {
     /// Bumped whenever the blocklist changes, here or (with Redis) on any
     /// node: what mirrors of it (the kernel's set) wait on.
     changes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Containment facts kept in this process (issue 29).
+    accounts: Arc<containment::Accounts>,
 }
 
 impl Store {
@@ -90,6 +93,10 @@ impl Store {
             }
             StateBackend::Redis => (EmbeddedState::default(), None),
         };
+        let accounts = containment::Accounts::load(match config.state_backend {
+            StateBackend::Embedded => Some(containment::containment_path(&config.data_dir)),
+            StateBackend::Redis => None,
+        })?;
         let redis = match (&config.state_backend, &config.redis) {
             (StateBackend::Redis, Some(settings)) => {
                 let node = format!("{}-{}-{}", config.hostname, std::process::id(), now_us());
@@ -104,6 +111,7 @@ impl Store {
             rules: config.reputation.clone(),
             snapshot,
             changes: Arc::default(),
+            accounts,
         })
     }
 
@@ -117,6 +125,7 @@ impl Store {
             rules,
             snapshot: None,
             changes: Arc::default(),
+            accounts: Arc::default(),
         }
     }
 
@@ -480,6 +489,9 @@ impl Store {
     /// Embedded backend: forget drained state and write the snapshot when
     /// something changed. Called every second by the server.
     pub fn maintain(&self) -> std::io::Result<()> {
+        // Containment buckets are at most an hour wide; the history's
+        // longest window is what the config allows (60 days).
+        self.accounts.maintain(now_secs(), 60)?;
         let mut st = self.local();
         st.sweep(now_us());
         let Some(path) = &self.snapshot else {

@@ -547,3 +547,83 @@ async fn a_flood_of_ended_blocks_is_swept_from_the_shared_blocklist() {
     assert_eq!(s.sweep_shared().await, Some(0), "nothing left to sweep");
     eprintln!("swept {FLOOD} ended blocks in {took:?}");
 }
+
+/// Now, in whole seconds: the containment facts are timed by the
+/// caller's clock.
+fn now() -> u64 {
+    portcullis_config::clock::now_secs()
+}
+
+#[tokio::test]
+async fn containment_facts_add_up_the_same_on_every_backend() {
+    use portcullis_containment::{Counter, observe};
+    on_every_backend(|s, backend| async move {
+        let t0 = now();
+        let mut changes = observe::login(ip("2001:db8:1::1"), t0);
+        changes.extend(observe::login(ip("192.0.2.7"), t0));
+        changes.extend(observe::unknown_recipient(t0));
+        changes.extend(observe::unknown_recipient(t0));
+        changes.extend(observe::queued(
+            "q1",
+            &["a@x.test".into(), "b@x.test".into()],
+            t0,
+        ));
+        s.containment_record("Bot@Example.test", &changes, t0, 14)
+            .await;
+        let again = observe::queued("q2", &["a@x.test".into()], t0);
+        let t = s
+            .containment_record("bot@example.test", &again, t0, 14)
+            .await;
+        assert_eq!(t.sum(Counter::UnknownLocal), 2, "{backend}");
+        assert_eq!(t.sum(Counter::Messages), 2, "{backend}");
+        assert_eq!(t.sum(Counter::Recipients), 3, "{backend}");
+        assert_eq!(t.distinct_recipients, 2, "{backend}");
+        assert_eq!(t.networks, ["192.0.2.0/24", "2001:db8:1::/64"], "{backend}");
+        assert_eq!(t.samples, ["q2", "q1"], "{backend}");
+        assert_eq!(t.contained, None, "{backend}");
+        let other = s.containment_tally("someone@example.test", t0, 14).await;
+        assert_eq!(other.sum(Counter::Messages), 0, "{backend}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_containment_is_listed_until_lifted_and_lifting_forgets_the_counts() {
+    use portcullis_containment::{Action, Contained, Counter, observe};
+    on_every_backend(|s, backend| async move {
+        let t0 = now();
+        s.containment_record("held@example.test", &observe::trap_hit(t0), t0, 14)
+            .await;
+        let hold = Contained::by_operator(t0);
+        s.set_contained("held@example.test", Some(&hold))
+            .await
+            .expect("held");
+        let t = s.containment_tally("held@example.test", t0, 14).await;
+        assert_eq!(t.contained.as_ref().map(|c| c.action), Some(Action::Hold));
+        assert_eq!(s.contained("HELD@example.test").await, Some(hold.clone()));
+        let listed = s.contained_accounts().await;
+        assert_eq!(listed.len(), 1, "{backend}");
+        assert_eq!(listed[0].0, "held@example.test", "{backend}");
+        s.set_contained("held@example.test", None)
+            .await
+            .expect("released");
+        let t = s.containment_tally("held@example.test", t0, 14).await;
+        assert_eq!(t.contained, None, "{backend}");
+        assert_eq!(t.sum(Counter::Traps), 0, "{backend}");
+        assert!(s.contained_accounts().await.is_empty(), "{backend}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_embedded_hold_survives_a_restart_without_maintenance() {
+    use portcullis_containment::Contained;
+    let dir = TempDir::new("containment");
+    let s = Store::open(&config(&dir, None)).expect("store");
+    s.set_contained("held@example.test", Some(&Contained::by_operator(now())))
+        .await
+        .expect("held");
+    drop(s);
+    let again = Store::open(&config(&dir, None)).expect("reopened");
+    assert_eq!(again.contained_accounts().await.len(), 1);
+}

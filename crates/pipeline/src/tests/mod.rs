@@ -4,6 +4,7 @@
 //! one behaviour, in milliseconds.
 
 mod connect;
+mod containment;
 mod data;
 mod mail_rcpt;
 
@@ -66,7 +67,9 @@ pub(crate) fn world_with(config: Config, checks: TableChecks, intake: MemoryInta
     let metrics = Arc::new(portcullis_metrics::Metrics::default());
     let state = portcullis_state::Store::in_memory(config.reputation.clone());
     let intake = Arc::new(intake);
+    let containment = crate::Containment::new(state.clone(), intake.clone(), metrics.clone());
     let inbound = Inbound {
+        containment: Arc::new(containment),
         checks: Arc::new(checks),
         queue: intake.clone(),
         admission: ClassOfService::new(&config, state, metrics.clone()).unwrap(),

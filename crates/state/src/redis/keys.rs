@@ -76,6 +76,13 @@ pub(crate) fn report(kind: &str, end: u64, name: &str) -> String {
     format!("{P}{{report:{kind}:{end}}}:{name}")
 }
 
+/// An account's containment facts (issue 29), in the account's slot:
+/// `ct:n` (counters), `ct:nets`, `ct:rcpts` (sorted by when seen),
+/// `ct:samples` (queue ids), `ct:contained` (the containment in force).
+pub(crate) fn containment(who: &str, name: &str) -> String {
+    account(who, &format!("ct:{name}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@
 
 mod admit;
 mod conn;
+mod containment;
 pub(crate) mod keys;
 mod mirror;
 mod ops;

@@ -1,0 +1,161 @@
+//! Containment on the way in (issue 29): what a submission session
+//! records, the 451 4.7.1 a held account gets, and its messages queued
+//! held, never refused or dropped.
+
+use super::*;
+use portcullis_smtp::Status;
+
+/// local.test checks its recipients; alice@local.test may submit.
+fn world_checking_recipients() -> World {
+    let mut c = config();
+    c.recipient_policy.clear();
+    c.containment.unknown_recipients_per_hour = 3;
+    c.containment.spam_traps = vec!["@trap.test".into()];
+    c.containment.remediation_url = "https://help.test/held".into();
+    let w = world_with(c, TableChecks::default(), MemoryIntake::default());
+    w.account("alice@local.test");
+    w
+}
+
+const ALICE: Option<&str> = Some("alice@local.test");
+
+#[tokio::test]
+async fn unknown_local_recipients_hold_the_account_and_its_message_is_queued_held() {
+    let w = world_checking_recipients();
+    let mut c = w.submission();
+    let mut txn = open(&mut c, ALICE, ALICE).await.expect("MAIL");
+    add(&mut c, &mut txn, "friend@far.test")
+        .await
+        .expect("RCPT");
+    for n in 0..3 {
+        let r = add(&mut c, &mut txn, &format!("nobody{n}@local.test")).await;
+        assert_eq!(r.unwrap_err().status, Some(Status(5, 1, 1)));
+    }
+    let r = add(&mut c, &mut txn, "other@far.test").await.unwrap_err();
+    assert_eq!((r.code, r.status), (451, Some(Status(4, 7, 1))), "{r}");
+    txn.body = BODY
+        .replace("a@sender.test", "alice@local.test")
+        .replace('\n', "\r\n")
+        .into_bytes();
+    let r = reply(c.data(txn).await);
+    assert_eq!(r.code, 250, "queued, never refused: {r}");
+    let (env, _) = &w.queued()[0];
+    assert!(w.intake.held.lock().unwrap().contains(&env.id), "held");
+    // A new transaction, on this connection or another, waits too.
+    let r = open(&mut w.submission(), ALICE, ALICE).await.unwrap_err();
+    assert_eq!((r.code, r.status), (451, Some(Status(4, 7, 1))));
+    let text = r.to_string();
+    assert!(text.contains("do not exist"), "{text}");
+    assert!(text.contains("https://help.test/held"), "{text}");
+}
+
+#[tokio::test]
+async fn a_release_lets_the_held_mail_go_and_the_account_send_again() {
+    let w = world_checking_recipients();
+    let mut c = w.submission();
+    let mut txn = open(&mut c, ALICE, ALICE).await.expect("MAIL");
+    add(&mut c, &mut txn, "friend@far.test")
+        .await
+        .expect("RCPT");
+    let now = portcullis_config::clock::now_secs();
+    w.inbound
+        .containment
+        .hold("alice@local.test", now)
+        .await
+        .expect("held");
+    txn.body = "From: <alice@local.test>\r\n\r\nhi\r\n".into();
+    assert_eq!(reply(c.data(txn).await).code, 250);
+    assert_eq!(w.intake.held.lock().unwrap().len(), 1);
+    let released = w
+        .inbound
+        .containment
+        .release("alice@local.test")
+        .await
+        .expect("released");
+    assert_eq!(released.len(), 1);
+    assert!(w.intake.held.lock().unwrap().is_empty());
+    assert!(open(&mut w.submission(), ALICE, ALICE).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_spam_trap_recipient_holds_the_account_at_once() {
+    let w = world_checking_recipients();
+    let mut c = w.submission();
+    let mut txn = open(&mut c, ALICE, ALICE).await.expect("MAIL");
+    add(&mut c, &mut txn, "bait@trap.test")
+        .await
+        .expect("accepted, silently");
+    let r = add(&mut c, &mut txn, "friend@far.test").await.unwrap_err();
+    assert_eq!(r.code, 451);
+    let contained = w
+        .inbound
+        .containment
+        .contained(portcullis_config::clock::now_secs())
+        .await;
+    assert_eq!(contained[0].0, "alice@local.test");
+    assert_eq!(
+        contained[0].1.reason(),
+        Some(portcullis_containment::Signal::SpamTraps)
+    );
+}
+
+#[tokio::test]
+async fn containment_switched_off_records_and_refuses_nothing() {
+    let mut cfg = config();
+    cfg.recipient_policy.clear();
+    cfg.containment.enabled = false;
+    cfg.containment.unknown_recipients_per_hour = 1;
+    let w = world_with(cfg, TableChecks::default(), MemoryIntake::default());
+    w.account("alice@local.test");
+    let mut c = w.submission();
+    let mut txn = open(&mut c, ALICE, ALICE).await.expect("MAIL");
+    for n in 0..5 {
+        let _ = add(&mut c, &mut txn, &format!("nobody{n}@local.test")).await;
+    }
+    add(&mut c, &mut txn, "friend@far.test")
+        .await
+        .expect("never deferred");
+}
+
+#[tokio::test]
+async fn a_feedback_report_about_a_submitted_message_counts_against_its_account() {
+    use portcullis_reportbox::ComplaintSink as _;
+    let mut cfg = config();
+    cfg.containment.complaints_per_day = 1;
+    let w = world_with(cfg, TableChecks::default(), MemoryIntake::default());
+    w.account("alice@local.test");
+    let mut c = w.submission();
+    let mut txn = open(&mut c, ALICE, ALICE).await.expect("MAIL");
+    add(&mut c, &mut txn, "victim@far.test")
+        .await
+        .expect("RCPT");
+    txn.body = "From: <alice@local.test>\r\n\r\nbuy\r\n".into();
+    let id = c.data(txn).await.expect("queued");
+    let counter = crate::containment::ComplaintCounter::default();
+    counter.connect(
+        w.inbound.containment.clone(),
+        w.inbound.submission.log.clone(),
+        portcullis_config::LiveConfig::new((*w.config).clone()),
+    );
+    let arf = portcullis_reportbox::ArfSummary {
+        feedback_type: "abuse".into(),
+        queue_ids: vec!["elsewhere-1".into(), id.clone()],
+        ..Default::default()
+    };
+    counter.complaint("report-1", &arf);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let now = portcullis_config::clock::now_secs;
+    while w.inbound.containment.contained(now()).await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the complaint never counted"
+        );
+        tokio::task::yield_now().await;
+    }
+    let contained = w.inbound.containment.contained(now()).await;
+    assert_eq!(contained[0].0, "alice@local.test");
+    assert_eq!(
+        contained[0].1.reason(),
+        Some(portcullis_containment::Signal::Complaints)
+    );
+}
