@@ -35,6 +35,9 @@ pub enum Counter {
     ReportsReceived,
     AcmeOrders,
     RepeatBlocks,
+    MilterRequests,
+    MilterAnswers,
+    MilterFailures,
 }
 
 impl Counter {
@@ -60,6 +63,9 @@ impl Counter {
             Counter::ReportsReceived => "portcullis_reports_received_total",
             Counter::AcmeOrders => "portcullis_acme_orders_total",
             Counter::RepeatBlocks => "portcullis_repeat_blocks_total",
+            Counter::MilterRequests => "portcullis_milter_requests_total",
+            Counter::MilterAnswers => "portcullis_milter_answers_total",
+            Counter::MilterFailures => "portcullis_milter_failures_total",
         }
     }
 
@@ -109,6 +115,13 @@ impl Counter {
             Counter::RepeatBlocks => {
                 "Ranges blocked briefly for coming back at once, again and again, while their pool was full."
             }
+            Counter::MilterRequests => "Milter commands that wait for an answer, by milter and step.",
+            Counter::MilterAnswers => {
+                "Milter answers by milter and kind (continue, accept, reject, tempfail, discard, replycode, quarantine, progress, skip and each modification)."
+            }
+            Counter::MilterFailures => {
+                "Milters that could not be used, by milter and reason (connect, timeout, protocol, busy)."
+            }
         }
     }
 }
@@ -116,9 +129,45 @@ impl Counter {
 /// A counter and its label values.
 type Series = (Counter, Vec<(&'static str, String)>);
 
+/// Latency histograms, one per name and label set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Histogram {
+    MilterLatency,
+}
+
+impl Histogram {
+    fn name(self) -> &'static str {
+        match self {
+            Histogram::MilterLatency => "portcullis_milter_latency_seconds",
+        }
+    }
+
+    fn help(self) -> &'static str {
+        match self {
+            Histogram::MilterLatency => {
+                "Time from a milter command to its final answer, by milter."
+            }
+        }
+    }
+
+    /// Upper bounds of the buckets, in seconds.
+    const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0];
+}
+
+/// One histogram's counts: per bucket (not cumulative), the sum, the count.
+#[derive(Default)]
+struct Buckets {
+    counts: [u64; Histogram::BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+type HistogramSeries = (Histogram, Vec<(&'static str, String)>);
+
 #[derive(Default)]
 pub struct Metrics {
     values: Mutex<BTreeMap<Series, u64>>,
+    histograms: Mutex<BTreeMap<HistogramSeries, Buckets>>,
     /// Per-minute outcomes for the dashboard's chart (the last hour).
     minutes: Mutex<std::collections::VecDeque<Minute>>,
     /// The latest failed AUTH attempts, for the dashboard.
@@ -293,9 +342,27 @@ impl Metrics {
         self.add(Counter::DnsCheckMicros, &[("check", check)], micros);
     }
 
+    /// One observation of a histogram.
+    pub fn observe(&self, h: Histogram, labels: &[(&'static str, &str)], took: std::time::Duration) {
+        let key = (
+            h,
+            labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
+        );
+        let secs = took.as_secs_f64();
+        if let Ok(mut m) = self.histograms.lock() {
+            let b = m.entry(key).or_default();
+            if let Some(i) = Histogram::BUCKETS.iter().position(|le| secs <= *le) {
+                b.counts[i] += 1;
+            }
+            b.sum += secs;
+            b.count += 1;
+        }
+    }
+
     /// The text exposition format (version 0.0.4).
     pub fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
         let mut out = String::new();
+        self.render_histograms(&mut out);
         let Ok(m) = self.values.lock() else {
             return out;
         };
@@ -321,6 +388,36 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
         out
+    }
+}
+
+impl Metrics {
+    fn render_histograms(&self, out: &mut String) {
+        let Ok(m) = self.histograms.lock() else {
+            return;
+        };
+        let mut last = None;
+        for ((h, labels), b) in m.iter() {
+            if last != Some(*h) {
+                let name = h.name();
+                let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} histogram", h.help());
+                last = Some(*h);
+            }
+            let l: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\",", escape(v)))
+                .collect();
+            let l = l.concat();
+            let mut cumulative = 0;
+            for (le, n) in Histogram::BUCKETS.iter().zip(b.counts) {
+                cumulative += n;
+                let _ = writeln!(out, "{}_bucket{{{l}le=\"{le}\"}} {cumulative}", h.name());
+            }
+            let _ = writeln!(out, "{}_bucket{{{l}le=\"+Inf\"}} {}", h.name(), b.count);
+            let bare = l.trim_end_matches(',');
+            let _ = writeln!(out, "{}_sum{{{bare}}} {}", h.name(), b.sum);
+            let _ = writeln!(out, "{}_count{{{bare}}} {}", h.name(), b.count);
+        }
     }
 }
 
@@ -357,6 +454,22 @@ mod tests {
         assert_eq!(m.escalation_counts()["blocked"], 2);
         assert_eq!(m.escalation_counts()["exempt_known"], 1);
         assert_eq!(m.escalations()[0].prefix, "192.0.2.0/24");
+    }
+
+    #[test]
+    fn a_histogram_renders_cumulative_buckets_sum_and_count() {
+        let m = Metrics::default();
+        let l = [("milter", "clamav")];
+        m.observe(Histogram::MilterLatency, &l, std::time::Duration::from_millis(2));
+        m.observe(Histogram::MilterLatency, &l, std::time::Duration::from_secs(9));
+        let text = m.render(&[]);
+        let name = "portcullis_milter_latency_seconds";
+        assert!(text.contains(&format!("# TYPE {name} histogram\n")), "{text}");
+        assert!(text.contains(&format!("{name}_bucket{{milter=\"clamav\",le=\"0.001\"}} 0\n")));
+        assert!(text.contains(&format!("{name}_bucket{{milter=\"clamav\",le=\"0.0025\"}} 1\n")));
+        assert!(text.contains(&format!("{name}_bucket{{milter=\"clamav\",le=\"5\"}} 1\n")));
+        assert!(text.contains(&format!("{name}_bucket{{milter=\"clamav\",le=\"+Inf\"}} 2\n")));
+        assert!(text.contains(&format!("{name}_count{{milter=\"clamav\"}} 2\n")));
     }
 
     #[test]
