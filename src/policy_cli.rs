@@ -53,6 +53,8 @@ fn service(config: &Config) -> anyhow::Result<PolicyService> {
         admission: ClassOfService::new(config, state, metrics.clone())?,
         submission: Submission::new(config, metrics.clone())?,
         forwarding: Forwarding::new(config)?,
+        // The policy service never sees a message: no milters.
+        milters: portcullis_pipeline::Milters::new(&[], metrics.clone()),
         metrics,
         // The policy service never sees message content: no DMARC rows.
         dmarc_observations: None,
@@ -76,6 +78,15 @@ impl portcullis_pipeline::Intake for NoQueue {
         _: portcullis_queue::Envelope,
         _: Arc<Vec<u8>>,
     ) -> portcullis_delivery::BoxFuture<'_, Result<(), portcullis_queue::SpoolError>> {
+        Box::pin(async { Err(portcullis_queue::SpoolError::Stopped) })
+    }
+
+    fn enqueue_held<'a>(
+        &'a self,
+        _: portcullis_queue::Envelope,
+        _: Arc<Vec<u8>>,
+        _: &'a str,
+    ) -> portcullis_delivery::BoxFuture<'a, Result<(), portcullis_queue::SpoolError>> {
         Box::pin(async { Err(portcullis_queue::SpoolError::Stopped) })
     }
 

@@ -38,6 +38,7 @@ pub enum Counter {
     MilterRequests,
     MilterAnswers,
     MilterFailures,
+    MilterMessages,
 }
 
 impl Counter {
@@ -66,6 +67,7 @@ impl Counter {
             Counter::MilterRequests => "portcullis_milter_requests_total",
             Counter::MilterAnswers => "portcullis_milter_answers_total",
             Counter::MilterFailures => "portcullis_milter_failures_total",
+            Counter::MilterMessages => "portcullis_milter_messages_total",
         }
     }
 
@@ -118,6 +120,9 @@ impl Counter {
             Counter::MilterRequests => "Milter commands that wait for an answer, by milter and step.",
             Counter::MilterAnswers => {
                 "Milter answers by milter and kind (continue, accept, reject, tempfail, discard, replycode, quarantine, progress, skip and each modification)."
+            }
+            Counter::MilterMessages => {
+                "Messages accepted but not delivered because a milter said so, by outcome (discarded, quarantined: held in the queue)."
             }
             Counter::MilterFailures => {
                 "Milters that could not be used, by milter and reason (connect, timeout, protocol, busy)."

@@ -25,6 +25,13 @@ impl Connection {
         id: &str,
         msg: Message<'_>,
     ) -> StageResult<String> {
+        if msg.milter.discard {
+            // Accepted and dropped: the client hears 250, nothing is queued.
+            info!(session = %self.id, event = "discarded", id = %id, by = "milter");
+            let m = &self.inbound.metrics;
+            m.inc(Counter::MilterMessages, &[("outcome", "discarded")]);
+            return Ok(id.to_owned());
+        }
         let now = SystemTime::now();
         let received = portcullis_smtp::received_header(txn, &self.config.hostname, id, now);
         let headers = msg.accept.header_block();
@@ -33,6 +40,8 @@ impl Connection {
         data.extend_from_slice(headers.as_bytes());
         data.extend_from_slice(&msg.body);
         let mut envelope = envelope(txn, id, now, msg.accept.folder);
+        milter_envelope(&mut envelope, &msg.milter.envelope);
+        let hold = msg.milter.quarantine.as_deref();
         let mut copies = Vec::new();
         if let Origin::Received(found) = &msg.origin {
             let spf = &found.spf;
@@ -60,13 +69,13 @@ impl Connection {
         let data = Arc::new(data);
         let size = data.len();
         if !envelope.recipients.is_empty() {
-            self.queue(envelope.clone(), data).await?;
+            self.queue(envelope.clone(), data, hold).await?;
             if let Origin::Submitted { message_id } = &msg.origin {
                 self.log_submission(txn, &envelope, message_id, size, now);
             }
         }
         for (copy, copy_data) in copies {
-            self.queue(copy, Arc::new(copy_data)).await?;
+            self.queue(copy, Arc::new(copy_data), hold).await?;
         }
         if let Origin::Received(found) = &msg.origin {
             self.count_message(&found.domains, found.verdict).await;
@@ -81,17 +90,31 @@ impl Connection {
         Ok(id.to_owned())
     }
 
-    /// Commit one envelope durably through the queue.
-    async fn queue(&self, envelope: Envelope, data: Arc<Vec<u8>>) -> StageResult<()> {
+    /// Commit one envelope durably through the queue; on hold (a milter's
+    /// quarantine) when there is a reason.
+    async fn queue(
+        &self,
+        envelope: Envelope,
+        data: Arc<Vec<u8>>,
+        hold: Option<&str>,
+    ) -> StageResult<()> {
         let (id, from, recipients, size) = (
             envelope.id.clone(),
             envelope.sender.clone(),
             envelope.recipients.len(),
             data.len(),
         );
-        match self.inbound.queue.enqueue(envelope, data).await {
+        let queued = match hold {
+            Some(reason) => self.inbound.queue.enqueue_held(envelope, data, reason).await,
+            None => self.inbound.queue.enqueue(envelope, data).await,
+        };
+        match queued {
             Ok(()) => {
-                info!(session = %self.id, event = "queued", id = %id, from = %from, recipients, size);
+                info!(session = %self.id, event = "queued", id = %id, from = %from, recipients, size, held = hold);
+                if hold.is_some() {
+                    let m = &self.inbound.metrics;
+                    m.inc(Counter::MilterMessages, &[("outcome", "quarantined")]);
+                }
                 Ok(())
             }
             Err(e) if e.is_storage_full() => {
@@ -282,6 +305,33 @@ fn envelope(txn: &Transaction, id: &str, now: SystemTime, folder: Option<String>
         }),
         envid: p.envid.clone(),
         require_tls: p.requiretls,
+    }
+}
+
+/// The milters' envelope changes: the new sender, recipients deleted
+/// (compared without case), recipients added (filed like the others).
+fn milter_envelope(e: &mut Envelope, edits: &portcullis_milter::EnvelopeEdits) {
+    if edits.is_empty() {
+        return;
+    }
+    if let Some(sender) = &edits.sender {
+        e.sender.clone_from(sender);
+    }
+    e.recipients.retain(|r| {
+        !edits
+            .delete_recipients
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(&r.address))
+    });
+    let folder = e.recipients.first().and_then(|r| r.folder.clone());
+    for a in &edits.add_recipients {
+        if !e.recipients.iter().any(|r| r.address.eq_ignore_ascii_case(a)) {
+            e.recipients.push(QueuedRecipient {
+                address: a.clone(),
+                folder: folder.clone(),
+                ..QueuedRecipient::default()
+            });
+        }
     }
 }
 

@@ -27,6 +27,9 @@ pub(crate) struct Message<'a> {
     /// The content to queue after them.
     pub body: Cow<'a, [u8]>,
     pub origin: Origin,
+    /// What the milters said beyond the content: envelope changes,
+    /// discard, quarantine.
+    pub milter: portcullis_milter::Outcome,
 }
 
 /// How the message came: submitted by an account, or received on port 25.
@@ -54,32 +57,63 @@ impl Connection {
     pub async fn data(&mut self, txn: Transaction) -> StageResult<String> {
         let id = self.inbound.queue.new_id();
         let message = match txn.auth {
-            Some(_) => self.submitted(&txn, &id)?,
+            Some(_) => self.submitted(&txn, &id).await?,
             None => self.received(&txn, &id).await?,
         };
         self.enqueue(&txn, &id, message).await
     }
 
-    fn submitted<'a>(&self, txn: &'a Transaction, id: &str) -> StageResult<Message<'a>> {
+    /// Submitted: our checks and additions, then the milters over the
+    /// message with them, then the DKIM signature over what they left.
+    async fn submitted<'a>(
+        &mut self,
+        txn: &'a Transaction,
+        id: &str,
+    ) -> StageResult<Message<'a>> {
         let hostname = &self.config.hostname;
-        let (accept, message_id) = self.inbound.submission.prepare(txn, hostname, id)?;
+        let prepared = self.inbound.submission.prepare(txn, hostname, id)?;
+        let (body, milter) = if self.inbound.milters.is_empty() {
+            (Cow::Borrowed(&txn.body[..]), Default::default())
+        } else {
+            let mut content = prepared.added.clone().into_bytes();
+            content.extend_from_slice(&txn.body);
+            let mut milter = self.milter_message(txn, id, &content).await?;
+            let content = milter.data.take().unwrap_or(content);
+            // Our additions are now part of the content.
+            (Cow::Owned(content), milter)
+        };
+        let added = match &body {
+            Cow::Borrowed(_) => prepared.added,
+            Cow::Owned(_) => String::new(),
+        };
+        let mut signed = added.clone().into_bytes();
+        signed.extend_from_slice(&body);
+        let sigs = self.inbound.submission.sign(&prepared.domain, &signed);
         Ok(Message {
-            accept,
-            body: Cow::Borrowed(&txn.body),
-            origin: Origin::Submitted { message_id },
+            accept: Accept::with_lines(vec![sigs + &added]),
+            body,
+            origin: Origin::Submitted {
+                message_id: prepared.message_id,
+            },
+            milter,
         })
     }
 
-    async fn received<'a>(&self, txn: &'a Transaction, id: &str) -> StageResult<Message<'a>> {
+    /// Received: authenticated as it came (DKIM verifies what the sender
+    /// signed), then the milters over it, then rspamd over what they left.
+    async fn received<'a>(&mut self, txn: &'a Transaction, id: &str) -> StageResult<Message<'a>> {
         let (authenticated, mut found) = self.authenticate_message(txn).await?;
         let body = portcullis_authn::strip_forged_results(&txn.body, &self.config.hostname);
         let admitted = self.admit_data(txn, &found.domains).await?;
-        let (scanned, verdict) = self.scan(txn, id, &found.domains).await?;
+        let mut milter = self.milter_message(txn, id, &body).await?;
+        let body = milter.data.take().unwrap_or(body);
+        let (scanned, verdict) = self.scan(txn, id, &found.domains, &body).await?;
         found.verdict = verdict;
         Ok(Message {
             accept: authenticated.and(admitted).and(scanned),
             body: Cow::Owned(body),
             origin: Origin::Received(Box::new(found)),
+            milter,
         })
     }
 
@@ -188,6 +222,7 @@ impl Connection {
         txn: &Transaction,
         id: &str,
         domains: &[String],
+        content: &[u8],
     ) -> StageResult<(Accept, Option<Verdict>)> {
         let Some(cfg) = &self.config.rspamd else {
             return Ok((Accept::default(), None));
@@ -209,7 +244,7 @@ impl Connection {
             rcpts: rcpts.iter().map(String::as_str).collect(),
             queue_id: id,
         };
-        match rspamd::check(cfg, &env, &txn.body).await {
+        match rspamd::check(cfg, &env, content).await {
             Ok(scan) => {
                 info!(session = %self.id, event = "rspamd", action = %scan.action, score = scan.score);
                 if scan.rejects() && cfg.reject {

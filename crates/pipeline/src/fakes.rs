@@ -129,6 +129,8 @@ pub struct MemoryIntake {
     pub next: Mutex<u64>,
     /// Answer every enqueue with "disk full".
     pub full: bool,
+    /// Ids queued on hold, with the reason.
+    pub held: Mutex<Vec<(String, String)>>,
     /// What was observed for DMARC aggregate reports.
     pub observed: Mutex<Vec<portcullis_dmarcrpt::Observation>>,
 }
@@ -164,6 +166,17 @@ impl Intake for MemoryIntake {
             Ok(())
         };
         Box::pin(async move { out })
+    }
+
+    fn enqueue_held<'a>(
+        &'a self,
+        envelope: Envelope,
+        data: Arc<Vec<u8>>,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<(), SpoolError>> {
+        let held = (envelope.id.clone(), reason.to_owned());
+        self.held.lock().unwrap().push(held);
+        self.enqueue(envelope, data)
     }
 
     fn bounce<'a>(&'a self, _: &'a StoredMessage, failed: &'a [Bounce]) -> BoxFuture<'a, ()> {

@@ -35,6 +35,7 @@ mod data;
 mod dnslists;
 pub mod forwarding;
 mod mail;
+mod milter;
 mod outcome;
 mod rcpt;
 mod reloading;
@@ -45,6 +46,7 @@ pub mod trace;
 
 pub use class_of_service::{ClassOfService, Gate, Refusal, RefusalCause, RefusalLog};
 pub use forwarding::Forwarding;
+pub use portcullis_milter::Milters;
 pub use outcome::{Accept, StageResult};
 pub use services::{Checks, DmarcObservations, Intake};
 pub use submission::{AccountSession, Submission};
@@ -66,6 +68,8 @@ pub struct Inbound {
     pub metrics: Arc<Metrics>,
     /// The DMARC aggregate reports' store; None where none are sent.
     pub dmarc_observations: Option<Arc<dyn DmarcObservations>>,
+    /// The configured milters (`[[milter]]`), with their connection bounds.
+    pub milters: Arc<portcullis_milter::Milters>,
 }
 
 /// One connection's way in.
@@ -91,6 +95,12 @@ pub struct Connection {
     unknown_users: u32,
     /// The authenticated account's session slot, while authenticated.
     account: Option<AccountSession>,
+    /// The SASL mechanism of the last AUTH, for the milters.
+    auth_mechanism: &'static str,
+    /// The client's confirmed reverse name (port 25), for the milters.
+    ptr: Option<String>,
+    /// The milters' side of this connection, from its first MAIL FROM.
+    milter: Option<portcullis_milter::Session>,
 }
 
 /// What the way in learns at MAIL FROM (port 25) for the end of data.
@@ -129,6 +139,9 @@ impl Connection {
             helo_spf: None,
             unknown_users: 0,
             account: None,
+            auth_mechanism: "",
+            ptr: None,
+            milter: None,
         }
     }
 

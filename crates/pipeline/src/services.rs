@@ -118,6 +118,13 @@ pub trait Intake: Send + Sync {
         envelope: Envelope,
         data: Arc<Vec<u8>>,
     ) -> BoxFuture<'_, Result<(), SpoolError>>;
+    /// Durable and on hold (a milter's quarantine) when Ok.
+    fn enqueue_held<'a>(
+        &'a self,
+        envelope: Envelope,
+        data: Arc<Vec<u8>>,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<(), SpoolError>>;
     /// A failure report to the sender of `original` (never to `<>`).
     fn bounce<'a>(&'a self, original: &'a StoredMessage, failed: &'a [Bounce])
     -> BoxFuture<'a, ()>;
@@ -134,6 +141,15 @@ impl Intake for Queue {
         data: Arc<Vec<u8>>,
     ) -> BoxFuture<'_, Result<(), SpoolError>> {
         Box::pin(Queue::enqueue(self, envelope, data))
+    }
+
+    fn enqueue_held<'a>(
+        &'a self,
+        envelope: Envelope,
+        data: Arc<Vec<u8>>,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<(), SpoolError>> {
+        Box::pin(Queue::enqueue_held(self, envelope, data, reason))
     }
 
     fn bounce<'a>(

@@ -85,6 +85,32 @@ impl Queue {
         rx.await.unwrap_or_default()
     }
 
+    /// Into the queue on hold (a milter's quarantine): durable when this
+    /// returns Ok, and kept out of delivery until an operator releases
+    /// it. The mark, holding the reason, is written before the message,
+    /// so no crash can let it go out unheld.
+    pub async fn enqueue_held(
+        &self,
+        envelope: Envelope,
+        data: Arc<Vec<u8>>,
+        reason: &str,
+    ) -> Result<(), SpoolError> {
+        let dir = self.inner.spool.dir();
+        crate::spool::mark_held_because(dir, &envelope.id, reason)?;
+        let committed = self
+            .inner
+            .spool
+            .commit(envelope.clone(), data.clone())
+            .await;
+        if let Err(e) = committed {
+            let _ = crate::spool::mark_held(dir, &envelope.id, false);
+            return Err(e);
+        }
+        let job = Job::new(StoredMessage { envelope, data });
+        self.send(Command::SubmitHeld(job));
+        Ok(())
+    }
+
     /// Retry every deferred message now.
     pub fn flush(&self) {
         self.send(Command::Flush);

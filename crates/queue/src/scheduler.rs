@@ -43,6 +43,8 @@ impl Job {
 
 pub(crate) enum Command {
     Submit(Job),
+    /// A new message that waits on hold (quarantine) until released.
+    SubmitHeld(Job),
     Flush,
     Hold {
         id: String,
@@ -187,6 +189,10 @@ impl Scheduler {
     fn command(&mut self, c: Command) {
         match c {
             Command::Submit(job) => self.ready.push_back(job),
+            Command::SubmitHeld(job) => {
+                info!(event = "held", id = %job.id());
+                self.held.insert(job.id().to_owned(), job);
+            }
             Command::Flush => {
                 info!(event = "queue_flush");
                 let due = std::mem::take(&mut self.waiting);
