@@ -183,6 +183,8 @@ async fn queue_show(
     Ok(Json(json!({
         "envelope": m.message.envelope,
         "held": m.state == portcullis_queue::QueueState::Held,
+        // Why, when the hold says (a milter's quarantine).
+        "hold_reason": portcullis_queue::hold_reason(&spool(&ctx), &id),
         "state": m.state,
         "attempts": m.attempts,
         "waiting": status.map(|s| s.waiting).unwrap_or_default(),

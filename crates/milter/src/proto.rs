@@ -271,6 +271,64 @@ impl Negotiated {
     }
 }
 
+impl std::fmt::Display for Negotiated {
+    /// For `check-config`: the version, the actions it may take, the
+    /// steps it skips and those it does not answer.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const ACTIONS: [(u32, &str); 9] = [
+            (action::ADDHDRS, "add-headers"),
+            (action::CHGBODY, "replace-body"),
+            (action::ADDRCPT, "add-recipients"),
+            (action::DELRCPT, "delete-recipients"),
+            (action::CHGHDRS, "change-headers"),
+            (action::QUARANTINE, "quarantine"),
+            (action::CHGFROM, "change-sender"),
+            (action::ADDRCPT_PAR, "add-recipients-with-parameters"),
+            (action::SETSYMLIST, "macro-lists"),
+        ];
+        const SKIPS: [(u32, &str); 8] = [
+            (step::NOCONNECT, "connect"),
+            (step::NOHELO, "helo"),
+            (step::NOMAIL, "mail"),
+            (step::NORCPT, "rcpt"),
+            (step::NODATA, "data"),
+            (step::NOHDRS, "headers"),
+            (step::NOEOH, "eoh"),
+            (step::NOBODY, "body"),
+        ];
+        const NO_REPLY: [(u32, &str); 8] = [
+            (step::NR_CONN, "connect"),
+            (step::NR_HELO, "helo"),
+            (step::NR_MAIL, "mail"),
+            (step::NR_RCPT, "rcpt"),
+            (step::NR_DATA, "data"),
+            (step::NR_HDR, "headers"),
+            (step::NR_EOH, "eoh"),
+            (step::NR_BODY, "body"),
+        ];
+        let names = |flags: u32, table: &[(u32, &'static str)]| {
+            let v: Vec<&str> = table
+                .iter()
+                .filter(|(f, _)| flags & f != 0)
+                .map(|(_, n)| *n)
+                .collect();
+            if v.is_empty() { "none".to_owned() } else { v.join(",") }
+        };
+        write!(
+            f,
+            "version {}; actions: {}; skips: {}; no reply to: {}",
+            self.version,
+            names(self.actions, &ACTIONS),
+            names(self.protocol, &SKIPS),
+            names(self.protocol, &NO_REPLY)
+        )?;
+        for (stage, macros) in &self.macros {
+            write!(f, "; macros at {stage:?}: {}", macros.join(" "))?;
+        }
+        Ok(())
+    }
+}
+
 /// What a milter sends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Response {
