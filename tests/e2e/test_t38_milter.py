@@ -7,6 +7,7 @@ timeout; clamav-milter, OpenDKIM and rspamd's proxy are the milters
 operators run."""
 
 import json
+import os
 import smtplib
 import socket
 import subprocess
@@ -29,7 +30,7 @@ class PyMilter:
     def __init__(self, workdir: Path):
         self.port = free_port()
         self.record = workdir / "milter-record.jsonl"
-        self.log = open(workdir / "milter.log", "ab")
+        self.log = open(os.environ.get("MILTER_LOG", workdir / "milter.log"), "ab")
         self.proc = subprocess.Popen(
             [PYTHON, str(HERE / "milters" / "pymilter_peer.py"), f"inet:{self.port}@127.0.0.1", str(self.record)],
             stdout=self.log, stderr=self.log)

@@ -29,7 +29,7 @@ class TestMilter(Milter.Base):
     def __init__(self):
         self.seen = {}
         self.headers = []
-        self.body = b""
+        self.content = b""
         self.rcpts = []
         self.subject = ""
 
@@ -47,7 +47,7 @@ class TestMilter(Milter.Base):
         return Milter.CONTINUE
 
     def envfrom(self, sender, *params):
-        self.headers, self.body, self.rcpts, self.subject = [], b"", [], ""
+        self.headers, self.content, self.rcpts, self.subject = [], b"", [], ""
         self.macros("envfrom")
         self.seen["mail"] = [sender, *params]
         if sender.startswith("<replycode@"):
@@ -79,13 +79,13 @@ class TestMilter(Milter.Base):
         return Milter.CONTINUE
 
     def body(self, chunk):
-        self.body += chunk
+        self.content += chunk
         return Milter.CONTINUE
 
     def record(self, outcome):
         self.seen["outcome"] = outcome
         self.seen["headers"] = self.headers
-        self.seen["body"] = self.body.decode(errors="replace")
+        self.seen["body"] = self.content.decode(errors="replace")
         self.seen["rcpts"] = self.rcpts
         with open(RECORD, "a") as f:
             f.write(json.dumps(self.seen) + "\n")
