@@ -117,7 +117,9 @@ impl Counter {
             Counter::RepeatBlocks => {
                 "Ranges blocked briefly for coming back at once, again and again, while their pool was full."
             }
-            Counter::MilterRequests => "Milter commands that wait for an answer, by milter and step.",
+            Counter::MilterRequests => {
+                "Milter commands that wait for an answer, by milter and step."
+            }
             Counter::MilterAnswers => {
                 "Milter answers by milter and kind (continue, accept, reject, tempfail, discard, replycode, quarantine, progress, skip and each modification)."
             }
@@ -348,7 +350,12 @@ impl Metrics {
     }
 
     /// One observation of a histogram.
-    pub fn observe(&self, h: Histogram, labels: &[(&'static str, &str)], took: std::time::Duration) {
+    pub fn observe(
+        &self,
+        h: Histogram,
+        labels: &[(&'static str, &str)],
+        took: std::time::Duration,
+    ) {
         let key = (
             h,
             labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
@@ -465,15 +472,32 @@ mod tests {
     fn a_histogram_renders_cumulative_buckets_sum_and_count() {
         let m = Metrics::default();
         let l = [("milter", "clamav")];
-        m.observe(Histogram::MilterLatency, &l, std::time::Duration::from_millis(2));
-        m.observe(Histogram::MilterLatency, &l, std::time::Duration::from_secs(9));
+        m.observe(
+            Histogram::MilterLatency,
+            &l,
+            std::time::Duration::from_millis(2),
+        );
+        m.observe(
+            Histogram::MilterLatency,
+            &l,
+            std::time::Duration::from_secs(9),
+        );
         let text = m.render(&[]);
         let name = "portcullis_milter_latency_seconds";
-        assert!(text.contains(&format!("# TYPE {name} histogram\n")), "{text}");
-        assert!(text.contains(&format!("{name}_bucket{{milter=\"clamav\",le=\"0.001\"}} 0\n")));
-        assert!(text.contains(&format!("{name}_bucket{{milter=\"clamav\",le=\"0.0025\"}} 1\n")));
+        assert!(
+            text.contains(&format!("# TYPE {name} histogram\n")),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            "{name}_bucket{{milter=\"clamav\",le=\"0.001\"}} 0\n"
+        )));
+        assert!(text.contains(&format!(
+            "{name}_bucket{{milter=\"clamav\",le=\"0.0025\"}} 1\n"
+        )));
         assert!(text.contains(&format!("{name}_bucket{{milter=\"clamav\",le=\"5\"}} 1\n")));
-        assert!(text.contains(&format!("{name}_bucket{{milter=\"clamav\",le=\"+Inf\"}} 2\n")));
+        assert!(text.contains(&format!(
+            "{name}_bucket{{milter=\"clamav\",le=\"+Inf\"}} 2\n"
+        )));
         assert!(text.contains(&format!("{name}_count{{milter=\"clamav\"}} 2\n")));
     }
 

@@ -133,15 +133,22 @@ impl Link {
             return Err(Failure::Protocol("no option negotiation answer".into()));
         };
         if !(2..=proto::VERSION).contains(&n.version) {
-            return Err(Failure::Protocol(format!("version {} not spoken", n.version)));
+            return Err(Failure::Protocol(format!(
+                "version {} not spoken",
+                n.version
+            )));
         }
         if n.protocol & !step::OFFERED != 0 {
             let extra = n.protocol & !step::OFFERED;
-            return Err(Failure::Protocol(format!("asks for steps {extra:#x} we do not offer")));
+            return Err(Failure::Protocol(format!(
+                "asks for steps {extra:#x} we do not offer"
+            )));
         }
         if n.actions & !action::ALL != 0 {
             let extra = n.actions & !action::ALL;
-            return Err(Failure::Protocol(format!("asks for actions {extra:#x} we do not offer")));
+            return Err(Failure::Protocol(format!(
+                "asks for actions {extra:#x} we do not offer"
+            )));
         }
         n.protocol |= skipped;
         self.negotiated = n;
@@ -215,7 +222,11 @@ impl Link {
     pub fn quit(mut self) {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                let _ = timeout(Duration::from_secs(1), self.io.write_all(&Command::Quit.encode())).await;
+                let _ = timeout(
+                    Duration::from_secs(1),
+                    self.io.write_all(&Command::Quit.encode()),
+                )
+                .await;
             });
         }
     }

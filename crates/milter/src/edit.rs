@@ -196,7 +196,9 @@ pub fn apply(
                 raw_value: folded_value(value, lead),
             }),
             Response::InsertHeader { index, name, value } => {
-                let at = usize::try_from(*index).unwrap_or(usize::MAX).min(msg.fields.len());
+                let at = usize::try_from(*index)
+                    .unwrap_or(usize::MAX)
+                    .min(msg.fields.len());
                 let field = Field {
                     name: name.clone(),
                     raw_value: folded_value(value, lead),
@@ -226,7 +228,8 @@ pub fn apply(
             }
             Response::AddRcpt { rcpt, .. } => {
                 let a = bare_address(rcpt);
-                env.delete_recipients.retain(|d| !d.eq_ignore_ascii_case(&a));
+                env.delete_recipients
+                    .retain(|d| !d.eq_ignore_ascii_case(&a));
                 env.add_recipients.push(a);
             }
             Response::DelRcpt(rcpt) => {
@@ -236,7 +239,9 @@ pub fn apply(
             }
             Response::ChangeFrom { from, .. } => env.sender = Some(bare_address(from)),
             Response::ReplaceBody(chunk) => {
-                new_body.get_or_insert_with(Vec::new).extend_from_slice(chunk);
+                new_body
+                    .get_or_insert_with(Vec::new)
+                    .extend_from_slice(chunk);
             }
             _ => {}
         }
@@ -284,7 +289,8 @@ mod tests {
         }
     }
 
-    const MSG: &[u8] = b"From: a@b.test\r\nSubject: hi\r\n there\r\nX-A: 1\r\nX-A: 2\r\n\r\nbody\r\n";
+    const MSG: &[u8] =
+        b"From: a@b.test\r\nSubject: hi\r\n there\r\nX-A: 1\r\nX-A: 2\r\n\r\nbody\r\n";
 
     fn edited(mods: &[Response]) -> (Vec<u8>, EnvelopeEdits) {
         let mut m = Message::parse(MSG);
@@ -337,7 +343,10 @@ mod tests {
             value: "a\r\nBcc: x@y\n\nbody".into(),
         }]);
         let text = String::from_utf8(out).unwrap();
-        assert!(text.contains("X-Evil: a\r\n\tBcc: x@y\r\n\t\r\n\tbody\r\n\r\nbody\r\n"), "{text}");
+        assert!(
+            text.contains("X-Evil: a\r\n\tBcc: x@y\r\n\t\r\n\tbody\r\n\r\nbody\r\n"),
+            "{text}"
+        );
         let reparsed = Message::parse(text.as_bytes());
         assert_eq!(reparsed.fields.len(), 5);
     }
@@ -396,7 +405,11 @@ mod tests {
         );
         assert_eq!(ignored, ["delrcpt", "addheader"]);
         assert!(e.is_empty());
-        assert_eq!(m.fields.last().unwrap().raw_value, "raw", "leading space is the milter's");
+        assert_eq!(
+            m.fields.last().unwrap().raw_value,
+            "raw",
+            "leading space is the milter's"
+        );
     }
 
     #[test]

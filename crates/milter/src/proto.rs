@@ -312,7 +312,11 @@ impl std::fmt::Display for Negotiated {
                 .filter(|(f, _)| flags & f != 0)
                 .map(|(_, n)| *n)
                 .collect();
-            if v.is_empty() { "none".to_owned() } else { v.join(",") }
+            if v.is_empty() {
+                "none".to_owned()
+            } else {
+                v.join(",")
+            }
         };
         write!(
             f,
@@ -447,7 +451,9 @@ impl Decoder {
         match self.buf.get(..4) {
             Some(len) => {
                 let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
-                (len.min(MAX_PACKET) + 4).saturating_sub(self.buf.len()).max(1)
+                (len.min(MAX_PACKET) + 4)
+                    .saturating_sub(self.buf.len())
+                    .max(1)
             }
             None => 4 - self.buf.len(),
         }
@@ -558,9 +564,7 @@ fn strings(data: &[u8], what: &'static str) -> Result<Vec<String>, Error> {
     }
     data[..data.len() - 1]
         .split(|b| *b == 0)
-        .map(|s| {
-            String::from_utf8(s.to_vec()).map_err(|_| Error::Malformed(what))
-        })
+        .map(|s| String::from_utf8(s.to_vec()).map_err(|_| Error::Malformed(what)))
         .collect()
 }
 
@@ -643,7 +647,10 @@ mod tests {
             hostname: "[192.0.2.1]",
             family: Family::Inet("192.0.2.1:2525".parse().unwrap()),
         };
-        assert_eq!(c.encode(), packet(b'C', b"[192.0.2.1]\0\x34\x09\xdd192.0.2.1\0"));
+        assert_eq!(
+            c.encode(),
+            packet(b'C', b"[192.0.2.1]\0\x34\x09\xdd192.0.2.1\0")
+        );
         assert_eq!(Command::Eom.encode(), vec![0, 0, 0, 1, b'E']);
     }
 
@@ -721,7 +728,10 @@ mod tests {
         assert_eq!(d.next_response(), Ok(None));
         assert_eq!(d.wanted(), p.len() - 7);
         d.feed(&p[7..]);
-        assert!(matches!(d.next_response(), Ok(Some(Response::AddHeader { .. }))));
+        assert!(matches!(
+            d.next_response(),
+            Ok(Some(Response::AddHeader { .. }))
+        ));
     }
 
     #[test]
@@ -740,8 +750,14 @@ mod tests {
         assert!(decode(&packet(b'h', b"X-A\0v")).is_err(), "no final NUL");
         assert!(decode(&packet(b'm', b"\0\0")).is_err(), "short index");
         assert!(decode(&packet(b'c', b"x")).is_err(), "data on continue");
-        assert!(decode(&packet(b'O', &[0, 0, 0, 6])).is_err(), "short optneg");
+        assert!(
+            decode(&packet(b'O', &[0, 0, 0, 6])).is_err(),
+            "short optneg"
+        );
         assert!(decode(&packet(b'y', b"\xff\xfe\0")).is_err(), "not UTF-8");
-        assert!(decode(&packet(b'e', b"a\0b\0c\0")).is_err(), "three strings");
+        assert!(
+            decode(&packet(b'e', b"a\0b\0c\0")).is_err(),
+            "three strings"
+        );
     }
 }

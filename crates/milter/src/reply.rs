@@ -65,7 +65,9 @@ pub fn parse_reply(text: &str) -> Option<Reply> {
 fn split_status(text: &str) -> (Option<Status>, &str) {
     let (word, rest) = text.split_once(' ').unwrap_or((text, ""));
     let parts: Vec<&str> = word.split('.').collect();
-    let ok = |p: &str, max: usize| !p.is_empty() && p.len() <= max && p.bytes().all(|b| b.is_ascii_digit());
+    let ok = |p: &str, max: usize| {
+        !p.is_empty() && p.len() <= max && p.bytes().all(|b| b.is_ascii_digit())
+    };
     if parts.len() == 3 && ok(parts[0], 1) && ok(parts[1], 3) && ok(parts[2], 3) {
         let class: u8 = parts[0].parse().unwrap_or(0);
         if let (Ok(subject), Ok(detail)) = (parts[1].parse(), parts[2].parse())
@@ -84,7 +86,11 @@ pub fn default_reject() -> Reply {
 
 /// Postfix's words when a milter tempfails without a text of its own.
 pub fn default_tempfail() -> Reply {
-    Reply::new(451, Status(4, 7, 1), "Service unavailable - try again later")
+    Reply::new(
+        451,
+        Status(4, 7, 1),
+        "Service unavailable - try again later",
+    )
 }
 
 #[cfg(test)]

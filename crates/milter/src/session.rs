@@ -171,13 +171,19 @@ fn meaning(r: &Response, default_code: fn() -> Reply) -> Step {
 
 /// Names as libmilter lists them: `i` and `{i}` are the same macro.
 fn same_macro(a: &str, b: &str) -> bool {
-    a.trim_start_matches('{').trim_end_matches('}') == b.trim_start_matches('{').trim_end_matches('}')
+    a.trim_start_matches('{').trim_end_matches('}')
+        == b.trim_start_matches('{').trim_end_matches('}')
 }
 
 impl Session {
     /// Macros we send at a stage: ours, narrowed to what the milter asked
     /// for (SETSYMLIST) where it did.
-    fn macros(&self, link: &Link, stage: Stage, ours: Vec<(String, String)>) -> Vec<(String, String)> {
+    fn macros(
+        &self,
+        link: &Link,
+        stage: Stage,
+        ours: Vec<(String, String)>,
+    ) -> Vec<(String, String)> {
         match link.negotiated.macros_for(stage) {
             Some(wanted) => ours
                 .into_iter()
@@ -189,11 +195,17 @@ impl Session {
 
     fn connect_macros(&self, entry: usize) -> Vec<(String, String)> {
         let c = &self.client;
-        let name = c.name.clone().unwrap_or_else(|| format!("[{}]", c.addr.ip()));
+        let name = c
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("[{}]", c.addr.ip()));
         let mut v = vec![
             ("j".to_owned(), c.hostname.clone()),
             ("{daemon_name}".to_owned(), c.daemon_name.clone()),
-            ("v".to_owned(), format!("portcullis {}", env!("CARGO_PKG_VERSION"))),
+            (
+                "v".to_owned(),
+                format!("portcullis {}", env!("CARGO_PKG_VERSION")),
+            ),
             ("{client_addr}".to_owned(), c.addr.ip().to_string()),
             ("{client_port}".to_owned(), c.addr.port().to_string()),
             ("{client_name}".to_owned(), name.clone()),
@@ -205,13 +217,20 @@ impl Session {
 
     fn fail(&mut self, i: usize, failure: &Failure) -> Step {
         let (milter, _) = &self.milters.entries[self.links[i].entry];
-        let labels = [("milter", milter.name.as_str()), ("reason", failure.reason())];
+        let labels = [
+            ("milter", milter.name.as_str()),
+            ("reason", failure.reason()),
+        ];
         self.milters.metrics.inc(Counter::MilterFailures, &labels);
         warn!(event = "milter_failed", milter = %milter.name, error = %failure, on_failure = ?milter.on_failure);
         let (state, step) = match milter.on_failure {
             MilterFailure::Accept => (State::Done, Step::Done),
             MilterFailure::Tempfail => {
-                let r = Reply::new(451, Status(4, 7, 1), "Service unavailable - try again later");
+                let r = Reply::new(
+                    451,
+                    Status(4, 7, 1),
+                    "Service unavailable - try again later",
+                );
                 (State::Refusing(r.clone()), Step::Refuse(r))
             }
             MilterFailure::Reject => {
@@ -239,26 +258,46 @@ impl Session {
             if !link.negotiated.skips(step::NOCONNECT) {
                 let pairs = self.macros_for_link(i, Stage::Connect, macros);
                 let cmd = Command::Connect {
-                    hostname: &self.client.name.clone().unwrap_or_else(|| format!("[{}]", self.client.addr.ip())),
+                    hostname: &self
+                        .client
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| format!("[{}]", self.client.addr.ip())),
                     family: Family::Inet(self.client.addr),
                 };
-                self.step(i, Stage::Connect, &pairs, &cmd, step::NR_CONN, "connect").await?;
+                self.step(i, Stage::Connect, &pairs, &cmd, step::NR_CONN, "connect")
+                    .await?;
             }
         }
-        if self.links[i].helo.as_deref() != Some(helo) && matches!(self.links[i].state, State::Open(_)) {
+        if self.links[i].helo.as_deref() != Some(helo)
+            && matches!(self.links[i].state, State::Open(_))
+        {
             self.links[i].helo = Some(helo.to_owned());
             let skip = match &self.links[i].state {
                 State::Open(l) => l.negotiated.skips(step::NOHELO),
                 _ => true,
             };
             if !skip {
-                self.step(i, Stage::Helo, &[], &Command::Helo(helo), step::NR_HELO, "helo").await?;
+                self.step(
+                    i,
+                    Stage::Helo,
+                    &[],
+                    &Command::Helo(helo),
+                    step::NR_HELO,
+                    "helo",
+                )
+                .await?;
             }
         }
         Ok(())
     }
 
-    fn macros_for_link(&self, i: usize, stage: Stage, ours: Vec<(String, String)>) -> Vec<(String, String)> {
+    fn macros_for_link(
+        &self,
+        i: usize,
+        stage: Stage,
+        ours: Vec<(String, String)>,
+    ) -> Vec<(String, String)> {
         match &self.links[i].state {
             State::Open(l) => self.macros(l, stage, ours),
             _ => ours,
@@ -338,7 +377,10 @@ impl Session {
             let sender = format!("<{}>", mail.sender.as_deref().unwrap_or(""));
             let mut args = vec![sender.clone()];
             args.extend(mail.params.iter().cloned());
-            let mut ours = vec![("{mail_addr}".to_owned(), mail.sender.clone().unwrap_or_default())];
+            let mut ours = vec![(
+                "{mail_addr}".to_owned(),
+                mail.sender.clone().unwrap_or_default(),
+            )];
             if let Some((account, mechanism)) = mail.auth {
                 ours.push(("{auth_authen}".to_owned(), account.to_owned()));
                 ours.push(("{auth_type}".to_owned(), mechanism.to_owned()));
@@ -348,7 +390,16 @@ impl Session {
                 ours.push(("{cipher}".to_owned(), cipher.to_owned()));
             }
             let pairs = self.macros_for_link(i, Stage::Mail, ours);
-            let answer = self.step(i, Stage::Mail, &pairs, &Command::Mail(&args), step::NR_MAIL, "mail").await;
+            let answer = self
+                .step(
+                    i,
+                    Stage::Mail,
+                    &pairs,
+                    &Command::Mail(&args),
+                    step::NR_MAIL,
+                    "mail",
+                )
+                .await;
             self.answer(i, answer, "mail", default_reject)?;
         }
         Ok(())
@@ -407,13 +458,27 @@ impl Session {
             if !self.asks(i) {
                 continue;
             }
-            let skip = matches!(&self.links[i].state, State::Open(l) if l.negotiated.skips(step::NORCPT));
+            let skip =
+                matches!(&self.links[i].state, State::Open(l) if l.negotiated.skips(step::NORCPT));
             if skip {
                 continue;
             }
             let args = [format!("<{rcpt}>")];
-            let pairs = self.macros_for_link(i, Stage::Rcpt, vec![("{rcpt_addr}".to_owned(), rcpt.to_owned())]);
-            let answer = self.step(i, Stage::Rcpt, &pairs, &Command::Rcpt(&args), step::NR_RCPT, "rcpt").await;
+            let pairs = self.macros_for_link(
+                i,
+                Stage::Rcpt,
+                vec![("{rcpt_addr}".to_owned(), rcpt.to_owned())],
+            );
+            let answer = self
+                .step(
+                    i,
+                    Stage::Rcpt,
+                    &pairs,
+                    &Command::Rcpt(&args),
+                    step::NR_RCPT,
+                    "rcpt",
+                )
+                .await;
             self.answer(i, answer, "rcpt", default_reject)?;
         }
         Ok(())
@@ -510,7 +575,10 @@ impl Session {
         if !n.skips(step::NOHDRS) {
             for f in &msg.fields {
                 let value = f.value_for_milter(lead);
-                let cmd = Command::Header { name: &f.name, value: &value };
+                let cmd = Command::Header {
+                    name: &f.name,
+                    value: &value,
+                };
                 go!(Stage::Eoh, &[], &cmd, step::NR_HDR, "header");
             }
         }
@@ -520,7 +588,13 @@ impl Session {
         }
         if !n.skips(step::NOBODY) {
             for chunk in msg.body.chunks(BODY_CHUNK) {
-                if go!(Stage::Data, &[], &Command::Body(chunk), step::NR_BODY, "body") {
+                if go!(
+                    Stage::Data,
+                    &[],
+                    &Command::Body(chunk),
+                    step::NR_BODY,
+                    "body"
+                ) {
                     break;
                 }
             }
@@ -530,7 +604,10 @@ impl Session {
             return Ok(None);
         };
         if !pairs.is_empty() {
-            let m = Command::Macros { stage: Stage::Eom, pairs: &pairs };
+            let m = Command::Macros {
+                stage: Stage::Eom,
+                pairs: &pairs,
+            };
             link.tell(&m).await.map_err(Err)?;
         }
         let mut mods = Vec::new();

@@ -105,7 +105,12 @@ impl Connection {
             data.len(),
         );
         let queued = match hold {
-            Some(reason) => self.inbound.queue.enqueue_held(envelope, data, reason).await,
+            Some(reason) => {
+                self.inbound
+                    .queue
+                    .enqueue_held(envelope, data, reason)
+                    .await
+            }
             None => self.inbound.queue.enqueue(envelope, data).await,
         };
         match queued {
@@ -325,7 +330,11 @@ fn milter_envelope(e: &mut Envelope, edits: &portcullis_milter::EnvelopeEdits) {
     });
     let folder = e.recipients.first().and_then(|r| r.folder.clone());
     for a in &edits.add_recipients {
-        if !e.recipients.iter().any(|r| r.address.eq_ignore_ascii_case(a)) {
+        if !e
+            .recipients
+            .iter()
+            .any(|r| r.address.eq_ignore_ascii_case(a))
+        {
             e.recipients.push(QueuedRecipient {
                 address: a.clone(),
                 folder: folder.clone(),

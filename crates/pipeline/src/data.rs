@@ -65,11 +65,7 @@ impl Connection {
 
     /// Submitted: our checks and additions, then the milters over the
     /// message with them, then the DKIM signature over what they left.
-    async fn submitted<'a>(
-        &mut self,
-        txn: &'a Transaction,
-        id: &str,
-    ) -> StageResult<Message<'a>> {
+    async fn submitted<'a>(&mut self, txn: &'a Transaction, id: &str) -> StageResult<Message<'a>> {
         let hostname = &self.config.hostname;
         let prepared = self.inbound.submission.prepare(txn, hostname, id)?;
         let (body, milter) = if self.inbound.milters.is_empty() {

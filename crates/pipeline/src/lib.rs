@@ -46,8 +46,8 @@ pub mod trace;
 
 pub use class_of_service::{ClassOfService, Gate, Refusal, RefusalCause, RefusalLog};
 pub use forwarding::Forwarding;
-pub use portcullis_milter::Milters;
 pub use outcome::{Accept, StageResult};
+pub use portcullis_milter::Milters;
 pub use services::{Checks, DmarcObservations, Intake};
 pub use submission::{AccountSession, Submission};
 

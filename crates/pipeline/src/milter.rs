@@ -11,7 +11,7 @@
 
 use crate::{Connection, StageResult, Transaction};
 use portcullis_milter::{Client, Mail, Outcome};
-use portcullis_smtp::{Mailbox, MailParams, TlsInfo};
+use portcullis_smtp::{MailParams, Mailbox, TlsInfo};
 
 impl Connection {
     /// This connection's milter hooks, opened with its first message.

@@ -154,7 +154,10 @@ impl Driver {
                     Action::CheckMail { from, params } => {
                         let helo = s.helo_name().unwrap_or("");
                         let (account, tls) = (s.authenticated(), s.tls());
-                        let txn = self.conn.mail(account, helo, from.as_ref(), &params, tls).await;
+                        let txn = self
+                            .conn
+                            .mail(account, helo, from.as_ref(), &params, tls)
+                            .await;
                         s.answer_mail(txn);
                     }
                     Action::CheckRcpt { to, .. } => {

@@ -187,7 +187,13 @@ pub(crate) async fn open(
 ) -> StageResult<crate::Transaction> {
     let mut txn = transaction(from, &[], "");
     txn.findings = c
-        .mail(account, &txn.helo, from.map(mailbox).as_ref(), &Default::default(), None)
+        .mail(
+            account,
+            &txn.helo,
+            from.map(mailbox).as_ref(),
+            &Default::default(),
+            None,
+        )
         .await?;
     txn.auth = account.map(str::to_owned);
     Ok(txn)
