@@ -356,3 +356,32 @@ fn notify_keywords(n: portcullis_smtp::Notify) -> String {
         v.join(",")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn milter_envelope_changes_replace_the_sender_and_recipients() {
+        let rcpt = |a: &str| QueuedRecipient {
+            address: a.to_owned(),
+            folder: Some("Junk".to_owned()),
+            ..QueuedRecipient::default()
+        };
+        let mut e = Envelope {
+            sender: "old@a.test".into(),
+            recipients: vec![rcpt("Kept@b.test"), rcpt("gone@b.test")],
+            ..Envelope::default()
+        };
+        let edits = portcullis_milter::EnvelopeEdits {
+            sender: Some(String::new()),
+            add_recipients: vec!["new@b.test".into(), "kept@b.test".into()],
+            delete_recipients: vec!["GONE@b.test".into()],
+        };
+        milter_envelope(&mut e, &edits);
+        assert_eq!(e.sender, "", "the null sender");
+        let addrs: Vec<&str> = e.recipients.iter().map(|r| r.address.as_str()).collect();
+        assert_eq!(addrs, ["Kept@b.test", "new@b.test"]);
+        assert_eq!(e.recipients[1].folder.as_deref(), Some("Junk"));
+    }
+}
