@@ -205,6 +205,10 @@ def test_metrics_count_requests_answers_and_latency(mx, pymilter):
     assert mx.metric("portcullis_milter_answers_total", milter="test", kind="accept") >= 1
     assert mx.metric("portcullis_milter_answers_total", milter="test", kind="continue") >= 1
     assert mx.metric("portcullis_milter_latency_seconds_count", milter="test") >= 3
+    # The dashboard's figures.
+    status, stats = mx.api("GET", "/api/stats")
+    assert status == 200 and stats["milters"]["test"]["requests"] >= 3
+    assert stats["milters"]["test"]["answers"]["accept"] >= 1
 
 
 def test_check_config_reports_what_the_milter_negotiated(mx, pymilter):

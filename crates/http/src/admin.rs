@@ -533,5 +533,6 @@ async fn stats(_: Admin, State(ctx): State<Arc<Context>>) -> ApiResult {
             "recent": ctx.metrics.escalations(),
         },
         "tls_sessions": ctx.tls_reports.snapshot(),
+        "milters": ctx.metrics.milter_summary(),
     })))
 }

@@ -403,7 +403,53 @@ impl Metrics {
     }
 }
 
+/// One milter's figures since start, for the dashboard.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct MilterSummary {
+    pub requests: u64,
+    /// Answers by kind (continue, accept, reject, ...).
+    pub answers: BTreeMap<String, u64>,
+    pub failures: u64,
+    /// Mean time to a final answer, milliseconds.
+    pub mean_latency_ms: f64,
+}
+
 impl Metrics {
+    /// Per milter: requests, answers by kind, failures, mean latency.
+    pub fn milter_summary(&self) -> BTreeMap<String, MilterSummary> {
+        let mut out: BTreeMap<String, MilterSummary> = BTreeMap::new();
+        let label = |labels: &[(&'static str, String)], k: &str| {
+            labels
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        if let Ok(m) = self.values.lock() {
+            for ((c, labels), v) in m.iter() {
+                let entry = || label(labels, "milter");
+                match c {
+                    Counter::MilterRequests => out.entry(entry()).or_default().requests += v,
+                    Counter::MilterFailures => out.entry(entry()).or_default().failures += v,
+                    Counter::MilterAnswers => {
+                        let s = out.entry(entry()).or_default();
+                        *s.answers.entry(label(labels, "kind")).or_default() += v;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Ok(h) = self.histograms.lock() {
+            for ((kind, labels), b) in h.iter() {
+                if *kind == Histogram::MilterLatency && b.count > 0 {
+                    let s = out.entry(label(labels, "milter")).or_default();
+                    s.mean_latency_ms = b.sum * 1000.0 / b.count as f64;
+                }
+            }
+        }
+        out
+    }
+
     fn render_histograms(&self, out: &mut String) {
         let Ok(m) = self.histograms.lock() else {
             return;
