@@ -12,21 +12,31 @@ use crate::proto::Response;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Field {
     pub name: String,
-    /// Everything after the colon, folds included, without the final CRLF.
-    pub raw_value: String,
+    /// Everything after the colon, folds included, without the final
+    /// CRLF: bytes, since legacy mail carries 8-bit headers that are not
+    /// UTF-8 and they must come out as they went in.
+    pub raw_value: Vec<u8>,
 }
 
 impl Field {
     /// The value as a milter sees it: folds as bare LF (as Postfix and
     /// sendmail send them), the leading space kept only when asked
     /// (SMFIP_HDR_LEADSPC).
-    pub fn value_for_milter(&self, leading_space: bool) -> String {
-        let v = self.raw_value.replace("\r\n", "\n");
-        if leading_space {
-            v
-        } else {
-            v.strip_prefix(' ').map(str::to_owned).unwrap_or(v)
+    pub fn value_for_milter(&self, leading_space: bool) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.raw_value.len());
+        let mut i = 0;
+        while i < self.raw_value.len() {
+            if self.raw_value[i..].starts_with(b"\r\n") {
+                i += 1;
+                continue;
+            }
+            v.push(self.raw_value[i]);
+            i += 1;
         }
+        if !leading_space && v.first() == Some(&b' ') {
+            v.remove(0);
+        }
+        v
     }
 }
 
@@ -34,6 +44,9 @@ impl Field {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
     pub fields: Vec<Field>,
+    /// Whether a blank line ended the fields (a message cut at a line
+    /// that was no field has none, and gets none).
+    pub separator: bool,
     /// After the blank line (CRLF lines).
     pub body: Vec<u8>,
 }
@@ -43,33 +56,32 @@ impl Message {
     /// nor a fold; a blank line there is the separator.
     pub fn parse(data: &[u8]) -> Message {
         let mut fields: Vec<Field> = Vec::new();
+        let mut separator = false;
         let mut at = 0;
         while at < data.len() {
             let end = find_crlf(&data[at..]).map_or(data.len(), |e| at + e);
             let line = &data[at..end];
             let next = (end + 2).min(data.len());
-            if line.is_empty() {
+            if line.is_empty() && end < data.len() {
+                separator = true;
                 at = next;
                 break;
             }
-            if matches!(line[0], b' ' | b'\t') {
-                match (fields.last_mut(), std::str::from_utf8(line)) {
-                    (Some(f), Ok(l)) => {
-                        f.raw_value.push_str("\r\n");
-                        f.raw_value.push_str(l);
+            if matches!(line.first(), Some(b' ' | b'\t')) {
+                match fields.last_mut() {
+                    Some(f) => {
+                        f.raw_value.extend_from_slice(b"\r\n");
+                        f.raw_value.extend_from_slice(line);
                         at = next;
                         continue;
                     }
-                    _ => break,
+                    None => break,
                 }
             }
             let Some(colon) = line.iter().position(|b| *b == b':') else {
                 break;
             };
-            let (Ok(name), Ok(value)) = (
-                std::str::from_utf8(&line[..colon]),
-                std::str::from_utf8(&line[colon + 1..]),
-            ) else {
+            let Ok(name) = std::str::from_utf8(&line[..colon]) else {
                 break;
             };
             if !valid_name(name) {
@@ -77,12 +89,13 @@ impl Message {
             }
             fields.push(Field {
                 name: name.to_owned(),
-                raw_value: value.to_owned(),
+                raw_value: line[colon + 1..].to_vec(),
             });
             at = next;
         }
         Message {
             fields,
+            separator,
             body: data[at.min(data.len())..].to_vec(),
         }
     }
@@ -92,10 +105,12 @@ impl Message {
         for f in &self.fields {
             out.extend_from_slice(f.name.as_bytes());
             out.push(b':');
-            out.extend_from_slice(f.raw_value.as_bytes());
+            out.extend_from_slice(&f.raw_value);
             out.extend_from_slice(b"\r\n");
         }
-        out.extend_from_slice(b"\r\n");
+        if self.separator {
+            out.extend_from_slice(b"\r\n");
+        }
         out.extend_from_slice(&self.body);
         out
     }
@@ -113,7 +128,7 @@ fn valid_name(name: &str) -> bool {
 /// A value a milter wrote, as it goes after the colon: every line break
 /// CRLF, every continuation line starting with white space (a tab is
 /// added where the milter's did not), no other control bytes but tab.
-fn folded_value(value: &str, leading_space: bool) -> String {
+fn folded_value(value: &str, leading_space: bool) -> Vec<u8> {
     let mut out = String::with_capacity(value.len() + 2);
     if !leading_space {
         out.push(' ');
@@ -128,7 +143,7 @@ fn folded_value(value: &str, leading_space: bool) -> String {
         }
         out.extend(line.chars().filter(|c| *c == '\t' || !c.is_control()));
     }
-    out
+    out.into_bytes()
 }
 
 /// What the milters changed in the envelope.
@@ -303,8 +318,8 @@ mod tests {
     fn an_untouched_message_keeps_its_bytes() {
         assert_eq!(Message::parse(MSG).to_bytes(), MSG);
         let m = Message::parse(MSG);
-        assert_eq!(m.fields[1].value_for_milter(false), "hi\n there");
-        assert_eq!(m.fields[1].value_for_milter(true), " hi\n there");
+        assert_eq!(m.fields[1].value_for_milter(false), b"hi\n there");
+        assert_eq!(m.fields[1].value_for_milter(true), b" hi\n there");
     }
 
     #[test]
@@ -407,7 +422,7 @@ mod tests {
         assert!(e.is_empty());
         assert_eq!(
             m.fields.last().unwrap().raw_value,
-            "raw",
+            b"raw",
             "leading space is the milter's"
         );
     }
@@ -417,5 +432,30 @@ mod tests {
         let m = Message::parse(b"X: 1\r\nnot a field\r\n");
         assert_eq!(m.fields.len(), 1);
         assert_eq!(m.body, b"not a field\r\n");
+        assert_eq!(m.to_bytes(), b"X: 1\r\nnot a field\r\n");
+        let all_headers = Message::parse(b"X: 1\r\nY: 2\r\n");
+        assert_eq!(
+            (all_headers.fields.len(), all_headers.separator),
+            (2, false)
+        );
+        assert_eq!(all_headers.to_bytes(), b"X: 1\r\nY: 2\r\n");
+    }
+
+    #[test]
+    fn eight_bit_headers_that_are_not_utf8_keep_their_bytes() {
+        let legacy = b"Subject: caf\xe9\r\n \xe0 la carte\r\nFrom: a@b\r\n\r\nbody\r\n";
+        let mut m = Message::parse(legacy);
+        assert_eq!(m.fields.len(), 2);
+        assert_eq!(m.to_bytes(), legacy);
+        let mut e = EnvelopeEdits::default();
+        let add = Response::AddHeader {
+            name: "X-A".into(),
+            value: "1".into(),
+        };
+        apply(&mut m, &mut e, &[add], &all());
+        assert!(
+            m.to_bytes()
+                .starts_with(b"Subject: caf\xe9\r\n \xe0 la carte\r\nFrom: a@b\r\nX-A: 1\r\n\r\n")
+        );
     }
 }

@@ -153,7 +153,8 @@ pub enum Command<'a> {
     Data,
     Header {
         name: &'a str,
-        value: &'a str,
+        /// As the message has it (not always UTF-8).
+        value: &'a [u8],
     },
     Eoh,
     Body(&'a [u8]),
@@ -216,7 +217,7 @@ impl Command<'_> {
             Command::Header { name, value } => {
                 p.push(b'L');
                 cstr(&mut p, name);
-                cstr(&mut p, value);
+                cbytes(&mut p, value);
             }
             Command::Eoh => p.push(b'N'),
             Command::Body(chunk) => {
@@ -236,7 +237,10 @@ impl Command<'_> {
 /// A string as the protocol carries it: NUL-terminated, so a NUL inside
 /// (which SMTP never lets through) is cut there.
 fn cstr(p: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
+    cbytes(p, s.as_bytes());
+}
+
+fn cbytes(p: &mut Vec<u8>, bytes: &[u8]) {
     let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
     p.extend_from_slice(&bytes[..end]);
     p.push(0);
