@@ -141,7 +141,9 @@ async def main():
     ap.add_argument("--flood-cpu", type=int, help="pin the flood to this CPU")
     ap.add_argument("--good-cpu", type=int, help="pin the good sender to this CPU")
     a = ap.parse_args()
-    cpu = {"flood": a.flood_cpu, "good": a.good_cpu}.get(a.role)
+    # Alone (no flood), the good sender is pinned like under the flood.
+    role = "good" if a.no_flood else a.role
+    cpu = {"flood": a.flood_cpu, "good": a.good_cpu}.get(role)
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
     if a.role == "both" and not a.no_flood:

@@ -10,17 +10,22 @@
 # Variants: (a) the flood reconnects at once, with no back-off (churn),
 # good sender on one session; (b) each flood connection is held 10 s,
 # dribbling a line every 3 s; (c) as (a), but the good sender opens a new
-# connection per message. Each flooded once with the flood generator on
-# CPU 0 and the server and good sender on CPU 1 (pinned), once unpinned.
-# Then portcullis with kernel_blocklist and escalation under the churning
-# flood: how many flood connections still complete a handshake.
+# connection per message. Each in rounds of: the good sender alone, then
+# flooded, with the flood generator on CPU 0 and the server and good
+# sender on CPU 1 (pinned, alone too), then the same unpinned; medians
+# over the rounds.
+#
+# portcullis runs as the Debian package runs it: started as root with
+# `user = "nobody"`, everything else (kernel blocklist, escalation,
+# repeat blocks) the defaults'. The kernel's drops are counted from the
+# nftables table. Then the refusal that still reaches user space: the
+# kernel's copy off, the flood's /48 blocked, the server's CPU time per
+# refused connection.
 #
 # Everything runs in a network namespace this script creates.
 #
-#   bash bench/cos_flood.sh             # 20 s per phase, 200 flood sessions
-#   SECONDS_PER_PHASE=30 bash bench/cos_flood.sh
-#   BASELINE_BIN=/path/to/older/portcullis bash bench/cos_flood.sh
-#                                       # variant (a) with an older build too
+#   bash bench/cos_flood.sh             # 10 s per phase, 3 rounds, 200 flood sessions
+#   SECONDS_PER_PHASE=20 REPS=5 bash bench/cos_flood.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NS=pcflood
@@ -39,7 +44,7 @@ if [ "${IN_NETNS:-}" != 1 ]; then
 fi
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
-SECS=${SECONDS_PER_PHASE:-20} FLOOD=${FLOOD:-200}
+SECS=${SECONDS_PER_PHASE:-10} FLOOD=${FLOOD:-200} REPS=${REPS:-3}
 BIN="$CARGO_TARGET_DIR/release/portcullis"
 work=$(mktemp -d /var/tmp/portcullis-flood.XXXXXX)
 chmod 755 "$work"
@@ -62,6 +67,7 @@ bash bench/nsd_instance.sh start "$work/dns" $DNS_PORT 'good IN TXT "v=spf1 ip6:
 # domain's class.
 pc_config() {
   cat <<CONF
+${PC_TOP:-}
 hostname = "mx.bench.test"
 data_dir = "$work/pcdata"
 [dns]
@@ -95,13 +101,14 @@ phase() { python3 bench/cos_flood.py --port "$1" --seconds "$SECS" --flood "$FLO
 field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])['$2'])" "$1"; }
 metric() { curl -s http://127.0.0.1:$HTTP_PORT/metrics | awk -v re="$1" '$0 ~ re {s += $2} END {print s + 0}'; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Packets the kernel dropped for our table (both families), read from nft.
+kernel_drops() { { nft list table inet portcullis 2>/dev/null || true; } | awk '/counter packets/ {for (i = 1; i < NF; i++) if ($i == "packets") s += $(i + 1)} END {print s + 0}'; }
 # Pin PID and its children to CPUS (the server and, for Postfix, its daemons).
 pin() {
   local pid=$1 cpus=$2 child
   taskset -a -p -c "$cpus" "$pid" >/dev/null 2>&1 || true
   for child in $(pgrep -P "$pid" || true); do pin "$child" "$cpus"; done
 }
-pinned_args=(--flood-cpu 0 --good-cpu 1)
 
 start_portcullis() {
   rm -rf "$work/pcdata"
@@ -113,45 +120,76 @@ start_portcullis() {
 stop_portcullis() { kill "$pc_pid"; wait "$pc_pid" 2>/dev/null || true; pc_pid=""; }
 
 # One flood phase against portcullis: prints the JSON line with the
-# server's CPU per refused connection added.
+# server's refusals, its CPU per refused connection and the kernel's
+# drops added.
 pc_flood() {
-  local t0 r0 out t1 r1
-  t0=$(cpu_ticks "$pc_pid") r0=$(metric '^portcullis_connections_total.*outcome="refused_')
+  local t0 r0 k0 out t1 r1 k1
+  t0=$(cpu_ticks "$pc_pid") r0=$(metric '^portcullis_connections_total.*outcome="refused_') k0=$(kernel_drops)
   out=$(phase $PC_PORT "$@")
-  t1=$(cpu_ticks "$pc_pid") r1=$(metric '^portcullis_connections_total.*outcome="refused_')
-  python3 - "$out" "$((t1 - t0))" "$(echo "$r1 - $r0" | bc)" <<'PY'
+  t1=$(cpu_ticks "$pc_pid") r1=$(metric '^portcullis_connections_total.*outcome="refused_') k1=$(kernel_drops)
+  python3 - "$out" "$((t1 - t0))" "$(echo "$r1 - $r0" | bc)" "$((k1 - k0))" <<'PY'
 import json, sys
-out, ticks, refused = json.loads(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+out, ticks, refused, drops = json.loads(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 out["server_refusals"] = int(refused)
 out["server_cpu_us_per_refusal"] = round(ticks * 10000 / refused, 1) if refused else None
+out["kernel_drops"] = drops
 print(json.dumps(out))
 PY
 }
 
-declare -A R
-# portcullis: alone (both good modes), then each variant pinned and not.
-run_portcullis() {
-  local bin=$1 tag=$2 v mode good pin_mode
-  start_portcullis "$bin"
-  # The good sender's first message makes its range good.test's.
-  phase $PC_PORT --no-flood --good-mode keep >/dev/null
-  R[$tag,alone,keep]=$(phase $PC_PORT --no-flood --good-mode keep)
-  R[$tag,alone,reconnect]=$(phase $PC_PORT --no-flood --good-mode reconnect)
+# Every result goes to this file as "server variant pinning round JSON":
+# the summary takes medians over the rounds.
+results="$work/results"
+: > "$results"
+record() { echo "$1 $2 $3 $4 $5" >> "$results"; }
+
+# One round for one pinning: the good sender alone (pinned as in the
+# flood phases that follow, so a ratio compares like with like), then the
+# flood variants. Alone and flooded phases interleave, so drift between
+# rounds moves both sides of a ratio.
+flood_round() {
+  local tag=$1 port=$2 pin_mode=$3 rep=$4 flood_fn=$5 args=() v mode good
+  [ "$pin_mode" = pinned ] && args=(--flood-cpu 0 --good-cpu 1)
+  record "$tag" alone_keep "$pin_mode" "$rep" "$(phase "$port" --no-flood --good-mode keep "${args[@]}")"
   for v in a b c; do
     case $v in a) mode=churn good=keep ;; b) mode=dribble good=keep ;; c) mode=churn good=reconnect ;; esac
-    [ "$tag" = base ] && [ $v != a ] && continue
-    for pin_mode in pinned unpinned; do
-      if [ $pin_mode = pinned ]; then pin "$pc_pid" 1; args=("${pinned_args[@]}"); else pin "$pc_pid" 0,1; args=(); fi
-      R[$tag,$v,$pin_mode]=$(pc_flood --flood-mode $mode --good-mode $good "${args[@]}")
-    done
+    [ $v = c ] && record "$tag" alone_reconnect "$pin_mode" "$rep" \
+      "$(phase "$port" --no-flood --good-mode reconnect "${args[@]}")"
+    record "$tag" $v "$pin_mode" "$rep" "$($flood_fn "$port" --flood-mode $mode --good-mode $good "${args[@]}")"
   done
-  pin "$pc_pid" 0,1
-  R[$tag,rss]=$(awk '/VmRSS/ {print $2}' /proc/$pc_pid/status)
-  R[$tag,buckets]=$(metric '^portcullis_state_buckets ')
-  stop_portcullis
 }
-run_portcullis "$BIN" pc
-[ -n "${BASELINE_BIN:-}" ] && run_portcullis "$BASELINE_BIN" base
+pc_phase() { shift; pc_flood "$@"; }
+pf_phase() { phase "$@"; }
+
+# portcullis as the Debian package runs it: started as root with
+# `user = "nobody"`; the kernel blocklist, escalation and repeat blocks
+# are the defaults'.
+PC_TOP='user = "nobody"' start_portcullis "$BIN"
+# The good sender's first message makes its range good.test's.
+phase $PC_PORT --no-flood --good-mode keep >/dev/null
+for rep in $(seq "$REPS"); do
+  for pin_mode in pinned unpinned; do
+    if [ $pin_mode = pinned ]; then pin "$pc_pid" 1; else pin "$pc_pid" 0,1; fi
+    flood_round pc $PC_PORT $pin_mode "$rep" pc_phase
+  done
+done
+pin "$pc_pid" 0,1
+pc_rss=$(awk '/VmRSS/ {print $2}' /proc/$pc_pid/status)
+pc_buckets=$(metric '^portcullis_state_buckets ')
+pc_kernel_metric=$(metric '^portcullis_kernel_dropped_packets_total')
+stop_portcullis
+
+# The refusal that reaches user space: the kernel's copy off, the flood's
+# ranges blocked by one warm-up phase (escalation reaches the /48), then
+# the flood alone against the server on one CPU: every connection is
+# refused by the accept loop, and the server's CPU time is all refusals.
+start_portcullis "$BIN" "kernel_blocklist = false"
+pin "$pc_pid" 1
+pc_flood --role flood --flood-mode churn --flood-cpu 0 >/dev/null
+for rep in $(seq "$REPS"); do
+  record pc userspace pinned "$rep" "$(pc_flood --role flood --flood-mode churn --flood-cpu 0)"
+done
+stop_portcullis
 
 # Postfix with anvil on /64, the good sender's /64 exempted.
 PF_ADDR="[::1]" PF_EXTRA="mynetworks = 127.0.0.0/8
@@ -164,13 +202,10 @@ smtpd_client_message_rate_limit = 60" bash bench/postfix_instance.sh start "$wor
 wait_port_v6() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/::1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 wait_port_v6 $PF_PORT
 pf_master=$(head -1 "$work/postfix/spool/pid/master.pid" | tr -d ' ')
-R[pf,alone,keep]=$(phase $PF_PORT --no-flood --good-mode keep)
-R[pf,alone,reconnect]=$(phase $PF_PORT --no-flood --good-mode reconnect)
-for v in a b c; do
-  case $v in a) mode=churn good=keep ;; b) mode=dribble good=keep ;; c) mode=churn good=reconnect ;; esac
+for rep in $(seq "$REPS"); do
   for pin_mode in pinned unpinned; do
-    if [ $pin_mode = pinned ]; then pin "$pf_master" 1; args=("${pinned_args[@]}"); else pin "$pf_master" 0,1; args=(); fi
-    R[pf,$v,$pin_mode]=$(phase $PF_PORT --flood-mode $mode --good-mode $good "${args[@]}")
+    if [ $pin_mode = pinned ]; then pin "$pf_master" 1; else pin "$pf_master" 0,1; fi
+    flood_round pf $PF_PORT $pin_mode "$rep" pf_phase
   done
 done
 bash bench/postfix_instance.sh stop "$work/postfix" >/dev/null 2>&1 || true
@@ -189,55 +224,57 @@ smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination, $po
 smtpd_end_of_data_restrictions = $policy" bash bench/postfix_instance.sh start "$work/postfix2" $PF_PORT >/dev/null
 wait_port_v6 $PF_PORT
 phase $PF_PORT --no-flood --good-mode keep >/dev/null
-R[pfp,alone,keep]=$(phase $PF_PORT --no-flood --good-mode keep)
-R[pfp,a,unpinned]=$(phase $PF_PORT --flood-mode churn --good-mode keep)
+record pfp alone_keep unpinned 1 "$(phase $PF_PORT --no-flood --good-mode keep)"
+record pfp a unpinned 1 "$(phase $PF_PORT --flood-mode churn --good-mode keep)"
 bash bench/postfix_instance.sh stop "$work/postfix2" >/dev/null 2>&1 || true
 stop_portcullis
 
-# portcullis with the blocklist in the kernel and escalation: the churning
-# flood, two phases back to back.
-start_portcullis "$BIN" "kernel_blocklist = true
-escalate_after = 16"
-phase $PC_PORT --no-flood --good-mode keep >/dev/null
-R[kern,1]=$(pc_flood --flood-mode churn --good-mode keep)
-R[kern,2]=$(pc_flood --flood-mode churn --good-mode keep)
-R[kern,blocks]=$(curl -s http://127.0.0.1:$HTTP_PORT/metrics | awk '/^portcullis_blocklist_entries / {print $2}')
-stop_portcullis
-
-ratio() { echo "$(field "$2" good_per_s) / ($(field "$1" good_per_s) + 0.000001)" | bc -l | xargs printf '%.2f'; }
-row() {
-  local name=$1 tag=$2 v=$3 pin_mode=$4 good=keep
-  [ $v = c ] && good=reconnect
-  local alone=${R[$tag,alone,$good]} flood=${R[$tag,$v,$pin_mode]}
-  local cpu=n/a
-  [ "$tag" = pc ] || [ "$tag" = base ] && cpu=$(field "$flood" server_cpu_us_per_refusal)
-  printf '| %s | (%s) %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$v" "$pin_mode" \
-    "$(field "$alone" good_per_s)" "$(field "$flood" good_per_s)" "$(ratio "$alone" "$flood")" \
-    "$(field "$flood" flood_accepted)" "$(field "$flood" flood_connected_per_s)" "$cpu"
-}
-echo "Flood: $FLOOD sessions, a fresh /64 of 2001:db8:1::/48 per connection; $SECS s per phase."
+echo "Flood: $FLOOD sessions, a fresh /64 of 2001:db8:1::/48 per connection; $SECS s per phase, $REPS rounds."
 echo "(a) churn, good sender keeps one session; (b) flood holds each connection 10 s, a line every 3 s;"
-echo "(c) churn, good sender opens a connection per message. Pinned: flood on CPU 0, server and good sender on CPU 1."
+echo "(c) churn, good sender opens a connection per message. Pinned: flood on CPU 0, server and good sender on CPU 1"
+echo "(the good sender alone is pinned the same way). Figures are medians over the rounds; the ratio is the"
+echo "median flooded rate over the median rate alone, with the lowest and highest per-round ratio beside it."
 echo
-echo '| server | variant | good msg/s alone | good msg/s under flood | ratio | flood messages accepted | flood connections completed/s | server CPU µs per refused connection |'
-echo '|---|---|---|---|---|---|---|---|'
-for v in a b c; do
-  for pin_mode in pinned unpinned; do
-    row portcullis pc $v $pin_mode
-    [ -n "${BASELINE_BIN:-}" ] && [ $v = a ] && row "portcullis (baseline build)" base $v $pin_mode
-    row "Postfix (anvil /64, good sender exempted)" pf $v $pin_mode
-  done
-done
-row "Postfix + portcullis policy service" pfp a unpinned
+python3 - "$results" <<'PY'
+import json, statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    tag, kind, pin, rep, js = line.split(" ", 4)
+    rows.setdefault((tag, kind, pin), []).append(json.loads(js))
+med = lambda xs: statistics.median(xs) if xs else float("nan")
+names = {"pc": "portcullis (defaults, user = nobody)", "pf": "Postfix (anvil /64, good sender exempted)",
+         "pfp": "Postfix + portcullis policy service"}
+print("| server | variant | good msg/s alone | good msg/s under flood | ratio (min-max) | flood messages accepted | flood connections completed/s | refused in user space | SYNs dropped in the kernel |")
+print("|---|---|---|---|---|---|---|---|---|")
+for v in "abc":
+    for pin in ("pinned", "unpinned"):
+        for tag in ("pc", "pf", "pfp"):
+            flood = rows.get((tag, v, pin))
+            alone = rows.get((tag, "alone_reconnect" if v == "c" else "alone_keep", pin))
+            if not flood or not alone:
+                continue
+            a = [r["good_per_s"] for r in alone]
+            f = [r["good_per_s"] for r in flood]
+            per_round = [x / y for x, y in zip(f, a) if y]
+            ratio = med(f) / med(a) if med(a) else float("nan")
+            spread = f"{min(per_round):.2f}-{max(per_round):.2f}" if per_round else "-"
+            user = med([r["server_refusals"] for r in flood]) if "server_refusals" in flood[0] else "n/a"
+            drops = med([r["kernel_drops"] for r in flood]) if "kernel_drops" in flood[0] else "n/a"
+            print(f"| {names[tag]} | ({v}) {pin} | {med(a):.0f} | {med(f):.0f} | **{ratio:.2f}** ({spread}) | "
+                  f"{med([r['flood_accepted'] for r in flood]):.0f} | {med([r['flood_connected_per_s'] for r in flood]):.1f} | {user} | {drops} |")
+us = rows.get(("pc", "userspace", "pinned"), [])
+if us:
+    print()
+    print("Refusals that reach user space (kernel_blocklist off, the flood's /48 blocked, flood alone, server on one CPU):")
+    for r in us:
+        print(f"  {r['server_refusals']} refusals, server CPU {r['server_cpu_us_per_refusal']} µs per refused connection, "
+              f"{r['flood_connected_per_s']} flood connections/s")
+    print(f"  median: **{med([r['server_cpu_us_per_refusal'] for r in us if r['server_cpu_us_per_refusal']]):.1f} µs** per refused connection")
+PY
 echo
-echo "Default pool's limit: 60 messages a minute (burst 60), i.e. at most $((60 + SECS)) flood messages per phase."
-echo "portcullis after the flood phases: RSS ${R[pc,rss]} KiB, ${R[pc,buckets]} rate buckets in state."
-echo
-echo "kernel_blocklist + escalate_after = 16, churning flood, two phases back to back:"
-for i in 1 2; do
-  echo "  phase $i: flood connections completed/s $(field "${R[kern,$i]}" flood_connected_per_s), flood messages accepted $(field "${R[kern,$i]}" flood_accepted), good msg/s $(field "${R[kern,$i]}" good_per_s), server refusals $(field "${R[kern,$i]}" server_refusals)"
-done
-echo "  blocklist entries at the end: ${R[kern,blocks]}"
+echo "Default pool's limit: 60 messages a minute (burst 60)."
+echo "portcullis after its flood phases: RSS $pc_rss KiB, $pc_buckets rate buckets in state;"
+echo "portcullis_kernel_dropped_packets_total at the end: $pc_kernel_metric."
 echo
 echo "raw:"
-for k in "${!R[@]}"; do echo "  $k ${R[$k]}"; done | sort
+sed 's/^/  /' "$results"

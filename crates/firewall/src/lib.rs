@@ -19,8 +19,10 @@ pub mod caps;
 use anyhow::{Context as _, bail};
 use portcullis_admission::BlockEntry;
 use portcullis_config::{Cidr, Config, KernelBlocklistMode, ListenerRole};
+use portcullis_metrics::{Counter, Metrics};
 use portcullis_state::Store;
 use std::io::Write as _;
+use std::sync::Arc;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use tracing::{info, warn};
@@ -28,6 +30,8 @@ use tracing::{info, warn};
 const TABLE: &str = "portcullis";
 /// A sync also runs this often, for changes a node may have missed.
 const RESYNC: Duration = Duration::from_secs(30);
+/// The drop counters are read this often for `/metrics`.
+const COUNT_EVERY: Duration = Duration::from_secs(10);
 
 /// Whether the kernel keeps the blocklist on this host, and why: what the
 /// start's log line says.
@@ -144,18 +148,30 @@ impl KernelBlocklist {
     }
 
     /// Follow the blocklist until the task is dropped, every change
-    /// applied by `nft`'s thread.
-    pub async fn run(self, store: Store, nft: Nft) {
+    /// applied by `nft`'s thread; the drop counters go to `metrics`.
+    pub async fn run(self, store: Store, nft: Nft, metrics: Arc<Metrics>) {
         let mut changes = store.blocklist_changes();
+        let mut counted = Dropped::default();
+        let mut count = tokio::time::interval(COUNT_EVERY);
+        let mut resync = tokio::time::interval(RESYNC);
+        let mut sync = true;
         loop {
-            let entries = store.blocklist().await;
-            let script = sync_script(&entries, portcullis_config::clock::now_secs());
-            if let Err(e) = nft.apply(script).await {
-                warn!(event = "kernel_blocklist_failed", error = %e);
+            if sync {
+                let entries = store.blocklist().await;
+                let script = sync_script(&entries, portcullis_config::clock::now_secs());
+                if let Err(e) = nft.apply(script).await {
+                    warn!(event = "kernel_blocklist_failed", error = %e);
+                }
             }
             tokio::select! {
-                r = changes.changed() => if r.is_err() { return },
-                () = tokio::time::sleep(RESYNC) => {}
+                r = changes.changed() => { if r.is_err() { return } sync = true }
+                _ = resync.tick() => sync = true,
+                _ = count.tick() => {
+                    sync = false;
+                    if let Ok(listing) = nft.list().await {
+                        counted.record(&dropped_packets(&listing), &metrics);
+                    }
+                }
             }
         }
     }
@@ -179,7 +195,7 @@ fn nft_present() -> bool {
 /// of the server loses all its capabilities; every `nft` is started here.
 #[derive(Clone)]
 pub struct Nft {
-    jobs: std::sync::mpsc::Sender<(String, tokio::sync::oneshot::Sender<anyhow::Result<()>>)>,
+    jobs: std::sync::mpsc::Sender<(Job, tokio::sync::oneshot::Sender<anyhow::Result<String>>)>,
 }
 
 impl Nft {
@@ -189,7 +205,7 @@ impl Nft {
         prepare: impl FnOnce() -> anyhow::Result<()> + Send + 'static,
     ) -> anyhow::Result<Nft> {
         let (ready_tx, ready) = std::sync::mpsc::channel();
-        let (jobs, queue) = std::sync::mpsc::channel::<(String, tokio::sync::oneshot::Sender<_>)>();
+        let (jobs, queue) = std::sync::mpsc::channel::<(Job, tokio::sync::oneshot::Sender<_>)>();
         std::thread::Builder::new()
             .name("nft".into())
             .spawn(move || {
@@ -198,8 +214,11 @@ impl Nft {
                 let _ = ready_tx.send(prepared);
                 if ok {
                     // Ends when the last `Nft` is dropped.
-                    for (script, reply) in queue {
-                        let _ = reply.send(nft(&script));
+                    for (job, reply) in queue {
+                        let _ = reply.send(match job {
+                            Job::Apply(script) => nft(&script).map(|()| String::new()),
+                            Job::List => nft_list(),
+                        });
                     }
                 }
             })
@@ -210,9 +229,18 @@ impl Nft {
 
     /// Run an nft script on the thread (one transaction).
     pub async fn apply(&self, script: String) -> anyhow::Result<()> {
+        self.run(Job::Apply(script)).await.map(drop)
+    }
+
+    /// The table as `nft list` shows it (its counters).
+    pub async fn list(&self) -> anyhow::Result<String> {
+        self.run(Job::List).await
+    }
+
+    async fn run(&self, job: Job) -> anyhow::Result<String> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.jobs
-            .send((script, reply))
+            .send((job, reply))
             .map_err(|_| anyhow::anyhow!("the nft thread has ended"))?;
         answer
             .await
@@ -222,6 +250,52 @@ impl Nft {
     /// Remove the table (the server is stopping).
     pub async fn remove_table(&self) {
         let _ = self.apply(format!("delete table inet {TABLE}\n")).await;
+    }
+}
+
+/// What the nft thread is asked to do.
+enum Job {
+    Apply(String),
+    List,
+}
+
+/// Packets the table's two drop rules counted, by family (`ipv4`,
+/// `ipv6`): from `nft list table`'s `counter packets N bytes M`, the
+/// IPv4 rule first as the table writes it.
+pub fn dropped_packets(listing: &str) -> [(&'static str, u64); 2] {
+    let mut counts = [("ipv4", 0), ("ipv6", 0)];
+    for line in listing.lines() {
+        let family = if line.contains("@blocked4") {
+            0
+        } else if line.contains("@blocked6") {
+            1
+        } else {
+            continue;
+        };
+        let packets = line
+            .split_whitespace()
+            .skip_while(|w| *w != "packets")
+            .nth(1)
+            .and_then(|n| n.parse().ok());
+        counts[family].1 = packets.unwrap_or(0);
+    }
+    counts
+}
+
+/// The counters last read, so `/metrics` gets what was added since.
+/// A counter that went back (the table was made again) starts over.
+#[derive(Default)]
+struct Dropped([u64; 2]);
+
+impl Dropped {
+    fn record(&mut self, now: &[(&'static str, u64); 2], metrics: &Metrics) {
+        for (i, (family, packets)) in now.iter().enumerate() {
+            let added = packets.checked_sub(self.0[i]).unwrap_or(*packets);
+            if added > 0 {
+                metrics.add(Counter::KernelDrops, &[("family", family)], added);
+            }
+            self.0[i] = *packets;
+        }
     }
 }
 
@@ -256,6 +330,19 @@ pub fn sync_script(entries: &[(Cidr, BlockEntry)], now: u64) -> String {
         }
     }
     script
+}
+
+/// `nft list table` of our table.
+fn nft_list() -> anyhow::Result<String> {
+    let out = Command::new("nft")
+        .args(["list", "table", "inet", TABLE])
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run nft")?;
+    if !out.status.success() {
+        bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Run an nft script (one transaction): Err with what nft said.
@@ -318,6 +405,34 @@ mod tests {
         });
         assert!(nft.is_ok());
         assert_eq!(on_thread.lock().unwrap().as_deref(), Some("nft"));
+    }
+
+    #[test]
+    fn the_drop_counters_are_read_per_family_and_added_once() {
+        let listing = |v4: u64, v6: u64| {
+            format!(
+                "table inet portcullis {{\n\tchain input {{\n\t\ttype filter hook input priority -10; policy accept;\n\
+                 \t\tip saddr @blocked4 tcp dport {{ 25 }} counter packets {v4} bytes 60 drop\n\
+                 \t\tip6 saddr @blocked6 tcp dport {{ 25 }} counter packets {v6} bytes 80 drop\n\t}}\n}}\n"
+            )
+        };
+        assert_eq!(
+            dropped_packets(&listing(3, 4051)),
+            [("ipv4", 3), ("ipv6", 4051)]
+        );
+        let metrics = Metrics::default();
+        let mut seen = Dropped::default();
+        seen.record(&dropped_packets(&listing(3, 4051)), &metrics);
+        seen.record(&dropped_packets(&listing(3, 5000)), &metrics);
+        // The table made again: its counters start at zero.
+        seen.record(&dropped_packets(&listing(0, 7)), &metrics);
+        let text = metrics.render(&[]);
+        let line = |family: &str| {
+            let label = format!("portcullis_kernel_dropped_packets_total{{family=\"{family}\"}} ");
+            text.lines().find(|l| l.starts_with(&label)).map(str::to_owned)
+        };
+        assert_eq!(line("ipv6").as_deref(), Some("portcullis_kernel_dropped_packets_total{family=\"ipv6\"} 5007"));
+        assert_eq!(line("ipv4").as_deref(), Some("portcullis_kernel_dropped_packets_total{family=\"ipv4\"} 3"));
     }
 
     fn entry(until: u64) -> BlockEntry {

@@ -35,6 +35,7 @@ pub enum Counter {
     ReportsReceived,
     AcmeOrders,
     RepeatBlocks,
+    KernelDrops,
     MilterRequests,
     MilterAnswers,
     MilterFailures,
@@ -64,6 +65,7 @@ impl Counter {
             Counter::ReportsReceived => "portcullis_reports_received_total",
             Counter::AcmeOrders => "portcullis_acme_orders_total",
             Counter::RepeatBlocks => "portcullis_repeat_blocks_total",
+            Counter::KernelDrops => "portcullis_kernel_dropped_packets_total",
             Counter::MilterRequests => "portcullis_milter_requests_total",
             Counter::MilterAnswers => "portcullis_milter_answers_total",
             Counter::MilterFailures => "portcullis_milter_failures_total",
@@ -116,6 +118,9 @@ impl Counter {
             }
             Counter::RepeatBlocks => {
                 "Ranges blocked briefly for coming back at once, again and again, while their pool was full."
+            }
+            Counter::KernelDrops => {
+                "Packets from blocked ranges the kernel dropped before accept (the nftables table's counters, read every 10 s), by family."
             }
             Counter::MilterRequests => {
                 "Milter commands that wait for an answer, by milter and step."

@@ -33,6 +33,11 @@ impl PolicyService {
         };
         let key = instance_key(r);
         let state = r.state();
+        if state == "MAIL" && r.get("sasl_username").is_some() {
+            // Postfix's client logged in: its range is kept out of
+            // escalation, as for our own submission listeners.
+            self.inbound.admission.logged_in(ip).await;
+        }
         if !self.has_instance(&key) {
             match self
                 .inbound

@@ -235,3 +235,17 @@ async fn without_a_mail_request_the_first_rcpt_draws_the_message() {
         "{second:?}"
     );
 }
+
+#[tokio::test]
+async fn a_postfix_sasl_login_keeps_its_range_out_of_escalation() {
+    let s = service(config(), TableChecks::default());
+    let prefix: portcullis_config::Cidr = "192.0.2.0/24".parse().unwrap();
+    let state = &s.inbound.admission.state;
+    assert_eq!(state.exemption_within(prefix).await, None);
+    let login = [("sender", "alice@local.test"), ("sasl_username", "alice")];
+    s.answer(&request("MAIL", "1", &login)).await;
+    assert_eq!(
+        state.exemption_within(prefix).await,
+        Some(portcullis_admission::Exemption::Authenticated)
+    );
+}

@@ -79,7 +79,11 @@ impl Driver {
                 session.refuse_early_talker();
             }
             Ok(_) => {
-                tokio::time::sleep(self.conn.greeting_delay()).await;
+                let delay = self.conn.greeting_delay();
+                // A zero sleep still waits for the timer's next tick (1 ms).
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
                 session.start();
             }
         }
@@ -122,6 +126,13 @@ impl Driver {
     /// this still catches bytes that arrived with the connection.
     async fn talks_first(&self, stream: &TcpStream) -> bool {
         let mut probe = [0u8; 1];
+        if self.pregreet_wait.is_zero() {
+            // Only what is there now: a zero timeout would still wait for
+            // the timer's next tick, a millisecond on every connection.
+            let mut buf = tokio::io::ReadBuf::new(&mut probe);
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            return matches!(stream.poll_peek(&mut cx, &mut buf), std::task::Poll::Ready(Ok(n)) if n > 0);
+        }
         matches!(timeout(self.pregreet_wait, stream.peek(&mut probe)).await, Ok(Ok(n)) if n > 0)
     }
 

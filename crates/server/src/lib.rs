@@ -194,7 +194,8 @@ impl Server {
                     privileges::drop_to(user.as_deref(), &data_dir, privileges::Keep::NetAdmin)
                 })?;
                 let state = ctx.inbound.admission.state.clone();
-                server.background.spawn(k.run(state, nft.clone()));
+                let metrics = ctx.metrics.clone();
+                server.background.spawn(k.run(state, nft.clone(), metrics));
                 server.nft = Some(nft);
             }
             None => privileges::drop_to(user.as_deref(), &data_dir, privileges::Keep::Nothing)?,

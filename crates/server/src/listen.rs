@@ -8,7 +8,7 @@ use crate::driver::Driver;
 use portcullis_config::{Listener, ListenerRole};
 use portcullis_metrics::{Counter, Outcome};
 use portcullis_pipeline::Connection;
-use portcullis_smtp::{Reply, Status};
+use portcullis_smtp::Reply;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,14 +62,10 @@ fn serve_connection(
         return;
     }
     let Ok(permit) = ctx.sessions.clone().try_acquire_owned() else {
-        let r = Reply::new(
-            421,
-            Status(4, 7, 0),
-            "Too many connections, try again later",
-        );
-        count_connection(ctx, listener.role, "refused_max_sessions");
-        info!(event = "refused", listener = listener.role.name(), peer = %peer, reason = "max_sessions");
-        return refuse(ctx, &stream, listener.role, &r);
+        let r = ctx.inbound.admission.refuse_busy(peer.ip());
+        count_connection(ctx, listener.role, r.cause.outcome());
+        ctx.refusals.note(&r, peer.ip());
+        return refuse(ctx, &stream, listener.role, &r.reply);
     };
     // Replies are small and each waits for the client: no Nagle delay.
     let _ = stream.set_nodelay(true);

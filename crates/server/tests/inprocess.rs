@@ -327,3 +327,22 @@ async fn a_blocked_client_is_refused_by_the_accept_loop_every_time() {
         .to_owned();
     assert!(refused.ends_with(" 100"), "{refused}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_past_max_sessions_is_told_421_and_counted() {
+    let s = start(|c| c.limits.max_sessions = 1).await;
+    let (_held, greeting) = Smtp::connect(s.smtp(Mx)).await;
+    assert_eq!(greeting.code, 220, "{greeting:?}");
+    for _ in 0..3 {
+        let (_, first) = Smtp::connect(s.smtp(Mx)).await;
+        assert_eq!(first.code, 421, "{first:?}");
+        assert!(first.text.contains("4.7.0 Too many connections"), "{first:?}");
+    }
+    let (_, metrics) = http(s.http(), "GET", "/metrics", None).await;
+    let refused = metrics
+        .lines()
+        .find(|l| l.contains("outcome=\"refused_max_sessions\""))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(refused.ends_with(" 3"), "{refused}");
+}

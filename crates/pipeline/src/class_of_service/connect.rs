@@ -56,6 +56,8 @@ pub enum RefusalCause {
     Class,
     /// The generic per-range limits of an unidentified range.
     Range,
+    /// The listener's `max_sessions`: the server is full.
+    MaxSessions,
 }
 
 impl RefusalCause {
@@ -65,6 +67,7 @@ impl RefusalCause {
             RefusalCause::Blocklist => "refused_blocklist",
             RefusalCause::Class => "refused_class",
             RefusalCause::Range => "refused_range",
+            RefusalCause::MaxSessions => "refused_max_sessions",
         }
     }
 }
@@ -93,6 +96,19 @@ impl ClassOfService {
     pub fn refuse_listed(&self, ip: IpAddr) -> Option<Refusal> {
         let (at, entry) = self.state.listed(ip).blocked?;
         Some(self.blocked(self.policy().range_of(ip), at, &entry))
+    }
+
+    /// The server is full (`max_sessions`): the refusal the accept loop
+    /// writes, counted and summed up in the refusal log like the others
+    /// rather than logged one line per connection (a flood fills the
+    /// sessions first).
+    pub fn refuse_busy(&self, ip: IpAddr) -> Refusal {
+        Refusal {
+            reply: Reply::new(421, Status(4, 7, 0), "Too many connections, try again later"),
+            cause: RefusalCause::MaxSessions,
+            class: "max_sessions".to_owned(),
+            range: self.policy().range_of(ip),
+        }
     }
 
     /// The connect stage for the policy service: the blocklist and the
