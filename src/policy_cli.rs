@@ -56,6 +56,8 @@ fn service(config: &Config) -> anyhow::Result<PolicyService> {
         admission: ClassOfService::new(config, state, metrics.clone())?,
         submission: Submission::new(config, metrics.clone())?,
         forwarding: Forwarding::new(config)?,
+        // The policy service never sees a message: no milters.
+        milters: portcullis_pipeline::Milters::new(&[], metrics.clone()),
         metrics,
         // The policy service never sees message content: no DMARC rows.
         dmarc_observations: None,
@@ -82,11 +84,12 @@ impl portcullis_pipeline::Intake for NoQueue {
         Box::pin(async { Err(portcullis_queue::SpoolError::Stopped) })
     }
 
-    fn enqueue_held(
-        &self,
+    fn enqueue_held<'a>(
+        &'a self,
         _: portcullis_queue::Envelope,
         _: Arc<Vec<u8>>,
-    ) -> portcullis_delivery::BoxFuture<'_, Result<(), portcullis_queue::SpoolError>> {
+        _: &'a str,
+    ) -> portcullis_delivery::BoxFuture<'a, Result<(), portcullis_queue::SpoolError>> {
         Box::pin(async { Err(portcullis_queue::SpoolError::Stopped) })
     }
 

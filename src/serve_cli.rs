@@ -21,6 +21,26 @@ pub fn check_config(source: &Source) -> anyhow::Result<()> {
         c.listeners.len(),
         c.local_domains.join(", ")
     );
+    check_milters(&c)?;
+    Ok(())
+}
+
+/// Connect to each milter and say what it negotiated; one that cannot be
+/// reached is reported, not an error of the config (it may start later).
+fn check_milters(c: &Config) -> anyhow::Result<()> {
+    if c.milters.is_empty() {
+        return Ok(());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    for m in &c.milters {
+        match rt.block_on(portcullis_milter::probe(m)) {
+            Ok(n) => println!("milter {} ({}): {n}", m.name, m.socket),
+            Err(e) => println!("milter {} ({}): cannot use it: {e}", m.name, m.socket),
+        }
+    }
     Ok(())
 }
 

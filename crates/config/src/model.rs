@@ -162,6 +162,8 @@ pub struct Config {
     pub reputation: ReputationRules,
     pub admission: Admission,
     pub rspamd: Option<Rspamd>,
+    /// Milters (`[[milter]]`), in the order every message passes them.
+    pub milters: Vec<crate::Milter>,
     pub forwarding: Forwarding,
     pub dmarc: DmarcSettings,
     pub reverse_dns: ReverseDns,
@@ -280,6 +282,7 @@ impl Config {
             reputation: ReputationRules::default(),
             admission: Admission::default(),
             rspamd: None,
+            milters: Vec::new(),
             forwarding: Forwarding::default(),
             dmarc: DmarcSettings::default(),
             reverse_dns: ReverseDns::default(),

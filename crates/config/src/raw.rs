@@ -21,6 +21,7 @@ use toml::Spanned;
 
 mod acme;
 mod dmarc;
+mod milter;
 mod state;
 use state::RawState;
 
@@ -64,6 +65,8 @@ pub(crate) struct RawConfig {
     autoconfig: Option<RawAutoconfig>,
     acme: Option<acme::RawAcme>,
     containment: Option<Spanned<crate::Containment>>,
+    #[serde(default)]
+    milter: Vec<milter::RawMilter>,
 }
 
 #[derive(Deserialize)]
@@ -343,8 +346,14 @@ impl RawConfig {
                 a.validate(base, around)
             })
             .transpose()?;
+        let milters = self
+            .milter
+            .into_iter()
+            .map(milter::RawMilter::validate)
+            .collect::<Result<_, _>>()?;
         Ok(Config {
             acme,
+            milters,
             user: self.user,
             lmtp,
             mta_sts,

@@ -450,3 +450,42 @@ fn kernel_blocklist_is_auto_unless_set_true_or_false() {
         assert!(msg.contains(r#"true, false or "auto""#), "{msg}");
     }
 }
+
+#[test]
+fn milters_keep_their_order_and_defaults() {
+    let c = parse_str(
+        "[[milter]]\nsocket = \"unix:/run/clamav/milter.sock\"\n\n[[milter]]\nname = \"dkim\"\nsocket = \"inet:[::1]:8891\"\nroles = [\"submission\"]\ntimeout_ms = 500\non_failure = \"accept\"\nskip = [\"body\"]\nmacros = { \"{x}\" = \"y\" }\n",
+    )
+    .unwrap();
+    let [first, second] = &c.milters[..] else {
+        panic!("two milters");
+    };
+    assert_eq!(first.name, "unix:/run/clamav/milter.sock");
+    assert_eq!(first.roles.len(), 3);
+    assert_eq!(first.on_failure, MilterFailure::Tempfail);
+    assert_eq!(first.timeout_ms, Milter::DEFAULT_TIMEOUT_MS);
+    assert_eq!(second.socket.to_string(), "inet:[::1]:8891");
+    assert_eq!(second.roles, [ListenerRole::Submission]);
+    assert_eq!(second.skip, [MilterStep::Body]);
+    assert_eq!(second.macros, [("{x}".to_owned(), "y".to_owned())]);
+}
+
+#[test]
+fn a_milter_socket_that_is_neither_unix_nor_inet_names_line_and_key() {
+    let (at, msg) = error_of("[[milter]]\nsocket = \"local:/x\"\n");
+    assert_eq!((at.line, at.key.as_str()), (2, "milter.socket"));
+    assert!(msg.contains("unix:/path or inet:host:port"), "{msg}");
+    let (at, _) = error_of("[[milter]]\nsocket = \"unix:relative\"\n");
+    assert_eq!(at.line, 2);
+    let (at, _) = error_of("[[milter]]\nsocket = \"inet:host\"\n");
+    assert_eq!(at.line, 2);
+}
+
+#[test]
+fn a_milter_for_the_policy_role_or_with_no_wait_is_refused() {
+    let (at, msg) = error_of("[[milter]]\nsocket = \"inet:h:1\"\nroles = [\"policy\"]\n");
+    assert_eq!((at.line, at.key.as_str()), (3, "milter.roles"));
+    assert!(msg.contains("SMTP listener roles"), "{msg}");
+    let (at, _) = error_of("[[milter]]\nsocket = \"inet:h:1\"\ntimeout_ms = 0\n");
+    assert_eq!((at.line, at.key.as_str()), (3, "milter.timeout_ms"));
+}

@@ -227,6 +227,8 @@ async fn queue_show(
     Ok(Json(json!({
         "envelope": m.message.envelope,
         "held": m.state == portcullis_queue::QueueState::Held,
+        // Why, when the hold says (a milter's quarantine).
+        "hold_reason": portcullis_queue::hold_reason(&spool(&ctx), &id),
         "state": m.state,
         "attempts": m.attempts,
         "waiting": status.map(|s| s.waiting).unwrap_or_default(),
@@ -575,5 +577,6 @@ async fn stats(_: Admin, State(ctx): State<Arc<Context>>) -> ApiResult {
             "recent": ctx.metrics.escalations(),
         },
         "tls_sessions": ctx.tls_reports.snapshot(),
+        "milters": ctx.metrics.milter_summary(),
     })))
 }

@@ -38,6 +38,10 @@ pub enum Counter {
     KernelDrops,
     ContainmentSignals,
     ContainmentActions,
+    MilterRequests,
+    MilterAnswers,
+    MilterFailures,
+    MilterMessages,
 }
 
 impl Counter {
@@ -66,6 +70,10 @@ impl Counter {
             Counter::KernelDrops => "portcullis_kernel_dropped_packets_total",
             Counter::ContainmentSignals => "portcullis_containment_signals_total",
             Counter::ContainmentActions => "portcullis_containment_actions_total",
+            Counter::MilterRequests => "portcullis_milter_requests_total",
+            Counter::MilterAnswers => "portcullis_milter_answers_total",
+            Counter::MilterFailures => "portcullis_milter_failures_total",
+            Counter::MilterMessages => "portcullis_milter_messages_total",
         }
     }
 
@@ -124,6 +132,18 @@ impl Counter {
             Counter::ContainmentActions => {
                 "Containment of accounts, by action (throttle, hold, release, deferred) and signal."
             }
+            Counter::MilterRequests => {
+                "Milter commands that wait for an answer, by milter and step."
+            }
+            Counter::MilterAnswers => {
+                "Milter answers by milter and kind (continue, accept, reject, tempfail, discard, replycode, quarantine, progress, skip and each modification)."
+            }
+            Counter::MilterMessages => {
+                "Messages accepted but not delivered because a milter said so, by outcome (discarded, quarantined: held in the queue)."
+            }
+            Counter::MilterFailures => {
+                "Milters that could not be used, by milter and reason (connect, timeout, protocol, busy)."
+            }
         }
     }
 }
@@ -131,9 +151,45 @@ impl Counter {
 /// A counter and its label values.
 type Series = (Counter, Vec<(&'static str, String)>);
 
+/// Latency histograms, one per name and label set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Histogram {
+    MilterLatency,
+}
+
+impl Histogram {
+    fn name(self) -> &'static str {
+        match self {
+            Histogram::MilterLatency => "portcullis_milter_latency_seconds",
+        }
+    }
+
+    fn help(self) -> &'static str {
+        match self {
+            Histogram::MilterLatency => {
+                "Time from a milter command to its final answer, by milter."
+            }
+        }
+    }
+
+    /// Upper bounds of the buckets, in seconds.
+    const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0];
+}
+
+/// One histogram's counts: per bucket (not cumulative), the sum, the count.
+#[derive(Default)]
+struct Buckets {
+    counts: [u64; Histogram::BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+type HistogramSeries = (Histogram, Vec<(&'static str, String)>);
+
 #[derive(Default)]
 pub struct Metrics {
     values: Mutex<BTreeMap<Series, u64>>,
+    histograms: Mutex<BTreeMap<HistogramSeries, Buckets>>,
     /// Per-minute outcomes for the dashboard's chart (the last hour).
     minutes: Mutex<std::collections::VecDeque<Minute>>,
     /// The latest failed AUTH attempts, for the dashboard.
@@ -308,9 +364,32 @@ impl Metrics {
         self.add(Counter::DnsCheckMicros, &[("check", check)], micros);
     }
 
+    /// One observation of a histogram.
+    pub fn observe(
+        &self,
+        h: Histogram,
+        labels: &[(&'static str, &str)],
+        took: std::time::Duration,
+    ) {
+        let key = (
+            h,
+            labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
+        );
+        let secs = took.as_secs_f64();
+        if let Ok(mut m) = self.histograms.lock() {
+            let b = m.entry(key).or_default();
+            if let Some(i) = Histogram::BUCKETS.iter().position(|le| secs <= *le) {
+                b.counts[i] += 1;
+            }
+            b.sum += secs;
+            b.count += 1;
+        }
+    }
+
     /// The text exposition format (version 0.0.4).
     pub fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
         let mut out = String::new();
+        self.render_histograms(&mut out);
         let Ok(m) = self.values.lock() else {
             return out;
         };
@@ -336,6 +415,82 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
         out
+    }
+}
+
+/// One milter's figures since start, for the dashboard.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct MilterSummary {
+    pub requests: u64,
+    /// Answers by kind (continue, accept, reject, ...).
+    pub answers: BTreeMap<String, u64>,
+    pub failures: u64,
+    /// Mean time to a final answer, milliseconds.
+    pub mean_latency_ms: f64,
+}
+
+impl Metrics {
+    /// Per milter: requests, answers by kind, failures, mean latency.
+    pub fn milter_summary(&self) -> BTreeMap<String, MilterSummary> {
+        let mut out: BTreeMap<String, MilterSummary> = BTreeMap::new();
+        let label = |labels: &[(&'static str, String)], k: &str| {
+            labels
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        if let Ok(m) = self.values.lock() {
+            for ((c, labels), v) in m.iter() {
+                let entry = || label(labels, "milter");
+                match c {
+                    Counter::MilterRequests => out.entry(entry()).or_default().requests += v,
+                    Counter::MilterFailures => out.entry(entry()).or_default().failures += v,
+                    Counter::MilterAnswers => {
+                        let s = out.entry(entry()).or_default();
+                        *s.answers.entry(label(labels, "kind")).or_default() += v;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Ok(h) = self.histograms.lock() {
+            for ((kind, labels), b) in h.iter() {
+                if *kind == Histogram::MilterLatency && b.count > 0 {
+                    let s = out.entry(label(labels, "milter")).or_default();
+                    s.mean_latency_ms = b.sum * 1000.0 / b.count as f64;
+                }
+            }
+        }
+        out
+    }
+
+    fn render_histograms(&self, out: &mut String) {
+        let Ok(m) = self.histograms.lock() else {
+            return;
+        };
+        let mut last = None;
+        for ((h, labels), b) in m.iter() {
+            if last != Some(*h) {
+                let name = h.name();
+                let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} histogram", h.help());
+                last = Some(*h);
+            }
+            let l: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\",", escape(v)))
+                .collect();
+            let l = l.concat();
+            let mut cumulative = 0;
+            for (le, n) in Histogram::BUCKETS.iter().zip(b.counts) {
+                cumulative += n;
+                let _ = writeln!(out, "{}_bucket{{{l}le=\"{le}\"}} {cumulative}", h.name());
+            }
+            let _ = writeln!(out, "{}_bucket{{{l}le=\"+Inf\"}} {}", h.name(), b.count);
+            let bare = l.trim_end_matches(',');
+            let _ = writeln!(out, "{}_sum{{{bare}}} {}", h.name(), b.sum);
+            let _ = writeln!(out, "{}_count{{{bare}}} {}", h.name(), b.count);
+        }
     }
 }
 
@@ -372,6 +527,39 @@ mod tests {
         assert_eq!(m.escalation_counts()["blocked"], 2);
         assert_eq!(m.escalation_counts()["exempt_known"], 1);
         assert_eq!(m.escalations()[0].prefix, "192.0.2.0/24");
+    }
+
+    #[test]
+    fn a_histogram_renders_cumulative_buckets_sum_and_count() {
+        let m = Metrics::default();
+        let l = [("milter", "clamav")];
+        m.observe(
+            Histogram::MilterLatency,
+            &l,
+            std::time::Duration::from_millis(2),
+        );
+        m.observe(
+            Histogram::MilterLatency,
+            &l,
+            std::time::Duration::from_secs(9),
+        );
+        let text = m.render(&[]);
+        let name = "portcullis_milter_latency_seconds";
+        assert!(
+            text.contains(&format!("# TYPE {name} histogram\n")),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            "{name}_bucket{{milter=\"clamav\",le=\"0.001\"}} 0\n"
+        )));
+        assert!(text.contains(&format!(
+            "{name}_bucket{{milter=\"clamav\",le=\"0.0025\"}} 1\n"
+        )));
+        assert!(text.contains(&format!("{name}_bucket{{milter=\"clamav\",le=\"5\"}} 1\n")));
+        assert!(text.contains(&format!(
+            "{name}_bucket{{milter=\"clamav\",le=\"+Inf\"}} 2\n"
+        )));
+        assert!(text.contains(&format!("{name}_count{{milter=\"clamav\"}} 2\n")));
     }
 
     #[test]

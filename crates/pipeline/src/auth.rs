@@ -9,6 +9,7 @@ use portcullis_smtp::Credentials;
 impl Connection {
     /// Goes on with the identity authenticated as.
     pub async fn authenticate(&mut self, c: Credentials) -> StageResult<String> {
+        self.auth_mechanism = c.mechanism;
         let inbound = &self.inbound;
         let state = &inbound.admission.state;
         let (outcome, slot) = inbound

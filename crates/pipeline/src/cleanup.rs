@@ -15,6 +15,9 @@ use portcullis_queue::{Bounce, Envelope, QueuedRecipient, StoredMessage};
 use portcullis_smtp::{Reply, Status};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The hold reason of a message whose account is on hold (containment).
+const ACCOUNT_HELD: &str = "its account is on hold (containment)";
 use tracing::{info, warn};
 
 impl Connection {
@@ -25,6 +28,13 @@ impl Connection {
         id: &str,
         msg: Message<'_>,
     ) -> StageResult<String> {
+        if msg.milter.discard {
+            // Accepted and dropped: the client hears 250, nothing is queued.
+            info!(session = %self.id, event = "discarded", id = %id, by = "milter");
+            let m = &self.inbound.metrics;
+            m.inc(Counter::MilterMessages, &[("outcome", "discarded")]);
+            return Ok(id.to_owned());
+        }
         let now = SystemTime::now();
         let received = portcullis_smtp::received_header(txn, &self.config.hostname, id, now);
         let headers = msg.accept.header_block();
@@ -33,6 +43,8 @@ impl Connection {
         data.extend_from_slice(headers.as_bytes());
         data.extend_from_slice(&msg.body);
         let mut envelope = envelope(txn, id, now, msg.accept.folder);
+        milter_envelope(&mut envelope, &msg.milter.envelope);
+        let hold = msg.milter.quarantine.as_deref();
         let mut copies = Vec::new();
         if let Origin::Received(found) = &msg.origin {
             let spf = &found.spf;
@@ -60,15 +72,19 @@ impl Connection {
         let data = Arc::new(data);
         let size = data.len();
         if !envelope.recipients.is_empty() {
-            let held = self.account_held(txn).await;
-            self.queue(envelope.clone(), data, held).await?;
+            let held = self.account_held(txn).await.then_some(ACCOUNT_HELD);
+            self.queue(envelope.clone(), data, hold.or(held)).await?;
+            if hold.is_some() {
+                let m = &self.inbound.metrics;
+                m.inc(Counter::MilterMessages, &[("outcome", "quarantined")]);
+            }
             if let Origin::Submitted { message_id } = &msg.origin {
                 self.log_submission(txn, &envelope, message_id, size, now);
                 self.count_submitted(txn, &envelope).await;
             }
         }
         for (copy, copy_data) in copies {
-            self.queue(copy, Arc::new(copy_data), false).await?;
+            self.queue(copy, Arc::new(copy_data), hold).await?;
         }
         if let Origin::Received(found) = &msg.origin {
             self.count_message(&found.domains, found.verdict).await;
@@ -111,23 +127,32 @@ impl Connection {
         c.observe(rules, account, "", &changes, now).await;
     }
 
-    /// Commit one envelope durably through the queue (`held`: kept out
-    /// of delivery from the start).
-    async fn queue(&self, envelope: Envelope, data: Arc<Vec<u8>>, held: bool) -> StageResult<()> {
+    /// Commit one envelope durably through the queue; on hold (a milter's
+    /// quarantine, an account on hold) when there is a reason.
+    async fn queue(
+        &self,
+        envelope: Envelope,
+        data: Arc<Vec<u8>>,
+        hold: Option<&str>,
+    ) -> StageResult<()> {
         let (id, from, recipients, size) = (
             envelope.id.clone(),
             envelope.sender.clone(),
             envelope.recipients.len(),
             data.len(),
         );
-        let queued = if held {
-            self.inbound.queue.enqueue_held(envelope, data).await
-        } else {
-            self.inbound.queue.enqueue(envelope, data).await
+        let queued = match hold {
+            Some(reason) => {
+                self.inbound
+                    .queue
+                    .enqueue_held(envelope, data, reason)
+                    .await
+            }
+            None => self.inbound.queue.enqueue(envelope, data).await,
         };
         match queued {
             Ok(()) => {
-                info!(session = %self.id, event = "queued", id = %id, from = %from, recipients, size, held);
+                info!(session = %self.id, event = "queued", id = %id, from = %from, recipients, size, held = hold);
                 Ok(())
             }
             Err(e) if e.is_storage_full() => {
@@ -321,6 +346,37 @@ fn envelope(txn: &Transaction, id: &str, now: SystemTime, folder: Option<String>
     }
 }
 
+/// The milters' envelope changes: the new sender, recipients deleted
+/// (compared without case), recipients added (filed like the others).
+fn milter_envelope(e: &mut Envelope, edits: &portcullis_milter::EnvelopeEdits) {
+    if edits.is_empty() {
+        return;
+    }
+    if let Some(sender) = &edits.sender {
+        e.sender.clone_from(sender);
+    }
+    e.recipients.retain(|r| {
+        !edits
+            .delete_recipients
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(&r.address))
+    });
+    let folder = e.recipients.first().and_then(|r| r.folder.clone());
+    for a in &edits.add_recipients {
+        if !e
+            .recipients
+            .iter()
+            .any(|r| r.address.eq_ignore_ascii_case(a))
+        {
+            e.recipients.push(QueuedRecipient {
+                address: a.clone(),
+                folder: folder.clone(),
+                ..QueuedRecipient::default()
+            });
+        }
+    }
+}
+
 /// RFC 3461 NOTIFY as the queue keeps it: the keywords, or NEVER.
 fn notify_keywords(n: portcullis_smtp::Notify) -> String {
     let mut v = Vec::new();
@@ -331,5 +387,34 @@ fn notify_keywords(n: portcullis_smtp::Notify) -> String {
         "NEVER".to_owned()
     } else {
         v.join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn milter_envelope_changes_replace_the_sender_and_recipients() {
+        let rcpt = |a: &str| QueuedRecipient {
+            address: a.to_owned(),
+            folder: Some("Junk".to_owned()),
+            ..QueuedRecipient::default()
+        };
+        let mut e = Envelope {
+            sender: "old@a.test".into(),
+            recipients: vec![rcpt("Kept@b.test"), rcpt("gone@b.test")],
+            ..Envelope::default()
+        };
+        let edits = portcullis_milter::EnvelopeEdits {
+            sender: Some(String::new()),
+            add_recipients: vec!["new@b.test".into(), "kept@b.test".into()],
+            delete_recipients: vec!["GONE@b.test".into()],
+        };
+        milter_envelope(&mut e, &edits);
+        assert_eq!(e.sender, "", "the null sender");
+        let addrs: Vec<&str> = e.recipients.iter().map(|r| r.address.as_str()).collect();
+        assert_eq!(addrs, ["Kept@b.test", "new@b.test"]);
+        assert_eq!(e.recipients[1].folder.as_deref(), Some("Junk"));
     }
 }

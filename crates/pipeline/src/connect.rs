@@ -37,6 +37,7 @@ impl Connection {
         self.inbound.metrics.dns_check("iprev", t0.elapsed());
         info!(session = %self.id, event = "iprev", result = iprev.as_str(), ptr = ptr.as_deref().unwrap_or(""));
         self.iprev = Some(iprev);
+        self.ptr = ptr.clone();
         let lists = &self.config.dns_lists;
         self.client_labels = dnslists::client(self.inbound.checks.as_ref(), lists, ip).await?;
         match checks::reverse_dns_refusal(&self.config.reverse_dns, iprev, ip) {

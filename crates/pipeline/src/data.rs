@@ -27,6 +27,9 @@ pub(crate) struct Message<'a> {
     /// The content to queue after them.
     pub body: Cow<'a, [u8]>,
     pub origin: Origin,
+    /// What the milters said beyond the content: envelope changes,
+    /// discard, quarantine.
+    pub milter: portcullis_milter::Outcome,
 }
 
 /// How the message came: submitted by an account, or received on port 25.
@@ -60,14 +63,36 @@ impl Connection {
         self.enqueue(&txn, &id, message).await
     }
 
-    async fn submitted<'a>(&self, txn: &'a Transaction, id: &str) -> StageResult<Message<'a>> {
+    /// Submitted: our checks and additions, then the milters over the
+    /// message with them, then the DKIM signature over what they left.
+    async fn submitted<'a>(&mut self, txn: &'a Transaction, id: &str) -> StageResult<Message<'a>> {
         let hostname = &self.config.hostname;
-        let (accept, message_id) = self.inbound.submission.prepare(txn, hostname, id)?;
+        let prepared = self.inbound.submission.prepare(txn, hostname, id)?;
         let scanned = self.scan_submitted(txn, id).await?;
+        let (body, milter) = if self.inbound.milters.is_empty() {
+            (Cow::Borrowed(&txn.body[..]), Default::default())
+        } else {
+            let mut content = prepared.added.clone().into_bytes();
+            content.extend_from_slice(&txn.body);
+            let mut milter = self.milter_message(txn, id, &content).await?;
+            let content = milter.data.take().unwrap_or(content);
+            // Our additions are now part of the content.
+            (Cow::Owned(content), milter)
+        };
+        let added = match &body {
+            Cow::Borrowed(_) => prepared.added,
+            Cow::Owned(_) => String::new(),
+        };
+        let mut signed = added.clone().into_bytes();
+        signed.extend_from_slice(&body);
+        let sigs = self.inbound.submission.sign(&prepared.domain, &signed);
         Ok(Message {
-            accept: accept.and(scanned),
-            body: Cow::Borrowed(&txn.body),
-            origin: Origin::Submitted { message_id },
+            accept: Accept::with_lines(vec![sigs + &added]).and(scanned),
+            body,
+            origin: Origin::Submitted {
+                message_id: prepared.message_id,
+            },
+            milter,
         })
     }
 
@@ -82,7 +107,7 @@ impl Connection {
         if !cfg.scan_submission {
             return Ok(Accept::default());
         }
-        let scan = self.rspamd(cfg, txn, id, Some(account)).await?;
+        let scan = self.rspamd(cfg, txn, id, Some(account), &txn.body).await?;
         if matches!(scan.action.as_str(), "reject" | "add header") {
             let now = now_secs();
             let strike = portcullis_containment::observe::spam_strike(id, now);
@@ -97,16 +122,21 @@ impl Connection {
         Ok(Accept::with_lines(vec![scan.headers()]))
     }
 
-    async fn received<'a>(&self, txn: &'a Transaction, id: &str) -> StageResult<Message<'a>> {
+    /// Received: authenticated as it came (DKIM verifies what the sender
+    /// signed), then the milters over it, then rspamd over what they left.
+    async fn received<'a>(&mut self, txn: &'a Transaction, id: &str) -> StageResult<Message<'a>> {
         let (authenticated, mut found) = self.authenticate_message(txn).await?;
         let body = portcullis_authn::strip_forged_results(&txn.body, &self.config.hostname);
         let admitted = self.admit_data(txn, &found.domains).await?;
-        let (scanned, verdict) = self.scan(txn, id, &found.domains).await?;
+        let mut milter = self.milter_message(txn, id, &body).await?;
+        let body = milter.data.take().unwrap_or(body);
+        let (scanned, verdict) = self.scan(txn, id, &found.domains, &body).await?;
         found.verdict = verdict;
         Ok(Message {
             accept: authenticated.and(admitted).and(scanned),
             body: Cow::Owned(body),
             origin: Origin::Received(Box::new(found)),
+            milter,
         })
     }
 
@@ -215,11 +245,12 @@ impl Connection {
         txn: &Transaction,
         id: &str,
         domains: &[String],
+        content: &[u8],
     ) -> StageResult<(Accept, Option<Verdict>)> {
         let Some(cfg) = &self.config.rspamd else {
             return Ok((Accept::default(), None));
         };
-        let scan = self.rspamd(cfg, txn, id, None).await?;
+        let scan = self.rspamd(cfg, txn, id, None, content).await?;
         if scan.rejects() && cfg.reject {
             self.count_message(domains, scan.verdict()).await;
             let text = format!("Message refused as spam (score {:.1})", scan.score);
@@ -235,6 +266,7 @@ impl Connection {
         txn: &Transaction,
         id: &str,
         user: Option<&str>,
+        content: &[u8],
     ) -> StageResult<rspamd::Scan> {
         let from = txn
             .mail_from
@@ -254,7 +286,7 @@ impl Connection {
             queue_id: id,
             user,
         };
-        match rspamd::check(cfg, &env, &txn.body).await {
+        match rspamd::check(cfg, &env, content).await {
             Ok(scan) => {
                 info!(session = %self.id, event = "rspamd", action = %scan.action, score = scan.score, user);
                 Ok(scan)

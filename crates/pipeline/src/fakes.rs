@@ -129,10 +129,11 @@ pub struct MemoryIntake {
     pub next: Mutex<u64>,
     /// Answer every enqueue with "disk full".
     pub full: bool,
+    /// Ids of messages on hold, with the reason (a milter's quarantine,
+    /// an account on hold).
+    pub held: Mutex<std::collections::BTreeMap<String, String>>,
     /// What was observed for DMARC aggregate reports.
     pub observed: Mutex<Vec<portcullis_dmarcrpt::Observation>>,
-    /// Ids of queued messages held (their account is on hold).
-    pub held: Mutex<HashSet<String>>,
 }
 
 impl crate::DmarcObservations for MemoryIntake {
@@ -168,12 +169,14 @@ impl Intake for MemoryIntake {
         Box::pin(async move { out })
     }
 
-    fn enqueue_held(
-        &self,
+    fn enqueue_held<'a>(
+        &'a self,
         envelope: Envelope,
         data: Arc<Vec<u8>>,
-    ) -> BoxFuture<'_, Result<(), SpoolError>> {
-        self.held.lock().unwrap().insert(envelope.id.clone());
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<(), SpoolError>> {
+        let held = (envelope.id.clone(), reason.to_owned());
+        self.held.lock().unwrap().extend([held]);
         self.enqueue(envelope, data)
     }
 
@@ -193,9 +196,9 @@ impl Intake for MemoryIntake {
             .into_iter()
             .filter(|id| {
                 if held {
-                    h.insert(id.clone())
+                    h.insert(id.clone(), "account on hold".into()).is_none()
                 } else {
-                    h.remove(id)
+                    h.remove(id).is_some()
                 }
             })
             .collect();
@@ -224,7 +227,7 @@ impl MemoryIntake {
             .map(|(e, _)| e.id.clone())
             .collect();
         let h = self.held.lock().unwrap();
-        let held = ids.iter().filter(|i| h.contains(*i)).cloned().collect();
+        let held = ids.iter().filter(|i| h.contains_key(*i)).cloned().collect();
         (ids, held)
     }
 }

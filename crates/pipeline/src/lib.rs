@@ -36,6 +36,7 @@ mod data;
 mod dnslists;
 pub mod forwarding;
 mod mail;
+mod milter;
 mod outcome;
 mod rcpt;
 mod reloading;
@@ -48,6 +49,7 @@ pub use class_of_service::{ClassOfService, Gate, Refusal, RefusalCause, RefusalL
 pub use containment::{AccountView, Containment, OutcomeListener};
 pub use forwarding::Forwarding;
 pub use outcome::{Accept, StageResult};
+pub use portcullis_milter::Milters;
 pub use services::{Checks, DmarcObservations, Intake};
 pub use submission::{AccountSession, Submission};
 
@@ -70,6 +72,8 @@ pub struct Inbound {
     pub dmarc_observations: Option<Arc<dyn DmarcObservations>>,
     /// Compromised accounts: signals, throttles, holds (issue 29).
     pub containment: Arc<Containment>,
+    /// The configured milters (`[[milter]]`), with their connection bounds.
+    pub milters: Arc<portcullis_milter::Milters>,
 }
 
 /// One connection's way in.
@@ -98,6 +102,12 @@ pub struct Connection {
     /// The account was put on hold during this connection: every
     /// further RCPT is deferred, and what is queued is held.
     held: bool,
+    /// The SASL mechanism of the last AUTH, for the milters.
+    auth_mechanism: &'static str,
+    /// The client's confirmed reverse name (port 25), for the milters.
+    ptr: Option<String>,
+    /// The milters' side of this connection, from its first MAIL FROM.
+    milter: Option<portcullis_milter::Session>,
 }
 
 /// What the way in learns at MAIL FROM (port 25) for the end of data.
@@ -137,6 +147,9 @@ impl Connection {
             unknown_users: 0,
             account: None,
             held: false,
+            auth_mechanism: "",
+            ptr: None,
+            milter: None,
         }
     }
 

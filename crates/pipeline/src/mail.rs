@@ -8,18 +8,21 @@
 use crate::{Accept, Connection, StageResult, Txn, checks, dnslists};
 use portcullis_authn::{AuthResult, SpfCheck};
 use portcullis_config::clock::now_secs;
-use portcullis_smtp::Mailbox;
+use portcullis_smtp::{MailParams, Mailbox, TlsInfo};
 use tracing::info;
 
 impl Connection {
     /// Goes on with what the new transaction carries to the end of data.
+    /// The milters (`milter.rs`) are asked once our own checks accept.
     pub async fn mail(
         &mut self,
         account: Option<&str>,
         helo: &str,
         from: Option<&Mailbox>,
+        params: &MailParams,
+        tls: Option<&TlsInfo>,
     ) -> StageResult<Txn> {
-        let result = match account {
+        let ours = match account {
             Some(account) => {
                 let state = &self.inbound.admission.state;
                 let submission = &self.inbound.submission;
@@ -30,6 +33,13 @@ impl Connection {
                 owned.map(|()| Txn::default())
             }
             None => self.mx_mail(helo, from).await,
+        };
+        let result = match ours {
+            Ok(txn) => self
+                .milter_mail(account, helo, from, params, tls)
+                .await
+                .map(|()| txn),
+            refused => refused,
         };
         let shown = from.map_or_else(|| "<>".to_owned(), |m| m.to_string());
         info!(session = %self.id, event = "mail", from = %shown, account, accepted = result.is_ok());

@@ -20,6 +20,10 @@ impl Connection {
             Some(account) => self.submitted_recipient(account, to).await,
             None => self.mx_recipient(txn, to).await,
         };
+        let result = match result {
+            Ok(()) => self.milter_rcpt(to).await,
+            refused => refused,
+        };
         if checks::is_user_unknown(&result) {
             self.unknown_users += 1;
             let range = self.inbound.admission.policy().range_of(self.peer.ip());

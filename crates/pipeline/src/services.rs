@@ -118,12 +118,13 @@ pub trait Intake: Send + Sync {
         envelope: Envelope,
         data: Arc<Vec<u8>>,
     ) -> BoxFuture<'_, Result<(), SpoolError>>;
-    /// Durable when Ok, and held from the start: its account is on hold.
-    fn enqueue_held(
-        &self,
+    /// Durable and on hold (a milter's quarantine) when Ok.
+    fn enqueue_held<'a>(
+        &'a self,
         envelope: Envelope,
         data: Arc<Vec<u8>>,
-    ) -> BoxFuture<'_, Result<(), SpoolError>>;
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<(), SpoolError>>;
     /// A failure report to the sender of `original` (never to `<>`).
     fn bounce<'a>(&'a self, original: &'a StoredMessage, failed: &'a [Bounce])
     -> BoxFuture<'a, ()>;
@@ -151,12 +152,13 @@ impl Intake for Queue {
         Box::pin(Queue::enqueue(self, envelope, data))
     }
 
-    fn enqueue_held(
-        &self,
+    fn enqueue_held<'a>(
+        &'a self,
         envelope: Envelope,
         data: Arc<Vec<u8>>,
-    ) -> BoxFuture<'_, Result<(), SpoolError>> {
-        Box::pin(Queue::enqueue_held(self, envelope, data))
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<(), SpoolError>> {
+        Box::pin(Queue::enqueue_held(self, envelope, data, reason))
     }
 
     fn bounce<'a>(

@@ -5,7 +5,7 @@
 
 use crate::reloading::Reloading;
 use crate::trace::{SubmissionLog, iso8601};
-use crate::{Accept, StageResult, Transaction, checks};
+use crate::{StageResult, Transaction, checks};
 use portcullis_accounts::{
     AccountStore, AuthGate, AuthThrottle, QuotaExceeded, QuotaLimits, RecipientQuota,
     ThrottleConfig, decide_auth_gate,
@@ -364,15 +364,15 @@ impl Submission {
     }
 
     /// End of data: every From: address must be owned, missing Date and
-    /// Message-ID are added (RFC 6409 §8.3, §8.4), and the message is
-    /// DKIM-signed for the From: domain when it has keys. Goes on with the
-    /// header lines to prepend, and the Message-ID for the log.
-    pub fn prepare(
+    /// Message-ID are added (RFC 6409 §8.3, §8.4). Goes on with what to
+    /// add and the domain that signs ([`Submission::sign`], after the
+    /// milters).
+    pub(crate) fn prepare(
         &self,
         txn: &Transaction,
         hostname: &str,
         queue_id: &str,
-    ) -> StageResult<(Accept, String)> {
+    ) -> StageResult<Prepared> {
         let account = txn.auth.as_deref().unwrap_or("");
         let headers = header_block(&txn.body);
         let parsed = mail_parser::MessageParser::new().parse_headers(headers);
@@ -418,13 +418,24 @@ impl Submission {
             }
         };
         let domain = from[0].rsplit_once('@').map_or("", |(_, d)| d);
-        let mut signed = add.clone().into_bytes();
-        signed.extend_from_slice(&txn.body);
-        match self.dkim_keys().sign(domain, &signed) {
-            Ok(sigs) => add.insert_str(0, &sigs),
-            Err(e) => warn!(event = "dkim_sign_failed", domain = %domain, error = %e),
+        Ok(Prepared {
+            added: add,
+            message_id,
+            domain: domain.to_owned(),
+        })
+    }
+
+    /// The DKIM signatures over the message as it will be queued (our
+    /// additions and the milters' changes included); none when signing
+    /// fails (logged).
+    pub fn sign(&self, domain: &str, message: &[u8]) -> String {
+        match self.dkim_keys().sign(domain, message) {
+            Ok(sigs) => sigs,
+            Err(e) => {
+                warn!(event = "dkim_sign_failed", domain = %domain, error = %e);
+                String::new()
+            }
         }
-        Ok((Accept::with_lines(vec![add]), message_id))
     }
 }
 
@@ -442,4 +453,13 @@ fn has_field(headers: &[u8], name: &str) -> bool {
             && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
             && line[name.len()] == b':'
     })
+}
+
+/// A submitted message as its checks let it through: the fields we add
+/// (Date, Message-ID where missing), its Message-ID, and the domain that
+/// signs it.
+pub(crate) struct Prepared {
+    pub added: String,
+    pub message_id: String,
+    pub domain: String,
 }

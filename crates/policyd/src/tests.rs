@@ -32,6 +32,7 @@ fn service(c: Config, checks: TableChecks) -> PolicyService {
         admission: ClassOfService::new(&c, state, metrics.clone()).unwrap(),
         submission: Submission::new(&c, metrics.clone()).unwrap(),
         forwarding: Forwarding::new(&c).unwrap(),
+        milters: portcullis_pipeline::Milters::new(&[], metrics.clone()),
         metrics,
         dmarc_observations: None,
     };

@@ -91,26 +91,6 @@ impl Queue {
         Ok(())
     }
 
-    /// Like [`Queue::enqueue`], but the message is held from the start
-    /// (its account is on hold): the mark is written before the
-    /// scheduler sees it, so no attempt can start first.
-    pub async fn enqueue_held(
-        &self,
-        envelope: Envelope,
-        data: Arc<Vec<u8>>,
-    ) -> Result<(), SpoolError> {
-        self.inner
-            .spool
-            .commit(envelope.clone(), data.clone())
-            .await?;
-        crate::spool::mark_held(self.inner.spool.dir(), &envelope.id, true)?;
-        self.send(Command::SubmitHeld(Job::new(StoredMessage {
-            envelope,
-            data,
-        })));
-        Ok(())
-    }
-
     /// Hold (or release) every queued message submitted by `account`
     /// (the envelope's authenticated user, compared without case): the
     /// ids it changed.
@@ -134,6 +114,32 @@ impl Queue {
         let (reply, rx) = oneshot::channel();
         self.send(Command::List(reply));
         rx.await.unwrap_or_default()
+    }
+
+    /// Into the queue on hold (a milter's quarantine): durable when this
+    /// returns Ok, and kept out of delivery until an operator releases
+    /// it. The mark, holding the reason, is written before the message,
+    /// so no crash can let it go out unheld.
+    pub async fn enqueue_held(
+        &self,
+        envelope: Envelope,
+        data: Arc<Vec<u8>>,
+        reason: &str,
+    ) -> Result<(), SpoolError> {
+        let dir = self.inner.spool.dir();
+        crate::spool::mark_held_because(dir, &envelope.id, reason)?;
+        let committed = self
+            .inner
+            .spool
+            .commit(envelope.clone(), data.clone())
+            .await;
+        if let Err(e) = committed {
+            let _ = crate::spool::mark_held(dir, &envelope.id, false);
+            return Err(e);
+        }
+        let job = Job::new(StoredMessage { envelope, data });
+        self.send(Command::SubmitHeld(job));
+        Ok(())
     }
 
     /// Retry every deferred message now.

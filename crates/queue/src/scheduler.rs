@@ -43,7 +43,7 @@ impl Job {
 
 pub(crate) enum Command {
     Submit(Job),
-    /// A new message that waits for the operator from the start.
+    /// A new message that waits on hold (quarantine) until released.
     SubmitHeld(Job),
     Flush,
     Hold {

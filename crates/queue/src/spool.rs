@@ -255,6 +255,28 @@ pub fn set_held(dir: &Path, id: &str, held: bool) -> Result<bool, SpoolError> {
     Ok(true)
 }
 
+/// Write the hold mark `hold/ID` holding why, durably.
+pub(crate) fn mark_held_because(dir: &Path, id: &str, reason: &str) -> Result<(), SpoolError> {
+    let hold_dir = dir.join("hold");
+    std::fs::create_dir_all(&hold_dir).map_err(|e| SpoolError::io(&hold_dir, e))?;
+    let marker = hold_dir.join(id);
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&marker)?;
+        f.write_all(reason.as_bytes())?;
+        f.sync_all()
+    };
+    write().map_err(|e| SpoolError::io(&marker, e))?;
+    recover::sync_dir(&hold_dir)?;
+    Ok(())
+}
+
+/// Why message `id` is held, when the hold says (a milter's quarantine).
+pub fn hold_reason(dir: &Path, id: &str) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("hold").join(id)).ok()?;
+    (!text.is_empty()).then_some(text)
+}
+
 /// Write or remove the hold mark `hold/ID`, durably.
 pub(crate) fn mark_held(dir: &Path, id: &str, held: bool) -> Result<(), SpoolError> {
     let hold_dir = dir.join("hold");

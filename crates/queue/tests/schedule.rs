@@ -403,6 +403,31 @@ async fn a_held_message_waits_for_its_release() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_message_queued_on_hold_is_never_tried_until_released() {
+    let w = world(
+        "held-at-enqueue",
+        Scripted::new(|_, _| delivered()),
+        schedule(),
+    );
+    let env = envelope(&w.queue, &["a@far.test"], now());
+    let id = env.id.clone();
+    let data = Arc::new(b"Subject: t\r\n\r\nbody\r\n".to_vec());
+    w.queue
+        .enqueue_held(env, data, "virus: EICAR")
+        .await
+        .unwrap();
+    assert_eq!(
+        portcullis_queue::hold_reason(&w.dir, &id).as_deref(),
+        Some("virus: EICAR")
+    );
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert!(w.courier.calls().is_empty(), "held from the start");
+    assert!(w.queue.set_held(&id, false).await.unwrap());
+    until(|| w.courier.calls().len() == 1).await;
+    assert_eq!(portcullis_queue::hold_reason(&w.dir, &id), None);
+}
+
+#[tokio::test(start_paused = true)]
 async fn settle_waits_for_the_attempt_under_way() {
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let courier = Arc::new(Scripted {

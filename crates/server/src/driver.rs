@@ -162,9 +162,13 @@ impl Driver {
                         let identity = self.conn.authenticate(c).await;
                         s.answer_auth(identity);
                     }
-                    Action::CheckMail { from, .. } => {
+                    Action::CheckMail { from, params } => {
                         let helo = s.helo_name().unwrap_or("");
-                        let txn = self.conn.mail(s.authenticated(), helo, from.as_ref()).await;
+                        let (account, tls) = (s.authenticated(), s.tls());
+                        let txn = self
+                            .conn
+                            .mail(account, helo, from.as_ref(), &params, tls)
+                            .await;
                         s.answer_mail(txn);
                     }
                     Action::CheckRcpt { to, .. } => {

@@ -227,6 +227,7 @@ fn inbound(
         admission: portcullis_pipeline::ClassOfService::new(config, state, metrics.clone())?,
         submission,
         forwarding: portcullis_pipeline::Forwarding::new(config)?,
+        milters: portcullis_milter::Milters::new(&config.milters, metrics.clone()),
         metrics,
         dmarc_observations: None,
     })

@@ -91,6 +91,8 @@ fn keep_what_needs_a_restart(old: &Config, new: Config) -> Config {
             "admission.kernel_blocklist",
             old.admission.kernel_blocklist != new.admission.kernel_blocklist,
         ),
+        // The milters and their connection bounds are made at start.
+        ("milter", old.milters != new.milters),
     ];
     for (key, changed) in differs {
         if changed {
@@ -108,6 +110,7 @@ fn keep_what_needs_a_restart(old: &Config, new: Config) -> Config {
         redis: old.redis.clone(),
         user: old.user.clone(),
         acme: old.acme.clone(),
+        milters: old.milters.clone(),
         limits: portcullis_config::Limits {
             max_sessions: old.limits.max_sessions,
             ..new.limits.clone()

@@ -256,6 +256,7 @@ async fn escalation_never_blocks_a_prefix_where_a_user_logged_in() {
     let login = portcullis_smtp::Credentials {
         username: "alice@local.test".into(),
         password: "a long password".into(),
+        mechanism: "PLAIN",
     };
     let outcome = msa.authenticate(login).await;
     assert!(outcome.is_ok(), "logged in");
@@ -270,6 +271,7 @@ async fn a_failed_login_exempts_nothing() {
     let login = portcullis_smtp::Credentials {
         username: "alice@local.test".into(),
         password: "a guess".into(),
+        mechanism: "PLAIN",
     };
     let _ = msa.authenticate(login).await;
     assert!(flood_2001_db8_1(&w).await.0, "blocked");

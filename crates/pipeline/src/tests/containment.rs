@@ -40,7 +40,7 @@ async fn unknown_local_recipients_hold_the_account_and_its_message_is_queued_hel
     let r = reply(c.data(txn).await);
     assert_eq!(r.code, 250, "queued, never refused: {r}");
     let (env, _) = &w.queued()[0];
-    assert!(w.intake.held.lock().unwrap().contains(&env.id), "held");
+    assert!(w.intake.held.lock().unwrap().contains_key(&env.id), "held");
     // A new transaction, on this connection or another, waits too.
     let r = open(&mut w.submission(), ALICE, ALICE).await.unwrap_err();
     assert_eq!((r.code, r.status), (451, Some(Status(4, 7, 1))));

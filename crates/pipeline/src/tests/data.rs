@@ -48,7 +48,15 @@ async fn a_new_transaction_forgets_the_sender_labels_of_the_last_one() {
     let w = world_with(c, checks, MemoryIntake::default());
     let mut conn = w.mx().await;
     // MAIL from a listed domain, abandoned (RSET); then a clean message.
-    let _ = conn.mail(None, "h", Some(&mailbox("a@listed.test"))).await;
+    let _ = conn
+        .mail(
+            None,
+            "h",
+            Some(&mailbox("a@listed.test")),
+            &Default::default(),
+            None,
+        )
+        .await;
     send(&mut conn, Some("b@clean.test"), &["u@local.test"], BODY).await;
     let data = &w.queued()[0].1;
     assert!(!data.contains("X-DNSBL"), "{data}");

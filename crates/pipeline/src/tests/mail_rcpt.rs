@@ -62,7 +62,13 @@ async fn the_accepted_sender_carries_its_spf_result_and_list_lines_to_the_end_of
     let found = w
         .mx()
         .await
-        .mail(None, "h", Some(&mailbox("a@listed.test")))
+        .mail(
+            None,
+            "h",
+            Some(&mailbox("a@listed.test")),
+            &Default::default(),
+            None,
+        )
         .await
         .expect("accepted");
     assert_eq!(

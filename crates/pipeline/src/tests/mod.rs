@@ -75,6 +75,7 @@ pub(crate) fn world_with(config: Config, checks: TableChecks, intake: MemoryInta
         admission: ClassOfService::new(&config, state, metrics.clone()).unwrap(),
         submission: Submission::new(&config, metrics.clone()).unwrap(),
         forwarding: Forwarding::new(&config).unwrap(),
+        milters: portcullis_milter::Milters::new(&config.milters, metrics.clone()),
         metrics,
         dmarc_observations: Some(intake.clone()),
     };
@@ -189,7 +190,13 @@ pub(crate) async fn open(
 ) -> StageResult<crate::Transaction> {
     let mut txn = transaction(from, &[], "");
     txn.findings = c
-        .mail(account, &txn.helo, from.map(mailbox).as_ref())
+        .mail(
+            account,
+            &txn.helo,
+            from.map(mailbox).as_ref(),
+            &Default::default(),
+            None,
+        )
         .await?;
     txn.auth = account.map(str::to_owned);
     Ok(txn)

@@ -16,6 +16,8 @@ pub(super) const AUTH_LINE: usize = 12288;
 pub struct Credentials {
     pub username: String,
     pub password: String,
+    /// The SASL mechanism used (`PLAIN`, `LOGIN`), for milters' `{auth_type}`.
+    pub mechanism: &'static str,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -117,6 +119,7 @@ impl<X> Session<X> {
             AuthStage::LoginPassword(username) => self.authenticate(Credentials {
                 username,
                 password: text,
+                mechanism: "LOGIN",
             }),
         }
     }
@@ -171,5 +174,6 @@ fn plain(text: &str) -> Option<Credentials> {
     Some(Credentials {
         username: user.to_owned(),
         password: pass.to_owned(),
+        mechanism: "PLAIN",
     })
 }

@@ -540,6 +540,7 @@ fn credentials_debug_hides_the_password() {
     let c = Credentials {
         username: "u".into(),
         password: "hunter2".into(),
+        mechanism: "PLAIN",
     };
     assert!(!format!("{c:?}").contains("hunter2"));
 }
