@@ -35,6 +35,7 @@ pub enum Counter {
     ReportsReceived,
     AcmeOrders,
     RepeatBlocks,
+    DeliveryReplies,
 }
 
 impl Counter {
@@ -60,6 +61,7 @@ impl Counter {
             Counter::ReportsReceived => "portcullis_reports_received_total",
             Counter::AcmeOrders => "portcullis_acme_orders_total",
             Counter::RepeatBlocks => "portcullis_repeat_blocks_total",
+            Counter::DeliveryReplies => "portcullis_delivery_replies_total",
         }
     }
 
@@ -108,6 +110,9 @@ impl Counter {
             }
             Counter::RepeatBlocks => {
                 "Ranges blocked briefly for coming back at once, again and again, while their pool was full."
+            }
+            Counter::DeliveryReplies => {
+                "Recipients not delivered in an attempt, by reply class (rate_limited, reputation_block, auth_required, tls_required, mailbox_unknown, mailbox_full, spam_refused, network, other) and result (deferred, failed)."
             }
         }
     }

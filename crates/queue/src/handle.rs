@@ -18,6 +18,22 @@ pub struct QueueSettings {
     pub schedule: Schedule,
     /// Messages being delivered at once; the rest wait their turn.
     pub max_active: usize,
+    /// Where remote "no such mailbox" answers put the address, if
+    /// anywhere.
+    pub suppression: Option<Suppressing>,
+}
+
+/// The suppression list and how long an address stays on it.
+#[derive(Clone)]
+pub struct Suppressing {
+    pub days: u32,
+    pub store: Arc<dyn portcullis_shaping::SuppressionStore>,
+}
+
+impl std::fmt::Debug for Suppressing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Suppressing {{ days: {} }}", self.days)
+    }
 }
 
 /// Handle to the queue. Cheap to clone.

@@ -127,6 +127,7 @@ impl Scheduler {
                 schedule: settings.schedule,
                 metrics,
                 clock: attempt::QueueClock::new(),
+                suppression: settings.suppression,
             }),
             ready: VecDeque::new(),
             waiting: BTreeMap::new(),

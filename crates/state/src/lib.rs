@@ -25,6 +25,7 @@ mod lease;
 mod redis;
 mod scripts;
 mod snapshot;
+mod suppression;
 
 pub use decision::{Admitted, Claim, Outcome, Slot, SlotClaim};
 pub use housekeeping::maintain;
@@ -77,6 +78,9 @@ pub struct Store {
     /// Bumped whenever the blocklist changes, here or (with Redis) on any
     /// node: what mirrors of it (the kernel's set) wait on.
     changes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// The suppression list: the embedded backend's own, and the answer
+    /// while Redis does not give one.
+    suppression: suppression::LocalList,
 }
 
 impl Store {
@@ -97,6 +101,10 @@ impl Store {
             }
             _ => None,
         };
+        let suppression = match snapshot {
+            Some(_) => suppression::LocalList::load(suppression::list_path(&config.data_dir))?,
+            None => suppression::LocalList::default(),
+        };
         Ok(Store {
             local: Arc::new(Mutex::new(local)),
             redis,
@@ -104,6 +112,7 @@ impl Store {
             rules: config.reputation.clone(),
             snapshot,
             changes: Arc::default(),
+            suppression,
         })
     }
 
@@ -117,6 +126,7 @@ impl Store {
             rules,
             snapshot: None,
             changes: Arc::default(),
+            suppression: suppression::LocalList::default(),
         }
     }
 
