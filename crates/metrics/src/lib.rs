@@ -329,6 +329,20 @@ impl Metrics {
     }
 }
 
+/// One gauge with labels, one line per series, in the exposition format
+/// (for values another room keeps, such as the outbound sites').
+pub fn labeled_gauge(name: &str, help: &str, series: &[(Vec<(&str, String)>, u64)]) -> String {
+    let mut out = format!("# HELP {name} {help}\n# TYPE {name} gauge\n");
+    for (labels, v) in series {
+        let l: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+            .collect();
+        let _ = writeln!(out, "{name}{{{}}} {v}", l.join(","));
+    }
+    out
+}
+
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")

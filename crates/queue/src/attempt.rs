@@ -269,6 +269,7 @@ async fn defer(a: &Attempts, mut job: Job, r: Results) -> Ended {
         warn!(event = "status_write_failed", id = %id, error = %e);
     }
     let why = r.retry[0].2.clone();
+    job.reason = Some(why.clone());
     if !r.tried {
         info!(event = "held_by_site", id = %id, delay_ms = after.as_millis() as u64, reason = %why);
         return Ended::Retry {

@@ -166,6 +166,7 @@ fn world(name: &str, courier: Arc<Scripted>, schedule: Schedule) -> World {
         hostname: "mx.test".into(),
         schedule,
         max_active: 8,
+        suppression: None,
     };
     let metrics = Arc::new(Metrics::default());
     let (queue, _task) = Queue::start(spool, pending, courier.clone(), settings, metrics.clone());
