@@ -15,12 +15,14 @@ mod result;
 mod rotation;
 mod rotation_task;
 pub mod spf;
+mod sending;
 
 pub use dmarc::{DmarcEvaluation, DmarcRecord, Mechanism, parse_record as parse_dmarc_record};
 pub use lists::{DomainRating, Listing, RatingAnswer, dnsbl_query, parse_rating};
 /// An SPF result as mail-auth's Authentication-Results writer takes it.
 pub use mail_auth::SpfOutput;
 pub use offline::TxtRecords;
+pub use sending::SourceCheck;
 pub use psl::{SuffixList, SuffixListError};
 
 pub use inbound::{

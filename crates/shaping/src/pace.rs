@@ -13,7 +13,7 @@
 
 use crate::classify::{Action, ReplyClass};
 use crate::site::SiteLimits;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
 const MINUTE: u64 = 60_000;
@@ -58,7 +58,7 @@ pub enum Admit {
 }
 
 /// One remembered answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Answered {
     pub at: u64,
     pub class: ReplyClass,
@@ -94,7 +94,7 @@ pub struct SiteState {
 }
 
 /// A site as the operator sees it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SiteView {
     pub name: String,
     pub limits: SiteLimits,

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 /// What one site may take from us.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SiteLimits {
     /// Connections open to the site at once.
     pub max_connections: u32,
