@@ -121,11 +121,7 @@ pub fn delivery(action: DeliveryAction, config: &Config) -> anyhow::Result<()> {
                 };
                 println!(
                     "{}  connections {}/{}  rate {}/min  deferred {}{paused}",
-                    s.name,
-                    s.connections,
-                    s.limits.max_connections,
-                    s.rate_per_minute,
-                    s.deferred
+                    s.name, s.connections, s.limits.max_connections, s.rate_per_minute, s.deferred
                 );
             }
             println!("{} site(s)", sites.len());
@@ -158,14 +154,19 @@ async fn check(config: &Config) -> anyhow::Result<usize> {
     }
     let helo = d.helo_name.as_deref().unwrap_or(&config.hostname);
     let domains = config.local_domains.clone();
-    let verifier = portcullis_server::verifier(config, &config.dns_nameservers, config.dns_timeout)?;
+    let verifier =
+        portcullis_server::verifier(config, &config.dns_nameservers, config.dns_timeout)?;
     let now = portcullis_config::clock::now_secs();
     let mut problems = 0;
     for ip in sources {
         let c = verifier.check_source(ip, helo, &domains, now).await;
         let found = c.problems(helo);
         if found.is_empty() {
-            println!("{ip}: ok (reverse name {}, SPF passes for {})", c.name.as_deref().unwrap_or("-"), domains.join(", "));
+            println!(
+                "{ip}: ok (reverse name {}, SPF passes for {})",
+                c.name.as_deref().unwrap_or("-"),
+                domains.join(", ")
+            );
         }
         for p in &found {
             println!("{p}");

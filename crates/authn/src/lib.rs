@@ -14,16 +14,16 @@ mod psl;
 mod result;
 mod rotation;
 mod rotation_task;
-pub mod spf;
 mod sending;
+pub mod spf;
 
 pub use dmarc::{DmarcEvaluation, DmarcRecord, Mechanism, parse_record as parse_dmarc_record};
 pub use lists::{DomainRating, Listing, RatingAnswer, dnsbl_query, parse_rating};
 /// An SPF result as mail-auth's Authentication-Results writer takes it.
 pub use mail_auth::SpfOutput;
 pub use offline::TxtRecords;
-pub use sending::SourceCheck;
 pub use psl::{SuffixList, SuffixListError};
+pub use sending::SourceCheck;
 
 pub use inbound::{
     AuthResult, DmarcPolicy, MessageResults, ResolverError, SpfCheck, Verifier,

@@ -81,7 +81,11 @@ mod tests {
     fn check(name: Option<&str>, spf: AuthResult) -> SourceCheck {
         SourceCheck {
             ip: "2001:db8::25".parse().unwrap(),
-            iprev: if name.is_some() { AuthResult::Pass } else { AuthResult::Fail },
+            iprev: if name.is_some() {
+                AuthResult::Pass
+            } else {
+                AuthResult::Fail
+            },
             name: name.map(str::to_owned),
             spf: vec![("example.test".into(), spf)],
         }
@@ -89,14 +93,22 @@ mod tests {
 
     #[test]
     fn a_confirmed_name_matching_helo_and_spf_pass_need_nothing() {
-        assert!(check(Some("mx.example.test"), AuthResult::Pass).problems("mx.example.test").is_empty());
+        assert!(
+            check(Some("mx.example.test"), AuthResult::Pass)
+                .problems("mx.example.test")
+                .is_empty()
+        );
     }
 
     #[test]
     fn a_missing_ptr_and_an_uncovered_address_are_each_named_with_the_fix() {
         let p = check(None, AuthResult::SoftFail).problems("mx.example.test");
         assert_eq!(p.len(), 2, "{p:?}");
-        assert!(p[0].contains("publish a PTR record naming mx.example.test and an AAAA record"), "{}", p[0]);
+        assert!(
+            p[0].contains("publish a PTR record naming mx.example.test and an AAAA record"),
+            "{}",
+            p[0]
+        );
         assert!(p[1].contains("add ip6:2001:db8::25"), "{}", p[1]);
     }
 

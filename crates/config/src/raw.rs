@@ -538,10 +538,17 @@ fn checked_delivery(d: Spanned<Delivery>) -> Result<Delivery, Invalid> {
             return Err((at, format!("reply_rule {}: {e}", i + 1)));
         }
     }
-    if let Some(s) = d.site.iter().find(|s| s.name.is_empty() || s.max_connections == Some(0)) {
+    if let Some(s) = d
+        .site
+        .iter()
+        .find(|s| s.name.is_empty() || s.max_connections == Some(0))
+    {
         return Err((
             at,
-            format!("site {:?}: a site needs a name and at least one connection", s.name),
+            format!(
+                "site {:?}: a site needs a name and at least one connection",
+                s.name
+            ),
         ));
     }
     if d.site_pause_secs < 60 || d.site_max_pause_secs < d.site_pause_secs {

@@ -227,7 +227,9 @@ impl Control {
                 json!({ "loaded": held })
             }
             Request::Run { job } => self.run(job).await?,
-            Request::SuppressionList => to_value(self.state.suppressions().await).unwrap_or_default(),
+            Request::SuppressionList => {
+                to_value(self.state.suppressions().await).unwrap_or_default()
+            }
             Request::SuppressionShow { address } => {
                 to_value(self.suppression(&address).await?).unwrap_or_default()
             }

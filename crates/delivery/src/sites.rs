@@ -158,7 +158,9 @@ impl SiteGate {
     pub fn paused_until(&self, site: &str) -> Option<u64> {
         let now = now_ms();
         let states = self.states();
-        states.get(site).and_then(|(s, _)| s.paused(now).map(|p| p.0))
+        states
+            .get(site)
+            .and_then(|(s, _)| s.paused(now).map(|p| p.0))
     }
 
     /// Every site this node knows, for `/metrics`, the admin API and the

@@ -149,20 +149,28 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
 fn site_gauges(sites: &[portcullis_shaping::SiteView]) -> String {
     use portcullis_metrics::labeled_gauge;
     let now = portcullis_config::clock::now_secs();
-    let each = |f: &dyn Fn(&portcullis_shaping::SiteView) -> u64| -> Vec<(Vec<(&str, String)>, u64)> {
-        sites
-            .iter()
-            .map(|s| (vec![("site", s.name.clone())], f(s)))
-            .collect()
-    };
+    let each =
+        |f: &dyn Fn(&portcullis_shaping::SiteView) -> u64| -> Vec<(Vec<(&str, String)>, u64)> {
+            sites
+                .iter()
+                .map(|s| (vec![("site", s.name.clone())], f(s)))
+                .collect()
+        };
     let mut last = Vec::new();
     for s in sites {
         let mut classes: Vec<&str> = s.last_answers.iter().map(|a| a.class.name()).collect();
         classes.sort_unstable();
         classes.dedup();
         for c in classes {
-            let n = s.last_answers.iter().filter(|a| a.class.name() == c).count();
-            last.push((vec![("site", s.name.clone()), ("class", c.to_owned())], n as u64));
+            let n = s
+                .last_answers
+                .iter()
+                .filter(|a| a.class.name() == c)
+                .count();
+            last.push((
+                vec![("site", s.name.clone()), ("class", c.to_owned())],
+                n as u64,
+            ));
         }
     }
     [

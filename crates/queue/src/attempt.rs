@@ -189,7 +189,13 @@ async fn record_outcome(
     let remote_reply = ans.code.map(|_| ans.text.as_str());
     let now = a.clock.now_secs();
     if let Some(entry) = portcullis_shaping::suppression_for(
-        &r.address, ans.class, ans.action, remote_reply, now, s.days, id,
+        &r.address,
+        ans.class,
+        ans.action,
+        remote_reply,
+        now,
+        s.days,
+        id,
     ) {
         info!(event = "suppressed", id = %id, to = %entry.address, until = entry.until, reply = %entry.reply);
         s.store.suppress(entry).await;

@@ -176,7 +176,9 @@ mod tests {
         assert!(text.contains(
             "Final-Recipient: rfc822; nobody@local.test\r\nAction: failed\r\nStatus: 5.1.1\r\n"
         ));
-        assert!(text.contains("Diagnostic-Code: smtp; 550 5.1.1 User unknown\r\nX-Reply-Class: mailbox_unknown\r\n"));
+        assert!(text.contains(
+            "Diagnostic-Code: smtp; 550 5.1.1 User unknown\r\nX-Reply-Class: mailbox_unknown\r\n"
+        ));
         assert!(text.contains("Content-Type: text/rfc822-headers\r\n\r\nSubject: hi\r\n"));
         assert!(
             !text.contains("secret body"),

@@ -89,7 +89,10 @@ impl Queue {
             .spool
             .commit(envelope.clone(), data.clone())
             .await?;
-        self.send(Command::Submit(Job::new(StoredMessage { envelope, data })));
+        self.send(Command::Submit(Box::new(Job::new(StoredMessage {
+            envelope,
+            data,
+        }))));
         Ok(())
     }
 

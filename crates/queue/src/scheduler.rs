@@ -46,7 +46,7 @@ impl Job {
 }
 
 pub(crate) enum Command {
-    Submit(Job),
+    Submit(Box<Job>),
     Flush,
     Hold {
         id: String,
@@ -193,7 +193,7 @@ impl Scheduler {
 
     fn command(&mut self, c: Command) {
         match c {
-            Command::Submit(job) => self.ready.push_back(job),
+            Command::Submit(job) => self.ready.push_back(*job),
             Command::Flush => {
                 info!(event = "queue_flush");
                 let due = std::mem::take(&mut self.waiting);

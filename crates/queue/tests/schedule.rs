@@ -506,7 +506,10 @@ fn epoch_ms() -> u64 {
 fn held_by_site(for_ms: u64) -> RcptOutcome {
     RcptOutcome::Temporary(Answer {
         retry_at: Some(epoch_ms() + for_ms),
-        ..Answer::new(Status(4, 4, 5), "site google paused until 12:04 after 421 4.7.28")
+        ..Answer::new(
+            Status(4, 4, 5),
+            "site google paused until 12:04 after 421 4.7.28",
+        )
     })
 }
 
@@ -514,7 +517,13 @@ fn held_by_site(for_ms: u64) -> RcptOutcome {
 async fn a_message_held_back_by_its_site_returns_when_the_site_asks_and_counts_no_attempt() {
     let w = world(
         "held",
-        Scripted::new(|_, n| if n < 2 { held_by_site(5_000) } else { delivered() }),
+        Scripted::new(|_, n| {
+            if n < 2 {
+                held_by_site(5_000)
+            } else {
+                delivered()
+            }
+        }),
         schedule(),
     );
     send(&w, &["a@far.test"]).await;
@@ -525,7 +534,12 @@ async fn a_message_held_back_by_its_site_returns_when_the_site_asks_and_counts_n
         assert!((4_000..=6_000).contains(&gap), "gap {gap} ms");
     }
     until(|| w.queue.spool().live_count() == 0).await;
-    let deferred: u64 = w.metrics.minutes(now() + 60).iter().map(|m| m.deferred).sum();
+    let deferred: u64 = w
+        .metrics
+        .minutes(now() + 60)
+        .iter()
+        .map(|m| m.deferred)
+        .sum();
     assert_eq!(deferred, 0, "no deferred delivery counted");
 }
 
@@ -541,13 +555,19 @@ async fn the_live_queue_says_why_a_message_waits() {
     let mut reason = None;
     for _ in 0..100 {
         let list = w.queue.list().await;
-        reason = list.iter().find(|m| m.message.envelope.id == id).and_then(|m| m.reason.clone());
+        reason = list
+            .iter()
+            .find(|m| m.message.envelope.id == id)
+            .and_then(|m| m.reason.clone());
         if reason.is_some() {
             break;
         }
         tokio::task::yield_now().await;
     }
-    assert_eq!(reason.as_deref(), Some("site google paused until 12:04 after 421 4.7.28"));
+    assert_eq!(
+        reason.as_deref(),
+        Some("site google paused until 12:04 after 421 4.7.28")
+    );
 }
 
 struct Recorded(Mutex<Vec<portcullis_shaping::Suppression>>);
@@ -580,7 +600,12 @@ async fn a_remote_unknown_mailbox_is_suppressed_and_bounced_with_its_class() {
         days: 30,
         store: store.clone(),
     };
-    let w = world_suppressing("suppress", Scripted::new(unknown), schedule(), Some(suppressing));
+    let w = world_suppressing(
+        "suppress",
+        Scripted::new(unknown),
+        schedule(),
+        Some(suppressing),
+    );
     let id = send(&w, &["Gone@far.test"]).await;
     w.courier.carried(2).await;
     let entries = store.0.lock().unwrap().clone();

@@ -127,7 +127,13 @@ pub enum RuleError {
 }
 
 impl Rule {
-    fn new(code: Option<&str>, enhanced: Option<&str>, text: Option<&str>, class: ReplyClass, action: Action) -> Rule {
+    fn new(
+        code: Option<&str>,
+        enhanced: Option<&str>,
+        text: Option<&str>,
+        class: ReplyClass,
+        action: Action,
+    ) -> Rule {
         Rule {
             code: code.map(str::to_owned),
             enhanced: enhanced.map(str::to_owned),
@@ -140,13 +146,19 @@ impl Rule {
     /// Whether the rule's patterns are well formed.
     pub fn check(&self) -> Result<(), RuleError> {
         if let Some(c) = &self.code
-            && (c.len() != 3 || !c.chars().all(|ch| ch.is_ascii_digit() || ch == 'x' || ch == 'X'))
+            && (c.len() != 3
+                || !c
+                    .chars()
+                    .all(|ch| ch.is_ascii_digit() || ch == 'x' || ch == 'X'))
         {
             return Err(RuleError::Code(c.clone()));
         }
         if let Some(e) = &self.enhanced {
             let body = e.strip_suffix('*').unwrap_or(e);
-            if body.is_empty() || !body.chars().all(|ch| ch.is_ascii_digit() || ch == '.') || e.matches('*').count() > 1 {
+            if body.is_empty()
+                || !body.chars().all(|ch| ch.is_ascii_digit() || ch == '.')
+                || e.matches('*').count() > 1
+            {
                 return Err(RuleError::Enhanced(e.clone()));
             }
         }
@@ -205,7 +217,11 @@ impl Classifier {
         let (c, s, d) = r.status;
         let status = format!("{c}.{s}.{d}");
         let lower = r.text.to_ascii_lowercase();
-        if let Some(rule) = self.rules.iter().find(|rule| rule.matches(r, &status, &lower)) {
+        if let Some(rule) = self
+            .rules
+            .iter()
+            .find(|rule| rule.matches(r, &status, &lower))
+        {
             return (rule.class, rule.action);
         }
         by_subject(r.status)
@@ -241,26 +257,80 @@ fn builtin() -> Vec<Rule> {
         r(Some("5xx"), Some("5.1.10"), None, MailboxUnknown, Suppress),
         // Gmail.
         r(None, Some("4.7.28"), None, RateLimited, Pause),
-        r(None, Some("4.2.1"), Some("receiving mail at a rate"), RateLimited, Nothing),
+        r(
+            None,
+            Some("4.2.1"),
+            Some("receiving mail at a rate"),
+            RateLimited,
+            Nothing,
+        ),
         r(None, Some("5.7.25"), None, AuthRequired, RetryIpv4),
         r(None, Some("5.7.26"), None, AuthRequired, RetryIpv4),
         r(None, Some("4.7.26"), None, AuthRequired, Nothing),
         r(None, Some("4.7.27"), None, AuthRequired, Nothing),
-        r(None, Some("5.7.1"), Some("very low reputation"), ReputationBlock, Nothing),
-        r(None, Some("4.7.0"), Some("very low reputation"), ReputationBlock, Pause),
-        r(None, Some("5.7.1"), Some("likely unsolicited mail"), SpamRefused, Nothing),
+        r(
+            None,
+            Some("5.7.1"),
+            Some("very low reputation"),
+            ReputationBlock,
+            Nothing,
+        ),
+        r(
+            None,
+            Some("4.7.0"),
+            Some("very low reputation"),
+            ReputationBlock,
+            Pause,
+        ),
+        r(
+            None,
+            Some("5.7.1"),
+            Some("likely unsolicited mail"),
+            SpamRefused,
+            Nothing,
+        ),
         r(None, None, Some("does not exist"), MailboxUnknown, Nothing),
         r(None, None, Some("over quota"), MailboxFull, Nothing),
         // Microsoft (Exchange Online, Outlook.com).
         r(None, Some("4.7.650"), None, RateLimited, Pause),
         r(None, Some("4.7.651"), None, RateLimited, Pause),
         r(None, Some("4.7.500"), None, RateLimited, Pause),
-        r(Some("421"), Some("4.3.2"), Some("concurrent"), RateLimited, Pause),
+        r(
+            Some("421"),
+            Some("4.3.2"),
+            Some("concurrent"),
+            RateLimited,
+            Pause,
+        ),
         r(None, Some("5.7.515"), None, AuthRequired, Nothing),
-        r(None, Some("5.7.6*"), Some("banned sending ip"), ReputationBlock, Nothing),
-        r(None, Some("5.7.1"), Some("blocked using"), ReputationBlock, Nothing),
-        r(None, Some("5.7.1"), Some("part of their network is on our block list"), ReputationBlock, Nothing),
-        r(None, Some("5.4.1"), Some("access denied"), MailboxUnknown, Nothing),
+        r(
+            None,
+            Some("5.7.6*"),
+            Some("banned sending ip"),
+            ReputationBlock,
+            Nothing,
+        ),
+        r(
+            None,
+            Some("5.7.1"),
+            Some("blocked using"),
+            ReputationBlock,
+            Nothing,
+        ),
+        r(
+            None,
+            Some("5.7.1"),
+            Some("part of their network is on our block list"),
+            ReputationBlock,
+            Nothing,
+        ),
+        r(
+            None,
+            Some("5.4.1"),
+            Some("access denied"),
+            MailboxUnknown,
+            Nothing,
+        ),
         // Yahoo.
         r(Some("421"), None, Some("[tss04]"), RateLimited, Pause),
         r(Some("421"), None, Some("[ts01]"), RateLimited, Pause),
@@ -268,18 +338,54 @@ fn builtin() -> Vec<Rule> {
         r(None, None, Some("[ts03]"), ReputationBlock, Nothing),
         r(None, None, Some("[bl21]"), ReputationBlock, Nothing),
         r(None, None, Some("[bl23]"), ReputationBlock, Nothing),
-        r(Some("5xx"), None, Some("doesn't have a"), MailboxUnknown, Suppress),
+        r(
+            Some("5xx"),
+            None,
+            Some("doesn't have a"),
+            MailboxUnknown,
+            Suppress,
+        ),
         r(Some("554"), Some("5.7.9"), None, SpamRefused, Nothing),
         // Apple iCloud.
         r(None, None, Some("[cs01]"), SpamRefused, Nothing),
         r(None, None, Some("[hm08]"), SpamRefused, Nothing),
         // Postfix's anvil and the common wordings of a rate limit.
-        r(Some("4xx"), None, Some("too much mail from"), RateLimited, Pause),
-        r(Some("4xx"), None, Some("too many connections"), RateLimited, Pause),
+        r(
+            Some("4xx"),
+            None,
+            Some("too much mail from"),
+            RateLimited,
+            Pause,
+        ),
+        r(
+            Some("4xx"),
+            None,
+            Some("too many connections"),
+            RateLimited,
+            Pause,
+        ),
         r(Some("4xx"), None, Some("rate limit"), RateLimited, Pause),
-        r(Some("4xx"), None, Some("temporarily deferred"), RateLimited, Pause),
-        r(Some("5xx"), None, Some("must issue a starttls"), TlsRequired, Nothing),
-        r(Some("5xx"), None, Some("spamhaus"), ReputationBlock, Nothing),
+        r(
+            Some("4xx"),
+            None,
+            Some("temporarily deferred"),
+            RateLimited,
+            Pause,
+        ),
+        r(
+            Some("5xx"),
+            None,
+            Some("must issue a starttls"),
+            TlsRequired,
+            Nothing,
+        ),
+        r(
+            Some("5xx"),
+            None,
+            Some("spamhaus"),
+            ReputationBlock,
+            Nothing,
+        ),
         r(Some("5xx"), None, Some("spam"), SpamRefused, Nothing),
     ]
 }
@@ -299,21 +405,33 @@ mod tests {
     #[test]
     fn gmail_unusual_rate_pauses_the_site() {
         let t = "421-4.7.28 [2001:db8::1] Our system has detected an unusual rate of unsolicited mail originating from your IP address.";
-        assert_eq!(classify(421, (4, 7, 28), t), (ReplyClass::RateLimited, Action::Pause));
+        assert_eq!(
+            classify(421, (4, 7, 28), t),
+            (ReplyClass::RateLimited, Action::Pause)
+        );
     }
 
     #[test]
     fn gmail_missing_ptr_retries_over_ipv4() {
         let t = "550-5.7.25 [2001:db8::1] The IP address sending this message does not have a PTR record setup";
-        assert_eq!(classify(550, (5, 7, 25), t), (ReplyClass::AuthRequired, Action::RetryIpv4));
+        assert_eq!(
+            classify(550, (5, 7, 25), t),
+            (ReplyClass::AuthRequired, Action::RetryIpv4)
+        );
         let t = "550-5.7.26 This mail has been blocked because the sender is unauthenticated.";
-        assert_eq!(classify(550, (5, 7, 26), t), (ReplyClass::AuthRequired, Action::RetryIpv4));
+        assert_eq!(
+            classify(550, (5, 7, 26), t),
+            (ReplyClass::AuthRequired, Action::RetryIpv4)
+        );
     }
 
     #[test]
     fn gmail_unknown_user_is_suppressed() {
         let t = "550-5.1.1 The email account that you tried to reach does not exist.";
-        assert_eq!(classify(550, (5, 1, 1), t), (ReplyClass::MailboxUnknown, Action::Suppress));
+        assert_eq!(
+            classify(550, (5, 1, 1), t),
+            (ReplyClass::MailboxUnknown, Action::Suppress)
+        );
     }
 
     #[test]
@@ -324,7 +442,8 @@ mod tests {
 
     #[test]
     fn gmail_spam_and_reputation_are_told_apart() {
-        let spam = "550-5.7.1 Our system has detected that this message is likely unsolicited mail.";
+        let spam =
+            "550-5.7.1 Our system has detected that this message is likely unsolicited mail.";
         assert_eq!(classify(550, (5, 7, 1), spam).0, ReplyClass::SpamRefused);
         let rep = "550-5.7.1 This message is likely suspicious due to the very low reputation of the sending IP address.";
         assert_eq!(classify(550, (5, 7, 1), rep).0, ReplyClass::ReputationBlock);
@@ -333,25 +452,38 @@ mod tests {
     #[test]
     fn microsoft_rate_limit_and_authentication() {
         let t = "451 4.7.650 The mail server [192.0.2.1] has been temporarily rate limited due to IP reputation.";
-        assert_eq!(classify(451, (4, 7, 650), t), (ReplyClass::RateLimited, Action::Pause));
+        assert_eq!(
+            classify(451, (4, 7, 650), t),
+            (ReplyClass::RateLimited, Action::Pause)
+        );
         let t = "550 5.7.515 Access denied, sending domain example.test does not meet the required authentication level.";
         assert_eq!(classify(550, (5, 7, 515), t).0, ReplyClass::AuthRequired);
         let t = "550 5.7.1 Service unavailable, Client host [192.0.2.1] blocked using Spamhaus.";
         assert_eq!(classify(550, (5, 7, 1), t).0, ReplyClass::ReputationBlock);
-        let t = "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup";
-        assert_eq!(classify(550, (5, 1, 10), t), (ReplyClass::MailboxUnknown, Action::Suppress));
+        let t =
+            "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup";
+        assert_eq!(
+            classify(550, (5, 1, 10), t),
+            (ReplyClass::MailboxUnknown, Action::Suppress)
+        );
     }
 
     #[test]
     fn yahoo_tss04_pauses_the_site() {
         let t = "421 4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred due to unexpected volume or user complaints";
-        assert_eq!(classify(421, (4, 7, 0), t), (ReplyClass::RateLimited, Action::Pause));
+        assert_eq!(
+            classify(421, (4, 7, 0), t),
+            (ReplyClass::RateLimited, Action::Pause)
+        );
     }
 
     #[test]
     fn postfix_anvil_limit_pauses_the_site() {
         let t = "421 4.7.0 mx.example.test Error: too much mail from 127.0.0.1";
-        assert_eq!(classify(421, (4, 7, 0), t), (ReplyClass::RateLimited, Action::Pause));
+        assert_eq!(
+            classify(421, (4, 7, 0), t),
+            (ReplyClass::RateLimited, Action::Pause)
+        );
     }
 
     #[test]
@@ -366,12 +498,21 @@ mod tests {
 
     #[test]
     fn an_unknown_reply_is_other() {
-        assert_eq!(classify(554, (5, 0, 0), "no thanks"), (ReplyClass::Other, Action::Nothing));
+        assert_eq!(
+            classify(554, (5, 0, 0), "no thanks"),
+            (ReplyClass::Other, Action::Nothing)
+        );
     }
 
     #[test]
     fn operator_rules_come_before_the_built_in_ones() {
-        let mine = Rule::new(Some("421"), Some("4.7.28"), None, ReplyClass::Other, Action::Nothing);
+        let mine = Rule::new(
+            Some("421"),
+            Some("4.7.28"),
+            None,
+            ReplyClass::Other,
+            Action::Nothing,
+        );
         let c = Classifier::new(&[mine]);
         let r = Reply {
             code: Some(421),
@@ -383,19 +524,44 @@ mod tests {
 
     #[test]
     fn rule_patterns_match_digits_prefixes_and_text() {
-        let rule = Rule::new(Some("4x1"), Some("4.7.*"), Some("Try Later"), ReplyClass::RateLimited, Action::Pause);
+        let rule = Rule::new(
+            Some("4x1"),
+            Some("4.7.*"),
+            Some("Try Later"),
+            ReplyClass::RateLimited,
+            Action::Pause,
+        );
         let c = Classifier::new(&[rule]);
-        let r = |code, status, text| Reply { code: Some(code), status, text };
-        assert_eq!(c.classify(&r(451, (4, 7, 9), "please TRY LATER")).1, Action::Pause);
-        assert_eq!(c.classify(&r(450, (4, 7, 9), "please try later")).1, Action::Nothing);
-        assert_eq!(c.classify(&r(451, (4, 2, 9), "please try later")).1, Action::Nothing);
+        let r = |code, status, text| Reply {
+            code: Some(code),
+            status,
+            text,
+        };
+        assert_eq!(
+            c.classify(&r(451, (4, 7, 9), "please TRY LATER")).1,
+            Action::Pause
+        );
+        assert_eq!(
+            c.classify(&r(450, (4, 7, 9), "please try later")).1,
+            Action::Nothing
+        );
+        assert_eq!(
+            c.classify(&r(451, (4, 2, 9), "please try later")).1,
+            Action::Nothing
+        );
     }
 
     #[test]
     fn malformed_patterns_are_refused() {
         let bad = Rule::new(Some("42"), None, None, ReplyClass::Other, Action::Nothing);
         assert_eq!(bad.check(), Err(RuleError::Code("42".into())));
-        let bad = Rule::new(None, Some("4.x.1"), None, ReplyClass::Other, Action::Nothing);
+        let bad = Rule::new(
+            None,
+            Some("4.x.1"),
+            None,
+            ReplyClass::Other,
+            Action::Nothing,
+        );
         assert!(bad.check().is_err());
         assert!(builtin().iter().all(|r| r.check().is_ok()));
     }

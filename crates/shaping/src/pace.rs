@@ -132,10 +132,13 @@ impl SiteState {
 
     /// Messages a minute in force now (0: no limit).
     pub fn rate(&self) -> u32 {
-        let configured = [self.limits.messages_per_minute, self.limits.connections_per_minute]
-            .into_iter()
-            .filter(|r| *r > 0)
-            .min();
+        let configured = [
+            self.limits.messages_per_minute,
+            self.limits.connections_per_minute,
+        ]
+        .into_iter()
+        .filter(|r| *r > 0)
+        .min();
         match (configured, self.rate) {
             (Some(c), Some(r)) => c.min(r),
             (Some(c), None) => c,
@@ -175,7 +178,11 @@ impl SiteState {
         let ceiling = self.limits.messages_per_minute;
         // Back at the limit: no cut any more. A site without a limit is
         // let go once it is back at ten steps above the cut.
-        let done = if ceiling > 0 { rate >= ceiling } else { rate >= self.step * 20 };
+        let done = if ceiling > 0 {
+            rate >= ceiling
+        } else {
+            rate >= self.step * 20
+        };
         self.rate = (!done).then_some(rate);
         if now >= self.paused_until + self.settings.max_pause_ms {
             self.pauses = 0;
@@ -331,7 +338,11 @@ mod tests {
     }
 
     fn rate_answer() -> [(ReplyClass, Action, String); 1] {
-        [(ReplyClass::RateLimited, Action::Pause, "421 4.7.28".to_owned())]
+        [(
+            ReplyClass::RateLimited,
+            Action::Pause,
+            "421 4.7.28".to_owned(),
+        )]
     }
 
     #[test]
@@ -444,7 +455,14 @@ mod tests {
     fn other_answers_are_remembered_but_change_nothing() {
         let mut s = site(10, 0);
         s.admit(T0);
-        s.done(T0, &[(ReplyClass::MailboxUnknown, Action::Suppress, "550 5.1.1".into())]);
+        s.done(
+            T0,
+            &[(
+                ReplyClass::MailboxUnknown,
+                Action::Suppress,
+                "550 5.1.1".into(),
+            )],
+        );
         assert_eq!(s.paused(T0), None);
         assert_eq!(s.view(T0).last_answers[0].class, ReplyClass::MailboxUnknown);
         assert!(s.idle(T0));

@@ -86,14 +86,26 @@ fn builtin() -> Vec<Entry> {
         limits,
     };
     vec![
-        e("google", &["*.google.com", "*.googlemail.com"], limits(10, 100, 600, 0)),
+        e(
+            "google",
+            &["*.google.com", "*.googlemail.com"],
+            limits(10, 100, 600, 0),
+        ),
         e(
             "microsoft",
             &["*.protection.outlook.com", "*.outlook.com", "*.hotmail.com"],
             limits(8, 50, 300, 0),
         ),
-        e("yahoo", &["*.yahoodns.net", "*.yahoo.com", "*.aol.com"], limits(5, 20, 120, 0)),
-        e("apple", &["*.mail.icloud.com", "*.me.com"], limits(5, 20, 120, 0)),
+        e(
+            "yahoo",
+            &["*.yahoodns.net", "*.yahoo.com", "*.aol.com"],
+            limits(5, 20, 120, 0),
+        ),
+        e(
+            "apple",
+            &["*.mail.icloud.com", "*.me.com"],
+            limits(5, 20, 120, 0),
+        ),
     ]
 }
 
@@ -103,8 +115,12 @@ fn host_matches(pattern: &str, host: &str) -> bool {
     let host = host.trim_end_matches('.');
     let pattern = pattern.trim_end_matches('.');
     match pattern.strip_prefix("*.") {
-        Some(suffix) => host.len() > suffix.len() + 1
-            && host.to_ascii_lowercase().ends_with(&format!(".{}", suffix.to_ascii_lowercase())),
+        Some(suffix) => {
+            host.len() > suffix.len() + 1
+                && host
+                    .to_ascii_lowercase()
+                    .ends_with(&format!(".{}", suffix.to_ascii_lowercase()))
+        }
         None => host.eq_ignore_ascii_case(pattern),
     }
 }
@@ -157,7 +173,10 @@ impl Sites {
             .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
             .collect();
         for e in &self.entries {
-            if names.iter().any(|h| e.mx.iter().any(|p| host_matches(p, h))) {
+            if names
+                .iter()
+                .any(|h| e.mx.iter().any(|p| host_matches(p, h)))
+            {
                 return (e.name.clone(), e.limits);
             }
         }
@@ -193,7 +212,10 @@ mod tests {
     #[test]
     fn the_other_providers_are_known_by_their_mx_hosts() {
         let s = Sites::default();
-        assert_eq!(s.site_of(["example-com.mail.protection.outlook.com"]).0, "microsoft");
+        assert_eq!(
+            s.site_of(["example-com.mail.protection.outlook.com"]).0,
+            "microsoft"
+        );
         assert_eq!(s.site_of(["mta5.am0.yahoodns.net"]).0, "yahoo");
         assert_eq!(s.site_of(["mx01.mail.icloud.com"]).0, "apple");
     }
@@ -228,7 +250,14 @@ mod tests {
         let s = Sites::new(&[rule], SiteLimits::default());
         let (name, l) = s.site_of(["aspmx.l.google.com"]);
         assert_eq!(name, "google");
-        assert_eq!((l.max_connections, l.messages_per_connection, l.messages_per_minute), (2, 100, 30));
+        assert_eq!(
+            (
+                l.max_connections,
+                l.messages_per_connection,
+                l.messages_per_minute
+            ),
+            (2, 100, 30)
+        );
     }
 
     #[test]

@@ -87,7 +87,11 @@ pub fn date_time(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", s / 3600, s / 60 % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        s / 3600,
+        s / 60 % 60
+    )
 }
 
 #[cfg(test)]
@@ -116,17 +120,42 @@ mod tests {
     #[test]
     fn a_local_failure_or_another_class_is_not_suppressed() {
         let f = |action, reply| {
-            suppression_for("a@b.test", ReplyClass::MailboxUnknown, action, reply, NOW, 30, "q")
+            suppression_for(
+                "a@b.test",
+                ReplyClass::MailboxUnknown,
+                action,
+                reply,
+                NOW,
+                30,
+                "q",
+            )
         };
         assert!(f(Action::Suppress, None).is_none());
         assert!(f(Action::Nothing, Some("550 5.7.1 no")).is_none());
-        let off = suppression_for("a@b.test", ReplyClass::MailboxUnknown, Action::Suppress, Some("550 5.1.1"), NOW, 0, "q");
+        let off = suppression_for(
+            "a@b.test",
+            ReplyClass::MailboxUnknown,
+            Action::Suppress,
+            Some("550 5.1.1"),
+            NOW,
+            0,
+            "q",
+        );
         assert!(off.is_none());
     }
 
     #[test]
     fn the_refusal_says_when_and_why() {
-        let s = suppression_for("a@b.test", ReplyClass::MailboxUnknown, Action::Suppress, Some("550 5.1.1 no such user"), NOW, 1, "q").expect("entry");
+        let s = suppression_for(
+            "a@b.test",
+            ReplyClass::MailboxUnknown,
+            Action::Suppress,
+            Some("550 5.1.1 no such user"),
+            NOW,
+            1,
+            "q",
+        )
+        .expect("entry");
         assert_eq!(
             s.refusal(),
             "<a@b.test> is suppressed: it bounced on 2026-12-07 12:00 UTC (550 5.1.1 no such user); no mail goes to it until 2026-12-08 12:00 UTC"

@@ -66,9 +66,15 @@ fn key() -> String {
 impl RedisBackend {
     async fn suppress(&self, e: &Suppression) -> Option<()> {
         let json = serde_json::to_string(e).ok()?;
-        self.command::<i64>(redis::cmd("HSET").arg(key()).arg(&e.address).arg(json).to_owned())
-            .await
-            .map(|_| ())
+        self.command::<i64>(
+            redis::cmd("HSET")
+                .arg(key())
+                .arg(&e.address)
+                .arg(json)
+                .to_owned(),
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn suppressed(&self, address: &str) -> Option<Option<Suppression>> {
@@ -110,11 +116,8 @@ impl Store {
     /// Put an address on the suppression list (or renew it there).
     pub async fn suppress(&self, entry: Suppression) {
         let e = entry.clone();
-        self.decide(
-            |r| async move { r.suppress(&e).await },
-            |_| (),
-        )
-        .await;
+        self.decide(|r| async move { r.suppress(&e).await }, |_| ())
+            .await;
         // Kept locally too: the answer when Redis does not.
         self.suppression.with(|m| {
             m.insert(entry.address.clone(), entry);

@@ -567,12 +567,26 @@ async fn a_suppressed_address_is_found_listed_and_lifted() {
         s.suppress(suppression("ended@remote.test", 2)).await;
         let found = s.suppressed("Gone@Remote.test").await;
         assert_eq!(found.map(|e| e.until), Some(far), "{backend}");
-        assert!(s.suppressed("ended@remote.test").await.is_none(), "{backend}: ended");
-        let listed: Vec<String> = s.suppressions().await.into_iter().map(|e| e.address).collect();
+        assert!(
+            s.suppressed("ended@remote.test").await.is_none(),
+            "{backend}: ended"
+        );
+        let listed: Vec<String> = s
+            .suppressions()
+            .await
+            .into_iter()
+            .map(|e| e.address)
+            .collect();
         assert_eq!(listed, ["gone@remote.test"], "{backend}");
         assert!(s.unsuppress("gone@remote.test").await, "{backend}");
-        assert!(s.suppressed("gone@remote.test").await.is_none(), "{backend}");
-        assert!(!s.unsuppress("gone@remote.test").await, "{backend}: already lifted");
+        assert!(
+            s.suppressed("gone@remote.test").await.is_none(),
+            "{backend}"
+        );
+        assert!(
+            !s.unsuppress("gone@remote.test").await,
+            "{backend}: already lifted"
+        );
     })
     .await;
 }

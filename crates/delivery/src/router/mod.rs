@@ -12,13 +12,13 @@ use crate::mailboxes::{MailboxDrop, Mailboxes};
 use crate::mta_sts::StsSource;
 use crate::outcome::{Answer, FailureKind, HostFailure, RcptOutcome, Status};
 use crate::route::{MxResolver, Route};
+use crate::sites::{Deferred, SiteGate};
 use crate::{Addressee, BoxFuture, Courier, Leg, Parcel};
+use portcullis_config::AddressPreference;
 use portcullis_config::Config;
+use portcullis_shaping::{Action, ReplyClass, SiteLimits};
 use portcullis_tlsrpt::{Failure, PolicyKey};
 use rules::{Session, Skip, Target, no_host_in_policy};
-use crate::sites::{Deferred, SiteGate};
-use portcullis_config::AddressPreference;
-use portcullis_shaping::{Action, ReplyClass, SiteLimits};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -228,7 +228,9 @@ impl Router {
             }];
             let limits = self.sites.limits("smarthost");
             let carry = self.to_hosts(parcel, &addresses, domain, &smarthost);
-            return self.through_site("smarthost", limits, to.len(), carry).await;
+            return self
+                .through_site("smarthost", limits, to.len(), carry)
+                .await;
         }
         let every = |a: Answer, permanent: bool| {
             let o = if permanent {
@@ -260,13 +262,11 @@ impl Router {
                 let targets: Vec<Target> = hosts
                     .iter()
                     .flat_map(|h| {
-                        preferred(&h.addrs, preference)
-                            .into_iter()
-                            .map(|a| Target {
-                                addr: SocketAddr::new(a, port),
-                                name: h.name.clone(),
-                                secure_mx: h.secure,
-                            })
+                        preferred(&h.addrs, preference).into_iter().map(|a| Target {
+                            addr: SocketAddr::new(a, port),
+                            name: h.name.clone(),
+                            secure_mx: h.secure,
+                        })
                     })
                     .collect();
                 let carry = self.to_hosts(parcel, &addresses, domain, &targets);
@@ -301,7 +301,10 @@ impl Router {
         ticket.leave(&outcomes);
         // Those the rate answer deferred come back when the pause ends.
         if let Some(until) = self.sites.paused_until(site) {
-            for o in outcomes.iter_mut().filter(|o| matches!(o, RcptOutcome::Temporary(_))) {
+            for o in outcomes
+                .iter_mut()
+                .filter(|o| matches!(o, RcptOutcome::Temporary(_)))
+            {
                 o.answer_mut().retry_at = Some(until);
             }
         }
