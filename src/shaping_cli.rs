@@ -137,15 +137,42 @@ pub fn delivery(action: DeliveryAction, config: &Config) -> anyhow::Result<()> {
     }
 }
 
-/// `delivery check`: each source address in DNS; the number of problems.
-async fn check(config: &Config) -> anyhow::Result<usize> {
+fn sources(config: &Config) -> Vec<std::net::IpAddr> {
     let d = &config.delivery;
-    let sources: Vec<std::net::IpAddr> = d
-        .source_ipv4
+    d.source_ipv4
         .map(Into::into)
         .into_iter()
         .chain(d.source_ipv6.map(Into::into))
-        .collect();
+        .collect()
+}
+
+/// `check-config`: each source address must be one of this host's (an
+/// error otherwise), and what DNS says of it is shown as warnings.
+pub fn check_sources(config: &Config) -> anyhow::Result<()> {
+    for ip in sources(config) {
+        if let Err(e) = std::net::TcpListener::bind((ip, 0)) {
+            let key = if ip.is_ipv4() {
+                "source_ipv4"
+            } else {
+                "source_ipv6"
+            };
+            bail!("[delivery] {key} = \"{ip}\": not an address of this host ({e})");
+        }
+    }
+    if !sources(config).is_empty() {
+        match runtime()?.block_on(check(config)) {
+            Ok(0) => {}
+            Ok(n) => println!("warning: {n} problem(s) with the source addresses (see above)"),
+            Err(e) => println!("warning: the source addresses could not be checked: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// `delivery check`: each source address in DNS; the number of problems.
+async fn check(config: &Config) -> anyhow::Result<usize> {
+    let d = &config.delivery;
+    let sources = sources(config);
     if sources.is_empty() {
         println!(
             "no [delivery] source_ipv4 or source_ipv6: the system picks the source address; set them to check them"

@@ -212,3 +212,20 @@ def test_ipv6_refused_for_want_of_a_ptr_goes_over_ipv4_in_the_same_attempt(world
         assert not ours.events("deferred")
     finally:
         prov.stop()
+
+
+def test_delivery_check_names_what_to_fix_about_a_source_address(world):
+    ours, _ = world
+    text = ours.config.read_text().replace("[delivery]\n", '[delivery]\nsource_ipv4 = "127.0.0.1"\n', 1)
+    ours.config.write_text(text)
+    # 127.0.0.1's reverse name is localhost, not the name we give in EHLO.
+    r = ours.cli("delivery", "check")
+    assert r.returncode != 0, r.stdout
+    assert "its reverse name is localhost but we say EHLO mx.portcullis.test" in r.stdout, r.stdout
+    ours.config.write_text(text.replace('source_ipv4 = "127.0.0.1"\n', 'source_ipv4 = "127.0.0.1"\nhelo_name = "localhost"\n'))
+    r = ours.cli("delivery", "check")
+    assert r.returncode == 0 and "127.0.0.1: ok" in r.stdout, r.stdout + r.stderr
+    # An address this host does not have is a config error.
+    ours.config.write_text(text.replace('source_ipv4 = "127.0.0.1"', 'source_ipv4 = "192.0.2.7"'))
+    r = ours.cli("check-config")
+    assert r.returncode != 0 and "source_ipv4" in r.stderr, r.stderr
