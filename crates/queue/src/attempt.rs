@@ -63,6 +63,9 @@ struct Results {
     tried: bool,
     /// The latest time a site asked for (milliseconds since the epoch).
     not_before: Option<u64>,
+    /// Some waiting recipient was deferred for itself, not for its
+    /// site's rate: the schedule's delay applies.
+    own_deferral: bool,
 }
 
 pub(crate) async fn run(a: &Attempts, mut job: Job) -> Ended {
@@ -134,6 +137,11 @@ async fn carry(a: &Attempts, job: &Job) -> Results {
                 RcptOutcome::Delivered(_) => accepted.push(r.address),
                 RcptOutcome::Temporary(ans) => {
                     results.tried |= !ans.held_back();
+                    // A rate answer speaks of the site: the message comes
+                    // back when the site's pause ends, not on the schedule.
+                    let for_the_site = ans.retry_at.is_some()
+                        && (ans.held_back() || ans.class == ReplyClass::RateLimited);
+                    results.own_deferral |= !for_the_site;
                     results.not_before = results.not_before.max(ans.retry_at);
                     results.retry.push((r, ans.status, ans.text))
                 }
@@ -249,11 +257,14 @@ async fn defer(a: &Attempts, mut job: Job, r: Results) -> Ended {
     if let Err(e) = spool.complete_recipients(&id, finished).await {
         warn!(event = "record_recipients_failed", id = %id, error = %e);
     }
-    // Held back by its site's limits only: no attempt was made, and the
-    // message comes back when the site asked; otherwise the schedule's
-    // delay, or the end of the site's pause if that is later.
-    let after = if r.tried {
+    // Held back by its site's limits, or deferred by a rate answer: the
+    // message comes back when the site asked (held back only: no attempt
+    // counted); deferred for itself: the schedule's delay, or the end of
+    // the site's pause if that is later.
+    if r.tried {
         job.attempts += 1;
+    }
+    let after = if r.own_deferral {
         a.schedule.retry_delay(job.attempts)
     } else {
         Duration::ZERO

@@ -616,3 +616,31 @@ async fn a_remote_unknown_mailbox_is_suppressed_and_bounced_with_its_class() {
     let dsn = &w.courier.calls_from("")[0].data;
     assert!(dsn.contains("X-Reply-Class: mailbox_unknown\r\n"), "{dsn}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_answer_brings_the_message_back_when_its_site_resumes_not_on_the_schedule() {
+    // The schedule would wait 60 s; the site's pause ends after 5 s.
+    let long = Schedule {
+        retry_base: Duration::from_secs(60),
+        ..schedule()
+    };
+    let rate_answer = || {
+        RcptOutcome::Temporary(Answer {
+            code: Some(421),
+            class: portcullis_delivery::ReplyClass::RateLimited,
+            action: portcullis_delivery::Action::Pause,
+            retry_at: Some(epoch_ms() + 5_000),
+            ..Answer::new(Status(4, 7, 28), "421 4.7.28 unusual rate")
+        })
+    };
+    let w = world(
+        "rate",
+        Scripted::new(move |_, n| if n < 1 { rate_answer() } else { delivered() }),
+        long,
+    );
+    send(&w, &["a@far.test"]).await;
+    w.courier.carried(2).await;
+    let at: Vec<Instant> = w.courier.calls().iter().map(|c| c.at).collect();
+    let gap = (at[1] - at[0]).as_millis();
+    assert!((4_000..=6_000).contains(&gap), "gap {gap} ms");
+}
