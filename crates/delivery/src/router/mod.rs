@@ -291,14 +291,17 @@ impl Router {
         };
         let mut outcomes = carry.await;
         self.sites.classify(&mut outcomes);
+        let before = self.sites.paused_until(site);
+        ticket.leave(&outcomes);
+        let after = self.sites.paused_until(site);
         if let Some(a) = outcomes
             .iter()
             .map(RcptOutcome::answer)
             .find(|a| a.action == Action::Pause)
+            .filter(|_| after != before)
         {
-            warn!(event = "site_paused", site = %site, reply = %a.short(), class = %a.class);
+            warn!(event = "site_paused", site = %site, reply = %a.short(), class = %a.class, until_ms = after.unwrap_or(0));
         }
-        ticket.leave(&outcomes);
         // Those the rate answer deferred come back when the pause ends.
         if let Some(until) = self.sites.paused_until(site) {
             for o in outcomes
