@@ -186,7 +186,8 @@ def test_the_large_providers_replies_are_classified(world):
         for local, cls in expect.items():
             wait_until(lambda: ours.metric("portcullis_delivery_replies_total", **{"class": cls}) > 0, timeout=20,
                        what=f"{local} counted as {cls}")
-        assert ours.metric("portcullis_delivery_replies_total", **{"class": "mailbox_unknown"}) >= 2
+        wait_until(lambda: ours.metric("portcullis_delivery_replies_total", **{"class": "mailbox_unknown"}) >= 2,
+                   timeout=20, what="both unknown mailboxes counted")
         # Both unknown mailboxes are suppressed (5.1.1 and 5.1.10).
         wait_until(lambda: len(ours.events("suppressed")) == 2, timeout=20)
         # Yahoo's TSS04 pauses the whole site.
