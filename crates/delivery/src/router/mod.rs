@@ -205,10 +205,12 @@ impl Router {
         to: &[&Addressee],
     ) -> Vec<RcptOutcome> {
         let addresses: Vec<String> = to.iter().map(|a| a.address.clone()).collect();
-        let outcomes = match client::deliver_lmtp(addr, &self.outgoing(parcel, &addresses)).await {
-            Ok(o) => o,
-            Err(f) => vec![RcptOutcome::of_failure(&f); to.len()],
-        };
+        let mut outcomes =
+            match client::deliver_lmtp(addr, &self.outgoing(parcel, &addresses)).await {
+                Ok(o) => o,
+                Err(f) => vec![RcptOutcome::of_failure(&f); to.len()],
+            };
+        self.sites.classify(&mut outcomes);
         log_outcomes(parcel, &addresses, &outcomes, &addr.to_string());
         outcomes
     }
@@ -394,8 +396,8 @@ impl Router {
             match client::deliver(target.addr, &msg, &session.tls, name).await {
                 Ok(mut outcomes) => {
                     self.count_tls(session.held_to.as_ref(), name, Ok(()));
-                    log_outcomes(parcel, addresses, &outcomes, &target.addr.to_string());
                     self.sites.classify(&mut outcomes);
+                    log_outcomes(parcel, addresses, &outcomes, &target.addr.to_string());
                     if target.addr.is_ipv6() && refuses_ipv6(&outcomes) {
                         info!(event = "ipv6_refused", id = %parcel.id, host = %target.addr, next = "ipv4");
                         refused_v6 = Some(outcomes);
@@ -483,7 +485,7 @@ fn held_by_site(d: Deferred) -> Answer {
 fn log_outcomes(parcel: &Parcel, addresses: &[String], outcomes: &[RcptOutcome], host: &str) {
     for (to, o) in addresses.iter().zip(outcomes) {
         let a = o.answer();
-        info!(event = "remote_result", id = %parcel.id, to = %to, host = %host, result = o.word(), status = %a.status, reply = %a.text);
+        info!(event = "remote_result", id = %parcel.id, to = %to, host = %host, result = o.word(), status = %a.status, class = %a.class, reply = %a.text);
     }
 }
 
