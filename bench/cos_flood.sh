@@ -26,6 +26,7 @@
 #
 #   bash bench/cos_flood.sh             # 10 s per phase, 3 rounds, 200 flood sessions
 #   SECONDS_PER_PHASE=20 REPS=5 bash bench/cos_flood.sh
+#   WORK_BASE=/dev/shm bash bench/cos_flood.sh   # spools on tmpfs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NS=pcflood
@@ -46,7 +47,10 @@ fi
 . bench/lib.sh
 SECS=${SECONDS_PER_PHASE:-10} FLOOD=${FLOOD:-200} REPS=${REPS:-3}
 BIN="$CARGO_TARGET_DIR/release/portcullis"
-work=$(mktemp -d /var/tmp/portcullis-flood.XXXXXX)
+# WORK_BASE=/dev/shm keeps both servers' spools off the disk: on a
+# virtual disk whose fsync latency moves from phase to phase, the good
+# sender's rate moves with it, flood or not.
+work=$(mktemp -d "${WORK_BASE:-/var/tmp}/portcullis-flood.XXXXXX")
 chmod 755 "$work"
 PC_PORT=4525 PF_PORT=4526 DNS_PORT=4553 HTTP_PORT=4580
 pc_pid=""
@@ -232,8 +236,8 @@ stop_portcullis
 echo "Flood: $FLOOD sessions, a fresh /64 of 2001:db8:1::/48 per connection; $SECS s per phase, $REPS rounds."
 echo "(a) churn, good sender keeps one session; (b) flood holds each connection 10 s, a line every 3 s;"
 echo "(c) churn, good sender opens a connection per message. Pinned: flood on CPU 0, server and good sender on CPU 1"
-echo "(the good sender alone is pinned the same way). Figures are medians over the rounds; the ratio is the"
-echo "median flooded rate over the median rate alone, with the lowest and highest per-round ratio beside it."
+echo "(the good sender alone is pinned the same way). Rates are medians over the rounds; the ratio is the median"
+echo "of each round's flooded rate over the same round's rate alone, with the lowest and highest beside it."
 echo
 python3 - "$results" <<'PY'
 import json, statistics, sys
@@ -255,8 +259,9 @@ for v in "abc":
                 continue
             a = [r["good_per_s"] for r in alone]
             f = [r["good_per_s"] for r in flood]
+            # Each flooded phase against the alone phase of its own round.
             per_round = [x / y for x, y in zip(f, a) if y]
-            ratio = med(f) / med(a) if med(a) else float("nan")
+            ratio = med(per_round) if per_round else float("nan")
             spread = f"{min(per_round):.2f}-{max(per_round):.2f}" if per_round else "-"
             user = med([r["server_refusals"] for r in flood]) if "server_refusals" in flood[0] else "n/a"
             drops = med([r["kernel_drops"] for r in flood]) if "kernel_drops" in flood[0] else "n/a"

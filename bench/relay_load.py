@@ -4,6 +4,9 @@ STARTTLS (+ AUTH when a user is given) once, then its share of MESSAGES
 1 KiB messages over the same connection.
 
     relay_load.py PORT MESSAGES SESSIONS [USER PASSWORD]
+
+RCPT_DOMAINS (comma-separated, default sink.test): the recipients'
+domains, taken in turn.
 """
 
 import smtplib
@@ -11,11 +14,13 @@ import ssl
 import sys
 import threading
 import time
+import os
 
 port, total, sessions = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 auth = (sys.argv[4], sys.argv[5]) if len(sys.argv) > 5 else None
 # 1 KiB of body in lines of 100 octets (a 1000-octet line is refused).
 body = ("From: relay@bench.test\r\nSubject: relay bench\r\n\r\n" + ("x" * 98 + "\r\n") * 10).encode()
+domains = os.environ.get("RCPT_DOMAINS", "sink.test").split(",")
 ctx = ssl.create_default_context()
 ctx.check_hostname = False
 ctx.verify_mode = ssl.CERT_NONE
@@ -29,7 +34,7 @@ def worker(n):
             if auth:
                 s.login(*auth)
             for i in range(n):
-                s.sendmail("relay@bench.test", [f"u{i % 50}@sink.test"], body)
+                s.sendmail("relay@bench.test", [f"u{i % 50}@{domains[i % len(domains)]}"], body)
     except Exception as e:  # reported, and the run fails
         errors.append(repr(e))
 

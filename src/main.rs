@@ -13,6 +13,7 @@ mod queue_cli;
 mod reports_cli;
 mod serve_cli;
 mod settle;
+mod shaping_cli;
 mod state_cli;
 mod user_cli;
 
@@ -194,6 +195,25 @@ enum Command {
     Reputation {
         #[command(subcommand)]
         action: state_cli::ReputationAction,
+        /// The config file (default: PORTCULLIS_CONFIG, then
+        /// /etc/portcullis/portcullis.toml, then the embedded default).
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
+    /// Addresses suppressed after a remote "no such mailbox".
+    Suppression {
+        #[command(subcommand)]
+        action: shaping_cli::SuppressionAction,
+        /// The config file (default: PORTCULLIS_CONFIG, then
+        /// /etc/portcullis/portcullis.toml, then the embedded default).
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
+    /// Outbound delivery: the sites in force, and our source addresses
+    /// as receivers see them.
+    Delivery {
+        #[command(subcommand)]
+        action: shaping_cli::DeliveryAction,
         /// The config file (default: PORTCULLIS_CONFIG, then
         /// /etc/portcullis/portcullis.toml, then the embedded default).
         #[arg(long, global = true)]
@@ -504,6 +524,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Command::Reputation { action, config } => {
             state_cli::reputation(action, &load(config.as_deref())?)
+        }
+        Command::Suppression { action, config } => {
+            shaping_cli::suppression(action, &load(config.as_deref())?)
+        }
+        Command::Delivery { action, config } => {
+            shaping_cli::delivery(action, &load(config.as_deref())?)
         }
         Command::Blocklist { action, config } => {
             state_cli::blocklist(action, &load(config.as_deref())?)

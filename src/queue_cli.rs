@@ -81,6 +81,9 @@ pub fn queue(action: QueueAction, config: &Config) -> anyhow::Result<()> {
                 }
                 None => println!("not attempted yet"),
             }
+            if let Some(why) = live_reason(config, &id) {
+                println!("waiting because: {why}");
+            }
             println!();
             print!("{}", String::from_utf8_lossy(&m.data));
             Ok(())
@@ -100,6 +103,16 @@ pub fn queue(action: QueueAction, config: &Config) -> anyhow::Result<()> {
         }
         QueueAction::Delete { id } => queue_change(config, Request::QueueDelete { id }, "deleted"),
     }
+}
+
+/// Why the running server's queue says the message waits.
+fn live_reason(config: &Config, id: &str) -> Option<String> {
+    let mut server = portcullis_control::Client::connect(&config.data_dir)?;
+    let list = server.request(&Request::QueueList).ok()?;
+    list.as_array()?
+        .iter()
+        .find(|m| m["id"] == id)
+        .and_then(|m| m["waiting_because"].as_str().map(str::to_owned))
 }
 
 /// Hold, release or delete: through the running server when there is

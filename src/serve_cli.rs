@@ -12,6 +12,7 @@ use std::path::PathBuf;
 pub fn check_config(source: &Source) -> anyhow::Result<()> {
     let c = crate::config_file::load(source, false)?;
     portcullis_server::preflight(&c)?;
+    crate::shaping_cli::check_sources(&c)?;
     let name = source.path().map_or_else(
         || "embedded default".to_owned(),
         |p| p.display().to_string(),

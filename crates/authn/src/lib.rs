@@ -14,6 +14,7 @@ mod psl;
 mod result;
 mod rotation;
 mod rotation_task;
+mod sending;
 pub mod spf;
 
 pub use dmarc::{DmarcEvaluation, DmarcRecord, Mechanism, parse_record as parse_dmarc_record};
@@ -22,6 +23,7 @@ pub use lists::{DomainRating, Listing, RatingAnswer, dnsbl_query, parse_rating};
 pub use mail_auth::SpfOutput;
 pub use offline::TxtRecords;
 pub use psl::{SuffixList, SuffixListError};
+pub use sending::SourceCheck;
 
 pub use inbound::{
     AuthResult, DmarcPolicy, MessageResults, ResolverError, SpfCheck, Verifier,

@@ -57,8 +57,7 @@ pub(crate) struct RawConfig {
     submission: Option<Spanned<Submission>>,
     #[serde(default)]
     auth: AuthPolicy,
-    #[serde(default)]
-    delivery: Delivery,
+    delivery: Option<Spanned<Delivery>>,
     greylist: Option<Spanned<Greylist>>,
     #[serde(default)]
     policy: PolicyService,
@@ -395,7 +394,11 @@ impl RawConfig {
             limits,
             submission,
             auth: self.auth,
-            delivery: self.delivery,
+            delivery: self
+                .delivery
+                .map(checked_delivery)
+                .transpose()?
+                .unwrap_or_default(),
             greylist: self
                 .greylist
                 .map(checked_greylist)
@@ -549,6 +552,36 @@ fn checked_greylist(g: Spanned<Greylist>) -> Result<Greylist, Invalid> {
         Some((_, why)) => Err((at, (*why).to_owned())),
         None => Ok(g),
     }
+}
+
+fn checked_delivery(d: Spanned<Delivery>) -> Result<Delivery, Invalid> {
+    let at = d.span().start;
+    let d = d.into_inner();
+    for (i, rule) in d.reply_rule.iter().enumerate() {
+        if let Err(e) = rule.check() {
+            return Err((at, format!("reply_rule {}: {e}", i + 1)));
+        }
+    }
+    if let Some(s) = d
+        .site
+        .iter()
+        .find(|s| s.name.is_empty() || s.max_connections == Some(0))
+    {
+        return Err((
+            at,
+            format!(
+                "site {:?}: a site needs a name and at least one connection",
+                s.name
+            ),
+        ));
+    }
+    if d.site_pause_secs < 60 || d.site_max_pause_secs < d.site_pause_secs {
+        return Err((
+            at,
+            "site_pause_secs must be at least 60 and site_max_pause_secs at least as long".into(),
+        ));
+    }
+    Ok(d)
 }
 
 fn checked_submission(s: Spanned<Submission>) -> Result<Submission, Invalid> {

@@ -36,7 +36,8 @@ pub struct Delivery {
     /// The name the certificate must carry; the smarthost's IP address
     /// when absent.
     pub smarthost_name: Option<String>,
-    /// Concurrent deliveries to one destination domain.
+    /// Connections at once to one site (the MX host set a destination
+    /// resolves to) without its own `[[delivery.site]]` entry.
     pub max_per_domain: usize,
     /// A message still undelivered after this long gets one "delayed"
     /// DSN (RFC 3464) if its sender asked (NOTIFY=DELAY) or said nothing.
@@ -44,8 +45,9 @@ pub struct Delivery {
     /// Domains whose mail leaves only over TLS: without STARTTLS at the
     /// next hop it waits (and finally bounces) instead of going in clear.
     pub require_tls_for: Vec<String>,
-    /// Transactions per minute with one destination domain (0: no limit),
-    /// spaced evenly so a large queue does not hit a receiver in a burst.
+    /// Messages per minute to one site without its own entry (0: no limit
+    /// until a rate answer sets one), spaced evenly so a large queue does
+    /// not hit a receiver in a burst.
     pub max_per_domain_per_minute: u32,
     /// Honour the destination's MTA-STS policy (RFC 8461): in `enforce`
     /// mode only the MX hosts it names, over TLS verified for their name.
@@ -61,6 +63,48 @@ pub struct Delivery {
     /// Their From: (default postmaster@ the first local domain); its
     /// domain's DKIM key signs them.
     pub tls_rpt_from: Option<String>,
+    /// `[[delivery.site]]`: providers' MX host patterns and their limits
+    /// (changing or adding to the built-in Google, Microsoft, Yahoo and
+    /// Apple entries).
+    pub site: Vec<portcullis_shaping::SiteRule>,
+    /// Messages one connection carries, for sites without their own entry
+    /// (0: no limit).
+    pub messages_per_connection: u32,
+    /// Connections opened a minute to one site without its own entry (0:
+    /// no limit).
+    pub connections_per_minute: u32,
+    /// `[[delivery.reply_rule]]`: the operator's reply classes, before
+    /// the built-in ones.
+    pub reply_rule: Vec<portcullis_shaping::Rule>,
+    /// The first pause of a site after a rate answer (at least 60) ...
+    pub site_pause_secs: u64,
+    /// ... doubling while they repeat, up to this.
+    pub site_max_pause_secs: u64,
+    /// Days an address stays suppressed after a remote "no such mailbox"
+    /// (0: no suppression).
+    pub suppress_days: u32,
+    /// Outgoing connections over IPv4 leave from this address.
+    pub source_ipv4: Option<std::net::Ipv4Addr>,
+    /// Outgoing connections over IPv6 leave from this address.
+    pub source_ipv6: Option<std::net::Ipv6Addr>,
+    /// The name we give in EHLO (the hostname when absent); it should be
+    /// the PTR name of the source addresses.
+    pub helo_name: Option<String>,
+    /// Which of an MX host's addresses are tried first.
+    pub address_preference: AddressPreference,
+}
+
+/// `[delivery] address_preference` (Postfix's `smtp_address_preference`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AddressPreference {
+    /// IPv6 addresses first, then IPv4.
+    Ipv6,
+    /// IPv4 addresses first, then IPv6.
+    Ipv4,
+    /// In the order DNS gave them.
+    #[default]
+    Any,
 }
 
 impl Default for Delivery {
@@ -85,6 +129,17 @@ impl Default for Delivery {
             mta_sts_timeout_secs: 15,
             tls_rpt_interval_secs: 86_400,
             tls_rpt_from: None,
+            site: Vec::new(),
+            messages_per_connection: 0,
+            connections_per_minute: 0,
+            reply_rule: Vec::new(),
+            site_pause_secs: 60,
+            site_max_pause_secs: 3600,
+            suppress_days: 30,
+            source_ipv4: None,
+            source_ipv6: None,
+            helo_name: None,
+            address_preference: AddressPreference::Any,
         }
     }
 }

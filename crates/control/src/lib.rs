@@ -56,6 +56,17 @@ pub enum Request {
     Run {
         job: Job,
     },
+    /// Every suppressed address.
+    SuppressionList,
+    SuppressionShow {
+        address: String,
+    },
+    /// Take an address off the suppression list.
+    SuppressionDel {
+        address: String,
+    },
+    /// The outbound sites: limits, rate in force, pauses, last answers.
+    Sites,
     /// Containment of one submitting account (issue 29).
     Account {
         action: AccountAction,
@@ -132,6 +143,7 @@ pub fn queue_entry(m: &portcullis_queue::QueuedMessage, now: u64) -> serde_json:
         "state": m.state,
         "attempts": m.attempts,
         "next_attempt": m.next_attempt_in.map(|d| now + d.as_secs()),
+        "waiting_because": m.reason,
     })
 }
 
@@ -182,6 +194,8 @@ pub enum ControlError {
     NoSuchMessage(String),
     #[error("no reputation for {0}")]
     NoReputation(String),
+    #[error("{0} is not suppressed")]
+    NotSuppressed(String),
     #[error("{0}")]
     Refused(String),
     #[error("the spool failed: {0}")]
@@ -204,6 +218,9 @@ pub struct Control {
     pub jobs: std::collections::HashMap<Job, JobDoor>,
     /// Containment (None where it does not run: this crate's tests).
     pub accounts: Option<std::sync::Arc<dyn AccountDoor>>,
+    /// The outbound sites' live state (None where nothing is delivered:
+    /// the tests of this crate).
+    pub sites: Option<std::sync::Arc<portcullis_delivery::SiteGate>>,
 }
 
 impl Control {
@@ -245,6 +262,20 @@ impl Control {
                 json!({ "loaded": held })
             }
             Request::Run { job } => self.run(job).await?,
+            Request::SuppressionList => {
+                to_value(self.state.suppressions().await).unwrap_or_default()
+            }
+            Request::SuppressionShow { address } => {
+                to_value(self.suppression(&address).await?).unwrap_or_default()
+            }
+            Request::SuppressionDel { address } => {
+                if !self.state.unsuppress(&address).await {
+                    return Err(ControlError::NotSuppressed(address));
+                }
+                tracing::info!(event = "suppression_lifted", address = %address);
+                json!({ "deleted": address })
+            }
+            Request::Sites => to_value(self.sites()).unwrap_or_default(),
             Request::Account { action, account } => self.account(action, &account).await?,
             Request::Contained => self.contained().await?,
         })
@@ -272,6 +303,22 @@ impl Control {
     /// Every account contained now.
     pub async fn contained(&self) -> Result<serde_json::Value, ControlError> {
         Ok(self.account_door()?.contained().await)
+    }
+
+    /// One suppressed address.
+    pub async fn suppression(
+        &self,
+        address: &str,
+    ) -> Result<portcullis_shaping::Suppression, ControlError> {
+        self.state
+            .suppressed(address)
+            .await
+            .ok_or_else(|| ControlError::NotSuppressed(address.to_owned()))
+    }
+
+    /// Every outbound site this node knows.
+    pub fn sites(&self) -> Vec<portcullis_shaping::SiteView> {
+        self.sites.as_ref().map(|s| s.views()).unwrap_or_default()
     }
 
     /// Hand the job to its task and wait for the task's answer.

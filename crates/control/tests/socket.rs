@@ -51,6 +51,7 @@ async fn serving(name: &str) -> (PathBuf, Queue) {
         hostname: "mx.test".into(),
         schedule: Schedule::from_config(&portcullis_config::Delivery::default()),
         max_active: 4,
+        suppression: None,
     };
     let (queue, _) = Queue::start(spool, pending, Arc::new(Later), settings, Arc::default());
     let state = portcullis_state::Store::in_memory(Default::default());
@@ -60,6 +61,7 @@ async fn serving(name: &str) -> (PathBuf, Queue) {
         files: None,
         jobs: Default::default(),
         accounts: None,
+        sites: None,
     };
     let listener = portcullis_control::bind(&dir).unwrap();
     tokio::spawn(control.serve(listener));

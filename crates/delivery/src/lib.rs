@@ -8,6 +8,10 @@
 //! does not decide who may receive mail (the way in does). The queue
 //! reaches it through the [`Courier`] trait, so its schedule is tested
 //! with a courier made of scripted outcomes.
+//!
+//! Remote destinations are grouped into sites (`sites.rs`, with the
+//! decisions in `portcullis-shaping`): the limits, pauses and reply
+//! classes apply per site, and every outcome leaves here classified.
 
 pub mod client;
 pub mod dane;
@@ -17,14 +21,16 @@ mod mta_sts;
 mod outcome;
 mod route;
 mod router;
+mod sites;
 mod validating;
 
 pub use mailboxes::{MailboxDrop, Mailboxes};
 pub use maildir::{DeliveryError, LocalDelivery, MaildirStore};
 pub use mta_sts::{MtaSts, StsSource};
-pub use outcome::{Answer, FailureKind, HostFailure, RcptOutcome, Status};
+pub use outcome::{Action, Answer, FailureKind, HostFailure, RcptOutcome, ReplyClass, Status};
 pub use route::{DnsRoutes, MxHost, MxResolver, Route};
 pub use router::{Destination, ReportIntake, Router, RouterError, TlsOutcomes};
+pub use sites::{Deferred, SiteGate, Ticket};
 
 use std::future::Future;
 use std::pin::Pin;

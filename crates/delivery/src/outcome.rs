@@ -6,14 +6,25 @@
 
 use std::fmt;
 
+pub use portcullis_shaping::{Action, ReplyClass};
 pub use portcullis_smtp::Status;
 
 /// A reply or a local failure: its enhanced status code and its words
-/// (the next hop's reply line, or what went wrong here).
+/// (the next hop's reply line, or what went wrong here), and what the
+/// reply table makes of it (the router classifies every answer once).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Answer {
     pub status: Status,
     pub text: String,
+    /// The next hop's basic reply code; `None` for a failure of our own.
+    pub code: Option<u16>,
+    pub class: ReplyClass,
+    pub action: Action,
+    /// The recipient's site asks for no new try before this
+    /// (milliseconds since the epoch): it is paused, or our own limits
+    /// held the recipient back. With no `code` it was not tried at all,
+    /// and the attempt does not count.
+    pub retry_at: Option<u64>,
 }
 
 impl Answer {
@@ -21,6 +32,28 @@ impl Answer {
         Answer {
             status,
             text: text.into(),
+            code: None,
+            class: ReplyClass::Other,
+            action: Action::Nothing,
+            retry_at: None,
+        }
+    }
+
+    /// The same answer with the next hop's basic code.
+    pub fn with_code(self, code: Option<u16>) -> Answer {
+        Answer { code, ..self }
+    }
+
+    /// Our own site limits held the recipient back: nothing was tried.
+    pub fn held_back(&self) -> bool {
+        self.code.is_none() && self.retry_at.is_some()
+    }
+
+    /// `421 4.7.28`, or the enhanced code alone for a failure of ours.
+    pub fn short(&self) -> String {
+        match self.code {
+            Some(c) => format!("{c} {}", self.status),
+            None => self.status.to_string(),
         }
     }
 }
@@ -48,6 +81,12 @@ impl RcptOutcome {
         }
     }
 
+    pub fn answer_mut(&mut self) -> &mut Answer {
+        match self {
+            RcptOutcome::Delivered(a) | RcptOutcome::Temporary(a) | RcptOutcome::Permanent(a) => a,
+        }
+    }
+
     /// `delivered`, `deferred` or `failed`: the word logs and metrics use.
     pub fn word(&self) -> &'static str {
         match self {
@@ -59,7 +98,7 @@ impl RcptOutcome {
 
     /// The same answer for every recipient of a failed attempt.
     pub fn of_failure(f: &HostFailure) -> RcptOutcome {
-        let a = Answer::new(f.status, f.reason.clone());
+        let a = Answer::new(f.status, f.reason.clone()).with_code(f.code);
         if f.permanent {
             RcptOutcome::Permanent(a)
         } else {
@@ -75,6 +114,8 @@ pub struct HostFailure {
     pub status: Status,
     pub reason: String,
     pub kind: FailureKind,
+    /// The next hop's basic reply code, when it answered.
+    pub code: Option<u16>,
 }
 
 impl HostFailure {
@@ -85,6 +126,7 @@ impl HostFailure {
             status,
             reason: reason.into(),
             kind: FailureKind::Other,
+            code: None,
         }
     }
 

@@ -22,8 +22,8 @@ use portcullis_config::{Cidr, Config, KernelBlocklistMode, ListenerRole};
 use portcullis_metrics::{Counter, Metrics};
 use portcullis_state::Store;
 use std::io::Write as _;
-use std::sync::Arc;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
 
@@ -429,10 +429,18 @@ mod tests {
         let text = metrics.render(&[]);
         let line = |family: &str| {
             let label = format!("portcullis_kernel_dropped_packets_total{{family=\"{family}\"}} ");
-            text.lines().find(|l| l.starts_with(&label)).map(str::to_owned)
+            text.lines()
+                .find(|l| l.starts_with(&label))
+                .map(str::to_owned)
         };
-        assert_eq!(line("ipv6").as_deref(), Some("portcullis_kernel_dropped_packets_total{family=\"ipv6\"} 5007"));
-        assert_eq!(line("ipv4").as_deref(), Some("portcullis_kernel_dropped_packets_total{family=\"ipv4\"} 3"));
+        assert_eq!(
+            line("ipv6").as_deref(),
+            Some("portcullis_kernel_dropped_packets_total{family=\"ipv6\"} 5007")
+        );
+        assert_eq!(
+            line("ipv4").as_deref(),
+            Some("portcullis_kernel_dropped_packets_total{family=\"ipv4\"} 3")
+        );
     }
 
     fn entry(until: u64) -> BlockEntry {

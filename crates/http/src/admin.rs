@@ -49,6 +49,12 @@ pub(crate) fn routes() -> Router<Arc<Context>> {
         )
         .route("/api/trace", get(trace))
         .route("/api/reports", get(reports))
+        .route("/api/sites", get(sites))
+        .route("/api/suppression", get(suppression_list))
+        .route(
+            "/api/suppression/{address}",
+            get(suppression_show).delete(suppression_del),
+        )
         .route("/api/containment", get(containment_list))
         .route("/api/containment/{account}", get(containment_show))
         .route("/api/containment/{account}/hold", post(containment_hold))
@@ -232,6 +238,7 @@ async fn queue_show(
         "state": m.state,
         "attempts": m.attempts,
         "waiting": status.map(|s| s.waiting).unwrap_or_default(),
+        "waiting_because": m.reason,
         "message": String::from_utf8_lossy(&m.message.data),
     })))
 }
@@ -240,12 +247,40 @@ async fn queue_show(
 fn refused(e: portcullis_control::ControlError) -> ApiError {
     use portcullis_control::ControlError as E;
     let code = match e {
-        E::NoSuchMessage(_) | E::NoReputation(_) => StatusCode::NOT_FOUND,
+        E::NoSuchMessage(_) | E::NoReputation(_) | E::NotSuppressed(_) => StatusCode::NOT_FOUND,
         E::Refused(_) => StatusCode::BAD_REQUEST,
         E::Spool(_) | E::CannotLoad(..) => StatusCode::INTERNAL_SERVER_ERROR,
         E::NotRenewed(_) => StatusCode::BAD_GATEWAY,
     };
     error(code, e.to_string())
+}
+
+/// The outbound sites: limits, rate in force, pauses, last answers.
+async fn sites(_: Admin, State(ctx): State<Arc<Context>>) -> ApiResult {
+    Ok(Json(json!(ctx.control.sites())))
+}
+
+async fn suppression_list(_: Admin, State(ctx): State<Arc<Context>>) -> ApiResult {
+    let r = portcullis_control::Request::SuppressionList;
+    ctx.control.handle(r).await.map(Json).map_err(refused)
+}
+
+async fn suppression_show(
+    _: Admin,
+    State(ctx): State<Arc<Context>>,
+    Path(address): Path<String>,
+) -> ApiResult {
+    let r = portcullis_control::Request::SuppressionShow { address };
+    ctx.control.handle(r).await.map(Json).map_err(refused)
+}
+
+async fn suppression_del(
+    _: Admin,
+    State(ctx): State<Arc<Context>>,
+    Path(address): Path<String>,
+) -> ApiResult {
+    let r = portcullis_control::Request::SuppressionDel { address };
+    ctx.control.handle(r).await.map(Json).map_err(refused)
 }
 
 async fn queue_delete(

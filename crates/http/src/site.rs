@@ -139,8 +139,73 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
             failing,
         ));
     }
-    let body = ctx.metrics.render(&gauges);
+    let mut body = ctx.metrics.render(&gauges);
+    body.push_str(&site_gauges(&ctx.control.sites()));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+/// The outbound sites' gauges: connections, messages deferred to each,
+/// the rate in force, pauses, and the class of the last answers.
+fn site_gauges(sites: &[portcullis_shaping::SiteView]) -> String {
+    use portcullis_metrics::labeled_gauge;
+    let now = portcullis_config::clock::now_secs();
+    let each =
+        |f: &dyn Fn(&portcullis_shaping::SiteView) -> u64| -> Vec<(Vec<(&str, String)>, u64)> {
+            sites
+                .iter()
+                .map(|s| (vec![("site", s.name.clone())], f(s)))
+                .collect()
+        };
+    let mut last = Vec::new();
+    for s in sites {
+        let mut classes: Vec<&str> = s.last_answers.iter().map(|a| a.class.name()).collect();
+        classes.sort_unstable();
+        classes.dedup();
+        for c in classes {
+            let n = s
+                .last_answers
+                .iter()
+                .filter(|a| a.class.name() == c)
+                .count();
+            last.push((
+                vec![("site", s.name.clone()), ("class", c.to_owned())],
+                n as u64,
+            ));
+        }
+    }
+    [
+        labeled_gauge(
+            "portcullis_site_connections",
+            "Connections open to each outbound site (a site: the MX hosts destinations share).",
+            &each(&|s| u64::from(s.connections)),
+        ),
+        labeled_gauge(
+            "portcullis_site_deferred_messages",
+            "Messages waiting in the queue for their site's pause or pace.",
+            &each(&|s| u64::from(s.deferred)),
+        ),
+        labeled_gauge(
+            "portcullis_site_rate_per_minute",
+            "Messages a minute in force for each site (0: no limit).",
+            &each(&|s| u64::from(s.rate_per_minute)),
+        ),
+        labeled_gauge(
+            "portcullis_site_paused_seconds",
+            "Seconds left in each site's pause after a rate answer (0: not paused).",
+            &each(&|s| s.paused_until.map_or(0, |t| (t / 1000).saturating_sub(now))),
+        ),
+        labeled_gauge(
+            "portcullis_site_pauses",
+            "Pauses of each site in a row (reset after a calm hour).",
+            &each(&|s| u64::from(s.pauses)),
+        ),
+        labeled_gauge(
+            "portcullis_site_last_replies",
+            "Each site's last answers that were not a delivery, by reply class.",
+            &last,
+        ),
+    ]
+    .concat()
 }
 
 /// Thunderbird's autoconfig file, for our own domains only (404 for

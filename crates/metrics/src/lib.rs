@@ -42,6 +42,7 @@ pub enum Counter {
     MilterAnswers,
     MilterFailures,
     MilterMessages,
+    DeliveryReplies,
 }
 
 impl Counter {
@@ -74,6 +75,7 @@ impl Counter {
             Counter::MilterAnswers => "portcullis_milter_answers_total",
             Counter::MilterFailures => "portcullis_milter_failures_total",
             Counter::MilterMessages => "portcullis_milter_messages_total",
+            Counter::DeliveryReplies => "portcullis_delivery_replies_total",
         }
     }
 
@@ -143,6 +145,9 @@ impl Counter {
             }
             Counter::MilterFailures => {
                 "Milters that could not be used, by milter and reason (connect, timeout, protocol, busy)."
+            }
+            Counter::DeliveryReplies => {
+                "Recipients not delivered in an attempt, by reply class (rate_limited, reputation_block, auth_required, tls_required, mailbox_unknown, mailbox_full, spam_refused, network, other) and result (deferred, failed)."
             }
         }
     }
@@ -492,6 +497,20 @@ impl Metrics {
             let _ = writeln!(out, "{}_count{{{bare}}} {}", h.name(), b.count);
         }
     }
+}
+
+/// One gauge with labels, one line per series, in the exposition format
+/// (for values another room keeps, such as the outbound sites').
+pub fn labeled_gauge(name: &str, help: &str, series: &[(Vec<(&str, String)>, u64)]) -> String {
+    let mut out = format!("# HELP {name} {help}\n# TYPE {name} gauge\n");
+    for (labels, v) in series {
+        let l: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+            .collect();
+        let _ = writeln!(out, "{name}{{{}}} {v}", l.join(","));
+    }
+    out
 }
 
 fn escape(v: &str) -> String {

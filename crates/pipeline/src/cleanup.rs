@@ -273,6 +273,7 @@ impl Connection {
                 recipient: r.clone(),
                 status,
                 diagnostic: format!("{} {status} <{}>: {why}", reply.code, r.address),
+                class: portcullis_queue::ReplyClass::Other,
             })
             .collect();
         let message = StoredMessage {

@@ -16,6 +16,10 @@ impl Connection {
     /// One more recipient for the session's open transaction, whose
     /// account, sender and recipients so far this stage reads.
     pub async fn rcpt(&mut self, txn: &Transaction, to: &Mailbox) -> StageResult<()> {
+        if txn.auth.is_some() {
+            // Not "user unknown" of ours: no tarpit, no penalty.
+            self.not_suppressed(to).await?;
+        }
         let result = match txn.auth.as_deref() {
             Some(account) => self.submitted_recipient(account, to).await,
             None => self.mx_recipient(txn, to).await,
@@ -72,6 +76,23 @@ impl Connection {
             self.held = true;
         }
         result
+    }
+
+    /// A remote address that bounced as unknown lately is refused at
+    /// once, saying when and why (the suppression list).
+    async fn not_suppressed(&self, to: &Mailbox) -> StageResult<()> {
+        let address = to.to_string();
+        let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
+        if self.config.is_local_domain(&domain.to_ascii_lowercase()) {
+            return Ok(());
+        }
+        match self.inbound.admission.state.suppressed(&address).await {
+            Some(entry) => {
+                info!(session = %self.id, event = "rcpt_suppressed", to = %to, until = entry.until);
+                Err(Reply::new(550, Status(5, 1, 1), entry.refusal()))
+            }
+            None => Ok(()),
+        }
     }
 
     async fn mx_recipient(&self, txn: &Transaction, to: &Mailbox) -> StageResult<()> {

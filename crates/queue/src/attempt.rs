@@ -6,9 +6,11 @@
 
 use crate::dsn::ReportKind;
 use crate::scheduler::Job;
-use crate::{Bounce, DeliveryStatus, Queue, QueuedRecipient, Schedule};
+use crate::{Bounce, DeliveryStatus, Envelope, Queue, QueuedRecipient, Schedule};
 use portcullis_config::clock::now_secs;
-use portcullis_delivery::{Addressee, Courier, Destination, Parcel, RcptOutcome, Status};
+use portcullis_delivery::{
+    Addressee, Answer, Courier, Destination, Parcel, RcptOutcome, ReplyClass, Status,
+};
 use portcullis_metrics::{Counter, Metrics};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +23,7 @@ pub(crate) struct Attempts {
     pub schedule: Schedule,
     pub metrics: Arc<Metrics>,
     pub clock: QueueClock,
+    pub suppression: Option<crate::Suppressing>,
 }
 
 /// The wall clock as the schedule sees it: read once at start, then
@@ -55,6 +58,14 @@ struct Results {
     delivered: Vec<String>,
     retry: Vec<(QueuedRecipient, Status, String)>,
     failed: Vec<Bounce>,
+    /// Some waiting recipient was tried (not only held back by its
+    /// site's limits): the attempt counts.
+    tried: bool,
+    /// The latest time a site asked for (milliseconds since the epoch).
+    not_before: Option<u64>,
+    /// Some waiting recipient was deferred for itself, not for its
+    /// site's rate: the schedule's delay applies.
+    own_deferral: bool,
 }
 
 pub(crate) async fn run(a: &Attempts, mut job: Job) -> Ended {
@@ -75,7 +86,12 @@ pub(crate) async fn run(a: &Attempts, mut job: Job) -> Ended {
         let late: Vec<Bounce> = results
             .retry
             .iter()
-            .map(|(r, s, why)| bounce(r, *s, why))
+            .map(|(r, s, why)| Bounce {
+                recipient: r.clone(),
+                status: *s,
+                diagnostic: why.clone(),
+                class: ReplyClass::Other,
+            })
             .collect();
         a.queue.bounce(&job.message, &late, ReportKind::Delay).await;
         job.delay_notified = true;
@@ -114,15 +130,22 @@ async fn carry(a: &Attempts, job: &Job) -> Results {
         let remote = matches!(leg.destination, Destination::Remote(_));
         for (&i, o) in leg.members.iter().zip(outcomes) {
             let r = env.recipients[i].clone();
-            if remote && let Some(listener) = a.queue.outcomes() {
-                listener.recipient_outcome(env, &r.address, &o);
-            }
+            // The one place each recipient's outcome is recorded, with its
+            // class (`o.answer().class`).
+            record_outcome(a, env, &r, &o, remote).await;
             match o {
                 RcptOutcome::Delivered(_) => accepted.push(r.address),
-                RcptOutcome::Temporary(ans) => results.retry.push((r, ans.status, ans.text)),
-                RcptOutcome::Permanent(ans) => {
-                    results.failed.push(bounce(&r, ans.status, &ans.text))
+                RcptOutcome::Temporary(ans) => {
+                    results.tried |= !ans.held_back();
+                    // A rate answer speaks of the site: the message comes
+                    // back when the site's pause ends, not on the schedule.
+                    let for_the_site = ans.retry_at.is_some()
+                        && (ans.held_back() || ans.class == ReplyClass::RateLimited);
+                    results.own_deferral |= !for_the_site;
+                    results.not_before = results.not_before.max(ans.retry_at);
+                    results.retry.push((r, ans.status, ans.text))
                 }
+                RcptOutcome::Permanent(ans) => results.failed.push(bounce(&r, &ans)),
             }
         }
         // Another server said 250: never again for these, even after a
@@ -142,11 +165,52 @@ async fn carry(a: &Attempts, job: &Job) -> Results {
     results
 }
 
-fn bounce(r: &QueuedRecipient, status: Status, why: &str) -> Bounce {
+fn bounce(r: &QueuedRecipient, ans: &Answer) -> Bounce {
     Bounce {
         recipient: r.clone(),
-        status,
-        diagnostic: why.to_owned(),
+        status: ans.status,
+        diagnostic: ans.text.clone(),
+        class: ans.class,
+    }
+}
+
+/// What one recipient's outcome changes beyond its message: a remote "no
+/// such mailbox" puts the address on the suppression list, and the
+/// outcome is counted by class.
+async fn record_outcome(
+    a: &Attempts,
+    env: &Envelope,
+    r: &QueuedRecipient,
+    o: &RcptOutcome,
+    remote: bool,
+) {
+    let id = env.id.as_str();
+    if remote && let Some(listener) = a.queue.outcomes() {
+        listener.recipient_outcome(env, &r.address, o);
+    }
+    let ans = o.answer();
+    if !matches!(o, RcptOutcome::Delivered(_)) {
+        a.metrics.inc(
+            Counter::DeliveryReplies,
+            &[("class", ans.class.name()), ("result", o.word())],
+        );
+    }
+    let (RcptOutcome::Permanent(ans), true, Some(s)) = (o, remote, &a.suppression) else {
+        return;
+    };
+    let remote_reply = ans.code.map(|_| ans.text.as_str());
+    let now = a.clock.now_secs();
+    if let Some(entry) = portcullis_shaping::suppression_for(
+        &r.address,
+        ans.class,
+        ans.action,
+        remote_reply,
+        now,
+        s.days,
+        id,
+    ) {
+        info!(event = "suppressed", id = %id, to = %entry.address, until = entry.until, reply = %entry.reply);
+        s.store.suppress(entry).await;
     }
 }
 
@@ -156,7 +220,12 @@ fn give_up_if_expired(s: &Schedule, age: Duration, mut r: Results) -> Results {
     if !r.retry.is_empty() && s.expired(age) {
         for (rcpt, _, why) in std::mem::take(&mut r.retry) {
             let text = format!("delivery time expired: {why}");
-            r.failed.push(bounce(&rcpt, Status(4, 4, 7), &text));
+            r.failed.push(Bounce {
+                recipient: rcpt,
+                status: Status(4, 4, 7),
+                diagnostic: text,
+                class: ReplyClass::Network,
+            });
         }
     }
     r
@@ -192,8 +261,22 @@ async fn defer(a: &Attempts, mut job: Job, r: Results) -> Ended {
     if let Err(e) = spool.complete_recipients(&id, finished).await {
         warn!(event = "record_recipients_failed", id = %id, error = %e);
     }
-    job.attempts += 1;
-    let after = a.schedule.retry_delay(job.attempts);
+    // Held back by its site's limits, or deferred by a rate answer: the
+    // message comes back when the site asked (held back only: no attempt
+    // counted); deferred for itself: the schedule's delay, or the end of
+    // the site's pause if that is later.
+    if r.tried {
+        job.attempts += 1;
+    }
+    let after = if r.own_deferral {
+        a.schedule.retry_delay(job.attempts)
+    } else {
+        Duration::ZERO
+    };
+    let after = match r.not_before {
+        Some(ms) => after.max(Duration::from_millis(ms.saturating_sub(now_ms()))),
+        None => after,
+    };
     let status = DeliveryStatus {
         attempts: job.attempts,
         next_attempt: a.clock.now_secs() + after.as_secs(),
@@ -207,15 +290,34 @@ async fn defer(a: &Attempts, mut job: Job, r: Results) -> Ended {
         warn!(event = "status_write_failed", id = %id, error = %e);
     }
     let why = r.retry[0].2.clone();
+    job.reason = Some(why.clone());
+    if !r.tried {
+        info!(event = "held_by_site", id = %id, delay_ms = after.as_millis() as u64, reason = %why);
+        return Ended::Retry {
+            job: Box::new(job_with(job, r.retry)),
+            after,
+        };
+    }
     warn!(event = "deferred", id = %id, attempts = job.attempts, delay_s = after.as_secs(), reason = %why);
     a.metrics
         .inc(Counter::DeliveryAttempts, &[("result", "deferred")]);
     // The dashboard's "deferred": a delivery that must wait and retry.
     a.metrics
         .outcome(portcullis_metrics::Outcome::Deferred, a.clock.now_secs());
-    job.message.envelope.recipients = r.retry.into_iter().map(|(rcpt, _, _)| rcpt).collect();
     Ended::Retry {
-        job: Box::new(job),
+        job: Box::new(job_with(job, r.retry)),
         after,
     }
+}
+
+/// The job with only the recipients that still wait.
+fn job_with(mut job: Job, retry: Vec<(QueuedRecipient, Status, String)>) -> Job {
+    job.message.envelope.recipients = retry.into_iter().map(|(rcpt, _, _)| rcpt).collect();
+    job
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

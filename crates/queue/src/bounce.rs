@@ -18,6 +18,8 @@ pub struct Bounce {
     pub status: Status,
     /// The reply or error behind the status, as the report quotes it.
     pub diagnostic: String,
+    /// What kind of answer it was (the reply table's class).
+    pub class: portcullis_delivery::ReplyClass,
 }
 
 impl Queue {
@@ -46,6 +48,7 @@ impl Queue {
                 orcpt: b.recipient.orcpt.clone(),
                 status: b.status.to_string(),
                 diagnostic: format!("smtp; {}", b.diagnostic),
+                class: b.class.name(),
             })
             .collect();
         let report = failure_report(&DsnRequest {

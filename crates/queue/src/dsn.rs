@@ -13,6 +13,8 @@ pub struct FailedRecipient {
     pub status: String,
     /// What the last hop said, e.g. `smtp; 550 5.1.1 User unknown`.
     pub diagnostic: String,
+    /// The reply's class (`mailbox_unknown`), as an extension field.
+    pub class: &'static str,
 }
 
 /// What the report says and about which message.
@@ -110,11 +112,12 @@ pub fn failure_report(r: &DsnRequest<'_>) -> Vec<u8> {
             out.push_str(&format!("Original-Recipient: {orcpt}\r\n"));
         }
         out.push_str(&format!(
-            "Final-Recipient: rfc822; {}\r\nAction: {}\r\nStatus: {}\r\nDiagnostic-Code: {}\r\n",
+            "Final-Recipient: rfc822; {}\r\nAction: {}\r\nStatus: {}\r\nDiagnostic-Code: {}\r\nX-Reply-Class: {}\r\n",
             f.address,
             r.kind.action(),
             f.status,
-            f.diagnostic
+            f.diagnostic,
+            f.class
         ));
     }
     let (kind, body) = if r.ret_full {
@@ -165,12 +168,16 @@ mod tests {
             orcpt: Some("rfc822;nobody@local.test".into()),
             status: "5.1.1".into(),
             diagnostic: "smtp; 550 5.1.1 User unknown".into(),
+            class: "mailbox_unknown",
         }];
         let text = String::from_utf8(failure_report(&request(&r, false))).unwrap();
         assert!(text.contains("Content-Type: multipart/report; report-type=delivery-status;"));
         assert!(text.contains("Reporting-MTA: dns; mx.test\r\nOriginal-Envelope-Id: ENV1\r\n"));
         assert!(text.contains(
             "Final-Recipient: rfc822; nobody@local.test\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        ));
+        assert!(text.contains(
+            "Diagnostic-Code: smtp; 550 5.1.1 User unknown\r\nX-Reply-Class: mailbox_unknown\r\n"
         ));
         assert!(text.contains("Content-Type: text/rfc822-headers\r\n\r\nSubject: hi\r\n"));
         assert!(

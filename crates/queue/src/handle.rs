@@ -18,6 +18,22 @@ pub struct QueueSettings {
     pub schedule: Schedule,
     /// Messages being delivered at once; the rest wait their turn.
     pub max_active: usize,
+    /// Where remote "no such mailbox" answers put the address, if
+    /// anywhere.
+    pub suppression: Option<Suppressing>,
+}
+
+/// The suppression list and how long an address stays on it.
+#[derive(Clone)]
+pub struct Suppressing {
+    pub days: u32,
+    pub store: Arc<dyn portcullis_shaping::SuppressionStore>,
+}
+
+impl std::fmt::Debug for Suppressing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Suppressing {{ days: {} }}", self.days)
+    }
 }
 
 /// Handle to the queue. Cheap to clone.
@@ -87,7 +103,10 @@ impl Queue {
             .spool
             .commit(envelope.clone(), data.clone())
             .await?;
-        self.send(Command::Submit(Job::new(StoredMessage { envelope, data })));
+        self.send(Command::Submit(Box::new(Job::new(StoredMessage {
+            envelope,
+            data,
+        }))));
         Ok(())
     }
 
@@ -138,7 +157,7 @@ impl Queue {
             return Err(e);
         }
         let job = Job::new(StoredMessage { envelope, data });
-        self.send(Command::SubmitHeld(job));
+        self.send(Command::SubmitHeld(Box::new(job)));
         Ok(())
     }
 

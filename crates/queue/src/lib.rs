@@ -22,7 +22,8 @@ mod scheduler;
 mod spool;
 
 pub use bounce::Bounce;
-pub use handle::{Queue, QueueSettings};
+pub use handle::{Queue, QueueSettings, Suppressing};
+pub use portcullis_delivery::ReplyClass;
 pub use record::{Envelope, QueuedRecipient};
 pub use schedule::Schedule;
 pub use scheduler::{QueueState, QueuedMessage};

@@ -25,6 +25,9 @@ pub(crate) struct Job {
     pub attempts: u32,
     /// A "delayed" DSN went out already (RFC 3464: once is enough).
     pub delay_notified: bool,
+    /// Why it waits: the last attempt's first deferral, or its site's
+    /// pause ("site google paused until 12:04 after 421 4.7.28").
+    pub reason: Option<String>,
 }
 
 impl Job {
@@ -33,6 +36,7 @@ impl Job {
             message,
             attempts: 0,
             delay_notified: false,
+            reason: None,
         }
     }
 
@@ -42,9 +46,9 @@ impl Job {
 }
 
 pub(crate) enum Command {
-    Submit(Job),
+    Submit(Box<Job>),
     /// A new message that waits on hold (quarantine) until released.
-    SubmitHeld(Job),
+    SubmitHeld(Box<Job>),
     Flush,
     Hold {
         id: String,
@@ -83,6 +87,8 @@ pub struct QueuedMessage {
     pub state: QueueState,
     /// Until the next attempt (`Waiting` only).
     pub next_attempt_in: Option<std::time::Duration>,
+    /// Why it waits, after an attempt that did not finish it.
+    pub reason: Option<String>,
 }
 
 /// What the operator asked about a message while it was being tried.
@@ -129,6 +135,7 @@ impl Scheduler {
                 schedule: settings.schedule,
                 metrics,
                 clock: attempt::QueueClock::new(),
+                suppression: settings.suppression,
             }),
             ready: VecDeque::new(),
             waiting: BTreeMap::new(),
@@ -188,10 +195,10 @@ impl Scheduler {
 
     fn command(&mut self, c: Command) {
         match c {
-            Command::Submit(job) => self.ready.push_back(job),
+            Command::Submit(job) => self.ready.push_back(*job),
             Command::SubmitHeld(job) => {
                 info!(event = "held", id = %job.id());
-                self.held.insert(job.id().to_owned(), job);
+                self.held.insert(job.id().to_owned(), *job);
             }
             Command::Flush => {
                 info!(event = "queue_flush");
@@ -272,6 +279,7 @@ impl Scheduler {
             attempts: job.attempts,
             state,
             next_attempt_in: due.map(|t| t.saturating_duration_since(now)),
+            reason: job.reason.clone(),
         };
         let mut out: Vec<QueuedMessage> = self
             .sending
@@ -281,6 +289,7 @@ impl Scheduler {
                 attempts: *attempts,
                 state: QueueState::Sending,
                 next_attempt_in: None,
+                reason: None,
             })
             .collect();
         out.extend(self.ready.iter().map(|j| view(j, QueueState::Ready, None)));

@@ -265,6 +265,7 @@ async fn submit(cfg: &ClientConfig, env: &outbox::Envelope, data: &[u8]) -> Resu
         require_tls: true,
         requiretls: false,
         auth: Some((&user, &password)),
+        source: None,
     };
     let limit = Duration::from_secs(cfg.timeout_secs.max(1));
     let mut last = Failure::new(exit::TEMPFAIL, "no server could be reached");

@@ -129,16 +129,18 @@ pub(crate) fn context(
         .with_context(|| format!("cannot open {}", config.data_dir.join("tlsrpt").display()))?;
     let tls_reports = Arc::new(tls_reports);
     let complaints = Arc::new(portcullis_pipeline::containment::ComplaintCounter::default());
-    let queue = open_queue(
+    let state = portcullis_state::Store::open(&config)?;
+    let (queue, sites) = open_queue(
         &config,
         metrics.clone(),
         tls_reports.clone(),
         complaints.clone(),
+        &state,
     )?;
     let dmarc = DmarcReports::open(&config.data_dir)
         .with_context(|| format!("cannot open {}", config.data_dir.join("dmarc").display()))?;
     let dmarc = Arc::new(dmarc);
-    let mut inbound = inbound(&config, queue.clone(), metrics.clone())?;
+    let mut inbound = inbound(&config, queue.clone(), metrics.clone(), state)?;
     if config.dmarc.send_reports {
         inbound.dmarc_observations = Some(dmarc.clone());
     }
@@ -159,6 +161,7 @@ pub(crate) fn context(
             containment: inbound.containment.clone(),
             config: live.clone(),
         })),
+        sites: Some(sites),
     };
     let policy = portcullis_policyd::PolicyService::new(inbound.clone(), Arc::new(config.clone()));
     queue.listen_to_outcomes(Arc::new(portcullis_pipeline::OutcomeListener {
@@ -205,13 +208,13 @@ fn inbound(
     config: &Config,
     queue: Queue,
     metrics: Arc<portcullis_metrics::Metrics>,
+    state: portcullis_state::Store,
 ) -> anyhow::Result<Inbound> {
     let verifier = verifier(config, &config.dns_nameservers, config.dns_timeout)?;
     let submission = portcullis_pipeline::Submission::new(config, metrics.clone())?;
     if let Err(e) = submission.log.expire(std::time::SystemTime::now()) {
         tracing::warn!(event = "log_expire_failed", error = %e);
     }
-    let state = portcullis_state::Store::open(config)?;
     let queue: Arc<dyn portcullis_pipeline::Intake> = Arc::new(queue);
     let mut containment =
         portcullis_pipeline::Containment::new(state.clone(), queue.clone(), metrics.clone());
@@ -239,7 +242,8 @@ fn open_queue(
     metrics: Arc<portcullis_metrics::Metrics>,
     tls_reports: Arc<TlsReports>,
     complaints: Arc<dyn portcullis_reportbox::ComplaintSink>,
-) -> anyhow::Result<Queue> {
+    state: &portcullis_state::Store,
+) -> anyhow::Result<(Queue, Arc<portcullis_delivery::SiteGate>)> {
     let spool_dir = config.data_dir.join("spool");
     let (spool, pending) = Spool::open(&spool_dir, SpoolOptions::default())
         .with_context(|| format!("cannot open spool {}", spool_dir.display()))?;
@@ -250,7 +254,15 @@ fn open_queue(
             "re-queueing messages accepted before the last stop"
         );
     }
-    start_queue(config, spool, pending, metrics, tls_reports, complaints)
+    start_queue(
+        config,
+        spool,
+        pending,
+        metrics,
+        tls_reports,
+        complaints,
+        state,
+    )
 }
 
 /// The way out: the router over our mailboxes and DNS, and the queue
@@ -262,7 +274,8 @@ fn start_queue(
     metrics: Arc<portcullis_metrics::Metrics>,
     tls_reports: Arc<TlsReports>,
     complaints: Arc<dyn portcullis_reportbox::ComplaintSink>,
-) -> anyhow::Result<portcullis_queue::Queue> {
+    state: &portcullis_state::Store,
+) -> anyhow::Result<(Queue, Arc<portcullis_delivery::SiteGate>)> {
     use portcullis_delivery::{DnsRoutes, Mailboxes, MaildirStore, Router};
     let store = MaildirStore::new(config.data_dir.join("mail"), &config.hostname);
     let mailboxes = Mailboxes::start(store).context("cannot start the mailbox writer")?;
@@ -295,10 +308,15 @@ fn start_queue(
         hostname: config.hostname.clone(),
         schedule: portcullis_queue::Schedule::from_config(&config.delivery),
         max_active: MAX_ACTIVE_DELIVERIES,
+        suppression: (config.delivery.suppress_days > 0).then(|| portcullis_queue::Suppressing {
+            days: config.delivery.suppress_days,
+            store: Arc::new(state.clone()),
+        }),
     };
+    let sites = router.sites();
     let (queue, _scheduler) =
         portcullis_queue::Queue::start(spool, pending, Arc::new(router), settings, metrics);
-    Ok(queue)
+    Ok((queue, sites))
 }
 
 /// Messages being delivered at once (Postfix's active queue is bounded

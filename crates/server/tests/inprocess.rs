@@ -336,7 +336,10 @@ async fn a_client_past_max_sessions_is_told_421_and_counted() {
     for _ in 0..3 {
         let (_, first) = Smtp::connect(s.smtp(Mx)).await;
         assert_eq!(first.code, 421, "{first:?}");
-        assert!(first.text.contains("4.7.0 Too many connections"), "{first:?}");
+        assert!(
+            first.text.contains("4.7.0 Too many connections"),
+            "{first:?}"
+        );
     }
     let (_, metrics) = http(s.http(), "GET", "/metrics", None).await;
     let refused = metrics

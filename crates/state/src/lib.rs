@@ -26,6 +26,7 @@ mod lease;
 mod redis;
 mod scripts;
 mod snapshot;
+mod suppression;
 
 pub use decision::{Admitted, Claim, Outcome, Slot, SlotClaim};
 pub use housekeeping::maintain;
@@ -80,6 +81,9 @@ pub struct Store {
     changes: Arc<tokio::sync::watch::Sender<u64>>,
     /// Containment facts kept in this process (issue 29).
     accounts: Arc<containment::Accounts>,
+    /// The suppression list: the embedded backend's own, and the answer
+    /// while Redis does not give one.
+    suppression: suppression::LocalList,
 }
 
 impl Store {
@@ -104,6 +108,10 @@ impl Store {
             }
             _ => None,
         };
+        let suppression = match snapshot {
+            Some(_) => suppression::LocalList::load(suppression::list_path(&config.data_dir))?,
+            None => suppression::LocalList::default(),
+        };
         Ok(Store {
             local: Arc::new(Mutex::new(local)),
             redis,
@@ -112,6 +120,7 @@ impl Store {
             snapshot,
             changes: Arc::default(),
             accounts,
+            suppression,
         })
     }
 
@@ -126,6 +135,7 @@ impl Store {
             snapshot: None,
             changes: Arc::default(),
             accounts: Arc::default(),
+            suppression: suppression::LocalList::default(),
         }
     }
 

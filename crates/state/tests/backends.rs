@@ -587,6 +587,49 @@ async fn containment_facts_add_up_the_same_on_every_backend() {
     .await;
 }
 
+fn suppression(address: &str, until: u64) -> portcullis_shaping::Suppression {
+    portcullis_shaping::Suppression {
+        address: address.to_owned(),
+        since: 1,
+        until,
+        reply: "550 5.1.1 no such user".into(),
+        class: portcullis_shaping::ReplyClass::MailboxUnknown,
+        queue_id: "Q1".into(),
+    }
+}
+
+#[tokio::test]
+async fn a_suppressed_address_is_found_listed_and_lifted() {
+    on_every_backend(|s, backend| async move {
+        let far = portcullis_config::clock::now_secs() + 86_400;
+        s.suppress(suppression("gone@remote.test", far)).await;
+        s.suppress(suppression("ended@remote.test", 2)).await;
+        let found = s.suppressed("Gone@Remote.test").await;
+        assert_eq!(found.map(|e| e.until), Some(far), "{backend}");
+        assert!(
+            s.suppressed("ended@remote.test").await.is_none(),
+            "{backend}: ended"
+        );
+        let listed: Vec<String> = s
+            .suppressions()
+            .await
+            .into_iter()
+            .map(|e| e.address)
+            .collect();
+        assert_eq!(listed, ["gone@remote.test"], "{backend}");
+        assert!(s.unsuppress("gone@remote.test").await, "{backend}");
+        assert!(
+            s.suppressed("gone@remote.test").await.is_none(),
+            "{backend}"
+        );
+        assert!(
+            !s.unsuppress("gone@remote.test").await,
+            "{backend}: already lifted"
+        );
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_containment_is_listed_until_lifted_and_lifting_forgets_the_counts() {
     use portcullis_containment::{Action, Contained, Counter, observe};
@@ -626,4 +669,16 @@ async fn an_embedded_hold_survives_a_restart_without_maintenance() {
     drop(s);
     let again = Store::open(&config(&dir, None)).expect("reopened");
     assert_eq!(again.contained_accounts().await.len(), 1);
+}
+
+#[tokio::test]
+async fn the_embedded_suppression_list_survives_a_restart() {
+    let dir = TempDir::new("suppression");
+    let far = portcullis_config::clock::now_secs() + 86_400;
+    {
+        let s = Store::open(&config(&dir, None)).expect("store");
+        s.suppress(suppression("gone@remote.test", far)).await;
+    }
+    let s = Store::open(&config(&dir, None)).expect("store again");
+    assert!(s.suppressed("gone@remote.test").await.is_some());
 }

@@ -11,7 +11,7 @@ pub async fn deliver_lmtp(
     addr: SocketAddr,
     msg: &Outgoing<'_>,
 ) -> Result<Vec<RcptOutcome>, HostFailure> {
-    let mut c = open(addr, "LMTP").await?;
+    let mut c = open(addr, None, "LMTP").await?;
     let lhlo = c.command(&format!("LHLO {}", msg.helo)).await?;
     if lhlo.code != 250 {
         return Err(session_failure("LHLO", &lhlo));

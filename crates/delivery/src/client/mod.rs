@@ -36,6 +36,9 @@ pub struct Outgoing<'a> {
     pub requiretls: bool,
     /// Log in with AUTH PLAIN (a smarthost); only ever over TLS.
     pub auth: Option<(&'a str, &'a str)>,
+    /// The local address to connect from (`[delivery] source_ipv4`,
+    /// `source_ipv6`); the system's choice when `None`.
+    pub source: Option<std::net::IpAddr>,
 }
 
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
@@ -72,7 +75,7 @@ impl Reply {
     }
 
     fn answer(&self) -> Answer {
-        Answer::new(self.status(), self.line())
+        Answer::new(self.status(), self.line()).with_code(Some(self.code))
     }
 }
 
@@ -157,11 +160,27 @@ pub(crate) fn session_failure(stage: &str, r: &Reply) -> HostFailure {
         status: r.status(),
         reason: format!("{stage}: {}", r.line()),
         kind: FailureKind::Other,
+        code: Some(r.code),
     }
 }
 
-async fn connect(addr: SocketAddr, protocol: &str) -> Result<TcpStream, HostFailure> {
-    match timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+async fn connect(
+    addr: SocketAddr,
+    source: Option<std::net::IpAddr>,
+    protocol: &str,
+) -> Result<TcpStream, HostFailure> {
+    let attempt = async {
+        let Some(from) = source else {
+            return TcpStream::connect(addr).await;
+        };
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.bind(SocketAddr::new(from, 0))?;
+        socket.connect(addr).await
+    };
+    match timeout(CONNECT_TIMEOUT, attempt).await {
         Ok(Ok(s)) => Ok(s),
         // RFC 3463 X.4.1: no answer from host.
         Ok(Err(e)) => Err(HostFailure::temporary(
@@ -178,8 +197,12 @@ async fn connect(addr: SocketAddr, protocol: &str) -> Result<TcpStream, HostFail
 }
 
 /// Connect and read the 220 greeting.
-pub(crate) async fn open(addr: SocketAddr, protocol: &str) -> Result<Conn, HostFailure> {
-    let stream = connect(addr, protocol).await?;
+pub(crate) async fn open(
+    addr: SocketAddr,
+    source: Option<std::net::IpAddr>,
+    protocol: &str,
+) -> Result<Conn, HostFailure> {
+    let stream = connect(addr, source, protocol).await?;
     greet(Conn {
         io: Box::new(stream),
         buf: Vec::new(),
@@ -202,7 +225,7 @@ pub async fn deliver(
     tls: &tokio_rustls::TlsConnector,
     server_name: &str,
 ) -> Result<Vec<RcptOutcome>, HostFailure> {
-    let mut c = open(addr, "SMTP").await?;
+    let mut c = open(addr, msg.source, "SMTP").await?;
     let mut ehlo = c.command(&format!("EHLO {}", msg.helo)).await?;
     if ehlo.code != 250 {
         return Err(session_failure("EHLO", &ehlo));
@@ -244,7 +267,7 @@ pub async fn deliver_implicit_tls(
     tls: &tokio_rustls::TlsConnector,
     server_name: &str,
 ) -> Result<Vec<RcptOutcome>, HostFailure> {
-    let stream = connect(addr, "SMTPS").await?;
+    let stream = connect(addr, msg.source, "SMTPS").await?;
     let plain = Conn {
         io: Box::new(stream),
         buf: Vec::new(),

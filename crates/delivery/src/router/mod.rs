@@ -2,8 +2,9 @@
 //! mailboxes (one leg for all of them, written with others' in one sync),
 //! an LMTP server per domain that has one, and for every other domain one
 //! SMTP transaction, to the smarthost or to the domain's MX hosts in
-//! order. Per-domain concurrency and pacing are kept here, where the
-//! transactions start.
+//! order. Remote transactions start through their site's gate
+//! (`crate::sites`): the destinations that share MX hosts share one set
+//! of limits and one back-off, and every outcome is classified.
 
 use crate::client::{self, Outgoing};
 use crate::dane::{DnsTlsa, TlsaSource};
@@ -11,15 +12,16 @@ use crate::mailboxes::{MailboxDrop, Mailboxes};
 use crate::mta_sts::StsSource;
 use crate::outcome::{Answer, FailureKind, HostFailure, RcptOutcome, Status};
 use crate::route::{MxResolver, Route};
+use crate::sites::{Deferred, SiteGate};
 use crate::{Addressee, BoxFuture, Courier, Leg, Parcel};
+use portcullis_config::AddressPreference;
 use portcullis_config::Config;
+use portcullis_shaping::{Action, ReplyClass, SiteLimits};
 use portcullis_tlsrpt::{Failure, PolicyKey};
 use rules::{Session, Skip, Target, no_host_in_policy};
-use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use tracing::{info, warn};
 
 /// Where one leg goes.
@@ -74,10 +76,8 @@ pub struct Router {
     /// `mta_sts_ca`): what an enforced MTA-STS policy demands.
     verified: tokio_rustls::TlsConnector,
     login: Option<Login>,
-    /// At most `max_per_domain` transactions with one domain at once.
-    per_domain: Mutex<HashMap<String, Arc<Semaphore>>>,
-    /// When the next transaction with a domain may start.
-    next_start: Mutex<HashMap<String, Instant>>,
+    /// The sites' limits and back-off, and the reply table.
+    sites: Arc<SiteGate>,
 }
 
 impl Router {
@@ -106,9 +106,13 @@ impl Router {
             tls_outcomes: None,
             reports: None,
             verified,
-            per_domain: Mutex::default(),
-            next_start: Mutex::default(),
+            sites: Arc::new(SiteGate::new(config)),
         })
+    }
+
+    /// The sites' state, for the operator's views.
+    pub fn sites(&self) -> Arc<SiteGate> {
+        self.sites.clone()
     }
 
     /// Honour destinations' MTA-STS policies from `sts`.
@@ -176,7 +180,12 @@ impl Router {
     /// The message as the client sends it; plain, no login.
     fn outgoing<'a>(&'a self, parcel: &'a Parcel, recipients: &'a [String]) -> Outgoing<'a> {
         Outgoing {
-            helo: &self.config.hostname,
+            helo: self
+                .config
+                .delivery
+                .helo_name
+                .as_deref()
+                .unwrap_or(&self.config.hostname),
             sender: &parcel.sender,
             recipients,
             data: &parcel.data,
@@ -185,6 +194,7 @@ impl Router {
             require_tls: parcel.require_tls,
             requiretls: parcel.require_tls,
             auth: None,
+            source: None,
         }
     }
 
@@ -195,10 +205,12 @@ impl Router {
         to: &[&Addressee],
     ) -> Vec<RcptOutcome> {
         let addresses: Vec<String> = to.iter().map(|a| a.address.clone()).collect();
-        let outcomes = match client::deliver_lmtp(addr, &self.outgoing(parcel, &addresses)).await {
-            Ok(o) => o,
-            Err(f) => vec![RcptOutcome::of_failure(&f); to.len()],
-        };
+        let mut outcomes =
+            match client::deliver_lmtp(addr, &self.outgoing(parcel, &addresses)).await {
+                Ok(o) => o,
+                Err(f) => vec![RcptOutcome::of_failure(&f); to.len()],
+            };
+        self.sites.classify(&mut outcomes);
         log_outcomes(parcel, &addresses, &outcomes, &addr.to_string());
         outcomes
     }
@@ -209,16 +221,17 @@ impl Router {
         domain: &str,
         to: &[&Addressee],
     ) -> Vec<RcptOutcome> {
-        let _slot = self.domain_slot(domain).await;
         let addresses: Vec<String> = to.iter().map(|a| a.address.clone()).collect();
         if let Some(host) = self.config.delivery.smarthost {
-            let smarthost = Target {
+            let smarthost = [Target {
                 addr: host,
                 name: host.ip().to_string(),
                 secure_mx: false,
-            };
+            }];
+            let limits = self.sites.limits("smarthost");
+            let carry = self.to_hosts(parcel, &addresses, domain, &smarthost);
             return self
-                .to_hosts(parcel, &addresses, domain, &[smarthost])
+                .through_site("smarthost", limits, to.len(), carry)
                 .await;
         }
         let every = |a: Answer, permanent: bool| {
@@ -245,19 +258,70 @@ impl Router {
             // RFC 3463 X.4.3: directory server failure.
             Route::TempFail(why) => every(Answer::new(Status(4, 4, 3), why), false),
             Route::Hosts(hosts) => {
+                let (site, limits) = self.sites.site_of(hosts.iter().map(|h| h.name.as_str()));
                 let port = self.config.delivery.port;
+                let preference = self.config.delivery.address_preference;
                 let targets: Vec<Target> = hosts
                     .iter()
                     .flat_map(|h| {
-                        h.addrs.iter().map(|a| Target {
-                            addr: SocketAddr::new(*a, port),
+                        preferred(&h.addrs, preference).into_iter().map(|a| Target {
+                            addr: SocketAddr::new(a, port),
                             name: h.name.clone(),
                             secure_mx: h.secure,
                         })
                     })
                     .collect();
-                self.to_hosts(parcel, &addresses, domain, &targets).await
+                let carry = self.to_hosts(parcel, &addresses, domain, &targets);
+                self.through_site(&site, limits, to.len(), carry).await
             }
+        }
+    }
+
+    /// Carry a transaction through its site's gate: the answers go back
+    /// to the site (a rate answer pauses it); a site that cannot take it
+    /// now sends the recipients back to the queue.
+    async fn through_site(
+        &self,
+        site: &str,
+        limits: SiteLimits,
+        n: usize,
+        carry: impl Future<Output = Vec<RcptOutcome>>,
+    ) -> Vec<RcptOutcome> {
+        let ticket = match self.sites.enter(site, limits).await {
+            Ok(t) => t,
+            Err(d) => return vec![RcptOutcome::Temporary(held_by_site(d)); n],
+        };
+        let mut outcomes = carry.await;
+        self.sites.classify(&mut outcomes);
+        let before = self.sites.paused_until(site);
+        ticket.leave(&outcomes);
+        let after = self.sites.paused_until(site);
+        if let Some(a) = outcomes
+            .iter()
+            .map(RcptOutcome::answer)
+            .find(|a| a.action == Action::Pause)
+            .filter(|_| after != before)
+        {
+            warn!(event = "site_paused", site = %site, reply = %a.short(), class = %a.class, until_ms = after.unwrap_or(0));
+        }
+        // Those the rate answer deferred come back when the pause ends.
+        if let Some(until) = self.sites.paused_until(site) {
+            for o in outcomes
+                .iter_mut()
+                .filter(|o| matches!(o, RcptOutcome::Temporary(_)))
+            {
+                o.answer_mut().retry_at = Some(until);
+            }
+        }
+        outcomes
+    }
+
+    /// The address to connect from to `to`.
+    fn source_for(&self, to: SocketAddr) -> Option<IpAddr> {
+        let d = &self.config.delivery;
+        match to {
+            SocketAddr::V4(_) => d.source_ipv4.map(IpAddr::V4),
+            SocketAddr::V6(_) => d.source_ipv6.map(IpAddr::V6),
         }
     }
 
@@ -292,7 +356,13 @@ impl Router {
             ..self.outgoing(parcel, addresses)
         };
         let (mut last, mut not_in_policy) = (None, false);
+        // Refused over IPv6 for want of a PTR or authentication: only
+        // IPv4 addresses are tried from then on, in the same attempt.
+        let mut refused_v6: Option<Vec<RcptOutcome>> = None;
         for target in hosts {
+            if refused_v6.is_some() && target.addr.is_ipv6() {
+                continue;
+            }
             let (session, name) = match login {
                 Some(l) => (
                     Session {
@@ -320,24 +390,43 @@ impl Router {
             };
             let msg = Outgoing {
                 require_tls: msg.require_tls || session.require_tls,
+                source: self.source_for(target.addr),
                 ..msg.clone()
             };
             match client::deliver(target.addr, &msg, &session.tls, name).await {
-                Ok(outcomes) => {
+                Ok(mut outcomes) => {
                     self.count_tls(session.held_to.as_ref(), name, Ok(()));
+                    self.sites.classify(&mut outcomes);
                     log_outcomes(parcel, addresses, &outcomes, &target.addr.to_string());
+                    if target.addr.is_ipv6() && refuses_ipv6(&outcomes) {
+                        info!(event = "ipv6_refused", id = %parcel.id, host = %target.addr, next = "ipv4");
+                        refused_v6 = Some(outcomes);
+                        continue;
+                    }
                     return outcomes;
                 }
                 Err(f) => {
                     self.count_attempt(session.held_to.as_ref(), name, &f);
                     warn!(event = "remote_attempt_failed", id = %parcel.id, host = %target.addr, reason = %f.reason);
+                    let answer = Answer::new(f.status, f.reason.clone()).with_code(f.code);
+                    let (_, action) = self.sites.verdict(&answer);
                     let permanent = f.permanent;
                     last = Some(f);
-                    if permanent {
+                    if action == Action::RetryIpv4 && target.addr.is_ipv6() {
+                        info!(event = "ipv6_refused", id = %parcel.id, host = %target.addr, next = "ipv4");
+                        refused_v6 = Some(Vec::new());
+                        continue;
+                    }
+                    // A rate answer speaks for the provider: its other
+                    // hosts are not tried now.
+                    if permanent || action == Action::Pause {
                         break;
                     }
                 }
             }
+        }
+        if let Some(outcomes) = refused_v6.filter(|o| !o.is_empty()) {
+            return outcomes;
         }
         let last = last.unwrap_or_else(|| {
             if not_in_policy {
@@ -360,43 +449,43 @@ impl Router {
             _ => self.count_tls(held_to, name, Ok(())),
         }
     }
+}
 
-    /// Wait for a free delivery slot for `domain`, then for its pace.
-    async fn domain_slot(&self, domain: &str) -> Option<OwnedSemaphorePermit> {
-        let max = self.config.delivery.max_per_domain.max(1);
-        let sem = self.per_domain.lock().ok().map(|mut m| {
-            m.entry(domain.to_owned())
-                .or_insert_with(|| Arc::new(Semaphore::new(max)))
-                .clone()
-        })?;
-        let permit = sem.acquire_owned().await.ok();
-        self.pace(domain).await;
-        permit
+/// Whether every recipient was refused because our IPv6 address lacks a
+/// PTR record or authentication (`550 5.7.25`, `5.7.26`).
+fn refuses_ipv6(outcomes: &[RcptOutcome]) -> bool {
+    !outcomes.is_empty()
+        && outcomes.iter().all(|o| {
+            !matches!(o, RcptOutcome::Delivered(_)) && o.answer().action == Action::RetryIpv4
+        })
+}
+
+/// A host's addresses in the order `[delivery] address_preference` asks
+/// (stable: DNS's order within a family).
+fn preferred(addrs: &[IpAddr], preference: AddressPreference) -> Vec<IpAddr> {
+    let mut v = addrs.to_vec();
+    match preference {
+        AddressPreference::Ipv6 => v.sort_by_key(|a| a.is_ipv4()),
+        AddressPreference::Ipv4 => v.sort_by_key(|a| a.is_ipv6()),
+        AddressPreference::Any => {}
     }
+    v
+}
 
-    /// Space transactions with `domain` by 60 s / max_per_domain_per_minute.
-    async fn pace(&self, domain: &str) {
-        let rate = self.config.delivery.max_per_domain_per_minute;
-        if rate == 0 {
-            return;
-        }
-        let interval = Duration::from_secs(60) / rate;
-        let wait = self.next_start.lock().ok().map(|mut m| {
-            let now = Instant::now();
-            let start = m.get(domain).copied().filter(|t| *t > now).unwrap_or(now);
-            m.insert(domain.to_owned(), start + interval);
-            start.saturating_duration_since(now)
-        });
-        if let Some(w) = wait.filter(|w| !w.is_zero()) {
-            tokio::time::sleep(w).await;
-        }
+/// The answer for recipients a site sent back to the queue (RFC 3463
+/// X.4.5, mail system congestion: ours, towards that site).
+fn held_by_site(d: Deferred) -> Answer {
+    Answer {
+        class: ReplyClass::RateLimited,
+        retry_at: Some(d.until),
+        ..Answer::new(Status(4, 4, 5), d.reason)
     }
 }
 
 fn log_outcomes(parcel: &Parcel, addresses: &[String], outcomes: &[RcptOutcome], host: &str) {
     for (to, o) in addresses.iter().zip(outcomes) {
         let a = o.answer();
-        info!(event = "remote_result", id = %parcel.id, to = %to, host = %host, result = o.word(), status = %a.status, reply = %a.text);
+        info!(event = "remote_result", id = %parcel.id, to = %to, host = %host, result = o.word(), status = %a.status, class = %a.class, reply = %a.text);
     }
 }
 
@@ -429,12 +518,14 @@ impl Courier for Router {
     ) -> BoxFuture<'a, Vec<RcptOutcome>> {
         Box::pin(async move {
             let members: Vec<&Addressee> = leg.members.iter().filter_map(|&i| to.get(i)).collect();
-            match &leg.destination {
+            let mut outcomes = match &leg.destination {
                 Destination::Mailboxes => self.to_mailboxes(parcel, &members).await,
                 Destination::Reports => self.to_reports(parcel, members.len()).await,
                 Destination::Lmtp(_, addr) => self.to_lmtp(parcel, *addr, &members).await,
                 Destination::Remote(domain) => self.to_domain(parcel, domain, &members).await,
-            }
+            };
+            self.sites.classify(&mut outcomes);
+            outcomes
         })
     }
 }

@@ -2,6 +2,7 @@
 
 use super::*;
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 /// Routes from a table; a domain not in it does not exist.
 struct Table(Vec<(&'static str, Route)>);

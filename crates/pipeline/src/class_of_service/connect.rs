@@ -104,7 +104,11 @@ impl ClassOfService {
     /// sessions first).
     pub fn refuse_busy(&self, ip: IpAddr) -> Refusal {
         Refusal {
-            reply: Reply::new(421, Status(4, 7, 0), "Too many connections, try again later"),
+            reply: Reply::new(
+                421,
+                Status(4, 7, 0),
+                "Too many connections, try again later",
+            ),
             cause: RefusalCause::MaxSessions,
             class: "max_sessions".to_owned(),
             range: self.policy().range_of(ip),

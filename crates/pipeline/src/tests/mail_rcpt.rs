@@ -190,3 +190,31 @@ async fn the_report_mailbox_is_accepted_on_port_25_though_no_user_has_it() {
     let r = refused(add(&mut conn, &mut txn, "other@local.test").await);
     assert_eq!(r.status, Some(Status(5, 1, 1)));
 }
+
+#[tokio::test]
+async fn a_suppressed_remote_address_is_refused_at_rcpt_saying_when_and_why() {
+    let w = world(TableChecks::default());
+    w.account("alice@local.test");
+    let now = portcullis_config::clock::now_secs();
+    w.inbound
+        .admission
+        .state
+        .suppress(portcullis_shaping::Suppression {
+            address: "gone@far.test".into(),
+            since: now,
+            until: now + 86_400,
+            reply: "550 5.1.1 <gone@far.test>: Recipient address rejected".into(),
+            class: portcullis_shaping::ReplyClass::MailboxUnknown,
+            queue_id: "Q1".into(),
+        })
+        .await;
+    let mut msa = w.submission();
+    let mut txn = open(&mut msa, Some("alice@local.test"), Some("alice@local.test"))
+        .await
+        .expect("MAIL FROM");
+    let r = refused(add(&mut msa, &mut txn, "Gone@far.test").await);
+    assert_eq!((r.code, r.status), (550, Some(Status(5, 1, 1))));
+    assert!(r.lines[0].contains("is suppressed: it bounced on "), "{r}");
+    assert!(r.lines[0].contains("550 5.1.1 <gone@far.test>"), "{r}");
+    assert!(add(&mut msa, &mut txn, "other@far.test").await.is_ok());
+}

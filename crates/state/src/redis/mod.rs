@@ -202,7 +202,7 @@ impl RedisBackend {
     }
 
     /// Run one command.
-    async fn command<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Option<T> {
+    pub(crate) async fn command<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Option<T> {
         self.run(|mut c| async move { cmd.query_async(&mut c).await })
             .await
     }

@@ -1,0 +1,475 @@
+//! How fast one site may be sent to now: its limits, the pause after a
+//! rate answer and the recovery after it (additive increase,
+//! multiplicative decrease). Every call takes `now` in milliseconds
+//! since the epoch; nothing here sleeps or reads a clock.
+//!
+//! A rate answer (`421 4.7.28`, `451 4.7.650`, `421 4.7.0 [TSS04]`, ...)
+//! pauses the site for at least `min_pause` (doubling while the pauses
+//! follow each other, up to `max_pause`) and cuts its rate to half of
+//! what it was sending; every `recover_every` after the pause without a
+//! new rate answer the rate rises by a tenth of where it came from, until
+//! it is back at the configured limit. Answers from transactions that
+//! were under way when the pause began do not pause it again.
+
+use crate::classify::{Action, ReplyClass};
+use crate::site::SiteLimits;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+
+const MINUTE: u64 = 60_000;
+/// How many recent answers a site remembers for the operator.
+const REMEMBERED: usize = 8;
+
+/// The back-off's constants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PaceSettings {
+    /// The first pause after a rate answer (at least a minute).
+    pub min_pause_ms: u64,
+    /// The longest pause, however often the answers repeat.
+    pub max_pause_ms: u64,
+    /// How often a cut rate rises by one step.
+    pub recover_every_ms: u64,
+    /// A start further away than this is not waited for: the message
+    /// waits in the queue instead, holding no attempt slot.
+    pub max_wait_ms: u64,
+}
+
+impl Default for PaceSettings {
+    fn default() -> Self {
+        PaceSettings {
+            min_pause_ms: MINUTE,
+            max_pause_ms: 60 * MINUTE,
+            recover_every_ms: MINUTE,
+            max_wait_ms: 2_000,
+        }
+    }
+}
+
+/// Whether a transaction may start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// Start at `at` (now, or a moment later to keep the pace): a
+    /// connection is taken and must be given back with [`SiteState::done`].
+    Go { at: u64 },
+    /// Every connection is in use: wait for one to be given back.
+    Full,
+    /// Not now: try again at `until`, which counts as no attempt.
+    Defer { until: u64, reason: String },
+}
+
+/// One remembered answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answered {
+    pub at: u64,
+    pub class: ReplyClass,
+    /// `421 4.7.28`, or the enhanced code of a failure of our own.
+    pub reply: String,
+}
+
+/// One site's state.
+#[derive(Clone, Debug)]
+pub struct SiteState {
+    name: String,
+    limits: SiteLimits,
+    settings: PaceSettings,
+    in_use: u32,
+    /// The earliest start of the next transaction.
+    next_start: u64,
+    /// Deferred messages are spread from here on, one interval apart.
+    horizon: u64,
+    paused_until: u64,
+    pause_reason: String,
+    /// Pauses in a row (reset after a calm `max_pause`).
+    pauses: u32,
+    /// The cut rate in force (messages a minute), while recovering.
+    rate: Option<u32>,
+    /// A recovery step.
+    step: u32,
+    last_step: u64,
+    /// Starts in this minute and the one before, for the observed rate.
+    window: (u64, u32, u32),
+    last: VecDeque<Answered>,
+    /// Deferred messages by the time they come back.
+    deferred: BTreeMap<u64, u32>,
+}
+
+/// A site as the operator sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteView {
+    pub name: String,
+    pub limits: SiteLimits,
+    pub connections: u32,
+    /// Messages sent back to the queue to wait for this site.
+    pub deferred: u32,
+    /// Messages a minute in force (0: no limit).
+    pub rate_per_minute: u32,
+    pub paused_until: Option<u64>,
+    pub pause_reason: Option<String>,
+    pub pauses: u32,
+    pub last_answers: Vec<Answered>,
+}
+
+impl SiteState {
+    pub fn new(name: &str, limits: SiteLimits, settings: PaceSettings) -> SiteState {
+        SiteState {
+            name: name.to_owned(),
+            limits,
+            settings,
+            in_use: 0,
+            next_start: 0,
+            horizon: 0,
+            paused_until: 0,
+            pause_reason: String::new(),
+            pauses: 0,
+            rate: None,
+            step: 1,
+            last_step: 0,
+            window: (0, 0, 0),
+            last: VecDeque::new(),
+            deferred: BTreeMap::new(),
+        }
+    }
+
+    /// Messages a minute in force now (0: no limit).
+    pub fn rate(&self) -> u32 {
+        let configured = [
+            self.limits.messages_per_minute,
+            self.limits.connections_per_minute,
+        ]
+        .into_iter()
+        .filter(|r| *r > 0)
+        .min();
+        match (configured, self.rate) {
+            (Some(c), Some(r)) => c.min(r),
+            (Some(c), None) => c,
+            (None, Some(r)) => r,
+            (None, None) => 0,
+        }
+    }
+
+    fn interval(&self) -> u64 {
+        match self.rate() {
+            0 => 0,
+            r => MINUTE / u64::from(r),
+        }
+    }
+
+    /// Send `until` a little later than the ones deferred before it, so
+    /// that they do not all come back at once.
+    fn spread(&mut self, until: u64, now: u64) -> u64 {
+        let t = until.max(self.horizon).max(now);
+        self.horizon = t + self.interval().max(self.settings.max_wait_ms / 4);
+        self.deferred.retain(|at, _| *at > now);
+        *self.deferred.entry(t).or_default() += 1;
+        t
+    }
+
+    fn recover(&mut self, now: u64) {
+        let Some(rate) = self.rate else {
+            return;
+        };
+        let every = self.settings.recover_every_ms.max(1);
+        if now < self.last_step + every {
+            return;
+        }
+        let steps = (now - self.last_step) / every;
+        self.last_step += steps * every;
+        let rate = rate.saturating_add(self.step.saturating_mul(steps as u32));
+        let ceiling = self.limits.messages_per_minute;
+        // Back at the limit: no cut any more. A site without a limit is
+        // let go once it is back at ten steps above the cut.
+        let done = if ceiling > 0 {
+            rate >= ceiling
+        } else {
+            rate >= self.step * 20
+        };
+        self.rate = (!done).then_some(rate);
+        if now >= self.paused_until + self.settings.max_pause_ms {
+            self.pauses = 0;
+        }
+    }
+
+    /// May a transaction start now?
+    pub fn admit(&mut self, now: u64) -> Admit {
+        if now < self.paused_until {
+            let until = self.spread(self.paused_until, now);
+            return Admit::Defer {
+                until,
+                reason: format!(
+                    "site {} paused until {} after {}",
+                    self.name,
+                    clock_time(self.paused_until),
+                    self.pause_reason
+                ),
+            };
+        }
+        self.recover(now);
+        if self.in_use >= self.limits.max_connections.max(1) {
+            return Admit::Full;
+        }
+        let at = self.next_start.max(now);
+        if at > now + self.settings.max_wait_ms {
+            let until = self.spread(at, now);
+            return Admit::Defer {
+                until,
+                reason: format!("site {} at its rate of {}/min", self.name, self.rate()),
+            };
+        }
+        self.next_start = at + self.interval();
+        self.in_use += 1;
+        self.count_start(at);
+        Admit::Go { at }
+    }
+
+    fn count_start(&mut self, at: u64) {
+        let minute = at / MINUTE;
+        let (w, this, before) = self.window;
+        self.window = match minute {
+            m if m == w => (w, this + 1, before),
+            m if m == w + 1 => (m, 1, this),
+            m => (m, 1, 0),
+        };
+    }
+
+    /// Messages started in the last full minute or this one, whichever
+    /// is more: what the site was taking before it complained.
+    fn observed(&self) -> u32 {
+        self.window.1.max(self.window.2)
+    }
+
+    /// A transaction taken with [`Admit::Go`] ended with these answers.
+    pub fn done(&mut self, now: u64, answers: &[(ReplyClass, Action, String)]) {
+        self.in_use = self.in_use.saturating_sub(1);
+        for (class, action, reply) in answers {
+            if *action == Action::Pause {
+                self.pause(now, reply);
+            }
+            if self.last.len() == REMEMBERED {
+                self.last.pop_front();
+            }
+            self.last.push_back(Answered {
+                at: now,
+                class: *class,
+                reply: reply.clone(),
+            });
+        }
+    }
+
+    /// A rate answer: pause, and cut the rate to half of what it was.
+    pub fn pause(&mut self, now: u64, reply: &str) {
+        if now < self.paused_until {
+            // An answer to a transaction started before the pause.
+            return;
+        }
+        let s = self.settings;
+        let length = s
+            .min_pause_ms
+            .max(MINUTE)
+            .saturating_mul(1u64 << self.pauses.min(16))
+            .min(s.max_pause_ms.max(MINUTE));
+        self.paused_until = now + length;
+        self.pause_reason = reply.to_owned();
+        self.pauses += 1;
+        let before = match self.rate() {
+            0 => self.observed().max(2),
+            r => r,
+        };
+        let cut = (before / 2).max(1);
+        self.rate = Some(cut);
+        self.step = (before / 10).max(1);
+        self.last_step = self.paused_until;
+        self.next_start = self.paused_until;
+        self.horizon = self.paused_until;
+    }
+
+    /// Until when the site is paused, and after what.
+    pub fn paused(&self, now: u64) -> Option<(u64, &str)> {
+        (now < self.paused_until).then_some((self.paused_until, self.pause_reason.as_str()))
+    }
+
+    pub fn view(&self, now: u64) -> SiteView {
+        let deferred = self.deferred.range(now + 1..).map(|(_, n)| n).sum();
+        SiteView {
+            name: self.name.clone(),
+            limits: self.limits,
+            connections: self.in_use,
+            deferred,
+            rate_per_minute: self.rate(),
+            paused_until: self.paused(now).map(|(t, _)| t),
+            pause_reason: self.paused(now).map(|(_, r)| r.to_owned()),
+            pauses: self.pauses,
+            last_answers: self.last.iter().cloned().collect(),
+        }
+    }
+
+    /// Whether the site can be forgotten: nothing under way, nothing
+    /// deferred to it, no pause or cut in force.
+    pub fn idle(&self, now: u64) -> bool {
+        self.in_use == 0
+            && now >= self.paused_until
+            && self.rate.is_none()
+            && self.deferred.range(now + 1..).next().is_none()
+    }
+}
+
+/// `HH:MM` (UTC) of a time in milliseconds since the epoch.
+pub fn clock_time(ms: u64) -> String {
+    let s = ms / 1000 % 86_400;
+    format!("{:02}:{:02}", s / 3600, s / 60 % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: u64 = 1_800_000_000_000;
+
+    fn limits(conns: u32, per_minute: u32) -> SiteLimits {
+        SiteLimits {
+            max_connections: conns,
+            messages_per_connection: 0,
+            messages_per_minute: per_minute,
+            connections_per_minute: 0,
+        }
+    }
+
+    fn site(conns: u32, per_minute: u32) -> SiteState {
+        SiteState::new("google", limits(conns, per_minute), PaceSettings::default())
+    }
+
+    fn rate_answer() -> [(ReplyClass, Action, String); 1] {
+        [(
+            ReplyClass::RateLimited,
+            Action::Pause,
+            "421 4.7.28".to_owned(),
+        )]
+    }
+
+    #[test]
+    fn starts_are_spaced_by_the_rate() {
+        let mut s = site(10, 60);
+        assert_eq!(s.admit(T0), Admit::Go { at: T0 });
+        assert_eq!(s.admit(T0), Admit::Go { at: T0 + 1000 });
+        assert_eq!(s.admit(T0), Admit::Go { at: T0 + 2000 });
+        // The next would be 3 s away: more than the 2 s worth waiting.
+        assert!(matches!(s.admit(T0), Admit::Defer { until, .. } if until >= T0 + 3000));
+    }
+
+    #[test]
+    fn connections_are_limited() {
+        let mut s = site(2, 0);
+        assert!(matches!(s.admit(T0), Admit::Go { .. }));
+        assert!(matches!(s.admit(T0), Admit::Go { .. }));
+        assert_eq!(s.admit(T0), Admit::Full);
+        s.done(T0, &[]);
+        assert!(matches!(s.admit(T0), Admit::Go { .. }));
+    }
+
+    #[test]
+    fn a_rate_answer_pauses_the_site_for_at_least_a_minute() {
+        let mut s = site(10, 0);
+        s.admit(T0);
+        s.done(T0 + 10, &rate_answer());
+        let Admit::Defer { until, reason } = s.admit(T0 + 20) else {
+            panic!("not paused");
+        };
+        assert!(until >= T0 + 10 + 60_000);
+        assert!(reason.starts_with("site google paused until "), "{reason}");
+        assert!(reason.ends_with(" after 421 4.7.28"), "{reason}");
+        assert!(matches!(s.admit(T0 + 10 + 60_000), Admit::Go { .. }));
+    }
+
+    #[test]
+    fn repeated_pauses_get_longer_up_to_the_limit() {
+        let mut s = site(10, 0);
+        let mut now = T0;
+        let mut lengths = Vec::new();
+        for _ in 0..9 {
+            assert!(matches!(s.admit(now), Admit::Go { .. }), "at {now}");
+            s.done(now, &rate_answer());
+            let (until, _) = s.paused(now).expect("paused");
+            lengths.push((until - now) / 60_000);
+            now = until;
+        }
+        assert_eq!(lengths, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+    }
+
+    #[test]
+    fn answers_from_before_the_pause_do_not_pause_again() {
+        let mut s = site(10, 0);
+        for _ in 0..3 {
+            s.admit(T0);
+        }
+        s.done(T0 + 1, &rate_answer());
+        s.done(T0 + 2, &rate_answer());
+        s.done(T0 + 3, &rate_answer());
+        assert_eq!(s.paused(T0 + 3).map(|p| p.0), Some(T0 + 1 + 60_000));
+        assert_eq!(s.view(T0 + 3).pauses, 1);
+    }
+
+    #[test]
+    fn the_rate_is_cut_in_half_then_recovers_step_by_step() {
+        let mut s = site(10, 100);
+        s.admit(T0);
+        s.done(T0, &rate_answer());
+        let resume = T0 + 60_000;
+        assert_eq!(s.rate(), 50);
+        // A step of a tenth of the rate before the cut, each minute.
+        assert!(matches!(s.admit(resume + 60_000), Admit::Go { .. }));
+        assert_eq!(s.rate(), 60);
+        s.done(resume + 60_000, &[]);
+        assert!(matches!(s.admit(resume + 3 * 60_000), Admit::Go { .. }));
+        assert_eq!(s.rate(), 80);
+        s.done(resume + 3 * 60_000, &[]);
+        assert!(matches!(s.admit(resume + 10 * 60_000), Admit::Go { .. }));
+        assert_eq!(s.rate(), 100, "back at the configured limit");
+        assert!(s.rate.is_none());
+    }
+
+    #[test]
+    fn an_unlimited_site_is_cut_to_half_of_what_it_was_sending() {
+        let mut s = site(100, 0);
+        for i in 0..40 {
+            assert!(matches!(s.admit(T0 + i), Admit::Go { .. }));
+        }
+        s.done(T0 + 50, &rate_answer());
+        assert_eq!(s.rate(), 20);
+    }
+
+    #[test]
+    fn deferred_messages_come_back_spread_out() {
+        let mut s = site(10, 0);
+        s.admit(T0);
+        s.done(T0, &rate_answer());
+        let untils: Vec<u64> = (0..3)
+            .map(|_| match s.admit(T0 + 1) {
+                Admit::Defer { until, .. } => until,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert!(untils[0] < untils[1] && untils[1] < untils[2], "{untils:?}");
+        assert_eq!(s.view(T0 + 1).deferred, 3);
+    }
+
+    #[test]
+    fn other_answers_are_remembered_but_change_nothing() {
+        let mut s = site(10, 0);
+        s.admit(T0);
+        s.done(
+            T0,
+            &[(
+                ReplyClass::MailboxUnknown,
+                Action::Suppress,
+                "550 5.1.1".into(),
+            )],
+        );
+        assert_eq!(s.paused(T0), None);
+        assert_eq!(s.view(T0).last_answers[0].class, ReplyClass::MailboxUnknown);
+        assert!(s.idle(T0));
+    }
+
+    #[test]
+    fn clock_time_is_hours_and_minutes_utc() {
+        assert_eq!(clock_time(12 * 3_600_000 + 4 * 60_000 + 59_000), "12:04");
+    }
+}
