@@ -64,6 +64,11 @@ cleanup() {
 trap cleanup EXIT
 bash bench/nsd_instance.sh start "$work/dns" $DNS_PORT 'good IN TXT "v=spf1 ip6:2001:db8:ffff::/64 -all"'
 
+# The good sender's class (an SPF-identified domain, class "new") has
+# budgets far above what one client can send here: at 60,000 a minute
+# it was held to 1,000 messages a second by its own budget, and a phase
+# after an idle pause got the bucket's burst on top (rates of 1,000 to
+# 3,200 msg/s from one phase to the next, whatever the flood did).
 # The same budget on both sides: 10 connections and 60 connections and
 # 60 messages a minute. Postfix applies it to each /64 but the good
 # sender's; portcullis to each unidentified range AND to all unknown
@@ -90,9 +95,9 @@ connections_per_minute = 600
 messages_per_minute = 60
 [class.new]
 max_connections = 10
-connections_per_minute = 60000
-messages_per_minute = 60000
-recipients_per_minute = 60000
+connections_per_minute = 6000000
+messages_per_minute = 6000000
+recipients_per_minute = 6000000
 bytes_per_minute = 0
 [admission]
 per_range_max_connections = 10
