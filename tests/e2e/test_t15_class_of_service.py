@@ -76,6 +76,7 @@ messages_per_minute = {default_mpm}
 [class.new]
 max_connections = 10
 messages_per_minute = 60000
+recipients_per_minute = 60000
 connections_per_minute = 60000
 
 [admission]
