@@ -18,6 +18,9 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+mod containment;
+use containment::{containment_hold, containment_list, containment_release, containment_show};
+
 pub(crate) const OPENAPI: &str = include_str!("openapi.json");
 
 pub(crate) fn routes() -> Router<Arc<Context>> {
@@ -62,43 +65,6 @@ pub(crate) fn routes() -> Router<Arc<Context>> {
             "/api/containment/{account}/release",
             post(containment_release),
         )
-}
-
-async fn containment_list(_: Admin, State(ctx): State<Arc<Context>>) -> ApiResult {
-    Ok(Json(ctx.control.contained().await.map_err(refused)?))
-}
-
-async fn containment_do(
-    ctx: &Context,
-    action: portcullis_control::AccountAction,
-    account: &str,
-) -> ApiResult {
-    let answer = ctx.control.account(action, account).await;
-    Ok(Json(answer.map_err(refused)?))
-}
-
-async fn containment_show(
-    _: Admin,
-    State(ctx): State<Arc<Context>>,
-    Path(account): Path<String>,
-) -> ApiResult {
-    containment_do(&ctx, portcullis_control::AccountAction::Show, &account).await
-}
-
-async fn containment_hold(
-    _: Admin,
-    State(ctx): State<Arc<Context>>,
-    Path(account): Path<String>,
-) -> ApiResult {
-    containment_do(&ctx, portcullis_control::AccountAction::Hold, &account).await
-}
-
-async fn containment_release(
-    _: Admin,
-    State(ctx): State<Arc<Context>>,
-    Path(account): Path<String>,
-) -> ApiResult {
-    containment_do(&ctx, portcullis_control::AccountAction::Release, &account).await
 }
 
 /// The token, from config or from the data dir (made on first start).

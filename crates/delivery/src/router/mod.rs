@@ -14,7 +14,6 @@ use crate::outcome::{Answer, FailureKind, HostFailure, RcptOutcome, Status};
 use crate::route::{MxResolver, Route};
 use crate::sites::{Deferred, SiteGate};
 use crate::{Addressee, BoxFuture, Courier, Leg, Parcel};
-use portcullis_config::AddressPreference;
 use portcullis_config::Config;
 use portcullis_shaping::{Action, ReplyClass, SiteLimits};
 use portcullis_tlsrpt::{Failure, PolicyKey};
@@ -451,27 +450,6 @@ impl Router {
     }
 }
 
-/// Whether every recipient was refused because our IPv6 address lacks a
-/// PTR record or authentication (`550 5.7.25`, `5.7.26`).
-fn refuses_ipv6(outcomes: &[RcptOutcome]) -> bool {
-    !outcomes.is_empty()
-        && outcomes.iter().all(|o| {
-            !matches!(o, RcptOutcome::Delivered(_)) && o.answer().action == Action::RetryIpv4
-        })
-}
-
-/// A host's addresses in the order `[delivery] address_preference` asks
-/// (stable: DNS's order within a family).
-fn preferred(addrs: &[IpAddr], preference: AddressPreference) -> Vec<IpAddr> {
-    let mut v = addrs.to_vec();
-    match preference {
-        AddressPreference::Ipv6 => v.sort_by_key(|a| a.is_ipv4()),
-        AddressPreference::Ipv4 => v.sort_by_key(|a| a.is_ipv6()),
-        AddressPreference::Any => {}
-    }
-    v
-}
-
 /// The answer for recipients a site sent back to the queue (RFC 3463
 /// X.4.5, mail system congestion: ours, towards that site).
 fn held_by_site(d: Deferred) -> Answer {
@@ -584,11 +562,13 @@ fn smarthost_login(d: &portcullis_config::Delivery) -> Result<Option<Login>, Rou
     }))
 }
 
+mod family;
 mod reports;
 mod rules;
 #[cfg(test)]
 mod tests;
 
+use family::{preferred, refuses_ipv6};
 pub use reports::ReportIntake;
 
 /// A REQUIRETLS message with no validated way to `next_hop`: bounced
