@@ -7,9 +7,16 @@
 //! pauses the site for at least `min_pause` (doubling while the pauses
 //! follow each other, up to `max_pause`) and cuts its rate to half of
 //! what it was sending; every `recover_every` after the pause without a
-//! new rate answer the rate rises by a tenth of where it came from, until
-//! it is back at the configured limit. Answers from transactions that
-//! were under way when the pause began do not pause it again.
+//! new rate answer the rate rises by a tenth of where it came from, up to
+//! nine tenths of the rate the site refused, and holds there: the site
+//! told us its limit, and probing it again would only earn the next
+//! refusal (and, with the big providers, a worse reputation). A calm
+//! `max_pause` after the last pause forgets what was learned, and the
+//! rate rises on to the configured limit. The pause doubles only when a
+//! rate answer comes right after the last pause ended (within one
+//! `recover_every`): a refusal after a calm stretch starts again at
+//! `min_pause`. Answers from transactions that were under way when the
+//! pause began do not pause it again.
 
 use crate::classify::{Action, ReplyClass};
 use crate::site::SiteLimits;
@@ -83,6 +90,9 @@ pub struct SiteState {
     pauses: u32,
     /// The cut rate in force (messages a minute), while recovering.
     rate: Option<u32>,
+    /// The rate the site last refused with a rate answer: recovery holds
+    /// below it until a calm `max_pause` forgets it.
+    refused_at: Option<u32>,
     /// A recovery step.
     step: u32,
     last_step: u64,
@@ -122,6 +132,7 @@ impl SiteState {
             pause_reason: String::new(),
             pauses: 0,
             rate: None,
+            refused_at: None,
             step: 1,
             last_step: 0,
             window: (0, 0, 0),
@@ -176,16 +187,25 @@ impl SiteState {
         self.last_step += steps * every;
         let rate = rate.saturating_add(self.step.saturating_mul(steps as u32));
         let ceiling = self.limits.messages_per_minute;
-        // Back at the limit: no cut any more. A site without a limit is
-        // let go once it is back at ten steps above the cut.
-        let done = if ceiling > 0 {
-            rate >= ceiling
-        } else {
-            rate >= self.step * 20
+        let learned = self.refused_at.map(|r| (r * 9 / 10).max(1));
+        self.rate = match learned {
+            // Below what the site refused: rise to nine tenths of it and
+            // hold there.
+            Some(hold) if ceiling == 0 || hold < ceiling => Some(rate.min(hold)),
+            // Back at the limit: no cut any more. A site without a limit
+            // is let go once it is back at ten steps above the cut.
+            _ => {
+                let done = if ceiling > 0 {
+                    rate >= ceiling
+                } else {
+                    rate >= self.step * 20
+                };
+                (!done).then_some(rate)
+            }
         };
-        self.rate = (!done).then_some(rate);
         if now >= self.paused_until + self.settings.max_pause_ms {
             self.pauses = 0;
+            self.refused_at = None;
         }
     }
 
@@ -262,6 +282,10 @@ impl SiteState {
             return;
         }
         let s = self.settings;
+        if now >= self.paused_until.saturating_add(s.recover_every_ms.max(1)) {
+            // Not a repeat: the site took our rate for a while.
+            self.pauses = 0;
+        }
         let length = s
             .min_pause_ms
             .max(MINUTE)
@@ -276,6 +300,7 @@ impl SiteState {
         };
         let cut = (before / 2).max(1);
         self.rate = Some(cut);
+        self.refused_at = Some(before);
         self.step = (before / 10).max(1);
         self.last_step = self.paused_until;
         self.next_start = self.paused_until;
@@ -422,8 +447,55 @@ mod tests {
         assert_eq!(s.rate(), 80);
         s.done(resume + 3 * 60_000, &[]);
         assert!(matches!(s.admit(resume + 10 * 60_000), Admit::Go { .. }));
+        assert_eq!(s.rate(), 90, "nine tenths of the refused 100, held");
+    }
+
+    #[test]
+    fn recovery_holds_below_the_rate_the_site_refused() {
+        let mut s = site(100, 0);
+        for i in 0..40 {
+            assert!(matches!(s.admit(T0 + i), Admit::Go { .. }));
+        }
+        s.done(T0 + 50, &rate_answer());
+        let resume = T0 + 50 + 60_000;
+        for minute in 1..30 {
+            s.recover(resume + minute * 60_000);
+        }
+        assert_eq!(s.rate(), 36, "nine tenths of the 40 it refused");
+    }
+
+    #[test]
+    fn a_calm_stretch_forgets_the_refused_rate() {
+        let mut s = site(10, 100);
+        s.admit(T0);
+        s.done(T0, &rate_answer());
+        let resume = T0 + 60_000;
+        s.recover(resume + 10 * 60_000);
+        assert_eq!(s.rate(), 90);
+        // An hour after the pause (max_pause) without a rate answer.
+        s.recover(resume + 60 * 60_000);
+        s.recover(resume + 61 * 60_000);
         assert_eq!(s.rate(), 100, "back at the configured limit");
         assert!(s.rate.is_none());
+    }
+
+    #[test]
+    fn a_refusal_after_a_calm_stretch_pauses_for_the_minimum_again() {
+        let mut s = site(10, 0);
+        s.admit(T0);
+        s.done(T0, &rate_answer());
+        let resume = s.paused(T0).expect("paused").0;
+        // Right after the pause: a repeat, twice as long.
+        s.admit(resume);
+        s.done(resume + 10, &rate_answer());
+        let (until, _) = s.paused(resume + 10).expect("paused again");
+        assert_eq!(until - (resume + 10), 2 * 60_000);
+        // Five calm minutes later: the minimum again.
+        let later = until + 5 * 60_000;
+        s.admit(later);
+        s.done(later, &rate_answer());
+        let (until, _) = s.paused(later).expect("paused a third time");
+        assert_eq!(until - later, 60_000);
     }
 
     #[test]
