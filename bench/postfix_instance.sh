@@ -3,8 +3,9 @@
 #   postfix_instance.sh start DIR PORT   smtpd on 127.0.0.1:PORT, Maildir delivery for bench.test
 #   postfix_instance.sh stop DIR
 # Everything (config, queue, mail) lives under DIR; the system Postfix
-# config is not touched. PF_ADDR (default 127.0.0.1, e.g. "[::1]") is the
-# listening address; PF_EXTRA is appended to main.cf (anvil limits).
+# config is not touched. PF_ADDR (default 127.0.0.1, e.g. "[::1]", or
+# "all") is the listening address; PF_EXTRA is appended to main.cf (anvil
+# limits).
 set -euo pipefail
 action=$1 dir=$2
 case "$action" in
@@ -12,12 +13,14 @@ start)
   port=$3
   addr=${PF_ADDR:-127.0.0.1}
   interfaces=${addr//[\[\]]/}
+  service="$addr:$port"
+  [ "$addr" = all ] && service=$port
   protocols=ipv4
   [[ $interfaces == *:* ]] && protocols=all
   mkdir -p "$dir/etc" "$dir/spool" "$dir/data" "$dir/mail"
   cp /etc/postfix/master.cf.proto "$dir/etc/master.cf"
   # Listen on our port only; keep the stock services for the rest.
-  sed -i "s/^smtp      inet  n       -       y       -       -       smtpd/$addr:$port      inet  n       -       n       -       -       smtpd/" "$dir/etc/master.cf"
+  sed -i "s/^smtp      inet  n       -       y       -       -       smtpd/$service      inet  n       -       n       -       -       smtpd/" "$dir/etc/master.cf"
   cp /etc/postfix/dynamicmaps.cf "$dir/etc/" 2>/dev/null || true
   uid=$(id -u postfix) gid=$(id -g postfix)
   chown -R postfix:postfix "$dir/mail" "$dir/data"
