@@ -7,6 +7,7 @@
 //! Nothing here bounces or drops a message.
 
 mod alerts;
+mod bounces;
 
 pub use alerts::{AlertSettings, Alerts};
 
@@ -334,23 +335,30 @@ impl ComplaintCounter {
     }
 }
 
-/// The account that submitted the message an ARF report returns.
+/// The submission log's record of the message a report returns, found
+/// by the first of `keys` (our queue ids from the returned Received
+/// fields, the returned Message-ID) that names an account's message.
+/// Blocking (reads the log).
+pub(crate) fn submitted<'k>(
+    log: &crate::trace::SubmissionLog,
+    keys: impl IntoIterator<Item = &'k String>,
+) -> Option<serde_json::Value> {
+    keys.into_iter().filter(|k| !k.is_empty()).find_map(|k| {
+        let hit = log.search(k).ok()?.into_iter().next()?;
+        hit.get("account")?.as_str().filter(|a| !a.is_empty())?;
+        Some(hit)
+    })
+}
+
+/// The account that submitted the message an ARF report returns, and
+/// the message's queue id.
 fn account_of(
     log: &crate::trace::SubmissionLog,
     arf: &portcullis_reportbox::ArfSummary,
 ) -> Option<(String, String)> {
-    let keys = arf.queue_ids.iter().chain(arf.message_id.iter());
-    keys.filter(|k| !k.is_empty()).find_map(|k| {
-        let hits = log.search(k).ok()?;
-        let hit = hits.first()?;
-        let account = hit.get("account")?.as_str()?.to_owned();
-        let id = hit
-            .get("queue_id")
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_owned();
-        Some((account, id))
-    })
+    let hit = submitted(log, arf.queue_ids.iter().chain(arf.message_id.iter()))?;
+    let text = |k: &str| hit.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+    Some((text("account").to_owned(), text("queue_id").to_owned()))
 }
 
 impl portcullis_reportbox::ComplaintSink for ComplaintCounter {
