@@ -168,7 +168,10 @@ pub(crate) fn part_bytes<'m>(
         PartType::Text(t) => std::borrow::Cow::Borrowed(t.as_bytes()),
         PartType::Binary(b) | PartType::InlineBinary(b) => std::borrow::Cow::Borrowed(b),
         _ => {
-            let (a, b) = (part.raw_body_offset() as usize, part.raw_end_offset() as usize);
+            let (a, b) = (
+                part.raw_body_offset() as usize,
+                part.raw_end_offset() as usize,
+            );
             std::borrow::Cow::Borrowed(message.get(a..b.min(message.len())).unwrap_or_default())
         }
     }
@@ -194,7 +197,10 @@ pub(crate) fn returned_ids(
     let headers = match &part.body {
         PartType::Text(t) => fields(t.as_bytes()),
         _ => {
-            let (a, b) = (part.raw_body_offset() as usize, part.raw_end_offset() as usize);
+            let (a, b) = (
+                part.raw_body_offset() as usize,
+                part.raw_end_offset() as usize,
+            );
             fields(message.get(a..b.min(message.len())).unwrap_or_default())
         }
     };

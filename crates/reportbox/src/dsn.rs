@@ -253,13 +253,19 @@ mod tests {
         let text = String::from_utf8_lossy(POSTFIX).into_owned();
         let broken = [
             // No delivery-status part at all.
-            text.replace("Content-Type: message/delivery-status", "Content-Type: text/plain"),
+            text.replace(
+                "Content-Type: message/delivery-status",
+                "Content-Type: text/plain",
+            ),
             // Recipient blocks without a status, or with nonsense in it.
             text.replace("Status: 5.1.1\r\n", ""),
             text.replace("Status: 5.1.1", "Status: 5.x.1"),
             text.replace("Status: 5.1.1", "Status: 7.1.1"),
             text.replace("Status: 5.1.1", "Status: 5.1.1.1"),
-            text.replace("Final-Recipient: rfc822; nobody@far.test", "Final-Recipient: rfc822;"),
+            text.replace(
+                "Final-Recipient: rfc822; nobody@far.test",
+                "Final-Recipient: rfc822;",
+            ),
             // Cut off in the middle of the report.
             text[..text.find("Action: failed").unwrap()].to_owned(),
         ];
@@ -276,7 +282,8 @@ mod tests {
 
     #[test]
     fn recipient_blocks_are_bounded() {
-        let block = "Final-Recipient: rfc822; x@far.test\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n";
+        let block =
+            "Final-Recipient: rfc822; x@far.test\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n";
         let text = String::from_utf8_lossy(POSTFIX).replace(
             "Final-Recipient: rfc822; nobody@far.test",
             &(block.repeat(500) + "Final-Recipient: rfc822; nobody@far.test"),

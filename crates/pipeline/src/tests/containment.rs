@@ -183,12 +183,19 @@ async fn a_dsn_returned_over_port_25_counts_its_failed_recipients_against_the_ac
     let rules = &w.config.containment;
     loop {
         let now = portcullis_config::clock::now_secs();
-        let view = w.inbound.containment.show(rules, "alice@local.test", now).await;
+        let view = w
+            .inbound
+            .containment
+            .show(rules, "alice@local.test", now)
+            .await;
         if view.tally.sum(Counter::UnknownRemote) == 1 {
             assert_eq!(view.tally.sum(Counter::Bounced), 1);
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the DSN never counted");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the DSN never counted"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
