@@ -117,6 +117,15 @@ async fn containment_switched_off_records_and_refuses_nothing() {
         .expect("never deferred");
 }
 
+/// alice@local.test submits one message to `to`: its queue id.
+async fn alice_sends(w: &World, to: &str) -> String {
+    let mut c = w.submission();
+    let mut txn = open(&mut c, ALICE, ALICE).await.expect("MAIL");
+    add(&mut c, &mut txn, to).await.expect("RCPT");
+    txn.body = "From: <alice@local.test>\r\n\r\nhello\r\n".into();
+    c.data(txn).await.expect("queued")
+}
+
 #[tokio::test]
 async fn a_feedback_report_about_a_submitted_message_counts_against_its_account() {
     use portcullis_reportbox::ComplaintSink as _;
@@ -124,13 +133,7 @@ async fn a_feedback_report_about_a_submitted_message_counts_against_its_account(
     cfg.containment.complaints_per_day = 1;
     let w = world_with(cfg, TableChecks::default(), MemoryIntake::default());
     w.account("alice@local.test");
-    let mut c = w.submission();
-    let mut txn = open(&mut c, ALICE, ALICE).await.expect("MAIL");
-    add(&mut c, &mut txn, "victim@far.test")
-        .await
-        .expect("RCPT");
-    txn.body = "From: <alice@local.test>\r\n\r\nbuy\r\n".into();
-    let id = c.data(txn).await.expect("queued");
+    let id = alice_sends(&w, "victim@far.test").await;
     let counter = crate::containment::ComplaintCounter::default();
     counter.connect(
         w.inbound.containment.clone(),
@@ -165,13 +168,7 @@ async fn a_dsn_returned_over_port_25_counts_its_failed_recipients_against_the_ac
     use portcullis_containment::Counter;
     let w = world(TableChecks::default());
     w.account("alice@local.test");
-    let mut c = w.submission();
-    let mut txn = open(&mut c, ALICE, ALICE).await.expect("MAIL");
-    add(&mut c, &mut txn, "nobody@far.test")
-        .await
-        .expect("RCPT");
-    txn.body = "From: <alice@local.test>\r\n\r\nhello\r\n".into();
-    let id = c.data(txn).await.expect("queued");
+    let id = alice_sends(&w, "nobody@far.test").await;
     let dsn = include_str!("../../../reportbox/testdata/dsn-postfix.eml")
         .replace("0001796320799000042", &id)
         .replace("alice@example.test", "alice@local.test");
