@@ -73,7 +73,8 @@ impl Connection {
         let size = data.len();
         if !envelope.recipients.is_empty() {
             let held = self.account_held(txn).await.then_some(ACCOUNT_HELD);
-            self.queue(envelope.clone(), data, hold.or(held)).await?;
+            self.queue(envelope.clone(), data.clone(), hold.or(held))
+                .await?;
             if hold.is_some() {
                 let m = &self.inbound.metrics;
                 m.inc(Counter::MilterMessages, &[("outcome", "quarantined")]);
@@ -87,6 +88,13 @@ impl Connection {
             self.queue(copy, Arc::new(copy_data), hold).await?;
         }
         if let Origin::Received(found) = &msg.origin {
+            if txn.mail_from.is_none() {
+                // A DSN about an account's message counts against it.
+                let to = txn.recipients.iter().map(|r| r.mailbox.to_string());
+                let log = self.inbound.submission.log.clone();
+                let c = &self.inbound.containment;
+                c.returned_dsn(self.config.clone(), log, to.collect(), data.clone());
+            }
             self.count_message(&found.domains, found.verdict).await;
             let sink = &self.inbound.dmarc_observations;
             if let (Some(o), Some(sink)) = (&found.dmarc_observation, sink) {

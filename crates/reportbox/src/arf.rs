@@ -40,6 +40,11 @@ pub struct ArfSummary {
 
 /// Whether `message` is a feedback report (the top-level type says so).
 pub(crate) fn is_feedback_report(message: &[u8]) -> bool {
+    is_report(message, "feedback-report")
+}
+
+/// Whether `message` is a `multipart/report` of `report_type` (RFC 6522).
+pub(crate) fn is_report(message: &[u8], report_type: &str) -> bool {
     let Some(parsed) = MessageParser::new().parse_headers(message) else {
         return false;
     };
@@ -50,11 +55,11 @@ pub(crate) fn is_feedback_report(message: &[u8]) -> bool {
                 .is_some_and(|s| s.eq_ignore_ascii_case("report"))
             && ct
                 .attribute("report-type")
-                .is_some_and(|t| t.eq_ignore_ascii_case("feedback-report"))
+                .is_some_and(|t| t.eq_ignore_ascii_case(report_type))
     })
 }
 
-fn media(part: &mail_parser::MessagePart<'_>) -> String {
+pub(crate) fn media(part: &mail_parser::MessagePart<'_>) -> String {
     part.content_type()
         .map(|ct| format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("")))
         .unwrap_or_default()
@@ -63,7 +68,7 @@ fn media(part: &mail_parser::MessagePart<'_>) -> String {
 
 /// `Name: value` fields of a header block, unfolded (the first of each
 /// name wins where one is wanted).
-fn fields(block: &[u8]) -> Vec<(String, String)> {
+pub(crate) fn fields(block: &[u8]) -> Vec<(String, String)> {
     let text = String::from_utf8_lossy(block);
     let mut out: Vec<(String, String)> = Vec::new();
     for line in text.split('\n') {
@@ -85,11 +90,11 @@ fn fields(block: &[u8]) -> Vec<(String, String)> {
     out
 }
 
-fn first(f: &[(String, String)], name: &str) -> Option<String> {
+pub(crate) fn first(f: &[(String, String)], name: &str) -> Option<String> {
     f.iter().find(|(n, _)| n == name).map(|(_, v)| clip(v))
 }
 
-fn angle_free(v: &str) -> String {
+pub(crate) fn angle_free(v: &str) -> String {
     v.trim()
         .trim_start_matches('<')
         .trim_end_matches('>')
@@ -114,13 +119,6 @@ pub(crate) fn read(message: &[u8]) -> Result<ArfSummary, Malformed> {
         .parse(message)
         .ok_or(Malformed::NotMail)?;
     let bad = |why: &str| Malformed::Arf(why.to_owned());
-    let raw = |p: &mail_parser::MessagePart<'_>| -> Vec<u8> {
-        let (a, b) = (p.raw_body_offset() as usize, p.raw_end_offset() as usize);
-        message
-            .get(a..b.min(message.len()))
-            .unwrap_or_default()
-            .to_vec()
-    };
     let report = parsed
         .parts
         .iter()
@@ -128,10 +126,7 @@ pub(crate) fn read(message: &[u8]) -> Result<ArfSummary, Malformed> {
         .ok_or_else(|| bad("no message/feedback-report part"))?;
     // A message/* part is 7bit or 8bit (RFC 2046 §5.2.1); some reporters
     // send it as text anyway, so take the decoded text when there is one.
-    let report_fields = match &report.body {
-        PartType::Text(t) => fields(t.as_bytes()),
-        _ => fields(&raw(report)),
-    };
+    let report_fields = fields(&part_bytes(report, message));
     let feedback_type = first(&report_fields, "feedback-type")
         .ok_or_else(|| bad("the feedback report has no Feedback-Type field"))?;
     let mut s = ArfSummary {
@@ -157,24 +152,66 @@ pub(crate) fn read(message: &[u8]) -> Result<ArfSummary, Malformed> {
             .unwrap_or_default(),
         ..ArfSummary::default()
     };
+    let (message_id, queue_ids) = returned_ids(&parsed, message);
+    s.message_id = message_id;
+    s.queue_ids = queue_ids;
+    Ok(s)
+}
+
+/// The bytes of a part as its fields are read: the decoded text where
+/// there is one, else the decoded body, else the raw body.
+pub(crate) fn part_bytes<'m>(
+    part: &'m mail_parser::MessagePart<'m>,
+    message: &'m [u8],
+) -> std::borrow::Cow<'m, [u8]> {
+    match &part.body {
+        PartType::Text(t) => std::borrow::Cow::Borrowed(t.as_bytes()),
+        PartType::Binary(b) | PartType::InlineBinary(b) => std::borrow::Cow::Borrowed(b),
+        _ => {
+            let (a, b) = (
+                part.raw_body_offset() as usize,
+                part.raw_end_offset() as usize,
+            );
+            std::borrow::Cow::Borrowed(message.get(a..b.min(message.len())).unwrap_or_default())
+        }
+    }
+}
+
+/// What a report's returned message (`message/rfc822` or
+/// `text/rfc822-headers`) says of whose it was: its Message-ID, without
+/// `<>`, and the `id` of every returned Received field (ours among
+/// them). ARF and DSNs return the message the same way.
+pub(crate) fn returned_ids(
+    parsed: &mail_parser::Message<'_>,
+    message: &[u8],
+) -> (Option<String>, Vec<String>) {
     let returned = parsed.parts.iter().find(|p| {
         let m = media(p);
         m == "message/rfc822" || m == "text/rfc822-headers"
     });
-    if let Some(part) = returned {
-        let headers = match &part.body {
-            PartType::Text(t) => fields(t.as_bytes()),
-            _ => fields(&raw(part)),
-        };
-        s.message_id = first(&headers, "message-id")
-            .map(|v| angle_free(&v))
-            .filter(|v| !v.is_empty());
-        s.queue_ids = headers
-            .iter()
-            .filter(|(n, _)| n == "received")
-            .filter_map(|(_, v)| received_id(v))
-            .take(MAX_IDS)
-            .collect();
-    }
-    Ok(s)
+    let Some(part) = returned else {
+        return (None, Vec::new());
+    };
+    // A message/* part is 7bit or 8bit (RFC 2046 §5.2.1): its raw body
+    // is the returned message; text/rfc822-headers is decoded text.
+    let headers = match &part.body {
+        PartType::Text(t) => fields(t.as_bytes()),
+        _ => {
+            let (a, b) = (
+                part.raw_body_offset() as usize,
+                part.raw_end_offset() as usize,
+            );
+            fields(message.get(a..b.min(message.len())).unwrap_or_default())
+        }
+    };
+    let message_id = first(&headers, "message-id")
+        .map(|v| angle_free(&v))
+        .filter(|v| !v.is_empty());
+    let queue_ids = headers
+        .iter()
+        .filter(|(n, _)| n == "received")
+        .filter_map(|(_, v)| received_id(v))
+        .take(MAX_IDS)
+        .collect();
+    (message_id, queue_ids)
 }

@@ -12,13 +12,19 @@
 //! `MAX_CANDIDATES` parts and `MAX_ZIP_ENTRIES` archive entries are looked
 //! at; the summary keeps at most `MAX_ROWS` rows and clips every string.
 //! The XML and JSON themselves are read by mail-auth's parsers.
+//!
+//! Delivery status notifications (RFC 3464) that come back for our own
+//! messages are read here too (`dsn.rs`), by the same means as ARF; they
+//! are not kept (they go to their mailbox), only read for containment.
 
 mod arf;
+mod dsn;
 mod store;
 mod summary;
 mod unpack;
 
 pub use arf::ArfSummary;
+pub use dsn::{DsnRecipient, DsnSummary, is_dsn, read_dsn};
 pub use store::{ComplaintSink, ReportStore, list as list_stored, reports_dir};
 
 pub use summary::{

@@ -7,6 +7,7 @@
 //! Nothing here bounces or drops a message.
 
 mod alerts;
+mod bounces;
 
 pub use alerts::{AlertSettings, Alerts};
 
@@ -137,15 +138,39 @@ impl Containment {
             Counter::ContainmentActions,
             &[("action", c.action.name()), ("signal", signal)],
         );
-        if let Err(e) = self.state.set_contained(account, Some(c)).await {
+        let saved = if c.action == Action::Hold {
+            self.held_around(account, true, self.state.set_contained(account, Some(c)))
+                .await
+                .0
+        } else {
+            self.state.set_contained(account, Some(c)).await
+        };
+        if let Err(e) = saved {
             warn!(event = "containment_not_saved", account = %account, error = %e);
-        }
-        if c.action == Action::Hold {
-            self.hold_queued(account, true).await;
         }
         if let Some(a) = &self.alerts {
             a.send(account, c);
         }
+    }
+
+    /// Change the account's state (`save`) with its queued messages
+    /// held or released on both sides of it, so that no crash leaves a
+    /// held account with a message free to leave, nor a release with
+    /// messages still held and the account looking free: the marks are
+    /// on disk before the state says so, and a message queued between
+    /// the two passes is caught by the second. After a crash in a
+    /// release the account is still on hold; releasing it again lets
+    /// the rest go. The ids changed, with what `save` returned.
+    async fn held_around<T>(
+        &self,
+        account: &str,
+        held: bool,
+        save: impl std::future::Future<Output = T>,
+    ) -> (T, Vec<String>) {
+        let mut ids = self.hold_queued(account, held).await;
+        let saved = save.await;
+        ids.extend(self.hold_queued(account, held).await);
+        (saved, ids)
     }
 
     async fn hold_queued(&self, account: &str, held: bool) -> Vec<String> {
@@ -169,25 +194,29 @@ impl Containment {
     /// The operator holds the account by hand: the messages it changed.
     pub async fn hold(&self, account: &str, now: u64) -> Result<Vec<String>, String> {
         let c = Contained::by_operator(now);
-        self.state.set_contained(account, Some(&c)).await?;
+        let save = self.state.set_contained(account, Some(&c));
+        let (saved, ids) = self.held_around(account, true, save).await;
+        saved?;
         warn!(event = "account_contained", account = %account, action = "hold", signal = "operator");
         self.metrics.inc(
             Counter::ContainmentActions,
             &[("action", "hold"), ("signal", "operator")],
         );
-        Ok(self.hold_queued(account, true).await)
+        Ok(ids)
     }
 
     /// The operator releases the account: its held mail leaves, its
     /// counts start again from nothing.
     pub async fn release(&self, account: &str) -> Result<Vec<String>, String> {
-        self.state.set_contained(account, None).await?;
+        let save = self.state.set_contained(account, None);
+        let (saved, ids) = self.held_around(account, false, save).await;
+        saved?;
         info!(event = "account_released", account = %account);
         self.metrics.inc(
             Counter::ContainmentActions,
             &[("action", "release"), ("signal", "operator")],
         );
-        Ok(self.hold_queued(account, false).await)
+        Ok(ids)
     }
 
     /// The account's facts and its queued messages.
@@ -334,23 +363,30 @@ impl ComplaintCounter {
     }
 }
 
-/// The account that submitted the message an ARF report returns.
+/// The submission log's record of the message a report returns, found
+/// by the first of `keys` (our queue ids from the returned Received
+/// fields, the returned Message-ID) that names an account's message.
+/// Blocking (reads the log).
+pub(crate) fn submitted<'k>(
+    log: &crate::trace::SubmissionLog,
+    keys: impl IntoIterator<Item = &'k String>,
+) -> Option<serde_json::Value> {
+    keys.into_iter().filter(|k| !k.is_empty()).find_map(|k| {
+        let hit = log.search(k).ok()?.into_iter().next()?;
+        hit.get("account")?.as_str().filter(|a| !a.is_empty())?;
+        Some(hit)
+    })
+}
+
+/// The account that submitted the message an ARF report returns, and
+/// the message's queue id.
 fn account_of(
     log: &crate::trace::SubmissionLog,
     arf: &portcullis_reportbox::ArfSummary,
 ) -> Option<(String, String)> {
-    let keys = arf.queue_ids.iter().chain(arf.message_id.iter());
-    keys.filter(|k| !k.is_empty()).find_map(|k| {
-        let hits = log.search(k).ok()?;
-        let hit = hits.first()?;
-        let account = hit.get("account")?.as_str()?.to_owned();
-        let id = hit
-            .get("queue_id")
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_owned();
-        Some((account, id))
-    })
+    let hit = submitted(log, arf.queue_ids.iter().chain(arf.message_id.iter()))?;
+    let text = |k: &str| hit.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+    Some((text("account").to_owned(), text("queue_id").to_owned()))
 }
 
 impl portcullis_reportbox::ComplaintSink for ComplaintCounter {

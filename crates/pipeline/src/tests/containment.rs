@@ -117,6 +117,15 @@ async fn containment_switched_off_records_and_refuses_nothing() {
         .expect("never deferred");
 }
 
+/// alice@local.test submits one message to `to`: its queue id.
+async fn alice_sends(w: &World, to: &str) -> String {
+    let mut c = w.submission();
+    let mut txn = open(&mut c, ALICE, ALICE).await.expect("MAIL");
+    add(&mut c, &mut txn, to).await.expect("RCPT");
+    txn.body = "From: <alice@local.test>\r\n\r\nhello\r\n".into();
+    c.data(txn).await.expect("queued")
+}
+
 #[tokio::test]
 async fn a_feedback_report_about_a_submitted_message_counts_against_its_account() {
     use portcullis_reportbox::ComplaintSink as _;
@@ -124,13 +133,7 @@ async fn a_feedback_report_about_a_submitted_message_counts_against_its_account(
     cfg.containment.complaints_per_day = 1;
     let w = world_with(cfg, TableChecks::default(), MemoryIntake::default());
     w.account("alice@local.test");
-    let mut c = w.submission();
-    let mut txn = open(&mut c, ALICE, ALICE).await.expect("MAIL");
-    add(&mut c, &mut txn, "victim@far.test")
-        .await
-        .expect("RCPT");
-    txn.body = "From: <alice@local.test>\r\n\r\nbuy\r\n".into();
-    let id = c.data(txn).await.expect("queued");
+    let id = alice_sends(&w, "victim@far.test").await;
     let counter = crate::containment::ComplaintCounter::default();
     counter.connect(
         w.inbound.containment.clone(),
@@ -158,4 +161,38 @@ async fn a_feedback_report_about_a_submitted_message_counts_against_its_account(
         contained[0].1.reason(),
         Some(portcullis_containment::Signal::Complaints)
     );
+}
+
+#[tokio::test]
+async fn a_dsn_returned_over_port_25_counts_its_failed_recipients_against_the_account() {
+    use portcullis_containment::Counter;
+    let w = world(TableChecks::default());
+    w.account("alice@local.test");
+    let id = alice_sends(&w, "nobody@far.test").await;
+    let dsn = include_str!("../../../reportbox/testdata/dsn-postfix.eml")
+        .replace("0001796320799000042", &id)
+        .replace("alice@example.test", "alice@local.test");
+    let r = send(&mut w.mx().await, None, &["alice@local.test"], &dsn).await;
+    assert_eq!(r.code, 250, "delivered like any message: {r}");
+    let (env, _) = w.queued().pop().unwrap();
+    assert_eq!(env.recipients[0].address, "alice@local.test");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let rules = &w.config.containment;
+    loop {
+        let now = portcullis_config::clock::now_secs();
+        let view = w
+            .inbound
+            .containment
+            .show(rules, "alice@local.test", now)
+            .await;
+        if view.tally.sum(Counter::UnknownRemote) == 1 {
+            assert_eq!(view.tally.sum(Counter::Bounced), 1);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the DSN never counted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
