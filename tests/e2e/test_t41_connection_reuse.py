@@ -7,7 +7,7 @@ quit=1`)."""
 
 import pytest
 
-from conftest import add_user, free_port, submit, wait_until
+from conftest import add_user, free_port, make_ca, make_leaf, submit, wait_until
 from dnsserver import DnsServer
 from postfix_receiver import Postfix
 
@@ -80,6 +80,29 @@ def test_twenty_messages_to_one_destination_arrive_over_fewer_connections(world,
         rx.stop()
 
 
+def starttls(workdir) -> str:
+    """main.cf lines offering STARTTLS with a certificate for mx.reuse.test."""
+    make_ca(workdir)
+    make_leaf(workdir, "mx", ["mx.reuse.test"])
+    return f"""smtpd_tls_security_level = may
+smtpd_tls_cert_file = {workdir}/mx.pem
+smtpd_tls_key_file = {workdir}/mx.key
+"""
+
+
+def test_a_connection_with_starttls_is_reused_encrypted(world, workdir):
+    start, port = world
+    ours = start()
+    rx = Postfix("127.0.0.2", port, ["reuse.test"], starttls(workdir))
+    try:
+        sessions = deliver_twenty(ours, rx)
+        assert len(sessions) < N, sessions
+        # TLS once per connection, every message inside it.
+        assert all(s.get("starttls") == 1 and s.get("ehlo") == 2 for s in sessions), sessions
+    finally:
+        rx.stop()
+
+
 def test_one_message_per_connection_opens_a_connection_for_each_message(world):
     start, port = world
     ours = start("messages_per_connection = 1\n")
@@ -92,12 +115,13 @@ def test_one_message_per_connection_opens_a_connection_for_each_message(world):
         rx.stop()
 
 
-def test_a_kept_connection_the_receiver_closed_is_replaced_and_the_next_message_delivered(world):
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "starttls"])
+def test_a_kept_connection_the_receiver_closed_is_replaced_and_the_next_message_delivered(world, workdir, tls):
     start, port = world
     # We would keep the connection a minute; the receiver gives up on an
     # idle client after two seconds (421 4.4.2 ... timeout exceeded).
     ours = start("connection_cache_secs = 60\n")
-    rx = Postfix("127.0.0.2", port, ["reuse.test"], "smtpd_timeout = 2s\n")
+    rx = Postfix("127.0.0.2", port, ["reuse.test"], "smtpd_timeout = 2s\n" + (starttls(workdir) if tls else ""))
     try:
         send(ours, 0)
         wait_until(lambda: rx.delivered() == 1, timeout=20, what="the first message delivered")
