@@ -8,49 +8,17 @@ Every receiver listens on the same port on its own loopback address
 (127.0.0.2, 127.0.0.3, ...), since `[delivery] port` is one port; NSD
 serves the MX records."""
 
-import os
 import re
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, add_user, answer, free_port, port_open, submit, wait_until
+from conftest import add_user, answer, free_port, submit, wait_until
 from dnsserver import DnsServer
+from postfix_receiver import Postfix
 from providers import Provider
 
 RL_DOMAINS = ["a.test", "b.test", "c.test"]
-
-
-class Postfix:
-    """A Postfix instance on `addr`:`port` taking mail for `domains`."""
-
-    def __init__(self, addr: str, port: int, domains: list[str], extra: str = "", maps: str = "static:bench.test/u/"):
-        self.dir = Path(tempfile.mkdtemp(prefix="pc-postfix-", dir="/var/tmp"))
-        os.chmod(self.dir, 0o755)
-        self.addr, self.port = addr, port
-        env = dict(
-            os.environ,
-            PF_ADDR=addr,
-            PF_EXTRA=f"""virtual_mailbox_domains = {' '.join(domains)}
-virtual_mailbox_maps = {maps}
-smtpd_client_event_limit_exceptions =
-inet_interfaces = all
-{extra}
-""",
-        )
-        subprocess.run(["bash", str(ROOT / "bench/postfix_instance.sh"), "start", str(self.dir), str(port)],
-                       check=True, env=env, capture_output=True)
-        wait_until(lambda: port_open(port, addr), timeout=30, what=f"Postfix on {addr}:{port}")
-
-    def delivered(self) -> int:
-        return sum(len(files) for _, _, files in os.walk(self.dir / "mail"))
-
-    def stop(self):
-        subprocess.run(["bash", str(ROOT / "bench/postfix_instance.sh"), "stop", str(self.dir)], capture_output=True)
-        subprocess.run(["rm", "-rf", str(self.dir)])
 
 
 @pytest.fixture

@@ -70,6 +70,13 @@ pub struct Delivery {
     /// Messages one connection carries, for sites without their own entry
     /// (0: no limit).
     pub messages_per_connection: u32,
+    /// A connection whose transaction ended well waits this long for the
+    /// next transaction to the same place (Postfix's
+    /// `smtp_connection_cache_time_limit`; 0: one message a connection).
+    pub connection_cache_secs: u64,
+    /// No connection is reused this long after it was opened (Postfix's
+    /// `smtp_connection_reuse_time_limit`).
+    pub connection_reuse_secs: u64,
     /// Connections opened a minute to one site without its own entry (0:
     /// no limit).
     pub connections_per_minute: u32,
@@ -131,6 +138,8 @@ impl Default for Delivery {
             tls_rpt_from: None,
             site: Vec::new(),
             messages_per_connection: 0,
+            connection_cache_secs: 2,
+            connection_reuse_secs: 300,
             connections_per_minute: 0,
             reply_rule: Vec::new(),
             site_pause_secs: 60,

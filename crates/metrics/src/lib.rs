@@ -43,6 +43,9 @@ pub enum Counter {
     MilterFailures,
     MilterMessages,
     DeliveryReplies,
+    DeliveryConnectionsOpened,
+    DeliveryConnectionsReused,
+    DeliveryConnectionsStale,
 }
 
 impl Counter {
@@ -76,6 +79,9 @@ impl Counter {
             Counter::MilterFailures => "portcullis_milter_failures_total",
             Counter::MilterMessages => "portcullis_milter_messages_total",
             Counter::DeliveryReplies => "portcullis_delivery_replies_total",
+            Counter::DeliveryConnectionsOpened => "portcullis_delivery_connections_opened_total",
+            Counter::DeliveryConnectionsReused => "portcullis_delivery_connections_reused_total",
+            Counter::DeliveryConnectionsStale => "portcullis_delivery_connections_stale_total",
         }
     }
 
@@ -145,6 +151,15 @@ impl Counter {
             }
             Counter::MilterFailures => {
                 "Milters that could not be used, by milter and reason (connect, timeout, protocol, busy)."
+            }
+            Counter::DeliveryConnectionsOpened => {
+                "Outbound SMTP sessions opened for a transaction (after TLS and EHLO)."
+            }
+            Counter::DeliveryConnectionsReused => {
+                "Outbound transactions carried over a session kept from an earlier one ([delivery] connection_cache_secs)."
+            }
+            Counter::DeliveryConnectionsStale => {
+                "Kept outbound sessions found closed by the receiver or refusing RSET, replaced by a new connection."
             }
             Counter::DeliveryReplies => {
                 "Recipients not delivered in an attempt, by reply class (rate_limited, reputation_block, auth_required, tls_required, mailbox_unknown, mailbox_full, spam_refused, network, other) and result (deferred, failed)."

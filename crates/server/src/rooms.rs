@@ -281,7 +281,8 @@ fn start_queue(
     let mailboxes = Mailboxes::start(store).context("cannot start the mailbox writer")?;
     let routes =
         DnsRoutes::new(&config.dns_nameservers, config.dns_timeout)?.trust_ad(config.dns_trust_ad);
-    let mut router = Router::new(config, mailboxes, Arc::new(routes))?;
+    let mut router =
+        Router::new(config, mailboxes, Arc::new(routes))?.with_metrics(metrics.clone());
     if config.delivery.mta_sts {
         let extra: Vec<_> = config.delivery.mta_sts_ca.iter().cloned().collect();
         let sts = portcullis_delivery::MtaSts::new(

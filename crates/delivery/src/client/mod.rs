@@ -2,16 +2,25 @@
 //! opportunistic STARTTLS (RFC 3207): encrypted when the server offers it,
 //! the certificate not checked, as opportunistic TLS between MTAs is
 //! defined (RFC 7435); plain otherwise unless TLS is required. The LMTP
-//! variant (`lmtp.rs`) and the TLS connectors (`tls.rs`) live beside it.
+//! variant (`lmtp.rs`) and the TLS connectors (`tls.rs`) live beside it;
+//! a session's transactions are `session.rs`, and the sessions kept for
+//! the next transaction to the same place are `pool.rs` (their rules in
+//! `cache.rs`).
 //!
 //! Each recipient gets its own outcome, with the enhanced status code
 //! read from the reply here: some may be accepted while others are
 //! refused.
 
+mod cache;
 mod lmtp;
+mod pool;
+mod session;
 mod tls;
 
+pub(crate) use cache::CacheSettings;
 pub use lmtp::deliver_lmtp;
+pub(crate) use pool::{Carried, ConnKey, Pool, TlsRules};
+pub(crate) use session::SmtpSession;
 pub(crate) use tls::{CertificateCheck, checked_tls, subject_public_key_info};
 pub use tls::{opportunistic_tls, parse_pin, pinned_tls, tlsa_spki_sha256, verified_tls};
 
@@ -225,6 +234,22 @@ pub async fn deliver(
     tls: &tokio_rustls::TlsConnector,
     server_name: &str,
 ) -> Result<Vec<RcptOutcome>, HostFailure> {
+    let mut s = establish(addr, msg, tls, server_name).await?;
+    let outcomes = s.transaction(msg).await;
+    if outcomes.is_ok() {
+        s.quit().await;
+    }
+    outcomes
+}
+
+/// Connect, read the greeting, say EHLO, start TLS when offered (or
+/// required) and log in: a session ready for its first transaction.
+pub(crate) async fn establish(
+    addr: SocketAddr,
+    msg: &Outgoing<'_>,
+    tls: &tokio_rustls::TlsConnector,
+    server_name: &str,
+) -> Result<SmtpSession, HostFailure> {
     let mut c = open(addr, msg.source, "SMTP").await?;
     let mut ehlo = c.command(&format!("EHLO {}", msg.helo)).await?;
     if ehlo.code != 250 {
@@ -256,7 +281,7 @@ pub async fn deliver(
     if let Some((user, password)) = msg.auth {
         login(&mut c, user, password).await?;
     }
-    transaction(&mut c, &ehlo, msg).await
+    Ok(SmtpSession::new(c, ehlo))
 }
 
 /// Submit over implicit TLS (RFC 8314, port 465): the handshake comes
@@ -280,7 +305,12 @@ pub async fn deliver_implicit_tls(
     if let Some((user, password)) = msg.auth {
         login(&mut c, user, password).await?;
     }
-    transaction(&mut c, &ehlo, msg).await
+    let mut s = SmtpSession::new(c, ehlo);
+    let outcomes = s.transaction(msg).await;
+    if outcomes.is_ok() {
+        s.quit().await;
+    }
+    outcomes
 }
 
 async fn starttls(
@@ -366,94 +396,6 @@ fn has_extension(ehlo: &Reply, name: &str) -> bool {
             .and_then(|e| e.split_whitespace().next())
             .is_some_and(|e| e.eq_ignore_ascii_case(name))
     })
-}
-
-async fn transaction(
-    c: &mut Conn,
-    ehlo: &Reply,
-    msg: &Outgoing<'_>,
-) -> Result<Vec<RcptOutcome>, HostFailure> {
-    let mut mail = format!("MAIL FROM:<{}>", msg.sender);
-    if has_extension(ehlo, "SIZE") {
-        mail.push_str(&format!(" SIZE={}", msg.data.len()));
-    }
-    if msg.eight_bit && has_extension(ehlo, "8BITMIME") {
-        mail.push_str(" BODY=8BITMIME");
-    }
-    if msg.smtputf8 {
-        if !has_extension(ehlo, "SMTPUTF8") {
-            // RFC 6531 §3.5: the message cannot go on; X.6.7 (RFC 6531 §3.7.4).
-            return Err(HostFailure::permanent(
-                Status(5, 6, 7),
-                "the message needs SMTPUTF8, which the server does not offer",
-            ));
-        }
-        mail.push_str(" SMTPUTF8");
-    }
-    if msg.requiretls {
-        if !has_extension(ehlo, "REQUIRETLS") {
-            // RFC 8689 §4.2.1, §5: X.7.30, "REQUIRETLS support required".
-            return Err(HostFailure::permanent(
-                Status(5, 7, 30),
-                "the message requires REQUIRETLS, which the server does not offer",
-            ));
-        }
-        mail.push_str(" REQUIRETLS");
-    }
-    let rcpt_lines: Vec<String> = msg
-        .recipients
-        .iter()
-        .map(|r| format!("RCPT TO:<{r}>\r\n"))
-        .collect();
-    let pipelining = has_extension(ehlo, "PIPELINING");
-    let (mail_reply, outcomes, data_reply) = if pipelining {
-        // RFC 2920: MAIL, every RCPT and DATA in one write, then the
-        // replies in order; DATA is refused by the server if no RCPT was
-        // accepted, so nothing is sent by mistake.
-        let mut batch = format!("{mail}\r\n");
-        batch.extend(rcpt_lines.iter().map(String::as_str));
-        batch.push_str("DATA\r\n");
-        c.send(batch.as_bytes()).await?;
-        let mail_reply = c.read_reply().await?;
-        let mut outcomes = Vec::with_capacity(rcpt_lines.len());
-        for _ in &rcpt_lines {
-            outcomes.push(rcpt_outcome(&c.read_reply().await?));
-        }
-        let data_reply = c.read_reply().await?;
-        (mail_reply, outcomes, Some(data_reply))
-    } else {
-        let mail_reply = c.command(&mail).await?;
-        let mut outcomes = Vec::with_capacity(rcpt_lines.len());
-        if mail_reply.code == 250 {
-            for line in &rcpt_lines {
-                c.send(line.as_bytes()).await?;
-                outcomes.push(rcpt_outcome(&c.read_reply().await?));
-            }
-        }
-        (mail_reply, outcomes, None)
-    };
-    if mail_reply.code != 250 {
-        return Err(session_failure("MAIL FROM", &mail_reply));
-    }
-    if outcomes.iter().all(Option::is_some) {
-        let _ = c.command("QUIT").await;
-        return Ok(outcomes.into_iter().flatten().collect());
-    }
-    let r = match data_reply {
-        Some(r) => r,
-        None => c.command("DATA").await?,
-    };
-    if r.code != 354 {
-        return Err(session_failure("DATA", &r));
-    }
-    c.send(&dot_stuff(msg.data)).await?;
-    let r = c.read_reply().await?;
-    let final_outcome = outcome_of(&r);
-    let _ = c.command("QUIT").await;
-    Ok(outcomes
-        .into_iter()
-        .map(|o| o.unwrap_or_else(|| final_outcome.clone()))
-        .collect())
 }
 
 /// A RCPT reply as an outcome; `None` while the recipient waits for DATA.

@@ -6,7 +6,7 @@
 //! (`crate::sites`): the destinations that share MX hosts share one set
 //! of limits and one back-off, and every outcome is classified.
 
-use crate::client::{self, Outgoing};
+use crate::client::{self, CacheSettings, ConnKey, Outgoing, TlsRules};
 use crate::dane::{DnsTlsa, TlsaSource};
 use crate::mailboxes::{MailboxDrop, Mailboxes};
 use crate::mta_sts::StsSource;
@@ -15,6 +15,7 @@ use crate::route::{MxResolver, Route};
 use crate::sites::{Deferred, SiteGate};
 use crate::{Addressee, BoxFuture, Courier, Leg, Parcel};
 use portcullis_config::Config;
+use portcullis_metrics::{Counter, Metrics};
 use portcullis_shaping::{Action, ReplyClass, SiteLimits};
 use portcullis_tlsrpt::{Failure, PolicyKey};
 use rules::{Session, Skip, Target, no_host_in_policy};
@@ -77,6 +78,10 @@ pub struct Router {
     login: Option<Login>,
     /// The sites' limits and back-off, and the reply table.
     sites: Arc<SiteGate>,
+    /// Sessions kept for the next transaction to the same place.
+    pool: client::Pool,
+    /// Where reused and opened connections are counted.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Router {
@@ -106,7 +111,15 @@ impl Router {
             reports: None,
             verified,
             sites: Arc::new(SiteGate::new(config)),
+            pool: client::Pool::new(cache_settings(&config.delivery)),
+            metrics: None,
         })
+    }
+
+    /// Count connections opened and reused in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Router {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The sites' state, for the operator's views.
@@ -228,7 +241,8 @@ impl Router {
                 secure_mx: false,
             }];
             let limits = self.sites.limits("smarthost");
-            let carry = self.to_hosts(parcel, &addresses, domain, &smarthost);
+            let per_connection = limits.messages_per_connection;
+            let carry = self.to_hosts(parcel, &addresses, domain, &smarthost, per_connection);
             return self
                 .through_site("smarthost", limits, to.len(), carry)
                 .await;
@@ -270,7 +284,8 @@ impl Router {
                         })
                     })
                     .collect();
-                let carry = self.to_hosts(parcel, &addresses, domain, &targets);
+                let per_connection = limits.messages_per_connection;
+                let carry = self.to_hosts(parcel, &addresses, domain, &targets, per_connection);
                 self.through_site(&site, limits, to.len(), carry).await
             }
         }
@@ -326,13 +341,16 @@ impl Router {
 
     /// Try each address in order until one answers the transaction, each
     /// under its own rules: DANE where it applies, else the MTA-STS
-    /// policy (`rules.rs`).
+    /// policy (`rules.rs`); over a kept session where one was made under
+    /// the same rules, carrying at most `per_connection` messages (the
+    /// site's `messages_per_connection`, 0: no limit).
     async fn to_hosts(
         &self,
         parcel: &Parcel,
         addresses: &[String],
         domain: &str,
         hosts: &[Target],
+        per_connection: u32,
     ) -> Vec<RcptOutcome> {
         let smarthost = self.config.delivery.smarthost.is_some();
         let login = self.login.as_ref().filter(|_| smarthost);
@@ -366,6 +384,7 @@ impl Router {
                 Some(l) => (
                     Session {
                         tls: l.tls.clone(),
+                        rules: TlsRules::Login,
                         require_tls: true,
                         held_to: None,
                     },
@@ -392,9 +411,17 @@ impl Router {
                 source: self.source_for(target.addr),
                 ..msg.clone()
             };
-            match client::deliver(target.addr, &msg, &session.tls, name).await {
+            let key = ConnKey::of(target.addr, &msg, name, session.rules.clone());
+            let carried = self
+                .pool
+                .carry(&key, &msg, &session.tls, per_connection)
+                .await;
+            self.count_connection(&carried);
+            // A reused session was counted for TLS-RPT when it was opened.
+            let held_to = session.held_to.as_ref().filter(|_| !carried.reused);
+            match carried.result {
                 Ok(mut outcomes) => {
-                    self.count_tls(session.held_to.as_ref(), name, Ok(()));
+                    self.count_tls(held_to, name, Ok(()));
                     self.sites.classify(&mut outcomes);
                     log_outcomes(parcel, addresses, &outcomes, &target.addr.to_string());
                     if target.addr.is_ipv6() && refuses_ipv6(&outcomes) {
@@ -405,7 +432,7 @@ impl Router {
                     return outcomes;
                 }
                 Err(f) => {
-                    self.count_attempt(session.held_to.as_ref(), name, &f);
+                    self.count_attempt(held_to, name, &f);
                     warn!(event = "remote_attempt_failed", id = %parcel.id, host = %target.addr, reason = %f.reason);
                     let answer = Answer::new(f.status, f.reason.clone()).with_code(f.code);
                     let (_, action) = self.sites.verdict(&answer);
@@ -436,6 +463,24 @@ impl Router {
             }
         });
         vec![RcptOutcome::of_failure(&last); addresses.len()]
+    }
+
+    /// Count how a transaction got its connection.
+    fn count_connection(&self, carried: &client::Carried) {
+        let Some(m) = &self.metrics else { return };
+        if carried.reused {
+            m.inc(Counter::DeliveryConnectionsReused, &[]);
+        }
+        if carried.opened {
+            m.inc(Counter::DeliveryConnectionsOpened, &[]);
+        }
+        if carried.stale > 0 {
+            m.add(
+                Counter::DeliveryConnectionsStale,
+                &[],
+                u64::from(carried.stale),
+            );
+        }
     }
 
     /// Count a failed attempt for TLS-RPT by where it failed.
@@ -508,6 +553,21 @@ impl Courier for Router {
     }
 }
 
+/// Idle sessions kept at most, over every destination: each holds a
+/// socket, and a busy destination needs no more than its site's
+/// connections.
+const IDLE_SESSIONS: usize = 256;
+
+/// How long sessions are kept (`[delivery] connection_cache_secs`,
+/// `connection_reuse_secs`).
+fn cache_settings(d: &portcullis_config::Delivery) -> CacheSettings {
+    CacheSettings {
+        idle_ms: d.connection_cache_secs.saturating_mul(1000),
+        max_age_ms: d.connection_reuse_secs.saturating_mul(1000),
+        capacity: IDLE_SESSIONS,
+    }
+}
+
 /// TLSA from the first name server when `[dns] trust_ad` says it is a
 /// validating resolver on loopback; no DANE otherwise.
 fn tlsa_source(config: &Config) -> Option<Arc<dyn TlsaSource>> {
@@ -564,6 +624,8 @@ fn smarthost_login(d: &portcullis_config::Delivery) -> Result<Option<Login>, Rou
 
 mod family;
 mod reports;
+#[cfg(test)]
+mod reuse_tests;
 mod rules;
 #[cfg(test)]
 mod tests;

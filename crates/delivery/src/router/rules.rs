@@ -7,6 +7,7 @@
 //! for their name (§4.2).
 
 use super::{Router, requiretls_failure};
+use crate::client::TlsRules;
 use crate::dane;
 use crate::outcome::{FailureKind, HostFailure, Status};
 use portcullis_config::clock::now_secs;
@@ -70,6 +71,9 @@ pub(super) fn rules(dane: bool, sts: Option<&Sts>, host: &str, requiretls: bool)
 /// counts under (TLS-RPT, RFC 8460).
 pub(super) struct Session {
     pub tls: tokio_rustls::TlsConnector,
+    /// Which rules `tls` applies: a kept connection is taken again only
+    /// under the same ones.
+    pub rules: TlsRules,
     pub require_tls: bool,
     pub held_to: Option<PolicyKey>,
 }
@@ -143,11 +147,13 @@ impl Router {
         match (rules, dane) {
             (Rules::Dane, Some((tls, key))) => Ok(Session {
                 tls,
+                rules: TlsRules::Dane(key.policy_string.clone()),
                 require_tls: true,
                 held_to: Some(key),
             }),
             (Rules::Verified, _) => Ok(Session {
                 tls: self.verified.clone(),
+                rules: TlsRules::Verified,
                 require_tls: true,
                 held_to: sts_key,
             }),
@@ -156,6 +162,7 @@ impl Router {
             // (Rules::Dane comes only with records.)
             (Rules::Opportunistic, _) | (Rules::Dane, None) => Ok(Session {
                 tls: self.tls.clone(),
+                rules: TlsRules::Opportunistic,
                 require_tls: false,
                 held_to: sts_key,
             }),

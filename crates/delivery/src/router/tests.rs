@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 /// Routes from a table; a domain not in it does not exist.
-struct Table(Vec<(&'static str, Route)>);
+pub(super) struct Table(pub Vec<(&'static str, Route)>);
 
 impl MxResolver for Table {
     fn route<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Route> {
@@ -24,7 +24,7 @@ fn root(name: &str) -> PathBuf {
     p
 }
 
-fn router(name: &str, table: Table) -> (Router, PathBuf) {
+pub(super) fn router(name: &str, table: Table) -> (Router, PathBuf) {
     let root = root(name);
     let mut c = Config::embedded_default(root.clone(), "mx.local.test".into());
     c.local_domains = vec!["local.test".into(), "lmtp.test".into()];
@@ -230,7 +230,7 @@ fn enforce(mx: &str) -> portcullis_mtasts::Policy {
 
 /// Usable TLSA records for every host asked about; keeps the names.
 #[derive(Default)]
-struct AuthenticTlsa(Mutex<Vec<String>>);
+pub(super) struct AuthenticTlsa(Mutex<Vec<String>>);
 
 impl TlsaSource for AuthenticTlsa {
     fn tlsa<'a>(&'a self, host: &'a str) -> BoxFuture<'a, crate::dane::TlsaAnswer> {
