@@ -166,10 +166,24 @@ impl SiteState {
     }
 
     /// Send `until` a little later than the ones deferred before it, so
-    /// that they do not all come back at once.
+    /// that they do not all come back at once: one interval of the rate
+    /// in force apart. The rate may change within one recovery step (a
+    /// cut rises, a pause cuts), so nothing is sent further away than
+    /// that: a message whose turn is later comes back then and is spread
+    /// again at the rate of that moment.
     fn spread(&mut self, until: u64, now: u64) -> u64 {
-        let t = until.max(self.horizon).max(now);
-        self.horizon = t + self.interval().max(self.settings.max_wait_ms / 4);
+        let from = until.max(now);
+        let revisit = from + self.settings.recover_every_ms.max(1);
+        let t = from.max(self.horizon);
+        let t = if t > revisit {
+            revisit
+        } else {
+            self.horizon = t + match self.interval() {
+                0 => self.settings.max_wait_ms / 4,
+                i => i,
+            };
+            t
+        };
         self.deferred.retain(|at, _| *at > now);
         *self.deferred.entry(t).or_default() += 1;
         t
@@ -510,8 +524,11 @@ mod tests {
 
     #[test]
     fn deferred_messages_come_back_spread_out() {
-        let mut s = site(10, 0);
-        s.admit(T0);
+        let mut s = site(100, 0);
+        for i in 0..40 {
+            s.admit(T0 + i);
+        }
+        // Cut to 20 a minute: one every 3 s.
         s.done(T0, &rate_answer());
         let untils: Vec<u64> = (0..3)
             .map(|_| match s.admit(T0 + 1) {
@@ -521,6 +538,40 @@ mod tests {
             .collect();
         assert!(untils[0] < untils[1] && untils[1] < untils[2], "{untils:?}");
         assert_eq!(s.view(T0 + 1).deferred, 3);
+    }
+
+    #[test]
+    fn a_site_at_its_rate_sends_messages_back_one_interval_apart() {
+        // 120 a minute: one every 500 ms; the five within 2 s go.
+        let mut s = site(10, 120);
+        let mut untils = Vec::new();
+        for _ in 0..10 {
+            match s.admit(T0) {
+                Admit::Go { .. } => {}
+                Admit::Defer { until, .. } => untils.push(until),
+                Admit::Full => panic!("full"),
+            }
+        }
+        let gaps: Vec<u64> = untils.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!(gaps, [500; 4]);
+    }
+
+    #[test]
+    fn no_message_is_sent_back_further_than_one_recovery_step() {
+        let mut s = site(10, 0);
+        for i in 0..40 {
+            s.admit(T0 + i);
+        }
+        s.done(T0 + 50, &rate_answer());
+        let resume = T0 + 50 + 60_000;
+        // Cut to 20 a minute: 100 messages would take five minutes.
+        let last = (0..100)
+            .map(|_| match s.admit(T0 + 60) {
+                Admit::Defer { until, .. } => until,
+                other => panic!("{other:?}"),
+            })
+            .max();
+        assert_eq!(last, Some(resume + 60_000), "back when the rate may have risen");
     }
 
     #[test]
