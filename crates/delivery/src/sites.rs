@@ -6,20 +6,31 @@
 //! further away than a moment sends its messages back to the queue with
 //! the time to come back, so that a slow or paused site holds none of the
 //! queue's attempt slots and never delays another site.
+//!
+//! With a ledger shared by every node (Redis, wired by the server), a
+//! start this node's state allows is also asked of the ledger: the
+//! connections open on every node, the pace of all their starts and a
+//! pause any node was given hold for the site as a whole. When the
+//! ledger does not answer the node decides alone (counted in
+//! `portcullis_site_ledger_fallbacks_total`): no mail waits on Redis.
 
 use crate::outcome::{Answer, RcptOutcome};
 use portcullis_config::Config;
+use portcullis_metrics::{Counter, Metrics};
 use portcullis_shaping::{
-    Action, Admit, Classifier, PaceSettings, Reply, ReplyClass, SiteLimits, SiteState, SiteView,
-    Sites,
+    Action, Admit, Classifier, Hold, PaceSettings, Reply, ReplyClass, SharedPause, SiteLedger,
+    SiteLimits, SiteState, SiteView, Sites, Taken,
 };
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 
 /// Sites not heard of for a while are forgotten once there are this many.
 const KEPT: usize = 4096;
+/// How often a start asks the ledger again while every connection to
+/// its site is open (one given back on another node wakes nobody here).
+const LEDGER_FULL_WAIT: Duration = Duration::from_millis(250);
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -33,6 +44,13 @@ pub struct SiteGate {
     classifier: Classifier,
     settings: PaceSettings,
     states: Mutex<HashMap<String, (SiteState, Arc<Notify>)>>,
+    shared: OnceLock<Shared>,
+}
+
+/// The ledger every node shares, and where its silences are counted.
+struct Shared {
+    ledger: Arc<dyn SiteLedger>,
+    metrics: Arc<Metrics>,
 }
 
 /// A connection taken from a site; given back with its answers.
@@ -40,6 +58,8 @@ pub struct Ticket<'a> {
     gate: &'a SiteGate,
     site: String,
     given_back: bool,
+    /// The ledger's connection (with one), given back when dropped.
+    _hold: Option<Hold>,
 }
 
 /// A site sent the recipients back: when to try again and why.
@@ -67,7 +87,14 @@ impl SiteGate {
                 ..PaceSettings::default()
             },
             states: Mutex::default(),
+            shared: OnceLock::new(),
         }
+    }
+
+    /// Hold every site's limits and pauses across the nodes that share
+    /// `ledger` (once; later calls change nothing).
+    pub fn share(&self, ledger: Arc<dyn SiteLedger>, metrics: Arc<Metrics>) {
+        let _ = self.shared.set(Shared { ledger, metrics });
     }
 
     fn states(&self) -> std::sync::MutexGuard<'_, HashMap<String, (SiteState, Arc<Notify>)>> {
@@ -105,53 +132,130 @@ impl SiteGate {
         }
     }
 
+    /// `f` on the state of `site` (made with `limits` when new) and the
+    /// wake-up of its starts waiting for a connection.
+    fn state<T>(
+        &self,
+        site: &str,
+        limits: SiteLimits,
+        f: impl FnOnce(&mut SiteState, &Arc<Notify>) -> T,
+    ) -> T {
+        let mut states = self.states();
+        if states.len() > KEPT {
+            let now = now_ms();
+            states.retain(|_, (s, _)| !s.idle(now));
+        }
+        let (state, notify) = states.entry(site.to_owned()).or_insert_with(|| {
+            (
+                SiteState::new(site, limits, self.settings),
+                Arc::new(Notify::new()),
+            )
+        });
+        f(state, notify)
+    }
+
     /// Take a connection to `site`: at once, after the moment its pace
     /// asks for, or once one is given back; or not now.
     pub async fn enter(&self, site: &str, limits: SiteLimits) -> Result<Ticket<'_>, Deferred> {
         loop {
-            let now = now_ms();
-            let (admit, notify) = {
-                let mut states = self.states();
-                if states.len() > KEPT {
-                    states.retain(|_, (s, _)| !s.idle(now));
-                }
-                let (state, notify) = states.entry(site.to_owned()).or_insert_with(|| {
-                    (
-                        SiteState::new(site, limits, self.settings),
-                        Arc::new(Notify::new()),
-                    )
-                });
-                (state.admit(now), notify.clone())
-            };
-            match admit {
+            let (admit, notify) = self.state(site, limits, |s, n| (s.admit(now_ms()), n.clone()));
+            let mut wait = Duration::from_secs(1);
+            let admit = match admit {
                 Admit::Go { at } => {
-                    let ticket = Ticket {
+                    // Made before the ledger is asked, so that the start
+                    // is given back should the caller stop waiting.
+                    let mut ticket = Ticket {
                         gate: self,
                         site: site.to_owned(),
                         given_back: false,
+                        _hold: None,
                     };
-                    if at > now {
-                        tokio::time::sleep(Duration::from_millis(at - now)).await;
+                    let Some(shared) = self.shared.get() else {
+                        return Ok(ticket.at(at).await);
+                    };
+                    match self.ask_ledger(shared, site, limits, at).await {
+                        (Admit::Go { at }, hold) => {
+                            ticket._hold = hold;
+                            return Ok(ticket.at(at).await);
+                        }
+                        (other, _) => {
+                            // The ledger's answer undid the start here.
+                            ticket.given_back = true;
+                            wait = LEDGER_FULL_WAIT;
+                            other
+                        }
                     }
-                    return Ok(ticket);
                 }
+                other => other,
+            };
+            match admit {
                 Admit::Defer { until, reason } => return Err(Deferred { until, reason }),
-                Admit::Full => {
-                    // Woken when a connection is given back; the timeout
-                    // only guards against a lost wake-up.
-                    let _ = tokio::time::timeout(Duration::from_secs(1), notify.notified()).await;
+                _ => {
+                    // Every connection is open. Woken when one is given
+                    // back on this node; the timeout guards against a
+                    // lost wake-up and sees those given back elsewhere.
+                    let _ = tokio::time::timeout(wait, notify.notified()).await;
                 }
             }
         }
     }
 
+    /// A start this node allows at `at`, asked of the ledger every node
+    /// shares: what it becomes, and the ledger's connection.
+    async fn ask_ledger(
+        &self,
+        shared: &Shared,
+        site: &str,
+        limits: SiteLimits,
+        at: u64,
+    ) -> (Admit, Option<Hold>) {
+        let claim = self.state(site, limits, |s, _| s.claim(at));
+        let now = now_ms();
+        let Some(answer) = shared.ledger.take(site, claim, now).await else {
+            shared
+                .metrics
+                .inc(Counter::SiteLedgerFallbacks, &[("op", "take")]);
+            return (Admit::Go { at }, None);
+        };
+        let admit = self.state(site, limits, |s, _| s.after_ledger(now, at, &answer));
+        let hold = match answer.taken {
+            Taken::Granted { hold, .. } => Some(hold),
+            _ => None,
+        };
+        (admit, hold)
+    }
+
     /// A connection given back with its transaction's answers.
     fn done(&self, site: &str, answers: &[(ReplyClass, Action, String)]) {
-        let mut states = self.states();
-        if let Some((state, notify)) = states.get_mut(site) {
-            state.done(now_ms(), answers);
+        let began = {
+            let mut states = self.states();
+            let Some((state, notify)) = states.get_mut(site) else {
+                return;
+            };
             notify.notify_one();
+            state.done(now_ms(), answers)
+        };
+        if let (Some(pause), Some(shared)) = (began, self.shared.get()) {
+            self.hand_on(shared, site, pause);
         }
+    }
+
+    /// Tell the other nodes of a pause this node began, without making
+    /// the transaction wait for it.
+    fn hand_on(&self, shared: &Shared, site: &str, pause: SharedPause) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (ledger, metrics, site) = (
+            shared.ledger.clone(),
+            shared.metrics.clone(),
+            site.to_owned(),
+        );
+        rt.spawn(async move {
+            if ledger.pause(&site, pause).await.is_none() {
+                metrics.inc(Counter::SiteLedgerFallbacks, &[("op", "pause")]);
+            }
+        });
     }
 
     /// Until when `site` is paused.
@@ -173,7 +277,16 @@ impl SiteGate {
     }
 }
 
-impl Ticket<'_> {
+impl<'a> Ticket<'a> {
+    /// The ticket, once the moment its pace asked for has come.
+    async fn at(self, at: u64) -> Ticket<'a> {
+        let now = now_ms();
+        if at > now {
+            tokio::time::sleep(Duration::from_millis(at - now)).await;
+        }
+        self
+    }
+
     /// Give the connection back with the answers of its transaction.
     pub fn leave(mut self, outcomes: &[RcptOutcome]) {
         let mut answers: Vec<(ReplyClass, Action, String)> = Vec::new();

@@ -46,6 +46,7 @@ pub enum Counter {
     DeliveryConnectionsOpened,
     DeliveryConnectionsReused,
     DeliveryConnectionsStale,
+    SiteLedgerFallbacks,
 }
 
 impl Counter {
@@ -82,6 +83,7 @@ impl Counter {
             Counter::DeliveryConnectionsOpened => "portcullis_delivery_connections_opened_total",
             Counter::DeliveryConnectionsReused => "portcullis_delivery_connections_reused_total",
             Counter::DeliveryConnectionsStale => "portcullis_delivery_connections_stale_total",
+            Counter::SiteLedgerFallbacks => "portcullis_site_ledger_fallbacks_total",
         }
     }
 
@@ -163,6 +165,9 @@ impl Counter {
             }
             Counter::DeliveryReplies => {
                 "Recipients not delivered in an attempt, by reply class (rate_limited, reputation_block, auth_required, tls_required, mailbox_unknown, mailbox_full, spam_refused, network, other) and result (deferred, failed)."
+            }
+            Counter::SiteLedgerFallbacks => {
+                "Outbound site decisions taken on this node's state alone because the ledger shared with the other nodes (Redis) did not answer, by operation (take, pause)."
             }
         }
     }

@@ -315,6 +315,9 @@ fn start_queue(
         }),
     };
     let sites = router.sites();
+    if state.shares_sites() {
+        sites.share(Arc::new(state.clone()), metrics.clone());
+    }
     let (queue, _scheduler) =
         portcullis_queue::Queue::start(spool, pending, Arc::new(router), settings, metrics);
     Ok((queue, sites))

@@ -19,9 +19,12 @@
 //! pause began do not pause it again.
 
 use crate::classify::{Action, ReplyClass};
+use crate::ledger::SharedPause;
 use crate::site::SiteLimits;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
+
+mod shared;
 
 const MINUTE: u64 = 60_000;
 /// How many recent answers a site remembers for the operator.
@@ -223,19 +226,24 @@ impl SiteState {
         }
     }
 
+    /// Come back when the pause ends.
+    fn paused_deferral(&mut self, now: u64) -> Admit {
+        let until = self.spread(self.paused_until, now);
+        Admit::Defer {
+            until,
+            reason: format!(
+                "site {} paused until {} after {}",
+                self.name,
+                clock_time(self.paused_until),
+                self.pause_reason
+            ),
+        }
+    }
+
     /// May a transaction start now?
     pub fn admit(&mut self, now: u64) -> Admit {
         if now < self.paused_until {
-            let until = self.spread(self.paused_until, now);
-            return Admit::Defer {
-                until,
-                reason: format!(
-                    "site {} paused until {} after {}",
-                    self.name,
-                    clock_time(self.paused_until),
-                    self.pause_reason
-                ),
-            };
+            return self.paused_deferral(now);
         }
         self.recover(now);
         if self.in_use >= self.limits.max_connections.max(1) {
@@ -271,8 +279,14 @@ impl SiteState {
         self.window.1.max(self.window.2)
     }
 
-    /// A transaction taken with [`Admit::Go`] ended with these answers.
-    pub fn done(&mut self, now: u64, answers: &[(ReplyClass, Action, String)]) {
+    /// A transaction taken with [`Admit::Go`] ended with these answers;
+    /// the pause they began, if they did, for the other nodes.
+    pub fn done(
+        &mut self,
+        now: u64,
+        answers: &[(ReplyClass, Action, String)],
+    ) -> Option<SharedPause> {
+        let before = self.paused_until;
         self.in_use = self.in_use.saturating_sub(1);
         for (class, action, reply) in answers {
             if *action == Action::Pause {
@@ -287,6 +301,7 @@ impl SiteState {
                 reply: reply.clone(),
             });
         }
+        (self.paused_until != before).then(|| self.shared_pause())
     }
 
     /// A rate answer: pause, and cut the rate to half of what it was.

@@ -25,6 +25,7 @@ mod housekeeping;
 mod lease;
 mod redis;
 mod scripts;
+mod sites;
 mod snapshot;
 mod suppression;
 

@@ -147,3 +147,37 @@ if #batch > 0 then
 end
 return {step[1], removed}
 "#;
+
+/// A start at an outbound site, on every node's ledger (issue 30): the
+/// site's pause record, then a connection lease, then the pace (the
+/// shaping crate's `SITE_START_FN`, prepended), all or nothing. KEYS[1]
+/// the pause record (a hash), KEYS[2] the lease set, KEYS[3] the next
+/// start. ARGV[1] now (ms), ARGV[2] the lease's expiry (ms), ARGV[3] the
+/// lease member, ARGV[4] the most connections, ARGV[5] not before (ms),
+/// ARGV[6] the interval (ms), ARGV[7] the longest wait (ms).
+///
+/// Returns {status, at, pause record (flat field/value)}: status 0 taken
+/// (the start at `at`), 1 every connection open, 2 the next start is at
+/// `at`, beyond the wait, 3 paused; only 0 takes anything.
+pub(crate) const SITE_TAKE_LUA: &str = r#"
+local now = tonumber(ARGV[1])
+local p = redis.call('HGETALL', KEYS[1])
+if tonumber(redis.call('HGET', KEYS[1], 'until') or '0') > now then return {3, 0, p} end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return {1, 0, p} end
+local at = site_start(KEYS[3], now, tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
+if at < 0 then return {2, -at, p} end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[2]) - now)
+return {0, at, p}
+"#;
+
+/// A site's pause for every node: kept unless a later one is kept
+/// already. KEYS[1] the pause record; ARGV: until, keep until (both ms),
+/// reason, pauses, rate (0: none), step. Returns 1 when written.
+pub(crate) const SITE_PAUSE_LUA: &str = r#"
+if tonumber(redis.call('HGET', KEYS[1], 'until') or '0') >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'until', ARGV[1], 'reason', ARGV[3], 'pauses', ARGV[4], 'rate', ARGV[5], 'step', ARGV[6])
+redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+return 1
+"#;

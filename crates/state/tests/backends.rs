@@ -682,3 +682,150 @@ async fn the_embedded_suppression_list_survives_a_restart() {
     let s = Store::open(&config(&dir, None)).expect("store again");
     assert!(s.suppressed("gone@remote.test").await.is_some());
 }
+
+/// Now, in milliseconds: the sites' ledger is timed by the caller's clock.
+fn now_ms() -> u64 {
+    portcullis_config::clock::now_us() / 1000
+}
+
+/// A start at one connection and 20 messages a minute (3 s apart),
+/// waiting at most `max_wait_ms` for its turn.
+fn site_claim(not_before: u64, max_wait_ms: u64) -> portcullis_shaping::LedgerClaim {
+    portcullis_shaping::LedgerClaim {
+        max_connections: 1,
+        interval_ms: 3_000,
+        max_wait_ms,
+        not_before,
+    }
+}
+
+fn shared_pause(until: u64, reason: &str) -> portcullis_shaping::SharedPause {
+    portcullis_shaping::SharedPause {
+        until,
+        reason: reason.into(),
+        pauses: 1,
+        rate: Some(10),
+        step: 2,
+        keep_until: until + 3_600_000,
+    }
+}
+
+#[tokio::test]
+async fn a_sites_ledger_holds_its_connections_and_paces_its_starts() {
+    use portcullis_shaping::{SiteLedger, Taken};
+    on_every_backend(|s, backend| async move {
+        let now = now_ms();
+        let first = s.take("google", site_claim(now, 2_000), now).await;
+        if backend == "embedded" {
+            assert!(first.is_none(), "embedded: the node's own state decides");
+            assert!(!s.shares_sites());
+            return;
+        }
+        assert!(s.shares_sites());
+        let first = first.expect(backend);
+        assert!(first.pause.is_none(), "{backend}");
+        let Taken::Granted { at, hold } = first.taken else {
+            panic!("{backend}: {:?}", first.taken);
+        };
+        assert_eq!(at, now, "{backend}");
+        let full = s.take("google", site_claim(now, 2_000), now).await;
+        assert!(
+            matches!(full.expect(backend).taken, Taken::Full),
+            "{backend}"
+        );
+        drop(hold);
+        // The connection is given back without waiting: poll for it.
+        // The next start is 3 s after the first: more than 2 s away.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let a = s
+                .take("google", site_claim(now, 2_000), now)
+                .await
+                .expect(backend);
+            match a.taken {
+                Taken::Busy { at } => {
+                    assert_eq!(at, now + 3_000, "{backend}");
+                    break;
+                }
+                Taken::Full => assert!(Instant::now() < deadline, "{backend}: never given back"),
+                other => panic!("{backend}: {other:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let later = s.take("google", site_claim(now, 5_000), now).await;
+        assert!(
+            matches!(later.expect(backend).taken, Taken::Granted { at, .. } if at == now + 3_000),
+            "{backend}: reserved at its turn"
+        );
+        let other = s.take("yahoo", site_claim(now, 2_000), now).await;
+        assert!(
+            matches!(other.expect(backend).taken, Taken::Granted { .. }),
+            "{backend}: another site is another ledger"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_pause_in_the_ledger_stops_every_start_and_a_later_one_wins() {
+    use portcullis_shaping::{SiteLedger, Taken};
+    on_every_backend(|s, backend| async move {
+        let now = now_ms();
+        let kept = s
+            .pause("google", shared_pause(now + 60_000, "421 4.7.28"))
+            .await;
+        if backend == "embedded" {
+            assert!(kept.is_none(), "embedded: no ledger");
+            return;
+        }
+        kept.expect(backend);
+        let a = s
+            .take("google", site_claim(now, 2_000), now)
+            .await
+            .expect(backend);
+        assert!(matches!(a.taken, Taken::Paused), "{backend}: {:?}", a.taken);
+        let p = a.pause.expect("the record comes with the answer");
+        assert_eq!(
+            (p.until, p.reason.as_str(), p.rate, p.step, p.pauses),
+            (now + 60_000, "421 4.7.28", Some(10), 2, 1),
+            "{backend}"
+        );
+        // An older pause (a node that saw an earlier answer) is ignored.
+        s.pause("google", shared_pause(now + 1_000, "421 4.7.0"))
+            .await
+            .expect(backend);
+        let a = s
+            .take("google", site_claim(now, 2_000), now)
+            .await
+            .expect(backend);
+        assert_eq!(a.pause.map(|p| p.until), Some(now + 60_000), "{backend}");
+        // Once it is over, starts go again and still learn its cut rate.
+        let after = now + 60_000;
+        let a = s
+            .take("google", site_claim(after, 2_000), after)
+            .await
+            .expect(backend);
+        assert!(matches!(a.taken, Taken::Granted { .. }), "{backend}");
+        assert_eq!(a.pause.and_then(|p| p.rate), Some(10), "{backend}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_sites_ledger_says_nothing_while_redis_is_down() {
+    use portcullis_shaping::SiteLedger;
+    let closed = TcpListener::bind("127.0.0.1:0").expect("port");
+    let port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let dir = TempDir::new("sites-down");
+    let target = RedisTarget::Single(format!("redis://127.0.0.1:{port}"));
+    let s = Store::open(&config(&dir, Some(target))).expect("store");
+    let now = now_ms();
+    assert!(
+        s.take("google", site_claim(now, 2_000), now)
+            .await
+            .is_none()
+    );
+    let kept = s.pause("google", shared_pause(now + 60_000, "421")).await;
+    assert!(kept.is_none(), "the node decides alone");
+}

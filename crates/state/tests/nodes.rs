@@ -237,3 +237,71 @@ async fn without_redis_a_node_reports_alone() {
     assert_eq!(role, portcullis_state::PeriodRole::Alone);
     assert!(store.handed_in_periods("dmarc", 86_400).await.is_empty());
 }
+
+/// A start at one connection to `site`, 3 s from the last across nodes.
+async fn site_start(s: &Store, now: u64) -> portcullis_shaping::Taken {
+    use portcullis_shaping::{LedgerClaim, SiteLedger};
+    let claim = LedgerClaim {
+        max_connections: 1,
+        interval_ms: 3_000,
+        max_wait_ms: 2_000,
+        not_before: now,
+    };
+    s.take("google", claim, now)
+        .await
+        .expect("Redis answers")
+        .taken
+}
+
+#[tokio::test]
+async fn two_nodes_share_a_sites_connections_and_pace() {
+    use portcullis_shaping::Taken;
+    let redis = RedisServer::start();
+    let cluster = RedisCluster::start();
+    for target in [
+        RedisTarget::Single(redis.url()),
+        RedisTarget::Cluster(cluster.seeds()),
+    ] {
+        let (da, db) = (TempDir::new("site-a"), TempDir::new("site-b"));
+        let a = node(&da, target.clone(), Duration::from_secs(20));
+        let b = node(&db, target, Duration::from_secs(20));
+        let now = portcullis_config::clock::now_us() / 1000;
+        let held = site_start(&a, now).await;
+        assert!(matches!(held, Taken::Granted { at, .. } if at == now));
+        assert!(matches!(site_start(&b, now).await, Taken::Full));
+        drop(held);
+        eventually(
+            Duration::from_secs(5),
+            "node A gives it back",
+            async || matches!(site_start(&b, now).await, Taken::Busy { at } if at == now + 3_000),
+        )
+        .await;
+        let turn = now + 3_000;
+        assert!(matches!(site_start(&b, turn).await, Taken::Granted { at, .. } if at == turn));
+    }
+}
+
+#[tokio::test]
+async fn a_dead_nodes_site_connections_lapse_within_the_node_timeout() {
+    use portcullis_shaping::Taken;
+    let redis = RedisServer::start();
+    let timeout = Duration::from_secs(1);
+    let (da, db) = (TempDir::new("site-dead-a"), TempDir::new("site-dead-b"));
+    let a = node(&da, RedisTarget::Single(redis.url()), timeout);
+    let b = node(&db, RedisTarget::Single(redis.url()), timeout);
+    let started = portcullis_config::clock::now_us() / 1000;
+    let Taken::Granted { hold, .. } = site_start(&a, started).await else {
+        panic!("a free connection");
+    };
+    // Node A dies holding the connection: no release, no heartbeat.
+    std::mem::forget(hold);
+    drop(a);
+    let now = || portcullis_config::clock::now_us() / 1000;
+    assert!(matches!(site_start(&b, now()).await, Taken::Full));
+    eventually(
+        timeout * 3,
+        "the dead node's connection lapses",
+        async || !matches!(site_start(&b, now()).await, Taken::Full),
+    )
+    .await;
+}

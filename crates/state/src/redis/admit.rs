@@ -218,7 +218,7 @@ impl RedisBackend {
     }
 
     /// Note a lease this node took, for its heartbeat to renew.
-    fn remember_lease(self: &Arc<Self>, set: String, member: String) -> Lease {
+    pub(crate) fn remember_lease(self: &Arc<Self>, set: String, member: String) -> Lease {
         let id = self.leases_taken.fetch_add(1, Ordering::Relaxed);
         self.held
             .lock()

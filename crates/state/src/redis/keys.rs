@@ -83,6 +83,12 @@ pub(crate) fn containment(who: &str, name: &str) -> String {
     account(who, &format!("ct:{name}"))
 }
 
+/// An outbound site's ledger (issue 30), in one slot: `slots` (the
+/// connection leases), `next` (the next start), `pause` (the last pause).
+pub(crate) fn site(site: &str, name: &str) -> String {
+    budget(&format!("site:{site}"), name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

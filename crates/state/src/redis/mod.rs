@@ -6,7 +6,8 @@
 //! Rooms: `conn` reaches the Redis (single, Sentinel, Cluster), `keys`
 //! names what is written there, `admit` is the connect decision and the
 //! concurrency leases, `mirror` keeps the operator's lists and the node's
-//! heartbeat, `ops` holds every other question.
+//! heartbeat, `sites` the outbound sites' ledger, `ops` holds every
+//! other question.
 
 mod admit;
 mod conn;
@@ -15,6 +16,7 @@ pub(crate) mod keys;
 mod mirror;
 mod ops;
 mod reports;
+mod sites;
 
 pub(crate) use admit::{Asked, Shared as SharedOutcome};
 pub use ops::AuthCounts;
@@ -68,6 +70,8 @@ struct Scripts {
     quota: redis::Script,
     greylist: redis::Script,
     sweep: redis::Script,
+    site_take: redis::Script,
+    site_pause: redis::Script,
 }
 
 impl RedisBackend {
@@ -89,6 +93,11 @@ impl RedisBackend {
                 quota: redis::Script::new(QUOTA_LUA),
                 greylist: redis::Script::new(portcullis_admission::GREYLIST_LUA),
                 sweep: redis::Script::new(SWEEP_LUA),
+                site_take: redis::Script::new(&format!(
+                    "{}{SITE_TAKE_LUA}",
+                    portcullis_shaping::ledger::SITE_START_FN
+                )),
+                site_pause: redis::Script::new(SITE_PAUSE_LUA),
             },
             node,
             node_timeout: settings.node_timeout,
