@@ -42,6 +42,8 @@ pub struct SharedPause {
     pub pauses: u32,
     /// The cut rate in force after the pause (messages a minute).
     pub rate: Option<u32>,
+    /// The rate the site refused: recovery holds below it.
+    pub refused_at: Option<u32>,
     /// How much the cut rate rises each recovery step.
     pub step: u32,
     /// Until when the ledger keeps the record: the pause plus the

@@ -586,7 +586,11 @@ mod tests {
                 other => panic!("{other:?}"),
             })
             .max();
-        assert_eq!(last, Some(resume + 60_000), "back when the rate may have risen");
+        assert_eq!(
+            last,
+            Some(resume + 60_000),
+            "back when the rate may have risen"
+        );
     }
 
     #[test]

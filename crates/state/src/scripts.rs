@@ -174,10 +174,11 @@ return {0, at, p}
 
 /// A site's pause for every node: kept unless a later one is kept
 /// already. KEYS[1] the pause record; ARGV: until, keep until (both ms),
-/// reason, pauses, rate (0: none), step. Returns 1 when written.
+/// reason, pauses, rate (0: none), step, the rate refused (0: none).
+/// Returns 1 when written.
 pub(crate) const SITE_PAUSE_LUA: &str = r#"
 if tonumber(redis.call('HGET', KEYS[1], 'until') or '0') >= tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'until', ARGV[1], 'reason', ARGV[3], 'pauses', ARGV[4], 'rate', ARGV[5], 'step', ARGV[6])
+redis.call('HSET', KEYS[1], 'until', ARGV[1], 'reason', ARGV[3], 'pauses', ARGV[4], 'rate', ARGV[5], 'step', ARGV[6], 'refused', ARGV[7])
 redis.call('PEXPIREAT', KEYS[1], ARGV[2])
 return 1
 "#;

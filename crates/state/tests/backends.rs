@@ -705,6 +705,7 @@ fn shared_pause(until: u64, reason: &str) -> portcullis_shaping::SharedPause {
         reason: reason.into(),
         pauses: 1,
         rate: Some(10),
+        refused_at: Some(20),
         step: 2,
         keep_until: until + 3_600_000,
     }
@@ -786,8 +787,15 @@ async fn a_pause_in_the_ledger_stops_every_start_and_a_later_one_wins() {
         assert!(matches!(a.taken, Taken::Paused), "{backend}: {:?}", a.taken);
         let p = a.pause.expect("the record comes with the answer");
         assert_eq!(
-            (p.until, p.reason.as_str(), p.rate, p.step, p.pauses),
-            (now + 60_000, "421 4.7.28", Some(10), 2, 1),
+            (
+                p.until,
+                p.reason.as_str(),
+                p.rate,
+                p.refused_at,
+                p.step,
+                p.pauses
+            ),
+            (now + 60_000, "421 4.7.28", Some(10), Some(20), 2, 1),
             "{backend}"
         );
         // An older pause (a node that saw an earlier answer) is ignored.

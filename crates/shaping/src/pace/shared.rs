@@ -65,6 +65,7 @@ impl SiteState {
         self.pause_reason = p.reason.clone();
         self.pauses = self.pauses.max(p.pauses);
         self.rate = p.rate;
+        self.refused_at = p.refused_at;
         self.step = p.step.max(1);
         self.last_step = p.until;
         self.next_start = self.next_start.max(p.until);
@@ -78,6 +79,7 @@ impl SiteState {
             reason: self.pause_reason.clone(),
             pauses: self.pauses,
             rate: self.rate,
+            refused_at: self.refused_at,
             step: self.step,
             keep_until: self.paused_until + self.settings.max_pause_ms.max(MINUTE),
         }
@@ -135,6 +137,7 @@ mod tests {
             reason: "421 4.7.28".into(),
             pauses: 1,
             rate: Some(10),
+            refused_at: Some(20),
             step: 2,
             keep_until: until + 3_600_000,
         }
@@ -219,6 +222,10 @@ mod tests {
         // Two minutes after the pause: two steps of 2 above the cut.
         assert!(matches!(s.admit(T0 + 130_000), Admit::Go { .. }));
         assert_eq!(s.rate(), 14);
+        // Holding below the rate the site refused, as the node it refused.
+        s.done(T0 + 130_000, &[]);
+        assert!(matches!(s.admit(T0 + 600_000), Admit::Go { .. }));
+        assert_eq!(s.rate(), 18, "nine tenths of the refused 20");
     }
 
     #[test]
@@ -243,7 +250,7 @@ mod tests {
         );
         let p = shared.expect("a pause to hand on");
         assert_eq!(p.until, T0 + 10 + 60_000);
-        assert_eq!(p.rate, Some(20));
+        assert_eq!((p.rate, p.refused_at), (Some(20), Some(40)));
         assert_eq!(p.step, 4);
         assert_eq!(p.keep_until, p.until + 3_600_000);
         // A second answer from before the pause hands nothing on.

@@ -64,7 +64,8 @@ impl RedisBackend {
             .arg(&pause.reason)
             .arg(pause.pauses)
             .arg(pause.rate.unwrap_or(0))
-            .arg(pause.step);
+            .arg(pause.step)
+            .arg(pause.refused_at.unwrap_or(0));
         let _: i64 = self.invoke(inv).await?;
         Some(())
     }
@@ -80,12 +81,17 @@ fn pause_record(flat: &[String]) -> Option<SharedPause> {
     };
     let number = |name: &str| field(name).and_then(|v| v.parse::<u64>().ok());
     let until = number("until")?;
-    let rate = number("rate").and_then(|r| u32::try_from(r).ok());
+    let rate = |name: &str| {
+        number(name)
+            .and_then(|r| u32::try_from(r).ok())
+            .filter(|r| *r > 0)
+    };
     Some(SharedPause {
         until,
         reason: field("reason").unwrap_or_default().to_owned(),
         pauses: number("pauses").map_or(1, |n| n.min(u64::from(u32::MAX)) as u32),
-        rate: rate.filter(|r| *r > 0),
+        rate: rate("rate"),
+        refused_at: rate("refused"),
         step: number("step").map_or(1, |n| n.clamp(1, u64::from(u32::MAX)) as u32),
         keep_until: until,
     })
@@ -108,11 +114,14 @@ mod tests {
             "10",
             "step",
             "2",
+            "refused",
+            "20",
         ]
         .map(String::from)
         .to_vec();
         let p = pause_record(&flat).expect("a record");
         assert_eq!((p.until, p.pauses, p.rate, p.step), (1000, 2, Some(10), 2));
+        assert_eq!(p.refused_at, Some(20));
         assert_eq!(p.reason, "421 4.7.28");
         assert_eq!(pause_record(&[]), None);
         let no_cut: Vec<String> = ["until", "5", "rate", "0"].map(String::from).to_vec();
