@@ -24,6 +24,23 @@ pub(crate) struct CacheSettings {
     pub capacity: usize,
 }
 
+/// Idle sessions kept at most, over every destination: each holds a
+/// socket, and a busy destination needs no more than its site's
+/// connections.
+const IDLE_SESSIONS: usize = 256;
+
+impl CacheSettings {
+    /// How long sessions are kept (`[delivery] connection_cache_secs`,
+    /// `connection_reuse_secs`).
+    pub(crate) fn of(d: &portcullis_config::Delivery) -> CacheSettings {
+        CacheSettings {
+            idle_ms: d.connection_cache_secs.saturating_mul(1000),
+            max_age_ms: d.connection_reuse_secs.saturating_mul(1000),
+            capacity: IDLE_SESSIONS,
+        }
+    }
+}
+
 /// A session between transactions, with what the rules need of it.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Used<C> {

@@ -15,9 +15,8 @@ use crate::route::{MxResolver, Route};
 use crate::sites::{Deferred, SiteGate};
 use crate::{Addressee, BoxFuture, Courier, Leg, Parcel};
 use portcullis_config::Config;
-use portcullis_metrics::{Counter, Metrics};
+use portcullis_metrics::Metrics;
 use portcullis_shaping::{Action, ReplyClass, SiteLimits};
-use portcullis_tlsrpt::{Failure, PolicyKey};
 use rules::{Session, Skip, Target, no_host_in_policy};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -111,7 +110,7 @@ impl Router {
             reports: None,
             verified,
             sites: Arc::new(SiteGate::new(config)),
-            pool: client::Pool::new(cache_settings(&config.delivery)),
+            pool: client::Pool::new(CacheSettings::of(&config.delivery)),
             metrics: None,
         })
     }
@@ -150,12 +149,6 @@ impl Router {
     pub fn with_reports(mut self, intake: Arc<dyn ReportIntake>) -> Router {
         self.reports = Some(intake);
         self
-    }
-
-    fn count_tls(&self, policy: Option<&PolicyKey>, mx: &str, outcome: Result<(), Failure>) {
-        if let (Some(o), Some(p)) = (&self.tls_outcomes, policy) {
-            o.record(p.clone(), mx, outcome);
-        }
     }
 
     fn destination(&self, address: &str) -> Destination {
@@ -464,35 +457,6 @@ impl Router {
         });
         vec![RcptOutcome::of_failure(&last); addresses.len()]
     }
-
-    /// Count how a transaction got its connection.
-    fn count_connection(&self, carried: &client::Carried) {
-        let Some(m) = &self.metrics else { return };
-        if carried.reused {
-            m.inc(Counter::DeliveryConnectionsReused, &[]);
-        }
-        if carried.opened {
-            m.inc(Counter::DeliveryConnectionsOpened, &[]);
-        }
-        if carried.stale > 0 {
-            m.add(
-                Counter::DeliveryConnectionsStale,
-                &[],
-                u64::from(carried.stale),
-            );
-        }
-    }
-
-    /// Count a failed attempt for TLS-RPT by where it failed.
-    fn count_attempt(&self, held_to: Option<&PolicyKey>, name: &str, f: &HostFailure) {
-        match f.kind {
-            FailureKind::Tls => self.count_tls(held_to, name, Err(tls_failure(&f.reason))),
-            // No session at all: nothing to report.
-            FailureKind::Connect => {}
-            // TLS held; the server refused the transaction.
-            _ => self.count_tls(held_to, name, Ok(())),
-        }
-    }
 }
 
 /// The answer for recipients a site sent back to the queue (RFC 3463
@@ -553,21 +517,6 @@ impl Courier for Router {
     }
 }
 
-/// Idle sessions kept at most, over every destination: each holds a
-/// socket, and a busy destination needs no more than its site's
-/// connections.
-const IDLE_SESSIONS: usize = 256;
-
-/// How long sessions are kept (`[delivery] connection_cache_secs`,
-/// `connection_reuse_secs`).
-fn cache_settings(d: &portcullis_config::Delivery) -> CacheSettings {
-    CacheSettings {
-        idle_ms: d.connection_cache_secs.saturating_mul(1000),
-        max_age_ms: d.connection_reuse_secs.saturating_mul(1000),
-        capacity: IDLE_SESSIONS,
-    }
-}
-
 /// TLSA from the first name server when `[dns] trust_ad` says it is a
 /// validating resolver on loopback; no DANE otherwise.
 fn tlsa_source(config: &Config) -> Option<Arc<dyn TlsaSource>> {
@@ -622,6 +571,7 @@ fn smarthost_login(d: &portcullis_config::Delivery) -> Result<Option<Login>, Rou
     }))
 }
 
+mod counting;
 mod family;
 mod reports;
 #[cfg(test)]
@@ -630,6 +580,7 @@ mod rules;
 #[cfg(test)]
 mod tests;
 
+pub use counting::TlsOutcomes;
 use family::{preferred, refuses_ipv6};
 pub use reports::ReportIntake;
 
@@ -643,19 +594,4 @@ fn requiretls_failure(next_hop: &str) -> HostFailure {
         ),
     )
     .with_kind(FailureKind::Tls)
-}
-
-/// Where the router reports sessions held to an MTA-STS or DANE policy
-/// (RFC 8460); the server counts them for `/metrics` and the daily report.
-pub trait TlsOutcomes: Send + Sync {
-    fn record(&self, policy: PolicyKey, mx: &str, outcome: Result<(), Failure>);
-}
-
-/// The RFC 8460 result type of a failed TLS step, by its reason.
-fn tls_failure(reason: &str) -> Failure {
-    if reason.contains("does not offer STARTTLS") {
-        Failure::StarttlsNotSupported
-    } else {
-        Failure::of_handshake(reason)
-    }
 }
