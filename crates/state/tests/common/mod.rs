@@ -4,9 +4,9 @@
 #![allow(dead_code)]
 
 use portcullis_admission::Charge;
-use portcullis_config::Cidr;
-use portcullis_state::{Claim, SlotClaim};
-use std::net::TcpListener;
+use portcullis_config::{Cidr, Config, RedisSettings, RedisTarget, ReputationRules, StateBackend};
+use portcullis_state::{Claim, SlotClaim, Store};
+use std::net::{IpAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -169,4 +169,58 @@ pub fn strangers_claim(range: Cidr, class: &str, per_minute: u64, range_max: u32
         ],
         charges: vec![rate(format!("range:{range}")), rate(class.into())],
     }
+}
+
+/// The reputation rules of the backend suites.
+pub fn rules() -> ReputationRules {
+    ReputationRules {
+        promote_after: 3,
+        ..ReputationRules::default()
+    }
+}
+
+/// A node's config: embedded, or on the Redis `target`.
+pub fn config(dir: &TempDir, target: Option<RedisTarget>) -> Config {
+    let mut c = Config::embedded_default(dir.0.clone(), "mx.test".into());
+    c.reputation = rules();
+    if let Some(target) = target {
+        c.state_backend = StateBackend::Redis;
+        c.redis = Some(RedisSettings {
+            target,
+            node_timeout: Duration::from_secs(20),
+        });
+    }
+    c
+}
+
+/// Run `check` against an embedded store, a fresh Redis and a fresh
+/// Redis Cluster.
+pub async fn on_every_backend<F, Fut>(check: F)
+where
+    F: Fn(Store, &'static str) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let dir = TempDir::new("embedded");
+    let embedded = Store::open(&config(&dir, None)).expect("embedded store");
+    check(embedded, "embedded").await;
+    let redis = RedisServer::start();
+    let dir = TempDir::new("redis-node");
+    let shared =
+        Store::open(&config(&dir, Some(RedisTarget::Single(redis.url())))).expect("redis store");
+    check(shared.clone(), "redis").await;
+    assert_eq!(shared.redis_up(), Some(true), "Redis answered throughout");
+    let cluster = RedisCluster::start();
+    let dir = TempDir::new("cluster-node");
+    let target = RedisTarget::Cluster(cluster.seeds());
+    let clustered = Store::open(&config(&dir, Some(target))).expect("cluster store");
+    check(clustered.clone(), "redis-cluster").await;
+    assert_eq!(
+        clustered.redis_up(),
+        Some(true),
+        "the cluster answered throughout"
+    );
+}
+
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().expect("an address")
 }
