@@ -14,7 +14,7 @@
 //! ledger does not answer the node decides alone (counted in
 //! `portcullis_site_ledger_fallbacks_total`): no mail waits on Redis.
 
-use crate::outcome::{Answer, RcptOutcome};
+use crate::outcome::{Answer, RcptOutcome, Status};
 use portcullis_config::Config;
 use portcullis_metrics::{Counter, Metrics};
 use portcullis_shaping::{
@@ -67,6 +67,18 @@ pub struct Ticket<'a> {
 pub struct Deferred {
     pub until: u64,
     pub reason: String,
+}
+
+impl Deferred {
+    /// The outcome of recipients the site sent back untried (RFC 3463
+    /// X.4.5, mail system congestion: ours, towards that site).
+    pub fn outcome(self) -> RcptOutcome {
+        RcptOutcome::Temporary(Answer {
+            class: ReplyClass::RateLimited,
+            retry_at: Some(self.until),
+            ..Answer::new(Status(4, 4, 5), self.reason)
+        })
+    }
 }
 
 impl SiteGate {
@@ -265,6 +277,24 @@ impl SiteGate {
         states
             .get(site)
             .and_then(|(s, _)| s.paused(now).map(|p| p.0))
+    }
+
+    /// A new connection for a transaction that holds a ticket to `site`
+    /// and found no kept connection: at once, after the moment the
+    /// site's `connections_per_minute` asks for, or not now (the
+    /// transaction goes back to the queue with the time to return).
+    pub async fn open_connection(&self, site: &str, limits: SiteLimits) -> Result<(), Deferred> {
+        match self.state(site, limits, |s, _| s.admit_connection(now_ms())) {
+            Admit::Go { at } => {
+                let now = now_ms();
+                if at > now {
+                    tokio::time::sleep(Duration::from_millis(at - now)).await;
+                }
+                Ok(())
+            }
+            Admit::Defer { until, reason } => Err(Deferred { until, reason }),
+            Admit::Full => Ok(()),
+        }
     }
 
     /// Every site this node knows, for `/metrics`, the admin API and the

@@ -25,8 +25,7 @@
 
 use portcullis_config::Config;
 use portcullis_delivery::{
-    Addressee, Answer, BoxFuture, Courier, Destination, Leg, Parcel, RcptOutcome, ReplyClass,
-    SiteGate, Status,
+    Addressee, Answer, BoxFuture, Courier, Destination, Leg, Parcel, RcptOutcome, SiteGate, Status,
 };
 use portcullis_metrics::Metrics;
 use portcullis_queue::{
@@ -164,12 +163,7 @@ impl Courier for SiteCourier {
                 }
                 Err(d) => {
                     self.sent_back.fetch_add(1, Ordering::Relaxed);
-                    let a = Answer {
-                        class: ReplyClass::RateLimited,
-                        retry_at: Some(d.until),
-                        ..Answer::new(Status(4, 4, 5), d.reason)
-                    };
-                    vec![RcptOutcome::Temporary(a); to.len()]
+                    vec![d.outcome(); to.len()]
                 }
             }
         })

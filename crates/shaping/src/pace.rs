@@ -85,6 +85,10 @@ pub struct SiteState {
     in_use: u32,
     /// The earliest start of the next transaction.
     next_start: u64,
+    /// The earliest opening of the next new connection
+    /// (`connections_per_minute`; a kept connection's transactions open
+    /// none).
+    next_connection: u64,
     /// Deferred messages are spread from here on, one interval apart.
     horizon: u64,
     paused_until: u64,
@@ -130,6 +134,7 @@ impl SiteState {
             settings,
             in_use: 0,
             next_start: 0,
+            next_connection: 0,
             horizon: 0,
             paused_until: 0,
             pause_reason: String::new(),
@@ -146,13 +151,7 @@ impl SiteState {
 
     /// Messages a minute in force now (0: no limit).
     pub fn rate(&self) -> u32 {
-        let configured = [
-            self.limits.messages_per_minute,
-            self.limits.connections_per_minute,
-        ]
-        .into_iter()
-        .filter(|r| *r > 0)
-        .min();
+        let configured = Some(self.limits.messages_per_minute).filter(|r| *r > 0);
         match (configured, self.rate) {
             (Some(c), Some(r)) => c.min(r),
             (Some(c), None) => c,
@@ -260,6 +259,31 @@ impl SiteState {
         self.next_start = at + self.interval();
         self.in_use += 1;
         self.count_start(at);
+        Admit::Go { at }
+    }
+
+    /// May a transaction that holds a connection slot open a new
+    /// connection (it found no kept one)? At once, a moment later to keep
+    /// `connections_per_minute`, or not now: the transaction goes back to
+    /// the queue. Transactions over kept connections open none, so they
+    /// are held only by the message rate.
+    pub fn admit_connection(&mut self, now: u64) -> Admit {
+        let per_minute = self.limits.connections_per_minute;
+        if per_minute == 0 {
+            return Admit::Go { at: now };
+        }
+        let at = self.next_connection.max(now);
+        if at > now + self.settings.max_wait_ms {
+            let until = self.spread(at, now);
+            return Admit::Defer {
+                until,
+                reason: format!(
+                    "site {} at its rate of {per_minute} connections/min",
+                    self.name
+                ),
+            };
+        }
+        self.next_connection = at + MINUTE / u64::from(per_minute);
         Admit::Go { at }
     }
 

@@ -12,6 +12,7 @@
 use super::cache::{CacheSettings, ConnectionCache, Put, Used};
 use super::{Outgoing, SmtpSession, establish};
 use crate::outcome::{HostFailure, RcptOutcome};
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -115,15 +116,18 @@ impl Pool {
     }
 
     /// Carry one transaction: over an idle session made under `key`
-    /// (which [`ConnKey::of`] made from `msg`), else over a new one. `per_connection` is the site's
+    /// (which [`ConnKey::of`] made from `msg`), else over a new one once
+    /// `may_open` allows it (the site's connection rate; its refusal is
+    /// returned as is). `per_connection` is the site's
     /// `messages_per_connection` (0: no limit).
-    pub async fn carry(
+    pub async fn carry<E>(
         &self,
         key: &ConnKey,
         msg: &Outgoing<'_>,
         tls: &tokio_rustls::TlsConnector,
         per_connection: u32,
-    ) -> Carried {
+        may_open: impl Future<Output = Result<(), E>>,
+    ) -> Result<Carried, E> {
         let mut stale = 0;
         loop {
             let taken = self.shared.cache().take(key, self.shared.now());
@@ -154,22 +158,23 @@ impl Pool {
             used.transactions += 1;
             self.give_back(key, used, result.is_ok(), per_connection)
                 .await;
-            return Carried {
+            return Ok(Carried {
                 result,
                 reused: true,
                 opened: false,
                 stale,
-            };
+            });
         }
+        may_open.await?;
         let mut session = match establish(key.addr, msg, tls, &key.tls_name).await {
             Ok(s) => s,
             Err(f) => {
-                return Carried {
+                return Ok(Carried {
                     result: Err(f),
                     reused: false,
                     opened: false,
                     stale,
-                };
+                });
             }
         };
         let opened = self.shared.now();
@@ -181,12 +186,12 @@ impl Pool {
         };
         self.give_back(key, used, result.is_ok(), per_connection)
             .await;
-        Carried {
+        Ok(Carried {
             result,
             reused: false,
             opened: true,
             stale,
-        }
+        })
     }
 
     /// After a transaction: keep the session for the next one, or close

@@ -12,11 +12,11 @@ use crate::mailboxes::{MailboxDrop, Mailboxes};
 use crate::mta_sts::StsSource;
 use crate::outcome::{Answer, FailureKind, HostFailure, RcptOutcome, Status};
 use crate::route::{MxResolver, Route};
-use crate::sites::{Deferred, SiteGate};
+use crate::sites::SiteGate;
 use crate::{Addressee, BoxFuture, Courier, Leg, Parcel};
 use portcullis_config::Config;
 use portcullis_metrics::Metrics;
-use portcullis_shaping::{Action, ReplyClass, SiteLimits};
+use portcullis_shaping::{Action, SiteLimits};
 use rules::{Session, Skip, Target, no_host_in_policy};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -234,8 +234,13 @@ impl Router {
                 secure_mx: false,
             }];
             let limits = self.sites.limits("smarthost");
-            let per_connection = limits.messages_per_connection;
-            let carry = self.to_hosts(parcel, &addresses, domain, &smarthost, per_connection);
+            let carry = self.to_hosts(
+                parcel,
+                &addresses,
+                domain,
+                &smarthost,
+                ("smarthost", limits),
+            );
             return self
                 .through_site("smarthost", limits, to.len(), carry)
                 .await;
@@ -277,8 +282,7 @@ impl Router {
                         })
                     })
                     .collect();
-                let per_connection = limits.messages_per_connection;
-                let carry = self.to_hosts(parcel, &addresses, domain, &targets, per_connection);
+                let carry = self.to_hosts(parcel, &addresses, domain, &targets, (&site, limits));
                 self.through_site(&site, limits, to.len(), carry).await
             }
         }
@@ -296,7 +300,7 @@ impl Router {
     ) -> Vec<RcptOutcome> {
         let ticket = match self.sites.enter(site, limits).await {
             Ok(t) => t,
-            Err(d) => return vec![RcptOutcome::Temporary(held_by_site(d)); n],
+            Err(d) => return vec![d.outcome(); n],
         };
         let mut outcomes = carry.await;
         self.sites.classify(&mut outcomes);
@@ -335,15 +339,16 @@ impl Router {
     /// Try each address in order until one answers the transaction, each
     /// under its own rules: DANE where it applies, else the MTA-STS
     /// policy (`rules.rs`); over a kept session where one was made under
-    /// the same rules, carrying at most `per_connection` messages (the
-    /// site's `messages_per_connection`, 0: no limit).
+    /// the same rules, carrying at most the site's
+    /// `messages_per_connection` (0: no limit), or over a new one when
+    /// the site's `connections_per_minute` allows.
     async fn to_hosts(
         &self,
         parcel: &Parcel,
         addresses: &[String],
         domain: &str,
         hosts: &[Target],
-        per_connection: u32,
+        (site, limits): (&str, SiteLimits),
     ) -> Vec<RcptOutcome> {
         let smarthost = self.config.delivery.smarthost.is_some();
         let login = self.login.as_ref().filter(|_| smarthost);
@@ -405,10 +410,17 @@ impl Router {
                 ..msg.clone()
             };
             let key = ConnKey::of(target.addr, &msg, name, session.rules.clone());
-            let carried = self
+            let may_open = self.sites.open_connection(site, limits);
+            let per_connection = limits.messages_per_connection;
+            let carried = match self
                 .pool
-                .carry(&key, &msg, &session.tls, per_connection)
-                .await;
+                .carry(&key, &msg, &session.tls, per_connection, may_open)
+                .await
+            {
+                Ok(c) => c,
+                // Not tried: back to the queue until the site allows.
+                Err(d) => return vec![d.outcome(); addresses.len()],
+            };
             self.count_connection(&carried);
             // A reused session was counted for TLS-RPT when it was opened.
             let held_to = session.held_to.as_ref().filter(|_| !carried.reused);
@@ -456,16 +468,6 @@ impl Router {
             }
         });
         vec![RcptOutcome::of_failure(&last); addresses.len()]
-    }
-}
-
-/// The answer for recipients a site sent back to the queue (RFC 3463
-/// X.4.5, mail system congestion: ours, towards that site).
-fn held_by_site(d: Deferred) -> Answer {
-    Answer {
-        class: ReplyClass::RateLimited,
-        retry_at: Some(d.until),
-        ..Answer::new(Status(4, 4, 5), d.reason)
     }
 }
 

@@ -212,3 +212,32 @@ async fn an_idle_connection_is_closed_with_quit_when_its_idle_time_is_up() {
     assert!(delivered(&send_to(&r, "y@open.example").await));
     assert_eq!(seen.connections.load(SeqCst), 2);
 }
+
+#[tokio::test]
+async fn transactions_over_a_kept_connection_are_not_held_by_the_connection_rate() {
+    let (addr, seen) = mx(OnRset::Accept).await;
+    let mut r = router_to("conn-rate", addr);
+    r.config.delivery.connections_per_minute = 1;
+    r.sites = Arc::new(SiteGate::new(&r.config));
+    for _ in 0..3 {
+        assert!(delivered(&send_to(&r, "x@open.example").await));
+    }
+    assert_eq!(seen.connections.load(SeqCst), 1);
+    assert_eq!(seen.messages.load(SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_new_connection_past_the_connection_rate_sends_the_message_back_untried() {
+    let (addr, seen) = mx(OnRset::Accept).await;
+    let mut r = router_to("conn-rate-new", addr);
+    r.config.delivery.connections_per_minute = 1;
+    r.config.delivery.messages_per_connection = 1;
+    r.sites = Arc::new(SiteGate::new(&r.config));
+    assert!(delivered(&send_to(&r, "x@open.example").await));
+    let RcptOutcome::Temporary(a) = send_to(&r, "x@open.example").await else {
+        panic!("the second connection of the minute was opened");
+    };
+    assert!(a.held_back(), "not tried, no attempt counted: {a:?}");
+    assert!(a.text.ends_with("1 connections/min"), "{}", a.text);
+    assert_eq!(seen.connections.load(SeqCst), 1);
+}

@@ -240,3 +240,30 @@ fn other_answers_are_remembered_but_change_nothing() {
 fn clock_time_is_hours_and_minutes_utc() {
     assert_eq!(clock_time(12 * 3_600_000 + 4 * 60_000 + 59_000), "12:04");
 }
+
+#[test]
+fn new_connections_are_spaced_by_their_own_rate_and_transactions_are_not() {
+    let mut s = SiteState::new(
+        "google",
+        SiteLimits {
+            max_connections: 10,
+            messages_per_connection: 0,
+            messages_per_minute: 0,
+            connections_per_minute: 60,
+        },
+        PaceSettings::default(),
+    );
+    // Transactions over kept connections: not held by the connection rate.
+    for _ in 0..5 {
+        assert_eq!(s.admit(T0), Admit::Go { at: T0 });
+    }
+    // New connections: one a second, the ones further than 2 s sent back.
+    assert_eq!(s.admit_connection(T0), Admit::Go { at: T0 });
+    assert_eq!(s.admit_connection(T0), Admit::Go { at: T0 + 1000 });
+    assert_eq!(s.admit_connection(T0), Admit::Go { at: T0 + 2000 });
+    let Admit::Defer { until, reason } = s.admit_connection(T0) else {
+        panic!("not sent back");
+    };
+    assert!(until >= T0 + 3000);
+    assert!(reason.ends_with("60 connections/min"), "{reason}");
+}
