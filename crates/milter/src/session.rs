@@ -22,6 +22,8 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
+mod macros;
+
 /// The configured milters, shared by every session: each with its bound
 /// on connections.
 pub struct Milters {
@@ -169,52 +171,7 @@ fn meaning(r: &Response, default_code: fn() -> Reply) -> Step {
     }
 }
 
-/// Names as libmilter lists them: `i` and `{i}` are the same macro.
-fn same_macro(a: &str, b: &str) -> bool {
-    a.trim_start_matches('{').trim_end_matches('}')
-        == b.trim_start_matches('{').trim_end_matches('}')
-}
-
 impl Session {
-    /// Macros we send at a stage: ours, narrowed to what the milter asked
-    /// for (SETSYMLIST) where it did.
-    fn macros(
-        &self,
-        link: &Link,
-        stage: Stage,
-        ours: Vec<(String, String)>,
-    ) -> Vec<(String, String)> {
-        match link.negotiated.macros_for(stage) {
-            Some(wanted) => ours
-                .into_iter()
-                .filter(|(k, _)| wanted.iter().any(|w| same_macro(w, k)))
-                .collect(),
-            None => ours,
-        }
-    }
-
-    fn connect_macros(&self, entry: usize) -> Vec<(String, String)> {
-        let c = &self.client;
-        let name = c
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("[{}]", c.addr.ip()));
-        let mut v = vec![
-            ("j".to_owned(), c.hostname.clone()),
-            ("{daemon_name}".to_owned(), c.daemon_name.clone()),
-            (
-                "v".to_owned(),
-                format!("portcullis {}", env!("CARGO_PKG_VERSION")),
-            ),
-            ("{client_addr}".to_owned(), c.addr.ip().to_string()),
-            ("{client_port}".to_owned(), c.addr.port().to_string()),
-            ("{client_name}".to_owned(), name.clone()),
-            ("_".to_owned(), format!("{name} [{}]", c.addr.ip())),
-        ];
-        v.extend(self.milters.entries[entry].0.macros.iter().cloned());
-        v
-    }
-
     fn fail(&mut self, i: usize, failure: &Failure) -> Step {
         let (milter, _) = &self.milters.entries[self.links[i].entry];
         let labels = [
@@ -290,18 +247,6 @@ impl Session {
             }
         }
         Ok(())
-    }
-
-    fn macros_for_link(
-        &self,
-        i: usize,
-        stage: Stage,
-        ours: Vec<(String, String)>,
-    ) -> Vec<(String, String)> {
-        match &self.links[i].state {
-            State::Open(l) => self.macros(l, stage, ours),
-            _ => ours,
-        }
     }
 
     /// Send one step's macros and command; read its answer unless the
