@@ -323,8 +323,11 @@ impl<'a> Ticket<'a> {
         for o in outcomes {
             let a = o.answer();
             let item = (a.class, a.action, a.short());
-            // One transaction's recipients often share one answer.
-            if !matches!(o, RcptOutcome::Delivered(_)) && !answers.contains(&item) {
+            // One transaction's recipients often share one answer; a
+            // recipient the site's own connection rate sent back untried
+            // got no answer from the receiver.
+            let answered = !matches!(o, RcptOutcome::Delivered(_)) && !a.held_back();
+            if answered && !answers.contains(&item) {
                 answers.push(item);
             }
         }

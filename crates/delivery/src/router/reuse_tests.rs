@@ -241,3 +241,21 @@ async fn a_new_connection_past_the_connection_rate_sends_the_message_back_untrie
     assert!(a.text.ends_with("1 connections/min"), "{}", a.text);
     assert_eq!(seen.connections.load(SeqCst), 1);
 }
+
+#[tokio::test]
+async fn a_message_the_connection_rate_sent_back_leaves_no_answer_on_the_site() {
+    let (addr, _seen) = mx(OnRset::Accept).await;
+    let mut r = router_to("conn-rate-view", addr);
+    r.config.delivery.connections_per_minute = 1;
+    r.config.delivery.messages_per_connection = 1;
+    r.sites = Arc::new(SiteGate::new(&r.config));
+    assert!(delivered(&send_to(&r, "x@open.example").await));
+    assert!(!delivered(&send_to(&r, "x@open.example").await));
+    let views = r.sites().views();
+    assert_eq!(views.len(), 1);
+    assert!(
+        views[0].last_answers.is_empty(),
+        "{:?}",
+        views[0].last_answers
+    );
+}
