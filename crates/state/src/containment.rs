@@ -57,6 +57,16 @@ impl Accounts {
         r.tally(now, history_days)
     }
 
+    fn add(&self, account: &str, changes: &[Change]) {
+        self.records()
+            .entry(account.to_owned())
+            .or_default()
+            .apply(changes);
+        if !changes.is_empty() {
+            self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     fn set(&self, account: &str, contained: Option<&Contained>) -> std::io::Result<()> {
         {
             let mut all = self.records();
@@ -126,6 +136,26 @@ impl Store {
             return t;
         }
         self.accounts.record(&account, changes, now, history_days)
+    }
+
+    /// Add `changes` that cannot call for a containment (a delivered
+    /// recipient) without reading the facts back.
+    pub async fn containment_add(
+        &self,
+        account: &str,
+        changes: &[Change],
+        now: u64,
+        history_days: u32,
+    ) {
+        let account = account.to_ascii_lowercase();
+        if let Some(r) = &self.redis
+            && r.containment_record(&account, changes, now, history_days)
+                .await
+                .is_some()
+        {
+            return;
+        }
+        self.accounts.add(&account, changes);
     }
 
     /// The containment in force for the account, if any (cheap: what

@@ -284,6 +284,14 @@ impl portcullis_queue::RecipientOutcomes for OutcomeListener {
             let now = portcullis_config::clock::now_secs();
             let changes = portcullis_containment::observe::outcome(permanent, now);
             let rules = &config.containment;
+            if permanent.is_none() {
+                // A delivered recipient only lowers the bounce ratio: it
+                // cannot call for a containment, so nothing is read back.
+                let state = &containment.state;
+                let days = rules.history_days;
+                state.containment_add(&account, &changes, now, days).await;
+                return;
+            }
             containment
                 .observe(rules, &account, signal, &changes, now)
                 .await;
